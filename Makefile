@@ -1,0 +1,53 @@
+# make run    install into .venv and run chatd in the foreground on 127.0.0.1:5555
+# make test   install into .venv with the test extra and run the test suite
+# make clean  remove .venv and caches
+#
+# The stamps live inside .venv, so deleting .venv forgets them; they depend on pyproject.toml,
+# so changing the dependencies re-installs on the next run.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+PYTEST_ARGS ?=
+
+.PHONY: run test clean tools
+
+run: $(VENV)/.stamp-run
+	$(BIN)/chatd --host 127.0.0.1 --port 5555
+
+test: $(VENV)/.stamp-test tools
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Debian's own python3 needs the python3-venv package for `-m venv`; install it when we can.
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV) || { \
+	    [ "$$(id -u)" = 0 ] && rm -rf $(VENV) && \
+	    export DEBIAN_FRONTEND=noninteractive && \
+	    { apt-get install -y -qq python3-venv >/dev/null || \
+	      { apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null; }; } && \
+	    $(PYTHON) -m venv $(VENV); }
+
+$(VENV)/.stamp-run: pyproject.toml | $(BIN)/python
+	$(PIP) -e .
+	touch $@
+
+# The test install is a superset of the run install, so it satisfies `make run` too.
+$(VENV)/.stamp-test: pyproject.toml | $(BIN)/python
+	$(PIP) -e '.[test]'
+	touch $@ $(VENV)/.stamp-run
+
+# The end-to-end tests drive chatd with netcat, as a user would. Best effort: a test that needs
+# nc and does not find it says so itself.
+tools:
+	@if [ "$$(id -u)" = 0 ] && ! command -v nc >/dev/null 2>&1; then \
+	    echo "make: installing netcat-openbsd"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -qq netcat-openbsd >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null && apt-get install -y -qq netcat-openbsd >/dev/null; } || \
+	    echo "make: warning: could not install netcat-openbsd" >&2; \
+	fi
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

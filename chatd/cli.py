@@ -1,0 +1,76 @@
+"""The `chatd` command: parse options, load the config, set up logging, hand over to the service.
+
+Runs in the main thread, before any other thread exists. It holds no logic of its own beyond
+mapping problems to exit statuses (the contract in SPEC §4):
+0 ok (`--check-config`, `--version`, clean shutdown); 2 usage error or invalid configuration;
+1 the configuration is valid but chatd cannot start (log file, address in use: StartupError).
+Every failure is one line `chatd: error: …` on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, NoReturn
+
+import click
+
+from chatd import __version__, config as configmod, log
+
+
+def _ensure_std_streams() -> None:
+    """Give Python a usable stdin/stdout/stderr when it was started with one closed (`0<&-`):
+    sys.stdin is then None and click, python-daemon's DaemonContext and print() all fail on it."""
+    for name, mode in (("stdin", "r"), ("stdout", "w"), ("stderr", "w")):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, mode))
+
+
+def _fail(ctx: click.Context, message: str, status: int) -> NoReturn:
+    click.echo(f"chatd: error: {message}", err=True)
+    ctx.exit(status)
+
+
+class _Command(click.Command):
+    """A click command that repairs missing std streams before click itself touches them."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        _ensure_std_streams()
+        return super().main(*args, **kwargs)
+
+
+@click.command(cls=_Command, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-c", "--config", "config_path", metavar="PATH",
+              help="TOML configuration file (see etc/chatd.toml); options below win over it.")
+@click.option("--host", help="Address to listen on.  [default: 127.0.0.1]")
+@click.option("--port", type=int, help="TCP port; 0 picks a free port.  [default: 5555]")
+@click.option("--log-format", type=click.Choice(configmod.LOG_FORMATS),
+              help="Log line format.  [default: json unless stderr is a terminal]")
+@click.option("--log-level", type=click.Choice(configmod.LOG_LEVELS, case_sensitive=False),
+              help="Minimum level logged.  [default: info]")
+@click.option("--log-file", metavar="PATH", help="Append logs to this file instead of stderr.")
+@click.option("--check-config", is_flag=True,
+              help="Validate the configuration, print the effective settings and exit.")
+@click.version_option(__version__, "--version", prog_name="chatd", message="%(prog)s %(version)s")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, check_config: bool, **options: Any) -> None:
+    """Run the chatd chat server in the foreground (connect with `nc HOST PORT`)."""
+    try:
+        config = configmod.load(config_path, options)
+    except configmod.ConfigError as err:
+        _fail(ctx, str(err), 2)
+    if check_config:
+        click.echo("\n".join(config.describe()))
+        ctx.exit(0)
+    try:
+        log.configure(config.log_format, config.log_level, config.log_file)
+    except OSError as err:
+        _fail(ctx, f"cannot open log file {config.log_file}: {err.strerror or err}", 1)
+    # Imported here so that --version and --check-config work without the server's modules.
+    from chatd.service import StartupError, run
+
+    try:
+        status = run(config)
+    except StartupError as err:  # e.g. address in use: one line, status 1
+        _fail(ctx, str(err), 1)
+    sys.exit(status)

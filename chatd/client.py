@@ -1,0 +1,50 @@
+"""One connected chat client: the record that the hub, the session and the admin side share.
+
+Field ownership (who writes; everyone may read a plain attribute, which is atomic in CPython):
+
+- ``nick`` and ``room``: the client's own session thread, always while holding the hub lock,
+  so code holding the hub lock sees them consistent with the hub's maps.
+- ``last_active``, ``bytes_in``, ``lines_in``: the session thread only (counters for
+  ``idle_timeout`` and the admin ``list``).
+- ``outbox``: created here, then owned by the flusher thread (see flusher.py).
+- the rest is set once by the accept thread before the session starts.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from chatd.flusher import Outbox
+
+
+class Client:
+    __slots__ = (
+        "id",
+        "sock",
+        "peer",
+        "ip",
+        "nick",
+        "room",
+        "connected_at",
+        "last_active",
+        "bytes_in",
+        "lines_in",
+        "outbox",
+    )
+
+    def __init__(self, client_id: int, sock: socket.socket, addr: tuple) -> None:
+        self.id = client_id
+        self.sock = sock
+        self.ip = addr[0]
+        self.peer = f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
+        self.nick = ""
+        self.room = None
+        self.connected_at = time.time()
+        self.last_active = time.monotonic()
+        self.bytes_in = 0
+        self.lines_in = 0
+        self.outbox = Outbox(sock)
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"<Client {self.id} {self.nick or '?'} {self.peer}>"

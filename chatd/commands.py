@@ -1,0 +1,109 @@
+"""The slash commands of SPEC §1 as a table: name -> handler, usage, help.
+
+The table checks arity once (``needs_args``) so handlers stay short. A handler gets the
+:class:`~chatd.session.Session` of the client that typed the command (it uses ``session.client``,
+``session.hub``, ``session.reply()``, ``session.error()``, ``session.log``) and the argument
+text, already decoded and stripped of control characters. Runs on that client's session thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from chatd.protocol import NAME_RULE, Command, encode, is_valid_name
+
+
+@dataclass(frozen=True)
+class Spec:
+    handler: Callable
+    usage: str
+    help: str
+    needs_args: bool = False
+
+
+def dispatch(session, command: Command) -> None:
+    spec = COMMANDS.get(command.name)
+    if spec is None:
+        session.error(f"unknown command /{command.name} (try /help)")
+    elif spec.needs_args and not command.args:
+        session.error(f"usage: {spec.usage}")
+    else:
+        spec.handler(session, command.args)
+
+
+def do_nick(session, name: str) -> None:
+    if not is_valid_name(name):
+        session.error(f"invalid nick {name} ({NAME_RULE})")
+        return
+    old = session.client.nick
+    problem = session.hub.rename(session.client, name)
+    if problem:
+        session.error(problem)
+    else:
+        session.log.info("nick_changed", old=old, new=name)
+
+
+def do_join(session, name: str) -> None:
+    name = name[1:] if name.startswith("#") else name
+    if not is_valid_name(name):
+        session.error(f"invalid room {name} ({NAME_RULE})")
+        return
+    problem = session.hub.join(session.client, name)
+    if problem:
+        session.error(problem)
+    else:
+        session.log.info("room_joined", room=session.client.room.name)
+
+
+def do_rooms(session, _args: str) -> None:
+    rooms = session.hub.rooms()
+    session.reply(*(f"*** {name} ({count} members)" for name, count in rooms))
+
+
+def do_who(session, _args: str) -> None:
+    room, nicks = session.hub.who(session.client)
+    session.reply(f"*** in {room}: {', '.join(nicks)}")
+
+
+def do_msg(session, args: str) -> None:
+    nick, _, text = args.partition(" ")
+    text = text.strip()
+    if not text:
+        session.error("usage: /msg NICK TEXT")
+        return
+    target = session.hub.find(nick)
+    if target is None:
+        session.error(f"no such nick {nick}")
+        return
+    session.hub.send_to(target, f"*{session.client.nick}* {text}")
+    session.reply(f"*** -> {target.nick}: {text}")
+    session.log_message(text, to=target.nick)
+
+
+def do_me(session, text: str) -> None:
+    session.hub.say(session.client, encode(f"* {session.client.nick} {text}"))
+    session.log_message(text, action=True)
+
+
+def do_quit(session, reason: str) -> None:
+    session.quit(f"quit: {reason}" if reason else "quit")
+
+
+def do_help(session, _args: str) -> None:
+    session.reply(
+        *(f"*** {spec.usage} - {spec.help}" for spec in COMMANDS.values()),
+        "*** //TEXT - send a message that starts with /",
+    )
+
+
+COMMANDS: dict[str, Spec] = {
+    "nick": Spec(do_nick, "/nick NAME", "change your nick", needs_args=True),
+    "join": Spec(do_join, "/join ROOM", "leave this room and enter ROOM", needs_args=True),
+    "rooms": Spec(do_rooms, "/rooms", "list the rooms"),
+    "who": Spec(do_who, "/who", "list the members of this room"),
+    "msg": Spec(do_msg, "/msg NICK TEXT", "send a private message", needs_args=True),
+    "me": Spec(do_me, "/me TEXT", "describe an action", needs_args=True),
+    "quit": Spec(do_quit, "/quit [REASON]", "leave the server"),
+    "help": Spec(do_help, "/help", "show this list"),
+}

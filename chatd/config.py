@@ -1,0 +1,286 @@
+"""chatd configuration: one immutable `Config` value, built from defaults, a TOML file and CLI options.
+
+Why it looks like this: reload (SIGHUP, `chatctl reload`) must build and validate a *whole* new
+config and swap it in, keeping the old one on failure, so loading is a pure function that either
+returns a complete `Config` or raises `ConfigError` naming the bad key. Nothing here opens sockets,
+touches logging or reads the environment; the only I/O is reading the TOML file.
+
+Callers use `load()`, `reload()`, `Config.describe()` and `ConfigError`. The service thread owns
+the current `Config` and replaces it; every other thread only reads the value it was handed.
+
+The TOML file has three sections, `[server]`, `[limits]` and `[logging]` (see `etc/chatd.toml`);
+unknown sections and keys are errors, because a typo that is silently ignored is a limit that
+silently does not apply.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Config", "ConfigError", "load", "reload", "SECTIONS"]
+
+
+class ConfigError(Exception):
+    """A configuration problem. `key` is the dotted key (`limits.rate`) or the file path;
+    `str(err)` is one line, `"<key>: <message>"`, fit to print after `chatd: error: `."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        # One line whatever the cause: the CLI prints it as-is.
+        self.message = " ".join(message.split("\n"))
+        super().__init__(key, self.message)
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The effective settings. Build it with `load()`; never mutate (use `dataclasses.replace`)."""
+
+    host: str = "127.0.0.1"
+    port: int = 5555
+    server_name: str = "chatd"
+    motd: tuple[str, ...] = ("Type /help for the list of commands.",)
+    max_clients: int = 1024
+    max_clients_per_ip: int = 32
+    sendq_bytes: int = 262144
+    recvq_bytes: int = 65536
+    rate: float = 5.0
+    burst: int = 10
+    idle_timeout: float = 0.0
+    max_line_bytes: int = 1024
+    log_messages: bool = False
+    log_format: str | None = None  # None = auto: json unless the log output is a terminal
+    log_level: str = "info"
+    log_file: str | None = None  # None = stderr
+    config_path: str | None = None
+    # The CLI options given at start, as (field, value) pairs, so that reload() can re-apply
+    # them on top of the re-read file. Not part of the settings: excluded from ==, hash, repr.
+    cli_overrides: tuple[tuple[str, Any], ...] = field(default=(), compare=False, repr=False)
+
+    def describe(self) -> list[str]:
+        """The effective settings as `section.key = value` lines (valid TOML, dotted keys),
+        in file order; `--check-config` prints them."""
+        return [
+            f"{section}.{key} = {_toml_value(_file_value(key, getattr(self, key)))}"
+            for section, keys in SECTIONS.items()
+            for key in keys
+        ]
+
+
+# File layout: section -> keys, in the order of etc/chatd.toml. Keys are Config field names.
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "server": ("host", "port", "server_name", "motd"),
+    "limits": (
+        "max_clients", "max_clients_per_ip", "sendq_bytes", "recvq_bytes",
+        "rate", "burst", "idle_timeout", "max_line_bytes",
+    ),
+    "logging": ("log_format", "log_level", "log_file", "log_messages"),
+}
+_SECTION_OF = {key: section for section, keys in SECTIONS.items() for key in keys}
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("json", "console")
+
+
+class _Invalid(ValueError):
+    """Raised by a check with the rule the value broke ("must be …")."""
+
+
+def _integer(value: Any) -> int:
+    # bool is a subclass of int, but `port = true` is a mistake, not 1.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Invalid("must be an integer")
+    return value
+
+
+def _int_range(low: int, high: int | None = None) -> Callable[[Any], int]:
+    rule = f"must be an integer >= {low}" if high is None else f"must be an integer between {low} and {high}"
+
+    def check(value: Any) -> int:
+        try:
+            number = _integer(value)
+        except _Invalid:
+            raise _Invalid(rule) from None
+        if number < low or (high is not None and number > high):
+            raise _Invalid(rule)
+        return number
+
+    return check
+
+
+def _number(low: float, inclusive: bool) -> Callable[[Any], float]:
+    rule = f"must be a number {'>=' if inclusive else '>'} {low:g}"
+
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _Invalid(rule)
+        number = float(value)
+        # TOML has inf and nan; neither is a usable rate or timeout.
+        if not math.isfinite(number) or number < low or (number == low and not inclusive):
+            raise _Invalid(rule)
+        return number
+
+    return check
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid("must be true or false")
+    return value
+
+
+def _host(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _Invalid("must be a non-empty string")
+    return value
+
+
+def _server_name(value: Any) -> str:
+    if not isinstance(value, str) or not 1 <= len(value) <= 64 or not value.isprintable():
+        raise _Invalid("must be a string of 1-64 printable characters")
+    return value
+
+
+def _motd(value: Any) -> tuple[str, ...]:
+    # One string, not an array: a TOML multi-line string reads like the MOTD it produces.
+    if not isinstance(value, str):
+        raise _Invalid("must be a string (one MOTD line per line)")
+    lines = tuple(value.splitlines())
+    # The MOTD goes verbatim to every client's terminal: no escape sequences.
+    if not all(line.replace("\t", " ").isprintable() for line in lines):
+        raise _Invalid("must not contain control characters")
+    return lines
+
+
+def _choice(choices: tuple[str, ...], auto: bool = False) -> Callable[[Any], str | None]:
+    accepted = (*choices, "auto") if auto else choices
+    rule = "must be one of: " + ", ".join(accepted)
+
+    def check(value: Any) -> str | None:
+        if not isinstance(value, str) or value.lower() not in accepted:
+            raise _Invalid(rule)
+        return None if value.lower() == "auto" else value.lower()
+
+    return check
+
+
+def _log_file(value: Any) -> str | None:
+    if not isinstance(value, str) or "\0" in value:
+        raise _Invalid('must be a path, or "" for stderr')
+    # Absolute, because --daemon changes the working directory to / before the file is opened.
+    return os.path.abspath(value) if value else None
+
+
+_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "host": _host,
+    "port": _int_range(0, 65535),
+    "server_name": _server_name,
+    "motd": _motd,
+    "max_clients": _int_range(1),
+    "max_clients_per_ip": _int_range(1),
+    "sendq_bytes": _int_range(1024),
+    "recvq_bytes": _int_range(1),
+    "rate": _number(0, inclusive=False),
+    "burst": _int_range(1),
+    "idle_timeout": _number(0, inclusive=True),
+    "max_line_bytes": _int_range(64, 1048576),
+    "log_messages": _boolean,
+    "log_format": _choice(LOG_FORMATS, auto=True),
+    "log_level": _choice(LOG_LEVELS),
+    "log_file": _log_file,
+}
+
+
+def _checked(key: str, value: Any) -> Any:
+    """The field value for `key`, or ConfigError naming `section.key` and the offending value."""
+    try:
+        return _CHECKS[key](value)
+    except _Invalid as err:
+        raise ConfigError(f"{_SECTION_OF[key]}.{key}", f"{err} (got {value!r})") from None
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except OSError as err:
+        raise ConfigError(path, f"cannot read: {err.strerror or err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(path, f"invalid TOML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(path, f"invalid TOML: not UTF-8 ({err.reason} at byte {err.start})") from None
+
+
+def _file_settings(document: Mapping[str, Any]) -> dict[str, Any]:
+    """Flatten `{section: {key: value}}` into `{key: value}`, refusing anything unknown."""
+    settings: dict[str, Any] = {}
+    for section, table in document.items():
+        if section not in SECTIONS:
+            raise ConfigError(section, "unknown section (expected one of: " + ", ".join(SECTIONS) + ")")
+        if not isinstance(table, dict):
+            raise ConfigError(section, f"must be a table [{section}] (got {table!r})")
+        for key, value in table.items():
+            if key not in SECTIONS[section]:
+                raise ConfigError(
+                    f"{section}.{key}",
+                    f"unknown key (expected one of: {', '.join(SECTIONS[section])})",
+                )
+            settings[key] = value
+    return settings
+
+
+def load(path: str | None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Defaults, then the TOML file at `path` (if any), then `overrides` (CLI options, keyed by
+    Config field name; None values mean "not given" and are skipped). Every value is validated,
+    whatever its source. Raises ConfigError."""
+    given = tuple((key, value) for key, value in (overrides or {}).items() if value is not None)
+    for key, _ in given:
+        if key not in _CHECKS:
+            raise ConfigError(key, "unknown setting")
+    raw = _file_settings(_read_toml(path)) if path is not None else {}
+    raw.update(given)
+    values = {key: _checked(key, value) for key, value in raw.items()}
+    config = Config(
+        **values,
+        config_path=os.path.abspath(path) if path is not None else None,
+        cli_overrides=given,
+    )
+    if config.recvq_bytes < config.max_line_bytes:
+        raise ConfigError(
+            "limits.recvq_bytes",
+            f"must be >= max_line_bytes ({config.max_line_bytes}) (got {config.recvq_bytes!r})",
+        )
+    return config
+
+
+def reload(config: Config) -> Config:
+    """A new Config from `config`'s file, re-read now, with the same CLI overrides on top.
+    Raises ConfigError; the caller keeps `config` in that case."""
+    return load(config.config_path, dict(config.cli_overrides))
+
+
+def _file_value(key: str, value: Any) -> Any:
+    """The TOML spelling of a field value: the inverse of the checks above."""
+    if key == "motd":
+        return "\n".join(value)
+    if value is None:
+        return "auto" if key == "log_format" else ""
+    return value
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    # A JSON string is a TOML basic string, except that TOML also wants DEL escaped.
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+

@@ -1,0 +1,313 @@
+"""The output side of every connection: bounded outboxes and the one thread that writes them.
+
+Readers are one thread per client (session.py); writing is done by a single *flusher* thread.
+Any thread queues work here (a room segment, a private line, a disconnect); queuing takes a short
+lock, appends to a list, and never blocks or touches a client socket. The flusher then:
+
+- coalesces: everything a recipient has pending leaves in one non-blocking ``send``;
+- never waits on a slow client: what the kernel does not take stays in that client's backlog,
+  and the socket is watched with epoll until it is writable again;
+- enforces ``sendq_bytes``: a backlog that would pass it gets the client disconnected with
+  reason ``sendq exceeded`` (from here, a safe place, not from inside whoever posted the line);
+- is the only thread that sends on, shuts down or closes a client socket. The session only
+  ``recv``s, and hands its socket over (``finish``) when it is done. Keeping close here means a
+  file descriptor is never closed while another thread might still write to it.
+
+Thread ownership: :class:`Outbox` objects and ``_writers``/``_lingering`` belong to the flusher
+thread alone. ``_lock`` guards ``_queue`` and ``_sleeping`` only; it is the innermost lock
+(hub lock, then a room lock, then this one).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import threading
+import time
+
+import structlog
+
+log = structlog.get_logger("chatd.flusher")
+
+#: How long a closing client may take to drain its last lines (quit, kick, shutdown).
+LINGER_SECONDS = 2.0
+
+
+class Outbox:
+    """Per-client output state, owned by the flusher thread (only it reads or writes these)."""
+
+    __slots__ = (
+        "sock",
+        "fd",
+        "backlog",
+        "backlog_bytes",
+        "bytes_out",
+        "lines_out",
+        "close_reason",
+        "dead",
+        "linger_until",
+        "finished",
+    )
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.backlog: list = []  # bytes / memoryview chunks the kernel has not taken yet
+        self.backlog_bytes = 0
+        self.bytes_out = 0
+        self.lines_out = 0
+        #: Why the flusher ended this connection (sendq, kick, shutdown...), read by the
+        #: session after its recv returns. Written by the flusher thread only, before it
+        #: wakes the session with shutdown(), so the session always sees it.
+        self.close_reason: str | None = None
+        self.dead = False  # no more output: overflowed, broken or closed
+        self.linger_until = 0.0
+        self.finished = False  # the session is done with the socket; close once drained
+
+
+class Flusher:
+    """Runs the writer thread. Callers use the ``submit_*``, ``disconnect`` and ``finish``
+    methods from any thread; ``start``/``stop`` belong to the service."""
+
+    def __init__(self, sendq_bytes: int) -> None:
+        #: Replaced by a reload; read by the flusher thread (an int assignment is atomic).
+        self.sendq_bytes = sendq_bytes
+        self._lock = threading.Lock()
+        self._queue: list = []
+        self._sleeping = False
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._epoll = select.epoll()
+        self._epoll.register(self._wake_fd, select.EPOLLIN)
+        self._writers: dict[int, Outbox] = {}  # fd -> outbox with a backlog
+        self._lingering: set[Outbox] = set()
+        self._open = 0  # outboxes not yet closed (flusher thread)
+        self._stopping = False
+        self._stop_deadline = 0.0
+        self._thread = threading.Thread(target=self._run, name="flusher", daemon=True)
+
+    # -- any thread ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit_segment(self, segment) -> None:
+        self._submit((self._flush_segment, segment))
+
+    def submit(self, outbox: Outbox, data: bytes, lines: int = 1) -> None:
+        """Queue ``data`` (whole encoded lines) for one client."""
+        self._submit((self._deliver, outbox, data, lines))
+
+    def disconnect(self, outbox: Outbox, reason: str, notice: bytes | None = None) -> None:
+        """End a connection from outside its session (kick, idle, shutdown): send ``notice``,
+        then wake the session, which cleans up and calls :meth:`finish`."""
+        self._submit((self._disconnect, outbox, reason, notice))
+
+    def finish(self, outbox: Outbox, linger: bool) -> None:
+        """The session is done reading. Close the socket, after draining it if ``linger``."""
+        self._submit((self._finish, outbox, linger))
+
+    def adopt(self) -> None:
+        """Count a new connection, so stop() knows how many are still open."""
+        self._submit((self._adopt,))
+
+    def stop(self, timeout: float) -> bool:
+        """Close what is left once drained (bounded by ``timeout``), then end the thread."""
+        self._submit((self._begin_stop, time.monotonic() + timeout))
+        self._thread.join(timeout + 1.0)
+        return not self._thread.is_alive()
+
+    def _submit(self, item: tuple) -> None:
+        with self._lock:
+            self._queue.append(item)
+            wake = self._sleeping
+            self._sleeping = False
+        if wake:
+            os.eventfd_write(self._wake_fd, 1)
+
+    # -- the flusher thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception:  # a bug here would silence every client: make it loud
+            log.exception("flusher_crashed")
+            raise
+        finally:
+            self._epoll.close()
+            os.close(self._wake_fd)
+
+    def _loop(self) -> None:
+        while not self._stopped():
+            with self._lock:
+                items = self._queue
+                self._queue = []
+                idle = not items
+                self._sleeping = idle
+            for item in items:
+                item[0](*item[1:])
+            timeout = self._poll_timeout() if idle else 0
+            for fd, _ in self._epoll.poll(timeout):
+                if fd == self._wake_fd:
+                    os.eventfd_read(self._wake_fd)
+                else:
+                    outbox = self._writers.get(fd)
+                    if outbox is not None:
+                        self._write_backlog(outbox)
+            if self._lingering:
+                self._expire_lingering()
+        with self._lock:
+            self._sleeping = False
+
+    def _stopped(self) -> bool:
+        """Stopping ends once every socket is closed, or at the deadline whatever is left."""
+        return self._stopping and (self._open <= 0 or time.monotonic() >= self._stop_deadline)
+
+    def _poll_timeout(self) -> float:
+        deadlines = [o.linger_until for o in self._lingering]
+        if self._stopping:
+            deadlines.append(self._stop_deadline)
+        if not deadlines:
+            return -1
+        return max(0.0, min(deadlines) - time.monotonic())
+
+    def _flush_segment(self, segment) -> None:
+        entries = segment.take()
+        if not entries:
+            return
+        deliver = self._deliver
+        if len(entries) == 1:
+            author, data, lines = entries[0]
+            for outbox in segment.members:
+                if outbox is not author:
+                    deliver(outbox, data, lines)
+            return
+        shared = b"".join([e[1] for e in entries])
+        shared_lines = sum(e[2] for e in entries)
+        authors = {e[0] for e in entries}
+        for outbox in segment.members:
+            if outbox in authors:
+                own = [e for e in entries if e[0] is not outbox]
+                if own:
+                    deliver(outbox, b"".join([e[1] for e in own]), sum(e[2] for e in own))
+            else:
+                deliver(outbox, shared, shared_lines)
+
+    def _deliver(self, outbox: Outbox, data, lines: int) -> None:
+        if outbox.dead:
+            return
+        outbox.lines_out += lines
+        if outbox.backlog:
+            if outbox.backlog_bytes + len(data) > self.sendq_bytes:
+                self._overflow(outbox)
+                return
+            outbox.backlog.append(data)
+            outbox.backlog_bytes += len(data)
+            return
+        try:
+            sent = outbox.sock.send(data, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._broken(outbox)
+            return
+        outbox.bytes_out += sent
+        if sent < len(data):
+            rest = memoryview(data)[sent:]
+            if len(rest) > self.sendq_bytes:
+                self._overflow(outbox)
+                return
+            outbox.backlog.append(rest)
+            outbox.backlog_bytes = len(rest)
+            self._writers[outbox.fd] = outbox
+            self._epoll.register(outbox.fd, select.EPOLLOUT)
+
+    def _write_backlog(self, outbox: Outbox) -> None:
+        backlog = outbox.backlog
+        data = backlog[0] if len(backlog) == 1 else b"".join(backlog)
+        try:
+            sent = outbox.sock.send(data, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._broken(outbox)
+            return
+        outbox.bytes_out += sent
+        if sent < len(data):
+            outbox.backlog = [memoryview(data)[sent:]]
+            outbox.backlog_bytes = len(data) - sent
+            return
+        self._drop_backlog(outbox)
+        if outbox.finished:
+            self._close(outbox)
+
+    def _drop_backlog(self, outbox: Outbox) -> None:
+        if outbox.fd in self._writers:
+            del self._writers[outbox.fd]
+            self._epoll.unregister(outbox.fd)
+        outbox.backlog = []
+        outbox.backlog_bytes = 0
+
+    def _overflow(self, outbox: Outbox) -> None:
+        self._end(outbox, "sendq exceeded", socket.SHUT_RDWR)
+
+    def _broken(self, outbox: Outbox) -> None:
+        self._end(outbox, "connection reset", socket.SHUT_RDWR)
+
+    def _end(self, outbox: Outbox, reason: str, how: int) -> None:
+        """Stop all output to this client and wake its session so it cleans up."""
+        if outbox.close_reason is None:
+            outbox.close_reason = reason
+        outbox.dead = True
+        self._drop_backlog(outbox)
+        if outbox.finished:
+            self._close(outbox)
+            return
+        try:
+            outbox.sock.shutdown(how)
+        except OSError:
+            pass  # already disconnected: the session's recv has returned or will
+
+    def _disconnect(self, outbox: Outbox, reason: str, notice: bytes | None) -> None:
+        if outbox.dead or outbox.finished or outbox.close_reason:
+            return  # already ending
+        outbox.close_reason = reason
+        if notice:
+            self._deliver(outbox, notice, 1)
+        if not outbox.dead:  # keep the write side open: the notice and backlog still drain
+            try:
+                outbox.sock.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
+
+    def _finish(self, outbox: Outbox, linger: bool) -> None:
+        outbox.finished = True
+        if outbox.backlog and linger and not outbox.dead:
+            outbox.linger_until = time.monotonic() + LINGER_SECONDS
+            self._lingering.add(outbox)
+        else:
+            self._close(outbox)
+
+    def _expire_lingering(self) -> None:
+        now = time.monotonic()
+        for outbox in [o for o in self._lingering if o.linger_until <= now]:
+            self._close(outbox)
+
+    def _close(self, outbox: Outbox) -> None:
+        if outbox.sock is None:
+            return
+        self._drop_backlog(outbox)
+        self._lingering.discard(outbox)
+        outbox.dead = True
+        outbox.sock.close()
+        outbox.sock = None
+        self._open -= 1
+
+    def _adopt(self) -> None:
+        self._open += 1
+
+    def _begin_stop(self, deadline: float) -> None:
+        self._stopping = True
+        self._stop_deadline = deadline
+        for outbox in self._lingering:
+            outbox.linger_until = min(outbox.linger_until, deadline)

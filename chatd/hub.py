@@ -1,0 +1,163 @@
+"""Shared chat state: who is connected, their nicks, the rooms and who is in them.
+
+One object, one lock. Every method that reads or changes the maps below takes ``_lock``, and the
+notices that belong to a change (``joined``, ``left``, ``is now known as``, the joiner's own
+reply) are queued while it is held, so every client sees changes in the order they happened.
+Queuing is an append to a list (rooms.py, flusher.py); **no socket I/O ever happens under these
+locks**, so a slow or dead client cannot stall anyone who needs the hub.
+
+Lock order (take them in this order, never the reverse):
+
+    Hub._lock  ->  Room.lock  ->  Flusher._lock
+
+Chat messages, the hot path, take only ``Room.lock`` (see :meth:`Hub.say`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+
+from chatd.protocol import encode, encode_lines, fold
+from chatd.rooms import Room
+
+LOBBY = "lobby"
+
+
+class Hub:
+    def __init__(self, flusher) -> None:
+        self._flusher = flusher
+        self._lock = threading.Lock()
+        self._clients: dict = {}  # client id -> Client
+        self._nicks: dict = {}  # folded nick -> Client
+        self._rooms: dict = {}  # folded room name -> Room
+        self._per_ip: dict = {}  # ip -> number of clients
+        self._guest_numbers = itertools.count(1)
+        self._lobby = self._room(LOBBY)
+
+    # -- admission and lifetime ---------------------------------------------------------------
+
+    def admit(self, client, max_clients: int, max_per_ip: int) -> str | None:
+        """Count ``client`` in, or return why it is refused (the SPEC §3 error text)."""
+        with self._lock:
+            if len(self._clients) >= max_clients:
+                return "server full"
+            if self._per_ip.get(client.ip, 0) >= max_per_ip:
+                return "too many connections from your address"
+            self._clients[client.id] = client
+            self._per_ip[client.ip] = self._per_ip.get(client.ip, 0) + 1
+        return None
+
+    def register(self, client, greeting: list[str]) -> str:
+        """Give ``client`` a guest nick, queue its greeting, put it in the lobby."""
+        with self._lock:
+            nick = self._guest_nick()
+            client.nick = nick
+            self._nicks[fold(nick)] = client
+            lines = [greeting[0], f"*** you are {nick}", *greeting[1:]]
+            self._flusher.submit(client.outbox, encode_lines(lines), len(lines))
+            self._enter(client, self._lobby)
+        return nick
+
+    def remove(self, client, farewell: str | None) -> None:
+        """Forget ``client``; tell its room ``farewell`` (None: say nothing)."""
+        with self._lock:
+            if self._clients.pop(client.id, None) is None:
+                return
+            left = self._per_ip[client.ip] - 1
+            if left:
+                self._per_ip[client.ip] = left
+            else:
+                del self._per_ip[client.ip]
+            if client.nick:
+                self._nicks.pop(fold(client.nick), None)
+            room = client.room
+            if room is not None:
+                self._leave(client, room)
+                if farewell:
+                    room.post(None, encode(farewell))
+
+    def _guest_nick(self) -> str:
+        while True:
+            nick = f"guest-{next(self._guest_numbers)}"
+            if fold(nick) not in self._nicks:
+                return nick
+
+    # -- commands -----------------------------------------------------------------------------
+
+    def rename(self, client, new: str) -> str | None:
+        """Change the nick; returns an error text or None. The reply and notice are queued."""
+        with self._lock:
+            owner = self._nicks.get(fold(new))
+            if owner is not None and owner is not client:
+                return f"nick {new} is already in use"
+            old = client.nick
+            del self._nicks[fold(old)]
+            self._nicks[fold(new)] = client
+            client.nick = new
+            self.send_to(client, f"*** you are now {new}")
+            client.room.post(client.outbox, encode(f"*** {old} is now known as {new}"))
+        return None
+
+    def join(self, client, name: str) -> str | None:
+        """Move ``client`` to room ``name`` (created on demand); returns an error text or None."""
+        with self._lock:
+            old = client.room
+            if fold(name) == fold(old.name):
+                return f"you are already in {old.name}"
+            new = self._rooms.get(fold(name)) or self._room(name)
+            self._leave(client, old)
+            old.post(None, encode(f"*** {client.nick} left {old.name}"))
+            self.send_to(client, f"*** you joined {new.name} ({len(new.members) + 1} members)")
+            self._enter(client, new)
+        return None
+
+    def say(self, client, data: bytes) -> None:
+        """A chat line to the sender's room. Only the session thread of ``client`` moves it
+        between rooms, so reading ``client.room`` here needs no hub lock."""
+        client.room.post(client.outbox, data)
+
+    def send_to(self, client, *lines: str) -> None:
+        """Private lines to ``client``, ordered after every room line posted before them."""
+        room = client.room
+        if room is not None:
+            room.cut()
+        self._flusher.submit(client.outbox, encode_lines(lines), len(lines))
+
+    def find(self, nick: str):
+        with self._lock:
+            return self._nicks.get(fold(nick))
+
+    def who(self, client) -> tuple[str, list[str]]:
+        with self._lock:
+            room = client.room
+            return room.name, sorted((c.nick for c in room.members.values()), key=fold)
+
+    def rooms(self) -> list[tuple[str, int]]:
+        with self._lock:
+            return sorted(((r.name, len(r.members)) for r in self._rooms.values()),
+                          key=lambda item: fold(item[0]))
+
+    def clients(self) -> list:
+        with self._lock:
+            return list(self._clients.values())
+
+    # -- membership (hub lock held) -----------------------------------------------------------
+
+    def _room(self, name: str) -> Room:
+        room = Room(name, self._flusher)
+        self._rooms[fold(name)] = room
+        return room
+
+    def _enter(self, client, room: Room) -> None:
+        room.members[client.id] = client
+        client.room = room
+        room.membership_changed()
+        room.post(client.outbox, encode(f"*** {client.nick} joined {room.name}"))
+
+    def _leave(self, client, room: Room) -> None:
+        del room.members[client.id]
+        client.room = None
+        room.membership_changed()
+        if not room.members and room is not self._lobby:
+            del self._rooms[fold(room.name)]

@@ -1,0 +1,171 @@
+"""structlog setup for chatd: one event per line, from any thread, to stderr or a file.
+
+Named `log.py`, not `logging.py`, so it never shadows the standard library module.
+
+Why it is more than a `structlog.configure()` call:
+- Many session threads log at once. Every line is written by one `_Sink.write()` under one lock,
+  so lines never interleave, and `reopen()` (SIGHUP, after logrotate) cannot race a write.
+- SIGHUP may change the level. structlog's filtering loggers fix the level when their class is
+  made, and session threads keep loggers bound long before a reload. So every chatd logger is an
+  instance of one class, `_BoundLogger`, and `set_level()` swaps that class's methods for those
+  of structlog's `make_filtering_bound_logger(level)`: a filtered-out call stays a bare
+  `return None`, and already-bound loggers follow the new level.
+- Loggers are not cached on first use, so `structlog.testing.capture_logs()` sees every event.
+
+Callers use `configure()` once in the main thread before starting threads, `get_logger()`
+anywhere, and `set_level()`, `reopen()`, `fileno()` from the service thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from typing import Any, TextIO
+
+import structlog
+
+__all__ = ["configure", "get_logger", "set_level", "reopen", "fileno", "LEVELS"]
+
+LEVELS: dict[str, int] = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+class _Sink:
+    """The one output stream. `path` None means sys.stderr, looked up at each write so that
+    a test's or python-daemon's replacement of sys.stderr is honoured."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.path: str | None = None
+        self.file: TextIO | None = None
+
+    def write(self, line: str) -> None:
+        with self.lock:
+            stream = self.file if self.file is not None else sys.stderr
+            try:
+                stream.write(line + "\n")
+                stream.flush()
+            except (OSError, ValueError):
+                # A full disk or a closed stderr must not kill the session thread that logged.
+                pass
+
+    def open(self, path: str | None) -> None:
+        """Switch to `path` (None = stderr). Opens the new file before closing the old one,
+        so a failure (OSError) leaves logging as it was."""
+        new = _open_append(path) if path is not None else None
+        with self.lock:
+            old, self.file, self.path = self.file, new, path
+        if old is not None:
+            old.close()
+
+
+def _open_append(path: str) -> TextIO:
+    # Line-buffered: each event reaches the file when it is logged, not at exit.
+    return open(path, "a", buffering=1, encoding="utf-8", errors="backslashreplace")
+
+
+class _LineLogger:
+    """The end of structlog's chain: receives the rendered line, whatever the level method."""
+
+    __slots__ = ()
+
+    def msg(self, message: str) -> None:
+        _SINK.write(message)
+
+    debug = info = warning = warn = error = critical = fatal = exception = log = msg
+
+
+class _BoundLogger(structlog.make_filtering_bound_logger(logging.DEBUG)):  # type: ignore[misc]
+    """The class of every chatd logger; `set_level()` rewrites its methods."""
+
+
+_SINK = _Sink()
+_LINE_LOGGER = _LineLogger()
+
+
+def _apply_level(level: str) -> None:
+    template = structlog.make_filtering_bound_logger(LEVELS[level])
+    for name, method in vars(template).items():
+        if not name.startswith("__"):
+            setattr(_BoundLogger, name, method)
+
+
+def _event_first(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Put timestamp, level, event first in each JSON line, for people reading raw logs."""
+    head = {key: event_dict.pop(key) for key in ("timestamp", "level", "event") if key in event_dict}
+    head.update(event_dict)
+    return head
+
+
+def _use_json(fmt: str | None, path: str | None) -> bool:
+    if fmt is not None:
+        return fmt == "json"
+    # Auto: JSON unless a person is watching; a file is never a terminal.
+    if path is not None:
+        return True
+    return not (sys.stderr is not None and sys.stderr.isatty())
+
+
+def _processors(json_lines: bool) -> list[Any]:
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+    ]
+    if json_lines:
+        # format_exc_info turns exc_info into an `exception` string; JSON escapes its newlines,
+        # so a traceback stays inside its one line.
+        return [*shared, structlog.processors.format_exc_info, _event_first,
+                structlog.processors.JSONRenderer()]
+    colors = sys.stderr is not None and sys.stderr.isatty()
+    return [*shared, structlog.dev.ConsoleRenderer(colors=colors)]
+
+
+def configure(fmt: str | None, level: str, path: str | None) -> None:
+    """Set up logging. `fmt` "json", "console" or None (auto: JSON unless writing to a terminal);
+    `level` one of LEVELS; `path` a file to append to, or None for stderr.
+    Raises OSError when the file cannot be opened, ValueError for an unknown level or format."""
+    if level not in LEVELS:
+        raise ValueError(f"unknown log level {level!r}")
+    if fmt not in (None, "json", "console"):
+        raise ValueError(f"unknown log format {fmt!r}")
+    _SINK.open(path)
+    _apply_level(level)
+    structlog.configure(
+        processors=_processors(_use_json(fmt, path)),
+        wrapper_class=_BoundLogger,
+        logger_factory=lambda *args: _LINE_LOGGER,
+        context_class=dict,
+        cache_logger_on_first_use=False,
+    )
+
+
+def set_level(level: str) -> None:
+    """Change the minimum level of every logger, including already-bound ones (reload)."""
+    if level not in LEVELS:
+        raise ValueError(f"unknown log level {level!r}")
+    _apply_level(level)
+
+
+def reopen() -> None:
+    """Reopen the log file at the same path (after logrotate moved it); no-op on stderr.
+    Raises OSError and keeps the old file when the path cannot be opened."""
+    if _SINK.path is not None:
+        _SINK.open(_SINK.path)
+
+
+def fileno() -> int | None:
+    """The log file's descriptor (for python-daemon's files_preserve), or None on stderr."""
+    file = _SINK.file
+    return file.fileno() if file is not None else None
+
+
+def get_logger(**initial_values: Any) -> Any:
+    """A structlog logger with `initial_values` bound, e.g. get_logger(client_id=7, peer=...)."""
+    return structlog.get_logger(**initial_values)

@@ -1,0 +1,148 @@
+"""The chat wire protocol as pure functions: bytes in, lines and commands out.
+
+Nothing here touches a socket or a clock, so every rule of SPEC §1 that concerns bytes and text
+(framing, CRLF, UTF-8 replacement, control-character stripping, long lines, command words, name
+rules) can be tested as a table and fuzzed on its own. The session thread feeds received bytes to
+a :class:`LineFramer` and hands each decoded line to :func:`parse`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+#: C0 controls except TAB, DEL, and C1 controls. They would let one client drive other people's
+#: terminals (ANSI escapes, bells, cursor moves), so they never leave the sender's session.
+_CONTROL_CHARS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+#: Nicks and room names share one rule (SPEC §1).
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,23}")
+NAME_RULE = "1-24 characters of A-Z a-z 0-9 _ -, not starting with - or a digit"
+
+CRLF = b"\r\n"
+
+
+class LineTooLong:
+    """Marker yielded by :class:`LineFramer` in place of a line that was over the limit."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return "LINE_TOO_LONG"
+
+
+LINE_TOO_LONG = LineTooLong()
+
+
+class LineFramer:
+    """Splits a TCP byte stream into lines, whatever the segmentation.
+
+    ``feed()`` appends received bytes; ``next_line()`` returns the next complete line as raw
+    bytes (LF and a CR before it removed), :data:`LINE_TOO_LONG` once for a line over
+    ``max_line_bytes`` (the rest of it, up to the next LF, is then discarded as it arrives), or
+    ``None`` when no complete line is buffered. Lines are handed out lazily so the session can
+    pace them (flood control) while ``pending_bytes`` tells how much unread input waits.
+    """
+
+    __slots__ = ("max_line_bytes", "_buf", "_pos", "_discarding")
+
+    def __init__(self, max_line_bytes: int) -> None:
+        self.max_line_bytes = max_line_bytes
+        self._buf = b""
+        self._pos = 0
+        self._discarding = False
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes received but not yet returned as lines (the session's recvq)."""
+        return len(self._buf) - self._pos
+
+    def feed(self, data: bytes) -> None:
+        if self._pos:
+            self._buf = self._buf[self._pos :] + data
+            self._pos = 0
+        elif self._buf:
+            self._buf += data
+        else:
+            self._buf = data
+
+    def next_line(self) -> bytes | LineTooLong | None:
+        while True:
+            buf, pos = self._buf, self._pos
+            end = buf.find(b"\n", pos)
+            if end < 0:
+                return self._partial()
+            self._pos = end + 1
+            if self._discarding:
+                self._discarding = False
+                continue
+            line = buf[pos:end]
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if len(line) > self.max_line_bytes:
+                return LINE_TOO_LONG
+            return line
+
+    def _partial(self) -> LineTooLong | None:
+        """No LF buffered: a partial line over the limit is reported now and dropped as it comes."""
+        if self.pending_bytes <= self.max_line_bytes + 1:  # +1: room for a CR before the LF
+            return None
+        self._buf, self._pos = b"", 0
+        if self._discarding:
+            return None
+        self._discarding = True
+        return LINE_TOO_LONG
+
+
+def decode(raw: bytes) -> str:
+    """Raw line bytes to display-safe text: invalid UTF-8 replaced, controls removed."""
+    text = raw.decode("utf-8", "replace")
+    if text.isprintable():
+        return text
+    return _CONTROL_CHARS.sub("", text)
+
+
+def is_valid_name(name: str) -> bool:
+    return _NAME.fullmatch(name) is not None
+
+
+def fold(name: str) -> str:
+    """The case-insensitive key under which a nick or room name is unique."""
+    return name.casefold()
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A line that goes to the sender's room as chat text."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A ``/word args`` line; ``name`` is lower-cased, ``args`` has its outer spaces removed."""
+
+    name: str
+    args: str
+
+
+def parse(text: str) -> Message | Command | None:
+    """Classify one decoded line. Empty (or all-blank) lines give ``None`` and are ignored."""
+    if not text.strip():
+        return None
+    if not text.startswith("/"):
+        return Message(text)
+    if text.startswith("//"):
+        return Message(text[1:])
+    word, _, args = text[1:].partition(" ")
+    return Command(word.lower(), args.strip())
+
+
+def encode(text: str) -> bytes:
+    """One outgoing line, CRLF-terminated as SPEC §1 asks."""
+    return text.encode("utf-8") + CRLF
+
+
+def encode_lines(lines) -> bytes:
+    """Several outgoing lines as one buffer, so they leave in one send."""
+    return "".join(line + "\r\n" for line in lines).encode("utf-8")

@@ -1,0 +1,145 @@
+"""The TCP listener: accept, admit (limits), and start one session thread per client.
+
+The accept loop runs in its own thread and must survive whatever the network does: a peer that
+resets before we accept it, running out of file descriptors (``EMFILE``: log ``accept_failed``,
+back off briefly, keep serving), signals. A refused client gets its one error line with a
+non-blocking send on a fresh, empty socket, so refusing never blocks the loop.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import socket
+import threading
+
+import structlog
+
+from chatd.client import Client
+from chatd.protocol import encode
+from chatd.session import Session
+
+log = structlog.get_logger("chatd.server")
+
+#: accept() errors that mean "out of resources right now", not "the listener is broken".
+_RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_BACKOFF_SECONDS = 0.1
+#: Keepalive reclaims half-open connections (peer vanished without FIN) when idle_timeout is off.
+_KEEPALIVE = {"TCP_KEEPIDLE": 60, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 6}
+
+
+def bind(host: str, port: int, backlog: int = 1024) -> socket.socket:
+    """Create the listening socket (errors propagate: the caller reports them and exits)."""
+    info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, address = info[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class Listener:
+    """Owns the listening socket and the accept thread. ``start()``, ``stop()``, ``sessions()``."""
+
+    def __init__(self, sock: socket.socket, hub, flusher, settings) -> None:
+        self.sock = sock
+        self.hub = hub
+        self.flusher = flusher
+        self.settings = settings
+        self._ids = itertools.count(1)
+        self._stopping = threading.Event()
+        self._sessions_lock = threading.Lock()
+        self._sessions: dict[int, threading.Thread] = {}  # client id -> its session thread
+        self._thread = threading.Thread(target=self._accept_loop, name="accept", daemon=True)
+
+    @property
+    def address(self) -> tuple:
+        return self.sock.getsockname()[:2]
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop accepting: wake accept() by shutting the listener down, wait for the thread."""
+        self._stopping.set()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._thread.join(5.0)
+        self.sock.close()
+
+    def sessions(self) -> list[threading.Thread]:
+        with self._sessions_lock:
+            return list(self._sessions.values())
+
+    def _accept_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn, addr = self.sock.accept()
+            except OSError as exc:
+                if self._stopping.is_set():
+                    return
+                if exc.errno in _RESOURCE_ERRORS:
+                    log.error("accept_failed", error=exc.strerror, errno=exc.errno)
+                    self._stopping.wait(_BACKOFF_SECONDS)
+                # anything else (ECONNABORTED, EPROTO...) concerns one peer only
+                continue
+            try:
+                self._admit(conn, addr)
+            except Exception:
+                log.exception("admission_failed")
+                conn.close()
+
+    def _admit(self, conn: socket.socket, addr: tuple) -> None:
+        config = self.settings.config
+        client = Client(next(self._ids), conn, addr)
+        refusal = self.hub.admit(client, config.max_clients, config.max_clients_per_ip)
+        if refusal:
+            log.info("client_refused", peer=client.peer, reason=refusal)
+            try:
+                conn.send(encode(f"*** error: {refusal}"), socket.MSG_DONTWAIT)
+                conn.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            conn.close()
+            return
+        _tune(conn)
+        session = Session(client, self.hub, self.flusher, self.settings)
+        thread = threading.Thread(target=self._run_session, args=(session,),
+                                  name=f"client-{client.id}", daemon=True)
+        with self._sessions_lock:
+            self._sessions[client.id] = thread
+        self.flusher.adopt()
+        try:
+            thread.start()
+        except RuntimeError as exc:  # out of threads: undo the admission, keep serving
+            log.error("accept_failed", error=str(exc), peer=client.peer)
+            with self._sessions_lock:
+                del self._sessions[client.id]
+            self.hub.remove(client, None)
+            self.flusher.finish(client.outbox, linger=False)
+
+    def _run_session(self, session: Session) -> None:
+        try:
+            session.run()
+        finally:
+            with self._sessions_lock:
+                del self._sessions[session.client.id]
+
+
+def _tune(conn: socket.socket) -> None:
+    """Per-connection socket options: no Nagle delay on chat lines, keepalive for dead peers."""
+    try:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in _KEEPALIVE.items():
+            if hasattr(socket, name):
+                conn.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+    except OSError:
+        pass  # the peer may already be gone; the session will find out
