@@ -49,6 +49,10 @@ class _Command(click.Command):
 @click.option("--log-level", type=click.Choice(configmod.LOG_LEVELS, case_sensitive=False),
               help="Minimum level logged.  [default: info]")
 @click.option("--log-file", metavar="PATH", help="Append logs to this file instead of stderr.")
+@click.option("--admin-socket", metavar="PATH",
+              help="Unix socket for chatctl.  [default: see SPEC §4; env CHATD_ADMIN_SOCKET]")
+@click.option("--state-dir", metavar="PATH",
+              help="Where bans persist.  [default: $STATE_DIRECTORY or ~/.local/state/chatd]")
 @click.option("--check-config", is_flag=True,
               help="Validate the configuration, print the effective settings and exit.")
 @click.version_option(__version__, "--version", prog_name="chatd", message="%(prog)s %(version)s")

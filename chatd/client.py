@@ -4,6 +4,7 @@ Field ownership (who writes; everyone may read a plain attribute, which is atomi
 
 - ``nick`` and ``room``: the client's own session thread, always while holding the hub lock,
   so code holding the hub lock sees them consistent with the hub's maps.
+- ``muted``: admin threads (a bool flag the session reads before delivering a message).
 - ``last_active``, ``bytes_in``, ``lines_in``: the session thread only (counters for
   ``idle_timeout`` and the admin ``list``).
 - ``outbox``: created here, then owned by the flusher thread (see flusher.py).
@@ -30,6 +31,7 @@ class Client:
         "last_active",
         "bytes_in",
         "lines_in",
+        "muted",
         "outbox",
     )
 
@@ -44,6 +46,7 @@ class Client:
         self.last_active = time.monotonic()
         self.bytes_in = 0
         self.lines_in = 0
+        self.muted = False
         self.outbox = Outbox(sock)
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid

@@ -2,7 +2,8 @@
 
 The table checks arity once (``needs_args``) so handlers stay short. A handler gets the
 :class:`~chatd.session.Session` of the client that typed the command (it uses ``session.client``,
-``session.hub``, ``session.reply()``, ``session.error()``, ``session.log``) and the argument
+``session.hub``, ``session.reply()``, ``session.error()``, ``session.may_speak()``,
+``session.log``) and the argument
 text, already decoded and stripped of control characters. Runs on that client's session thread.
 """
 
@@ -76,12 +77,16 @@ def do_msg(session, args: str) -> None:
     if target is None:
         session.error(f"no such nick {nick}")
         return
+    if not session.may_speak():
+        return
     session.hub.send_to(target, f"*{session.client.nick}* {text}")
     session.reply(f"*** -> {target.nick}: {text}")
     session.log_message(text, to=target.nick)
 
 
 def do_me(session, text: str) -> None:
+    if not session.may_speak():
+        return
     session.hub.say(session.client, encode(f"* {session.client.nick} {text}"))
     session.log_message(text, action=True)
 

@@ -8,13 +8,14 @@ touches logging or reads the environment; the only I/O is reading the TOML file.
 Callers use `load()`, `reload()`, `Config.describe()` and `ConfigError`. The service thread owns
 the current `Config` and replaces it; every other thread only reads the value it was handed.
 
-The TOML file has three sections, `[server]`, `[limits]` and `[logging]` (see `etc/chatd.toml`);
+The TOML file has four sections, `[server]`, `[limits]`, `[logging]` and `[admin]` (see `etc/chatd.toml`);
 unknown sections and keys are errors, because a typo that is silently ignored is a limit that
 silently does not apply.
 """
 
 from __future__ import annotations
 
+import grp
 import json
 import math
 import os
@@ -60,6 +61,9 @@ class Config:
     log_format: str | None = None  # None = auto: json unless the log output is a terminal
     log_level: str = "info"
     log_file: str | None = None  # None = stderr
+    admin_socket: str | None = None  # None = the SPEC §4 default, resolved at start
+    admin_group: str | None = None  # None = only root and chatd's own user may administer
+    state_dir: str | None = None  # None = $STATE_DIRECTORY, $XDG_STATE_HOME/chatd, ~/.local/state/chatd
     config_path: str | None = None
     # The CLI options given at start, as (field, value) pairs, so that reload() can re-apply
     # them on top of the re-read file. Not part of the settings: excluded from ==, hash, repr.
@@ -77,12 +81,13 @@ class Config:
 
 # File layout: section -> keys, in the order of etc/chatd.toml. Keys are Config field names.
 SECTIONS: dict[str, tuple[str, ...]] = {
-    "server": ("host", "port", "server_name", "motd"),
+    "server": ("host", "port", "server_name", "motd", "state_dir"),
     "limits": (
         "max_clients", "max_clients_per_ip", "sendq_bytes", "recvq_bytes",
         "rate", "burst", "idle_timeout", "max_line_bytes",
     ),
     "logging": ("log_format", "log_level", "log_file", "log_messages"),
+    "admin": ("admin_socket", "admin_group"),
 }
 _SECTION_OF = {key: section for section, keys in SECTIONS.items() for key in keys}
 
@@ -172,11 +177,25 @@ def _choice(choices: tuple[str, ...], auto: bool = False) -> Callable[[Any], str
     return check
 
 
-def _log_file(value: Any) -> str | None:
-    if not isinstance(value, str) or "\0" in value:
-        raise _Invalid('must be a path, or "" for stderr')
-    # Absolute, because --daemon changes the working directory to / before the file is opened.
-    return os.path.abspath(value) if value else None
+def _path(empty_means: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if not isinstance(value, str) or "\0" in value:
+            raise _Invalid(f'must be a path, or "" for {empty_means}')
+        # Absolute, because --daemon changes the working directory to / before files are opened.
+        return os.path.abspath(value) if value else None
+
+    return check
+
+
+def _group(value: Any) -> str | None:
+    if not isinstance(value, str):
+        raise _Invalid('must be a group name, or "" for none')
+    if value:
+        try:
+            grp.getgrnam(value)
+        except KeyError:
+            raise _Invalid("no such group") from None
+    return value or None
 
 
 _CHECKS: dict[str, Callable[[Any], Any]] = {
@@ -195,7 +214,10 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "log_messages": _boolean,
     "log_format": _choice(LOG_FORMATS, auto=True),
     "log_level": _choice(LOG_LEVELS),
-    "log_file": _log_file,
+    "log_file": _path("stderr"),
+    "admin_socket": _path("the default"),
+    "admin_group": _group,
+    "state_dir": _path("the default"),
 }
 
 
@@ -272,7 +294,7 @@ def _file_value(key: str, value: Any) -> Any:
     if key == "motd":
         return "\n".join(value)
     if value is None:
-        return "auto" if key == "log_format" else ""
+        return "auto" if key == "log_format" else ""  # every other optional setting is a str
     return value
 
 

@@ -22,6 +22,12 @@ from chatd.protocol import encode, encode_lines, fold
 from chatd.rooms import Room
 
 LOBBY = "lobby"
+_COUNTERS = ("lines_in", "lines_out", "bytes_in", "bytes_out")
+
+
+def _traffic(client) -> tuple[int, int, int, int]:
+    outbox = client.outbox
+    return client.lines_in, outbox.lines_out, client.bytes_in, outbox.bytes_out
 
 
 class Hub:
@@ -33,6 +39,8 @@ class Hub:
         self._rooms: dict = {}  # folded room name -> Room
         self._per_ip: dict = {}  # ip -> number of clients
         self._guest_numbers = itertools.count(1)
+        # traffic of clients that have left, so status can report lifetime totals
+        self._departed = dict.fromkeys(_COUNTERS, 0)
         self._lobby = self._room(LOBBY)
 
     # -- admission and lifetime ---------------------------------------------------------------
@@ -71,6 +79,8 @@ class Hub:
                 del self._per_ip[client.ip]
             if client.nick:
                 self._nicks.pop(fold(client.nick), None)
+            for key, value in zip(_COUNTERS, _traffic(client)):
+                self._departed[key] += value
             room = client.room
             if room is not None:
                 self._leave(client, room)
@@ -127,6 +137,37 @@ class Hub:
     def find(self, nick: str):
         with self._lock:
             return self._nicks.get(fold(nick))
+
+    def lookup(self, target: int | str):
+        """A client by id (an int, or a string of digits: nicks never start with a digit) or nick."""
+        if isinstance(target, str) and target.isdigit():
+            target = int(target)
+        with self._lock:
+            if isinstance(target, int):
+                return self._clients.get(target)
+            return self._nicks.get(fold(target))
+
+    def broadcast(self, data: bytes, room_name: str | None = None) -> int | None:
+        """``data`` to everyone, or to one room; returns how many got it (None: no such room)."""
+        with self._lock:
+            if room_name is None:
+                rooms = list(self._rooms.values())
+            else:
+                room = self._rooms.get(fold(room_name.lstrip("#")))
+                if room is None:
+                    return None
+                rooms = [room]
+            for room in rooms:
+                room.post(None, data)
+            return sum(len(room.members) for room in rooms)
+
+    def stats(self) -> dict:
+        with self._lock:
+            totals = dict(self._departed)
+            for client in self._clients.values():
+                for key, value in zip(_COUNTERS, _traffic(client)):
+                    totals[key] += value
+            return {"clients": len(self._clients), "rooms": len(self._rooms), **totals}
 
     def who(self, client) -> tuple[str, list[str]]:
         with self._lock:

@@ -96,7 +96,11 @@ class LineFramer:
 
 def decode(raw: bytes) -> str:
     """Raw line bytes to display-safe text: invalid UTF-8 replaced, controls removed."""
-    text = raw.decode("utf-8", "replace")
+    return sanitize(raw.decode("utf-8", "replace"))
+
+
+def sanitize(text: str) -> str:
+    """``text`` without control characters (TAB kept), safe to show on others' terminals."""
     if text.isprintable():
         return text
     return _CONTROL_CHARS.sub("", text)

@@ -1,4 +1,4 @@
-"""The TCP listener: accept, admit (limits), and start one session thread per client.
+"""The TCP listener: accept, admit (bans, limits), and start one session thread per client.
 
 The accept loop runs in its own thread and must survive whatever the network does: a peer that
 resets before we accept it, running out of file descriptors (``EMFILE``: log ``accept_failed``,
@@ -46,9 +46,10 @@ def bind(host: str, port: int, backlog: int = 1024) -> socket.socket:
 class Listener:
     """Owns the listening socket and the accept thread. ``start()``, ``stop()``, ``sessions()``."""
 
-    def __init__(self, sock: socket.socket, hub, flusher, settings) -> None:
+    def __init__(self, sock: socket.socket, hub, flusher, bans, settings) -> None:
         self.sock = sock
         self.hub = hub
+        self.bans = bans
         self.flusher = flusher
         self.settings = settings
         self._ids = itertools.count(1)
@@ -99,7 +100,10 @@ class Listener:
     def _admit(self, conn: socket.socket, addr: tuple) -> None:
         config = self.settings.config
         client = Client(next(self._ids), conn, addr)
-        refusal = self.hub.admit(client, config.max_clients, config.max_clients_per_ip)
+        if self.bans.match(client.ip) is not None:
+            refusal = "banned"
+        else:
+            refusal = self.hub.admit(client, config.max_clients, config.max_clients_per_ip)
         if refusal:
             log.info("client_refused", peer=client.peer, reason=refusal)
             try:

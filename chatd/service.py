@@ -13,6 +13,7 @@ validated Config value (assigning an attribute is atomic), never mutating the ol
 
 from __future__ import annotations
 
+import grp
 import os
 import queue
 import signal
@@ -21,9 +22,12 @@ import time
 
 import structlog
 
-from chatd import __version__
+from chatd import __version__, adminproto
 from chatd import config as config_module
 from chatd import log as logsetup
+from chatd.admin import AdminServer, AdminSocketError, bind_admin_socket
+from chatd.admincmds import AdminCommands
+from chatd.bans import BanFileError, BanList
 from chatd.flusher import Flusher
 from chatd.hub import Hub
 from chatd.protocol import encode
@@ -49,27 +53,47 @@ class Service:
         self.started_at = time.time()
         self.flusher = Flusher(config.sendq_bytes)
         self.hub = Hub(self.flusher)
+        self.bans = BanList(state_dir(config))
         self.listener: Listener | None = None
+        self.admin: AdminServer | None = None
         self._events: queue.SimpleQueue = queue.SimpleQueue()  # reentrant: safe in handlers
         self._reload_lock = threading.Lock()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Bind, start the threads, log ``listening``. Raises StartupError."""
+        """Load bans, bind both sockets, start the threads, log ``listening``.
+
+        Everything that can fail for a reason the operator must fix (corrupt bans file, another
+        chatd running, address in use) fails here, before any thread starts, as StartupError.
+        """
         config = self.config
+        try:
+            self.bans.load()
+        except BanFileError as exc:
+            raise StartupError(str(exc)) from None
+        gid = grp.getgrnam(config.admin_group).gr_gid if config.admin_group else None
+        admin_path = config.admin_socket or adminproto.daemon_socket_path()
+        try:
+            admin_sock, inode = bind_admin_socket(admin_path, gid)
+        except AdminSocketError as exc:
+            raise StartupError(str(exc)) from None
+        self.admin = AdminServer(admin_sock, admin_path, inode, AdminCommands(self), gid)
         try:
             sock = bind(config.host, config.port)
         except OSError as exc:
+            self.admin.stop()
             reason = exc.strerror or str(exc)
             raise StartupError(f"cannot listen on {config.host}:{config.port}: {reason}") from None
         self._install_signal_handlers()
         threading.stack_size(THREAD_STACK_BYTES)
-        self.listener = Listener(sock, self.hub, self.flusher, self)
+        self.listener = Listener(sock, self.hub, self.flusher, self.bans, self)
         self.flusher.start()
         self.listener.start()
+        self.admin.start()
         host, port = self.listener.address
-        log.info("listening", host=host, port=port, version=__version__, pid=os.getpid())
+        log.info("listening", host=host, port=port, admin_socket=admin_path,
+                 bans=len(self.bans.active()), version=__version__, pid=os.getpid())
 
     def serve(self) -> int:
         """Run until asked to stop; returns the exit status."""
@@ -134,6 +158,7 @@ class Service:
     def _shutdown(self) -> None:
         deadline = time.monotonic() + SHUTDOWN_SECONDS
         self.listener.stop()
+        self.admin.stop()
         clients = self.hub.clients()
         log.info("shutting_down", clients=len(clients))
         notice = encode(f"*** {SHUTDOWN}")
@@ -146,6 +171,16 @@ class Service:
         if left:
             log.warning("sessions_left", count=left)
         log.info("shutdown", uptime=round(time.time() - self.started_at, 3))
+
+
+def state_dir(config) -> str:
+    """Where bans persist (SPEC §4): the option, systemd's StateDirectory, XDG, or ~/.local/state."""
+    if config.state_dir:
+        return config.state_dir
+    if os.environ.get("STATE_DIRECTORY"):
+        return os.environ["STATE_DIRECTORY"].split(":")[0]
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return os.path.join(base, "chatd")
 
 
 def run(config) -> int:

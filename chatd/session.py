@@ -56,6 +56,13 @@ class Session:
     def error(self, text: str) -> None:
         self.hub.send_to(self.client, f"*** error: {text}")
 
+    def may_speak(self) -> bool:
+        """False (and the client told so) while an operator has muted it."""
+        if self.client.muted:
+            self.error("you are muted")
+            return False
+        return True
+
     def quit(self, reason: str) -> None:
         self._end = reason
 
@@ -167,6 +174,8 @@ class Session:
             return
         self.client.lines_in += 1
         if parsed.__class__ is Message:
+            if not self.may_speak():
+                return
             self.hub.say(self.client, encode(f"<{self.client.nick}> {parsed.text}"))
             self.log_message(parsed.text)
         else:

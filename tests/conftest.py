@@ -112,6 +112,7 @@ class ChatServer:
         self.lines: list[str] = []
         self.stdout: list[str] = []
         self.clients: list[ChatClient] = []
+        self._reported = False
         self.host = "127.0.0.1"
         self.port: int | None = None
         self._cond = threading.Condition()
@@ -122,9 +123,14 @@ class ChatServer:
         # Future-proof: never share the default admin socket with another test's daemon. A short
         # directory, because a Unix socket path must fit in 108 bytes.
         self._rundir = tempfile.mkdtemp(prefix="chatd-")
-        env["CHATD_ADMIN_SOCKET"] = os.path.join(self._rundir, "admin.sock")
+        self.admin_socket = os.path.join(self._rundir, "admin.sock")
+        env["CHATD_ADMIN_SOCKET"] = self.admin_socket
+        # Bans persist in the state directory: each daemon gets its own unless the test passes
+        # --state-dir (e.g. to restart on the same state).
+        self.state_dir = os.path.join(self._rundir, "state")
+        defaults = [] if "--state-dir" in args else ["--state-dir", self.state_dir]
         self.argv = [sys.executable, "-m", "chatd", "-c", str(config_path),
-                     "--port", "0", "--log-format", "json", *args]
+                     "--port", "0", "--log-format", "json", *defaults, *args]
         self.proc = subprocess.Popen(
             self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             cwd=cwd or config_path.parent, env=env)
@@ -176,7 +182,10 @@ class ChatServer:
                     break
                 self._cond.wait(remaining)
         shown = {k: ("<predicate>" if callable(v) else v) for k, v in fields.items()}
-        pytest.fail(f"no log event {name!r} {shown} within {timeout}s; stderr was:\n"
+        status = self.proc.poll()
+        why = f"chatd exited ({status})" if status is not None else f"not within {timeout}s"
+        self._reported = True  # the stderr shown here need not be shown again at teardown
+        pytest.fail(f"no log event {name!r} {shown}: {why}; stderr was:\n"
                     + self.stderr_text()[-4000:])
 
     def find_events(self, name: str, **fields) -> list[dict]:
@@ -252,7 +261,7 @@ class ChatServer:
         except OSError:
             pass
         text = self.stderr_text()
-        if TRACEBACK in text:
+        if TRACEBACK in text and not self._reported:
             return f"chatd printed a traceback (pid {self.proc.pid}):\n{text[-6000:]}"
         return None
 

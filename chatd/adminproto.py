@@ -1,0 +1,186 @@
+"""The admin protocol (SPEC §6), shared by chatd and chatctl: framing, commands, error codes.
+
+Standard library only, and no I/O beyond what its callers pass in, so chatctl can import it
+without pulling in the daemon, and every rule here can be tested (and fuzzed) alone.
+
+One JSON object per line, several requests per connection::
+
+    {"id": 1, "cmd": "kick", "args": {"target": "alice", "reason": "spam"}}
+    {"id": 1, "ok": true, "result": ...}
+    {"id": 1, "ok": false, "error": {"code": "not_found", "message": "..."}}
+
+``id`` is optional (any JSON scalar, echoed back); ``args`` is optional (default ``{}``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+#: A request line longer than this is refused with ``line_too_long`` (and skipped).
+MAX_REQUEST_BYTES = 64 * 1024
+
+#: Stable error codes: scripts may rely on these names.
+ERRORS = {
+    "bad_json": "the request line is not valid JSON",
+    "bad_request": "the request is not an object with a string 'cmd'",
+    "line_too_long": f"the request line is longer than {MAX_REQUEST_BYTES} bytes",
+    "unknown_command": "no such command",
+    "bad_args": "missing, unknown or wrongly typed arguments",
+    "not_found": "no such client, room or ban",
+    "invalid_address": "not an IP address or network",
+    "permission_denied": "not allowed to use this socket",
+    "reload_failed": "the new configuration is invalid; the old one stays in force",
+    "not_saved": "the change is in force but could not be saved",
+    "busy": "too many admin connections",
+    "internal_error": "the daemon failed to carry out the command",
+}
+
+_TARGET = (int, str)
+_NUMBER = (int, float)
+
+#: command -> {argument: (accepted types, required)}
+COMMANDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
+    "status": {},
+    "list": {"room": ((str,), False)},
+    "kick": {"target": (_TARGET, True), "reason": ((str,), False)},
+    "broadcast": {"text": ((str,), True), "room": ((str,), False)},
+    "rooms": {},
+    "ban": {"address": ((str,), True), "duration": (_NUMBER, False), "reason": ((str,), False)},
+    "unban": {"address": ((str,), True)},
+    "bans": {},
+    "mute": {"target": (_TARGET, True)},
+    "unmute": {"target": (_TARGET, True)},
+    "reload": {},
+    "shutdown": {},
+}
+
+
+class AdminError(Exception):
+    """An error reply: ``code`` is one of :data:`ERRORS`, ``message`` says what happened."""
+
+    def __init__(self, code: str, message: str | None = None, request_id=None) -> None:
+        self.code = code
+        self.message = message or ERRORS.get(code, code)
+        self.request_id = request_id
+        super().__init__(f"{self.code}: {self.message}")
+
+
+@dataclass(frozen=True)
+class Request:
+    cmd: str
+    args: dict = field(default_factory=dict)
+    id: object = None
+
+
+def parse_request(line: bytes) -> Request:
+    """One request line (without its LF) -> Request, or AdminError with the code to reply."""
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError):
+        raise AdminError("bad_json") from None
+    if not isinstance(obj, dict):
+        raise AdminError("bad_request")
+    request_id = obj.get("id")
+    if isinstance(request_id, (dict, list)):
+        raise AdminError("bad_request", "'id' must be a string, number or null")
+    cmd = obj.get("cmd")
+    if not isinstance(cmd, str):
+        raise AdminError("bad_request", request_id=request_id)
+    if cmd not in COMMANDS:
+        raise AdminError("unknown_command", f"unknown command {cmd[:64]!r}", request_id)
+    args = obj.get("args", {})
+    if not isinstance(args, dict):
+        raise AdminError("bad_args", "'args' must be an object", request_id)
+    check_args(cmd, args, request_id)
+    return Request(cmd, args, request_id)
+
+
+def check_args(cmd: str, args: dict, request_id=None) -> None:
+    schema = COMMANDS[cmd]
+    for name in args:
+        if name not in schema:
+            raise AdminError("bad_args", f"{cmd}: unknown argument {name[:64]!r}", request_id)
+    for name, (types, required) in schema.items():
+        if name not in args:
+            if required:
+                raise AdminError("bad_args", f"{cmd}: missing argument {name!r}", request_id)
+            continue
+        value = args[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            wanted = " or ".join(t.__name__ for t in types)
+            raise AdminError("bad_args", f"{cmd}: {name!r} must be {wanted}", request_id)
+
+
+def encode(obj: dict) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+def request_line(cmd: str, args: dict | None = None, request_id=None) -> bytes:
+    return encode({"id": request_id, "cmd": cmd, "args": args or {}})
+
+
+def ok_line(request_id, result) -> bytes:
+    return encode({"id": request_id, "ok": True, "result": result})
+
+
+def error_line(request_id, code: str, message: str | None = None) -> bytes:
+    message = message or ERRORS.get(code, code)
+    return encode({"id": request_id, "ok": False, "error": {"code": code, "message": message}})
+
+
+def parse_reply(line: bytes):
+    """A reply line -> its ``result``; an error reply raises AdminError."""
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        raise AdminError("bad_json", "the daemon sent a malformed reply") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("ok"), bool):
+        raise AdminError("bad_request", "the daemon sent a malformed reply")
+    if obj["ok"]:
+        return obj.get("result")
+    error = obj.get("error") or {}
+    raise AdminError(str(error.get("code", "internal_error")), str(error.get("message", "")),
+                     obj.get("id"))
+
+
+# -- where the socket lives (SPEC §4) ---------------------------------------------------------
+
+ENV_SOCKET = "CHATD_ADMIN_SOCKET"
+
+
+def socket_candidates(env=None, uid: int | None = None) -> list[str]:
+    """The default admin socket paths, in SPEC §4 order (without the CHATD_ADMIN_SOCKET override).
+
+    chatd binds the first; chatctl uses the first that exists (so ``sudo chatctl`` finds a
+    chatd run by systemd), falling back to the first for its error message.
+    """
+    env = os.environ if env is None else env
+    uid = os.getuid() if uid is None else uid
+    paths = []
+    if env.get("RUNTIME_DIRECTORY"):
+        # systemd may pass several, colon-separated; ours is the first
+        paths.append(os.path.join(env["RUNTIME_DIRECTORY"].split(":")[0], "admin.sock"))
+    if uid == 0:
+        paths.append("/run/chatd/admin.sock")
+    if env.get("XDG_RUNTIME_DIR"):
+        paths.append(os.path.join(env["XDG_RUNTIME_DIR"], "chatd", "admin.sock"))
+    paths.append(f"/tmp/chatd-{uid}/admin.sock")
+    return paths
+
+
+def daemon_socket_path(env=None, uid: int | None = None) -> str:
+    env = os.environ if env is None else env
+    return env.get(ENV_SOCKET) or socket_candidates(env, uid)[0]
+
+
+def client_socket_path(env=None, uid: int | None = None) -> str:
+    env = os.environ if env is None else env
+    if env.get(ENV_SOCKET):
+        return env[ENV_SOCKET]
+    candidates = socket_candidates(env, uid)
+    for path in candidates:
+        if os.path.exists(path):
+            return path
+    return candidates[0]
