@@ -44,8 +44,10 @@ def peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
 
 
 def peer_groups(conn: socket.socket) -> set[int]:
+    """The peer's supplementary groups, from the kernel (SO_PEERGROUPS: at most 256 fit in
+    the 1024 bytes Python allows; a peer in more groups is judged by its primary group)."""
     try:
-        raw = conn.getsockopt(socket.SOL_SOCKET, _SO_PEERGROUPS, 4 * 1024)
+        raw = conn.getsockopt(socket.SOL_SOCKET, _SO_PEERGROUPS, 1024)
     except OSError:
         return set()
     return set(struct.unpack(f"{len(raw) // 4}I", raw))
@@ -70,7 +72,7 @@ def bind_admin_socket(path: str, gid: int | None) -> tuple[socket.socket, int]:
         if gid is not None:
             os.chown(path, -1, gid)
             os.chmod(path, 0o660)
-        sock.listen(16)
+        sock.listen(64)
     except OSError as exc:
         sock.close()
         raise AdminSocketError(f"cannot create admin socket {path}: {exc.strerror or exc}") from None

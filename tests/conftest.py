@@ -14,11 +14,19 @@ Fixtures
     ``server``  ``chatd()`` with the default configuration.
 
 Classes
-    :class:`ChatServer`  ``.port``, ``.events``, ``.wait_event()``, ``.connect()``,
+    :class:`ChatServer`  ``.port``, ``.events``, ``.lines``, ``.wait_event()``,
+                         ``.find_events()``, ``.connect()``, ``.connect_many()``,
                          ``.client_id()``, ``.terminate()``, ``.stderr_text()``.
     :class:`ChatClient`  ``connect()``, ``send_line()``, ``send_raw()``, ``read_line()``,
                          ``expect()``, ``wait_for()``, ``sync()``, ``expect_silence()``,
-                         ``expect_closed()``, ``set_nick()``, ``join()``, ``close()``, ``reset()``.
+                         ``expect_closed()``, ``set_nick()``, ``join()``, ``close()`` (clean
+                         FIN), ``reset()`` (RST), ``abort()``; ``received``, ``skipped``.
+    :func:`run_in_threads` runs one function per client concurrently, with a deadline.
+
+Ordering rule for tests: a line that another client's action causes may be queued just after
+that client got its own reply. So expect such notices explicitly (``b.expect("*** a left
+lobby")``) before relying on "the next line is X"; ``sync()``/``expect_silence()`` are exact for
+a client's own actions and can only miss (never invent) a stray line caused by someone else.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import struct
@@ -256,10 +265,7 @@ class ChatServer:
         self._stderr_done.wait(10)
         self.proc.stderr.close()
         self.proc.stdout.close()
-        try:
-            os.rmdir(self._rundir)
-        except OSError:
-            pass
+        shutil.rmtree(self._rundir, ignore_errors=True)
         text = self.stderr_text()
         if TRACEBACK in text and not self._reported:
             return f"chatd printed a traceback (pid {self.proc.pid}):\n{text[-6000:]}"

@@ -1,0 +1,428 @@
+"""The admin socket, spoken to directly (raw JSON lines over the real Unix socket).
+
+chatctl's own tests are in test_chatctl.py; these pin the daemon side: file modes, the stale and
+live socket checks, SO_PEERCRED, the protocol's error codes, ban persistence and robustness.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import pytest
+
+from conftest import REPO, run_in_threads
+
+
+class Admin:
+    """One admin connection: ``ask(obj)`` sends a JSON line and returns the parsed reply."""
+
+    def __init__(self, path: str, timeout: float = 10.0) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self._buf = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def read(self) -> dict:
+        while b"\n" not in self._buf:
+            chunk = self.sock.recv(65536)
+            assert chunk, "admin socket closed before a reply"
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        return json.loads(line)
+
+    def ask(self, obj) -> dict:
+        self.send(json.dumps(obj).encode() + b"\n")
+        return self.read()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def ok(reply: dict):
+    assert reply["ok"] is True, reply
+    return reply["result"]
+
+
+def error_code(reply: dict) -> str:
+    assert reply["ok"] is False, reply
+    return reply["error"]["code"]
+
+
+def start_raw(*args, timeout: float = 15.0) -> subprocess.CompletedProcess:
+    """Run chatd expecting it to fail at start (it must not reach `listening`)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "chatd", "--port", "0", *args],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def as_nobody(code: str, groups: str = "--clear-groups") -> subprocess.CompletedProcess:
+    """Run ``code`` in /usr/bin/python3 as the unprivileged user nobody (no groups, or
+    ``groups="--groups=NAME"``)."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv (Debian package util-linux) to drop privileges")
+    return subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", groups, "--",
+                           "/usr/bin/python3", "-c", code],
+                          capture_output=True, text=True, timeout=20)
+
+
+PROBE = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(sys.argv[1] if len(sys.argv) > 1 else {path!r})
+except OSError as e:
+    print("connect-error", e.errno); raise SystemExit(0)
+s.sendall(b'{{"id": 1, "cmd": "status"}}\\n')
+data = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk: break
+    data += chunk
+    if data.endswith(b"\\n"): break
+print(data.decode().strip())
+"""
+
+
+# -- the socket file ---------------------------------------------------------------------------
+
+
+def test_socket_and_directory_modes_and_removal_at_exit(chatd, tmp_path):
+    base = tempfile.mkdtemp(prefix="chatd-m-")
+    try:
+        path = os.path.join(base, "run", "admin.sock")
+        srv = chatd(args=["--admin-socket", path])
+        assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
+        st = os.stat(path)
+        assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+        assert ok(Admin(path).ask({"id": 1, "cmd": "status"}))["clients"] == 0
+        assert srv.terminate() == 0
+        assert not os.path.exists(path)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_stale_socket_is_replaced(chatd):
+    base = tempfile.mkdtemp(prefix="chatd-s-")
+    try:
+        path = os.path.join(base, "admin.sock")
+        stale = socket.socket(socket.AF_UNIX)
+        stale.bind(path)  # a socket file nobody listens on, as a killed chatd leaves
+        stale.close()
+        srv = chatd(args=["--admin-socket", path])
+        assert ok(Admin(path).ask({"cmd": "status"}))["port"] == srv.port
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_live_socket_refuses_a_second_daemon(server):
+    result = start_raw("--admin-socket", server.admin_socket)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"chatd: error: another chatd is already running (its admin socket {server.admin_socket} answers)"]
+    assert ok(Admin(server.admin_socket).ask({"cmd": "status"}))  # the first one is unharmed
+
+
+def test_a_regular_file_in_the_way_is_not_deleted(tmp_path):
+    path = tmp_path / "admin.sock"
+    path.write_text("precious")
+    result = start_raw("--admin-socket", str(path), "--state-dir", str(tmp_path / "state"))
+    assert result.returncode == 1 and "is not a socket" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert path.read_text() == "precious"
+
+
+# -- who may talk to it ------------------------------------------------------------------------
+
+
+def test_unprivileged_user_is_refused_even_through_an_open_socket(server):
+    # First wall down on purpose: directory and socket world-accessible.
+    os.chmod(os.path.dirname(server.admin_socket), 0o777)
+    os.chmod(server.admin_socket, 0o666)
+    result = as_nobody(PROBE.format(path=server.admin_socket))
+    assert result.stdout.startswith("{"), result
+    reply = json.loads(result.stdout)
+    assert reply["ok"] is False and reply["error"]["code"] == "permission_denied", result
+    server.wait_event("admin_denied", uid=65534)
+    assert not server.find_events("admin_command", uid=65534)
+
+
+def test_file_modes_keep_an_unprivileged_user_out(server):
+    result = as_nobody(PROBE.format(path=server.admin_socket))
+    assert result.stdout.split()[0] == "connect-error", result  # EACCES at the directory
+
+
+def test_admin_group_members_are_served(chatd):
+    base = tempfile.mkdtemp(prefix="chatd-g-")
+    try:
+        os.chmod(base, 0o755)
+        path = os.path.join(base, "run", "admin.sock")
+        chatd(args=["--admin-socket", path], admin={"admin_group": "staff"})
+        st = os.stat(path)
+        assert stat.S_IMODE(st.st_mode) == 0o660 and st.st_gid == 50  # staff
+        member = as_nobody(PROBE.format(path=path), "--groups=staff")
+        assert json.loads(member.stdout)["ok"] is True, member
+        outsider = as_nobody(PROBE.format(path=path))
+        assert outsider.stdout.split()[0] == "connect-error", outsider
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# -- the protocol ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("line, code", [
+    (b"garbage", "bad_json"),
+    (b"{\"cmd\": ", "bad_json"),
+    (b"[1, 2]", "bad_request"),
+    (b"\"status\"", "bad_request"),
+    (b"{\"id\": 5}", "bad_request"),
+    (b"{\"cmd\": 3}", "bad_request"),
+    (b"{\"cmd\": \"frobnicate\"}", "unknown_command"),
+    (b"{\"cmd\": \"kick\"}", "bad_args"),
+    (b"{\"cmd\": \"kick\", \"args\": {\"target\": true}}", "bad_args"),
+    (b"{\"cmd\": \"kick\", \"args\": {\"target\": 1, \"extra\": 2}}", "bad_args"),
+    (b"{\"cmd\": \"status\", \"args\": []}", "bad_args"),
+    (b"{\"cmd\": \"ban\", \"args\": {\"address\": \"not-an-ip\"}}", "invalid_address"),
+    (b"{\"cmd\": \"ban\", \"args\": {\"address\": \"10.0.0.1\", \"duration\": -5}}", "bad_args"),
+    (b"{\"cmd\": \"unban\", \"args\": {\"address\": \"10.9.9.9\"}}", "not_found"),
+    (b"{\"cmd\": \"kick\", \"args\": {\"target\": \"nobody\"}}", "not_found"),
+    (b"{\"cmd\": \"broadcast\", \"args\": {\"text\": \"x\", \"room\": \"nowhere\"}}", "not_found"),
+    (b"\xff\xfe\x00", "bad_json"),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_bad_requests_get_an_error_code_and_the_connection_goes_on(server, line, code):
+    admin = Admin(server.admin_socket)
+    admin.send(line + b"\n")
+    assert error_code(admin.read()) == code
+    assert ok(admin.ask({"id": "after", "cmd": "status"}))["clients"] == 0
+
+
+def test_reply_carries_the_request_id_and_several_requests_share_a_connection(server):
+    admin = Admin(server.admin_socket)
+    admin.send(b'{"id": 7, "cmd": "rooms"}\n{"id": "x", "cmd": "bans"}\n{"cmd": "nope", "id": 9}\n')
+    first, second, third = admin.read(), admin.read(), admin.read()
+    assert (first["id"], first["result"]) == (7, [{"name": "lobby", "members": 0}])
+    assert (second["id"], second["result"]) == ("x", [])
+    assert (third["id"], third["error"]["code"]) == (9, "unknown_command")
+
+
+def test_oversized_line_is_refused_then_skipped(server):
+    admin = Admin(server.admin_socket)
+    admin.send(b"{\"cmd\": \"status\", \"pad\": \"" + b"x" * 100_000 + b"\"}\n")
+    assert error_code(admin.read()) == "line_too_long"
+    assert ok(admin.ask({"id": 2, "cmd": "status"}))
+    server.wait_event("admin_command", outcome="line_too_long")
+
+
+def test_half_a_line_then_close_and_raw_garbage_leave_the_daemon_serving(server):
+    chat = server.connect()
+    half = Admin(server.admin_socket)
+    half.send(b'{"id": 1, "cmd": "sta')
+    half.close()
+    noise = Admin(server.admin_socket)
+    noise.send(bytes(range(256)) * 64)
+    noise.close()
+    assert ok(Admin(server.admin_socket).ask({"cmd": "status"}))["clients"] == 1
+    chat.expect_silence()
+
+
+def test_admin_commands_are_logged_with_peer_credentials(server):
+    Admin(server.admin_socket).ask({"id": 1, "cmd": "rooms"})
+    event = server.wait_event("admin_command", command="rooms")
+    assert event["uid"] == os.getuid() and event["pid"] == os.getpid() and event["outcome"] == "ok"
+    Admin(server.admin_socket).ask({"id": 2, "cmd": "kick", "args": {"target": "ghost"}})
+    server.wait_event("admin_command", command="kick", outcome="not_found")
+
+
+def test_list_and_status_describe_the_clients(server):
+    alice = server.connect()
+    alice.set_nick("alice")
+    alice.send_line("hello")
+    bob = server.connect()
+    bob.join("dev")
+    alice.sync()
+    admin = Admin(server.admin_socket)
+    listed = ok(admin.ask({"cmd": "list"}))
+    assert [(c["nick"], c["room"]) for c in listed] == [("alice", "lobby"), (bob.nick, "dev")]
+    first = listed[0]
+    assert first["lines_in"] >= 3 and first["bytes_in"] > 0 and first["bytes_out"] > 0
+    assert first["ip"] == "127.0.0.1" and first["peer"].endswith(f":{alice.local_port}")
+    assert first["sendq"] == 0 and first["muted"] is False and first["idle"] >= 0
+    assert ok(admin.ask({"cmd": "list", "args": {"room": "dev"}}))[0]["nick"] == bob.nick
+    status = ok(admin.ask({"cmd": "status"}))
+    assert (status["clients"], status["rooms"], status["port"]) == (2, 2, server.port)
+    assert status["lines_in"] >= 4 and status["pid"] > 0
+
+
+# -- actions seen by chat clients ---------------------------------------------------------------
+
+
+def test_kick_tells_the_target_and_its_room(server):
+    alice, bob = server.connect_many(2)
+    result = ok(Admin(server.admin_socket).ask(
+        {"cmd": "kick", "args": {"target": bob.nick, "reason": "spam"}}))
+    assert result["nick"] == bob.nick
+    assert bob.expect_closed() == ["*** you were kicked: spam"]
+    alice.expect(f"*** {bob.nick} was kicked (spam)")
+
+
+def test_mute_stops_delivery_and_unmute_restores_it(server):
+    alice, bob = server.connect_many(2)
+    admin = Admin(server.admin_socket)
+    ok(admin.ask({"cmd": "mute", "args": {"target": alice.nick}}))
+    alice.send_line("can you hear me")
+    alice.expect("*** error: you are muted")
+    alice.send_line(f"/msg {bob.nick} psst")
+    alice.expect("*** error: you are muted")
+    bob.expect_silence()
+    ok(admin.ask({"cmd": "unmute", "args": {"target": alice.nick}}))
+    alice.send_line("back")
+    bob.expect(f"<{alice.nick}> back")
+
+
+def test_broadcast_to_all_and_to_one_room(server):
+    alice, bob = server.connect_many(2)
+    bob.join("dev")
+    alice.expect(f"*** {bob.nick} left lobby")
+    admin = Admin(server.admin_socket)
+    assert ok(admin.ask({"cmd": "broadcast", "args": {"text": "hello\x1b[31m all"}}))["recipients"] == 2
+    alice.expect("*** [admin] hello[31m all")
+    bob.expect("*** [admin] hello[31m all")
+    assert ok(admin.ask({"cmd": "broadcast", "args": {"text": "dev only", "room": "#DEV"}}))["recipients"] == 1
+    bob.expect("*** [admin] dev only")
+    alice.expect_silence()
+
+
+def test_ban_disconnects_refuses_and_survives_a_restart(chatd, tmp_path):
+    state = str(tmp_path / "state")
+    srv = chatd(args=["--state-dir", state])
+    here = srv.connect()
+    there = srv.connect(source="127.0.0.2")
+    admin = Admin(srv.admin_socket)
+    result = ok(admin.ask({"cmd": "ban", "args": {"address": "127.0.0.2", "reason": "abuse"}}))
+    assert (result["address"], result["disconnected"], result["expires"]) == ("127.0.0.2/32", 1, None)
+    assert there.expect_closed() == ["*** error: banned"]
+    here.expect(f"*** {there.nick} joined lobby")
+    here.expect(f"*** {there.nick} left lobby (banned)")
+    refused = srv.connect(source="127.0.0.2", greet=False)
+    assert refused.expect_closed() == ["*** error: banned"]
+    srv.wait_event("client_refused", reason="banned")
+    assert srv.terminate() == 0
+
+    again = chatd(args=["--state-dir", state])
+    assert again.connect(source="127.0.0.2", greet=False).expect_closed() == ["*** error: banned"]
+    again.connect()  # others still welcome
+    bans = ok(Admin(again.admin_socket).ask({"cmd": "bans"}))
+    assert [(b["address"], b["reason"]) for b in bans] == [("127.0.0.2/32", "abuse")]
+    ok(Admin(again.admin_socket).ask({"cmd": "unban", "args": {"address": "127.0.0.2"}}))
+    again.connect(source="127.0.0.2")
+
+
+def test_timed_ban_expires(server):
+    admin = Admin(server.admin_socket)
+    ok(admin.ask({"cmd": "ban", "args": {"address": "127.0.0.3/32", "duration": 0.5}}))
+    deadline = time.monotonic() + 10
+    while ok(admin.ask({"cmd": "bans"})):  # expired bans drop out of the list
+        assert time.monotonic() < deadline, "ban did not expire"
+        threading.Event().wait(0.05)
+    server.connect(source="127.0.0.3")
+
+
+def test_corrupt_bans_file_stops_the_start_and_is_left_untouched(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    bans = state / "bans.json"
+    bans.write_bytes(b'{"version": 1, "bans": [{"address": "10.0.0.0/8"')
+    sock = tempfile.mkdtemp(prefix="chatd-c-")
+    try:
+        result = start_raw("--state-dir", str(state), "--admin-socket", os.path.join(sock, "a.sock"))
+    finally:
+        shutil.rmtree(sock, ignore_errors=True)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "corrupt" in lines[0] and str(bans) in lines[0], result.stderr
+    assert bans.read_bytes() == b'{"version": 1, "bans": [{"address": "10.0.0.0/8"'
+
+
+def test_unwritable_state_directory_reports_the_ban_as_not_saved(chatd, tmp_path):
+    state = tmp_path / "state"
+    srv = chatd(args=["--state-dir", str(state)])
+    state.write_text("")  # root ignores file modes: a file where the directory should be
+    reply = Admin(srv.admin_socket).ask({"cmd": "ban", "args": {"address": "127.0.0.4"}})
+    assert error_code(reply) == "not_saved"
+    assert "will not survive a restart" in reply["error"]["message"]
+    assert state.read_text() == ""  # nothing half-written
+    assert srv.connect(source="127.0.0.4", greet=False).expect_closed() == ["*** error: banned"]
+
+
+# -- reload and shutdown -----------------------------------------------------------------------
+
+
+def test_sighup_and_admin_reload_share_one_path(chatd):
+    srv = chatd(server={"motd": "first"})
+    srv.config_path.write_text('[server]\nmotd = "second"\n')
+    srv.proc.send_signal(signal.SIGHUP)
+    srv.wait_event("config_reloaded")
+    srv.connect(motd=["second"])
+    srv.config_path.write_text('[limits]\nrate = "fast"\n')
+    reply = Admin(srv.admin_socket).ask({"id": 1, "cmd": "reload"})
+    assert error_code(reply) == "reload_failed" and "limits.rate" in reply["error"]["message"]
+    srv.wait_event("config_reload_failed")
+    srv.connect(motd=["second"])  # the old config stays
+
+
+def test_shutdown_command_replies_then_exits_zero(server):
+    chat = server.connect()
+    assert ok(Admin(server.admin_socket).ask({"id": 1, "cmd": "shutdown"})) == {"shutting_down": True}
+    assert chat.expect_closed() == ["*** server shutting down"]
+    assert server.proc.wait(10) == 0
+    assert not os.path.exists(server.admin_socket)
+
+
+# -- load --------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_concurrent_admin_lists_while_200_clients_come_and_go(chatd):
+    srv = chatd(limits={"max_clients_per_ip": 1000})
+    stop = threading.Event()
+
+    def churn(_):
+        count = 0
+        while not stop.is_set():
+            for client in [srv.connect() for _ in range(10)]:
+                client.close()
+            count += 10
+        return count
+
+    def lister(_):
+        admin = Admin(srv.admin_socket)
+        replies = [admin.ask({"id": i, "cmd": "list"}) for i in range(25)]
+        admin.close()
+        return replies
+
+    churners = threading.Thread(target=lambda: run_in_threads(churn, range(20), 60), daemon=True)
+    churners.start()
+    try:
+        results = run_in_threads(lister, range(20), 60)
+    finally:
+        stop.set()
+        churners.join(60)
+    assert all(r["ok"] for replies in results for r in replies)
+    assert sum(len(replies) for replies in results) == 500
+    last = srv.connect()
+    last.send_line("still here")
+    last.sync()
