@@ -1,25 +1,370 @@
-"""chatctl's command line (click). A stub until the admin socket exists: it only prints help.
+"""chatctl's command line (click): options, output and exit statuses, nothing else.
 
-This layer will format replies and map errors to exit codes; talking to the socket belongs to
-the client library, which never prints.
+Runs in the main thread of a short-lived process. Talking to the socket belongs to
+:class:`chatctl.client.AdminClient` (which never prints) and the human formats to
+:mod:`chatctl.format` (pure functions); each command here only builds the request's arguments
+and picks a format. The exit statuses are the contract of SPEC §7:
+
+    0  done
+    1  the daemon answered and refused (``chatctl: error: MESSAGE`` on stderr)
+    2  usage error (click's own message)
+    3  the daemon cannot be reached (``chatctl: cannot reach chatd at PATH: WHY``)
+
+No traceback reaches the user: anything unexpected is one ``chatctl: internal error`` line.
 """
 
 from __future__ import annotations
 
+import errno
+import json
+import re
+from typing import Callable
+
 import click
 
+from chatctl import format as fmt
+from chatctl.client import DEFAULT_TIMEOUT, AdminClient, AdminError, Unreachable
 from chatd import __version__
+from chatd.adminproto import ENV_SOCKET, client_socket_path
+
+EXIT_REFUSED = 1
+EXIT_UNREACHABLE = 3
+
+#: What the user should do, by Unreachable.kind (SPEC §7 names the case and the path).
+UNREACHABLE_HINTS = {
+    "no_socket": "no socket (is chatd running?)",
+    "refused": "connection refused (stale socket: is chatd running?)",
+    "permission": "permission denied (run as root or as the chatd user, or join the admin group)",
+}
 
 
-@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+class Refused(click.ClickException):
+    """The daemon answered with an error: exit 1, its message on one line."""
+
+    exit_code = EXIT_REFUSED
+
+    def show(self, file=None) -> None:
+        click.echo(f"chatctl: error: {self.message}", err=True)
+
+
+class CannotReach(click.ClickException):
+    """The daemon could not be asked: exit 3, naming the socket and the reason."""
+
+    exit_code = EXIT_UNREACHABLE
+
+    def __init__(self, err: Unreachable) -> None:
+        why = UNREACHABLE_HINTS.get(err.kind, err.detail)
+        super().__init__(f"cannot reach chatd at {err.path}: {why}")
+
+    def show(self, file=None) -> None:
+        click.echo(f"chatctl: {self.message}", err=True)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+class State:
+    """``ctx.obj``: the global options and, once a command needs it, the connection."""
+
+    def __init__(self, socket_path: str | None, as_json: bool, timeout: float) -> None:
+        self.socket_path = socket_path or client_socket_path()
+        self.as_json = as_json
+        self.timeout = timeout
+        self._client: AdminClient | None = None
+
+    def request(self, cmd: str, **args):
+        """The reply's result; a refusal or an unreachable daemon becomes the exit status."""
+        if self._client is None:
+            self._client = AdminClient(self.socket_path, self.timeout)
+        try:
+            return self._client.request(cmd, **args)
+        except AdminError as err:
+            raise Refused(_one_line(err.message)) from None
+        except Unreachable as err:
+            raise CannotReach(err) from None
+
+    def run(self, cmd: str, human: Callable[[object], list[str]], **args) -> None:
+        """Ask, then print the result: as JSON with ``--json``, else as ``human`` formats it."""
+        result = self.request(cmd, **{k: v for k, v in args.items() if v is not None})
+        if self.as_json:
+            click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        else:
+            for line in human(result):
+                click.echo(line)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+class _Group(click.Group):
+    """The root group: whatever goes wrong inside a command ends as one line, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:  # `chatctl list | head`: click handles it quietly
+                raise
+            raise _internal(exc) from None
+        except Exception as exc:  # noqa: BLE001 - the promise is "no tracebacks ever"
+            raise _internal(exc) from None
+
+
+class InternalError(click.ClickException):
+    """A bug in chatctl (or a reply it cannot format): exit 1, one line, no traceback."""
+
+    exit_code = 1
+
+    def show(self, file=None) -> None:
+        click.echo(f"chatctl: internal error: {self.message}", err=True)
+
+
+def _internal(exc: BaseException) -> InternalError:
+    return InternalError(_one_line(f"{type(exc).__name__}: {exc}"))
+
+
+# -- argument types and completion -------------------------------------------------------------
+
+
+def _ask_quietly(ctx: click.Context, cmd: str) -> list:
+    """For shell completion: the daemon's answer, or nothing (completion must never fail)."""
+    params = ctx.find_root().params
+    try:
+        with AdminClient(params.get("socket_path") or client_socket_path(), timeout=1.0) as a:
+            return a.request(cmd) or []
+    except Exception:  # noqa: BLE001 - no daemon, no suggestions
+        return []
+
+
+def _complete_room(ctx, param, incomplete: str) -> list[str]:
+    names = (r.get("name", "") for r in _ask_quietly(ctx, "rooms"))
+    return [n for n in names if n.startswith(incomplete)]
+
+
+class Target(click.ParamType):
+    """A client: its numeric id (sent as a number) or its nick (sent as a string)."""
+
+    name = "target"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        text = str(value).strip()
+        if not text:
+            self.fail("a client id or nick is required", param, ctx)
+        # Nicks never start with a digit (SPEC §1), so all digits can only be an id.
+        return int(text) if re.fullmatch(r"[0-9]+", text) else text
+
+    def shell_complete(self, ctx, param, incomplete: str):
+        nicks = (c.get("nick", "") for c in _ask_quietly(ctx, "list"))
+        return [click.shell_completion.CompletionItem(n) for n in nicks
+                if n.startswith(incomplete)]
+
+
+class Duration(click.ParamType):
+    """Seconds, or a number with a unit: ``90s``, ``45m``, ``12h``, ``7d``, ``1w``, ``1h30m``."""
+
+    name = "seconds"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)):
+            return value
+        try:
+            seconds = fmt.parse_duration(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not a duration (e.g. 3600, 90m, 12h, 7d)", param, ctx)
+        return int(seconds) if seconds.is_integer() else seconds
+
+
+TARGET = Target()
+
+# -- the commands -------------------------------------------------------------------------------
+
+pass_state = click.make_pass_decorator(State)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"],
+                                           "max_content_width": 100})
+@click.option("-s", "--socket", "socket_path", metavar="PATH", envvar=ENV_SOCKET,
+              show_envvar=True,
+              help="The daemon's admin socket.  [default: see above]")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the daemon's answer as JSON (for scripts) instead of text.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIMEOUT,
+              metavar="SECONDS", help=f"How long to wait for the daemon.  [default: "
+                                      f"{DEFAULT_TIMEOUT:g}]")
 @click.version_option(__version__, "--version", prog_name="chatctl", message="%(prog)s %(version)s")
 @click.pass_context
-def main(ctx: click.Context) -> None:
-    """Administer a running chatd over its admin socket.
+def main(ctx: click.Context, socket_path: str | None, as_json: bool, timeout: float) -> None:
+    """Administer a running chatd through its admin socket.
 
-    The admin commands (status, list, kick, broadcast, rooms, ban, unban, bans, mute, unmute,
-    reload, shutdown) arrive together with the admin socket.
+    Each command asks the daemon once and prints its answer for people, or with --json the
+    answer's result as JSON, for scripts. A TARGET is a client's numeric id or its nick (see
+    `chatctl list`).
+
+    \b
+    Examples:
+      chatctl status
+      chatctl list --room lobby
+      chatctl kick alice -r "flooding the lobby"
+      chatctl broadcast --room dev maintenance in 5 minutes
+      chatctl ban 203.0.113.0/24 --duration 12h -r "spam wave"
+      sudo chatctl --json list | jq -r '.[].nick'
+
+    \b
+    Without --socket or $CHATD_ADMIN_SOCKET, chatctl uses the first of these that exists,
+    the order in which chatd picks its default (so `sudo chatctl` finds a systemd chatd):
+      $RUNTIME_DIRECTORY/admin.sock
+      /run/chatd/admin.sock           (as root)
+      $XDG_RUNTIME_DIR/chatd/admin.sock
+      /tmp/chatd-UID/admin.sock
+
+    \b
+    Exit status:
+      0  done
+      1  chatd refused (no such client, invalid address, ...); its message is on stderr
+      2  usage error
+      3  chatd cannot be reached (no socket, stale socket, permission denied)
     """
-    # click >= 8.2 exits 2 for a bare group; a stub that has no commands yet should just help.
-    if ctx.invoked_subcommand is None:
-        click.echo(ctx.get_help())
+    ctx.obj = State(socket_path, as_json, timeout)
+    ctx.call_on_close(ctx.obj.close)
+
+
+@main.command()
+@pass_state
+def status(state: State) -> None:
+    """Show version, pid, uptime, listen address and traffic counters."""
+    state.run("status", fmt.status)
+
+
+@main.command("list")
+@click.option("--room", metavar="ROOM", shell_complete=_complete_room,
+              help="Only the members of ROOM.")
+@pass_state
+def list_(state: State, room: str | None) -> None:
+    """List connected clients as a table.
+
+    Columns: ID, NICK, PEER (address:port), ROOM, CONNECTED (local time), IDLE (time since
+    the client last sent a line) and SENDQ (bytes of output waiting to be sent to it).
+    """
+    state.run("list", fmt.clients, room=room)
+
+
+@main.command(short_help='Disconnect a client, telling it and its room why.')
+@click.argument("target", type=TARGET)
+@click.option("-r", "--reason", metavar="TEXT", help="Told to the client and to its room.")
+@pass_state
+def kick(state: State, target, reason: str | None) -> None:
+    """Disconnect a client.
+
+    The client gets "*** you were kicked: REASON", its room "*** NICK was kicked (REASON)".
+
+    \b
+      chatctl kick alice -r "please stop"
+      chatctl kick 42
+    """
+    state.run("kick", fmt.kicked, target=target, reason=reason)
+
+
+@main.command(short_help='Send "*** [admin] TEXT" to everyone or to one room.')
+@click.option("--room", metavar="ROOM", shell_complete=_complete_room,
+              help="Only to the members of ROOM (default: everyone).")
+@click.argument("text", nargs=-1, required=True)
+@pass_state
+def broadcast(state: State, room: str | None, text: tuple[str, ...]) -> None:
+    """Send "*** [admin] TEXT" to every client, or to one room.
+
+    The words of TEXT are joined with spaces; put -- before a text that starts with a dash.
+
+    \b
+      chatctl broadcast server restarts at 18:00
+      chatctl broadcast --room dev -- -- build is green again --
+    """
+    message = " ".join(text)
+    if not message.strip():
+        raise click.BadParameter("the text is empty", param_hint="TEXT")
+    state.run("broadcast", fmt.broadcast, text=message, room=room)
+
+
+@main.command()
+@pass_state
+def rooms(state: State) -> None:
+    """List rooms and how many members each has."""
+    state.run("rooms", fmt.rooms)
+
+
+@main.command(short_help='Ban an address or network and disconnect its clients.')
+@click.argument("address")
+@click.option("--duration", type=Duration(), metavar="SECONDS",
+              help="Lift the ban after this long: seconds, or 90m, 12h, 7d, 1w.  "
+                   "[default: never]")
+@click.option("-r", "--reason", metavar="TEXT", help="Why (shown by `chatctl bans`).")
+@pass_state
+def ban(state: State, address: str, duration, reason: str | None) -> None:
+    """Refuse connections from an IP address or network, and disconnect its clients now.
+
+    ADDRESS is an IPv4 or IPv6 address or a CIDR network. Bans are saved in chatd's state
+    directory and survive a restart.
+
+    \b
+      chatctl ban 192.0.2.7 -r "spam"
+      chatctl ban 2001:db8::/32 --duration 7d
+    """
+    state.run("ban", fmt.banned, address=address, duration=duration, reason=reason)
+
+
+@main.command(short_help='Lift a ban.')
+@click.argument("address")
+@pass_state
+def unban(state: State, address: str) -> None:
+    """Lift the ban on ADDRESS (an address or network, as `chatctl bans` shows it)."""
+    state.run("unban", fmt.unbanned, address=address)
+
+
+@main.command()
+@pass_state
+def bans(state: State) -> None:
+    """List bans: address, when each expires (local time) and why."""
+    state.run("bans", fmt.bans)
+
+
+@main.command(short_help="Stop delivering a client's messages.")
+@click.argument("target", type=TARGET)
+@pass_state
+def mute(state: State, target) -> None:
+    """Stop delivering a client's messages; it is told "*** error: you are muted"."""
+    state.run("mute", fmt.muted, target=target)
+
+
+@main.command()
+@click.argument("target", type=TARGET)
+@pass_state
+def unmute(state: State, target) -> None:
+    """Deliver a muted client's messages again."""
+    state.run("unmute", fmt.muted, target=target)
+
+
+@main.command(short_help='Re-read the configuration file, as SIGHUP does.')
+@pass_state
+def reload(state: State) -> None:
+    """Re-read the configuration file, as SIGHUP does.
+
+    Limits, MOTD and log level apply at once and nobody is disconnected. If the new file is
+    invalid the old settings stay in force and chatctl exits 1 with the reason.
+    """
+    state.run("reload", fmt.reloaded)
+
+
+@main.command(short_help='Stop chatd gracefully, as SIGTERM does.')
+@pass_state
+def shutdown(state: State) -> None:
+    """Stop chatd gracefully, as SIGTERM does: clients are told, then disconnected."""
+    state.run("shutdown", fmt.shutting_down)
+
+
+if __name__ == "__main__":
+    main(prog_name="chatctl")

@@ -67,6 +67,13 @@ class AdminError(Exception):
         super().__init__(f"{self.code}: {self.message}")
 
 
+class MalformedReply(AdminError):
+    """The daemon's reply line is not a reply at all (a client-side finding, not an answer)."""
+
+    def __init__(self) -> None:
+        super().__init__("bad_json", "the daemon sent a malformed reply")
+
+
 @dataclass(frozen=True)
 class Request:
     cmd: str
@@ -131,13 +138,14 @@ def error_line(request_id, code: str, message: str | None = None) -> bytes:
 
 
 def parse_reply(line: bytes):
-    """A reply line -> its ``result``; an error reply raises AdminError."""
+    """A reply line -> its ``result``; an error reply raises AdminError, a line that is not a
+    reply at all raises MalformedReply."""
     try:
         obj = json.loads(line)
-    except ValueError:
-        raise AdminError("bad_json", "the daemon sent a malformed reply") from None
+    except (ValueError, RecursionError):
+        raise MalformedReply() from None
     if not isinstance(obj, dict) or not isinstance(obj.get("ok"), bool):
-        raise AdminError("bad_request", "the daemon sent a malformed reply")
+        raise MalformedReply()
     if obj["ok"]:
         return obj.get("result")
     error = obj.get("error") or {}

@@ -1,0 +1,198 @@
+"""chatctl's human output: pure functions from reply results (SPEC §6 shapes) to lines of text.
+
+No I/O and no click here, so every format is tested as a table; the CLI only picks the
+function and echoes what it returns. Times are shown in the local time zone, durations compactly
+(``1h 02m 03s`` for uptime, ``3m04s`` for a table cell).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from datetime import datetime, timezone
+
+#: ``--duration`` units, largest first.
+UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([wdhms])")
+
+
+# -- values ----------------------------------------------------------------------------------
+
+
+def _split(seconds) -> tuple[int, int, int, int]:
+    total = max(0, int(seconds or 0))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    return days, hours, minutes, secs
+
+
+def uptime(seconds) -> str:
+    """``45s``, ``2m 03s``, ``1h 02m 03s``, ``3d 01h 02m 03s``."""
+    days, hours, minutes, secs = _split(seconds)
+    if days:
+        return f"{days}d {hours:02d}h {minutes:02d}m {secs:02d}s"
+    if hours:
+        return f"{hours}h {minutes:02d}m {secs:02d}s"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+def idle(seconds) -> str:
+    """A table cell: ``12s``, ``3m04s``, ``1h02m``, ``2d03h`` (two units at most)."""
+    days, hours, minutes, secs = _split(seconds)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def local_time(value, never: str = "never") -> str:
+    """An epoch number or an ISO 8601 string -> local ``YYYY-MM-DD HH:MM:SS``; None -> ``never``.
+
+    A string that does not parse is shown as it came rather than failing the whole command.
+    """
+    if value is None:
+        return never
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value)
+    if moment.tzinfo is None:  # the daemon speaks UTC
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def count(n, noun: str) -> str:
+    """``1 client``, ``2 clients``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def host_port(host, port) -> str:
+    host = str(host)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_duration(text: str) -> float:
+    """``3600``, ``90s``, ``45m``, ``1h30m``, ``2d``, ``1w`` -> seconds (> 0); ValueError if not."""
+    text = text.strip().lower()
+    try:
+        seconds = float(text)
+    except ValueError:
+        parts = _DURATION_PART.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise ValueError(f"not a duration: {text!r}") from None
+        seconds = sum(float(n) * UNITS[u] for n, u in parts)
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"not a positive duration: {text!r}")
+    return seconds
+
+
+# -- tables and key/value blocks ----------------------------------------------------------------
+
+
+def table(headers: list[str], rows: list[list], right: tuple[int, ...] = ()) -> list[str]:
+    """Aligned columns, two spaces apart; columns whose index is in ``right`` are right-aligned
+    (numbers). No trailing spaces, so the last column may be free text."""
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+
+    def line(row):
+        out = [c.rjust(w) if i in right else c.ljust(w)
+               for i, (c, w) in enumerate(zip(row, widths))]
+        return "  ".join(out).rstrip()
+
+    return [line(headers)] + [line(r) for r in cells]
+
+
+def key_values(pairs: list[tuple[str, object]]) -> list[str]:
+    """``key: value`` lines with the values aligned."""
+    width = max((len(k) for k, _ in pairs), default=0) + 1
+    return [f"{k + ':':<{width}} {v}" for k, v in pairs]
+
+
+# -- one function per command ---------------------------------------------------------------------
+
+
+def status(result: dict) -> list[str]:
+    r = result
+    pairs = [
+        ("version", r.get("version")),
+        ("pid", r.get("pid")),
+        ("uptime", uptime(r.get("uptime"))),
+        ("listen", host_port(r.get("host"), r.get("port"))),
+        ("admin socket", r.get("admin_socket")),
+        ("clients", r.get("clients")),
+        ("rooms", r.get("rooms")),
+        ("bans", r.get("bans")),
+        ("lines in", r.get("lines_in")),
+        ("lines out", r.get("lines_out")),
+        ("bytes in", r.get("bytes_in")),
+        ("bytes out", r.get("bytes_out")),
+    ]
+    return key_values([(k, v) for k, v in pairs if v is not None])
+
+
+CLIENT_HEADERS = ["ID", "NICK", "PEER", "ROOM", "CONNECTED", "IDLE", "SENDQ"]
+
+
+def clients(result: list[dict]) -> list[str]:
+    rows = [[c.get("id"), c.get("nick"), c.get("peer"), c.get("room"),
+             local_time(c.get("connected_at", c.get("connected")), never="-"),
+             idle(c.get("idle")), c.get("sendq", 0)]
+            for c in result]
+    return table(CLIENT_HEADERS, rows, right=(0, 5, 6))
+
+
+def bans(result: list[dict]) -> list[str]:
+    rows = [[b.get("address"), local_time(b.get("expires")), b.get("reason") or "-"]
+            for b in result]
+    return table(["ADDRESS", "EXPIRES", "REASON"], rows)
+
+
+def rooms(result: list[dict]) -> list[str]:
+    rows = [[r.get("name"), r.get("members")] for r in result]
+    return table(["ROOM", "MEMBERS"], rows, right=(1,))
+
+
+def _who(result: dict) -> str:
+    return f"{result.get('nick')} (id {result.get('id')})"
+
+
+def kicked(result: dict) -> list[str]:
+    return [f"kicked {_who(result)}"]
+
+
+def broadcast(result: dict) -> list[str]:
+    where = f" in {result['room']}" if result.get("room") else ""
+    return [f"broadcast sent to {count(result.get('recipients', 0), 'client')}{where}"]
+
+
+def banned(result: dict) -> list[str]:
+    expires = result.get("expires")
+    until = f"until {local_time(expires)}" if expires else "with no expiry"
+    gone = count(result.get("disconnected", 0), "client")
+    return [f"banned {result.get('address')} {until}, disconnected {gone}"]
+
+
+def unbanned(result: dict) -> list[str]:
+    return [f"unbanned {result.get('address')}"]
+
+
+def muted(result: dict) -> list[str]:
+    return [f"{'muted' if result.get('muted') else 'unmuted'} {_who(result)}"]
+
+
+def reloaded(result: dict) -> list[str]:
+    return ["reloaded"]
+
+
+def shutting_down(result: dict) -> list[str]:
+    return ["chatd is shutting down"]

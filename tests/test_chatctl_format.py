@@ -1,0 +1,75 @@
+"""chatctl's human formats (chatctl/format.py) and argument types, as tables: no daemon needed."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from chatctl import format as fmt
+from chatctl.cli import Duration, Target
+
+
+def test_target_and_duration_conversion():
+    assert Target().convert("42", None, None) == 42
+    assert Target().convert("alice", None, None) == "alice"
+    assert Duration().convert("3600", None, None) == 3600
+    assert Duration().convert("1h30m", None, None) == 5400
+    assert Duration().convert("1.5", None, None) == 1.5
+
+
+@pytest.mark.parametrize("seconds, uptime, idle", [
+    (0, "0s", "0s"),
+    (12.9, "12s", "12s"),
+    (184, "3m 04s", "3m04s"),
+    (3723, "1h 02m 03s", "1h02m"),
+    (2 * 86400 + 3 * 3600 + 5, "2d 03h 00m 05s", "2d03h"),
+    (-3, "0s", "0s"),
+])
+def test_durations(seconds, uptime, idle):
+    assert fmt.uptime(seconds) == uptime
+    assert fmt.idle(seconds) == idle
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("90", 90), ("1.5", 1.5), ("90s", 90), ("45m", 2700), ("12h", 43200), ("7d", 604800),
+    ("1w", 604800), ("1h30m", 5400), ("1H", 3600), (" 2m ", 120),
+])
+def test_parse_duration(text, seconds):
+    assert fmt.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0", "-5", "soon", "1x", "h", "inf", "nan", "1h 30m", "m5"])
+def test_parse_duration_rejects(text):
+    with pytest.raises(ValueError):
+        fmt.parse_duration(text)
+
+
+def test_local_time():
+    epoch = 1_700_000_000
+    local = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+    assert fmt.local_time(epoch) == local
+    assert fmt.local_time("2023-11-14T22:13:20Z") == local
+    assert fmt.local_time("2023-11-14T22:13:20+00:00") == local
+    assert fmt.local_time("2023-11-14T22:13:20") == local  # naive means UTC
+    assert fmt.local_time(None) == "never"
+    assert fmt.local_time("garbage") == "garbage"
+
+
+def test_table_alignment():
+    assert fmt.table(["ID", "NICK", "N"], [[1, "alice", 10], [123, "b", 7]], right=(0, 2)) == [
+        " ID  NICK    N",
+        "  1  alice  10",
+        "123  b       7",
+    ]
+    assert fmt.table(["A", "REASON"], [["x", ""]]) == ["A  REASON", "x"]
+
+
+def test_human_lines_for_actions():
+    assert fmt.kicked({"id": 3, "nick": "alice", "reason": "x"}) == ["kicked alice (id 3)"]
+    assert fmt.broadcast({"recipients": 12, "room": None}) == ["broadcast sent to 12 clients"]
+    assert fmt.broadcast({"recipients": 1, "room": "dev"}) == ["broadcast sent to 1 client in dev"]
+    assert fmt.banned({"address": "10.0.0.0/8", "expires": None, "disconnected": 2}) == \
+        ["banned 10.0.0.0/8 with no expiry, disconnected 2 clients"]
+    assert fmt.muted({"id": 3, "nick": "bob", "muted": False}) == ["unmuted bob (id 3)"]
+    assert fmt.host_port("::1", 5555) == "[::1]:5555"
