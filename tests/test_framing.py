@@ -115,11 +115,12 @@ def test_controls_are_stripped_from_commands_too(pair):
     sender.send_raw(b"/me \x1b[5mblinks\x07\n")
     receiver.expect("* guest-1 [5mblinks")
     sender.send_raw(b"/msg guest-2 \x1b]0;pwned\x07hi\n")
-    sender.expect("*** -> guest-2: ]0;pwnedhi")
+    sender.wait_for("*** -> guest-2: ]0;pwnedhi")  # after its own /me, if the server echoes it
     receiver.expect("*guest-1* ]0;pwnedhi")
     sender.send_raw(b"/quit \x1b[1mbye\n")
     receiver.expect("*** guest-1 left lobby (quit: [1mbye)")
     assert_clean(receiver)
+    assert_clean(sender)
 
 
 def test_a_megabyte_without_newline(pair):
