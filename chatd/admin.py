@@ -118,6 +118,9 @@ class AdminServer:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._accept_loop, name="admin-accept", daemon=True)
 
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
     def start(self) -> None:
         self._thread.start()
 

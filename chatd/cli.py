@@ -53,12 +53,19 @@ class _Command(click.Command):
               help="Unix socket for chatctl.  [default: see SPEC §4; env CHATD_ADMIN_SOCKET]")
 @click.option("--state-dir", metavar="PATH",
               help="Where bans persist.  [default: $STATE_DIRECTORY or ~/.local/state/chatd]")
+@click.option("--pidfile", metavar="PATH",
+              help="Write and lock a pidfile; a live one makes chatd refuse to start.")
+@click.option("--daemon", "daemonize", is_flag=True,
+              help="Detach into the background; returns once chatd is listening (exit 0) "
+                   "or has failed (exit 1).")
 @click.option("--check-config", is_flag=True,
               help="Validate the configuration, print the effective settings and exit.")
 @click.version_option(__version__, "--version", prog_name="chatd", message="%(prog)s %(version)s")
 @click.pass_context
-def main(ctx: click.Context, config_path: str | None, check_config: bool, **options: Any) -> None:
-    """Run the chatd chat server in the foreground (connect with `nc HOST PORT`)."""
+def main(ctx: click.Context, config_path: str | None, check_config: bool, daemonize: bool,
+         **options: Any) -> None:
+    """Run the chatd chat server in the foreground (connect with `nc HOST PORT`), or in the
+    background with --daemon."""
     try:
         config = configmod.load(config_path, options)
     except configmod.ConfigError as err:
@@ -73,8 +80,11 @@ def main(ctx: click.Context, config_path: str | None, check_config: bool, **opti
     # Imported here so that --version and --check-config work without the server's modules.
     from chatd.service import StartupError, run
 
+    if daemonize and config.log_file is None:
+        click.echo("chatd: warning: --daemon without --log-file: the daemon's logs are discarded",
+                   err=True)
     try:
-        status = run(config)
+        status = run(config, daemonize=daemonize)
     except StartupError as err:  # e.g. address in use: one line, status 1
         _fail(ctx, str(err), 1)
     sys.exit(status)

@@ -64,6 +64,7 @@ class Config:
     admin_socket: str | None = None  # None = the SPEC §4 default, resolved at start
     admin_group: str | None = None  # None = only root and chatd's own user may administer
     state_dir: str | None = None  # None = $STATE_DIRECTORY, $XDG_STATE_HOME/chatd, ~/.local/state/chatd
+    pidfile: str | None = None  # None = no pidfile
     config_path: str | None = None
     # The CLI options given at start, as (field, value) pairs, so that reload() can re-apply
     # them on top of the re-read file. Not part of the settings: excluded from ==, hash, repr.
@@ -81,7 +82,7 @@ class Config:
 
 # File layout: section -> keys, in the order of etc/chatd.toml. Keys are Config field names.
 SECTIONS: dict[str, tuple[str, ...]] = {
-    "server": ("host", "port", "server_name", "motd", "state_dir"),
+    "server": ("host", "port", "server_name", "motd", "state_dir", "pidfile"),
     "limits": (
         "max_clients", "max_clients_per_ip", "sendq_bytes", "recvq_bytes",
         "rate", "burst", "idle_timeout", "max_line_bytes",
@@ -218,6 +219,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "admin_socket": _path("the default"),
     "admin_group": _group,
     "state_dir": _path("the default"),
+    "pidfile": _path("none"),
 }
 
 

@@ -76,19 +76,22 @@ class Flusher:
         self._lock = threading.Lock()
         self._queue: list = []
         self._sleeping = False
-        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._epoll = select.epoll()
-        self._epoll.register(self._wake_fd, select.EPOLLIN)
+        self._wake_fd = -1  # eventfd and epoll are made in start(): --daemon closes fds before
+        self._epoll = None
         self._writers: dict[int, Outbox] = {}  # fd -> outbox with a backlog
         self._lingering: set[Outbox] = set()
         self._open = 0  # outboxes not yet closed (flusher thread)
         self._stopping = False
         self._stop_deadline = 0.0
+        self.pongs = 0  # pings processed; written by the flusher thread, read by the watchdog
         self._thread = threading.Thread(target=self._run, name="flusher", daemon=True)
 
     # -- any thread ---------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._epoll = select.epoll()
+        self._epoll.register(self._wake_fd, select.EPOLLIN)
         self._thread.start()
 
     def submit_segment(self, segment) -> None:
@@ -106,6 +109,10 @@ class Flusher:
     def finish(self, outbox: Outbox, linger: bool) -> None:
         """The session is done reading. Close the socket, after draining it if ``linger``."""
         self._submit((self._finish, outbox, linger))
+
+    def ping(self) -> None:
+        """Queue a no-op whose completion bumps ``pongs``: the watchdog's proof of dispatch."""
+        self._submit((self._pong,))
 
     def adopt(self) -> None:
         """Count a new connection, so stop() knows how many are still open."""
@@ -302,6 +309,9 @@ class Flusher:
         outbox.sock.close()
         outbox.sock = None
         self._open -= 1
+
+    def _pong(self) -> None:
+        self.pongs += 1
 
     def _adopt(self) -> None:
         self._open += 1

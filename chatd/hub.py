@@ -179,6 +179,13 @@ class Hub:
             return sorted(((r.name, len(r.members)) for r in self._rooms.values()),
                           key=lambda item: fold(item[0]))
 
+    def responsive(self, timeout: float) -> bool:
+        """Whether the lock can be had within ``timeout`` (the watchdog's deadlock check)."""
+        if not self._lock.acquire(timeout=timeout):
+            return False
+        self._lock.release()
+        return True
+
     def clients(self) -> list:
         with self._lock:
             return list(self._clients.values())

@@ -54,8 +54,9 @@ class Listener:
         self.settings = settings
         self._ids = itertools.count(1)
         self._stopping = threading.Event()
-        self._sessions_lock = threading.Lock()
+        self._sessions_lock = threading.Lock()  # guards _sessions and _probes
         self._sessions: dict[int, threading.Thread] = {}  # client id -> its session thread
+        self._probes: set[tuple] = set()  # source addresses of watchdog probes in flight
         self._thread = threading.Thread(target=self._accept_loop, name="accept", daemon=True)
 
     @property
@@ -75,6 +76,31 @@ class Listener:
         self._thread.join(5.0)
         self.sock.close()
 
+    def probe(self, timeout: float) -> bool:
+        """Connect to ourselves and see the accept thread take the connection (watchdog).
+
+        The probe's source address is registered before connecting, so the accept thread
+        recognises it, closes it without admitting it, and we see the close as EOF.
+        """
+        family = self.sock.family
+        host, port = self.address
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.settimeout(timeout)
+                probe.bind((host, 0))
+                source = probe.getsockname()[:2]
+                with self._sessions_lock:
+                    self._probes.add(source)
+                try:
+                    probe.connect((host, port))
+                    return probe.recv(1) == b""
+                finally:
+                    with self._sessions_lock:
+                        self._probes.discard(source)
+        except OSError:
+            return False
+
     def sessions(self) -> list[threading.Thread]:
         with self._sessions_lock:
             return list(self._sessions.values())
@@ -91,11 +117,18 @@ class Listener:
                     self._stopping.wait(_BACKOFF_SECONDS)
                 # anything else (ECONNABORTED, EPROTO...) concerns one peer only
                 continue
+            if self._probes and self._is_probe(addr):
+                conn.close()
+                continue
             try:
                 self._admit(conn, addr)
             except Exception:
                 log.exception("admission_failed")
                 conn.close()
+
+    def _is_probe(self, addr: tuple) -> bool:
+        with self._sessions_lock:
+            return addr[:2] in self._probes
 
     def _admit(self, conn: socket.socket, addr: tuple) -> None:
         config = self.settings.config

@@ -1,11 +1,16 @@
 """The running service: the one place that builds and wires everything, and that starts,
 reloads and stops it.
 
+Startup is two steps so that ``--daemon`` can detach in between: :meth:`Service.bind` does
+everything that can fail for a reason the operator must fix (bans file, admin socket, TCP
+address) and starts no thread; :meth:`Service.launch` starts the threads and announces
+readiness (the ``listening`` event, systemd's READY=1, the daemon's readiness pipe).
+
 Threads: the main thread runs :meth:`Service.serve`. Signal handlers only queue an event
 (they run between bytecodes of the main thread, so they must not take locks or log); the main
-loop then calls :meth:`reload` or shuts down, and does housekeeping (idle timeouts) between
-events. Other callers (the admin socket, later) use the same :meth:`reload` and
-:meth:`request_shutdown`, so a signal and a command always run the same code.
+loop then calls :meth:`reload` or shuts down, and does housekeeping (watchdog.py) between
+events. The admin socket uses the same :meth:`reload` and :meth:`request_shutdown`, so a signal
+and a command always run the same code.
 
 Sessions read ``service.config`` for their limits; a reload replaces it with a new, fully
 validated Config value (assigning an attribute is atomic), never mutating the old one.
@@ -17,6 +22,7 @@ import grp
 import os
 import queue
 import signal
+import socket
 import threading
 import time
 
@@ -28,11 +34,14 @@ from chatd import log as logsetup
 from chatd.admin import AdminServer, AdminSocketError, bind_admin_socket
 from chatd.admincmds import AdminCommands
 from chatd.bans import BanFileError, BanList
+from chatd.daemon import PidFile, PidFileLocked, Readiness, detach, fork_launcher
 from chatd.flusher import Flusher
 from chatd.hub import Hub
 from chatd.protocol import encode
 from chatd.server import Listener, bind
 from chatd.session import SHUTDOWN
+from chatd.systemd import Notifier, listen_fds
+from chatd.watchdog import Housekeeper
 
 log = structlog.get_logger("chatd")
 
@@ -54,6 +63,8 @@ class Service:
         self.flusher = Flusher(config.sendq_bytes)
         self.hub = Hub(self.flusher)
         self.bans = BanList(state_dir(config))
+        self.notifier = Notifier()
+        self.housekeeper: Housekeeper | None = None
         self.listener: Listener | None = None
         self.admin: AdminServer | None = None
         self._events: queue.SimpleQueue = queue.SimpleQueue()  # reentrant: safe in handlers
@@ -61,12 +72,8 @@ class Service:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Load bans, bind both sockets, start the threads, log ``listening``.
-
-        Everything that can fail for a reason the operator must fix (corrupt bans file, another
-        chatd running, address in use) fails here, before any thread starts, as StartupError.
-        """
+    def bind(self) -> None:
+        """Load bans and bind both sockets; no thread yet. Raises StartupError."""
         config = self.config
         try:
             self.bans.load()
@@ -80,20 +87,28 @@ class Service:
             raise StartupError(str(exc)) from None
         self.admin = AdminServer(admin_sock, admin_path, inode, AdminCommands(self), gid)
         try:
-            sock = bind(config.host, config.port)
-        except OSError as exc:
+            sock = self._listening_socket()
+        except StartupError:
             self.admin.stop()
-            reason = exc.strerror or str(exc)
-            raise StartupError(f"cannot listen on {config.host}:{config.port}: {reason}") from None
+            raise
+        self.listener = Listener(sock, self.hub, self.flusher, self.bans, self)
+
+    def fds(self) -> list[int]:
+        """The descriptors a daemonising step must keep open."""
+        return [self.listener.sock.fileno(), self.admin.fileno()]
+
+    def launch(self) -> None:
+        """Start the threads and tell the world we are ready."""
         self._install_signal_handlers()
         threading.stack_size(THREAD_STACK_BYTES)
-        self.listener = Listener(sock, self.hub, self.flusher, self.bans, self)
         self.flusher.start()
         self.listener.start()
         self.admin.start()
+        self.housekeeper = Housekeeper(self, self.notifier)
         host, port = self.listener.address
-        log.info("listening", host=host, port=port, admin_socket=admin_path,
+        log.info("listening", host=host, port=port, admin_socket=self.admin.path,
                  bans=len(self.bans.active()), version=__version__, pid=os.getpid())
+        self.notifier.notify(READY="1", STATUS=self.housekeeper.status_line())
 
     def serve(self) -> int:
         """Run until asked to stop; returns the exit status."""
@@ -101,7 +116,7 @@ class Service:
             try:
                 event = self._events.get(timeout=HOUSEKEEPING_SECONDS)
             except queue.Empty:
-                self._housekeeping()
+                self.housekeeper.tick()
                 continue
             if event == "reload":
                 self.reload()
@@ -120,22 +135,50 @@ class Service:
         reason is returned (and logged as ``config_reload_failed``).
         """
         with self._reload_lock:
-            old = self.config
+            self.notifier.reloading()
             try:
-                new = config_module.reload(old)
-            except config_module.ConfigError as exc:
-                log.error("config_reload_failed", error=str(exc))
-                return False, str(exc)
-            if (new.host, new.port) != (old.host, old.port):
-                log.warning("restart_required", reason="host and port change on restart only")
-            self.config = new
-            self.flusher.sendq_bytes = new.sendq_bytes
-            logsetup.set_level(new.log_level)
+                ok, message = self._apply_new_config()
+            finally:
+                self.notifier.notify(READY="1", STATUS=self.housekeeper.status_line())
+            return ok, message
+
+    def _apply_new_config(self) -> tuple[bool, str]:
+        old = self.config
+        try:
+            new = config_module.reload(old)
+        except config_module.ConfigError as exc:
+            log.error("config_reload_failed", error=str(exc))
+            return False, str(exc)
+        if (new.host, new.port) != (old.host, old.port):
+            log.warning("restart_required", reason="host and port change on restart only")
+        self.config = new
+        self.flusher.sendq_bytes = new.sendq_bytes
+        logsetup.set_level(new.log_level)
+        try:
             logsetup.reopen()
-            log.info("config_reloaded", path=new.config_path)
-            return True, "reloaded"
+        except OSError as exc:  # keep logging to the old file rather than fail the reload
+            log.error("log_reopen_failed", error=exc.strerror or str(exc))
+        log.info("config_reloaded", path=new.config_path)
+        return True, "reloaded"
 
     # -- main thread --------------------------------------------------------------------------
+
+    def _listening_socket(self):
+        """The socket systemd passed us (socket activation), or a new one bound here."""
+        passed = listen_fds()
+        if passed:
+            sock = passed[0]
+            if sock.type != socket.SOCK_STREAM:
+                raise StartupError("the socket passed by systemd (fd 3) is not a stream socket")
+            for extra in passed[1:]:
+                extra.close()
+            return sock
+        config = self.config
+        try:
+            return bind(config.host, config.port)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise StartupError(f"cannot listen on {config.host}:{config.port}: {reason}") from None
 
     def _install_signal_handlers(self) -> None:
         def queue_event(name):
@@ -145,18 +188,9 @@ class Service:
         signal.signal(signal.SIGINT, queue_event("shutdown"))
         signal.signal(signal.SIGHUP, queue_event("reload"))
 
-    def _housekeeping(self) -> None:
-        idle_timeout = self.config.idle_timeout
-        if idle_timeout <= 0:
-            return
-        limit = time.monotonic() - idle_timeout
-        notice = encode("*** error: idle timeout")
-        for client in self.hub.clients():
-            if client.last_active < limit:
-                self.flusher.disconnect(client.outbox, "idle timeout", notice)
-
     def _shutdown(self) -> None:
         deadline = time.monotonic() + SHUTDOWN_SECONDS
+        self.notifier.notify(STOPPING="1", STATUS="shutting down")
         self.listener.stop()
         self.admin.stop()
         clients = self.hub.clients()
@@ -171,6 +205,7 @@ class Service:
         if left:
             log.warning("sessions_left", count=left)
         log.info("shutdown", uptime=round(time.time() - self.started_at, 3))
+        self.notifier.close()
 
 
 def state_dir(config) -> str:
@@ -183,8 +218,40 @@ def state_dir(config) -> str:
     return os.path.join(base, "chatd")
 
 
-def run(config) -> int:
-    """Start the service and serve until shutdown. Raises StartupError if it cannot start."""
+def run(config, daemonize: bool = False) -> int:
+    """Start the service (detached with ``daemonize``) and serve until shutdown.
+
+    Raises StartupError if it cannot start; in the daemon, a failure after detaching is
+    reported through the readiness pipe instead (the launcher prints it and exits 1).
+    """
+    pidfile = PidFile(config.pidfile) if config.pidfile else None
+    if pidfile is not None:
+        try:
+            pidfile.acquire()
+        except PidFileLocked as exc:
+            raise StartupError(str(exc)) from None
+        except OSError as exc:
+            raise StartupError(f"cannot open pidfile {config.pidfile}: {exc.strerror}") from None
     service = Service(config)
-    service.start()
-    return service.serve()
+    try:
+        service.bind()
+        if daemonize:
+            readiness = Readiness()
+            fork_launcher(readiness)  # only the daemon-to-be returns
+            log_fd = logsetup.fileno()
+            detach(service.fds() + ([log_fd] if log_fd is not None else []), pidfile, readiness)
+            try:
+                service.launch()
+            except Exception as exc:
+                readiness.report(f"cannot start: {exc}")
+                raise
+            host, port = service.listener.address
+            readiness.report(f"READY pid={os.getpid()} port={port}")
+        else:
+            if pidfile is not None:
+                pidfile.__enter__()
+            service.launch()
+        return service.serve()
+    finally:
+        if pidfile is not None:
+            pidfile.release()

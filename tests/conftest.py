@@ -112,7 +112,10 @@ class ChatServer:
     ``events`` directly when the event may not have happened yet.
     """
 
-    def __init__(self, config_path: Path, sections: dict, args=(), cwd: Path | None = None):
+    def __init__(self, config_path: Path, sections: dict, args=(), cwd: Path | None = None,
+                 env: dict | None = None, launcher=(), pass_fds=()):
+        """``env`` adds environment variables; ``launcher`` is a command prefix (e.g. a
+        socket-activation trampoline) and ``pass_fds`` the descriptors it must inherit."""
         self.config_path = config_path
         server = sections.get("server", {})
         self.server_name = server.get("server_name", "chatd")
@@ -126,7 +129,7 @@ class ChatServer:
         self.port: int | None = None
         self._cond = threading.Condition()
         self._stderr_done = threading.Event()
-        env = dict(os.environ)
+        env = {**os.environ, **(env or {})}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         env["PYTHONUNBUFFERED"] = "1"
         # Future-proof: never share the default admin socket with another test's daemon. A short
@@ -138,11 +141,11 @@ class ChatServer:
         # --state-dir (e.g. to restart on the same state).
         self.state_dir = os.path.join(self._rundir, "state")
         defaults = [] if "--state-dir" in args else ["--state-dir", self.state_dir]
-        self.argv = [sys.executable, "-m", "chatd", "-c", str(config_path),
+        self.argv = [*launcher, sys.executable, "-m", "chatd", "-c", str(config_path),
                      "--port", "0", "--log-format", "json", *defaults, *args]
         self.proc = subprocess.Popen(
             self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=cwd or config_path.parent, env=env)
+            cwd=cwd or config_path.parent, env=env, pass_fds=pass_fds)
         threading.Thread(target=self._read_stderr, daemon=True).start()
         threading.Thread(target=self._read_stdout, daemon=True).start()
 
@@ -277,10 +280,10 @@ def chatd(tmp_path):
     """Factory: ``chatd(server={...}, limits={...}, logging={...}, args=[...]) -> ChatServer``."""
     servers: list[ChatServer] = []
 
-    def start(*, args=(), **sections) -> ChatServer:
+    def start(*, args=(), env=None, launcher=(), pass_fds=(), **sections) -> ChatServer:
         config = tmp_path / f"chatd-{len(servers)}.toml"
         config.write_text(toml_dumps(sections))
-        srv = ChatServer(config, sections, args)
+        srv = ChatServer(config, sections, args, env=env, launcher=launcher, pass_fds=pass_fds)
         servers.append(srv)
         srv.wait_listening()
         return srv

@@ -1,0 +1,86 @@
+"""Periodic duties of the main thread: idle timeouts, the systemd STATUS line, watchdog pings.
+
+The watchdog ping is earned, not sent on a timer: before each ``WATCHDOG=1`` the main thread
+checks that the parts a wedged server would lose still work —
+
+- the hub lock can be taken (no thread died or hangs holding it),
+- the flusher processed the ping queued at the previous check (output is being dispatched),
+- the accept thread accepted a probe connection (the listener still accepts).
+
+If any check fails the ping is skipped and ``watchdog_failed`` is logged, so systemd's
+WatchdogSec notices and restarts chatd. Runs in the main thread only.
+"""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+
+from chatd.protocol import encode
+
+log = structlog.get_logger("chatd.watchdog")
+
+STATUS_SECONDS = 2.0
+CHECK_TIMEOUT = 1.0
+
+
+class Housekeeper:
+    def __init__(self, service, notifier) -> None:
+        self.service = service
+        self.notifier = notifier
+        self._next_ping = 0.0
+        self._pings_queued = 0
+        self._next_status = 0.0
+        self._last_status = ""
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        self._reap_idle(now)
+        if now >= self._next_status:
+            self._next_status = now + STATUS_SECONDS
+            self.update_status()
+        interval = self.notifier.watchdog_interval
+        if interval is not None and now >= self._next_ping:
+            self._next_ping = now + interval
+            problem = self.check()
+            if problem is None:
+                self.notifier.notify(WATCHDOG="1")
+            else:
+                log.error("watchdog_failed", problem=problem)
+
+    def status_line(self) -> str:
+        host, port = self.service.listener.address
+        stats = self.service.hub.stats()
+        return f"listening on {host}:{port}, {stats['clients']} clients, {stats['rooms']} rooms"
+
+    def update_status(self, force: bool = False) -> None:
+        if not self.notifier.enabled:
+            return
+        line = self.status_line()
+        if force or line != self._last_status:
+            self._last_status = line
+            self.notifier.notify(STATUS=line)
+
+    def check(self) -> str | None:
+        """None when the server is healthy, else what is wrong."""
+        service = self.service
+        if not service.hub.responsive(CHECK_TIMEOUT):
+            return "hub lock not available"
+        if service.flusher.pongs < self._pings_queued:
+            return "flusher did not run its previous ping"
+        self._pings_queued += 1
+        service.flusher.ping()
+        if not service.listener.probe(CHECK_TIMEOUT):
+            return "listener did not accept a probe connection"
+        return None
+
+    def _reap_idle(self, now: float) -> None:
+        idle_timeout = self.service.config.idle_timeout
+        if idle_timeout <= 0:
+            return
+        limit = now - idle_timeout
+        notice = encode("*** error: idle timeout")
+        for client in self.service.hub.clients():
+            if client.last_active < limit:
+                self.service.flusher.disconnect(client.outbox, "idle timeout", notice)

@@ -1,0 +1,342 @@
+"""chatd as a Unix service: --daemon and its pidfile, log files and SIGHUP, sd_notify with a fake
+NOTIFY_SOCKET, the watchdog, and socket activation (a listener handed over as fd 3).
+
+The --daemon tests make this pytest process a child subreaper (prctl), so the detached daemon is
+re-parented to us and ``os.waitpid`` gives its real exit status; nothing polls with ``kill -0``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def wait_until(condition, timeout: float = 10.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)  # polling interval of a condition wait, not a synchronisation sleep
+
+
+# -- --daemon ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def subreaper():
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    yield
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+    while True:  # the double fork's intermediate child, and anything else re-parented to us
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            break
+
+
+class Daemon:
+    """Paths for one --daemon instance and helpers to read what it wrote."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.pidfile = base / "chatd.pid"
+        self.log = base / "chatd.log"
+        self.admin = base / "admin.sock"
+        self.state = base / "state"
+
+    def launch(self, *extra: str, port: int = 0, stdin_closed: bool = False) -> subprocess.CompletedProcess:
+        argv = [sys.executable, "-m", "chatd", "--daemon", "--port", str(port),
+                "--pidfile", str(self.pidfile), "--log-file", str(self.log),
+                "--admin-socket", str(self.admin), "--state-dir", str(self.state), *extra]
+        if stdin_closed:
+            argv = ["bash", "-c", 'exec 0<&- "$@"', "chatd", *argv]
+        return subprocess.run(argv, stdin=None if stdin_closed else subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=20,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+
+    def pid(self) -> int:
+        return int(self.pidfile.read_text())
+
+    def events(self) -> list[dict]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
+
+    def port(self) -> int:
+        """The port of the latest start (the log file is appended to across restarts)."""
+        return [e["port"] for e in self.events() if e["event"] == "listening"][-1]
+
+
+@pytest.fixture
+def daemon_paths(subreaper):
+    base = Path(tempfile.mkdtemp(prefix="chatd-d-"))
+    daemon = Daemon(base)
+    yield daemon
+    if daemon.pidfile.exists():
+        try:
+            os.kill(daemon.pid(), signal.SIGKILL)
+            os.waitpid(daemon.pid(), 0)
+        except (OSError, ValueError):
+            pass
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def chat_once(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        data = b""
+        while b"you are " not in data:
+            chunk = sock.recv(4096)
+            assert chunk, data
+            data += chunk
+        return data
+
+
+def test_daemon_detaches_serves_and_cleans_up_on_sigterm(daemon_paths):
+    d = daemon_paths
+    result = d.launch()
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # a log file was given, so no warning either
+    pid = d.pid()
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ppid, session = int(stat[1]), int(stat[3])
+    assert ppid == os.getpid()  # detached: re-parented to us, the subreaper
+    assert session != os.getsid(0) and session != pid  # new session, not its leader
+    assert os.readlink(f"/proc/{pid}/fd/0") == "/dev/null"
+    assert b"*** welcome to chatd" in chat_once(d.port())  # ready when the launcher returned
+    os.kill(pid, signal.SIGTERM)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert not d.pidfile.exists() and not d.admin.exists()
+    assert d.events()[-1]["event"] == "shutdown"
+
+
+def test_daemon_starts_with_stdin_closed(daemon_paths):
+    result = daemon_paths.launch(stdin_closed=True)
+    assert result.returncode == 0, result.stderr
+    chat_once(daemon_paths.port())
+
+
+def test_live_pidfile_refuses_a_second_instance(daemon_paths):
+    d = daemon_paths
+    assert d.launch().returncode == 0
+    second = subprocess.run(
+        [sys.executable, "-m", "chatd", "--daemon", "--port", "0", "--pidfile", str(d.pidfile),
+         "--admin-socket", str(d.base / "other.sock"), "--state-dir", str(d.state),
+         "--log-file", str(d.base / "other.log")],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert second.returncode == 1
+    assert second.stderr.strip() == (
+        f"chatd: error: chatd is already running (pid {d.pid()}, pidfile {d.pidfile})")
+    assert not (d.base / "other.sock").exists()  # refused before touching the admin socket
+    chat_once(d.port())
+
+
+def test_stale_pidfile_and_socket_after_kill_9_are_replaced(daemon_paths):
+    d = daemon_paths
+    assert d.launch().returncode == 0
+    old = d.pid()
+    os.kill(old, signal.SIGKILL)
+    os.waitpid(old, 0)
+    assert d.pidfile.exists() and d.admin.exists()  # left behind, as a crash leaves them
+    result = d.launch()
+    assert result.returncode == 0, result.stderr
+    assert d.pid() != old
+    chat_once(d.port())
+
+
+def test_bind_failure_reaches_the_terminal(daemon_paths):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    result = daemon_paths.launch(port=port)
+    busy.close()
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"chatd: error: cannot listen on 127.0.0.1:{port}: Address already in use"]
+    assert not daemon_paths.pidfile.exists() and not daemon_paths.admin.exists()
+
+
+def test_log_file_is_reopened_on_sighup(daemon_paths):
+    d = daemon_paths
+    assert d.launch().returncode == 0
+    port = d.port()
+    rotated = d.base / "chatd.log.1"
+    d.log.rename(rotated)
+    os.kill(d.pid(), signal.SIGHUP)
+    wait_until(lambda: d.log.exists() and "config_reloaded" in d.log.read_text(), what="new log")
+    chat_once(port)
+    wait_until(lambda: "client_connected" in d.log.read_text(), what="events in the new file")
+    assert "client_connected" not in rotated.read_text()
+
+
+def test_daemon_without_log_file_warns(daemon_paths):
+    d = daemon_paths
+    result = subprocess.run(
+        [sys.executable, "-m", "chatd", "--daemon", "--port", "0", "--pidfile", str(d.pidfile),
+         "--admin-socket", str(d.admin), "--state-dir", str(d.state)],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0
+    assert "without --log-file" in result.stderr
+
+
+# -- foreground pidfile ------------------------------------------------------------------------
+
+
+def test_foreground_pidfile_is_written_and_removed(chatd, tmp_path):
+    pidfile = tmp_path / "fg.pid"
+    srv = chatd(args=["--pidfile", str(pidfile)])
+    assert int(pidfile.read_text()) == srv.proc.pid
+    assert srv.terminate() == 0
+    assert not pidfile.exists()
+
+
+# -- sd_notify ---------------------------------------------------------------------------------
+
+
+class FakeSystemd:
+    """A NOTIFY_SOCKET receiver: collects datagrams with the sender's pid (SO_PASSCRED)."""
+
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="chatd-n-")
+        self.path = os.path.join(self.dir, "notify")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.sock.bind(self.path)
+        self.messages: list[tuple[int, dict]] = []
+
+    def wait_for(self, key: str, value: str | None = None, timeout: float = 10.0) -> dict:
+        """The next message (after those already matched) carrying ``key`` (= ``value``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, (_, fields) in enumerate(self.messages):
+                if key in fields and (value is None or fields[key] == value):
+                    del self.messages[: i + 1]
+                    return fields
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"no {key}={value} from chatd; got {self.messages}"
+            self.sock.settimeout(remaining)
+            try:
+                data, ancdata, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(12))
+            except socket.timeout:
+                continue
+            pid = next((int.from_bytes(d[:4], "little") for lvl, typ, d in ancdata
+                        if lvl == socket.SOL_SOCKET and typ == socket.SCM_CREDENTIALS), 0)
+            fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
+            self.messages.append((pid, {**fields, "_pid": pid}))
+
+    def close(self) -> None:
+        self.sock.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def fake_systemd():
+    fake = FakeSystemd()
+    yield fake
+    fake.close()
+
+
+def test_notify_ready_status_reload_and_stopping(chatd, fake_systemd):
+    srv = chatd(env={"NOTIFY_SOCKET": fake_systemd.path}, server={"motd": "one"})
+    ready = fake_systemd.wait_for("READY", "1")
+    assert ready["_pid"] == srv.proc.pid
+    assert ready["STATUS"] == f"listening on 127.0.0.1:{srv.port}, 0 clients, 1 rooms"
+    srv.connect()  # READY came after the listener was bound and serving
+    fake_systemd.wait_for("STATUS", f"listening on 127.0.0.1:{srv.port}, 1 clients, 1 rooms")
+    srv.proc.send_signal(signal.SIGHUP)
+    reloading = fake_systemd.wait_for("RELOADING", "1")
+    assert int(reloading["MONOTONIC_USEC"]) > 0
+    fake_systemd.wait_for("READY", "1")
+    srv.proc.send_signal(signal.SIGTERM)
+    assert fake_systemd.wait_for("STOPPING", "1")["STATUS"] == "shutting down"
+    assert srv.proc.wait(10) == 0
+
+
+def test_watchdog_pings_and_stops_when_the_server_cannot_accept(chatd, fake_systemd):
+    srv = chatd(env={"NOTIFY_SOCKET": fake_systemd.path, "WATCHDOG_USEC": "200000"})
+    for _ in range(3):
+        fake_systemd.wait_for("WATCHDOG", "1")
+    # Wedge the listener: no descriptor left for accept() (nor for the watchdog's probe).
+    soft, hard = resource.prlimit(srv.proc.pid, resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir(f"/proc/{srv.proc.pid}/fd"))
+    resource.prlimit(srv.proc.pid, resource.RLIMIT_NOFILE, (in_use, hard))
+    srv.wait_event("watchdog_failed")
+    fake_systemd.messages.clear()
+    with pytest.raises(AssertionError, match="no WATCHDOG"):
+        fake_systemd.wait_for("WATCHDOG", "1", timeout=0.6)  # three intervals without a ping
+    resource.prlimit(srv.proc.pid, resource.RLIMIT_NOFILE, (soft, hard))
+    fake_systemd.wait_for("WATCHDOG", "1")
+    srv.connect()
+
+
+def test_no_watchdog_pings_unless_asked(chatd, fake_systemd):
+    srv = chatd(env={"NOTIFY_SOCKET": fake_systemd.path})
+    fake_systemd.wait_for("READY", "1")
+    srv.connect()
+    fake_systemd.wait_for("STATUS", f"listening on 127.0.0.1:{srv.port}, 1 clients, 1 rooms")
+    assert not any("WATCHDOG" in fields for _, fields in fake_systemd.messages)
+
+
+def test_abstract_notify_socket(chatd):
+    name = f"chatd-test-{os.getpid()}-{time.monotonic_ns()}"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind("\0" + name)
+    sock.settimeout(10)
+    try:
+        chatd(env={"NOTIFY_SOCKET": "@" + name})
+        assert b"READY=1" in sock.recv(4096)
+    finally:
+        sock.close()
+
+
+# -- socket activation -------------------------------------------------------------------------
+
+TRAMPOLINE = (
+    "import os, sys; fd = int(sys.argv[1]); os.dup2(fd, 3); os.close(fd);"
+    "os.environ.update(LISTEN_FDS='1', LISTEN_PID=str(os.getpid()));"
+    "os.execvp(sys.argv[2], sys.argv[2:])"
+)
+
+
+def test_socket_activation_serves_the_passed_listener(chatd):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    fd = listener.fileno()
+    srv = chatd(launcher=[sys.executable, "-c", TRAMPOLINE, str(fd)], pass_fds=(fd,))
+    listener.close()  # only chatd holds it now
+    assert srv.port == port  # `listening` reports the passed socket, not --port 0
+    alice, bob = srv.connect_many(2)
+    alice.send_line("activated")
+    bob.expect(f"<{alice.nick}> activated")
+
+
+def test_listen_fds_for_another_pid_are_ignored(chatd):
+    srv = chatd(env={"LISTEN_FDS": "1", "LISTEN_PID": "1"})
+    assert srv.port != 0
+    srv.connect()
