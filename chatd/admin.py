@@ -6,7 +6,7 @@ credentials (SO_PEERCRED, and SO_PEERGROUPS for supplementary groups) are checke
 socket made world-accessible by mistake answers only root, chatd's own user and members of
 ``admin_group``. Anyone else gets ``permission_denied`` and is disconnected.
 
-Threads: an accept thread, and one short-lived thread per admin connection (at most
+Threads: an accept thread (acceptor.py), and one short-lived thread per admin connection (at most
 ``MAX_CONNECTIONS``). A connection thread parses requests (adminproto.py), runs them through
 :class:`~chatd.admincmds.AdminCommands` and writes replies; only it touches its socket.
 ``_lock`` guards ``_connections``.
@@ -14,7 +14,6 @@ Threads: an accept thread, and one short-lived thread per admin connection (at m
 
 from __future__ import annotations
 
-import errno
 import os
 import socket
 import stat
@@ -24,6 +23,7 @@ import threading
 import structlog
 
 from chatd import adminproto
+from chatd.acceptor import Acceptor
 from chatd.adminproto import MAX_REQUEST_BYTES, AdminError, error_line, ok_line
 from chatd.protocol import LINE_TOO_LONG, LineFramer
 
@@ -108,7 +108,7 @@ class AdminServer:
 
     def __init__(self, sock: socket.socket, path: str, inode: int, commands, gid: int | None) -> None:
         self.path = path
-        self._sock = sock
+        self._acceptor = Acceptor(sock, "admin-accept", self._accepted)
         self._inode = inode
         self._commands = commands
         self._gid = gid
@@ -116,24 +116,17 @@ class AdminServer:
         self._lock = threading.Lock()
         self._connections: dict[socket.socket, threading.Thread] = {}
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._accept_loop, name="admin-accept", daemon=True)
 
     def fileno(self) -> int:
-        return self._sock.fileno()
+        return self._acceptor.sock.fileno()
 
     def start(self) -> None:
-        self._thread.start()
+        self._acceptor.start()
 
     def stop(self) -> None:
         """Stop accepting, end open connections, remove the socket file if it is still ours."""
         self._stopping.set()
-        try:
-            self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        if self._thread.ident is not None:  # stop() also cleans up after a failed start
-            self._thread.join(5.0)
-        self._sock.close()
+        self._acceptor.stop()
         with self._lock:
             connections = list(self._connections.items())
         for conn, _ in connections:
@@ -149,28 +142,18 @@ class AdminServer:
         except OSError:
             pass
 
-    def _accept_loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except OSError as exc:
-                if self._stopping.is_set():
-                    return
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.error("accept_failed", error=exc.strerror, socket="admin")
-                    self._stopping.wait(0.1)
-                continue
-            with self._lock:
-                busy = len(self._connections) >= MAX_CONNECTIONS
-                if not busy:
-                    thread = threading.Thread(target=self._serve, args=(conn,),
-                                              name="admin-conn", daemon=True)
-                    self._connections[conn] = thread
-            if busy:
-                _refuse(conn, error_line(None, "busy"))
-                conn.close()
-            else:
-                thread.start()
+    def _accepted(self, conn: socket.socket, _addr) -> None:
+        with self._lock:
+            busy = len(self._connections) >= MAX_CONNECTIONS
+            if not busy:
+                thread = threading.Thread(target=self._serve, args=(conn,),
+                                          name="admin-conn", daemon=True)
+                self._connections[conn] = thread
+        if busy:
+            _refuse(conn, error_line(None, "busy"))
+            conn.close()
+        else:
+            thread.start()
 
     def _serve(self, conn: socket.socket) -> None:
         try:

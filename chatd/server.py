@@ -1,29 +1,25 @@
 """The TCP listener: accept, admit (bans, limits), and start one session thread per client.
 
-The accept loop runs in its own thread and must survive whatever the network does: a peer that
-resets before we accept it, running out of file descriptors (``EMFILE``: log ``accept_failed``,
-back off briefly, keep serving), signals. A refused client gets its one error line with a
-non-blocking send on a fresh, empty socket, so refusing never blocks the loop.
+Accepting runs on an :class:`~chatd.acceptor.Acceptor` thread, which survives resets and
+``EMFILE``. A refused client gets its one error line with a non-blocking send on a fresh,
+empty socket, so refusing never blocks the accept thread.
 """
 
 from __future__ import annotations
 
-import errno
 import itertools
 import socket
 import threading
 
 import structlog
 
+from chatd.acceptor import Acceptor
 from chatd.client import Client
 from chatd.protocol import encode
 from chatd.session import Session
 
 log = structlog.get_logger("chatd.server")
 
-#: accept() errors that mean "out of resources right now", not "the listener is broken".
-_RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
-_BACKOFF_SECONDS = 0.1
 #: Keepalive reclaims half-open connections (peer vanished without FIN) when idle_timeout is off.
 _KEEPALIVE = {"TCP_KEEPIDLE": 60, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 6}
 
@@ -53,28 +49,17 @@ class Listener:
         self.flusher = flusher
         self.settings = settings
         self._ids = itertools.count(1)
-        self._stopping = threading.Event()
         self._sessions_lock = threading.Lock()  # guards _sessions and _probes
         self._sessions: dict[int, threading.Thread] = {}  # client id -> its session thread
         self._probes: set[tuple] = set()  # source addresses of watchdog probes in flight
-        self._thread = threading.Thread(target=self._accept_loop, name="accept", daemon=True)
-
-    @property
-    def address(self) -> tuple:
-        return self.sock.getsockname()[:2]
+        self._acceptor = Acceptor(sock, "accept", self._accepted)
+        self.address = sock.getsockname()[:2]
 
     def start(self) -> None:
-        self._thread.start()
+        self._acceptor.start()
 
     def stop(self) -> None:
-        """Stop accepting: wake accept() by shutting the listener down, wait for the thread."""
-        self._stopping.set()
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self._thread.join(5.0)
-        self.sock.close()
+        self._acceptor.stop()
 
     def probe(self, timeout: float) -> bool:
         """Connect to ourselves and see the accept thread take the connection (watchdog).
@@ -105,26 +90,11 @@ class Listener:
         with self._sessions_lock:
             return list(self._sessions.values())
 
-    def _accept_loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                conn, addr = self.sock.accept()
-            except OSError as exc:
-                if self._stopping.is_set():
-                    return
-                if exc.errno in _RESOURCE_ERRORS:
-                    log.error("accept_failed", error=exc.strerror, errno=exc.errno)
-                    self._stopping.wait(_BACKOFF_SECONDS)
-                # anything else (ECONNABORTED, EPROTO...) concerns one peer only
-                continue
-            if self._probes and self._is_probe(addr):
-                conn.close()
-                continue
-            try:
-                self._admit(conn, addr)
-            except Exception:
-                log.exception("admission_failed")
-                conn.close()
+    def _accepted(self, conn: socket.socket, addr: tuple) -> None:
+        if self._probes and self._is_probe(addr):
+            conn.close()
+        else:
+            self._admit(conn, addr)
 
     def _is_probe(self, addr: tuple) -> bool:
         with self._sessions_lock:

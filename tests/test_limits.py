@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import resource
 import socket
 import struct
 import threading
@@ -193,3 +195,27 @@ def test_reset_right_after_connect_does_not_hurt_the_server(server):
     second.send_line("still serving")
     first.wait_for(f"<{second.nick}> still serving")
     assert all(churn.fullmatch(line) for line in first.skipped), first.skipped
+
+
+def test_accept_survives_running_out_of_file_descriptors(server):
+    """EMFILE during accept: `accept_failed` is logged, nothing busy-loops or dies, and the
+    waiting connection is served once descriptors are available again."""
+    early = server.connect()
+    soft, hard = resource.prlimit(server.proc.pid, resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir(f"/proc/{server.proc.pid}/fd"))
+    resource.prlimit(server.proc.pid, resource.RLIMIT_NOFILE, (in_use, hard))
+    try:
+        waiting = socket.create_connection(("127.0.0.1", server.port), timeout=5)  # kernel backlog
+        server.wait_event("accept_failed", errno=24)
+        early.send_line("/rooms")  # the established client is still served
+        early.wait_for(lambda line: line.startswith("*** lobby ("))
+    finally:
+        resource.prlimit(server.proc.pid, resource.RLIMIT_NOFILE, (soft, hard))
+    late = ChatClient()
+    late.sock = waiting
+    server.clients.append(late)
+    late.read_greeting(motd=server.motd_lines, server_name=server.server_name)
+    if f"*** {late.nick} joined lobby" not in early.received:
+        early.wait_for(f"*** {late.nick} joined lobby")
+    failures = server.find_events("accept_failed")
+    assert len(failures) < 100, "accept_failed must back off, not spin"

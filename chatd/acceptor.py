@@ -1,0 +1,64 @@
+"""An accept thread for one listening socket (the TCP listener and the admin socket use it).
+
+It survives whatever the network and the kernel throw at ``accept()``: a peer that resets
+before it is accepted (ECONNABORTED and friends concern one peer only: go on), and running out
+of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM: log ``accept_failed``, back off
+briefly so a full process table does not become a busy loop, go on). ``stop()`` wakes a blocked
+``accept()`` by shutting the socket down, which Linux turns into an error in the accept thread.
+
+Each accepted connection goes to ``handle(conn, addr)`` on the accept thread; an exception
+there closes that connection and is logged, and the loop goes on.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import threading
+
+import structlog
+
+log = structlog.get_logger("chatd.acceptor")
+
+RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+BACKOFF_SECONDS = 0.1
+
+
+class Acceptor:
+    def __init__(self, sock: socket.socket, name: str, handle) -> None:
+        self.sock = sock
+        self._name = name
+        self._handle = handle
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop accepting, wait for the thread, close the socket (also after a failed start)."""
+        self._stopping.set()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        if self._thread.ident is not None:
+            self._thread.join(5.0)
+        self.sock.close()
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn, addr = self.sock.accept()
+            except OSError as exc:
+                if self._stopping.is_set():
+                    return
+                if exc.errno in RESOURCE_ERRORS:
+                    log.error("accept_failed", socket=self._name, error=exc.strerror, errno=exc.errno)
+                    self._stopping.wait(BACKOFF_SECONDS)
+                continue
+            try:
+                self._handle(conn, addr)
+            except Exception:
+                log.exception("connection_setup_failed", socket=self._name)
+                conn.close()
