@@ -8,7 +8,7 @@ touches logging or reads the environment; the only I/O is reading the TOML file.
 Callers use `load()`, `reload()`, `Config.describe()` and `ConfigError`. The service thread owns
 the current `Config` and replaces it; every other thread only reads the value it was handed.
 
-The TOML file has four sections, `[server]`, `[limits]`, `[logging]` and `[admin]` (see `etc/chatd.toml`);
+The TOML file has five sections, `[server]`, `[limits]`, `[logging]`, `[admin]` and `[tls]` (see `etc/chatd.toml`);
 unknown sections and keys are errors, because a typo that is silently ignored is a limit that
 silently does not apply.
 """
@@ -65,6 +65,9 @@ class Config:
     admin_group: str | None = None  # None = only root and chatd's own user may administer
     state_dir: str | None = None  # None = $STATE_DIRECTORY, $XDG_STATE_HOME/chatd, ~/.local/state/chatd
     pidfile: str | None = None  # None = no pidfile
+    tls_port: int = 5556  # the TLS listener, on when tls_cert and tls_key are set
+    tls_cert: str | None = None
+    tls_key: str | None = None
     config_path: str | None = None
     # The CLI options given at start, as (field, value) pairs, so that reload() can re-apply
     # them on top of the re-read file. Not part of the settings: excluded from ==, hash, repr.
@@ -89,6 +92,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     ),
     "logging": ("log_format", "log_level", "log_file", "log_messages"),
     "admin": ("admin_socket", "admin_group"),
+    "tls": ("tls_port", "tls_cert", "tls_key"),
 }
 _SECTION_OF = {key: section for section, keys in SECTIONS.items() for key in keys}
 
@@ -220,6 +224,9 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "admin_group": _group,
     "state_dir": _path("the default"),
     "pidfile": _path("none"),
+    "tls_port": _int_range(0, 65535),
+    "tls_cert": _path("no TLS"),
+    "tls_key": _path("no TLS"),
 }
 
 
@@ -277,6 +284,9 @@ def load(path: str | None, overrides: Mapping[str, Any] | None = None) -> Config
         config_path=os.path.abspath(path) if path is not None else None,
         cli_overrides=given,
     )
+    if (config.tls_cert is None) != (config.tls_key is None):
+        missing = "tls_key" if config.tls_key is None else "tls_cert"
+        raise ConfigError(f"tls.{missing}", "tls_cert and tls_key go together (set both or neither)")
     if config.recvq_bytes < config.max_line_bytes:
         raise ConfigError(
             "limits.recvq_bytes",

@@ -48,6 +48,7 @@ class Outbox:
         "dead",
         "linger_until",
         "finished",
+        "tls",
     )
 
     def __init__(self, sock: socket.socket) -> None:
@@ -64,6 +65,7 @@ class Outbox:
         self.dead = False  # no more output: overflowed, broken or closed
         self.linger_until = 0.0
         self.finished = False  # the session is done with the socket; close once drained
+        self.tls = None  # a TlsChannel on the TLS listener: output is encrypted per client
 
 
 class Flusher:
@@ -98,7 +100,8 @@ class Flusher:
         self._submit((self._flush_segment, segment))
 
     def submit(self, outbox: Outbox, data: bytes, lines: int = 1) -> None:
-        """Queue ``data`` (whole encoded lines) for one client."""
+        """Queue ``data`` (whole encoded lines) for one client. On a TLS connection an empty
+        ``data`` sends whatever TLS itself has queued (e.g. a key update reply)."""
         self._submit((self._deliver, outbox, data, lines))
 
     def disconnect(self, outbox: Outbox, reason: str, notice: bytes | None = None) -> None:
@@ -203,6 +206,14 @@ class Flusher:
     def _deliver(self, outbox: Outbox, data, lines: int) -> None:
         if outbox.dead:
             return
+        if outbox.tls is not None:
+            try:
+                data = outbox.tls.encrypt(data)
+            except Exception:  # a TLS error on one connection ends that connection only
+                self._broken(outbox)
+                return
+            if not data:
+                return
         outbox.lines_out += lines
         if outbox.backlog:
             if outbox.backlog_bytes + len(data) > self.sendq_bytes:

@@ -7,7 +7,6 @@ empty socket, so refusing never blocks the accept thread.
 
 from __future__ import annotations
 
-import itertools
 import socket
 import threading
 
@@ -17,6 +16,7 @@ from chatd.acceptor import Acceptor
 from chatd.client import Client
 from chatd.protocol import encode
 from chatd.session import Session
+from chatd.tls import TlsChannel
 
 log = structlog.get_logger("chatd.server")
 
@@ -42,13 +42,17 @@ def bind(host: str, port: int, backlog: int = 1024) -> socket.socket:
 class Listener:
     """Owns the listening socket and the accept thread. ``start()``, ``stop()``, ``sessions()``."""
 
-    def __init__(self, sock: socket.socket, hub, flusher, bans, settings) -> None:
+    def __init__(self, sock: socket.socket, hub, flusher, bans, settings, ids,
+                 tls_context=None) -> None:
+        """``ids`` hands out client ids (shared by all listeners); ``tls_context`` makes this
+        the TLS listener (a reload may replace it: new connections use the new one)."""
         self.sock = sock
         self.hub = hub
         self.bans = bans
         self.flusher = flusher
         self.settings = settings
-        self._ids = itertools.count(1)
+        self.tls_context = tls_context
+        self._ids = ids
         self._sessions_lock = threading.Lock()  # guards _sessions and _probes
         self._sessions: dict[int, threading.Thread] = {}  # client id -> its session thread
         self._probes: set[tuple] = set()  # source addresses of watchdog probes in flight
@@ -110,13 +114,16 @@ class Listener:
         if refusal:
             log.info("client_refused", peer=client.peer, reason=refusal)
             try:
-                conn.send(encode(f"*** error: {refusal}"), socket.MSG_DONTWAIT)
+                if self.tls_context is None:  # a TLS client could not read it: just close
+                    conn.send(encode(f"*** error: {refusal}"), socket.MSG_DONTWAIT)
                 conn.shutdown(socket.SHUT_WR)
             except OSError:
                 pass
             conn.close()
             return
         _tune(conn)
+        if self.tls_context is not None:
+            client.outbox.tls = TlsChannel(self.tls_context)
         session = Session(client, self.hub, self.flusher, self.settings)
         thread = threading.Thread(target=self._run_session, args=(session,),
                                   name=f"client-{client.id}", daemon=True)

@@ -19,10 +19,12 @@ validated Config value (assigning an attribute is atomic), never mutating the ol
 from __future__ import annotations
 
 import grp
+import itertools
 import os
 import queue
 import signal
 import socket
+import ssl
 import threading
 import time
 
@@ -41,6 +43,7 @@ from chatd.protocol import encode
 from chatd.server import Listener, bind
 from chatd.session import SHUTDOWN
 from chatd.systemd import Notifier, listen_fds
+from chatd.tls import server_context
 from chatd.watchdog import Housekeeper
 
 log = structlog.get_logger("chatd")
@@ -66,7 +69,9 @@ class Service:
         self.notifier = Notifier()
         self.housekeeper: Housekeeper | None = None
         self.listener: Listener | None = None
+        self.tls_listener: Listener | None = None
         self.admin: AdminServer | None = None
+        self._client_ids = itertools.count(1)
         self._events: queue.SimpleQueue = queue.SimpleQueue()  # reentrant: safe in handlers
         self._reload_lock = threading.Lock()
 
@@ -88,25 +93,43 @@ class Service:
         self.admin = AdminServer(admin_sock, admin_path, inode, AdminCommands(self), gid)
         try:
             sock = self._listening_socket()
+            self.listener = Listener(sock, self.hub, self.flusher, self.bans, self, self._client_ids)
+            if config.tls_cert:
+                self.tls_listener = self._bind_tls(config)
         except StartupError:
+            for listener in self._listeners():
+                listener.stop()
             self.admin.stop()
             raise
-        self.listener = Listener(sock, self.hub, self.flusher, self.bans, self)
+
+    def _bind_tls(self, config) -> Listener:
+        context = _tls_context(config)
+        try:
+            sock = bind(config.host, config.tls_port)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise StartupError(f"cannot listen on {config.host}:{config.tls_port} (TLS): {reason}") from None
+        return Listener(sock, self.hub, self.flusher, self.bans, self, self._client_ids, context)
+
+    def _listeners(self) -> list[Listener]:
+        return [x for x in (self.listener, self.tls_listener) if x is not None]
 
     def fds(self) -> list[int]:
         """The descriptors a daemonising step must keep open."""
-        return [self.listener.sock.fileno(), self.admin.fileno()]
+        return [x.sock.fileno() for x in self._listeners()] + [self.admin.fileno()]
 
     def launch(self) -> None:
         """Start the threads and tell the world we are ready."""
         self._install_signal_handlers()
         threading.stack_size(THREAD_STACK_BYTES)
         self.flusher.start()
-        self.listener.start()
+        for listener in self._listeners():
+            listener.start()
         self.admin.start()
         self.housekeeper = Housekeeper(self, self.notifier)
         host, port = self.listener.address
-        log.info("listening", host=host, port=port, admin_socket=self.admin.path,
+        tls_port = self.tls_listener.address[1] if self.tls_listener else None
+        log.info("listening", host=host, port=port, tls_port=tls_port, admin_socket=self.admin.path,
                  bans=len(self.bans.active()), version=__version__, pid=os.getpid())
         self.notifier.notify(READY="1", STATUS=self.housekeeper.status_line())
 
@@ -149,8 +172,15 @@ class Service:
         except config_module.ConfigError as exc:
             log.error("config_reload_failed", error=str(exc))
             return False, str(exc)
-        if (new.host, new.port) != (old.host, old.port):
-            log.warning("restart_required", reason="host and port change on restart only")
+        if (new.host, new.port, new.tls_port) != (old.host, old.port, old.tls_port) or \
+                bool(new.tls_cert) != bool(self.tls_listener):
+            log.warning("restart_required", reason="listeners change on restart only")
+        if self.tls_listener is not None and new.tls_cert:
+            try:  # a renewed certificate: new TLS connections use it from now on
+                self.tls_listener.tls_context = _tls_context(new)
+            except StartupError as exc:
+                log.error("config_reload_failed", error=str(exc))
+                return False, str(exc)
         self.config = new
         self.flusher.sendq_bytes = new.sendq_bytes
         logsetup.set_level(new.log_level)
@@ -191,21 +221,32 @@ class Service:
     def _shutdown(self) -> None:
         deadline = time.monotonic() + SHUTDOWN_SECONDS
         self.notifier.notify(STOPPING="1", STATUS="shutting down")
-        self.listener.stop()
+        listeners = self._listeners()
+        for listener in listeners:
+            listener.stop()
         self.admin.stop()
         clients = self.hub.clients()
         log.info("shutting_down", clients=len(clients))
         notice = encode(f"*** {SHUTDOWN}")
         for client in clients:
             self.flusher.disconnect(client.outbox, SHUTDOWN, notice)
-        for thread in self.listener.sessions():
+        sessions = [t for listener in listeners for t in listener.sessions()]
+        for thread in sessions:
             thread.join(max(0.0, deadline - time.monotonic()))
         self.flusher.stop(max(0.1, deadline - time.monotonic()))
-        left = len(self.listener.sessions())
+        left = sum(len(listener.sessions()) for listener in listeners)
         if left:
             log.warning("sessions_left", count=left)
         log.info("shutdown", uptime=round(time.time() - self.started_at, 3))
         self.notifier.close()
+
+
+def _tls_context(config):
+    try:
+        return server_context(config.tls_cert, config.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+        raise StartupError(f"cannot load TLS certificate {config.tls_cert} / key {config.tls_key}: {reason}") from None
 
 
 def state_dir(config) -> str:

@@ -22,10 +22,12 @@ import structlog
 from chatd.commands import dispatch
 from chatd.protocol import LINE_TOO_LONG, LineFramer, Message, decode, encode, parse
 from chatd.ratelimit import TokenBucket
+from chatd.tls import TlsError
 
 RECV_SIZE = 65536
 SHUTDOWN = "server shutting down"
 EXCESS_FLOOD = "excess flood"
+TLS_RECORD = b"\x16\x03"  # a TLS handshake record: what a ClientHello starts with
 
 _log = structlog.get_logger("chatd.session")
 
@@ -74,12 +76,9 @@ class Session:
 
     def run(self) -> None:
         client = self.client
-        self.log.info("client_connected")
+        self.log.info("client_connected", tls=self.client.outbox.tls is not None)
         reason = "connection closed"
         try:
-            config = self.settings.config
-            greeting = [f"*** welcome to {config.server_name}", *(f"*** {line}" for line in config.motd)]
-            self.hub.register(client, greeting)
             reason = self._serve()
         except OSError:
             reason = "connection reset"
@@ -106,7 +105,19 @@ class Session:
                       bytes_in=client.bytes_in, lines_in=client.lines_in)
 
     def _serve(self) -> str:
+        tls = self.client.outbox.tls
+        if tls is not None:
+            try:
+                tls.handshake(self.client.sock)
+            except TlsError as exc:
+                self.log.info("tls_handshake_failed", error=str(exc))
+                return "tls handshake failed"
+        config = self.settings.config
+        greeting = [f"*** welcome to {config.server_name}", *(f"*** {line}" for line in config.motd)]
+        self.hub.register(self.client, greeting)
         while True:
+            if self._end:
+                return self._end
             end = self._drain_lines()
             if end:
                 return end
@@ -115,17 +126,41 @@ class Session:
             self._receive(RECV_SIZE)
 
     def _receive(self, size: int) -> None:
-        data = self.client.sock.recv(size)
+        client = self.client
+        data = client.sock.recv(size)
         if not data:
             self._eof = True
             return
-        client = self.client
+        first = client.bytes_in == 0
         client.bytes_in += len(data)
         client.last_active = time.monotonic()
+        tls = client.outbox.tls
+        if tls is not None:
+            data = self._decrypt(tls, data)
+            if not data:
+                return
+        elif first and data.startswith(TLS_RECORD):
+            # A TLS client on the plain port: it cannot read our text, so just end quietly.
+            self.log.info("tls_on_plain_port")
+            self._end = "tls on plain port"
+            return
         config = self.settings.config  # limits follow a reload from the next read on
         self.bucket.rate, self.bucket.burst = config.rate, config.burst
         self.framer.max_line_bytes = config.max_line_bytes
         self.framer.feed(data)
+
+    def _decrypt(self, tls, raw: bytes) -> bytes | None:
+        try:
+            plain, tls_output = tls.decrypt(raw)
+        except TlsError as exc:
+            self.log.warning("tls_error", error=str(exc))
+            self._end = "tls error"
+            return None
+        if tls_output:  # TLS wants to answer (e.g. a key update): the flusher sends it
+            self.flusher.submit(self.client.outbox, b"", 0)
+        if plain is None:  # close_notify
+            self._eof = True
+        return plain
 
     def _drain_lines(self) -> str | None:
         """Handle every complete line buffered, one flood token each; a reason ends us."""
