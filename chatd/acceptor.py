@@ -3,8 +3,13 @@
 It survives whatever the network and the kernel throw at ``accept()``: a peer that resets
 before it is accepted (ECONNABORTED and friends concern one peer only: go on), and running out
 of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM: log ``accept_failed``, back off
-briefly so a full process table does not become a busy loop, go on). ``stop()`` wakes a blocked
-``accept()`` by shutting the socket down, which Linux turns into an error in the accept thread.
+briefly so a full process table does not become a busy loop, go on). Any other error means
+the socket itself is unusable (EINVAL, EBADF): log it and end the thread rather than spin.
+
+``stop()`` wakes a blocked ``accept()``. A socket we bound is shut down, which Linux turns into
+an error in the accept thread. A socket systemd passed us (socket activation) must not be: the
+shutdown would also stop systemd's copy from listening. For that one ``wake`` connects to it,
+and the accept thread sees the stop flag when that connection arrives.
 
 Each accepted connection goes to ``handle(conn, addr)`` on the accept thread; an exception
 there closes that connection and is logged, and the loop goes on.
@@ -21,14 +26,17 @@ import structlog
 log = structlog.get_logger("chatd.acceptor")
 
 RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+FATAL_ERRORS = {errno.EINVAL, errno.EBADF, errno.ENOTSOCK, errno.EOPNOTSUPP}
 BACKOFF_SECONDS = 0.1
 
 
 class Acceptor:
-    def __init__(self, sock: socket.socket, name: str, handle) -> None:
+    def __init__(self, sock: socket.socket, name: str, handle, wake=None) -> None:
+        """``wake``: None for a socket we own, else a callable that connects to it."""
         self.sock = sock
         self._name = name
         self._handle = handle
+        self._wake = wake
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
@@ -39,7 +47,10 @@ class Acceptor:
         """Stop accepting, wait for the thread, close the socket (also after a failed start)."""
         self._stopping.set()
         try:
-            self.sock.shutdown(socket.SHUT_RDWR)
+            if self._wake is None:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            elif self._thread.is_alive():
+                self._wake()
         except OSError:
             pass
         if self._thread.ident is not None:
@@ -56,7 +67,13 @@ class Acceptor:
                 if exc.errno in RESOURCE_ERRORS:
                     log.error("accept_failed", socket=self._name, error=exc.strerror, errno=exc.errno)
                     self._stopping.wait(BACKOFF_SECONDS)
+                elif exc.errno in FATAL_ERRORS:
+                    log.error("listener_failed", socket=self._name, error=exc.strerror, errno=exc.errno)
+                    return
                 continue
+            if self._stopping.is_set():  # the wake-up connection, or one racing the stop
+                conn.close()
+                return
             try:
                 self._handle(conn, addr)
             except Exception:

@@ -70,15 +70,28 @@ def bind_admin_socket(path: str, gid: int | None) -> tuple[socket.socket, int]:
     try:
         sock.bind(path)
         if gid is not None:
-            os.chown(path, -1, gid)
-            os.chmod(path, 0o660)
+            _give_to_group(path, gid)
         sock.listen(64)
     except OSError as exc:
         sock.close()
         raise AdminSocketError(f"cannot create admin socket {path}: {exc.strerror or exc}") from None
+    except AdminSocketError:
+        sock.close()
+        raise
     finally:
         os.umask(old_umask)
     return sock, os.stat(path).st_ino
+
+
+def _give_to_group(path: str, gid: int) -> None:
+    try:
+        os.chown(path, -1, gid)
+    except PermissionError:
+        os.unlink(path)
+        raise AdminSocketError(
+            f"cannot give the admin socket to admin_group (gid {gid}): chatd's user must be a "
+            "member (under systemd: SupplementaryGroups=, see systemd/README.md)") from None
+    os.chmod(path, 0o660)
 
 
 def _replace_stale(path: str) -> None:

@@ -18,6 +18,7 @@ from chatd.bans import covers, iso, parse_network
 from chatd.protocol import encode, sanitize
 
 DEFAULT_KICK_REASON = "no reason given"
+MAX_BAN_SECONDS = 100 * 365 * 86400  # far enough; keeps expiry times printable (year < 9999)
 
 
 class AdminCommands:
@@ -91,8 +92,9 @@ class AdminCommands:
 
     def do_ban(self, address: str, duration: float | None = None, reason: str | None = None) -> dict:
         network = _network(address)
-        if duration is not None and duration <= 0:
-            raise AdminError("bad_args", "ban: 'duration' must be > 0 seconds")
+        if duration is not None and not 0 < duration <= MAX_BAN_SECONDS:
+            raise AdminError("bad_args", f"ban: 'duration' must be > 0 and at most {MAX_BAN_SECONDS} "
+                             "seconds (100 years); leave it out for a ban without expiry")
         ban, error = self.service.bans.add(network, sanitize(reason or "").strip(), duration)
         notice = encode("*** error: banned")
         disconnected = 0

@@ -121,7 +121,10 @@ def check_args(cmd: str, args: dict, request_id=None) -> None:
 
 
 def encode(obj: dict) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    # A lone surrogate (from a request's "\ud800") is written back as that same JSON escape,
+    # so any id or text echoed from a request can always be encoded.
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    return text.encode("utf-8", "backslashreplace") + b"\n"
 
 
 def request_line(cmd: str, args: dict | None = None, request_id=None) -> bytes:
@@ -156,6 +159,7 @@ def parse_reply(line: bytes):
 # -- where the socket lives (SPEC §4) ---------------------------------------------------------
 
 ENV_SOCKET = "CHATD_ADMIN_SOCKET"
+SYSTEMD_SOCKET = "/run/chatd/admin.sock"  # RuntimeDirectory=chatd, seen from outside the unit
 
 
 def socket_candidates(env=None, uid: int | None = None) -> list[str]:
@@ -171,7 +175,7 @@ def socket_candidates(env=None, uid: int | None = None) -> list[str]:
         # systemd may pass several, colon-separated; ours is the first
         paths.append(os.path.join(env["RUNTIME_DIRECTORY"].split(":")[0], "admin.sock"))
     if uid == 0:
-        paths.append("/run/chatd/admin.sock")
+        paths.append(SYSTEMD_SOCKET)
     if env.get("XDG_RUNTIME_DIR"):
         paths.append(os.path.join(env["XDG_RUNTIME_DIR"], "chatd", "admin.sock"))
     paths.append(f"/tmp/chatd-{uid}/admin.sock")
@@ -188,7 +192,8 @@ def client_socket_path(env=None, uid: int | None = None) -> str:
     if env.get(ENV_SOCKET):
         return env[ENV_SOCKET]
     candidates = socket_candidates(env, uid)
-    for path in candidates:
+    # Beyond SPEC §4: an operator in admin_group (not root) also finds a systemd-run chatd.
+    for path in [*candidates, SYSTEMD_SOCKET]:
         if os.path.exists(path):
             return path
     return candidates[0]

@@ -161,9 +161,14 @@ class BanList:
 
 def _ban_from_record(record: dict) -> Ban:
     expires = record["expires"]
-    if expires is not None and not isinstance(expires, (int, float)):
+    if expires is not None and not _is_time(expires):
         raise TypeError(f"bad expiry {expires!r}")
-    if not isinstance(record["created"], (int, float)):
+    if not _is_time(record["created"]):
         raise TypeError(f"bad creation time {record['created']!r}")
     return Ban(parse_network(record["address"]), str(record.get("reason", "")),
                float(record["created"]), float(expires) if expires is not None else None)
+
+
+def _is_time(value) -> bool:
+    """An epoch time that iso() can print (a finite number before the year 9999)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 253402300800

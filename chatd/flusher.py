@@ -1,8 +1,8 @@
 """The output side of every connection: bounded outboxes and the one thread that writes them.
 
 Readers are one thread per client (session.py); writing is done by a single *flusher* thread.
-Any thread queues work here (a room segment, a private line, a disconnect); queuing takes a short
-lock, appends to a list, and never blocks or touches a client socket. The flusher then:
+Any thread queues work here (a room with new lines, a private line, a disconnect); queuing takes
+a short lock, appends to a list, and never blocks or touches a client socket. The flusher then:
 
 - coalesces: everything a recipient has pending leaves in one non-blocking ``send``;
 - never waits on a slow client: what the kernel does not take stays in that client's backlog,
@@ -96,8 +96,20 @@ class Flusher:
         self._epoll.register(self._wake_fd, select.EPOLLIN)
         self._thread.start()
 
-    def submit_segment(self, segment) -> None:
-        self._submit((self._flush_segment, segment))
+    # Room work: see rooms.py. These are called with the room's lock held, which is what
+    # keeps the queue in the order things happened in the room.
+
+    def submit_room(self, room) -> None:
+        self._submit((room.flush, self._deliver))
+
+    def submit_attach(self, room, outbox: Outbox, offset: int) -> None:
+        self._submit((room.add_reader, outbox, offset, self._deliver))
+
+    def submit_detach(self, room, outbox: Outbox, end: int) -> None:
+        self._submit((room.remove_reader, outbox, end, self._deliver))
+
+    def submit_private(self, outbox: Outbox, data: bytes, lines: int, room, end: int) -> None:
+        self._submit((self._private, outbox, data, lines, room, end))
 
     def submit(self, outbox: Outbox, data: bytes, lines: int = 1) -> None:
         """Queue ``data`` (whole encoded lines) for one client. On a TLS connection an empty
@@ -181,27 +193,9 @@ class Flusher:
             return -1
         return max(0.0, min(deadlines) - time.monotonic())
 
-    def _flush_segment(self, segment) -> None:
-        entries = segment.take()
-        if not entries:
-            return
-        deliver = self._deliver
-        if len(entries) == 1:
-            author, data, lines = entries[0]
-            for outbox in segment.members:
-                if outbox is not author:
-                    deliver(outbox, data, lines)
-            return
-        shared = b"".join([e[1] for e in entries])
-        shared_lines = sum(e[2] for e in entries)
-        authors = {e[0] for e in entries}
-        for outbox in segment.members:
-            if outbox in authors:
-                own = [e for e in entries if e[0] is not outbox]
-                if own:
-                    deliver(outbox, b"".join([e[1] for e in own]), sum(e[2] for e in own))
-            else:
-                deliver(outbox, shared, shared_lines)
+    def _private(self, outbox: Outbox, data: bytes, lines: int, room, end: int) -> None:
+        room.catch_up(outbox, end, self._deliver)
+        self._deliver(outbox, data, lines)
 
     def _deliver(self, outbox: Outbox, data, lines: int) -> None:
         if outbox.dead:

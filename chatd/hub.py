@@ -129,10 +129,12 @@ class Hub:
 
     def send_to(self, client, *lines: str) -> None:
         """Private lines to ``client``, ordered after every room line posted before them."""
-        room = client.room
-        if room is not None:
-            room.cut()
-        self._flusher.submit(client.outbox, encode_lines(lines), len(lines))
+        data = encode_lines(lines)
+        room = client.room  # may be stale if it is moving: then it simply has nothing to add
+        if room is None:
+            self._flusher.submit(client.outbox, data, len(lines))
+        else:
+            room.send_private(client.outbox, data, len(lines))
 
     def find(self, nick: str):
         with self._lock:
@@ -200,12 +202,12 @@ class Hub:
     def _enter(self, client, room: Room) -> None:
         room.members[client.id] = client
         client.room = room
-        room.membership_changed()
+        room.attach(client.outbox)
         room.post(client.outbox, encode(f"*** {client.nick} joined {room.name}"))
 
     def _leave(self, client, room: Room) -> None:
         del room.members[client.id]
         client.room = None
-        room.membership_changed()
+        room.detach(client.outbox)
         if not room.members and room is not self._lobby:
             del self._rooms[fold(room.name)]

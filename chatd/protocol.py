@@ -14,6 +14,9 @@ from dataclasses import dataclass
 #: C0 controls except TAB, DEL, and C1 controls. They would let one client drive other people's
 #: terminals (ANSI escapes, bells, cursor moves), so they never leave the sender's session.
 _CONTROL_CHARS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+#: Lone surrogates cannot be encoded as UTF-8. Decoded bytes never contain them, but text that
+#: arrives as JSON (admin commands: "\ud800") can.
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 #: Nicks and room names share one rule (SPEC §1).
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,23}")
@@ -103,7 +106,7 @@ def sanitize(text: str) -> str:
     """``text`` without control characters (TAB kept), safe to show on others' terminals."""
     if text.isprintable():
         return text
-    return _CONTROL_CHARS.sub("", text)
+    return _SURROGATES.sub("\ufffd", _CONTROL_CHARS.sub("", text))
 
 
 def is_valid_name(name: str) -> bool:

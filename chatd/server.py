@@ -43,9 +43,10 @@ class Listener:
     """Owns the listening socket and the accept thread. ``start()``, ``stop()``, ``sessions()``."""
 
     def __init__(self, sock: socket.socket, hub, flusher, bans, settings, ids,
-                 tls_context=None) -> None:
+                 tls_context=None, passed: bool = False) -> None:
         """``ids`` hands out client ids (shared by all listeners); ``tls_context`` makes this
-        the TLS listener (a reload may replace it: new connections use the new one)."""
+        the TLS listener (a reload may replace it: new connections use the new one);
+        ``passed`` says systemd owns the socket (socket activation)."""
         self.sock = sock
         self.hub = hub
         self.bans = bans
@@ -56,14 +57,23 @@ class Listener:
         self._sessions_lock = threading.Lock()  # guards _sessions and _probes
         self._sessions: dict[int, threading.Thread] = {}  # client id -> its session thread
         self._probes: set[tuple] = set()  # source addresses of watchdog probes in flight
-        self._acceptor = Acceptor(sock, "accept", self._accepted)
         self.address = sock.getsockname()[:2]
+        self._acceptor = Acceptor(sock, "accept", self._accepted, self._connect_to_self if passed else None)
 
     def start(self) -> None:
         self._acceptor.start()
 
     def stop(self) -> None:
         self._acceptor.stop()
+
+    def _loopback(self) -> tuple:
+        host, port = self.address
+        return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host), port
+
+    def _connect_to_self(self) -> None:
+        with socket.socket(self.sock.family, socket.SOCK_STREAM) as conn:
+            conn.settimeout(1.0)
+            conn.connect(self._loopback())
 
     def probe(self, timeout: float) -> bool:
         """Connect to ourselves and see the accept thread take the connection (watchdog).
@@ -72,8 +82,7 @@ class Listener:
         recognises it, closes it without admitting it, and we see the close as EOF.
         """
         family = self.sock.family
-        host, port = self.address
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        host, port = self._loopback()
         try:
             with socket.socket(family, socket.SOCK_STREAM) as probe:
                 probe.settimeout(timeout)

@@ -92,8 +92,9 @@ class Service:
             raise StartupError(str(exc)) from None
         self.admin = AdminServer(admin_sock, admin_path, inode, AdminCommands(self), gid)
         try:
-            sock = self._listening_socket()
-            self.listener = Listener(sock, self.hub, self.flusher, self.bans, self, self._client_ids)
+            sock, passed = self._listening_socket()
+            self.listener = Listener(sock, self.hub, self.flusher, self.bans, self, self._client_ids,
+                                     passed=passed)
             if config.tls_cert:
                 self.tls_listener = self._bind_tls(config)
         except StartupError:
@@ -166,6 +167,10 @@ class Service:
             return ok, message
 
     def _apply_new_config(self) -> tuple[bool, str]:
+        try:  # first, and whatever the new file says: logrotate's postrotate relies on it
+            logsetup.reopen()
+        except OSError as exc:  # keep logging to the old file rather than fail the reload
+            log.error("log_reopen_failed", error=exc.strerror or str(exc))
         old = self.config
         try:
             new = config_module.reload(old)
@@ -184,17 +189,13 @@ class Service:
         self.config = new
         self.flusher.sendq_bytes = new.sendq_bytes
         logsetup.set_level(new.log_level)
-        try:
-            logsetup.reopen()
-        except OSError as exc:  # keep logging to the old file rather than fail the reload
-            log.error("log_reopen_failed", error=exc.strerror or str(exc))
         log.info("config_reloaded", path=new.config_path)
         return True, "reloaded"
 
     # -- main thread --------------------------------------------------------------------------
 
     def _listening_socket(self):
-        """The socket systemd passed us (socket activation), or a new one bound here."""
+        """(socket, passed): the one systemd passed us (socket activation), or a new one."""
         passed = listen_fds()
         if passed:
             sock = passed[0]
@@ -202,10 +203,10 @@ class Service:
                 raise StartupError("the socket passed by systemd (fd 3) is not a stream socket")
             for extra in passed[1:]:
                 extra.close()
-            return sock
+            return sock, True
         config = self.config
         try:
-            return bind(config.host, config.port)
+            return bind(config.host, config.port), False
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise StartupError(f"cannot listen on {config.host}:{config.port}: {reason}") from None
