@@ -103,7 +103,7 @@ class Flusher:
         self._submit((room.flush, self._deliver))
 
     def submit_attach(self, room, outbox: Outbox, offset: int) -> None:
-        self._submit((room.add_reader, outbox, offset, self._deliver))
+        self._submit((room.add_reader, outbox, offset))
 
     def submit_detach(self, room, outbox: Outbox, end: int) -> None:
         self._submit((room.remove_reader, outbox, end, self._deliver))
@@ -196,6 +196,7 @@ class Flusher:
     def _private(self, outbox: Outbox, data: bytes, lines: int, room, end: int) -> None:
         room.catch_up(outbox, end, self._deliver)
         self._deliver(outbox, data, lines)
+        room.pass_barrier(outbox)
 
     def _deliver(self, outbox: Outbox, data, lines: int) -> None:
         if outbox.dead:

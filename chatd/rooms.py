@@ -14,8 +14,12 @@ passed can be dropped from the front without renumbering.
 
 Who may touch what:
 
-- ``lock`` guards ``log``, ``base``, ``queued`` and ``pending`` (readers announced to the
-  flusher but not yet attached, so the flusher does not drop entries they still need).
+- ``lock`` guards ``log``, ``base``, ``queued``, ``joining`` and ``barriers``: offsets the
+  flusher has been told about but not reached in its queue yet. A flush must not drop entries
+  a joiner still needs (``joining``), and must not give a reader entries posted after a
+  *barrier*: the moment it left the room, or was sent a private line that is still queued
+  (``barriers``; the queued item removes it when the flusher gets there). Lists, in order,
+  because a client may leave and come back before the flusher catches up.
   Nothing under it does socket I/O; it is taken after the hub lock, before the flusher's.
 - ``members`` (client id -> Client) is guarded by the hub lock.
 - ``readers`` (outbox -> offset) belongs to the flusher thread alone.
@@ -32,8 +36,8 @@ import threading
 
 
 class Room:
-    __slots__ = ("name", "members", "lock", "log", "base", "queued", "pending", "readers",
-                 "_flusher")
+    __slots__ = ("name", "members", "lock", "log", "base", "queued", "joining", "barriers",
+                 "readers", "_flusher")
 
     def __init__(self, name: str, flusher) -> None:
         self.name = name
@@ -42,9 +46,13 @@ class Room:
         self.log: list = []  # (author outbox or None, data, line count)
         self.base = 0
         self.queued = False
-        self.pending: dict = {}  # outbox -> offset, until the flusher attaches it
+        self.joining: dict = {}  # outbox -> [offset, ...] not yet attached by the flusher
+        self.barriers: dict = {}  # outbox -> [end, ...]: stop there until the item is processed
         self.readers: dict = {}  # outbox -> offset; flusher thread only
         self._flusher = flusher
+
+    def _end(self) -> int:
+        return self.base + len(self.log)
 
     def post(self, author, data: bytes, lines: int = 1) -> None:
         """Deliver ``data`` to every member but ``author`` (an outbox, or None for everyone).
@@ -61,19 +69,28 @@ class Room:
     def attach(self, outbox) -> None:
         """``outbox`` reads from now on (caller holds the hub lock and added the member)."""
         with self.lock:
-            offset = self.base + len(self.log)
-            self.pending[outbox] = offset
+            offset = self._end()
+            self.joining.setdefault(outbox, []).append(offset)
             self._flusher.submit_attach(self, outbox, offset)
+            # A flush already queued may run before the attach and pass this reader by; so
+            # the next post queues a flush of its own, behind the attach.
+            self.queued = False
 
     def detach(self, outbox) -> None:
         """``outbox`` gets what was posted up to now, then nothing (hub lock held)."""
         with self.lock:
-            self._flusher.submit_detach(self, outbox, self.base + len(self.log))
+            end = self._end()
+            self.barriers.setdefault(outbox, []).append(end)
+            self._flusher.submit_detach(self, outbox, end)
 
     def send_private(self, outbox, data: bytes, lines: int) -> None:
-        """Queue a private line for a member, after the room lines posted before it."""
+        """Queue a private line for a member, after the room lines posted before it (and
+        before those posted after it)."""
         with self.lock:
-            self._flusher.submit_private(outbox, data, lines, self, self.base + len(self.log))
+            end = self._end()
+            self.barriers.setdefault(outbox, []).append(end)
+            self._flusher.submit_private(outbox, data, lines, self, end)
+            self.queued = False  # lines posted from now on need a flush behind this item
 
     # -- the flusher thread's side ------------------------------------------------------------
     # ``deliver(outbox, data, lines)`` is the flusher's: it sends or backlogs, never blocks.
@@ -82,60 +99,69 @@ class Room:
         """Hand every reader what was posted since its offset, one buffer per reader."""
         with self.lock:
             self.queued = False
-            base, log = self.base, self.log
-            end = base + len(log)
-        groups: dict[int, list] = {}
+            base, log, end = self.base, self.log, self._end()
+            stops = {outbox: ends[0] for outbox, ends in self.barriers.items()}
+        groups: dict[tuple, list] = {}
         for outbox, offset in self.readers.items():
-            if offset < end:
-                groups.setdefault(offset, []).append(outbox)
+            stop = stops.get(outbox, end)
+            if offset < stop:
+                groups.setdefault((offset, stop), []).append(outbox)
         readers = self.readers
-        for offset, outboxes in groups.items():
-            entries = log[offset - base:end - base]  # only the flusher drops entries
+        for (offset, stop), outboxes in groups.items():
+            entries = log[offset - base:stop - base]  # only the flusher drops entries
             shared = b"".join([e[1] for e in entries])
             shared_lines = sum(e[2] for e in entries)
             authors = {e[0] for e in entries}
             for outbox in outboxes:
-                readers[outbox] = end
+                readers[outbox] = stop
                 if outbox in authors:
                     _deliver_except(deliver, outbox, entries)
                 else:
                     deliver(outbox, shared, shared_lines)
         self._trim()
 
-    def catch_up(self, outbox, end: int | None, deliver) -> None:
-        """One reader gets what was posted from its offset up to ``end`` (None: up to now)."""
+    def catch_up(self, outbox, end: int, deliver) -> None:
+        """One reader gets what was posted from its offset up to ``end``."""
         offset = self.readers.get(outbox)
-        if offset is None:
+        if offset is None or offset >= end:
             return
         with self.lock:
-            base = self.base
-            if end is None:
-                end = base + len(self.log)
-            entries = self.log[offset - base:end - base]
-        if offset < end:
-            self.readers[outbox] = end
-            _deliver_except(deliver, outbox, entries)
+            entries = self.log[offset - self.base:end - self.base]
+        self.readers[outbox] = end
+        _deliver_except(deliver, outbox, entries)
 
-    def add_reader(self, outbox, offset: int, deliver) -> None:
+    def add_reader(self, outbox, offset: int) -> None:
         with self.lock:
-            self.pending.pop(outbox, None)
+            _pop_first(self.joining, outbox)
         self.readers[outbox] = offset
-        self.catch_up(outbox, None, deliver)  # lines a flush passed by before we got here
 
     def remove_reader(self, outbox, end: int, deliver) -> None:
         self.catch_up(outbox, end, deliver)
         self.readers.pop(outbox, None)
+        self.pass_barrier(outbox)
         self._trim()
+
+    def pass_barrier(self, outbox) -> None:
+        """The queued item that set the reader's first barrier has been processed."""
+        with self.lock:
+            _pop_first(self.barriers, outbox)
 
     def _trim(self) -> None:
         """Drop the entries every reader (and every reader yet to attach) has passed."""
         with self.lock:
-            end = self.base + len(self.log)
+            end = self._end()
             low = min(min(self.readers.values(), default=end),
-                      min(self.pending.values(), default=end))
+                      min((offsets[0] for offsets in self.joining.values()), default=end))
             if low > self.base:
                 del self.log[:low - self.base]
                 self.base = low
+
+
+def _pop_first(table: dict, outbox) -> None:
+    queue = table[outbox]
+    del queue[0]
+    if not queue:
+        del table[outbox]
 
 
 def _deliver_except(deliver, outbox, entries) -> None:

@@ -1,0 +1,97 @@
+"""The room log's delivery rule, checked as a model with hypothesis (no sockets, no threads).
+
+rooms.py promises: a member receives exactly the lines posted while it was a member, never its
+own, each once, in order; and a private line arrives after every room line posted before it.
+Here a fake flusher queues work like the real one (FIFO) and runs it only when the test says
+"step", so hypothesis explores every interleaving of posts, joins, leaves, rejoins, private
+lines and flusher progress.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chatd.rooms import Room
+
+
+class FakeFlusher:
+    """Queues work as chatd.flusher.Flusher does; ``deliver`` records what each outbox got."""
+
+    def __init__(self) -> None:
+        self.queue: list = []
+        self.got: dict[str, list[bytes]] = {}
+
+    def deliver(self, outbox, data: bytes, lines: int) -> None:
+        assert data.count(b"\n") == lines
+        self.got.setdefault(outbox, []).extend(data.splitlines(keepends=True))
+
+    def submit_room(self, room) -> None:
+        self.queue.append((room.flush, self.deliver))
+
+    def submit_attach(self, room, outbox, offset) -> None:
+        self.queue.append((room.add_reader, outbox, offset))
+
+    def submit_detach(self, room, outbox, end) -> None:
+        self.queue.append((room.remove_reader, outbox, end, self.deliver))
+
+    def submit_private(self, outbox, data, lines, room, end) -> None:
+        def private():
+            room.catch_up(outbox, end, self.deliver)
+            self.deliver(outbox, data, lines)
+            room.pass_barrier(outbox)
+        self.queue.append((private,))
+
+    def step(self) -> None:
+        if self.queue:
+            item = self.queue.pop(0)
+            item[0](*item[1:])
+
+    def drain(self) -> None:
+        while self.queue:
+            self.step()
+
+
+PEOPLE = ["a", "b", "c", "d"]
+operation = st.one_of(
+    st.tuples(st.just("post"), st.sampled_from(PEOPLE)),
+    st.tuples(st.just("toggle"), st.sampled_from(PEOPLE)),  # join if out, leave if in
+    st.tuples(st.just("private"), st.sampled_from(PEOPLE)),
+    st.tuples(st.just("step"), st.integers(1, 3)),
+)
+
+
+@settings(max_examples=int(os.environ.get("ROOM_EXAMPLES", "400")))  # 20,000 passed once
+@given(st.lists(operation, max_size=60))
+def test_every_member_gets_exactly_what_was_posted_while_it_was_in(ops):
+    flusher = FakeFlusher()
+    room = Room("lobby", flusher)
+    inside: set[str] = set()
+    expected: dict[str, list[bytes]] = {p: [] for p in PEOPLE}
+    for n, (op, arg) in enumerate(ops):
+        if op == "step":
+            for _ in range(arg):
+                flusher.step()
+        elif op == "toggle":
+            if arg in inside:
+                inside.discard(arg)
+                room.detach(arg)
+            else:
+                inside.add(arg)
+                room.attach(arg)
+        elif op == "post" and arg in inside:
+            line = f"{n} from {arg}\n".encode()
+            room.post(arg, line)
+            for person in inside - {arg}:
+                expected[person].append(line)
+        elif op == "private" and arg in inside:
+            line = f"{n} private to {arg}\n".encode()
+            room.send_private(arg, line, 1)
+            expected[arg].append(line)
+    flusher.drain()
+    for person in PEOPLE:
+        assert flusher.got.get(person, []) == expected[person], person
+    assert room.log == [], "entries every reader has passed are dropped"
+    assert set(room.readers) == inside and room.joining == {} and room.barriers == {}
