@@ -22,6 +22,7 @@ import grp
 import itertools
 import os
 import queue
+import resource
 import signal
 import socket
 import ssl
@@ -122,6 +123,7 @@ class Service:
     def launch(self) -> None:
         """Start the threads and tell the world we are ready."""
         self._install_signal_handlers()
+        _raise_file_limit()
         threading.stack_size(THREAD_STACK_BYTES)
         self.flusher.start()
         for listener in self._listeners():
@@ -240,6 +242,17 @@ class Service:
             log.warning("sessions_left", count=left)
         log.info("shutdown", uptime=round(time.time() - self.started_at, 3))
         self.notifier.close()
+
+
+def _raise_file_limit() -> None:
+    """One descriptor per client: take the whole hard limit we were given (the soft one is
+    often 1024, below max_clients). After detaching, so python-daemon's close loop stays short."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError):
+            pass
 
 
 def _tls_context(config):
