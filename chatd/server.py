@@ -7,6 +7,7 @@ empty socket, so refusing never blocks the accept thread.
 
 from __future__ import annotations
 
+import _thread
 import socket
 import threading
 
@@ -40,7 +41,14 @@ def bind(host: str, port: int, backlog: int = 1024) -> socket.socket:
 
 
 class Listener:
-    """Owns the listening socket and the accept thread. ``start()``, ``stop()``, ``sessions()``."""
+    """Owns the listening socket and the accept thread. ``start()``, ``stop()``,
+    ``wait_sessions()``.
+
+    Session threads are started with ``_thread.start_new_thread``, not ``threading.Thread``:
+    a Thread object with its Event and Condition costs about 2 KiB per client, which matters
+    at 10,000 clients. We only need to know how many are still running, which ``_live``
+    counts, so shutdown can wait for them.
+    """
 
     def __init__(self, sock: socket.socket, hub, flusher, bans, settings, ids,
                  tls_context=None, passed: bool = False) -> None:
@@ -54,8 +62,9 @@ class Listener:
         self.settings = settings
         self.tls_context = tls_context
         self._ids = ids
-        self._sessions_lock = threading.Lock()  # guards _sessions and _probes
-        self._sessions: dict[int, threading.Thread] = {}  # client id -> its session thread
+        self._sessions_lock = threading.Lock()  # guards _live and _probes
+        self._sessions_done = threading.Condition(self._sessions_lock)
+        self._live = 0  # session threads running
         self._probes: set[tuple] = set()  # source addresses of watchdog probes in flight
         self.address = sock.getsockname()[:2]
         self._acceptor = Acceptor(sock, "accept", self._accepted, self._connect_to_self if passed else None)
@@ -99,9 +108,11 @@ class Listener:
         except OSError:
             return False
 
-    def sessions(self) -> list[threading.Thread]:
-        with self._sessions_lock:
-            return list(self._sessions.values())
+    def wait_sessions(self, timeout: float) -> int:
+        """Wait until every session thread has ended; returns how many are still running."""
+        with self._sessions_done:
+            self._sessions_done.wait_for(lambda: self._live == 0, max(0.0, timeout))
+            return self._live
 
     def _accepted(self, conn: socket.socket, addr: tuple) -> None:
         if self._probes and self._is_probe(addr):
@@ -134,17 +145,14 @@ class Listener:
         if self.tls_context is not None:
             client.outbox.tls = TlsChannel(self.tls_context)
         session = Session(client, self.hub, self.flusher, self.settings)
-        thread = threading.Thread(target=self._run_session, args=(session,),
-                                  name=f"client-{client.id}", daemon=True)
         with self._sessions_lock:
-            self._sessions[client.id] = thread
+            self._live += 1
         self.flusher.adopt()
         try:
-            thread.start()
+            _thread.start_new_thread(self._run_session, (session,))
         except RuntimeError as exc:  # out of threads: undo the admission, keep serving
             log.error("accept_failed", error=str(exc), peer=client.peer)
-            with self._sessions_lock:
-                del self._sessions[client.id]
+            self._session_ended()
             self.hub.remove(client, None)
             self.flusher.finish(client.outbox, linger=False)
 
@@ -152,8 +160,13 @@ class Listener:
         try:
             session.run()
         finally:
-            with self._sessions_lock:
-                del self._sessions[session.client.id]
+            self._session_ended()
+
+    def _session_ended(self) -> None:
+        with self._sessions_done:
+            self._live -= 1
+            if self._live == 0:
+                self._sessions_done.notify_all()
 
 
 def _tune(conn: socket.socket) -> None:

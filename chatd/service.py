@@ -233,11 +233,8 @@ class Service:
         notice = encode(f"*** {SHUTDOWN}")
         for client in clients:
             self.flusher.disconnect(client.outbox, SHUTDOWN, notice)
-        sessions = [t for listener in listeners for t in listener.sessions()]
-        for thread in sessions:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        left = sum(listener.wait_sessions(deadline - time.monotonic()) for listener in listeners)
         self.flusher.stop(max(0.1, deadline - time.monotonic()))
-        left = sum(len(listener.sessions()) for listener in listeners)
         if left:
             log.warning("sessions_left", count=left)
         log.info("shutdown", uptime=round(time.time() - self.started_at, 3))

@@ -33,7 +33,7 @@ _log = structlog.get_logger("chatd.session")
 
 
 class Session:
-    __slots__ = ("client", "hub", "flusher", "settings", "log", "framer", "bucket",
+    __slots__ = ("client", "hub", "flusher", "settings", "framer", "bucket",
                  "_eof", "_poller", "_end")
 
     def __init__(self, client, hub, flusher, settings) -> None:
@@ -43,12 +43,17 @@ class Session:
         self.flusher = flusher
         self.settings = settings
         config = settings.config
-        self.log = _log.bind(client_id=client.id, peer=client.peer)
         self.framer = LineFramer(config.max_line_bytes)
         self.bucket = TokenBucket(config.rate, config.burst, time.monotonic())
         self._eof = False
         self._poller = None
         self._end: str | None = None  # set by /quit
+
+    @property
+    def log(self):
+        """A logger bound to this client. Made when needed (events are rare per client), not
+        kept: a bound logger per connection is memory that 10,000 idle clients would hold."""
+        return _log.bind(client_id=self.client.id, peer=self.client.peer)
 
     # -- used by command handlers -------------------------------------------------------------
 
