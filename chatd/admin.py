@@ -64,6 +64,7 @@ def bind_admin_socket(path: str, gid: int | None) -> tuple[socket.socket, int]:
                 os.chmod(directory, 0o710)
         except OSError as exc:
             raise AdminSocketError(f"cannot create {directory}: {exc.strerror}") from None
+    _check_directory(directory)
     _replace_stale(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o177)  # never visible with wider permissions, not even briefly
@@ -81,6 +82,20 @@ def bind_admin_socket(path: str, gid: int | None) -> tuple[socket.socket, int]:
     finally:
         os.umask(old_umask)
     return sock, os.stat(path).st_ino
+
+
+def _check_directory(directory: str) -> None:
+    """Refuse a directory someone else controls: whoever can write it can replace our socket
+    with theirs (e.g. a /tmp/chatd-UID made first by another user), and chatctl would then
+    hand them every command. It must belong to us or root and be writable by nobody else,
+    unless the sticky bit stops others from renaming our socket (as in /tmp itself)."""
+    st = os.stat(directory)
+    if st.st_uid not in (0, os.geteuid()):
+        raise AdminSocketError(f"admin socket directory {directory} belongs to uid {st.st_uid}, "
+                               "not to chatd's user or root; refusing to use it")
+    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+        raise AdminSocketError(f"admin socket directory {directory} is writable by other users "
+                               f"(mode {stat.S_IMODE(st.st_mode):04o}); refusing to use it")
 
 
 def _give_to_group(path: str, gid: int) -> None:

@@ -19,9 +19,10 @@ anywhere, and `set_level()`, `reopen()`, `fileno()` from the service thread.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
-from typing import Any, TextIO
+from typing import Any
 
 import structlog
 
@@ -37,19 +38,26 @@ LEVELS: dict[str, int] = {
 
 class _Sink:
     """The one output stream. `path` None means sys.stderr, looked up at each write so that
-    a test's or python-daemon's replacement of sys.stderr is honoured."""
+    a test's or python-daemon's replacement of sys.stderr is honoured.
+
+    A log file is written unbuffered, one ``os.write`` per event, so every event reaches the
+    file when it is logged, and a write that fails part-way (disk full) is cut back off: the
+    file only ever holds whole lines, and logging resumes cleanly once there is room again.
+    """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.path: str | None = None
-        self.file: TextIO | None = None
+        self.fd: int | None = None
 
     def write(self, line: str) -> None:
         with self.lock:
-            stream = self.file if self.file is not None else sys.stderr
             try:
-                stream.write(line + "\n")
-                stream.flush()
+                if self.fd is None:
+                    sys.stderr.write(line + "\n")
+                    sys.stderr.flush()
+                else:
+                    _append_whole(self.fd, (line + "\n").encode("utf-8", "backslashreplace"))
             except (OSError, ValueError):
                 # A full disk or a closed stderr must not kill the session thread that logged.
                 pass
@@ -59,14 +67,28 @@ class _Sink:
         so a failure (OSError) leaves logging as it was."""
         new = _open_append(path) if path is not None else None
         with self.lock:
-            old, self.file, self.path = self.file, new, path
+            old, self.fd, self.path = self.fd, new, path
         if old is not None:
-            old.close()
+            os.close(old)
 
 
-def _open_append(path: str) -> TextIO:
-    # Line-buffered: each event reaches the file when it is logged, not at exit.
-    return open(path, "a", buffering=1, encoding="utf-8", errors="backslashreplace")
+def _open_append(path: str) -> int:
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+
+
+def _append_whole(fd: int, data: bytes) -> None:
+    """Append ``data`` completely or not at all (the caller holds the sink lock)."""
+    start = os.lseek(fd, 0, os.SEEK_END)
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError:
+        try:
+            os.ftruncate(fd, start)  # no half line left behind
+        except OSError:
+            pass
+        raise
 
 
 class _LineLogger:
@@ -162,8 +184,7 @@ def reopen() -> None:
 
 def fileno() -> int | None:
     """The log file's descriptor (for python-daemon's files_preserve), or None on stderr."""
-    file = _SINK.file
-    return file.fileno() if file is not None else None
+    return _SINK.fd
 
 
 def get_logger(**initial_values: Any) -> Any:
