@@ -1,5 +1,9 @@
 # make run    install into .venv and run chatd in the foreground on 127.0.0.1:5555
 # make test   install into .venv with the test extra and run the test suite
+# make fuzz   the fuzz targets, long and randomised (not in CI)
+# make soak   the soak test for CHATD_SOAK_SECONDS (default 600; not in CI)
+# make bench  benchmark chatd against ngircd and a naive server (bench/README.md; 12-20 min)
+# make bench-quick  the same with small counts, one run (a smoke test, ~2 min)
 # make clean  remove .venv and caches
 #
 # The stamps live inside .venv, so deleting .venv forgets them; they depend on pyproject.toml,
@@ -11,13 +15,26 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 PYTEST_ARGS ?=
 
-.PHONY: run test clean tools
+CHATD_SOAK_SECONDS ?= 600
+BENCH_ARGS ?=
+
+.PHONY: run test fuzz soak clean tools bench bench-quick
 
 run: $(VENV)/.stamp-run
 	$(BIN)/chatd --host 127.0.0.1 --port 5555
 
 test: $(VENV)/.stamp-test tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# CHATD_FUZZ=long: thousands of inputs per target instead of hundreds, and a different random
+# sequence each run (make test is derandomized, so CI always tries the same inputs).
+fuzz: $(VENV)/.stamp-test
+	CHATD_FUZZ=long $(BIN)/python -m pytest tests/test_fuzz.py \
+	    --hypothesis-show-statistics --timeout=0 $(PYTEST_ARGS)
+
+soak: $(VENV)/.stamp-test
+	CHATD_SOAK_SECONDS=$(CHATD_SOAK_SECONDS) $(BIN)/python -m pytest tests/test_soak.py \
+	    -m slow $(PYTEST_ARGS)
 
 # Debian's own python3 needs the python3-venv package for `-m venv`; install it when we can.
 $(BIN)/python:
@@ -47,6 +64,16 @@ tools:
 	    { apt-get update -qq >/dev/null && apt-get install -y -qq netcat-openbsd >/dev/null; } || \
 	    echo "make: warning: could not install netcat-openbsd" >&2; \
 	fi
+
+# The benchmark needs ngircd (Debian's package, installed as root without starting a service);
+# pass options with e.g. make bench BENCH_ARGS='--servers chatd,ngircd --workloads fanout'.
+bench: $(VENV)/.stamp-run
+	@sh bench/install-ngircd.sh
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-quick: $(VENV)/.stamp-run
+	@sh bench/install-ngircd.sh
+	$(BIN)/python -m bench --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

@@ -10,29 +10,46 @@ What a daemon looks like from outside, and ways to hurt it, without touching cha
 - :class:`Admin` speaks the admin protocol (raw JSON lines) over the Unix socket.
 - :func:`vanish` closes a TCP socket without sending FIN or RST (TCP_REPAIR), as a peer that
   lost power would; :func:`reset` closes with an RST.
+- :func:`in_flight` lists connections with unacknowledged data (wait until it is empty before
+  :func:`vanish`); :func:`ss_established` shows their timers (keepalive).
 - :func:`server_socket` borrows chatd's end of a client connection (pidfd_getfd) so a test can
   read its socket options (keepalive) or shorten its keepalive timers.
+- :class:`Swarm` drives hundreds of non-blocking clients from one thread.
+- ``tmpfs`` (fixture, root only) mounts small file systems to fill or make read-only;
+  :func:`fill` fills one; :class:`FileLoggedChatd` runs chatd with ``--log-file`` (the
+  ``chatd`` fixture reads its events from stderr) and :func:`pad_log_to_page_end` makes the
+  moment its log runs out of space exact.
 - :func:`check_line` is the display-safety rule every line chatd sends must keep.
 - :data:`BOOK` collects the figures (inputs per fuzz target, faults injected, soak
   before/after); they are printed at the end of the pytest run and written as JSON.
 
-Nothing here starts a daemon: the ``chatd`` fixture in conftest.py does that.
+Apart from :class:`FileLoggedChatd`, nothing here starts a daemon: the ``chatd`` fixture in
+conftest.py does that.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
 import os
+import selectors
+import shutil
+import signal
 import socket
 import struct
 import subprocess
+import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pytest
 
+from conftest import REPO, ChatClient
+
+ROOT = os.geteuid() == 0
 TCP_REPAIR = 19  # linux/tcp.h; not exported by Python's socket module
 SYS_PIDFD_GETFD = 438  # the same number on every Linux architecture (added in 5.6)
 
@@ -246,8 +263,10 @@ def in_flight(port: int) -> list[str]:
             head = line
             continue
         fields = dict(f.split(":", 1) for f in line.split() if ":" in f)
-        if fields.get("bytes_sent", "0") != fields.get("bytes_acked", "0") or "unacked" in fields:
-            busy.append(" ".join(head.split()[2:4]))  # local and peer address
+        # bytes_sent counts retransmissions too; bytes_acked counts the connecting side's SYN
+        sent = int(fields.get("bytes_sent", 0)) - int(fields.get("bytes_retrans", 0))
+        if "unacked" in fields or int(fields.get("bytes_acked", 0)) < sent:
+            busy.append(f"{head.strip()} | {line.strip()}")
     return busy
 
 
@@ -256,6 +275,194 @@ def ss_established(port: int) -> list[str]:
     out = subprocess.run(["ss", "-tnoH", "state", "established", f"( sport = :{port} )"],
                          capture_output=True, text=True, timeout=10, check=True).stdout
     return [line for line in out.splitlines() if line.strip() and f":{port} " in line]
+
+
+# -- clients in bulk, disks, a daemon that logs to a file ---------------------------------------
+
+
+class Swarm:
+    """Many non-blocking clients driven by one thread: each sends its lines a few bytes at a
+    time (so most of the time it is mid-line) at a steady pace, and keeps whatever arrives,
+    until chatd closes it. ``data[i]`` is what client i received; ``ended[i]`` how it ended."""
+
+    def __init__(self, socks: list[socket.socket], lines_per_second: float = 20.0,
+                 piece: int = 7) -> None:
+        self.socks = socks
+        self.data = [b""] * len(socks)
+        self.ended: list[str | None] = [None] * len(socks)
+        self.sent = [0] * len(socks)
+        self._piece = piece
+        self._interval = 1.0 / (lines_per_second * 12 / piece)  # ~12-byte lines
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        for sock in self.socks:
+            sock.setblocking(False)
+        self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+        self._stop.set()
+
+    def _run(self) -> None:
+        selector = selectors.DefaultSelector()
+        pending = {}
+        for i, sock in enumerate(self.socks):
+            selector.register(sock, selectors.EVENT_READ, i)
+            pending[i] = b""
+        next_send = time.monotonic()
+        while pending and not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_send:
+                next_send = now + self._interval
+                for i in list(pending):
+                    if not pending[i]:
+                        pending[i] = f"line {self.sent[i]}\n".encode()
+                        self.sent[i] += 1
+                    try:
+                        n = self.socks[i].send(pending[i][: self._piece])
+                        pending[i] = pending[i][n:]
+                    except BlockingIOError:
+                        pass
+                    except OSError:
+                        pass  # reading will tell how it ended
+            for key, _ in selector.select(max(0.0, next_send - time.monotonic())):
+                i = key.data
+                try:
+                    chunk = self.socks[i].recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    chunk, self.ended[i] = b"", f"error {exc.errno}"
+                if chunk:
+                    self.data[i] += chunk
+                    continue
+                self.ended[i] = self.ended[i] or "eof"
+                selector.unregister(self.socks[i])
+                del pending[i]
+        selector.close()
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """``tmpfs(name, size)`` mounts a small tmpfs at tmp_path/name (root only); all are
+    unmounted at teardown, after the daemons using them are gone."""
+    if not ROOT:
+        pytest.skip("mounting a small tmpfs (a disk to fill or make read-only) needs root")
+    mounts: list[Path] = []
+
+    def mount(name: str, size: str = "64k") -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755",
+                                 f"chatd-{name}", str(path)], capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs: {result.stderr.strip()}")
+        mounts.append(path)
+        return path
+
+    yield mount
+    for path in reversed(mounts):
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def fill(directory: Path) -> Path:
+    """Fill the filesystem holding ``directory`` until ENOSPC; returns the filler file."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        block = b"\0" * 4096
+        while True:
+            try:
+                os.write(fd, block)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+                if len(block) == 1:
+                    break
+                block = block[: len(block) // 2]
+    finally:
+        os.close(fd)
+    return filler
+
+
+
+class FileLoggedChatd:
+    """chatd with --log-file (the ``chatd`` fixture reads events from stderr, so it cannot
+    be used here): events are read from the file; stderr is kept to look for tracebacks.
+    ``stop()`` ends it (also when it never got to listening: the constructor cleans up)."""
+
+    def __init__(self, base: Path, log_file: Path, config: Path) -> None:
+        self.base = base
+        self.log_file = log_file
+        self.admin_socket = str(base / "admin.sock")
+        env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "chatd", "-c", str(config), "--port", "0",
+             "--log-format", "json", "--log-file", str(log_file),
+             "--admin-socket", self.admin_socket, "--state-dir", str(base / "state")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        self.stderr = b""
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        try:
+            self.port = self.wait_event("listening")["port"]
+        except BaseException:
+            self.stop()
+            raise
+
+    def _read(self) -> None:
+        for chunk in iter(lambda: self.proc.stderr.read1(65536), b""):
+            self.stderr += chunk
+
+    def events(self) -> list[dict]:
+        out = []
+        try:
+            text = self.log_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return out
+        for line in text.splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                out.append({"event": "<unparsable>", "line": line})
+        return out
+
+    def wait_event(self, name: str, timeout: float = 10.0, **fields) -> dict:
+        def find():
+            assert self.proc.poll() is None, f"chatd exited: {self.stderr.decode()[-2000:]}"
+            return next((e for e in self.events() if e.get("event") == name
+                         and all(e.get(k) == v for k, v in fields.items())), None)
+
+        return wait_until(find, timeout, what=f"log event {name} {fields} in {self.log_file}")
+
+    def connect(self) -> ChatClient:
+        return ChatClient().connect(self.port)
+
+    def stop(self) -> int:
+        """SIGTERM, wait, and clean up (idempotent); returns the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(10)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(10)
+            self._reader.join(5)
+            shutil.rmtree(self.base, ignore_errors=True)
+
+
+def pad_log_to_page_end(log_file: Path, room: int = 10) -> None:
+    """Append a padding line (our own, valid JSON) so that only ``room`` bytes are left in the
+    log file's last page: once the disk is full, chatd's next event is cut after ``room``
+    bytes, every time (no event is that short), instead of wherever the page happened to end."""
+    page = 4096
+    size = log_file.stat().st_size
+    pad = (page - room - size - len('{"event": "test_padding", "pad": ""}\n')) % page
+    with open(log_file, "a") as fh:
+        fh.write(json.dumps({"event": "test_padding", "pad": "x" * pad}) + "\n")
+    assert log_file.stat().st_size % page == page - room
 
 
 # -- what a terminal may be shown --------------------------------------------------------------

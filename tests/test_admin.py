@@ -21,34 +21,7 @@ import time
 import pytest
 
 from conftest import REPO, run_in_threads
-
-
-class Admin:
-    """One admin connection: ``ask(obj)`` sends a JSON line and returns the parsed reply."""
-
-    def __init__(self, path: str, timeout: float = 10.0) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(path)
-        self._buf = b""
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def read(self) -> dict:
-        while b"\n" not in self._buf:
-            chunk = self.sock.recv(65536)
-            assert chunk, "admin socket closed before a reply"
-            self._buf += chunk
-        line, _, self._buf = self._buf.partition(b"\n")
-        return json.loads(line)
-
-    def ask(self, obj) -> dict:
-        self.send(json.dumps(obj).encode() + b"\n")
-        return self.read()
-
-    def close(self) -> None:
-        self.sock.close()
+from faults import Admin
 
 
 def ok(reply: dict):

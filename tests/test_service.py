@@ -23,18 +23,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
+from faults import wait_until
 
 PR_SET_CHILD_SUBREAPER = 36
-
-
-def wait_until(condition, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)  # polling interval of a condition wait, not a synchronisation sleep
 
 
 # -- --daemon ----------------------------------------------------------------------------------
