@@ -1,0 +1,236 @@
+"""``python -m bench`` (``make bench``): run the workloads against chatd, ngircd and the naive
+server, print a JSON line and a table row per result, then the medians over the runs and the
+issue's targets with PASS/FAIL. Results also go to ``bench/results/<UTC time>.jsonl``.
+
+This process is the load generator: it pins itself to one core and starts each server pinned
+to another (``taskset``). Runs in the main thread throughout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench import chat, report, scale
+from bench.servers import BENCH, VENV_BIN, ngircd_binary, source_digest
+
+WORKLOADS = ("fanout", "connect", "slow", "admin")
+SERVER_NAMES = ("chatd", "ngircd", "naive")
+
+#: Sizes: (full, quick). Full sizes are the issue's; quick is a smoke test.
+SIZES = {
+    "fanout_small": ((50, 5, 20000), (50, 5, 400)),  # clients, senders, messages each
+    "fanout_big": ((200, 10, 6000), (200, 10, 300)),
+    "fanout_paced": ((50, 5, 500.0, 5.0), (50, 5, 500.0, 1.0)),  # ... rate each, seconds
+    "connect": ((1000, 2500, 5000, 7500, 10000), (200, 1000)),
+    "slow": ((20, 200.0, 8.0), (20, 200.0, 3.0)),  # clients, rate each, seconds
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small counts and 1 run (smoke test)")
+    p.add_argument("--runs", type=int, help="runs per workload and server (default 3; quick 1)")
+    p.add_argument("--servers", default=",".join(SERVER_NAMES), help="comma-separated")
+    p.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated")
+    p.add_argument("--window", type=int, default=64, help="fanout: messages in flight per sender")
+    p.add_argument("--steps", help="connect: comma-separated client counts")
+    p.add_argument("--loadgen-cpu", type=int, default=0)
+    p.add_argument("--server-cpu", type=int, default=1)
+    p.add_argument("--no-pin", action="store_true", help="do not pin to cores")
+    p.add_argument("--results", type=Path, default=BENCH / "results")
+    p.add_argument("--max-minutes", type=float, default=45.0,
+                   help="skip what is left after this long (default 45)")
+    args = p.parse_args(argv)
+    args.servers = [s for s in args.servers.split(",") if s]
+    args.workloads = [w for w in args.workloads.split(",") if w]
+    for name in args.servers:
+        if name not in SERVER_NAMES:
+            p.error(f"unknown server {name!r} (choose from {', '.join(SERVER_NAMES)})")
+    for name in args.workloads:
+        if name not in WORKLOADS:
+            p.error(f"unknown workload {name!r} (choose from {', '.join(WORKLOADS)})")
+    args.runs = args.runs or (1 if args.quick else 3)
+    # bounds for every loop, in seconds
+    args.step_timeout, args.idle_s, args.round_limit = 300.0, 2.0, 120.0
+    args.bcast_timeout, args.admin_repeats = 10.0, 5
+    return args
+
+
+def size(args, key):
+    full, quick = SIZES[key]
+    if key == "connect" and args.steps:
+        return tuple(int(n) for n in args.steps.split(","))
+    return quick if args.quick else full
+
+
+def plan(args) -> tuple[list, dict]:
+    """[(workload, config label, servers, fn(name, core) -> records)], and the labels."""
+    items, labels = [], {}
+    if "fanout" in args.workloads:
+        for key in ("fanout_small", "fanout_big", "fanout_paced"):
+            clients, senders, *rest = size(args, key)
+            if key == "fanout_paced":
+                rate, seconds = rest
+                messages, label = int(rate * seconds), f"fanout C={clients} S={senders} {rate:g}/s"
+            else:
+                rate, messages, label = None, rest[0], f"fanout C={clients} S={senders} full speed"
+            labels[key] = label
+            fn = functools.partial(_fanout, args=args, clients=clients, senders=senders,
+                                   messages=messages, rate=rate)
+            items.append(("fanout", label, args.servers, fn))
+    steps = size(args, "connect")
+    labels["connect_n"] = steps[-1]
+    if "connect" in args.workloads:
+        labels["connect"] = f"connect to {steps[-1]:,}"
+        with_admin = "admin" in args.workloads
+        fn = functools.partial(scale.connect, opts=args, steps=list(steps), with_admin=with_admin)
+        items.append(("connect", labels["connect"], args.servers, fn))
+    if "slow" in args.workloads:
+        clients, rate, seconds = size(args, "slow")
+        labels["slow"] = f"slow {clients} clients at {rate:g}/s"
+        fn = functools.partial(chat.slow, opts=args, clients=clients, rate=rate, seconds=seconds)
+        items.append(("slow", labels["slow"], args.servers, fn))
+    if "admin" in args.workloads:
+        labels["admin"] = f"admin with {steps[-1]:,} clients"
+        if "connect" not in args.workloads:
+            fn = functools.partial(scale.admin, opts=args, clients=steps[-1])
+            items.append(("admin", labels["admin"], ["chatd"], fn))
+    return items, labels
+
+
+def _fanout(name, core, *, args, clients, senders, messages, rate):
+    return chat.fanout(name, core, args, clients, senders, messages, rate)
+
+
+def prepare(args) -> tuple[int | None, dict]:
+    """Raise the file limit, pin ourselves, check the servers; returns (server core, meta)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), max(hard, want)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    core = None
+    cpus = sorted(os.sched_getaffinity(0))
+    if not args.no_pin and len(cpus) >= 2 and shutil.which("taskset"):
+        os.sched_setaffinity(0, {args.loadgen_cpu})
+        core = args.server_cpu
+    else:
+        print("bench: warning: not pinning (fewer than 2 cores, no taskset, or --no-pin)",
+              file=sys.stderr)
+    if "ngircd" in args.servers and not shutil.which(ngircd_binary()):
+        print("bench: warning: ngircd is not installed (make bench installs it as root); "
+              "skipping it", file=sys.stderr)
+        args.servers.remove("ngircd")
+    return core, _meta(args, core)
+
+
+def _meta(args, core) -> dict:
+    model = ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    version = lambda cmd: _first_line(cmd)  # noqa: E731
+    return {"type": "meta", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": platform.node(), "cpu": model, "cores": os.cpu_count(),
+            "kernel": platform.release(), "python": platform.python_version(),
+            "chatd": version([str(VENV_BIN / "chatd"), "--version"]),
+            "chatd_source": source_digest("chatd", "chatctl"),
+            "git": version(["git", "-C", str(BENCH.parent), "describe", "--always", "--dirty"]),
+            "ngircd": version([ngircd_binary(), "--version"]) if "ngircd" in args.servers else None,
+            "loadavg_at_start": open("/proc/loadavg").read().split()[:3],
+            "loadgen_cpu": None if core is None else args.loadgen_cpu, "server_cpu": core,
+            "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0], "quick": args.quick,
+            "runs": args.runs, "window": args.window, "servers": args.servers,
+            "workloads": args.workloads}
+
+
+def _first_line(cmd: list[str]) -> str | None:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else None
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    core, meta = prepare(args)
+    items, labels = plan(args)
+    args.results.mkdir(parents=True, exist_ok=True)
+    path = args.results / (time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + ".jsonl")
+    out = path.open("w")
+    out.write(json.dumps(meta) + "\n")
+    print(f"bench: {meta['cpu']}, {meta['cores']} cores, load {' '.join(meta['loadavg_at_start'])}; "
+          f"loadgen on cpu {meta['loadgen_cpu']}, servers on cpu {meta['server_cpu']}; "
+          f"{args.runs} run(s); results in {path}", flush=True)
+    try:
+        records = run_all(args, core, items, labels, out)
+    except KeyboardInterrupt as stop:  # servers are stopped by then; summarise what we have
+        records = stop.args[0] if stop.args else []
+        print("bench: interrupted", file=sys.stderr)
+    summary = report.medians(records)
+    verdicts = report.targets(summary, labels)
+    for rec in summary:
+        out.write(json.dumps({"type": "median", **rec}) + "\n")
+    for verdict in verdicts:
+        out.write(json.dumps({"type": "target", **verdict}) + "\n")
+    out.close()
+    print(f"\n## Medians of {args.runs} run(s) — {meta['date']}, {meta['cpu']}, "
+          f"{meta['cores']} cores" + (" — QUICK MODE (small counts)" if args.quick else ""))
+    print("\n".join(report.table(summary)))
+    print("\n".join(report.target_lines(verdicts)))
+    print(f"\nresults: {path}")
+    return 0
+
+
+def run_all(args, core, items, labels, out) -> list[dict]:
+    records: list[dict] = []
+    try:
+        _run_all(args, core, items, labels, out, records)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(records) from None
+    return records
+
+
+def _run_all(args, core, items, labels, out, records: list) -> None:
+    deadline = time.monotonic() + args.max_minutes * 60
+    for run in range(1, args.runs + 1):
+        for workload, label, servers, fn in items:
+            for name in servers:
+                if time.monotonic() > deadline:
+                    print(f"bench: --max-minutes reached; skipping {label} {name} run {run}",
+                          file=sys.stderr)
+                    continue
+                for rec in _measure(fn, name, core, workload):
+                    rec.update(workload=rec.get("workload", workload), server=name, run=run)
+                    rec["config"] = label if rec["workload"] == workload else labels["admin"]
+                    records.append(rec)
+                    out.write(json.dumps({"type": "result", **rec}) + "\n")
+                    out.flush()
+                    print(json.dumps(rec), flush=True)
+                    print(report.row(rec), flush=True)
+
+
+def _measure(fn, name, core, workload) -> list[dict]:
+    started = time.monotonic()
+    try:
+        records = fn(name, core)
+    except Exception as exc:  # a server that misbehaves is a result, not the end of the run
+        return [{"workload": workload, "error": f"{type(exc).__name__}: {exc}",
+                 "seconds": round(time.monotonic() - started, 1)}]
+    for rec in records:
+        rec["seconds"] = round(time.monotonic() - started, 1)
+    return records

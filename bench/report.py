@@ -1,0 +1,180 @@
+"""Tables, medians over runs, and the issue's targets with PASS/FAIL. Pure functions over the
+result records (dicts with ``workload``, ``config``, ``server``, ``run`` and the fields each
+workload measures); cli.py prints what these return.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+
+#: (title, [(column heading, field, format)]) per workload.
+COLUMNS = {
+    "fanout": [("deliv/s", "deliveries_per_s", "{:,.0f}"), ("lost", "lost", "{:,}"),
+               ("dup", "duplicated", "{:,}"), ("garbled", "garbled", "{:,}"),
+               ("p50 ms", "lat_p50_ms", "{:.2f}"), ("p99 ms", "lat_p99_ms", "{:.2f}"),
+               ("max ms", "lat_max_ms", "{:.1f}"), ("srv CPU s", "server_cpu_s", "{:.2f}"),
+               ("srv core", "server_cpu_share", "{:.0%}"),
+               ("peak RSS MiB", "server_rss_peak_kib", "{:.1f}", 1 / 1024),
+               ("loadgen", "loadgen_cpu_share", "{:.0%}"), ("lines/read", "lines_per_read", "{:.1f}"),
+               ("others", "other_cpu_share", "{:.0%}")],
+    "connect": [("max N", "max_ok", "{:,}"), ("setup s", "setup_s", "{:.1f}"),
+                ("RSS/conn KiB", "rss_per_conn_kib", "{:.2f}"), ("threads", "threads", "{:,}"),
+                ("bcast ms", "bcast_ms", "{:.1f}"), ("admin bcast ms", "admin_bcast_ms", "{:.1f}"),
+                ("srv core", "server_cpu_share", "{:.0%}"),
+                ("loadgen", "loadgen_cpu_share", "{:.0%}"), ("others", "other_cpu_share", "{:.0%}")],
+    "slow": [("deliv/s alone", "base_dps", "{:,.0f}"), ("with slow", "slow_dps", "{:,.0f}"),
+             ("ratio", "dps_ratio", "{:.3f}"), ("p99 alone", "base_p99_ms", "{:.2f}"),
+             ("p99 with", "slow_p99_ms", "{:.2f}"), ("lost %", "slow_lost_pct", "{:.1f}"),
+             ("slow dropped", "slow_disconnected", "{}"), ("reason", "slow_reason", "{}"),
+             ("after s", "slow_dropped_after_s", "{:.2f}"), ("loadgen", "loadgen_cpu_share", "{:.0%}"),
+             ("others", "other_cpu_share", "{:.0%}")],
+    "admin": [("clients", "clients", "{:,}"), ("chatctl --json list ms", "chatctl_list_json_ms", "{:.0f}"),
+              ("chatctl status ms", "chatctl_status_ms", "{:.0f}"),
+              ("chatctl --version ms", "chatctl_version_ms", "{:.0f}"),
+              ("list on socket ms", "list_rpc_ms", "{:.0f}"), ("status on socket ms", "status_rpc_ms", "{:.1f}")],
+}
+
+
+def cell(record: dict, field: str, fmt: str, scale: float = 1.0) -> str:
+    value = record.get(field)
+    if value is None:
+        return "-"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return fmt.format(value * scale if scale != 1.0 else value)
+    return str(value)
+
+
+def table(records: list[dict]) -> list[str]:
+    """Markdown tables, one per workload configuration, servers as rows."""
+    lines: list[str] = []
+    for config in dict.fromkeys(r["config"] for r in records):
+        group = [r for r in records if r["config"] == config]
+        cols = COLUMNS[group[0]["workload"]]
+        lines += ["", f"**{config}**", "",
+                  "| server | " + " | ".join(c[0] for c in cols) + " |",
+                  "|---|" + "---:|" * len(cols)]
+        for r in group:
+            if r.get("error"):
+                lines.append(f"| {r['server']} | error: {r['error'][:160]} |")
+                continue
+            cells = [cell(r, c[1], c[2], *(c[3:] or [1.0])) for c in cols]
+            lines.append(f"| {r['server']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def row(record: dict) -> str:
+    """One line for a result as it comes in."""
+    head = f"{record['config']:<26} {record['server']:<7} run {record['run']}"
+    if record.get("error"):
+        return f"{head}  ERROR {record['error'][:300]}"
+    cols = COLUMNS[record["workload"]]
+    return head + "  " + "  ".join(f"{c[0]}={cell(record, c[1], c[2], *(c[3:] or [1.0]))}"
+                                   for c in cols)
+
+
+def medians(records: list[dict]) -> list[dict]:
+    """One record per (config, server): medians of numbers, all() of booleans, the most
+    common string; ``max_lost``/``max_garbled`` keep the worst run; ``runs`` how many."""
+    out = []
+    keys = dict.fromkeys((r["config"], r["server"]) for r in records)
+    for config, server in keys:
+        group = [r for r in records if r["config"] == config and r["server"] == server]
+        ok = [r for r in group if not r.get("error")]
+        merged = {"workload": group[0]["workload"], "config": config, "server": server,
+                  "runs": len(ok)}
+        if not ok:
+            merged["error"] = group[-1]["error"]
+            out.append(merged)
+            continue
+        for key in dict.fromkeys(k for r in ok for k in r):
+            if key in merged or key in ("run", "steps", "departures"):
+                continue
+            values = [r[key] for r in ok if r.get(key) is not None]
+            merged[key] = _combine(values)
+        sources = list(dict.fromkeys(r["source"] for r in ok if r.get("source")))
+        if len(sources) > 1:  # the server's code changed between runs (a shared work tree)
+            merged["source"] = "MIXED " + ",".join(sources)
+        for key in ("lost", "garbled", "duplicated"):
+            if key in ok[0]:
+                merged[f"max_{key}"] = max(r[key] for r in ok)
+        if len(ok) < len(group):
+            merged["failed_runs"] = len(group) - len(ok)
+        out.append(merged)
+    return out
+
+
+def _combine(values: list):
+    if not values:
+        return None
+    if all(isinstance(v, bool) for v in values):
+        return all(values)
+    if all(isinstance(v, (int, float)) for v in values):
+        m = statistics.median(values)
+        return round(m, 4) if isinstance(m, float) else m
+    if all(isinstance(v, str) for v in values):
+        return Counter(values).most_common(1)[0][0]
+    return values[-1]
+
+
+def _find(summary: list[dict], config: str, server: str) -> dict | None:
+    for r in summary:
+        if r["config"] == config and r["server"] == server and not r.get("error"):
+            return r
+    return None
+
+
+def targets(summary: list[dict], configs: dict) -> list[dict]:
+    """The issue's targets for chatd, each {target, measured, result} (result None: n/a)."""
+    out = []
+
+    def add(name: str, measured: str, passed):
+        out.append({"target": name, "measured": measured,
+                    "result": None if passed is None else ("PASS" if passed else "FAIL")})
+
+    big = configs.get("fanout_big")
+    c, n = _find(summary, big, "chatd"), _find(summary, big, "ngircd")
+    if c and n:
+        ratio = c["deliveries_per_s"] / n["deliveries_per_s"] if n["deliveries_per_s"] else 0
+        add(f"{big}: chatd deliveries/s >= ngircd's, 0 lost, 0 garbled",
+            f"ratio {ratio:.2f} ({c['deliveries_per_s']:,.0f} vs {n['deliveries_per_s']:,.0f}/s); "
+            f"lost {c['max_lost']}, garbled {c['max_garbled']} (worst run)",
+            ratio >= 1.0 and c["max_lost"] == 0 and c["max_garbled"] == 0)
+    elif c:
+        add(f"{big}: chatd deliveries/s >= ngircd's", "ngircd not measured", None)
+    paced = configs.get("fanout_paced")
+    c = _find(summary, paced, "chatd")
+    if c and c.get("lat_p99_ms") is not None:
+        add(f"{paced}: chatd p99 <= 3 ms, max <= 15 ms",
+            f"p99 {c['lat_p99_ms']:.2f} ms, max {c['lat_max_ms']:.1f} ms",
+            c["lat_p99_ms"] <= 3.0 and c["lat_max_ms"] <= 15.0)
+    c = _find(summary, configs.get("connect"), "chatd")
+    if c:
+        want = configs.get("connect_n", 10000)
+        add(f"connect: {want:,} clients, <= 20 KiB RSS per connection, broadcast <= 100 ms",
+            f"max N {c['max_ok']:,}, {c['rss_per_conn_kib']} KiB/conn, broadcast "
+            f"{c['bcast_ms']} ms (admin broadcast {c.get('admin_bcast_ms')} ms)",
+            c["max_ok"] >= want and (c["rss_per_conn_kib"] or 99) <= 20
+            and c["bcast_ms"] is not None and c["bcast_ms"] <= 100)
+    c = _find(summary, configs.get("slow"), "chatd")
+    if c:
+        add("slow: others' deliveries/s ratio >= 0.98, slow client disconnected (sendq exceeded)",
+            f"ratio {c['dps_ratio']}, p99 {c['base_p99_ms']} -> {c['slow_p99_ms']} ms, "
+            f"disconnected {c['slow_disconnected']} ({c['slow_reason']})",
+            (c["dps_ratio"] or 0) >= 0.98 and c["slow_disconnected"] is True
+            and c["slow_reason"] == "sendq exceeded")
+    c = _find(summary, configs.get("admin"), "chatd")
+    if c:
+        add(f"admin: `chatctl --json list` with {c['clients']:,} clients < 300 ms",
+            f"{c['chatctl_list_json_ms']:.0f} ms (status {c['chatctl_status_ms']:.0f} ms; "
+            f"chatctl startup alone {c['chatctl_version_ms']:.0f} ms; list on the socket "
+            f"{c['list_rpc_ms']:.0f} ms)",
+            c["chatctl_list_json_ms"] < 300)
+    return out
+
+
+def target_lines(results: list[dict]) -> list[str]:
+    lines = ["", "| target (chatd) | measured | result |", "|---|---|---|"]
+    for t in results:
+        lines.append(f"| {t['target']} | {t['measured']} | {t['result'] or 'n/a'} |")
+    return lines
