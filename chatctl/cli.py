@@ -60,6 +60,29 @@ class CannotReach(click.ClickException):
         click.echo(f"chatctl: {self.message}", err=True)
 
 
+def _json(result) -> str:
+    """Indented JSON, except that a list has one compact object per line: as easy to read and
+    grep, and fast for 10,000 clients (``indent=`` makes CPython skip its C encoder)."""
+    if isinstance(result, list):
+        items = ",\n  ".join(json.dumps(item, ensure_ascii=False) for item in result)
+        return f"[\n  {items}\n]" if result else "[]"
+    return json.dumps(result, indent=2, ensure_ascii=False)
+
+
+def _set_json(ctx: click.Context, _param, value: bool) -> None:
+    if value:
+        ctx.find_object(State).as_json = True
+
+
+class _Command(click.Command):
+    """Every command also takes --json after its name (``chatctl list --json``)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.params.append(click.Option(["--json"], is_flag=True, expose_value=False,
+                                        callback=_set_json, help="Print the result as JSON."))
+
+
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
@@ -88,7 +111,7 @@ class State:
         """Ask, then print the result: as JSON with ``--json``, else as ``human`` formats it."""
         result = self.request(cmd, **{k: v for k, v in args.items() if v is not None})
         if self.as_json:
-            click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+            click.echo(_json(result))
         else:
             for line in human(result):
                 click.echo(line)
@@ -232,6 +255,9 @@ def main(ctx: click.Context, socket_path: str | None, as_json: bool, timeout: fl
     """
     ctx.obj = State(socket_path, as_json, timeout)
     ctx.call_on_close(ctx.obj.close)
+
+
+main.command_class = _Command
 
 
 @main.command()

@@ -187,6 +187,8 @@ def test_list_json(server):
     assert result[0]["nick"] == a.nick
     assert result[0]["muted"] is False
     assert json.loads(invoke(server, "--json", "list", "--room", "nowhere").stdout) == []
+    assert json.loads(ctl(server, "list", "--json")) == result  # after the command, too
+    assert json.loads(ctl(server, "status", "--json"))["clients"] == 1
 
 
 def test_rooms(server):
