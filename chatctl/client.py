@@ -140,8 +140,9 @@ class AdminClient:
             raise Unreachable("error", self.path, f"no reply within {self.timeout:g}s") from None
         except OSError as exc:
             raise Unreachable("error", self.path, _strerror(exc)) from None
+        scanned = 0  # a long reply (list of 10,000 clients) arrives in many chunks: scan each once
         while True:
-            end = self._buf.find(b"\n")
+            end = self._buf.find(b"\n", scanned)
             if end >= 0:
                 line = bytes(self._buf[:end])
                 del self._buf[: end + 1]
@@ -162,6 +163,7 @@ class AdminClient:
                 raise Unreachable("error", self.path, _strerror(exc)) from None
             if not chunk:
                 raise self._closed_error()
+            scanned = len(self._buf)
             self._buf += chunk
 
     def _closed_error(self) -> Unreachable:
