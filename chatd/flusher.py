@@ -100,7 +100,7 @@ class Flusher:
     # keeps the queue in the order things happened in the room.
 
     def submit_room(self, room) -> None:
-        self._submit((room.flush, self._deliver))
+        self._submit((room.flush, self._deliver, self._deliver_many))
 
     def submit_attach(self, room, outbox: Outbox, offset: int) -> None:
         self._submit((room.add_reader, outbox, offset))
@@ -226,14 +226,42 @@ class Flusher:
             return
         outbox.bytes_out += sent
         if sent < len(data):
-            rest = memoryview(data)[sent:]
-            if len(rest) > self.sendq_bytes:
-                self._overflow(outbox)
-                return
-            outbox.backlog.append(rest)
-            outbox.backlog_bytes = len(rest)
-            self._writers[outbox.fd] = outbox
-            self._epoll.register(outbox.fd, select.EPOLLOUT)
+            self._keep_rest(outbox, data, sent)
+
+    def _deliver_many(self, outboxes, data: bytes, lines: int) -> None:
+        """:meth:`_deliver` of one buffer to many readers (a room flush to 10,000 members).
+
+        The common case, a plain connection with nothing queued, is a send in a tight loop;
+        anything else takes the general path. Same outcome, a few microseconds less per
+        recipient, which is most of what a broadcast costs besides the syscall.
+        """
+        size = len(data)
+        for outbox in outboxes:
+            if outbox.backlog or outbox.tls is not None or outbox.dead:
+                self._deliver(outbox, data, lines)
+                continue
+            try:
+                sent = outbox.sock.send(data, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self._broken(outbox)
+                continue
+            outbox.lines_out += lines
+            outbox.bytes_out += sent
+            if sent < size:
+                self._keep_rest(outbox, data, sent)
+
+    def _keep_rest(self, outbox: Outbox, data: bytes, sent: int) -> None:
+        """What the kernel did not take waits in the backlog, within sendq_bytes."""
+        rest = memoryview(data)[sent:]
+        if len(rest) > self.sendq_bytes:
+            self._overflow(outbox)
+            return
+        outbox.backlog.append(rest)
+        outbox.backlog_bytes = len(rest)
+        self._writers[outbox.fd] = outbox
+        self._epoll.register(outbox.fd, select.EPOLLOUT)
 
     def _write_backlog(self, outbox: Outbox) -> None:
         backlog = outbox.backlog

@@ -95,7 +95,7 @@ class Room:
     # -- the flusher thread's side ------------------------------------------------------------
     # ``deliver(outbox, data, lines)`` is the flusher's: it sends or backlogs, never blocks.
 
-    def flush(self, deliver) -> None:
+    def flush(self, deliver, deliver_many) -> None:
         """Hand every reader what was posted since its offset, one buffer per reader."""
         with self.lock:
             self.queued = False
@@ -109,15 +109,14 @@ class Room:
         readers = self.readers
         for (offset, stop), outboxes in groups.items():
             entries = log[offset - base:stop - base]  # only the flusher drops entries
-            shared = b"".join([e[1] for e in entries])
-            shared_lines = sum(e[2] for e in entries)
+            readers.update(dict.fromkeys(outboxes, stop))
             authors = {e[0] for e in entries}
-            for outbox in outboxes:
-                readers[outbox] = stop
-                if outbox in authors:
+            others = [o for o in outboxes if o not in authors]
+            if len(others) < len(outboxes):
+                for outbox in authors.intersection(outboxes):
                     _deliver_except(deliver, outbox, entries)
-                else:
-                    deliver(outbox, shared, shared_lines)
+            if others:
+                deliver_many(others, b"".join([e[1] for e in entries]), sum(e[2] for e in entries))
         self._trim()
 
     def catch_up(self, outbox, end: int, deliver) -> None:

@@ -28,8 +28,12 @@ class FakeFlusher:
         assert data.count(b"\n") == lines
         self.got.setdefault(outbox, []).extend(data.splitlines(keepends=True))
 
+    def deliver_many(self, outboxes, data: bytes, lines: int) -> None:
+        for outbox in outboxes:
+            self.deliver(outbox, data, lines)
+
     def submit_room(self, room) -> None:
-        self.queue.append((room.flush, self.deliver))
+        self.queue.append((room.flush, self.deliver, self.deliver_many))
 
     def submit_attach(self, room, outbox, offset) -> None:
         self.queue.append((room.add_reader, outbox, offset))
