@@ -228,8 +228,9 @@ class Flusher:
         if sent < len(data):
             self._keep_rest(outbox, data, sent)
 
-    def _deliver_many(self, outboxes, data: bytes, lines: int) -> None:
-        """:meth:`_deliver` of one buffer to many readers (a room flush to 10,000 members).
+    def _deliver_many(self, outboxes, skip, data: bytes, lines: int) -> None:
+        """:meth:`_deliver` of one buffer to many readers but those in ``skip`` (a room flush
+        to 10,000 members; ``skip`` holds the authors of lines in ``data``).
 
         The common case, a plain connection with nothing queued, is a send in a tight loop;
         anything else takes the general path. Same outcome, a few microseconds less per
@@ -237,6 +238,8 @@ class Flusher:
         """
         size = len(data)
         for outbox in outboxes:
+            if outbox in skip:  # its own lines are in data: rooms.py sends it the rest
+                continue
             if outbox.backlog or outbox.tls is not None or outbox.dead:
                 self._deliver(outbox, data, lines)
                 continue
