@@ -18,6 +18,7 @@ validated Config value (assigning an attribute is atomic), never mutating the ol
 
 from __future__ import annotations
 
+import gc
 import grp
 import itertools
 import os
@@ -124,6 +125,7 @@ class Service:
         """Start the threads and tell the world we are ready."""
         self._install_signal_handlers()
         _raise_file_limit()
+        _tune_gc()
         threading.stack_size(THREAD_STACK_BYTES)
         self.flusher.start()
         for listener in self._listeners():
@@ -239,6 +241,15 @@ class Service:
             log.warning("sessions_left", count=left)
         log.info("shutdown", uptime=round(time.time() - self.started_at, 3))
         self.notifier.close()
+
+
+def _tune_gc() -> None:
+    """Fewer, shorter cyclic-GC pauses. Everything built at start-up (modules, config) is
+    moved out of the collector's sight, and the youngest generation is collected less often:
+    the hot path allocates many short-lived, acyclic objects (log entries, buffers), and a
+    full collection stalls every thread at once (seen as latency spikes in bench/)."""
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
 
 def _raise_file_limit() -> None:
