@@ -260,11 +260,7 @@ class Engine:
         if not data:
             self._drop(conn, "eof")
             return
-        if anc:
-            sec, nsec = _TIMESPEC.unpack(anc[0][2])
-            ts = sec * 1_000_000_000 + nsec
-        else:
-            ts = time.time_ns()
+        ts = _rx_time(anc)
         self.last_rx = ts
         if mode == IDLE:
             self._idle(conn, data, ts)
@@ -298,11 +294,7 @@ class Engine:
         if not n:
             self._drop(conn, "eof")
             return
-        if anc:
-            sec, nsec = _TIMESPEC.unpack(anc[0][2])
-            ts = sec * 1_000_000_000 + nsec
-        else:
-            ts = time.time_ns()
+        ts = _rx_time(anc)
         self.last_rx = ts
         conn.chunks.append((ts, off, n))
         self.arena_used = off + n
@@ -375,3 +367,11 @@ class Engine:
 
     def alive(self) -> int:
         return sum(1 for conn in self.conns if not conn.closed)
+
+
+def _rx_time(ancdata) -> int:
+    """The kernel's receive timestamp (SO_TIMESTAMPNS) in ns, or now if none came with it."""
+    if ancdata:
+        sec, nsec = _TIMESPEC.unpack(ancdata[0][2])
+        return sec * 1_000_000_000 + nsec
+    return time.time_ns()
