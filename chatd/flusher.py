@@ -217,6 +217,28 @@ class Flusher:
             outbox.backlog.append(data)
             outbox.backlog_bytes += len(data)
             return
+        self._send(outbox, data)
+
+    def _deliver_many(self, outboxes, skip, data: bytes, lines: int) -> None:
+        """:meth:`_deliver` of one buffer to many readers but those in ``skip`` (a room flush
+        to 10,000 members; ``skip`` holds the authors of lines in ``data``).
+
+        The common case, a plain connection with nothing queued, goes straight to the send;
+        anything else takes the general path. Same outcome, less Python per recipient, which
+        is most of what a broadcast costs besides the syscall.
+        """
+        for outbox in outboxes:
+            if outbox in skip:  # its own lines are in data: rooms.py sends it the rest
+                continue
+            if outbox.backlog or outbox.tls is not None or outbox.dead:
+                self._deliver(outbox, data, lines)
+            else:
+                outbox.lines_out += lines
+                self._send(outbox, data)
+
+    def _send(self, outbox: Outbox, data: bytes) -> None:
+        """One non-blocking send to a client with nothing queued; what the kernel does not
+        take waits in the backlog, within sendq_bytes."""
         try:
             sent = outbox.sock.send(data, socket.MSG_DONTWAIT)
         except BlockingIOError:
@@ -225,38 +247,8 @@ class Flusher:
             self._broken(outbox)
             return
         outbox.bytes_out += sent
-        if sent < len(data):
-            self._keep_rest(outbox, data, sent)
-
-    def _deliver_many(self, outboxes, skip, data: bytes, lines: int) -> None:
-        """:meth:`_deliver` of one buffer to many readers but those in ``skip`` (a room flush
-        to 10,000 members; ``skip`` holds the authors of lines in ``data``).
-
-        The common case, a plain connection with nothing queued, is a send in a tight loop;
-        anything else takes the general path. Same outcome, a few microseconds less per
-        recipient, which is most of what a broadcast costs besides the syscall.
-        """
-        size = len(data)
-        for outbox in outboxes:
-            if outbox in skip:  # its own lines are in data: rooms.py sends it the rest
-                continue
-            if outbox.backlog or outbox.tls is not None or outbox.dead:
-                self._deliver(outbox, data, lines)
-                continue
-            try:
-                sent = outbox.sock.send(data, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                self._broken(outbox)
-                continue
-            outbox.lines_out += lines
-            outbox.bytes_out += sent
-            if sent < size:
-                self._keep_rest(outbox, data, sent)
-
-    def _keep_rest(self, outbox: Outbox, data: bytes, sent: int) -> None:
-        """What the kernel did not take waits in the backlog, within sendq_bytes."""
+        if sent == len(data):
+            return
         rest = memoryview(data)[sent:]
         if len(rest) > self.sendq_bytes:
             self._overflow(outbox)

@@ -108,29 +108,40 @@ def rootfs() -> Path:
     removes the old ones). A build goes to a temporary directory that is renamed when complete,
     under a lock, so an interrupted or concurrent run never sees a half-built tree.
     """
-    key = hashlib.sha256(f"{ROOTFS_FORMAT} {SUITE} minbase {' '.join(sorted(PACKAGES))}".encode())
-    path = CACHE / f"rootfs-{key.hexdigest()[:16]}"
-    if path.is_dir():
-        return path
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with _locked(CACHE / ".lock"):
-        if path.is_dir():
-            return path
-        for old in CACHE.glob("rootfs-*"):  # stale package lists, interrupted builds
-            shutil.rmtree(old, ignore_errors=True)
-        tmp = path.with_name(path.name + ".tmp")
+    def build(tmp: Path) -> None:
         mirror = debian_mirror()
         argv = ["mmdebstrap", "--quiet", "--variant=minbase", f"--include={','.join(PACKAGES)}",
                 SUITE, str(tmp), mirror]
         try:
             proc = _run(argv, check=False, timeout=BUILD_TIMEOUT)
         except subprocess.TimeoutExpired:
-            shutil.rmtree(tmp, ignore_errors=True)
             raise Unavailable(f"mmdebstrap from {mirror} took more than {BUILD_TIMEOUT}s") from None
         if proc.returncode != 0:
-            shutil.rmtree(tmp, ignore_errors=True)
             raise Unavailable(f"cannot build the {SUITE} root file system from {mirror} "
                               f"(mmdebstrap exit {proc.returncode}): {tail(proc.stderr, 8)}")
+
+    return _cached("rootfs", f"{ROOTFS_FORMAT} {SUITE} minbase {' '.join(sorted(PACKAGES))}", build)
+
+
+def _cached(kind: str, recipe: str, build) -> Path:
+    """``CACHE/<kind>-<hash of recipe>``, made by ``build(tmp)`` if missing: under a lock, into
+    a temporary directory renamed when complete (an interrupted or concurrent run never sees a
+    half-built tree), replacing older ones of that kind."""
+    path = CACHE / f"{kind}-{hashlib.sha256(recipe.encode()).hexdigest()[:16]}"
+    if path.is_dir():
+        return path
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with _locked(CACHE / ".lock"):
+        if path.is_dir():
+            return path
+        for old in CACHE.glob(f"{kind}-*"):  # stale recipes, interrupted builds
+            shutil.rmtree(old, ignore_errors=True)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            build(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         tmp.rename(path)
     return path
 
@@ -176,25 +187,14 @@ def build_wheelhouse(repo: Path, dest: Path) -> None:
 
 
 def _dependency_wheels(requirements: list[str]) -> Path:
-    key = hashlib.sha256("\n".join(requirements).encode()).hexdigest()[:16]
-    path = CACHE / f"wheels-{key}"
-    if path.is_dir():
-        return path
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with _locked(CACHE / ".lock"):
-        if path.is_dir():
-            return path
-        for old in CACHE.glob("wheels-*"):
-            shutil.rmtree(old, ignore_errors=True)
-        tmp = path.with_name(path.name + ".tmp")
+    def build(tmp: Path) -> None:
         proc = _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
                      "--wheel-dir", str(tmp), *requirements], check=False, timeout=300,
                     env=_pip_env())
         if proc.returncode != 0:
-            shutil.rmtree(tmp, ignore_errors=True)
             raise Unavailable(f"cannot get the wheels of {requirements}: {tail(proc.stderr, 8)}")
-        tmp.rename(path)
-    return path
+
+    return _cached("wheels", "\n".join(requirements), build)
 
 
 def _pip_env() -> dict:
