@@ -58,7 +58,8 @@ class AdminCommands:
         if room is not None:
             clients = [c for c in clients if c.room is not None and c.room.name.casefold() == room.lstrip("#").casefold()]
         now = time.monotonic()
-        return [_describe(c, now) for c in sorted(clients, key=lambda c: c.id)]
+        when = _IsoSeconds()
+        return [_describe(c, now, when) for c in sorted(clients, key=lambda c: c.id)]
 
     def do_rooms(self) -> list[dict]:
         return [{"name": name, "members": count} for name, count in self.service.hub.rooms()]
@@ -140,7 +141,16 @@ class AdminCommands:
         return {"id": client.id, "nick": client.nick, "muted": muted}
 
 
-def _describe(client, now: float) -> dict:
+class _IsoSeconds(dict):
+    """Epoch seconds -> ISO 8601 text, each whole second formatted once: clients arrive in
+    bursts, and datetime formatting was half of what ``list`` cost per client."""
+
+    def __missing__(self, second: int) -> str:
+        text = self[second] = iso(second)
+        return text
+
+
+def _describe(client, now: float, when: _IsoSeconds) -> dict:
     outbox = client.outbox
     return {
         "id": client.id,
@@ -148,7 +158,7 @@ def _describe(client, now: float) -> dict:
         "peer": client.peer,
         "ip": client.ip,
         "room": client.room.name if client.room is not None else None,
-        "connected": iso(client.connected_at),
+        "connected": when[int(client.connected_at)],
         "connected_at": round(client.connected_at, 3),
         "idle": round(max(0.0, now - client.last_active), 1),
         "bytes_in": client.bytes_in,
