@@ -2,7 +2,7 @@
 # make test   install into .venv with the test extra and run the test suite
 # make fuzz   the fuzz targets, long and randomised (not in CI)
 # make soak   the soak test for CHATD_SOAK_SECONDS (default 600; not in CI)
-# make bench  benchmark chatd against ngircd and a naive server (bench/README.md; 12-20 min)
+# make bench  benchmark chatd against ngircd and a naive server (bench/README.md; about 25 min)
 # make bench-quick  the same with small counts, one run (a smoke test, ~2 min)
 # make clean  remove .venv and caches
 #
