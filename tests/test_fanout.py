@@ -40,8 +40,12 @@ def test_fifty_clients_chat_at_once(chatd):
 
 
 def test_client_that_never_reads_does_not_stall_the_room(chatd):
-    """20 MB through the room: the reader gets all of it, the silent one is dropped."""
-    srv = chatd(limits={"rate": 100000.0, "burst": 100000})
+    """20 MB through the room: the reader gets all of it, the silent one is dropped.
+
+    Paced at 5 MB/s (flood control; chatd may hold the whole paste as unread input): unpaced,
+    a reader thread starved by a loaded machine for a moment would fall several MB behind and
+    be dropped for sendq itself."""
+    srv = chatd(limits={"rate": 5000.0, "burst": 1000, "recvq_bytes": 32 * 1024 * 1024})
     sender, reader = srv.connect_many(2)
     silent = srv.connect(rcvbuf=4096)  # reads its greeting, then never again
     silent_id = srv.client_id(silent)

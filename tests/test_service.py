@@ -7,6 +7,7 @@ re-parented to us and ``os.waitpid`` gives its real exit status; nothing polls w
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -239,6 +240,16 @@ class FakeSystemd:
             fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
             self.messages.append((pid, {**fields, "_pid": pid}))
 
+    def discard_pending(self) -> None:
+        """Forget every message so far, those still queued in the socket included."""
+        self.sock.setblocking(False)
+        try:
+            while True:
+                self.sock.recv(4096)
+        except BlockingIOError:
+            pass
+        self.messages.clear()
+
     def close(self) -> None:
         self.sock.close()
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -272,11 +283,17 @@ def test_watchdog_pings_and_stops_when_the_server_cannot_accept(chatd, fake_syst
     for _ in range(3):
         fake_systemd.wait_for("WATCHDOG", "1")
     # Wedge the listener: no descriptor left for accept() (nor for the watchdog's probe).
+    # The count may include a probe's own descriptors, which free one again when it ends:
+    # then the limit is set anew from a fresh count until the failure shows.
     soft, hard = resource.prlimit(srv.proc.pid, resource.RLIMIT_NOFILE)
-    in_use = len(os.listdir(f"/proc/{srv.proc.pid}/fd"))
-    resource.prlimit(srv.proc.pid, resource.RLIMIT_NOFILE, (in_use, hard))
-    srv.wait_event("watchdog_failed")
-    fake_systemd.messages.clear()
+    deadline = time.monotonic() + 30
+    while not any(e["event"] == "watchdog_failed" for e in srv.events):
+        assert time.monotonic() < deadline, "the watchdog never noticed the wedged listener"
+        in_use = len(os.listdir(f"/proc/{srv.proc.pid}/fd"))
+        resource.prlimit(srv.proc.pid, resource.RLIMIT_NOFILE, (in_use, hard))
+        with contextlib.suppress(pytest.fail.Exception):
+            srv.wait_event("watchdog_failed", timeout=1.0)
+    fake_systemd.discard_pending()  # pings sent before the wedge may still be queued
     with pytest.raises(AssertionError, match="no WATCHDOG"):
         fake_systemd.wait_for("WATCHDOG", "1", timeout=0.6)  # three intervals without a ping
     resource.prlimit(srv.proc.pid, resource.RLIMIT_NOFILE, (soft, hard))

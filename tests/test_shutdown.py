@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import socket
 import time
+from datetime import datetime
 
 import pytest
 
@@ -65,11 +66,14 @@ def test_shutdown_is_not_held_up_by_a_client_that_never_reads(chatd):
     sender.sync(timeout=60)
     for _ in range(8000):
         reader.read_line(timeout=60)
-    started = time.monotonic()
     srv.proc.send_signal(signal.SIGTERM)
-    status = srv.proc.wait(10)
-    elapsed = time.monotonic() - started
-    assert status == 0
-    assert elapsed < 3.0, f"shutdown took {elapsed:.2f}s with a stuck client"
+    assert srv.proc.wait(10) == 0
+    # The daemon's own bound (SHUTDOWN_SECONDS, 1.5 s), from its log: the stuck client holds
+    # it to the end by design, so a wall-clock bound would leave little room for a loaded CI.
+    srv.wait_event("shutdown")
+    stamps = {e["event"]: datetime.fromisoformat(e["timestamp"]) for e in srv.events
+              if e["event"] in ("shutting_down", "shutdown")}
+    took = (stamps["shutdown"] - stamps["shutting_down"]).total_seconds()
+    assert took <= 2.0, f"shutdown took {took:.2f}s with a stuck client"
     assert reader.expect_closed() == [SHUTTING_DOWN]
     assert sender.expect_closed() == [SHUTTING_DOWN]

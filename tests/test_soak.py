@@ -124,7 +124,7 @@ def churn(port: int, motd: list, source: str, seed: int, stop: threading.Event,
                     client.send_line(f"hello from {client.nick}")
                     client.close()
                 elif how == 2:
-                    client.join("soak")
+                    client.join("soak", timeout=30)
                     client.send_line(f"churning {rng.random()}")
                     client.send_raw(b"half a line, then gone")
                     reset(client.sock)

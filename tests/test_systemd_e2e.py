@@ -332,7 +332,8 @@ def test_socket_activation(fresh: Box):
     fresh.start("chatd.socket")
     assert fresh.active("chatd.service") == "inactive"
     client = fresh.connect(motd=[MOTD], timeout=30)
-    assert fresh.active("chatd.service") == "active"
+    # chatd greets the connection that woke it a moment before it sends READY=1
+    fresh.wait("chatd.service active", lambda: fresh.active("chatd.service") == "active")
     assert fresh.status()["port"] == fresh.port
     # The listening socket belongs to systemd and outlives the service: after a restart (and
     # a stop) of chatd.service it still accepts, and chatd serves it again.
@@ -347,7 +348,7 @@ def test_socket_activation(fresh: Box):
     fresh.ct.systemctl("stop", "chatd.service")
     assert fresh.active("chatd.socket") == "active"
     fresh.connect(motd=[MOTD], timeout=30).close()
-    assert fresh.active("chatd.service") == "active"
+    fresh.wait("chatd.service active", lambda: fresh.active("chatd.service") == "active")
 
 
 def test_log_file_and_logrotate(fresh: Box):
