@@ -54,15 +54,21 @@ $(VENV)/.stamp-test: pyproject.toml | $(BIN)/python
 	$(PIP) -e '.[test]'
 	touch $@ $(VENV)/.stamp-run
 
-# The end-to-end tests drive chatd with netcat, as a user would. Best effort: a test that needs
-# nc and does not find it says so itself.
+# The end-to-end tests drive chatd with the clients a user would: netcat (nc), and ncat and
+# openssl for TLS. As root, the missing ones are installed (command:Debian package); otherwise,
+# or if that fails, a test that needs one skips and names the package.
+TOOLS := nc:netcat-openbsd ncat:ncat openssl:openssl
+
 tools:
-	@if [ "$$(id -u)" = 0 ] && ! command -v nc >/dev/null 2>&1; then \
-	    echo "make: installing netcat-openbsd"; \
+	@missing=""; for pair in $(TOOLS); do \
+	    command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
+	    echo "make: installing$$missing"; \
 	    export DEBIAN_FRONTEND=noninteractive; \
-	    apt-get install -y -qq netcat-openbsd >/dev/null 2>&1 || \
-	    { apt-get update -qq >/dev/null && apt-get install -y -qq netcat-openbsd >/dev/null; } || \
-	    echo "make: warning: could not install netcat-openbsd" >&2; \
+	    apt-get install -y -qq $$missing >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null && apt-get install -y -qq $$missing >/dev/null; } || \
+	    echo "make: warning: could not install$$missing" >&2; \
 	fi
 
 # The benchmark needs ngircd (Debian's package, installed as root without starting a service);

@@ -4,6 +4,7 @@ certificate renewal on reload. Certificates are made by the test with the openss
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import socket
@@ -75,22 +76,38 @@ def test_tls_and_plain_clients_chat_together(tls_server):
     tls_server.wait_event("client_connected", tls=True)
 
 
-def test_openssl_s_client_is_a_working_client(tls_server):
+#: The command-line TLS clients a user would reach for (issue: `ncat --ssl`, `openssl s_client`).
+TLS_CLIENTS = {
+    "openssl": lambda port: ["openssl", "s_client", "-quiet", "-connect", f"127.0.0.1:{port}"],
+    "ncat": lambda port: ["ncat", "--ssl", "127.0.0.1", str(port)],
+}
+TLS_CLIENT_PACKAGES = {"openssl": "openssl", "ncat": "ncat"}
+
+
+@pytest.mark.parametrize("tool", sorted(TLS_CLIENTS))
+def test_command_line_tls_client_is_a_working_client(tls_server, tool):
+    if shutil.which(tool) is None:
+        pytest.skip(f"needs {tool} (Debian package {TLS_CLIENT_PACKAGES[tool]}; make test "
+                    "installs it when run as root)")
     plain = tls_server.connect()
-    proc = subprocess.Popen(["openssl", "s_client", "-quiet", "-connect", f"127.0.0.1:{tls_server.tls_port}"],
+    proc = subprocess.Popen(TLS_CLIENTS[tool](tls_server.tls_port),
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         joined = plain.wait_for(lambda line: line.endswith(" joined lobby"))
         nick = joined.split()[1]
-        proc.stdin.write(b"hello from s_client\n")
+        proc.stdin.write(f"hello from {tool}\n".encode())
         proc.stdin.flush()
-        plain.expect(f"<{nick}> hello from s_client")
+        plain.expect(f"<{nick}> hello from {tool}")
         plain.send_line("hi back")
         deadline = time.monotonic() + 10
         seen = b""
         while f"<{plain.nick}> hi back".encode() not in seen:
-            assert time.monotonic() < deadline, seen
-            seen += proc.stdout.read1(4096)
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, seen
+            if select.select([proc.stdout], [], [], remaining)[0]:
+                chunk = proc.stdout.read1(4096)
+                assert chunk, f"{tool} exited; it printed {seen!r}"
+                seen += chunk
     finally:
         proc.kill()
         proc.wait(10)
