@@ -276,7 +276,8 @@ def list_(state: State, room: str | None) -> None:
     """List connected clients as a table.
 
     Columns: ID, NICK, PEER (address:port), ROOM, CONNECTED (local time), IDLE (time since
-    the client last sent a line) and SENDQ (bytes of output waiting to be sent to it).
+    chatd last received anything from the client) and SENDQ (bytes of output waiting to be
+    sent to it).
     """
     state.run("list", fmt.clients, room=room)
 

@@ -142,7 +142,7 @@ class Hub:
 
     def lookup(self, target: int | str):
         """A client by id (an int, or a string of digits: nicks never start with a digit) or nick."""
-        if isinstance(target, str) and target.isdigit():
+        if isinstance(target, str) and target.isascii() and target.isdigit():  # not "²"
             target = int(target)
         with self._lock:
             if isinstance(target, int):

@@ -107,6 +107,7 @@ class Session:
             farewell = None
         elif reason.startswith("kicked: "):
             farewell = f"*** {client.nick} was kicked ({reason[8:]})"
+            self.log.info("client_kicked", nick=client.nick, reason=reason[8:])
         else:
             farewell = f"*** {client.nick} left {client.room.name if client.room else ''} ({reason})"
         if reason == "sendq exceeded":

@@ -27,7 +27,8 @@ class Notifier:
         usec = env.get("WATCHDOG_USEC", "")
         mine = watchdog_pid is None or watchdog_pid == str(os.getpid())
         #: Seconds between WATCHDOG=1 pings (half of systemd's timeout), or None.
-        self.watchdog_interval = int(usec) / 2e6 if usec.isdigit() and int(usec) > 0 and mine else None
+        valid = usec.isascii() and usec.isdigit() and int(usec) > 0  # isdigit() alone takes "²"
+        self.watchdog_interval = int(usec) / 2e6 if valid and mine else None
 
     @property
     def enabled(self) -> bool:
@@ -62,7 +63,7 @@ def listen_fds(env=None) -> list[socket.socket]:
     pid = env.get("LISTEN_PID", "")
     for name in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
         env.pop(name, None)
-    if not count.isdigit() or pid != str(os.getpid()):
+    if not (count.isascii() and count.isdigit()) or pid != str(os.getpid()):
         return []
     sockets = []
     for fd in range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + int(count)):

@@ -129,14 +129,17 @@ class ChatServer:
         self.port: int | None = None
         self._cond = threading.Condition()
         self._stderr_done = threading.Event()
-        env = {**os.environ, **(env or {})}
+        given, env = env, {**os.environ, **(env or {})}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         env["PYTHONUNBUFFERED"] = "1"
         # Future-proof: never share the default admin socket with another test's daemon. A short
         # directory, because a Unix socket path must fit in 108 bytes.
         self._rundir = tempfile.mkdtemp(prefix="chatd-")
         self.admin_socket = os.path.join(self._rundir, "admin.sock")
-        env["CHATD_ADMIN_SOCKET"] = self.admin_socket
+        if "CHATD_ADMIN_SOCKET" in (given or {}):  # the test's own ("" = chatd's default)
+            self.admin_socket = given["CHATD_ADMIN_SOCKET"] or None
+        else:
+            env["CHATD_ADMIN_SOCKET"] = self.admin_socket
         # Bans persist in the state directory: each daemon gets its own unless the test passes
         # --state-dir (e.g. to restart on the same state).
         self.state_dir = os.path.join(self._rundir, "state")

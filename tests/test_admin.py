@@ -17,9 +17,12 @@ import sys
 import tempfile
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
+from chatd.adminproto import daemon_socket_path
+from chatd.service import state_dir
 from conftest import REPO, run_in_threads
 from faults import Admin
 
@@ -118,6 +121,50 @@ def test_a_regular_file_in_the_way_is_not_deleted(tmp_path):
     assert path.read_text() == "precious"
 
 
+@pytest.mark.parametrize("env, uid, expected", [
+    ({"RUNTIME_DIRECTORY": "/run/chatd"}, 0, "/run/chatd/admin.sock"),
+    ({"RUNTIME_DIRECTORY": "/rt/a:/rt/b", "XDG_RUNTIME_DIR": "/run/user/7"}, 7, "/rt/a/admin.sock"),
+    ({"XDG_RUNTIME_DIR": "/run/user/0"}, 0, "/run/chatd/admin.sock"),
+    ({"XDG_RUNTIME_DIR": "/run/user/7"}, 7, "/run/user/7/chatd/admin.sock"),
+    ({}, 7, "/tmp/chatd-7/admin.sock"),
+    ({"CHATD_ADMIN_SOCKET": "/x/a.sock", "RUNTIME_DIRECTORY": "/rt"}, 0, "/x/a.sock"),
+])
+def test_default_socket_path_follows_spec_order(env, uid, expected):
+    """SPEC §4: $RUNTIME_DIRECTORY, /run/chatd as root, $XDG_RUNTIME_DIR/chatd, /tmp/chatd-UID;
+    CHATD_ADMIN_SOCKET over all of them."""
+    assert daemon_socket_path(env, uid) == expected
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({"STATE_DIRECTORY": "/var/lib/chatd", "XDG_STATE_HOME": "/xdg"}, "/var/lib/chatd"),
+    ({"XDG_STATE_HOME": "/xdg"}, "/xdg/chatd"),
+    ({"HOME": "/home/op"}, "/home/op/.local/state/chatd"),
+])
+def test_default_state_dir_follows_spec_order(monkeypatch, env, expected):
+    for name in ("STATE_DIRECTORY", "XDG_STATE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert state_dir(SimpleNamespace(state_dir="")) == expected
+    assert state_dir(SimpleNamespace(state_dir="/opt/s")) == "/opt/s"  # the option wins
+
+
+def test_systemd_directories_are_the_defaults_of_a_real_daemon(chatd, tmp_path):
+    """Under systemd (RUNTIME_DIRECTORY, STATE_DIRECTORY set) and without the options, the admin
+    socket is made in the runtime directory and bans are saved in the state directory."""
+    runtime, state = tmp_path / "run", tmp_path / "state"
+    runtime.mkdir(mode=0o700)
+    state.mkdir()
+    srv = chatd(env={"CHATD_ADMIN_SOCKET": "", "RUNTIME_DIRECTORY": str(runtime),
+                     "STATE_DIRECTORY": str(state)}, args=["--state-dir", ""])
+    path = str(runtime / "admin.sock")
+    assert srv.wait_event("listening")["admin_socket"] == path
+    ok(Admin(path).ask({"cmd": "ban", "args": {"address": "192.0.2.1"}}))
+    assert "192.0.2.1" in (state / "bans.json").read_text()
+    assert srv.terminate() == 0
+    assert not os.path.exists(path)
+
+
 # -- who may talk to it ------------------------------------------------------------------------
 
 
@@ -173,6 +220,8 @@ def test_admin_group_members_are_served(chatd):
     (b"{\"cmd\": \"ban\", \"args\": {\"address\": \"10.0.0.1\", \"duration\": -5}}", "bad_args"),
     (b"{\"cmd\": \"unban\", \"args\": {\"address\": \"10.9.9.9\"}}", "not_found"),
     (b"{\"cmd\": \"kick\", \"args\": {\"target\": \"nobody\"}}", "not_found"),
+    # a digit to str.isdigit() but not to int(): found by the fuzzer as an internal_error
+    ("{\"cmd\": \"unmute\", \"args\": {\"target\": \"\u00b2\"}}".encode(), "not_found"),
     (b"{\"cmd\": \"broadcast\", \"args\": {\"text\": \"x\", \"room\": \"nowhere\"}}", "not_found"),
     (b"\xff\xfe\x00", "bad_json"),
 ], ids=lambda v: v if isinstance(v, str) else None)
@@ -245,11 +294,14 @@ def test_list_and_status_describe_the_clients(server):
 
 def test_kick_tells_the_target_and_its_room(server):
     alice, bob = server.connect_many(2)
+    bob_id = server.client_id(bob)
     result = ok(Admin(server.admin_socket).ask(
         {"cmd": "kick", "args": {"target": bob.nick, "reason": "spam"}}))
     assert result["nick"] == bob.nick
     assert bob.expect_closed() == ["*** you were kicked: spam"]
     alice.expect(f"*** {bob.nick} was kicked (spam)")
+    event = server.wait_event("client_kicked", client_id=bob_id, nick=bob.nick, reason="spam")
+    assert "peer" in event  # SPEC §5: client events carry client_id and peer
 
 
 def test_mute_stops_delivery_and_unmute_restores_it(server):
@@ -355,6 +407,29 @@ def test_sighup_and_admin_reload_share_one_path(chatd):
     assert error_code(reply) == "reload_failed" and "limits.rate" in reply["error"]["message"]
     srv.wait_event("config_reload_failed")
     srv.connect(motd=["second"])  # the old config stays
+
+
+def test_reload_applies_limits_and_log_level_without_dropping_anyone(chatd):
+    """SPEC §4: a reload applies limits, MOTD and log level; connected clients stay."""
+    srv = chatd(server={"motd": "first"})
+    admin = Admin(srv.admin_socket)
+    first = srv.connect()
+    srv.config_path.write_text('[server]\nmotd = "second"\n[limits]\nmax_clients = 1\n')
+    ok(admin.ask({"cmd": "reload"}))
+    # max_clients = 1 now holds: the client already here is kept, a second one is refused
+    assert srv.connect(greet=False).expect_closed() == ["*** error: server full"]
+    first.send_line("/who")
+    first.expect(f"*** in lobby: {first.nick}")
+    srv.config_path.write_text('[server]\nmotd = "third"\n[logging]\nlog_level = "warning"\n')
+    ok(admin.ask({"cmd": "reload"}))
+    second = srv.connect(motd=["third"])
+    [second_id] = [c["id"] for c in ok(admin.ask({"cmd": "list"})) if c["nick"] == second.nick]
+    # log_level = "warning": info events (client_connected) are gone, errors still come
+    srv.config_path.write_text('[limits]\nrate = "fast"\n')
+    srv.proc.send_signal(signal.SIGHUP)
+    srv.wait_event("config_reload_failed")
+    assert not srv.find_events("client_connected", client_id=second_id)
+    assert srv.find_events("client_connected", client_id=srv.client_id(first))
 
 
 def test_shutdown_command_replies_then_exits_zero(server):

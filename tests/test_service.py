@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from chatd.systemd import Notifier, listen_fds
 from conftest import REPO
 from faults import wait_until
 
@@ -299,6 +300,14 @@ def test_watchdog_pings_and_stops_when_the_server_cannot_accept(chatd, fake_syst
     resource.prlimit(srv.proc.pid, resource.RLIMIT_NOFILE, (soft, hard))
     fake_systemd.wait_for("WATCHDOG", "1")
     srv.connect()
+
+
+def test_malformed_systemd_variables_are_ignored():
+    """Values that are digits to str.isdigit() but not to int() ("²") mean no watchdog and no
+    passed sockets, not a crash at start."""
+    assert Notifier({"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "\u00b2"}).watchdog_interval is None
+    assert Notifier({"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "200000"}).watchdog_interval == 0.1
+    assert listen_fds({"LISTEN_FDS": "\u00b2", "LISTEN_PID": str(os.getpid())}) == []
 
 
 def test_no_watchdog_pings_unless_asked(chatd, fake_systemd):

@@ -50,6 +50,7 @@ def test_shutdown_with_200_clients_is_fast(chatd):
     for client in clients:
         assert client.expect_closed() == [SHUTTING_DOWN], client
     srv.wait_event("shutdown")
+    assert not srv.find_events("sessions_left"), "session threads outlived the shutdown"
 
 
 def test_shutdown_is_not_held_up_by_a_client_that_never_reads(chatd):
