@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 import click
 
-from chatd import __version__, config as configmod, log
+from chatd import __version__, adminproto, config as configmod, log
 
 
 def _ensure_std_streams() -> None:
@@ -73,7 +73,9 @@ def main(ctx: click.Context, config_path: str | None, check_config: bool, daemon
     except configmod.ConfigError as err:
         _fail(ctx, str(err), 2)
     if check_config:
-        click.echo("\n".join(config.describe()))
+        defaults = {"state_dir": configmod.default_state_dir(),
+                    "admin_socket": adminproto.daemon_socket_path()}
+        click.echo("\n".join(config.describe(defaults)))
         ctx.exit(0)
     try:
         log.configure(config.log_format, config.log_level, config.log_file)

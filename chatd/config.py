@@ -73,14 +73,30 @@ class Config:
     # them on top of the re-read file. Not part of the settings: excluded from ==, hash, repr.
     cli_overrides: tuple[tuple[str, Any], ...] = field(default=(), compare=False, repr=False)
 
-    def describe(self) -> list[str]:
+    def describe(self, defaults: dict[str, str] | None = None) -> list[str]:
         """The effective settings as `section.key = value` lines (valid TOML, dotted keys),
-        in file order; `--check-config` prints them."""
-        return [
-            f"{section}.{key} = {_toml_value(_file_value(key, getattr(self, key)))}"
-            for section, keys in SECTIONS.items()
-            for key in keys
-        ]
+        in file order; `--check-config` prints them. ``defaults`` names what an unset key
+        resolves to at run time (paths that depend on the environment), shown as a comment."""
+        defaults = defaults or {}
+        lines = []
+        for section, keys in SECTIONS.items():
+            for key in keys:
+                value = getattr(self, key)
+                line = f"{section}.{key} = {_toml_value(_file_value(key, value))}"
+                if value is None and key in defaults:
+                    line += f"  # default: {defaults[key]}"
+                lines.append(line)
+        return lines
+
+
+def default_state_dir(env=None) -> str:
+    """Where bans persist when ``state_dir`` is unset (SPEC §4): systemd's StateDirectory=,
+    else $XDG_STATE_HOME/chatd, else ~/.local/state/chatd."""
+    env = os.environ if env is None else env
+    if env.get("STATE_DIRECTORY"):
+        return env["STATE_DIRECTORY"].split(":")[0]  # systemd may pass several; ours is first
+    base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "chatd")
 
 
 # File layout: section -> keys, in the order of etc/chatd.toml. Keys are Config field names.

@@ -272,13 +272,8 @@ def _tls_context(config):
 
 
 def state_dir(config) -> str:
-    """Where bans persist (SPEC §4): the option, systemd's StateDirectory, XDG, or ~/.local/state."""
-    if config.state_dir:
-        return config.state_dir
-    if os.environ.get("STATE_DIRECTORY"):
-        return os.environ["STATE_DIRECTORY"].split(":")[0]
-    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return os.path.join(base, "chatd")
+    """Where bans persist (SPEC §4): the option, else the environment's default."""
+    return config.state_dir or config_module.default_state_dir()
 
 
 def run(config, daemonize: bool = False) -> int:

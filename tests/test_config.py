@@ -25,8 +25,8 @@ def write(tmp_path: Path, text: str, name: str = "chatd.toml") -> str:
     return str(path)
 
 
-def run_chatd(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def run_chatd(*args: str, timeout: float = 30, env=None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "chatd", *args],
         cwd=REPO, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
@@ -289,6 +289,19 @@ def test_check_config_with_the_shipped_file():
     assert 'server.motd = "Type /help for the list of commands."' in lines
     assert len(lines) == len(SETTING_FIELDS)
     assert result.stderr == ""
+
+
+def test_check_config_names_the_paths_an_unset_key_resolves_to():
+    """SPEC §4 defaults depend on the environment: --check-config shows what they are here."""
+    env = {"STATE_DIRECTORY": "/var/lib/chatd", "RUNTIME_DIRECTORY": "/run/chatd",
+           "CHATD_ADMIN_SOCKET": ""}
+    lines = run_chatd("--check-config", env=env).stdout.splitlines()
+    assert 'server.state_dir = ""  # default: /var/lib/chatd' in lines
+    assert 'admin.admin_socket = ""  # default: /run/chatd/admin.sock' in lines
+    lines = run_chatd("--check-config", "--state-dir", "/srv/s", "--admin-socket", "/srv/a.sock",
+                      env=env).stdout.splitlines()
+    assert {'server.state_dir = "/srv/s"', 'admin.admin_socket = "/srv/a.sock"'} <= set(lines)
+    tomllib.loads("\n".join(run_chatd("--check-config", env=env).stdout.splitlines()))  # still TOML
 
 
 def test_check_config_shows_cli_overrides():
