@@ -54,11 +54,11 @@ $(VENV)/.stamp-test: pyproject.toml | $(BIN)/python
 	$(PIP) -e '.[test]'
 	touch $@ $(VENV)/.stamp-run
 
-# The end-to-end tests drive chatd with the clients a user would: netcat (nc), and ncat and
-# openssl for TLS; the unit-file tests need systemd-analyze. As root, the missing ones are
+# The end-to-end tests drive chatd with the clients a user would: netcat (nc), telnet, and ncat
+# and openssl for TLS; the unit-file tests need systemd-analyze. As root, the missing ones are
 # installed (command:Debian package); otherwise, or if that fails, a test that needs one skips
 # and names the package.
-TOOLS := nc:netcat-openbsd ncat:ncat openssl:openssl systemd-analyze:systemd
+TOOLS := nc:netcat-openbsd ncat:ncat openssl:openssl systemd-analyze:systemd telnet:telnet
 
 tools:
 	@missing=""; for pair in $(TOOLS); do \

@@ -15,7 +15,8 @@ import time
 from chatd import __version__
 from chatd.adminproto import AdminError
 from chatd.bans import covers, iso, parse_network
-from chatd.protocol import encode, sanitize
+from chatd.events import Announcement, Banned, Close, YouWereKicked
+from chatd.protocol import sanitize
 
 DEFAULT_KICK_REASON = "no reason given"
 MAX_BAN_SECONDS = 100 * 365 * 86400  # far enough; keeps expiry times printable (year < 9999)
@@ -72,15 +73,14 @@ class AdminCommands:
     def do_kick(self, target, reason: str | None = None) -> dict:
         client = self._client(target)
         reason = sanitize(reason or "").strip() or DEFAULT_KICK_REASON
-        self.service.flusher.disconnect(client.outbox, f"kicked: {reason}",
-                                        encode(f"*** you were kicked: {reason}"))
+        self.service.flusher.disconnect(client.outbox, Close("kicked", reason), YouWereKicked(reason))
         return {"id": client.id, "nick": client.nick, "reason": reason}
 
     def do_broadcast(self, text: str, room: str | None = None) -> dict:
         text = sanitize(text).strip()
         if not text:
             raise AdminError("bad_args", "broadcast: 'text' is empty")
-        count = self.service.hub.broadcast(encode(f"*** [admin] {text}"), room)
+        count = self.service.hub.broadcast(Announcement(text), room)
         if count is None:
             raise AdminError("not_found", f"no such room {room}")
         return {"recipients": count, "room": room}
@@ -97,11 +97,11 @@ class AdminCommands:
             raise AdminError("bad_args", f"ban: 'duration' must be > 0 and at most {MAX_BAN_SECONDS} "
                              "seconds (100 years); leave it out for a ban without expiry")
         ban, error = self.service.bans.add(network, sanitize(reason or "").strip(), duration)
-        notice = encode("*** error: banned")
+        notice = Banned()
         disconnected = 0
         for client in self.service.hub.clients():
             if covers(network, client.ip):
-                self.service.flusher.disconnect(client.outbox, "banned", notice)
+                self.service.flusher.disconnect(client.outbox, Close("banned"), notice)
                 disconnected += 1
         if error is not None:
             raise AdminError("not_saved", f"the ban on {network} is in force but was not saved "

@@ -3,8 +3,9 @@
 The table checks arity once (``needs_args``) so handlers stay short. A handler gets the
 :class:`~chatd.session.Session` of the client that typed the command (it uses ``session.client``,
 ``session.hub``, ``session.reply()``, ``session.error()``, ``session.may_speak()``,
-``session.log``) and the argument
-text, already decoded and stripped of control characters. Runs on that client's session thread.
+``session.log``) and the argument text, already decoded and stripped of control characters.
+Handlers reply with events (events.py), never with text: how a line looks is render.py's.
+Runs on that client's session thread.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from chatd.protocol import NAME_RULE, Command, encode, is_valid_name
+from chatd.events import (Acted, Bye, Close, HelpLine, Members, PrivateMessage, PrivateSent,
+                          RoomListed)
+from chatd.protocol import NAME_RULE, Command, is_valid_name, split_word
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,9 @@ def do_nick(session, name: str) -> None:
 
 def do_join(session, name: str) -> None:
     name = name[1:] if name.startswith("#") else name
+    if not name:
+        session.error(f"invalid room name ({NAME_RULE})")
+        return
     if not is_valid_name(name):
         session.error(f"invalid room {name} ({NAME_RULE})")
         return
@@ -59,17 +65,16 @@ def do_join(session, name: str) -> None:
 
 def do_rooms(session, _args: str) -> None:
     rooms = session.hub.rooms()
-    session.reply(*(f"*** {name} ({count} members)" for name, count in rooms))
+    session.reply(*(RoomListed(name, count) for name, count in rooms))
 
 
 def do_who(session, _args: str) -> None:
     room, nicks = session.hub.who(session.client)
-    session.reply(f"*** in {room}: {', '.join(nicks)}")
+    session.reply(Members(room, tuple(nicks)))
 
 
 def do_msg(session, args: str) -> None:
-    nick, _, text = args.partition(" ")
-    text = text.strip()
+    nick, text = split_word(args)
     if not text:
         session.error("usage: /msg NICK TEXT")
         return
@@ -79,26 +84,27 @@ def do_msg(session, args: str) -> None:
         return
     if not session.may_speak():
         return
-    session.hub.send_to(target, f"*{session.client.nick}* {text}")
-    session.reply(f"*** -> {target.nick}: {text}")
+    session.hub.send_to(target, PrivateMessage(session.client.nick, text))
+    session.reply(PrivateSent(target.nick, text))
     session.log_message(text, to=target.nick)
 
 
 def do_me(session, text: str) -> None:
     if not session.may_speak():
         return
-    session.hub.say(session.client, encode(f"* {session.client.nick} {text}"))
+    session.hub.say(session.client, Acted(session.client.nick, text))
     session.log_message(text, action=True)
 
 
 def do_quit(session, reason: str) -> None:
-    session.quit(f"quit: {reason}" if reason else "quit")
+    session.reply(Bye())
+    session.quit(Close("quit", reason))
 
 
 def do_help(session, _args: str) -> None:
     session.reply(
-        *(f"*** {spec.usage} - {spec.help}" for spec in COMMANDS.values()),
-        "*** //TEXT - send a message that starts with /",
+        *(HelpLine(spec.usage, spec.help) for spec in COMMANDS.values()),
+        HelpLine("//TEXT", "send a message that starts with /"),
     )
 
 

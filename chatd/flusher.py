@@ -28,6 +28,9 @@ import time
 
 import structlog
 
+from chatd import render
+from chatd.events import RESET, SENDQ_EXCEEDED, Close
+
 log = structlog.get_logger("chatd.flusher")
 
 #: How long a closing client may take to drain its last lines (quit, kick, shutdown).
@@ -58,10 +61,10 @@ class Outbox:
         self.backlog_bytes = 0
         self.bytes_out = 0
         self.lines_out = 0
-        #: Why the flusher ended this connection (sendq, kick, shutdown...), read by the
-        #: session after its recv returns. Written by the flusher thread only, before it
-        #: wakes the session with shutdown(), so the session always sees it.
-        self.close_reason: str | None = None
+        #: Why the flusher ended this connection (sendq, kick, shutdown...; an events.Close),
+        #: read by the session after its recv returns. Written by the flusher thread only,
+        #: before it wakes the session with shutdown(), so the session always sees it.
+        self.close_reason: Close | None = None
         self.dead = False  # no more output: overflowed, broken or closed
         self.linger_until = 0.0
         self.finished = False  # the session is done with the socket; close once drained
@@ -116,10 +119,12 @@ class Flusher:
         ``data`` sends whatever TLS itself has queued (e.g. a key update reply)."""
         self._submit((self._deliver, outbox, data, lines))
 
-    def disconnect(self, outbox: Outbox, reason: str, notice: bytes | None = None) -> None:
-        """End a connection from outside its session (kick, idle, shutdown): send ``notice``,
-        then wake the session, which cleans up and calls :meth:`finish`."""
-        self._submit((self._disconnect, outbox, reason, notice))
+    def disconnect(self, outbox: Outbox, reason: Close, notice=None) -> None:
+        """End a connection from outside its session (kick, idle, shutdown): send ``notice``
+        (an event, rendered here on the caller's thread), then wake the session, which cleans
+        up and calls :meth:`finish`."""
+        data = render.line(notice) if notice is not None else None
+        self._submit((self._disconnect, outbox, reason, data))
 
     def finish(self, outbox: Outbox, linger: bool) -> None:
         """The session is done reading. Close the socket, after draining it if ``linger``."""
@@ -285,12 +290,12 @@ class Flusher:
         outbox.backlog_bytes = 0
 
     def _overflow(self, outbox: Outbox) -> None:
-        self._end(outbox, "sendq exceeded", socket.SHUT_RDWR)
+        self._end(outbox, SENDQ_EXCEEDED, socket.SHUT_RDWR)
 
     def _broken(self, outbox: Outbox) -> None:
-        self._end(outbox, "connection reset", socket.SHUT_RDWR)
+        self._end(outbox, RESET, socket.SHUT_RDWR)
 
-    def _end(self, outbox: Outbox, reason: str, how: int) -> None:
+    def _end(self, outbox: Outbox, reason: Close, how: int) -> None:
         """Stop all output to this client and wake its session so it cleans up."""
         if outbox.close_reason is None:
             outbox.close_reason = reason
@@ -304,7 +309,7 @@ class Flusher:
         except OSError:
             pass  # already disconnected: the session's recv has returned or will
 
-    def _disconnect(self, outbox: Outbox, reason: str, notice: bytes | None) -> None:
+    def _disconnect(self, outbox: Outbox, reason: Close, notice: bytes | None) -> None:
         if outbox.dead or outbox.finished or outbox.close_reason:
             return  # already ending
         outbox.close_reason = reason

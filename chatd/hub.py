@@ -11,6 +11,35 @@ Lock order (take them in this order, never the reverse):
     Hub._lock  ->  Room.lock  ->  Flusher._lock
 
 Chat messages, the hot path, take only ``Room.lock`` (see :meth:`Hub.say`).
+
+Every lock in chatd, what it guards, and what may be taken while holding it. None of them is
+ever held across socket I/O (the admin connection lock is released before its socket is
+touched; the TLS lock guards memory BIOs only):
+
+    =========================  ===================================  ===========================
+    lock                       guards                               may take inside
+    =========================  ===================================  ===========================
+    Hub._lock                  clients, nicks, rooms, per-IP        Room.lock, Flusher._lock
+                               counts, ``Room.members``,
+                               ``client.nick``/``client.room``
+    Room.lock (rooms.py)       a room's log, base, queued flag,     Flusher._lock
+                               joining offsets, barriers
+    Flusher._lock              the flusher's work queue and its     nothing (innermost)
+                               sleeping flag
+    TlsChannel._lock (tls.py)  one connection's SSLObject: the      nothing
+                               session decrypts, the flusher
+                               encrypts, in turns
+    BanList._lock (bans.py)    writers of the ban tuple and its     nothing (readers take none:
+                               file (add, remove, save)             the tuple is replaced whole)
+    AdminServer._lock          the admin connection table           nothing
+    Listener._sessions_lock    live session count, watchdog probe   nothing (a Condition on it
+      (server.py)              addresses                            wakes shutdown)
+    Service._reload_lock       one reload at a time (SIGHUP and     Hub._lock, through what a
+                               ``chatctl reload`` run the same      reload reads
+                               code)
+    _Sink.lock (log.py)        the log stream: one whole event      nothing (a log call under
+                               per write, reopen on SIGHUP          any lock above is fine)
+    =========================  ===================================  ===========================
 """
 
 from __future__ import annotations
@@ -18,7 +47,9 @@ from __future__ import annotations
 import itertools
 import threading
 
-from chatd.protocol import encode, encode_lines, fold
+from chatd import render
+from chatd.events import Joined, Left, NickChanged, NickUnchanged, Renamed, RoomEntered, YouAre
+from chatd.protocol import fold
 from chatd.rooms import Room
 
 LOBBY = "lobby"
@@ -56,19 +87,21 @@ class Hub:
             self._per_ip[client.ip] = self._per_ip.get(client.ip, 0) + 1
         return None
 
-    def register(self, client, greeting: list[str]) -> str:
-        """Give ``client`` a guest nick, queue its greeting, put it in the lobby."""
+    def register(self, client, greeting: list) -> str:
+        """Give ``client`` a guest nick, queue its greeting (the welcome, then ``YouAre``, then
+        the rest of ``greeting``: the MOTD), put it in the lobby."""
         with self._lock:
             nick = self._guest_nick()
             client.nick = nick
             self._nicks[fold(nick)] = client
-            lines = [greeting[0], f"*** you are {nick}", *greeting[1:]]
-            self._flusher.submit(client.outbox, encode_lines(lines), len(lines))
+            events = [greeting[0], YouAre(nick), *greeting[1:]]
+            self._flusher.submit(client.outbox, render.lines(events), len(events))
             self._enter(client, self._lobby)
         return nick
 
-    def remove(self, client, farewell: str | None) -> None:
-        """Forget ``client``; tell its room ``farewell`` (None: say nothing)."""
+    def remove(self, client, reason=None) -> None:
+        """Forget ``client``; tell its room why it went (``reason``, an events.Close; None or a
+        reason without a farewell: say nothing)."""
         with self._lock:
             if self._clients.pop(client.id, None) is None:
                 return
@@ -84,8 +117,9 @@ class Hub:
             room = client.room
             if room is not None:
                 self._leave(client, room)
-                if farewell:
-                    room.post(None, encode(farewell))
+                farewell = reason.farewell(client.nick, room.name) if reason else None
+                if farewell is not None:
+                    room.post(None, farewell)
 
     def _guest_nick(self) -> str:
         while True:
@@ -98,15 +132,18 @@ class Hub:
     def rename(self, client, new: str) -> str | None:
         """Change the nick; returns an error text or None. The reply and notice are queued."""
         with self._lock:
+            old = client.nick
+            if new == old:
+                self.send_to(client, NickUnchanged(new))
+                return None
             owner = self._nicks.get(fold(new))
             if owner is not None and owner is not client:
                 return f"nick {new} is already in use"
-            old = client.nick
             del self._nicks[fold(old)]
             self._nicks[fold(new)] = client
             client.nick = new
-            self.send_to(client, f"*** you are now {new}")
-            client.room.post(client.outbox, encode(f"*** {old} is now known as {new}"))
+            self.send_to(client, NickChanged(new))
+            client.room.post(client.outbox, Renamed(old, new))
         return None
 
     def join(self, client, name: str) -> str | None:
@@ -117,24 +154,24 @@ class Hub:
                 return f"you are already in {old.name}"
             new = self._rooms.get(fold(name)) or self._room(name)
             self._leave(client, old)
-            old.post(None, encode(f"*** {client.nick} left {old.name}"))
-            self.send_to(client, f"*** you joined {new.name} ({len(new.members) + 1} members)")
+            old.post(None, Left(client.nick, old.name))
+            self.send_to(client, RoomEntered(new.name, len(new.members) + 1))
             self._enter(client, new)
         return None
 
-    def say(self, client, data: bytes) -> None:
-        """A chat line to the sender's room. Only the session thread of ``client`` moves it
-        between rooms, so reading ``client.room`` here needs no hub lock."""
-        client.room.post(client.outbox, data)
+    def say(self, client, event) -> None:
+        """A chat line (events.Said or Acted) to the sender's room. Only the session thread of
+        ``client`` moves it between rooms, so reading ``client.room`` here needs no hub lock."""
+        client.room.post(client.outbox, event)
 
-    def send_to(self, client, *lines: str) -> None:
-        """Private lines to ``client``, ordered after every room line posted before them."""
-        data = encode_lines(lines)
+    def send_to(self, client, *events) -> None:
+        """Events for ``client`` alone, ordered after every room line posted before them."""
+        data = render.lines(events)
         room = client.room  # may be stale if it is moving: then it simply has nothing to add
         if room is None:
-            self._flusher.submit(client.outbox, data, len(lines))
+            self._flusher.submit(client.outbox, data, len(events))
         else:
-            room.send_private(client.outbox, data, len(lines))
+            room.send_private(client.outbox, data, len(events))
 
     def find(self, nick: str):
         with self._lock:
@@ -149,8 +186,8 @@ class Hub:
                 return self._clients.get(target)
             return self._nicks.get(fold(target))
 
-    def broadcast(self, data: bytes, room_name: str | None = None) -> int | None:
-        """``data`` to everyone, or to one room; returns how many got it (None: no such room)."""
+    def broadcast(self, event, room_name: str | None = None) -> int | None:
+        """``event`` to everyone, or to one room; returns how many got it (None: no such room)."""
         with self._lock:
             if room_name is None:
                 rooms = list(self._rooms.values())
@@ -160,7 +197,7 @@ class Hub:
                     return None
                 rooms = [room]
             for room in rooms:
-                room.post(None, data)
+                room.post(None, event)
             return sum(len(room.members) for room in rooms)
 
     def stats(self) -> dict:
@@ -203,7 +240,7 @@ class Hub:
         room.members[client.id] = client
         client.room = room
         room.attach(client.outbox)
-        room.post(client.outbox, encode(f"*** {client.nick} joined {room.name}"))
+        room.post(client.outbox, Joined(client.nick, room.name))
 
     def _leave(self, client, room: Room) -> None:
         del room.members[client.id]

@@ -13,7 +13,15 @@ from dataclasses import dataclass
 
 #: C0 controls except TAB, DEL, and C1 controls. They would let one client drive other people's
 #: terminals (ANSI escapes, bells, cursor moves), so they never leave the sender's session.
-_CONTROL_CHARS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+#: With them go the invisible format characters that rewrite how *other* text looks: the bidi
+#: embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069) and marks (U+200E,
+#: U+200F, U+061C), which can make "<bob> hi" render as someone else's line; the line and
+#: paragraph separators (U+2028, U+2029), which some terminals treat as newlines; and U+FEFF
+#: (a BOM some clients put at the start of what they send). Joiners (U+200C, U+200D) stay:
+#: emoji sequences need them.
+_CONTROL_CHARS = re.compile(
+    "[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e"
+    "\u2066-\u2069\ufeff]")
 #: Lone surrogates cannot be encoded as UTF-8. Decoded bytes never contain them, but text that
 #: arrives as JSON (admin commands: "\ud800") can.
 _SURROGATES = re.compile("[\ud800-\udfff]")
@@ -103,7 +111,8 @@ def decode(raw: bytes) -> str:
 
 
 def sanitize(text: str) -> str:
-    """``text`` without control characters (TAB kept), safe to show on others' terminals."""
+    """``text`` without control and bidi/format characters (TAB kept), safe to show on others'
+    terminals. (Every character removed is non-printable to Python, so the fast path holds.)"""
     if text.isprintable():
         return text
     return _SURROGATES.sub("\ufffd", _CONTROL_CHARS.sub("", text))
@@ -141,15 +150,15 @@ def parse(text: str) -> Message | Command | None:
         return Message(text)
     if text.startswith("//"):
         return Message(text[1:])
-    word, _, args = text[1:].partition(" ")
-    return Command(word.lower(), args.strip())
+    word, args = split_word(text[1:])
+    return Command(word.lower(), args)
 
 
-def encode(text: str) -> bytes:
-    """One outgoing line, CRLF-terminated as SPEC §1 asks."""
-    return text.encode("utf-8") + CRLF
+_WORD = re.compile(r"[^ \t]*")
 
 
-def encode_lines(lines) -> bytes:
-    """Several outgoing lines as one buffer, so they leave in one send."""
-    return "".join(line + "\r\n" for line in lines).encode("utf-8")
+def split_word(text: str) -> tuple[str, str]:
+    """``"bob  hi there"`` -> ``("bob", "hi there")``: the first word (ended by a space or a
+    TAB: telnet users and pasted text use both) and the rest without its outer whitespace."""
+    word = _WORD.match(text).group()
+    return word, text[len(word):].strip()

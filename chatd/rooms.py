@@ -1,7 +1,7 @@
 """A room and its fan-out log: how one message reaches every member for O(1) sender work.
 
-A sender does not copy a message into each member's queue. It appends the encoded line once to
-the room's ``log`` and, if the room is not already waiting, queues the room with the flusher.
+A sender does not copy a message into each member's queue. It appends the event, with its line
+rendered once (render.py), to the room's ``log`` and, if the room is not already waiting, queues the room with the flusher.
 Each member (a *reader*, in the flusher's words) has an offset into the log. When the flusher
 takes the room it joins the entries from an offset to the end once, for all readers at that
 offset (normally all of them), and hands that one buffer to each reader in one ``send``; a
@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import threading
 
+from chatd.render import line
+
 
 class Room:
     __slots__ = ("name", "members", "lock", "log", "base", "queued", "joining", "barriers",
@@ -43,7 +45,7 @@ class Room:
         self.name = name
         self.members: dict = {}  # client id -> Client; hub lock
         self.lock = threading.Lock()
-        self.log: list = []  # (author outbox or None, data, line count)
+        self.log: list = []  # (author outbox or None, event, rendered line)
         self.base = 0
         self.queued = False
         self.joining: dict = {}  # outbox -> [offset, ...] not yet attached by the flusher
@@ -54,14 +56,16 @@ class Room:
     def _end(self) -> int:
         return self.base + len(self.log)
 
-    def post(self, author, data: bytes, lines: int = 1) -> None:
-        """Deliver ``data`` to every member but ``author`` (an outbox, or None for everyone).
+    def post(self, author, event) -> None:
+        """Deliver ``event`` to every member but ``author`` (an outbox, or None for everyone).
 
-        Never blocks on I/O. The room is queued while the lock is held, so the flusher's queue
-        order matches the order in which lines entered the log.
+        The line is rendered once, here, before the lock is taken; the log keeps it next to the
+        event. Never blocks on I/O. The room is queued while the lock is held, so the flusher's
+        queue order matches the order in which lines entered the log.
         """
+        data = line(event)
         with self.lock:
-            self.log.append((author, data, lines))
+            self.log.append((author, event, data))
             if not self.queued:
                 self.queued = True
                 self._flusher.submit_room(self)
@@ -115,8 +119,7 @@ class Room:
             for outbox in authors.intersection(outboxes):
                 _deliver_except(deliver, outbox, entries)
             # no per-flush copy of a 10,000-reader group: allocations that size stay in RSS
-            deliver_many(outboxes, authors, b"".join([e[1] for e in entries]),
-                         sum(e[2] for e in entries))
+            deliver_many(outboxes, authors, b"".join([e[2] for e in entries]), len(entries))
         self._trim()
 
     def catch_up(self, outbox, end: int, deliver) -> None:
@@ -164,6 +167,6 @@ def _pop_first(table: dict, outbox) -> None:
 
 
 def _deliver_except(deliver, outbox, entries) -> None:
-    own = [e for e in entries if e[0] is not outbox]
+    own = [e[2] for e in entries if e[0] is not outbox]
     if own:
-        deliver(outbox, b"".join([e[1] for e in own]), sum(e[2] for e in own))
+        deliver(outbox, b"".join(own), len(own))

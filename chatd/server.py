@@ -15,7 +15,8 @@ import structlog
 
 from chatd.acceptor import Acceptor
 from chatd.client import Client
-from chatd.protocol import encode
+from chatd import render
+from chatd.events import Error
 from chatd.session import Session
 from chatd.tls import TlsChannel
 
@@ -135,7 +136,7 @@ class Listener:
             log.info("client_refused", peer=client.peer, reason=refusal)
             try:
                 if self.tls_context is None:  # a TLS client could not read it: just close
-                    conn.send(encode(f"*** error: {refusal}"), socket.MSG_DONTWAIT)
+                    conn.send(render.line(Error(refusal)), socket.MSG_DONTWAIT)
                 conn.shutdown(socket.SHUT_WR)
             except OSError:
                 pass

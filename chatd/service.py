@@ -41,9 +41,8 @@ from chatd.bans import BanFileError, BanList
 from chatd.daemon import PidFile, PidFileLocked, Readiness, detach, fork_launcher
 from chatd.flusher import Flusher
 from chatd.hub import Hub
-from chatd.protocol import encode
 from chatd.server import Listener, bind
-from chatd.session import SHUTDOWN
+from chatd.events import SHUTDOWN, ServerShutdown
 from chatd.systemd import Notifier, listen_fds
 from chatd.tls import server_context
 from chatd.watchdog import Housekeeper
@@ -232,7 +231,7 @@ class Service:
         self.admin.stop()
         clients = self.hub.clients()
         log.info("shutting_down", clients=len(clients))
-        notice = encode(f"*** {SHUTDOWN}")
+        notice = ServerShutdown()
         for client in clients:
             self.flusher.disconnect(client.outbox, SHUTDOWN, notice)
         left = sum(listener.wait_sessions(deadline - time.monotonic()) for listener in listeners)

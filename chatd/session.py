@@ -5,8 +5,11 @@ room lines are queued with the flusher (flusher.py). Flood control lives here: l
 from the :class:`~chatd.protocol.LineFramer` one token at a time; while the bucket is empty
 the thread keeps reading (bounded by ``recvq_bytes``) so that input is delayed, not dropped,
 and a client whose unread input keeps growing past the bound is disconnected (``excess flood``).
+Telnet negotiation is taken out of the input before framing (telnet.py) and answered through
+the flusher, so a telnet user's Ctrl-C never reaches the room as text.
 
-A connection ends when the peer closes or resets, when the client quits or floods, or when
+Replies and notices are events (events.py), rendered once by render.py. A connection ends,
+for one of the reasons in ``events.CLOSE_KINDS``, when the peer closes or resets, when the client quits or floods, or when
 another thread asks the flusher to end it (sendq, kick, idle, shutdown), which shuts down the
 socket's read side so that ``recv`` returns here. Either way :meth:`Session.run` removes the
 client from the hub, tells the room, and hands the socket to the flusher to close.
@@ -20,8 +23,10 @@ import time
 import structlog
 
 from chatd.commands import dispatch
-from chatd.protocol import LINE_TOO_LONG, LineFramer, Message, decode, encode, parse
+from chatd.events import CLOSED, EXCESS_FLOOD, RESET, Close, Error, Motd, Said, Welcome
+from chatd.protocol import LINE_TOO_LONG, LineFramer, Message, decode, parse
 from chatd.ratelimit import TokenBucket
+from chatd.telnet import TelnetFilter
 from chatd.tls import TlsError
 
 #: The most one recv() asks for: a sender's whole burst in one call.
@@ -32,15 +37,13 @@ RECV_SIZE = 65536
 #: while this fits a pymalloc block (bytes object <= 512 bytes). A read that fills it means
 #: more is waiting, so the next one asks for RECV_SIZE again.
 IDLE_RECV_SIZE = 464  # sys.getsizeof(bytes(464)) == 497: pymalloc's largest size class is 512
-SHUTDOWN = "server shutting down"
-EXCESS_FLOOD = "excess flood"
 TLS_RECORD = b"\x16\x03"  # a TLS handshake record: what a ClientHello starts with
 
 _log = structlog.get_logger("chatd.session")
 
 
 class Session:
-    __slots__ = ("client", "hub", "flusher", "settings", "framer", "bucket",
+    __slots__ = ("client", "hub", "flusher", "settings", "framer", "bucket", "telnet",
                  "_eof", "_poller", "_end", "_recv_size")
 
     def __init__(self, client, hub, flusher, settings) -> None:
@@ -52,9 +55,10 @@ class Session:
         config = settings.config
         self.framer = LineFramer(config.max_line_bytes)
         self.bucket = TokenBucket(config.rate, config.burst, time.monotonic())
+        self.telnet: TelnetFilter | None = None  # made when the first 0xFF byte arrives
         self._eof = False
         self._poller = None
-        self._end: str | None = None  # set by /quit
+        self._end: Close | None = None  # set by /quit and by what ends the session from here
         self._recv_size = IDLE_RECV_SIZE  # see IDLE_RECV_SIZE
 
     @property
@@ -65,11 +69,11 @@ class Session:
 
     # -- used by command handlers -------------------------------------------------------------
 
-    def reply(self, *lines: str) -> None:
-        self.hub.send_to(self.client, *lines)
+    def reply(self, *events) -> None:
+        self.hub.send_to(self.client, *events)
 
     def error(self, text: str) -> None:
-        self.hub.send_to(self.client, f"*** error: {text}")
+        self.hub.send_to(self.client, Error(text))
 
     def may_speak(self) -> bool:
         """False (and the client told so) while an operator has muted it."""
@@ -78,7 +82,7 @@ class Session:
             return False
         return True
 
-    def quit(self, reason: str) -> None:
+    def quit(self, reason: Close) -> None:
         self._end = reason
 
     def log_message(self, text: str, **fields) -> None:
@@ -90,45 +94,39 @@ class Session:
     def run(self) -> None:
         client = self.client
         self.log.info("client_connected", tls=self.client.outbox.tls is not None)
-        reason = "connection closed"
+        reason = CLOSED
         try:
             reason = self._serve()
         except OSError:
-            reason = "connection reset"
+            reason = RESET
         except Exception:
             self.log.exception("session_failed")
-            reason = "internal error"
+            reason = Close("internal")
         finally:
             self._close(client.outbox.close_reason or reason)
 
-    def _close(self, reason: str) -> None:
+    def _close(self, reason: Close) -> None:
         client = self.client
-        if reason == SHUTDOWN:
-            farewell = None
-        elif reason.startswith("kicked: "):
-            farewell = f"*** {client.nick} was kicked ({reason[8:]})"
-            self.log.info("client_kicked", nick=client.nick, reason=reason[8:])
-        else:
-            farewell = f"*** {client.nick} left {client.room.name if client.room else ''} ({reason})"
-        if reason == "sendq exceeded":
+        if reason.event == "client_kicked":
+            self.log.info("client_kicked", nick=client.nick, reason=reason.detail)
+        elif reason.event == "sendq_exceeded":
             self.log.warning("sendq_exceeded", limit=self.settings.config.sendq_bytes)
-        self.hub.remove(client, farewell)
+        self.hub.remove(client, reason)
         self.flusher.finish(client.outbox, linger=True)
-        self.log.info("client_disconnected", reason=reason, nick=client.nick,
+        self.log.info("client_disconnected", reason=reason.text, nick=client.nick,
                       duration=round(time.time() - client.connected_at, 3),
                       bytes_in=client.bytes_in, lines_in=client.lines_in)
 
-    def _serve(self) -> str:
+    def _serve(self) -> Close:
         tls = self.client.outbox.tls
         if tls is not None:
             try:
                 tls.handshake(self.client.sock)
             except TlsError as exc:
                 self.log.info("tls_handshake_failed", error=str(exc))
-                return "tls handshake failed"
+                return Close("tls_handshake")
         config = self.settings.config
-        greeting = [f"*** welcome to {config.server_name}", *(f"*** {line}" for line in config.motd)]
-        self.hub.register(self.client, greeting)
+        self.hub.register(self.client, [Welcome(config.server_name), *map(Motd, config.motd)])
         while True:
             if self._end:
                 return self._end
@@ -136,7 +134,7 @@ class Session:
             if end:
                 return end
             if self._eof:
-                return "connection closed"
+                return CLOSED
             self._receive(RECV_SIZE)
 
     def _receive(self, size: int) -> None:
@@ -158,19 +156,30 @@ class Session:
         elif first and data.startswith(TLS_RECORD):
             # A TLS client on the plain port: it cannot read our text, so just end quietly.
             self.log.info("tls_on_plain_port")
-            self._end = "tls on plain port"
+            self._end = Close("tls_plain")
             return
+        if self.telnet is not None or b"\xff" in data:
+            data = self._telnet(data)
         config = self.settings.config  # limits follow a reload from the next read on
         self.bucket.rate, self.bucket.burst = config.rate, config.burst
         self.framer.max_line_bytes = config.max_line_bytes
         self.framer.feed(data)
+
+    def _telnet(self, data: bytes) -> bytes:
+        """Telnet commands out of ``data`` (telnet.py); their answers go out via the flusher."""
+        if self.telnet is None:
+            self.telnet = TelnetFilter()
+        data, answer = self.telnet.feed(data)
+        if answer:
+            self.flusher.submit(self.client.outbox, answer, 0)
+        return data
 
     def _decrypt(self, tls, raw: bytes) -> bytes | None:
         try:
             plain, tls_output = tls.decrypt(raw)
         except TlsError as exc:
             self.log.warning("tls_error", error=str(exc))
-            self._end = "tls error"
+            self._end = Close("tls_error")
             return None
         if tls_output:  # TLS wants to answer (e.g. a key update): the flusher sends it
             self.flusher.submit(self.client.outbox, b"", 0)
@@ -178,7 +187,7 @@ class Session:
             self._eof = True
         return plain
 
-    def _drain_lines(self) -> str | None:
+    def _drain_lines(self) -> Close | None:
         """Handle every complete line buffered, one flood token each; a reason ends us."""
         framer = self.framer
         while True:
@@ -195,7 +204,7 @@ class Session:
             if self._end:
                 return self._end
 
-    def _pace(self) -> str | None:
+    def _pace(self) -> Close | None:
         """Wait for a flood token, reading on meanwhile; returns a reason if we must end."""
         bucket = self.bucket
         while (delay := bucket.take(time.monotonic())) > 0:
@@ -227,7 +236,7 @@ class Session:
         if parsed.__class__ is Message:
             if not self.may_speak():
                 return
-            self.hub.say(self.client, encode(f"<{self.client.nick}> {parsed.text}"))
+            self.hub.say(self.client, Said(self.client.nick, parsed.text))
             self.log_message(parsed.text)
         else:
             dispatch(self, parsed)

@@ -17,7 +17,7 @@ import time
 
 import structlog
 
-from chatd.protocol import encode
+from chatd.events import Close, Error
 
 log = structlog.get_logger("chatd.watchdog")
 
@@ -80,7 +80,7 @@ class Housekeeper:
         if idle_timeout <= 0:
             return
         limit = now - idle_timeout
-        notice = encode("*** error: idle timeout")
+        reason, notice = Close("idle"), Error("idle timeout")
         for client in self.service.hub.clients():
             if client.last_active < limit:
-                self.service.flusher.disconnect(client.outbox, "idle timeout", notice)
+                self.service.flusher.disconnect(client.outbox, reason, notice)

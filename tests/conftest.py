@@ -488,7 +488,7 @@ class ChatClient:
         self.send_line(f"/join {room}")
         line = self.wait_for(lambda l: l.startswith("*** you joined ") or l.startswith("*** error"),
                              timeout)
-        m = re.fullmatch(r"\*\*\* you joined (\S+) \((\d+) members\)", line)
+        m = re.fullmatch(r"\*\*\* you joined (\S+) \((\d+) members?\)", line)
         assert m, f"{self!r}: /join {room}: {line!r}"
         return int(m.group(2))
 

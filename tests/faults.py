@@ -53,8 +53,11 @@ ROOT = os.geteuid() == 0
 TCP_REPAIR = 19  # linux/tcp.h; not exported by Python's socket module
 SYS_PIDFD_GETFD = 438  # the same number on every Linux architecture (added in 5.6)
 
-#: Characters that must never reach another client's terminal (SPEC §1): C0 except TAB, DEL, C1.
-CONTROL = frozenset(chr(c) for c in [*range(0x00, 0x09), *range(0x0A, 0x20), *range(0x7F, 0xA0)])
+#: Characters that must never reach another client's terminal (docs/protocol.md §1): C0 except
+#: TAB, DEL, C1, and the bidi/format characters that change how other text is shown.
+CONTROL = frozenset(chr(c) for c in [
+    *range(0x00, 0x09), *range(0x0A, 0x20), *range(0x7F, 0xA0), 0x061C, 0x200E, 0x200F, 0x2028,
+    0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0xFEFF])
 
 
 # -- waiting -----------------------------------------------------------------------------------

@@ -220,7 +220,7 @@ def test_command_word_is_case_insensitive(server):
 def test_join_reply_and_notices(trio):
     alice, bob, carol = trio
     carol.send_line("/join games")
-    carol.expect("*** you joined games (1 members)")
+    carol.expect("*** you joined games (1 member)")
     alice.expect("*** carol left lobby")
     bob.expect("*** carol left lobby")
     alice.send_line("/join games")
@@ -234,7 +234,7 @@ def test_join_reply_and_notices(trio):
 def test_join_hash_prefix_is_ignored(pair):
     alice, bob = pair
     alice.send_line("/join #games")
-    alice.expect("*** you joined games (1 members)")
+    alice.expect("*** you joined games (1 member)")
     bob.expect("*** alice left lobby")
     bob.send_line("/join games")
     bob.expect("*** you joined games (2 members)")
@@ -244,7 +244,7 @@ def test_join_hash_prefix_is_ignored(pair):
 def test_rooms_are_case_insensitive_and_keep_first_spelling(pair):
     alice, bob = pair
     alice.send_line("/join Games")
-    alice.expect("*** you joined Games (1 members)")
+    alice.expect("*** you joined Games (1 member)")
     bob.expect("*** alice left lobby")
     bob.send_line("/join GAMES")
     bob.expect("*** you joined Games (2 members)")
@@ -308,13 +308,13 @@ def test_rooms_lists_rooms_with_member_counts(trio):
     alice.expect("*** carol left lobby")
     carol.join("games")  # Music is empty now and goes away
     bob.expect("*** carol joined games")
-    assert rooms_of(alice) == {"*** lobby (1 members)", "*** games (2 members)"}
+    assert rooms_of(alice) == {"*** lobby (1 member)", "*** games (2 members)"}
 
 
 def test_rooms_lists_an_empty_lobby(server):
     a = server.connect()
     a.join("side")
-    assert rooms_of(a) == {"*** lobby (0 members)", "*** side (1 members)"}
+    assert rooms_of(a) == {"*** lobby (0 members)", "*** side (1 member)"}
 
 
 def test_who_lists_the_current_room(trio):
@@ -404,21 +404,21 @@ def test_me_missing_argument(pair):
 def test_quit_with_reason(pair):
     alice, bob = pair
     alice.send_line("/quit see you later")
-    alice.expect_closed()
+    assert alice.expect_closed() == ["*** bye"]
     bob.expect("*** alice left lobby (quit: see you later)")
 
 
 def test_quit_without_reason(pair):
     alice, bob = pair
     alice.send_line("/quit")
-    alice.expect_closed()
+    assert alice.expect_closed() == ["*** bye"]
     bob.expect("*** alice left lobby (quit)")
 
 
 def test_quit_flushes_earlier_replies(pair):
     alice, bob = pair
     alice.send_raw(b"/msg bob one\n/msg bob two\n/quit\n")
-    assert alice.expect_closed() == ["*** -> bob: one", "*** -> bob: two"]
+    assert alice.expect_closed() == ["*** -> bob: one", "*** -> bob: two", "*** bye"]
     bob.expect("*alice* one")
     bob.expect("*alice* two")
     bob.expect("*** alice left lobby (quit)")
@@ -499,3 +499,57 @@ def test_half_sent_line_then_eof(pair):
     if line == "<alice> unterminated":
         line = bob.read_line()
     assert line == "*** alice left lobby (connection closed)"
+
+
+# -- polish: separators, invisible characters, no-op commands (issue 9) ------------------------
+
+
+def test_nick_to_the_same_nick_is_a_quiet_no_op(pair):
+    alice, bob = pair
+    alice.send_line("/nick alice")
+    alice.expect("*** you are already alice")
+    bob.expect_silence()
+
+
+def test_nick_change_of_case_only_is_a_rename(pair):
+    alice, bob = pair
+    alice.send_line("/nick Alice")
+    alice.expect("*** you are now Alice")
+    bob.expect("*** alice is now known as Alice")
+
+
+def test_join_of_a_bare_hash_is_an_invalid_room_name(pair):
+    alice, bob = pair
+    alice.send_line("/join #")
+    alice.expect("*** error: invalid room name (1-24 characters of A-Z a-z 0-9 _ -, "
+                 "not starting with - or a digit)")
+    bob.expect_silence()
+
+
+def test_tab_separates_the_command_word(pair):
+    alice, bob = pair
+    alice.send_raw(b"/msg\tbob\thello\n")
+    alice.expect("*** -> bob: hello")
+    bob.expect("*alice* hello")
+    alice.send_raw(b"/nick\tali\n")
+    alice.expect("*** you are now ali")
+
+
+def test_leading_bom_is_dropped_so_the_command_works(pair):
+    alice, bob = pair
+    alice.send_raw("\ufeff/me waves\n".encode())
+    bob.expect("* alice waves")
+
+
+def test_bidi_overrides_never_reach_others(pair):
+    alice, bob = pair
+    alice.send_raw("hi \u202ednammoc\u202c \u2066x\u2069\u200f\n".encode())
+    bob.expect("<alice> hi dnammoc x")
+
+
+def test_one_member_is_singular(pair):
+    alice, bob = pair
+    alice.join("side")
+    alice.send_line("/rooms")
+    alice.expect("*** lobby (1 member)")
+    alice.expect("*** side (1 member)")

@@ -96,6 +96,7 @@ def test_conversation_through_nc(server, netcat):
     nc.expect("* bob waves")
 
     nc.type("/quit bye")
+    nc.expect("*** bye")
     bob.expect("*** netcat left lobby (quit: bye)")
     nc.close()
     assert nc.lines.get(timeout=5) is None, "nc printed more after /quit"

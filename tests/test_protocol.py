@@ -15,11 +15,10 @@ from chatd.protocol import (
     LineFramer,
     Message,
     decode,
-    encode,
-    encode_lines,
     fold,
     is_valid_name,
     parse,
+    split_word,
 )
 
 TOO_LONG = LINE_TOO_LONG
@@ -168,7 +167,7 @@ def test_many_lines_in_one_feed_or_byte_by_byte(lines):
 # decoding
 # --------------------------------------------------------------------------------------------
 
-FORBIDDEN = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+FORBIDDEN = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]")
 
 
 @pytest.mark.parametrize(
@@ -191,6 +190,11 @@ FORBIDDEN = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
         (b"\x1b\x07\x00", ""),
         (b"", ""),
         (b"\xc2\xa0nbsp", "\xa0nbsp"),  # not a control character: kept
+        ("\ufeff/nick bob".encode(), "/nick bob"),  # a leading BOM
+        ("a\u202eevil\u202c b".encode(), "aevil b"),  # bidi override and pop
+        ("\u2066x\u2069\u200f".encode(), "x"),  # isolates, RLM
+        ("line\u2028sep".encode(), "linesep"),
+        ("\U0001F468\u200d\U0001F469".encode(), "\U0001F468\u200d\U0001F469"),  # ZWJ kept
     ],
 )
 def test_decode_table(raw, text):
@@ -232,6 +236,9 @@ def test_decode_keeps_valid_text_except_controls(text):
         ("/msg bob hi  there", Command("msg", "bob hi  there")),
         ("/me waves", Command("me", "waves")),
         ("/frobnicate", Command("frobnicate", "")),
+        ("/msg\tbob\thi", Command("msg", "bob\thi")),  # a TAB separates the command word
+        ("/nick\t\tbob ", Command("nick", "bob")),
+        ("/who\t", Command("who", "")),
         ("//help", Message("/help")),
         ("//", Message("/")),
         ("// x", Message("/ x")),
@@ -241,6 +248,21 @@ def test_decode_keeps_valid_text_except_controls(text):
 )
 def test_parse_table(text, parsed):
     assert parse(text) == parsed
+
+
+@pytest.mark.parametrize(
+    "text, split",
+    [
+        ("bob hi", ("bob", "hi")),
+        ("bob\thi there ", ("bob", "hi there")),
+        ("bob \t  hi", ("bob", "hi")),
+        ("bob", ("bob", "")),
+        ("", ("", "")),
+        ("\tbob", ("", "bob")),
+    ],
+)
+def test_split_word(text, split):
+    assert split_word(text) == split
 
 
 @given(st.text(max_size=60))
@@ -313,18 +335,3 @@ def test_fold_is_case_insensitive():
     assert fold("Alice") == fold("ALICE") == fold("alice")
     assert fold("Games") != fold("Gamez")
 
-
-# --------------------------------------------------------------------------------------------
-# encoding
-# --------------------------------------------------------------------------------------------
-
-
-def test_encode_ends_with_crlf_and_is_utf8():
-    assert encode("hi") == b"hi\r\n"
-    assert encode("café") == "café\r\n".encode()
-    assert encode("") == b"\r\n"
-
-
-def test_encode_lines_is_one_buffer():
-    assert encode_lines(["a", "b", "ü"]) == "a\r\nb\r\nü\r\n".encode()
-    assert encode_lines([]) == b""

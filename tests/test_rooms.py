@@ -14,6 +14,8 @@ import os
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chatd import render
+from chatd.events import Said
 from chatd.rooms import Room
 
 
@@ -87,8 +89,9 @@ def test_every_member_gets_exactly_what_was_posted_while_it_was_in(ops):
                 inside.add(arg)
                 room.attach(arg)
         elif op == "post" and arg in inside:
-            line = f"{n} from {arg}\n".encode()
-            room.post(arg, line)
+            event = Said(arg, str(n))
+            line = render.line(event)
+            room.post(arg, event)
             for person in inside - {arg}:
                 expected[person].append(line)
         elif op == "private" and arg in inside:

@@ -122,7 +122,7 @@ def test_plain_text_on_the_tls_port_is_closed_and_harms_nobody(tls_server):
             assert time.monotonic() < deadline, "TLS port kept a plain-text client open"
     tls_server.wait_event("tls_handshake_failed")
     chat.send_line("/rooms")
-    chat.wait_for("*** lobby (1 members)")
+    chat.wait_for("*** lobby (1 member)")
 
 
 def test_tls_client_hello_on_the_plain_port_is_closed(tls_server):
@@ -135,7 +135,7 @@ def test_tls_client_hello_on_the_plain_port_is_closed(tls_server):
     tls_server.wait_event("tls_on_plain_port")
     chat.wait_for(lambda line: line.endswith("(tls on plain port)"))
     chat.send_line("/rooms")
-    chat.wait_for("*** lobby (1 members)")
+    chat.wait_for("*** lobby (1 member)")
 
 
 def test_reload_picks_up_a_renewed_certificate(tls_server):

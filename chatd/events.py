@@ -1,0 +1,265 @@
+"""Everything chatd tells a chat client, as data: one small class per kind of line.
+
+The hub, the sessions, the commands and the admin side say *what* happened (``Joined(nick,
+room)``); how it looks on the wire is the renderer's business (render.py for the line protocol
+of docs/protocol.md §1). Keeping the two apart is what lets the room log carry events, a
+cluster bus ship them to other nodes, and a second protocol render them its own way.
+
+Events are frozen, slotted and compared by value, so tests can assert on them directly. The
+``room`` fields are room *names*, never Room objects: an event must outlive the room it
+mentions (a departure is rendered after the room may have been deleted).
+
+Close reasons live here too (:class:`Close`): why a connection ended, with one table that
+gives the text of the reason, the farewell its room sees and the log event it causes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# -- lines other members of a room see --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Said:
+    """A chat message to the room."""
+
+    nick: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Acted:
+    """``/me TEXT``."""
+
+    nick: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    nick: str
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class Left:
+    """A member left ``room``; ``reason`` is None for a plain ``/join`` elsewhere."""
+
+    nick: str
+    room: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Kicked:
+    """An operator kicked ``nick`` (what the rest of its room sees)."""
+
+    nick: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Renamed:
+    old: str
+    new: str
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """``chatctl broadcast``: a line from the operators."""
+
+    text: str
+
+
+# -- lines for one client ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    server_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class YouAre:
+    """The nick a new client was given."""
+
+    nick: str
+
+
+@dataclass(frozen=True, slots=True)
+class Motd:
+    """One line of the message of the day."""
+
+    line: str
+
+
+@dataclass(frozen=True, slots=True)
+class NickChanged:
+    """The reply to a successful ``/nick``."""
+
+    nick: str
+
+
+@dataclass(frozen=True, slots=True)
+class NickUnchanged:
+    """``/nick X`` by a client that is already X: nothing to change, nobody to tell."""
+
+    nick: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoomEntered:
+    """The reply to ``/join``; ``members`` counts the joiner."""
+
+    room: str
+    members: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoomListed:
+    """One line of ``/rooms``."""
+
+    room: str
+    members: int
+
+
+@dataclass(frozen=True, slots=True)
+class Members:
+    """The reply to ``/who``."""
+
+    room: str
+    nicks: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PrivateMessage:
+    """What the recipient of ``/msg`` sees."""
+
+    sender: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class PrivateSent:
+    """The sender's receipt for ``/msg``."""
+
+    target: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class HelpLine:
+    usage: str
+    help: str
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """A one-line error; it never closes the connection by itself."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class YouWereKicked:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Banned:
+    """Why a connection is refused or ended by a ban (reason and expiry when known)."""
+
+    reason: str = ""
+    until: str | None = None  # "YYYY-MM-DD HH:MM:SS UTC"; None: no expiry
+
+
+@dataclass(frozen=True, slots=True)
+class YouAreMuted:
+    """An operator muted (``muted``) or unmuted this client."""
+
+    muted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ServerShutdown:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Bye:
+    """The last line before a ``/quit`` closes the connection."""
+
+
+# -- why a connection ended -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CloseKind:
+    """One row of the close-reason table.
+
+    ``text`` is the reason as the room and the log show it; ``farewell`` is how the room hears
+    of it: ``"left"`` (``NICK left ROOM (reason)``), ``"kicked"`` or None (nothing, e.g. at
+    shutdown, when every client is told directly); ``event`` is a log event of its own, if any.
+    """
+
+    text: str
+    farewell: str | None = "left"
+    event: str | None = None
+
+
+#: Every way a connection can end. Keys are stable: tests and the log rely on them.
+CLOSE_KINDS: dict[str, CloseKind] = {
+    "closed": CloseKind("connection closed"),
+    "reset": CloseKind("connection reset"),
+    "quit": CloseKind("quit"),
+    "kicked": CloseKind("kicked", farewell="kicked", event="client_kicked"),
+    "banned": CloseKind("banned"),
+    "sendq": CloseKind("sendq exceeded", event="sendq_exceeded"),
+    "flood": CloseKind("excess flood"),
+    "idle": CloseKind("idle timeout"),
+    "shutdown": CloseKind("server shutting down", farewell=None),
+    "tls_handshake": CloseKind("tls handshake failed"),
+    "tls_plain": CloseKind("tls on plain port"),
+    "tls_error": CloseKind("tls error"),
+    "internal": CloseKind("internal error"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Why a connection ended: a kind from :data:`CLOSE_KINDS` and, for quit and kick, the
+    user's or operator's words."""
+
+    kind: str
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in CLOSE_KINDS:
+            raise ValueError(f"unknown close kind {self.kind!r}")
+
+    @property
+    def text(self) -> str:
+        """``quit: gone home``, ``kicked: spam``, ``sendq exceeded``: the reason as logged."""
+        base = CLOSE_KINDS[self.kind].text
+        return f"{base}: {self.detail}" if self.detail else base
+
+    @property
+    def event(self) -> str | None:
+        return CLOSE_KINDS[self.kind].event
+
+    def farewell(self, nick: str, room: str | None):
+        """The event the departed client's room sees, or None."""
+        style = CLOSE_KINDS[self.kind].farewell
+        if style is None or room is None:
+            return None
+        if style == "kicked":
+            return Kicked(nick, self.detail)
+        return Left(nick, room, self.text)
+
+
+CLOSED = Close("closed")
+RESET = Close("reset")
+SENDQ_EXCEEDED = Close("sendq")
+EXCESS_FLOOD = Close("flood")
+SHUTDOWN = Close("shutdown")

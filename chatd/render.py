@@ -1,0 +1,69 @@
+"""The line protocol's renderer: events (events.py) to the exact text of docs/protocol.md §1–§3.
+
+This is the only place that knows what a chat client sees on the wire. Each event class maps
+to one function returning the line without its CRLF; :func:`line` adds the CRLF and encodes.
+Pure functions, no state: the hub calls :func:`line` once per event (outside the hub and room
+locks where it can), and the room log keeps the bytes next to the event, so a room line is
+rendered once however many members it reaches.
+"""
+
+from __future__ import annotations
+
+from chatd import events as ev
+from chatd.protocol import CRLF
+
+
+def _members(count: int) -> str:
+    return "1 member" if count == 1 else f"{count} members"
+
+
+def _left(e: ev.Left) -> str:
+    return f"*** {e.nick} left {e.room} ({e.reason})" if e.reason else f"*** {e.nick} left {e.room}"
+
+
+def _banned(e: ev.Banned) -> str:
+    details = "; ".join(x for x in (e.reason, e.until and f"until {e.until}") if x)
+    return f"*** error: banned ({details})" if details else "*** error: banned"
+
+
+_FORMATS = {
+    ev.Said: lambda e: f"<{e.nick}> {e.text}",
+    ev.Acted: lambda e: f"* {e.nick} {e.text}",
+    ev.Joined: lambda e: f"*** {e.nick} joined {e.room}",
+    ev.Left: _left,
+    ev.Kicked: lambda e: f"*** {e.nick} was kicked ({e.reason})",
+    ev.Renamed: lambda e: f"*** {e.old} is now known as {e.new}",
+    ev.Announcement: lambda e: f"*** [admin] {e.text}",
+    ev.Welcome: lambda e: f"*** welcome to {e.server_name}",
+    ev.YouAre: lambda e: f"*** you are {e.nick}",
+    ev.Motd: lambda e: f"*** {e.line}",
+    ev.NickChanged: lambda e: f"*** you are now {e.nick}",
+    ev.NickUnchanged: lambda e: f"*** you are already {e.nick}",
+    ev.RoomEntered: lambda e: f"*** you joined {e.room} ({_members(e.members)})",
+    ev.RoomListed: lambda e: f"*** {e.room} ({_members(e.members)})",
+    ev.Members: lambda e: f"*** in {e.room}: {', '.join(e.nicks)}",
+    ev.PrivateMessage: lambda e: f"*{e.sender}* {e.text}",
+    ev.PrivateSent: lambda e: f"*** -> {e.target}: {e.text}",
+    ev.HelpLine: lambda e: f"*** {e.usage} - {e.help}",
+    ev.Error: lambda e: f"*** error: {e.text}",
+    ev.YouWereKicked: lambda e: f"*** you were kicked: {e.reason}",
+    ev.Banned: _banned,
+    ev.YouAreMuted: lambda e: "*** you are muted" if e.muted else "*** you are no longer muted",
+    ev.ServerShutdown: lambda e: "*** server shutting down",
+    ev.Bye: lambda e: "*** bye",
+}
+
+
+def text(event) -> str:
+    """The line for ``event``, without its line ending."""
+    return _FORMATS[event.__class__](event)
+
+
+def line(event) -> bytes:
+    """One event as one CRLF-terminated UTF-8 line."""
+    return _FORMATS[event.__class__](event).encode("utf-8") + CRLF
+
+
+def lines(events) -> bytes:
+    """Several events as one buffer, so they leave in one send."""
+    return "".join([_FORMATS[e.__class__](e) + "\r\n" for e in events]).encode("utf-8")

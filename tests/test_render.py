@@ -1,0 +1,88 @@
+"""The line renderer (render.py) as a table: every event's exact text, and the close reasons."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from chatd import events as ev
+from chatd import render
+
+TABLE = [
+    (ev.Said("bob", "hi there"), "<bob> hi there"),
+    (ev.Acted("bob", "waves"), "* bob waves"),
+    (ev.Joined("bob", "lobby"), "*** bob joined lobby"),
+    (ev.Left("bob", "games"), "*** bob left games"),
+    (ev.Left("bob", "games", "quit: bye"), "*** bob left games (quit: bye)"),
+    (ev.Kicked("bob", "spam"), "*** bob was kicked (spam)"),
+    (ev.Renamed("guest-1", "bob"), "*** guest-1 is now known as bob"),
+    (ev.Announcement("maintenance at noon"), "*** [admin] maintenance at noon"),
+    (ev.Welcome("chatd"), "*** welcome to chatd"),
+    (ev.YouAre("guest-3"), "*** you are guest-3"),
+    (ev.Motd("Type /help"), "*** Type /help"),
+    (ev.NickChanged("bob"), "*** you are now bob"),
+    (ev.NickUnchanged("bob"), "*** you are already bob"),
+    (ev.RoomEntered("games", 1), "*** you joined games (1 member)"),
+    (ev.RoomEntered("games", 2), "*** you joined games (2 members)"),
+    (ev.RoomListed("lobby", 0), "*** lobby (0 members)"),
+    (ev.RoomListed("lobby", 1), "*** lobby (1 member)"),
+    (ev.Members("lobby", ("alice", "bob")), "*** in lobby: alice, bob"),
+    (ev.PrivateMessage("alice", "psst"), "*alice* psst"),
+    (ev.PrivateSent("bob", "psst"), "*** -> bob: psst"),
+    (ev.HelpLine("/who", "list the members of this room"), "*** /who - list the members of this room"),
+    (ev.Error("no such nick x"), "*** error: no such nick x"),
+    (ev.YouWereKicked("spam"), "*** you were kicked: spam"),
+    (ev.Banned(), "*** error: banned"),
+    (ev.Banned("spam wave"), "*** error: banned (spam wave)"),
+    (ev.Banned("spam", "2026-12-03 12:00:00 UTC"), "*** error: banned (spam; until 2026-12-03 12:00:00 UTC)"),
+    (ev.Banned("", "2026-12-03 12:00:00 UTC"), "*** error: banned (until 2026-12-03 12:00:00 UTC)"),
+    (ev.YouAreMuted(True), "*** you are muted"),
+    (ev.YouAreMuted(False), "*** you are no longer muted"),
+    (ev.ServerShutdown(), "*** server shutting down"),
+    (ev.Bye(), "*** bye"),
+]
+
+
+@pytest.mark.parametrize("event, text", TABLE)
+def test_every_event_renders_exactly(event, text):
+    assert render.text(event) == text
+    assert render.line(event) == text.encode() + b"\r\n"
+
+
+def test_the_table_covers_every_event_class():
+    rendered = {type(event) for event, _ in TABLE}
+    defined = {obj for obj in vars(ev).values()
+               if isinstance(obj, type) and dataclasses.is_dataclass(obj) and obj.__module__ == ev.__name__
+               and obj not in (ev.Close, ev.CloseKind)}
+    assert defined == rendered
+
+
+def test_lines_is_one_buffer_in_order():
+    assert render.lines([ev.Welcome("x"), ev.YouAre("é")]) == "*** welcome to x\r\n*** you are é\r\n".encode()
+    assert render.lines([]) == b""
+
+
+@pytest.mark.parametrize(
+    "reason, text, farewell, event",
+    [
+        (ev.Close("closed"), "connection closed", "*** bob left lobby (connection closed)", None),
+        (ev.Close("quit"), "quit", "*** bob left lobby (quit)", None),
+        (ev.Close("quit", "see you"), "quit: see you", "*** bob left lobby (quit: see you)", None),
+        (ev.Close("kicked", "spam"), "kicked: spam", "*** bob was kicked (spam)", "client_kicked"),
+        (ev.SENDQ_EXCEEDED, "sendq exceeded", "*** bob left lobby (sendq exceeded)", "sendq_exceeded"),
+        (ev.EXCESS_FLOOD, "excess flood", "*** bob left lobby (excess flood)", None),
+        (ev.SHUTDOWN, "server shutting down", None, None),
+    ],
+)
+def test_close_reasons(reason, text, farewell, event):
+    assert reason.text == text
+    assert reason.event == event
+    said = reason.farewell("bob", "lobby")
+    assert (render.text(said) if said is not None else None) == farewell
+    assert reason.farewell("bob", None) is None  # never in a room: nobody to tell
+
+
+def test_an_unknown_close_kind_is_a_bug_caught_at_once():
+    with pytest.raises(ValueError):
+        ev.Close("kickd")

@@ -1,0 +1,152 @@
+"""Telnet clients (docs/protocol.md §1): negotiation is taken out of the input and answered.
+
+The pure filter is tested as a table and under any segmentation; then the live daemon over raw
+TCP; then the real ``telnet`` binary on a pseudo-terminal, where Ctrl-C makes telnet send
+``IAC IP`` and ``IAC DO TIMING-MARK`` and discard all output until the server answers.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import shutil
+import signal
+import socket
+import time
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from chatd.telnet import TelnetFilter
+
+IAC, DONT, DO, WONT, WILL, SB, SE, IP, AYT, TM = 255, 254, 253, 252, 251, 250, 240, 244, 246, 6
+ECHO, NAWS = 1, 31
+TELNET = shutil.which("telnet")
+
+
+def run(data: bytes, *, chunk: int | None = None) -> tuple[bytes, bytes]:
+    filt = TelnetFilter()
+    pieces = [data] if chunk is None else [data[i:i + chunk] for i in range(0, len(data), chunk)]
+    text, answer = b"", b""
+    for piece in pieces:
+        t, a = filt.feed(piece)
+        text, answer = text + t, answer + a
+    assert not filt.pending, "every sequence in these inputs is complete"
+    return text, answer
+
+
+@pytest.mark.parametrize(
+    "data, text, answer",
+    [
+        (b"hello\r\n", b"hello\r\n", b""),
+        (bytes([IAC, IP, IAC, DO, TM]), b"", bytes([IAC, WILL, TM])),  # telnet's Ctrl-C
+        (bytes([IAC, DO, ECHO]), b"", bytes([IAC, WONT, ECHO])),
+        (bytes([IAC, WILL, NAWS]), b"", bytes([IAC, DONT, NAWS])),
+        (bytes([IAC, WONT, ECHO, IAC, DONT, ECHO]), b"", b""),  # no answer: no loop
+        (b"a" + bytes([IAC, IAC]) + b"b", b"a\xffb", b""),  # an escaped 0xFF is data
+        (b"x" + bytes([IAC, SB, NAWS, 0, 80, IAC, IAC, 0, 24, IAC, SE]) + b"y", b"xy", b""),
+        (bytes([IAC, AYT]) + b"hi\n", b"hi\n", b""),
+        (b"hi" + bytes([IAC, SE]) + b"!", b"hi!", b""),  # a stray SE
+        (b"caf\xff ok\xff.", b"caf\xff ok\xff.", b""),  # 0xFF before a non-command: data
+    ],
+)
+def test_filter_table(data, text, answer):
+    assert run(data) == (text, answer)
+    assert run(data, chunk=1) == (text, answer), "split one byte at a time"
+
+
+@given(st.binary(max_size=120), st.integers(1, 7))
+def test_filter_is_independent_of_segmentation(data, chunk):
+    whole, pieces = TelnetFilter(), TelnetFilter()
+    expected = whole.feed(data)
+    got_text, got_answer = b"", b""
+    for i in range(0, len(data), chunk):
+        text, answer = pieces.feed(data[i:i + chunk])
+        got_text, got_answer = got_text + text, got_answer + answer
+    assert (got_text, got_answer) == expected
+    assert whole.pending == pieces.pending
+
+
+def test_filter_output_has_no_iac_unless_escaped():
+    text, _ = run(bytes([IAC, DO, ECHO]) + b"ok" + bytes([IAC, IAC]))
+    assert text == b"ok\xff"
+
+
+# -- the live daemon ---------------------------------------------------------------------------
+
+
+def read_until(sock: socket.socket, marker: bytes, timeout: float = 5.0) -> bytes:
+    deadline = time.monotonic() + timeout
+    data = b""
+    while marker not in data:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before {marker!r}; got {data!r}"
+        data += chunk
+        assert time.monotonic() < deadline, f"no {marker!r} in {data!r}"
+    return data
+
+
+def test_negotiation_is_answered_and_never_reaches_the_room(server):
+    bob = server.connect()
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    try:
+        read_until(raw, b"*** you are ")
+        bob.wait_for(lambda line: line.endswith(" joined lobby"))
+        raw.sendall(b"hel" + bytes([IAC, IP, IAC, DO, TM, IAC, WILL, NAWS]) + b"lo\r\n")
+        read_until(raw, bytes([IAC, WILL, TM, IAC, DONT, NAWS]))
+        line = bob.wait_for(lambda line: line.startswith("<"))
+        assert line.endswith("> hello"), line
+        assert "\ufffd" not in line
+        bob.expect_silence()
+    finally:
+        raw.close()
+
+
+@pytest.mark.skipif(TELNET is None, reason="telnet not found: install the Debian package telnet")
+def test_real_telnet_hears_the_room_after_ctrl_c(server):
+    """Before the fix, telnet discarded every line after Ctrl-C: the user went deaf."""
+    bob = server.connect()
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: telnet on a terminal of its own
+        os.execv(TELNET, [TELNET, "127.0.0.1", str(server.port)])
+    screen = Screen(fd)
+    try:
+        screen.wait_for(b"*** you are guest-")
+        bob.wait_for(lambda line: line.endswith(" joined lobby"))
+        os.write(fd, b"\x03")  # Ctrl-C: telnet sends IAC IP, IAC DO TIMING-MARK
+        screen.wait_for(b"^C")
+        # Output chatd sent before it read the TIMING-MARK is rightly discarded by telnet (that
+        # is what Ctrl-C asks for); once bob has this line, chatd has answered it.
+        os.write(fd, b"yes\r")
+        assert bob.wait_for(lambda line: line.startswith("<")).endswith("> yes")
+        bob.expect_silence()  # nothing of the negotiation reached the room
+        bob.send_line("can you hear me")
+        screen.wait_for(f"<{bob.nick}> can you hear me".encode())
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(fd)
+
+
+class Screen:
+    """What telnet prints on its terminal, read from the pty's master side."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.text = b""
+
+    def wait_for(self, wanted: bytes, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while wanted not in self.text:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"telnet never showed {wanted!r}; screen: {self.text!r}"
+            if select.select([self.fd], [], [], remaining)[0]:
+                try:
+                    chunk = os.read(self.fd, 4096)
+                except OSError:  # the child is gone
+                    chunk = b""
+                assert chunk, f"telnet exited; screen: {self.text!r}"
+                self.text += chunk
