@@ -38,7 +38,7 @@ def _log_file_error(path: str, err: OSError) -> str:
     creating a missing one that failed."""
     reason = err.strerror or str(err)
     if err.filename and os.path.abspath(err.filename) != path:
-        return f"cannot create log directory {err.filename} for {path}: {reason}"
+        return f"cannot create log directory {err.filename} (for {path}): {reason}"
     return f"cannot open log file {path}: {reason}"
 
 
