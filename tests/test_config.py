@@ -9,6 +9,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -28,10 +29,10 @@ def write(tmp_path: Path, text: str, name: str = "chatd.toml") -> str:
     return str(path)
 
 
-def run_chatd(*args: str, timeout: float = 30, env=None) -> subprocess.CompletedProcess[str]:
+def run_chatd(*args: str, timeout: float = 30, env=None, prefix=()) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "chatd", *args],
+        [*prefix, sys.executable, "-m", "chatd", *args],
         cwd=REPO, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
     )
 
@@ -460,14 +461,16 @@ def make_cert(directory: Path, name: str) -> tuple[Path, Path]:
     return cert, key
 
 
-def refused_alike(tmp_path: Path, toml: str, expected: str, start=("--port", "0")) -> None:
+def refused_alike(tmp_path: Path, toml: str, expected: str, start=("--port", "0"),
+                  prefix=()) -> None:
     """``--check-config`` and ``chatd`` itself (with the options ``start``) both exit 2 with
-    the one line ``chatd: error: EXPECTED...``, and chatd started nothing (no admin socket)."""
+    the one line ``chatd: error: EXPECTED...``, and chatd started nothing (no admin socket).
+    ``prefix`` runs chatd through a command (setpriv)."""
     path = write(tmp_path, toml, "preflight.toml")
     admin = tmp_path / "admin.sock"
     for args in (("--check-config",), start):
         result = run_chatd("-c", path, "--admin-socket", str(admin),
-                           "--state-dir", str(tmp_path / "state"), *args)
+                           "--state-dir", str(tmp_path / "state"), *args, prefix=prefix)
         assert result.returncode == 2, result.stderr
         lines = result.stderr.splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"chatd: error: {expected}"), result.stderr
@@ -505,11 +508,23 @@ def test_missing_tls_files_are_refused(tmp_path):
 
 @needs_openssl
 def test_unreadable_tls_key_is_refused(tmp_path):
-    cert, key = make_cert(tmp_path, "good")
-    key.chmod(0)
+    """Root reads any file, so as root chatd runs as nobody (setpriv) on a key only root reads."""
+    prefix = ()
     if os.geteuid() == 0:
-        pytest.skip("root reads a file whatever its mode")
-    refused_alike(tmp_path, tls_toml(cert, key), f"tls.tls_key: cannot read {key}: Permission denied")
+        if shutil.which("setpriv") is None:
+            pytest.skip("needs setpriv (Debian package util-linux) to drop privileges")
+        prefix = ("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--")
+        tmp_path = Path(tempfile.mkdtemp(prefix="chatd-pf-"))  # pytest's own is 0700
+        tmp_path.chmod(0o755)
+    try:
+        cert, key = make_cert(tmp_path, "good")
+        cert.chmod(0o644)
+        key.chmod(0o600 if prefix else 0)
+        refused_alike(tmp_path, tls_toml(cert, key), f"tls.tls_key: cannot read {key}: Permission denied",
+                      prefix=prefix)
+    finally:
+        if prefix:
+            shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 @needs_openssl

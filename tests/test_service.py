@@ -278,9 +278,10 @@ def test_daemon_log_file_is_not_world_readable(daemon_paths):
     result = d.launch(umask="000")
     assert result.returncode == 0, result.stderr
     assert mode(d.log) == 0o640 and mode(d.log.parent) == 0o750
-    assert umask_of(d.pid()) == 0o027  # the daemon's own (python-daemon); the file came before
-    os.kill(d.pid(), signal.SIGTERM)
-    _, status = os.waitpid(d.pid(), 0)
+    pid = d.pid()
+    assert umask_of(pid) == 0o027  # the daemon's own (python-daemon); the file came before
+    os.kill(pid, signal.SIGTERM)
+    _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
 
 
