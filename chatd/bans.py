@@ -2,7 +2,8 @@
 
 The bans file is JSON in the state directory. It is replaced atomically (temporary file in the
 same directory, fsync, rename, fsync of the directory), so a crash or a full disk leaves either
-the old file or the new one, never half of one. A file that cannot be read or parsed at start is
+the old file or the new one, never half of one. It is written 0600 in a directory created 0700,
+whatever the umask (files.py): who is banned, and why, is for the operator. A file that cannot be read or parsed at start is
 an error the operator must see: chatd refuses to start and leaves the file untouched, rather than
 starting with no bans (which would silently let every banned address back in).
 
@@ -21,6 +22,8 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+
+from chatd import files
 
 FILE_NAME = "bans.json"
 FORMAT_VERSION = 1
@@ -138,8 +141,8 @@ class BanList:
         directory = os.path.dirname(self.path)
         tmp = f"{self.path}.tmp-{os.getpid()}"
         try:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-            with open(tmp, "w", encoding="utf-8") as fh:
+            files.makedirs(directory, files.STATE_DIR_MODE)
+            with _create_private(tmp) as fh:
                 json.dump(document, fh, indent=1)
                 fh.write("\n")
                 fh.flush()
@@ -157,6 +160,20 @@ class BanList:
                 pass
             return exc
         return None
+
+
+def _create_private(path: str):
+    """``path`` opened for writing text, created 0600 whatever the umask: it lists who is
+    banned and why, which is for the operator only (chatctl shows it to admins). A leftover
+    temporary file of the same name (a crashed chatd with our pid) is truncated and its mode
+    set again, since O_CREAT applies the mode only to a new file."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, files.STATE_FILE_MODE)
+    try:
+        os.fchmod(fd, files.STATE_FILE_MODE)
+        return os.fdopen(fd, "w", encoding="utf-8")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _ban_from_record(record: dict) -> Ban:

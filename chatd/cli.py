@@ -2,8 +2,10 @@
 
 Runs in the main thread, before any other thread exists. It holds no logic of its own beyond
 mapping problems to exit statuses (the contract in SPEC §4):
-0 ok (`--check-config`, `--version`, clean shutdown); 2 usage error or invalid configuration;
-1 the configuration is valid but chatd cannot start (log file, address in use: StartupError).
+0 ok (`--check-config`, `--version`, clean shutdown); 2 usage error or invalid configuration,
+including what `preflight.check()` finds outside the file (TLS files, an unresolvable host), so
+`chatd` and `chatd --check-config` refuse a config with the same line; 1 the configuration is
+valid but chatd cannot start (log file, address in use: StartupError; DNS failing for now).
 Every failure is one line `chatd: error: …` on stderr, never a traceback.
 """
 
@@ -15,7 +17,7 @@ from typing import Any, NoReturn
 
 import click
 
-from chatd import __version__, adminproto, config as configmod, log
+from chatd import __version__, adminproto, config as configmod, log, preflight
 
 
 def _ensure_std_streams() -> None:
@@ -29,6 +31,15 @@ def _ensure_std_streams() -> None:
 def _fail(ctx: click.Context, message: str, status: int) -> NoReturn:
     click.echo(f"chatd: error: {message}", err=True)
     ctx.exit(status)
+
+
+def _log_file_error(path: str, err: OSError) -> str:
+    """One line for a log file chatd could not open, naming the directory when it was
+    creating a missing one that failed."""
+    reason = err.strerror or str(err)
+    if err.filename and os.path.abspath(err.filename) != path:
+        return f"cannot create log directory {err.filename} (for {path}): {reason}"
+    return f"cannot open log file {path}: {reason}"
 
 
 class _Command(click.Command):
@@ -70,6 +81,9 @@ def main(ctx: click.Context, config_path: str | None, check_config: bool, daemon
     background with --daemon."""
     try:
         config = configmod.load(config_path, options)
+        preflight.check(config)
+    except preflight.TransientError as err:  # DNS down for now: not the config's fault
+        _fail(ctx, str(err), 2 if check_config else 1)
     except configmod.ConfigError as err:
         _fail(ctx, str(err), 2)
     if check_config:
@@ -80,7 +94,7 @@ def main(ctx: click.Context, config_path: str | None, check_config: bool, daemon
     try:
         log.configure(config.log_format, config.log_level, config.log_file)
     except OSError as err:
-        _fail(ctx, f"cannot open log file {config.log_file}: {err.strerror or err}", 1)
+        _fail(ctx, _log_file_error(config.log_file, err), 1)
     # Imported here so that --version and --check-config work without the server's modules.
     from chatd.service import StartupError, run
 

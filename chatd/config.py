@@ -2,15 +2,16 @@
 
 Why it looks like this: reload (SIGHUP, `chatctl reload`) must build and validate a *whole* new
 config and swap it in, keeping the old one on failure, so loading is a pure function that either
-returns a complete `Config` or raises `ConfigError` naming the bad key. Nothing here opens sockets,
-touches logging or reads the environment; the only I/O is reading the TOML file.
+returns a complete `Config` or raises `ConfigError` naming the bad key. Nothing in `load()` opens
+sockets, touches logging or reads the environment; its only I/O is reading the TOML file.
 
 Callers use `load()`, `reload()`, `Config.describe()` and `ConfigError`. The service thread owns
 the current `Config` and replaces it; every other thread only reads the value it was handed.
 
 The TOML file has five sections, `[server]`, `[limits]`, `[logging]`, `[admin]` and `[tls]` (see `etc/chatd.toml`);
 unknown sections and keys are errors, because a typo that is silently ignored is a limit that
-silently does not apply.
+silently does not apply. Checks that need the filesystem or DNS (TLS files, `host`) live in
+`preflight.py`; `reload()` runs those a reload applies.
 """
 
 from __future__ import annotations
@@ -111,6 +112,13 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "tls": ("tls_port", "tls_cert", "tls_key"),
 }
 _SECTION_OF = {key: section for section, keys in SECTIONS.items() for key in keys}
+
+#: The MOTD as sent (lines plus "*** " and CRLF) is at most this many bytes: about 200 lines of
+#: 80 columns, more than anyone reads at connect, and it is copied into every new client's
+#: queue (1024 clients connecting at once: 16 MiB).
+MOTD_MAX_BYTES = 16384
+#: ...and at most this fraction of limits.sendq_bytes (a quarter: 64 KiB of the default 256 KiB).
+MOTD_SENDQ_SHARE = 4
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("json", "console")
@@ -308,13 +316,44 @@ def load(path: str | None, overrides: Mapping[str, Any] | None = None) -> Config
             "limits.recvq_bytes",
             f"must be >= max_line_bytes ({config.max_line_bytes}) (got {config.recvq_bytes!r})",
         )
+    if config.tls_cert is not None and config.port != 0 and config.tls_port == config.port:
+        raise ConfigError("tls.tls_port", f"same as server.port ({config.port})")
+    _check_motd_size(config)
     return config
 
 
+def _check_motd_size(config: Config) -> None:
+    """The MOTD must fit the queue it is sent through (SPEC §3 sendq_bytes).
+
+    The greeting is queued whole the moment a client connects, before it has read a byte, so
+    a MOTD near ``sendq_bytes`` disconnects every client with ``sendq exceeded``. Bounded, as
+    sent (each line plus ``*** `` and CRLF), by MOTD_MAX_BYTES and by a MOTD_SENDQ_SHARE of
+    ``sendq_bytes``: the rest of the queue is left for what arrives while the client reads it
+    (join notices, room traffic). Each line is also at most ``max_line_bytes``: chatd sends no
+    line longer than it would accept from a client.
+    """
+    sizes = [len(f"*** {line}".encode()) for line in config.motd]
+    total = sum(size + 2 for size in sizes)
+    cap = min(MOTD_MAX_BYTES, config.sendq_bytes // MOTD_SENDQ_SHARE)
+    if total > cap:
+        why = "" if cap == MOTD_MAX_BYTES else \
+            f" (limits.sendq_bytes {config.sendq_bytes} / {MOTD_SENDQ_SHARE})"
+        raise ConfigError("server.motd", f"too long: {total} bytes as sent, at most {cap}{why}")
+    for number, size in enumerate(sizes, 1):
+        if size > config.max_line_bytes:
+            raise ConfigError("server.motd", f"line {number} too long: {size} bytes as sent, at most "
+                                             f"limits.max_line_bytes ({config.max_line_bytes})")
+
+
 def reload(config: Config) -> Config:
-    """A new Config from `config`'s file, re-read now, with the same CLI overrides on top.
-    Raises ConfigError; the caller keeps `config` in that case."""
-    return load(config.config_path, dict(config.cli_overrides))
+    """A new Config from `config`'s file, re-read now, with the same CLI overrides on top,
+    preflight-checked for what a reload applies (the TLS files; preflight.py): the one step
+    here that looks beyond the TOML file. Raises ConfigError; the caller keeps `config`."""
+    new = load(config.config_path, dict(config.cli_overrides))
+    from chatd import preflight  # here, not at the top: preflight imports this module
+
+    preflight.check_reload(new)
+    return new
 
 
 def _file_value(key: str, value: Any) -> Any:

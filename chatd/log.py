@@ -11,6 +11,8 @@ Why it is more than a `structlog.configure()` call:
   of structlog's `make_filtering_bound_logger(level)`: a filtered-out call stays a bare
   `return None`, and already-bound loggers follow the new level.
 - Loggers are not cached on first use, so `structlog.testing.capture_logs()` sees every event.
+- A log file chatd creates is 0640 in a directory it creates 0750 (files.py), whatever the
+  umask; an existing file keeps its mode.
 
 Callers use `configure()` once in the main thread before starting threads, `get_logger()`
 anywhere, and `set_level()`, `reopen()`, `fileno()` from the service thread.
@@ -25,6 +27,8 @@ import threading
 from typing import Any
 
 import structlog
+
+from chatd import files
 
 __all__ = ["configure", "get_logger", "set_level", "reopen", "fileno", "LEVELS"]
 
@@ -73,7 +77,11 @@ class _Sink:
 
 
 def _open_append(path: str) -> int:
-    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    """Open ``path`` for appending, creating a missing directory (0750) and file (0640) with
+    those modes whatever the umask: logs hold client addresses, and with ``log_messages``
+    chat, so they are never world-readable. Raises OSError (its ``filename`` says which)."""
+    files.makedirs(os.path.dirname(path) or ".", files.LOG_DIR_MODE)
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, files.LOG_FILE_MODE)
 
 
 def _append_whole(fd: int, data: bytes) -> None:

@@ -15,6 +15,7 @@ import resource
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -25,7 +26,7 @@ import pytest
 
 from chatd.systemd import Notifier, listen_fds
 from conftest import REPO
-from faults import wait_until
+from faults import Admin, wait_until
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -58,12 +59,15 @@ class Daemon:
         self.admin = base / "admin.sock"
         self.state = base / "state"
 
-    def launch(self, *extra: str, port: int = 0, stdin_closed: bool = False) -> subprocess.CompletedProcess:
+    def launch(self, *extra: str, port: int = 0, stdin_closed: bool = False,
+               umask: str | None = None) -> subprocess.CompletedProcess:
         argv = [sys.executable, "-m", "chatd", "--daemon", "--port", str(port),
                 "--pidfile", str(self.pidfile), "--log-file", str(self.log),
                 "--admin-socket", str(self.admin), "--state-dir", str(self.state), *extra]
         if stdin_closed:
             argv = ["bash", "-c", 'exec 0<&- "$@"', "chatd", *argv]
+        if umask is not None:
+            argv = ["sh", "-c", f'umask {umask} && exec "$0" "$@"', *argv]
         return subprocess.run(argv, stdin=None if stdin_closed else subprocess.DEVNULL,
                               capture_output=True, text=True, timeout=20,
                               env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -194,6 +198,108 @@ def test_daemon_without_log_file_warns(daemon_paths):
         env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 0
     assert "without --log-file" in result.stderr
+
+
+# -- files chatd creates: never world-readable, whatever the umask ------------------------------
+
+#: A launcher prefix: run chatd with umask 000, so that only chatd's own modes can keep its files
+#: private (with the usual 022 a file created 0644 would pass a "not writable by others" test).
+UMASK_000 = ["sh", "-c", 'umask 000 && exec "$0" "$@"']
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def umask_of(pid: int) -> int:
+    """The umask a running process has (Linux >= 4.7), to prove the test's premise."""
+    line = next(l for l in Path(f"/proc/{pid}/status").read_text().splitlines() if l.startswith("Umask:"))
+    return int(line.split()[1], 8)
+
+
+def test_bans_file_and_state_dirs_are_private_whatever_the_umask(chatd, tmp_path):
+    state = tmp_path / "new" / "state"  # neither exists yet: chatd makes both
+    srv = chatd(launcher=UMASK_000, args=["--state-dir", str(state)])
+    assert umask_of(srv.proc.pid) == 0
+    admin = Admin(srv.admin_socket)
+    admin.result("ban", address="192.0.2.7", reason="spam")
+    admin.result("ban", address="198.51.100.0/24")  # a second save replaces the file
+    admin.close()
+    bans = state / "bans.json"
+    assert [b["address"] for b in json.loads(bans.read_text())["bans"]] == ["192.0.2.7/32", "198.51.100.0/24"]
+    assert mode(bans) == 0o600
+    assert mode(state) == 0o700 and mode(state.parent) == 0o700
+    assert sorted(os.listdir(state)) == ["bans.json"]  # no temporary file left behind
+
+
+def start_logging_to(log_file: Path, base: Path) -> subprocess.Popen:
+    """A foreground chatd under umask 000 logging to ``log_file``; returns once it listens."""
+    proc = subprocess.Popen(
+        [*UMASK_000, sys.executable, "-m", "chatd", "--port", "0", "--log-file", str(log_file),
+         "--admin-socket", str(base / "admin.sock"), "--state-dir", str(base / "state")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+
+    def listening():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        return log_file.exists() and '"listening"' in log_file.read_text()
+
+    try:
+        wait_until(listening, what=f"listening in {log_file}")
+    except BaseException:
+        proc.kill()
+        proc.wait(10)
+        raise
+    return proc
+
+
+def test_log_file_and_missing_log_directories_are_not_world_readable(tmp_path):
+    log_file = tmp_path / "logs" / "chatd" / "chatd.log"
+    proc = start_logging_to(log_file, tmp_path)
+    try:
+        assert umask_of(proc.pid) == 0
+        assert mode(log_file) == 0o640
+        assert mode(log_file.parent) == 0o750 and mode(log_file.parent.parent) == 0o750
+        log_file.rename(tmp_path / "rotated.log")  # logrotate, then SIGHUP: a new file, same mode
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: log_file.exists() and "config_reloaded" in log_file.read_text(),
+                   what="the reopened log")
+        assert mode(log_file) == 0o640
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        status = proc.wait(10)
+        proc.stderr.close()
+    assert status == 0
+
+
+def test_daemon_log_file_is_not_world_readable(daemon_paths):
+    d = daemon_paths
+    d.log = d.base / "log" / "chatd.log"  # in a directory that does not exist yet
+    result = d.launch(umask="000")
+    assert result.returncode == 0, result.stderr
+    assert mode(d.log) == 0o640 and mode(d.log.parent) == 0o750
+    pid = d.pid()
+    assert umask_of(pid) == 0o027  # the daemon's own (python-daemon); the file came before
+    os.kill(pid, signal.SIGTERM)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.parametrize("daemonize", [False, True], ids=["foreground", "daemon"])
+def test_log_directory_that_cannot_be_made_is_one_line_exit_1(tmp_path, daemonize):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    log_file = blocker / "sub" / "chatd.log"
+    result = subprocess.run(
+        [sys.executable, "-m", "chatd", "--port", "0", "--log-file", str(log_file),
+         "--admin-socket", str(tmp_path / "admin.sock"), "--state-dir", str(tmp_path / "state"),
+         *(["--daemon"] if daemonize else [])],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"chatd: error: cannot create log directory {blocker} (for {log_file}): Not a directory"]
+    assert not (tmp_path / "admin.sock").exists()
 
 
 # -- foreground pidfile ------------------------------------------------------------------------

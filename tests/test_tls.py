@@ -169,5 +169,7 @@ def test_tls_config_errors(tmp_path):
     result = subprocess.run([sys.executable, "-m", "chatd", "-c", str(bad), "--port", "0",
                              "--admin-socket", str(tmp_path / "a.sock"), "--state-dir", str(tmp_path)],
                             capture_output=True, text=True, timeout=20, env=env, stdin=subprocess.DEVNULL)
-    assert result.returncode == 1
-    assert result.stderr.startswith("chatd: error: cannot load TLS certificate") and "Traceback" not in result.stderr
+    # A config that cannot start is refused as a config error before anything starts (preflight)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"chatd: error: tls.tls_cert: no PEM certificate in {key}")
+    assert "Traceback" not in result.stderr
