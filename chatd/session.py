@@ -119,13 +119,7 @@ class Session:
                       bytes_in=client.bytes_in, lines_in=client.lines_in)
 
     def _serve(self) -> str:
-        tls = self.client.outbox.tls
-        if tls is not None:
-            try:
-                tls.handshake(self.client.sock)
-            except TlsError as exc:
-                self.log.info("tls_handshake_failed", error=str(exc))
-                return "tls handshake failed"
+        # A TLS connection is through its handshake already (server.py: before it is a client).
         config = self.settings.config
         greeting = [f"*** welcome to {config.server_name}", *(f"*** {line}" for line in config.motd)]
         self.hub.register(self.client, greeting)
