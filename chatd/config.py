@@ -69,6 +69,9 @@ class Config:
     tls_port: int = 5556  # the TLS listener, on when tls_cert and tls_key are set
     tls_cert: str | None = None
     tls_key: str | None = None
+    max_handshakes: int = 128  # TLS connections not yet through their handshake, at once
+    max_handshakes_per_ip: int = 8  # ... from one IP address
+    handshake_timeout: float = 5.0  # seconds a TLS handshake may take
     config_path: str | None = None
     # The CLI options given at start, as (field, value) pairs, so that reload() can re-apply
     # them on top of the re-read file. Not part of the settings: excluded from ==, hash, repr.
@@ -109,7 +112,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     ),
     "logging": ("log_format", "log_level", "log_file", "log_messages"),
     "admin": ("admin_socket", "admin_group"),
-    "tls": ("tls_port", "tls_cert", "tls_key"),
+    "tls": ("tls_port", "tls_cert", "tls_key",
+            "max_handshakes", "max_handshakes_per_ip", "handshake_timeout"),
 }
 _SECTION_OF = {key: section for section, keys in SECTIONS.items() for key in keys}
 
@@ -251,6 +255,9 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "tls_port": _int_range(0, 65535),
     "tls_cert": _path("no TLS"),
     "tls_key": _path("no TLS"),
+    "max_handshakes": _int_range(1),
+    "max_handshakes_per_ip": _int_range(1),
+    "handshake_timeout": _number(0, inclusive=False),
 }
 
 

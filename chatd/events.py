@@ -219,7 +219,6 @@ CLOSE_KINDS: dict[str, CloseKind] = {
     "flood": CloseKind("excess flood"),
     "idle": CloseKind("idle timeout"),
     "shutdown": CloseKind("server shutting down", farewell=None),
-    "tls_handshake": CloseKind("tls handshake failed"),
     "tls_plain": CloseKind("tls on plain port"),
     "tls_error": CloseKind("tls error"),
     "internal": CloseKind("internal error"),

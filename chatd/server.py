@@ -3,27 +3,45 @@
 Accepting runs on an :class:`~chatd.acceptor.Acceptor` thread, which survives resets and
 ``EMFILE``. A refused client gets its one error line with a non-blocking send on a fresh,
 empty socket, so refusing never blocks the accept thread.
+
+On the TLS listener a connection is not a client until its handshake is done, so it cannot
+take a ``max_clients`` slot by saying nothing (issue 9: 1,100 silent connections kept plain
+clients out). At accept it needs a *handshake slot* instead: at most ``max_handshakes`` at
+once, ``max_handshakes_per_ip`` from one address; a connection over either cap is reset at
+once and counted in a throttled ``tls_handshake_refused`` line. Its thread runs the handshake
+within ``handshake_timeout``, gives the slot back, and only then is the connection admitted
+like a plain one (bans, ``max_clients``, ``max_clients_per_ip``): a refusal is sent over TLS.
+The same thread then becomes the session thread, so threads stay bounded by
+``max_handshakes + max_clients``.
 """
 
 from __future__ import annotations
 
 import _thread
 import socket
+import struct
 import threading
+import time
 
 import structlog
 
 from chatd.acceptor import Acceptor
 from chatd.client import Client
 from chatd import render
-from chatd.events import Error
+from chatd.events import SHUTDOWN, Error, ServerShutdown
 from chatd.session import Session
-from chatd.tls import TlsChannel
+from chatd.tls import TlsChannel, TlsError
 
 log = structlog.get_logger("chatd.server")
 
 #: Keepalive reclaims half-open connections (peer vanished without FIN) when idle_timeout is off.
 _KEEPALIVE = {"TCP_KEEPIDLE": 60, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 6}
+#: SO_LINGER on, zero seconds: close() sends an RST and frees the socket at once.
+_RESET = struct.pack("ii", 1, 0)
+#: At most one line per this many seconds for each kind of handshake trouble (see Throttled).
+THROTTLE_SECONDS = 10.0
+HANDSHAKES_FULL = "too many handshakes"
+HANDSHAKES_FROM_IP = "too many handshakes from your address"
 
 
 def bind(host: str, port: int, backlog: int = 1024) -> socket.socket:
@@ -39,6 +57,89 @@ def bind(host: str, port: int, backlog: int = 1024) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+class Throttled:
+    """A log event that a flood cannot turn into a flood of log lines.
+
+    The first occurrence after a quiet ``interval`` is logged at once; later ones are only
+    counted, and go out as one line with the next occurrence after the interval, or with
+    :meth:`flush`. ``count`` in a line is how many occurrences it stands for (itself
+    included); the other fields are the latest occurrence's. Any thread may call these; the
+    lock guards the counter only, the line is logged outside it.
+    """
+
+    def __init__(self, event: str, level: str, interval: float = THROTTLE_SECONDS) -> None:
+        self._event = event
+        self._level = level
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._count = 0
+        self._next = 0.0
+        self._fields: dict = {}
+
+    def note(self, **fields) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._count += 1
+            self._fields = fields
+            if now < self._next:
+                return
+        self.flush()
+
+    def flush(self, due_only: bool = False) -> None:
+        """Log what was counted (only once the interval is over, with ``due_only``)."""
+        now = time.monotonic()
+        with self._lock:
+            if not self._count or (due_only and now < self._next):
+                return
+            count, fields = self._count, self._fields
+            self._count, self._next = 0, now + self._interval
+        getattr(log, self._level)(self._event, count=count, **fields)
+
+
+class HandshakeSlots:
+    """TLS connections whose handshake is under way, in all and per address.
+
+    The accept thread takes a slot, the connection's own thread gives it back; ``stop()``
+    closes the set and gets the connections still in it, to end them. ``_lock`` guards the
+    maps and ``closed`` and is never held while doing anything else.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict = {}  # client id -> Client
+        self._per_ip: dict = {}  # ip -> pending handshakes from it
+        self.closed = False
+
+    def take(self, client, total: int, per_ip: int) -> str | None:
+        """A slot for ``client``, or why there is none."""
+        with self._lock:
+            if len(self._pending) >= total:
+                return HANDSHAKES_FULL
+            count = self._per_ip.get(client.ip, 0)
+            if count >= per_ip:
+                return HANDSHAKES_FROM_IP
+            self._pending[client.id] = client
+            self._per_ip[client.ip] = count + 1
+        return None
+
+    def give_back(self, client) -> bool:
+        """Free ``client``'s slot; False once the listener is stopping."""
+        with self._lock:
+            if self._pending.pop(client.id, None) is not None:
+                left = self._per_ip[client.ip] - 1
+                if left:
+                    self._per_ip[client.ip] = left
+                else:
+                    del self._per_ip[client.ip]
+            return not self.closed
+
+    def close(self) -> list:
+        """No more handshakes; returns the clients still handshaking."""
+        with self._lock:
+            self.closed = True
+            return list(self._pending.values())
 
 
 class Listener:
@@ -67,6 +168,9 @@ class Listener:
         self._sessions_done = threading.Condition(self._sessions_lock)
         self._live = 0  # session threads running
         self._probes: set[tuple] = set()  # source addresses of watchdog probes in flight
+        self._handshakes = HandshakeSlots()
+        self._refused = Throttled("tls_handshake_refused", "warning")
+        self._failed = Throttled("tls_handshake_failed", "info")
         self.address = sock.getsockname()[:2]
         self._acceptor = Acceptor(sock, "accept", self._accepted, self._connect_to_self if passed else None)
 
@@ -74,7 +178,13 @@ class Listener:
         self._acceptor.start()
 
     def stop(self) -> None:
+        """Stop accepting and end the handshakes under way (their connections are not
+        clients yet, so the service's shutdown would not reach them)."""
         self._acceptor.stop()
+        for client in self._handshakes.close():
+            self.flusher.disconnect(client.outbox, SHUTDOWN)  # wakes the handshake's recv
+        self._refused.flush()
+        self._failed.flush()
 
     def _loopback(self) -> tuple:
         host, port = self.address
@@ -126,42 +236,120 @@ class Listener:
             return addr[:2] in self._probes
 
     def _admit(self, conn: socket.socket, addr: tuple) -> None:
+        """Bans and limits on the accept thread: cheap checks only, nothing that blocks."""
         config = self.settings.config
         client = Client(next(self._ids), conn, addr)
         if self.bans.match(client.ip) is not None:
             refusal = "banned"
+        elif self.tls_context is not None:
+            refusal = self._handshakes.take(client, config.max_handshakes, config.max_handshakes_per_ip)
+            if refusal:
+                self._reset(client, refusal)
+                return
         else:
             refusal = self.hub.admit(client, config.max_clients, config.max_clients_per_ip)
         if refusal:
-            log.info("client_refused", peer=client.peer, reason=refusal)
-            try:
-                if self.tls_context is None:  # a TLS client could not read it: just close
-                    conn.send(render.line(Error(refusal)), socket.MSG_DONTWAIT)
-                conn.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-            conn.close()
+            self._refuse(client, refusal)
             return
         _tune(conn)
         if self.tls_context is not None:
             client.outbox.tls = TlsChannel(self.tls_context)
-        session = Session(client, self.hub, self.flusher, self.settings)
+            self._refused.flush(due_only=True)  # the tail of a flood that has stopped
+            self._failed.flush(due_only=True)
+        self._start(client)
+
+    def _refuse(self, client, refusal: str) -> None:
+        log.info("client_refused", peer=client.peer, reason=refusal)
+        conn = client.sock
+        try:
+            if self.tls_context is None:  # a TLS client could not read it: just close
+                conn.send(render.line(Error(refusal)), socket.MSG_DONTWAIT)
+            conn.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        conn.close()
+
+    def _reset(self, client, reason: str) -> None:
+        """Drop a connection over a handshake cap: an RST, at once. It cannot read a word
+        from us before TLS, and an RST leaves no TIME_WAIT or FIN_WAIT state behind, which
+        matters at thousands of these a second; a real client sees ECONNRESET and retries."""
+        self._refused.note(peer=client.peer, reason=reason)
+        try:
+            client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        except OSError:
+            pass
+        client.sock.close()
+
+    def _start(self, client) -> None:
         with self._sessions_lock:
             self._live += 1
         self.flusher.adopt()
         try:
-            _thread.start_new_thread(self._run_session, (session,))
+            _thread.start_new_thread(self._run_client, (client,))
         except RuntimeError as exc:  # out of threads: undo the admission, keep serving
             log.error("accept_failed", error=str(exc), peer=client.peer)
             self._session_ended()
+            self._handshakes.give_back(client)
             self.hub.remove(client, None)
             self.flusher.finish(client.outbox, linger=False)
 
-    def _run_session(self, session: Session) -> None:
+    def _run_client(self, client) -> None:
+        """The connection's thread: the TLS handshake and admission if any, then the session."""
         try:
-            session.run()
+            if client.outbox.tls is None or self._secure(client):
+                Session(client, self.hub, self.flusher, self.settings).run()
         finally:
             self._session_ended()
+
+    # -- a TLS connection's thread, before it is a client ---------------------------------
+
+    def _secure(self, client) -> bool:
+        """Handshake, then admit like a plain client; False if the connection has ended."""
+        error = self._handshake(client)
+        listening = self._handshakes.give_back(client)
+        if error is not None:
+            if client.outbox.close_reason is None:  # not ended by stop()
+                self._failed.note(peer=client.peer, error=error)
+            self.flusher.finish(client.outbox, linger=False)
+            return False
+        refusal = self._admission(client) if listening else SHUTDOWN
+        if refusal is None:
+            return True
+        if refusal is SHUTDOWN:
+            notice = ServerShutdown()
+        else:
+            log.info("client_refused", peer=client.peer, reason=refusal, tls=True)
+            notice = Error(refusal)
+        self.flusher.submit(client.outbox, render.line(notice))  # over TLS, by the flusher
+        self.flusher.finish(client.outbox, linger=True)
+        return False
+
+    def _handshake(self, client) -> str | None:
+        """Run the handshake within ``handshake_timeout``; returns why it failed, or None."""
+        try:
+            client.outbox.tls.handshake(client.sock, self.settings.config.handshake_timeout)
+        except TlsError as exc:
+            return str(exc)
+        except OSError as exc:
+            return exc.strerror or "connection reset"
+        except Exception:  # a bug: this connection ends, its slot is given back
+            log.exception("tls_handshake_crashed", peer=client.peer)
+            return "internal error"
+        return None
+
+    def _admission(self, client):
+        """The plain port's checks, now that the connection is a client: None (admitted),
+        the refusal text, or events.SHUTDOWN."""
+        config = self.settings.config
+        if self.bans.match(client.ip) is not None:  # banned while it was handshaking
+            return "banned"
+        refusal = self.hub.admit(client, config.max_clients, config.max_clients_per_ip)
+        if refusal is None and self._handshakes.closed:
+            # stop() began after give_back: the shutdown may have listed the clients
+            # before this one was among them, so it would never be told. End it here.
+            self.hub.remove(client, None)
+            return SHUTDOWN
+        return refusal
 
     def _session_ended(self) -> None:
         with self._sessions_done:

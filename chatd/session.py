@@ -118,13 +118,7 @@ class Session:
                       bytes_in=client.bytes_in, lines_in=client.lines_in)
 
     def _serve(self) -> Close:
-        tls = self.client.outbox.tls
-        if tls is not None:
-            try:
-                tls.handshake(self.client.sock)
-            except TlsError as exc:
-                self.log.info("tls_handshake_failed", error=str(exc))
-                return Close("tls_handshake")
+        # A TLS connection is through its handshake already (server.py: before it is a client).
         config = self.settings.config
         self.hub.register(self.client, [Welcome(config.server_name), *map(Motd, config.motd)])
         while True:

@@ -15,12 +15,12 @@ Only the flusher writes to the socket after the handshake, so TLS records leave 
 
 from __future__ import annotations
 
-import select
 import ssl
 import threading
 import time
 
-HANDSHAKE_SECONDS = 10.0
+#: The default bound; the listener passes ``handshake_timeout`` from the config.
+HANDSHAKE_SECONDS = 5.0
 
 
 class TlsError(Exception):
@@ -45,33 +45,40 @@ class TlsChannel:
         self._lock = threading.Lock()
 
     def handshake(self, sock, timeout: float = HANDSHAKE_SECONDS) -> None:
-        """Run the server handshake on the session thread, before anyone else writes."""
+        """Run the server handshake on the connection's own thread, before anyone else writes.
+
+        Every wait counts against ``timeout``, sending included: a peer that stops reading
+        (a zero TCP window) must not hold the thread, and its handshake slot, past it.
+        """
         deadline = time.monotonic() + timeout
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        while True:
+        try:
+            while not self._handshake_step(sock, deadline):
+                _within(sock, deadline)
+                data = sock.recv(65536)
+                if not data:
+                    raise TlsError("connection closed during handshake")
+                with self._lock:
+                    self._in.write(data)
+        except TimeoutError:
+            raise TlsError("handshake timed out") from None
+        finally:
+            sock.settimeout(None)  # blocking again: the session reads it so from now on
+
+    def _handshake_step(self, sock, deadline: float) -> bool:
+        """One ``do_handshake``, sending what it produced; True once the handshake is done."""
+        with self._lock:
             try:
-                with self._lock:
-                    self._obj.do_handshake()
-                    pending = self._out.read()
-                if pending:
-                    sock.sendall(pending)
-                return
+                self._obj.do_handshake()
+                done = True
             except ssl.SSLWantReadError:
-                with self._lock:
-                    pending = self._out.read()
-                if pending:
-                    sock.sendall(pending)
+                done = False
             except ssl.SSLError as exc:
                 raise TlsError(exc.reason or str(exc)) from None
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not poller.poll(remaining * 1000):
-                raise TlsError("handshake timed out")
-            data = sock.recv(65536)
-            if not data:
-                raise TlsError("connection closed during handshake")
-            with self._lock:
-                self._in.write(data)
+            pending = self._out.read()
+        if pending:
+            _within(sock, deadline)
+            sock.sendall(pending)
+        return done
 
     def decrypt(self, raw: bytes) -> tuple[bytes | None, bool]:
         """Feed received bytes; returns (plaintext, whether TLS has output to send).
@@ -98,3 +105,11 @@ class TlsChannel:
             if plaintext:
                 self._obj.write(plaintext)
             return self._out.read()
+
+
+def _within(sock, deadline: float) -> None:
+    """Bound the next socket call by what is left until ``deadline``."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TlsError("handshake timed out")
+    sock.settimeout(remaining)
