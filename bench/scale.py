@@ -77,7 +77,7 @@ def _step(engine: Engine, server, n: int, base: dict, opts) -> dict:
 
 
 def admin_request(path, cmd: str, args: dict | None = None, timeout: float = 30.0):
-    """One request on chatd's admin socket (SPEC §6); returns (seconds, reply)."""
+    """One request on chatd's admin socket (docs/protocol.md §6); returns (seconds, reply)."""
     start = time.perf_counter()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)

@@ -1,7 +1,7 @@
 """The `chatd` command: parse options, load the config, set up logging, hand over to the service.
 
 Runs in the main thread, before any other thread exists. It holds no logic of its own beyond
-mapping problems to exit statuses (the contract in SPEC §4):
+mapping problems to exit statuses (the contract in docs/protocol.md §4):
 0 ok (`--check-config`, `--version`, clean shutdown); 2 usage error or invalid configuration,
 including what `preflight.check()` finds outside the file (TLS files, an unresolvable host), so
 `chatd` and `chatd --check-config` refuse a config with the same line; 1 the configuration is
@@ -61,7 +61,7 @@ class _Command(click.Command):
               help="Minimum level logged.  [default: info]")
 @click.option("--log-file", metavar="PATH", help="Append logs to this file instead of stderr.")
 @click.option("--admin-socket", metavar="PATH",
-              help="Unix socket for chatctl.  [default: see SPEC §4; env CHATD_ADMIN_SOCKET]")
+              help="Unix socket for chatctl.  [default: see docs/protocol.md §4; env CHATD_ADMIN_SOCKET]")
 @click.option("--state-dir", metavar="PATH",
               help="Where bans persist.  [default: $STATE_DIRECTORY, else $XDG_STATE_HOME/chatd or "
                    "~/.local/state/chatd]")

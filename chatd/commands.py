@@ -1,4 +1,4 @@
-"""The slash commands of SPEC §1 as a table: name -> handler, usage, help.
+"""The slash commands of docs/protocol.md §1 as a table: name -> handler, usage, help.
 
 The table checks arity once (``needs_args``) so handlers stay short. A handler gets the
 :class:`~chatd.session.Session` of the client that typed the command (it uses ``session.client``,

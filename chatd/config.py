@@ -62,7 +62,7 @@ class Config:
     log_format: str | None = None  # None = auto: json unless the log output is a terminal
     log_level: str = "info"
     log_file: str | None = None  # None = stderr
-    admin_socket: str | None = None  # None = the SPEC §4 default, resolved at start
+    admin_socket: str | None = None  # None = the docs/protocol.md §4 default, resolved at start
     admin_group: str | None = None  # None = only root and chatd's own user may administer
     state_dir: str | None = None  # None = $STATE_DIRECTORY, $XDG_STATE_HOME/chatd, ~/.local/state/chatd
     pidfile: str | None = None  # None = no pidfile
@@ -94,7 +94,7 @@ class Config:
 
 
 def default_state_dir(env=None) -> str:
-    """Where bans persist when ``state_dir`` is unset (SPEC §4): systemd's StateDirectory=,
+    """Where bans persist when ``state_dir`` is unset (docs/protocol.md §4): systemd's StateDirectory=,
     else $XDG_STATE_HOME/chatd, else ~/.local/state/chatd."""
     env = os.environ if env is None else env
     if env.get("STATE_DIRECTORY"):
@@ -330,7 +330,7 @@ def load(path: str | None, overrides: Mapping[str, Any] | None = None) -> Config
 
 
 def _check_motd_size(config: Config) -> None:
-    """The MOTD must fit the queue it is sent through (SPEC §3 sendq_bytes).
+    """The MOTD must fit the queue it is sent through (docs/protocol.md §3 sendq_bytes).
 
     The greeting is queued whole the moment a client connects, before it has read a byte, so
     a MOTD near ``sendq_bytes`` disconnects every client with ``sendq exceeded``. Bounded, as

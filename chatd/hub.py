@@ -77,7 +77,7 @@ class Hub:
     # -- admission and lifetime ---------------------------------------------------------------
 
     def admit(self, client, max_clients: int, max_per_ip: int) -> str | None:
-        """Count ``client`` in, or return why it is refused (the SPEC §3 error text)."""
+        """Count ``client`` in, or return why it is refused (the docs/protocol.md §3 error text)."""
         with self._lock:
             if len(self._clients) >= max_clients:
                 return "server full"

@@ -1,6 +1,6 @@
 """The chat wire protocol as pure functions: bytes in, lines and commands out.
 
-Nothing here touches a socket or a clock, so every rule of SPEC §1 that concerns bytes and text
+Nothing here touches a socket or a clock, so every rule of docs/protocol.md §1 that concerns bytes and text
 (framing, CRLF, UTF-8 replacement, control-character stripping, long lines, command words, name
 rules) can be tested as a table and fuzzed on its own. The session thread feeds received bytes to
 a :class:`LineFramer` and hands each decoded line to :func:`parse`.
@@ -26,7 +26,7 @@ _CONTROL_CHARS = re.compile(
 #: arrives as JSON (admin commands: "\ud800") can.
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
-#: Nicks and room names share one rule (SPEC §1).
+#: Nicks and room names share one rule (docs/protocol.md §1).
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,23}")
 NAME_RULE = "1-24 characters of A-Z a-z 0-9 _ -, not starting with - or a digit"
 

@@ -8,7 +8,7 @@ class TokenBucket:
 
     ``take(now)`` spends a token and returns 0.0, or returns how many seconds until one is
     available without spending anything. The session sleeps that long while it keeps reading,
-    which is how excess input gets *delayed* rather than dropped (SPEC §3).
+    which is how excess input gets *delayed* rather than dropped (docs/protocol.md §3).
     """
 
     __slots__ = ("rate", "burst", "_tokens", "_stamp")

@@ -5,7 +5,7 @@ rendered once (render.py), to the room's ``log`` and, if the room is not already
 Each member (a *reader*, in the flusher's words) has an offset into the log. When the flusher
 takes the room it joins the entries from an offset to the end once, for all readers at that
 offset (normally all of them), and hands that one buffer to each reader in one ``send``; a
-reader that wrote some of those entries gets a buffer without them (SPEC §1: no echo). Under
+reader that wrote some of those entries gets a buffer without them (docs/protocol.md §1: no echo). Under
 load the log gathers many lines between flushes, so the per-recipient cost is paid per batch,
 not per message, and joins and leaves cost no extra pass: they only add or drop a reader.
 

@@ -1,4 +1,4 @@
-"""SPEC §1 end to end: greeting, messages, every command and its errors, disconnect notices."""
+"""docs/protocol.md §1 end to end: greeting, messages, every command and its errors, disconnect notices."""
 
 from __future__ import annotations
 
@@ -387,7 +387,7 @@ def test_me_action(trio):
     alice.send_line("/me waves")
     bob.expect("* alice waves")
     carol.expect("* alice waves")
-    # The SPEC does not say whether the actor sees its own action; nothing else may arrive.
+    # The protocol does not say whether the actor sees its own action; nothing else may arrive.
     assert alice.sync() in ([], ["* alice waves"])
 
 

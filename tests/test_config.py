@@ -296,7 +296,7 @@ def test_check_config_with_the_shipped_file():
 
 
 def test_check_config_names_the_paths_an_unset_key_resolves_to():
-    """SPEC §4 defaults depend on the environment: --check-config shows what they are here."""
+    """docs/protocol.md §4 defaults depend on the environment: --check-config shows what they are here."""
     env = {"STATE_DIRECTORY": "/var/lib/chatd", "RUNTIME_DIRECTORY": "/run/chatd",
            "CHATD_ADMIN_SOCKET": ""}
     lines = run_chatd("--check-config", env=env).stdout.splitlines()

@@ -1,4 +1,4 @@
-"""Fan-out under load: many talkers at once, and a client that never reads (SPEC §3 sendq)."""
+"""Fan-out under load: many talkers at once, and a client that never reads (docs/protocol.md §3 sendq)."""
 
 from __future__ import annotations
 

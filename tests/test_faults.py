@@ -386,7 +386,7 @@ def test_kill_9_then_restart_keeps_bans(chatd, book):
 @pytest.mark.parametrize("owner, mode", [(65534, 0o755), (0, 0o777)],
                          ids=["owned-by-nobody", "world-writable"])
 def test_admin_socket_directory_writable_by_others_is_refused(tmp_path, owner, mode, book):
-    """SPEC §6: the socket lives "in a directory that only the owner can write". When the
+    """docs/protocol.md §6: the socket lives "in a directory that only the owner can write". When the
     directory already exists and someone else can write it, chatd must not use it."""
     base = tempfile.mkdtemp(prefix="chatd-o-")
     try:

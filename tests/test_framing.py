@@ -1,4 +1,4 @@
-"""SPEC §1 framing and sanitising over real TCP: segmentation, CRLF, bad bytes, long lines."""
+"""docs/protocol.md §1 framing and sanitising over real TCP: segmentation, CRLF, bad bytes, long lines."""
 
 from __future__ import annotations
 

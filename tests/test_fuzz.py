@@ -102,7 +102,7 @@ def segmented(draw, data=stream):
 
 
 def reference_lines(whole: bytes, limit: int) -> list:
-    """SPEC §1 framing, written the obvious way over the whole stream at once."""
+    """docs/protocol.md §1 framing, written the obvious way over the whole stream at once."""
     *lines, partial = whole.split(b"\n")
     out = []
     for line in lines:

@@ -1,4 +1,4 @@
-"""SPEC §3 limits: flood control, recvq, max_clients, max_clients_per_ip, idle_timeout."""
+"""docs/protocol.md §3 limits: flood control, recvq, max_clients, max_clients_per_ip, idle_timeout."""
 
 from __future__ import annotations
 

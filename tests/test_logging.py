@@ -1,4 +1,4 @@
-"""SPEC §5 logs, as JSON lines on stderr: event names, fields, and privacy of message texts."""
+"""docs/protocol.md §5 logs, as JSON lines on stderr: event names, fields, and privacy of message texts."""
 
 from __future__ import annotations
 

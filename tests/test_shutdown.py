@@ -1,4 +1,4 @@
-"""SPEC §2 shutdown notice and §4 signals: SIGTERM/SIGINT stop the daemon gracefully, quickly."""
+"""docs/protocol.md §2 shutdown notice and §4 signals: SIGTERM/SIGINT stop the daemon gracefully, quickly."""
 
 from __future__ import annotations
 
