@@ -83,6 +83,15 @@ class Peer:
             chunks.append(data)
         return b"".join(chunks)
 
+    def records(self) -> list[bytes]:
+        """On a SOCK_SEQPACKET pair: one item per ``send`` chatd made, readable right now."""
+        records = []
+        while True:
+            try:
+                records.append(self.sock.recv(1 << 20, socket.MSG_DONTWAIT))
+            except BlockingIOError:
+                return records
+
     def read_exactly(self, size: int, timeout: float = DEADLINE) -> bytes:
         """``size`` bytes, waiting for them with a deadline; fails early on EOF."""
         chunks, got = [], 0

@@ -7,6 +7,8 @@ order (``conn.take()`` settles the flusher first, so "nothing else" is exact, se
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from chatd.protocol import encode
@@ -217,6 +219,24 @@ def test_send_to_a_removed_client_is_dropped(world):
     world.hub.send_to(a.client, "*** too late")
     assert a.peer.read_to_eof() == b""
     assert b.take() == b""
+
+
+def test_lines_posted_between_flushes_leave_in_one_send_per_reader(make_world):
+    """The fan-out contract (rooms.py): each reader gets what piled up in one send, not one
+    send per line. The flusher is started only once everything is queued, so the pile-up is
+    certain; SOCK_SEQPACKET peers show each send as one record."""
+    world = make_world(start=False)
+    a, b, c = (world.connect(sock_type=socket.SOCK_SEQPACKET) for _ in range(3))
+    for i in range(50):
+        world.hub.say((a, b)[i % 2].client, encode(f"<{(a, b)[i % 2].nick}> {i}"))
+    world.start()
+    world.settle()
+    said = [f"<{(a, b)[i % 2].nick}> {i}" for i in range(50)]
+    greeting = [crlf(GREETING[0], f"*** you are {conn.nick}", *GREETING[1:]) for conn in (a, b, c)]
+    assert c.peer.records() == [greeting[2], crlf(*said)]
+    assert b.peer.records() == [greeting[1], crlf("*** guest-3 joined lobby", *said[::2])]
+    assert a.peer.records() == [greeting[0], crlf("*** guest-2 joined lobby",
+                                                  "*** guest-3 joined lobby", *said[1::2])]
 
 
 # -- broadcast --------------------------------------------------------------------------------
