@@ -224,6 +224,10 @@ class World:
                                        daemon=True)
         conn.thread.start()
 
+    def disconnect(self, conn: Conn, reason: str, notice: str | None) -> None:
+        """End a connection from outside its session, as kick, ban, idle and shutdown do."""
+        self.flusher.disconnect(conn.outbox, reason, crlf(notice) if notice else None)
+
     def end(self, conn: Conn, farewell: str | None = None) -> None:
         """What a session does when its connection ends: leave the hub, hand the socket over."""
         self.hub.remove(conn.client, farewell)

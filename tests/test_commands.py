@@ -382,3 +382,71 @@ def test_peer_reset_is_announced(world):
     a.thread.join(3.0)
     assert not a.thread.is_alive()
     assert b.take() == b"*** guest-2 left dev (connection reset)\r\n"
+
+
+# -- the reader loop: ended from outside (admin kick and ban, idle, shutdown, sendq) ---------
+
+
+def _running(world):
+    """b registered in the lobby; a on a running session, its greeting read."""
+    (b,) = world.connected(1)
+    a = world.connect(register=False)
+    world.run_session(a)
+    greeting = crlf("*** welcome to chatd", "*** you are guest-2",
+                    "*** Type /help for the list of commands.")
+    assert a.peer.read_exactly(len(greeting)) == greeting
+    # The join notice is queued just after the greeting, by the session thread: wait for it.
+    joined = b"*** guest-2 joined lobby\r\n"
+    assert b.peer.read_exactly(len(joined)) == joined
+    assert b.take() == b""
+    return a, b
+
+
+@pytest.mark.parametrize("reason, notice, farewell", [
+    ("kicked: spam", "*** you were kicked: spam", "*** guest-2 was kicked (spam)"),
+    ("banned", "*** error: banned", "*** guest-2 left lobby (banned)"),
+    ("idle timeout", "*** error: idle timeout", "*** guest-2 left lobby (idle timeout)"),
+    ("server shutting down", "*** server shutting down", None),
+])
+def test_ended_from_outside(world, reason, notice, farewell):
+    a, b = _running(world)
+    with capture_logs() as logs:
+        world.disconnect(a, reason, notice)
+        assert a.peer.read_to_eof() == crlf(notice)
+        a.thread.join(3.0)
+    assert not a.thread.is_alive()
+    assert b.take() == (crlf(farewell) if farewell else b"")
+    assert world.hub.find("guest-2") is None
+    ended = [e for e in logs if e["event"] == "client_disconnected"]
+    assert [e["reason"] for e in ended] == [reason]
+    kicked = [e["reason"] for e in logs if e["event"] == "client_kicked"]
+    assert kicked == (["spam"] if reason.startswith("kicked") else [])
+
+
+def test_a_client_that_stops_reading_is_dropped_for_sendq(make_world):
+    world = make_world(sendq_bytes=8_000)
+    (b,) = world.connected(1)
+    a = world.connect(register=False, sndbuf=1024)  # and its peer never reads
+    with capture_logs() as logs:
+        world.run_session(a)
+        joined = b"*** guest-2 joined lobby\r\n"  # a is registered, so it gets b's lines
+        assert b.peer.read_exactly(len(joined)) == joined
+        for i in range(400):
+            b.line(f"line {i:04d} {'x' * 40}".encode())
+        a.thread.join(3.0)
+    assert not a.thread.is_alive()
+    assert b.take() == b"*** guest-2 left lobby (sendq exceeded)\r\n"
+    warnings = [e for e in logs if e["event"] == "sendq_exceeded"]
+    assert [(e["log_level"], e["limit"]) for e in warnings] == [("warning", 8_000)]
+
+
+def test_a_line_too_long_is_refused_and_the_connection_stays(world):
+    a, b = _running(world)
+    a.peer.send(b"y" * 1025 + b"\nshort\n")
+    refused = b"*** error: line too long (max 1024 bytes)\r\n"
+    assert a.peer.read_exactly(len(refused)) == refused
+    short = b"<guest-2> short\r\n"  # the next line is handled: the session reads on
+    assert b.peer.read_exactly(len(short)) == short
+    b.line(b"still here?")
+    assert a.take() == b"<guest-1> still here?\r\n"
+    assert b.take() == b""

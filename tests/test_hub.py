@@ -12,7 +12,7 @@ import socket
 import pytest
 
 from chatd.protocol import encode
-from inproc import GREETING, crlf, make_world, world  # noqa: F401
+from inproc import GREETING, SMALL_SNDBUF, crlf, make_world, world  # noqa: F401
 
 # -- admission --------------------------------------------------------------------------------
 
@@ -346,6 +346,7 @@ def test_stats_count_traffic_including_departed_clients(world):
     assert stats["bytes_out"] == sum(map(len, received))
     world.hub.join(a.client, "dev")
     world.hub.say(b.client, encode("<guest-2> x"))
+    world.settle()  # sent before a leaves: see the xfail test below for what is sent after
     world.end(a, "*** guest-1 left dev (quit)")
     b.take()
     stats = world.hub.stats()
@@ -353,3 +354,21 @@ def test_stats_count_traffic_including_departed_clients(world):
     # a: its join reply; b: "guest-1 left lobby" (the x reached nobody else)
     assert stats["lines_out"] == 7 + 2
     assert stats["lines_in"] == stats["bytes_in"] == 0  # counted by sessions, not the hub
+
+
+@pytest.mark.xfail(strict=True, reason="bug: Hub.remove adds a departing client's lines_out/"
+                   "bytes_out to the lifetime totals once, at removal; what the flusher sends "
+                   "after that (a backlog drained while lingering, e.g. after /quit) is never "
+                   "counted, so status under-reports bytes out")
+def test_stats_count_what_is_sent_after_a_client_left(make_world):
+    world = make_world(sendq_bytes=200_000)
+    a = world.connect(sndbuf=SMALL_SNDBUF)  # its peer reads only once a has left
+    for i in range(50):
+        world.hub.send_to(a.client, f"*** {i:03d} {'x' * 1000}")
+    world.settle()
+    world.hub.remove(a.client, None)  # what the session does when the user quits...
+    world.flusher.finish(a.outbox, linger=True)  # ...then its backlog drains
+    a.ended = True
+    received = a.peer.read_to_eof()
+    assert len(received) > 50_000
+    assert world.hub.stats()["bytes_out"] == len(received)
