@@ -247,7 +247,7 @@ class World:
             assert self.flusher.stop(1.0), "flusher thread did not stop"
         for conn in self.conns:
             conn.peer.sock.close()
-            if conn.client.sock.fileno() != -1 and not self.started:
+            if conn.client.sock.fileno() != -1:  # the flusher was stopped before it finished
                 conn.client.sock.close()
 
 

@@ -85,7 +85,8 @@ def test_nick_changes_and_tells_the_room(world):
     assert a.take() == b"<guest-2> hi\r\n"
     a.line(b"hi back")
     assert b.take() == b"<alice> hi back\r\n"
-    assert [(e["event"], e["old"], e["new"]) for e in logs] == [("nick_changed", "guest-1", "alice")]
+    changes = [(e["event"], e["old"], e["new"]) for e in logs]
+    assert changes == [("nick_changed", "guest-1", "alice")]
 
 
 @pytest.mark.parametrize("name", ["9lives", "-dash", "has space", "x" * 25, "ünï", "a.b"])

@@ -160,6 +160,19 @@ def test_a_leaver_gets_the_lines_posted_before_it_left_and_none_after(world):
     assert b.take() == crlf("*** guest-1 left lobby")
 
 
+def test_a_joiner_gets_the_lines_posted_after_it_joined_and_none_before(world):
+    a, b, c = world.connected(3)
+    world.hub.join(c.client, "dev")
+    a.take(), b.take(), c.take()
+    world.hub.say(c.client, encode("<guest-3> before"))
+    world.hub.join(a.client, "dev")
+    world.hub.say(c.client, encode("<guest-3> after"))
+    world.hub.say(b.client, encode("<guest-2> lobby only"))
+    assert a.take() == crlf("*** you joined dev (2 members)", "<guest-3> after")
+    assert c.take() == crlf("*** guest-1 joined dev")
+    assert b.take() == crlf("*** guest-1 left lobby")
+
+
 def test_leaving_and_coming_back_gets_exactly_the_lines_of_each_stay(world):
     """Membership changes race the flusher here (nothing settles in between): whatever the
     interleaving, a member gets exactly the lines posted while it was a member."""
