@@ -8,11 +8,12 @@ order (``conn.take()`` settles the flusher first, so "nothing else" is exact, se
 from __future__ import annotations
 
 import socket
+import threading
 
 import pytest
 
 from chatd.protocol import encode
-from inproc import GREETING, SMALL_SNDBUF, crlf, make_world, world  # noqa: F401
+from inproc import DEADLINE, GREETING, SMALL_SNDBUF, crlf, make_world, world  # noqa: F401
 
 # -- admission --------------------------------------------------------------------------------
 
@@ -215,6 +216,32 @@ def test_say_keeps_posting_order_across_senders(world):
     assert c.take() == crlf(*(line for _, line in posted))
     assert a.take() == crlf(*(line for s, line in posted if s is not a))
     assert b.take() == crlf(*(line for s, line in posted if s is not b))
+
+
+def test_concurrent_senders_each_keep_their_order_and_nothing_is_lost(world):
+    """Sessions post from their own threads at once: whatever the interleaving, every other
+    member gets each sender's lines exactly once and in the order sent."""
+    conns = world.connected(6)
+    senders = conns[:4]  # conns[4:] only read
+
+    def post(conn):
+        for i in range(300):
+            world.hub.say(conn.client, encode(f"<{conn.nick}> {i}"))
+
+    threads = [threading.Thread(target=post, args=(conn,)) for conn in senders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(DEADLINE)
+        assert not thread.is_alive()
+    expected = {conn.nick: [f"<{conn.nick}> {i}" for i in range(300)] for conn in senders}
+    for conn in conns:
+        got = conn.take().decode().split("\r\n")
+        assert got.pop() == ""  # every line ends with CRLF
+        for nick, lines in expected.items():
+            mine = [line for line in got if line.startswith(f"<{nick}> ")]
+            assert mine == ([] if nick == conn.nick else lines)
+        assert len(got) == 300 * (len(senders) - (conn in senders))
 
 
 def test_send_to_arrives_after_the_room_lines_posted_before_it(world):
