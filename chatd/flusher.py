@@ -89,6 +89,11 @@ class Flusher:
         self._stopping = False
         self._stop_deadline = 0.0
         self.pongs = 0  # pings processed; written by the flusher thread, read by the watchdog
+        #: Output of connections already closed (lines, bytes): counted when the socket is
+        #: closed, not when the client leaves the hub, so what drains while lingering counts.
+        #: Written by the flusher thread, read by Hub.stats (an int read is atomic).
+        self.closed_lines_out = 0
+        self.closed_bytes_out = 0
         self._thread = threading.Thread(target=self._run, name="flusher", daemon=True)
 
     # -- any thread ---------------------------------------------------------------------------
@@ -340,6 +345,8 @@ class Flusher:
         self._drop_backlog(outbox)
         self._lingering.discard(outbox)
         outbox.dead = True
+        self.closed_lines_out += outbox.lines_out  # before the close a peer could see
+        self.closed_bytes_out += outbox.bytes_out
         outbox.sock.close()
         outbox.sock = None
         self._open -= 1

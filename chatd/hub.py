@@ -70,8 +70,9 @@ class Hub:
         self._rooms: dict = {}  # folded room name -> Room
         self._per_ip: dict = {}  # ip -> number of clients
         self._guest_numbers = itertools.count(1)
-        # traffic of clients that have left, so status can report lifetime totals
-        self._departed = dict.fromkeys(_COUNTERS, 0)
+        # input of clients that have left, so status can report lifetime totals (their output
+        # is the flusher's closed_* counters: it may still drain after they leave)
+        self._departed = {"lines_in": 0, "bytes_in": 0}
         self._lobby = self._room(LOBBY)
 
     # -- admission and lifetime ---------------------------------------------------------------
@@ -112,8 +113,8 @@ class Hub:
                 del self._per_ip[client.ip]
             if client.nick:
                 self._nicks.pop(fold(client.nick), None)
-            for key, value in zip(_COUNTERS, _traffic(client)):
-                self._departed[key] += value
+            self._departed["lines_in"] += client.lines_in  # output: counted by the flusher
+            self._departed["bytes_in"] += client.bytes_in  # when it closes the socket
             room = client.room
             if room is not None:
                 self._leave(client, room)
@@ -202,7 +203,8 @@ class Hub:
 
     def stats(self) -> dict:
         with self._lock:
-            totals = dict(self._departed)
+            totals = dict(self._departed, lines_out=self._flusher.closed_lines_out,
+                          bytes_out=self._flusher.closed_bytes_out)
             for client in self._clients.values():
                 for key, value in zip(_COUNTERS, _traffic(client)):
                     totals[key] += value

@@ -36,6 +36,7 @@ import pytest
 
 from chatd.client import Client
 from chatd.config import Config
+from chatd.events import Motd, Welcome
 from chatd.flusher import Flusher
 from chatd.hub import Hub
 from chatd.session import Session
@@ -43,13 +44,15 @@ from chatd.session import Session
 #: Upper bound for any wait. Tests normally settle in milliseconds; this only bounds a failure.
 DEADLINE = 3.0
 #: What the harness's register() greets with (Session._serve builds the same shape).
-GREETING = ["*** welcome to chatd", "*** Type /help for the list of commands."]
+GREETING = [Welcome("chatd"), Motd("Type /help for the list of commands.")]
+#: The same greeting as the lines a client reads.
+GREETING_LINES = ["*** welcome to chatd", "*** Type /help for the list of commands."]
 #: A send buffer small enough that a peer that does not read fills it with a few KiB.
 SMALL_SNDBUF = 1024
 
 
 def crlf(*lines: str) -> bytes:
-    """The bytes chatd sends for ``lines``: UTF-8, each ended by CRLF (SPEC §1)."""
+    """The bytes chatd sends for ``lines``: UTF-8, each ended by CRLF (docs/protocol.md §1)."""
     return "".join(line + "\r\n" for line in lines).encode("utf-8")
 
 
@@ -224,13 +227,15 @@ class World:
                                        daemon=True)
         conn.thread.start()
 
-    def disconnect(self, conn: Conn, reason: str, notice: str | None) -> None:
-        """End a connection from outside its session, as kick, ban, idle and shutdown do."""
-        self.flusher.disconnect(conn.outbox, reason, crlf(notice) if notice else None)
+    def disconnect(self, conn: Conn, reason, notice=None) -> None:
+        """End a connection from outside its session, as kick, ban, idle and shutdown do
+        (``reason`` an events.Close, ``notice`` an event or None)."""
+        self.flusher.disconnect(conn.outbox, reason, notice)
 
-    def end(self, conn: Conn, farewell: str | None = None) -> None:
-        """What a session does when its connection ends: leave the hub, hand the socket over."""
-        self.hub.remove(conn.client, farewell)
+    def end(self, conn: Conn, reason=None) -> None:
+        """What a session does when its connection ends: leave the hub (telling the room why,
+        ``reason`` an events.Close), hand the socket over."""
+        self.hub.remove(conn.client, reason)
         self.flusher.finish(conn.outbox, linger=False)
         conn.ended = True
 

@@ -1,4 +1,4 @@
-"""The slash commands and chat lines of SPEC §1, through a real Session in-process.
+"""The slash commands and chat lines of docs/protocol.md §1, through a real Session in-process.
 
 Each client is a real :class:`chatd.session.Session` on a socketpair; a test hands it one
 received line at a time (``conn.line(b"/who")``: what the reader loop does after framing and
@@ -14,6 +14,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from chatd.protocol import NAME_RULE
+from chatd.events import SHUTDOWN, Banned, Close, Error, ServerShutdown, YouWereKicked
 from inproc import crlf, make_world, world  # noqa: F401
 
 HELP = crlf(
@@ -128,7 +129,7 @@ def test_join_with_and_without_hash(world):
     a, b, c = world.connected(3)
     with capture_logs() as logs:
         a.line(b"/join #dev")
-    assert a.take() == b"*** you joined dev (1 members)\r\n"
+    assert a.take() == b"*** you joined dev (1 member)\r\n"
     assert b.take() == c.take() == b"*** guest-1 left lobby\r\n"
     b.line(b"/join dev")
     assert b.take() == b"*** you joined dev (2 members)\r\n"
@@ -171,7 +172,7 @@ def test_rooms_lists_every_room_with_its_size(world):
     a.take()
     a.line(b"/rooms")
     a.line(b"/rooms ignored arguments")
-    listing = crlf("*** Attic (1 members)", "*** lobby (1 members)", "*** zoo (1 members)")
+    listing = crlf("*** Attic (1 member)", "*** lobby (1 member)", "*** zoo (1 member)")
     assert a.take() == listing + listing
 
 
@@ -293,7 +294,7 @@ def test_muted_client_may_still_use_other_commands(world):
     assert b.take() == b"<quiet> back\r\n"
 
 
-# -- message logging (SPEC §5) ----------------------------------------------------------------
+# -- message logging (docs/protocol.md §5) ----------------------------------------------------------------
 
 
 def test_message_texts_are_not_logged_by_default(world):
@@ -334,7 +335,7 @@ def test_session_greets_then_quits_with_reason(make_world):
                     "*** line one", "*** line two")
     assert a.peer.read_exactly(len(greeting)) == greeting
     a.peer.send(b"/msg guest-1 bye now\r\n/quit  gone fishing \r\nnever handled\r\n")
-    assert a.peer.read_to_eof() == b"*** -> guest-1: bye now\r\n"
+    assert a.peer.read_to_eof() == b"*** -> guest-1: bye now\r\n*** bye\r\n"
     a.thread.join(3.0)
     assert not a.thread.is_alive()
     assert b.take() == crlf("*** guest-2 joined lobby", "*guest-2* bye now",
@@ -359,7 +360,7 @@ def _in_dev_with_b(world):
     world.run_session(a)
     a.peer.send(b"/join dev\n")
     joined = crlf("*** welcome to chatd", "*** you are guest-2",
-                  "*** Type /help for the list of commands.", "*** you joined dev (1 members)")
+                  "*** Type /help for the list of commands.", "*** you joined dev (1 member)")
     assert a.peer.read_exactly(len(joined)) == joined
     b.line(b"/join dev")
     assert b.take() == crlf("*** guest-2 joined lobby", "*** guest-2 left lobby",
@@ -403,25 +404,27 @@ def _running(world):
     return a, b
 
 
-@pytest.mark.parametrize("reason, notice, farewell", [
-    ("kicked: spam", "*** you were kicked: spam", "*** guest-2 was kicked (spam)"),
-    ("banned", "*** error: banned", "*** guest-2 left lobby (banned)"),
-    ("idle timeout", "*** error: idle timeout", "*** guest-2 left lobby (idle timeout)"),
-    ("server shutting down", "*** server shutting down", None),
+@pytest.mark.parametrize("reason, notice, text, farewell", [
+    (Close("kicked", "spam"), YouWereKicked("spam"), "*** you were kicked: spam",
+     "*** guest-2 was kicked (spam)"),
+    (Close("banned"), Banned(), "*** error: banned", "*** guest-2 left lobby (banned)"),
+    (Close("idle"), Error("idle timeout"), "*** error: idle timeout",
+     "*** guest-2 left lobby (idle timeout)"),
+    (SHUTDOWN, ServerShutdown(), "*** server shutting down", None),
 ])
-def test_ended_from_outside(world, reason, notice, farewell):
+def test_ended_from_outside(world, reason, notice, text, farewell):
     a, b = _running(world)
     with capture_logs() as logs:
         world.disconnect(a, reason, notice)
-        assert a.peer.read_to_eof() == crlf(notice)
+        assert a.peer.read_to_eof() == crlf(text)
         a.thread.join(3.0)
     assert not a.thread.is_alive()
     assert b.take() == (crlf(farewell) if farewell else b"")
     assert world.hub.find("guest-2") is None
     ended = [e for e in logs if e["event"] == "client_disconnected"]
-    assert [e["reason"] for e in ended] == [reason]
+    assert [e["reason"] for e in ended] == [reason.text]
     kicked = [e["reason"] for e in logs if e["event"] == "client_kicked"]
-    assert kicked == (["spam"] if reason.startswith("kicked") else [])
+    assert kicked == (["spam"] if reason.kind == "kicked" else [])
 
 
 def test_a_client_that_stops_reading_is_dropped_for_sendq(make_world):

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from chatd.events import RESET, SENDQ_EXCEEDED, SHUTDOWN, Close, Error, YouWereKicked
 from inproc import DEADLINE, SMALL_SNDBUF, crlf, make_world, wait_until, world  # noqa: F401
 
 
@@ -166,14 +167,14 @@ def test_over_sendq_disconnects_with_reason(make_world):
     room = 20_000 - conn.outbox.backlog_bytes
     world.flusher.submit(conn.outbox, b"z" * (room + 1))  # one byte past the limit
     world.settle()
-    assert conn.outbox.close_reason == "sendq exceeded"
+    assert conn.outbox.close_reason == SENDQ_EXCEEDED
     assert conn.outbox.backlog_bytes == 0  # the backlog is dropped, not sent
     assert session_sees_eof(conn)  # the session is woken to clean up
     received = conn.peer.read_to_eof()  # shut down both ways: the user sees the close
     assert len(received) < 12_000 and b"z" not in received
     world.flusher.submit(conn.outbox, b"late\r\n")  # a dead client gets nothing more
     world.settle()
-    assert conn.outbox.close_reason == "sendq exceeded"
+    assert conn.outbox.close_reason == SENDQ_EXCEEDED
 
 
 def test_one_submit_bigger_than_sendq_disconnects(make_world):
@@ -181,7 +182,7 @@ def test_one_submit_bigger_than_sendq_disconnects(make_world):
     conn = world.connect(admit=False, register=False, session=False, sndbuf=SMALL_SNDBUF)
     world.flusher.submit(conn.outbox, b"w" * 50_000)
     world.settle()
-    assert conn.outbox.close_reason == "sendq exceeded"
+    assert conn.outbox.close_reason == SENDQ_EXCEEDED
     assert session_sees_eof(conn)
 
 
@@ -190,7 +191,7 @@ def test_peer_gone_is_a_reset(world):
     conn.peer.sock.close()
     world.flusher.submit(conn.outbox, b"anyone there?\r\n")
     world.settle()
-    assert conn.outbox.close_reason == "connection reset"
+    assert conn.outbox.close_reason == RESET
     assert session_sees_eof(conn)
 
 
@@ -200,14 +201,14 @@ def test_peer_gone_is_a_reset(world):
 def test_disconnect_sends_the_notice_then_shuts_the_read_side(world):
     conn = world.connect(admit=False, register=False, session=False)
     world.flusher.submit(conn.outbox, b"before\r\n")
-    world.flusher.disconnect(conn.outbox, "kicked: spam", b"*** you were kicked: spam\r\n")
+    world.flusher.disconnect(conn.outbox, Close("kicked", "spam"), YouWereKicked("spam"))
     assert conn.take() == b"before\r\n*** you were kicked: spam\r\n"
-    assert conn.outbox.close_reason == "kicked: spam"
+    assert conn.outbox.close_reason == Close("kicked", "spam")
     assert session_sees_eof(conn)  # the session's recv returns and it cleans up
     assert not conn.peer.eof  # the write side stays open until the session finishes
-    world.flusher.disconnect(conn.outbox, "idle", b"*** second notice\r\n")
+    world.flusher.disconnect(conn.outbox, Close("idle"), Error("second notice"))
     assert conn.take() == b""  # already ending: the first reason and notice stand
-    assert conn.outbox.close_reason == "kicked: spam"
+    assert conn.outbox.close_reason == Close("kicked", "spam")
     world.flusher.finish(conn.outbox, linger=True)
     conn.ended = True
     assert conn.peer.read_to_eof() == b""
@@ -215,10 +216,10 @@ def test_disconnect_sends_the_notice_then_shuts_the_read_side(world):
 
 def test_disconnect_without_notice(world):
     conn = world.connect(admit=False, register=False, session=False)
-    world.flusher.disconnect(conn.outbox, "server shutting down")
+    world.flusher.disconnect(conn.outbox, SHUTDOWN)
     assert conn.take() == b""
     assert session_sees_eof(conn)
-    assert conn.outbox.close_reason == "server shutting down"
+    assert conn.outbox.close_reason == SHUTDOWN
 
 
 def test_disconnect_notice_waits_behind_the_backlog(make_world):
@@ -226,7 +227,7 @@ def test_disconnect_notice_waits_behind_the_backlog(make_world):
     conn = world.connect(admit=False, register=False, session=False, sndbuf=SMALL_SNDBUF)
     data = fill(world, conn, 30_000)
     notice = b"*** you were kicked: slow\r\n"
-    world.flusher.disconnect(conn.outbox, "kicked: slow", notice)
+    world.flusher.disconnect(conn.outbox, Close("kicked", "slow"), YouWereKicked("slow"))
     world.settle()
     assert session_sees_eof(conn)
     world.flusher.finish(conn.outbox, linger=True)
