@@ -14,6 +14,7 @@ import threading
 import structlog
 
 from chatd.acceptor import Acceptor
+from chatd.admincmds import ban_notice
 from chatd.client import Client
 from chatd.protocol import encode
 from chatd.session import Session
@@ -127,15 +128,17 @@ class Listener:
     def _admit(self, conn: socket.socket, addr: tuple) -> None:
         config = self.settings.config
         client = Client(next(self._ids), conn, addr)
-        if self.bans.match(client.ip) is not None:
-            refusal = "banned"
+        ban = self.bans.match(client.ip)
+        if ban is not None:
+            refusal, notice = "banned", ban_notice(ban)
         else:
             refusal = self.hub.admit(client, config.max_clients, config.max_clients_per_ip)
+            notice = f"*** error: {refusal}"
         if refusal:
             log.info("client_refused", peer=client.peer, reason=refusal)
             try:
                 if self.tls_context is None:  # a TLS client could not read it: just close
-                    conn.send(encode(f"*** error: {refusal}"), socket.MSG_DONTWAIT)
+                    conn.send(encode(notice), socket.MSG_DONTWAIT)
                 conn.shutdown(socket.SHUT_WR)
             except OSError:
                 pass

@@ -308,12 +308,14 @@ def test_mute_stops_delivery_and_unmute_restores_it(server):
     alice, bob = server.connect_many(2)
     admin = Admin(server.admin_socket)
     ok(admin.ask({"cmd": "mute", "args": {"target": alice.nick}}))
+    alice.expect("*** you are muted")  # told at once, not only when it next talks
     alice.send_line("can you hear me")
     alice.expect("*** error: you are muted")
     alice.send_line(f"/msg {bob.nick} psst")
     alice.expect("*** error: you are muted")
     bob.expect_silence()
     ok(admin.ask({"cmd": "unmute", "args": {"target": alice.nick}}))
+    alice.expect("*** you are no longer muted")
     alice.send_line("back")
     bob.expect(f"<{alice.nick}> back")
 
@@ -339,16 +341,17 @@ def test_ban_disconnects_refuses_and_survives_a_restart(chatd, tmp_path):
     admin = Admin(srv.admin_socket)
     result = ok(admin.ask({"cmd": "ban", "args": {"address": "127.0.0.2", "reason": "abuse"}}))
     assert (result["address"], result["disconnected"], result["expires"]) == ("127.0.0.2/32", 1, None)
-    assert there.expect_closed() == ["*** error: banned"]
+    assert there.expect_closed() == ["*** error: banned (abuse)"]
     here.expect(f"*** {there.nick} joined lobby")
     here.expect(f"*** {there.nick} left lobby (banned)")
     refused = srv.connect(source="127.0.0.2", greet=False)
-    assert refused.expect_closed() == ["*** error: banned"]
+    assert refused.expect_closed() == ["*** error: banned (abuse)"]
     srv.wait_event("client_refused", reason="banned")
     assert srv.terminate() == 0
 
     again = chatd(args=["--state-dir", state])
-    assert again.connect(source="127.0.0.2", greet=False).expect_closed() == ["*** error: banned"]
+    assert again.connect(source="127.0.0.2", greet=False).expect_closed() == [
+        "*** error: banned (abuse)"]
     again.connect()  # others still welcome
     bans = ok(Admin(again.admin_socket).ask({"cmd": "bans"}))
     assert [(b["address"], b["reason"]) for b in bans] == [("127.0.0.2/32", "abuse")]

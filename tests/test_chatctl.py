@@ -138,7 +138,7 @@ def test_list_three_clients(server):
     c.join("dev")
     a.expect("*** guest-3 left lobby")
     out = lines(ctl(server, "list"))
-    assert out[0].split() == ["ID", "NICK", "PEER", "ROOM", "CONNECTED", "IDLE", "SENDQ"]
+    assert out[0].split() == ["ID", "NICK", "PEER", "ROOM", "CONNECTED", "IDLE", "SENDQ", "MUTED"]
     rows = [line.split() for line in out[1:]]
     ids = [str(server.client_id(x)) for x in (a, b, c)]
     assert [r[0] for r in rows] == ids
@@ -146,16 +146,17 @@ def test_list_three_clients(server):
     assert [r[2] for r in rows] == [f"127.0.0.1:{x.local_port}" for x in (a, b, c)]
     assert [r[3] for r in rows] == ["lobby", "lobby", "dev"]
     for row in rows:
-        assert len(row) == 8, row  # CONNECTED is two words: date and time
+        assert len(row) == 9, row  # CONNECTED is two words: date and time
         assert re.fullmatch(LOCAL_TIME, f"{row[4]} {row[5]}"), row
         assert re.fullmatch(r"\d+s|\d+m\d\ds", row[6]), row
         assert row[7].isdigit(), row
+        assert row[8] == "no", row
 
 
 def test_list_formatting(server):
     """Aligned columns, local connect time, compact idle, --room filter, empty table."""
     assert invoke(server, "list").stdout == \
-        "ID  NICK  PEER  ROOM  CONNECTED  IDLE  SENDQ\n"
+        "ID  NICK  PEER  ROOM  CONNECTED  IDLE  SENDQ  MUTED\n"
     before = time.time()
     a, b = server.connect_many(2)
     b.join("dev")
@@ -166,18 +167,19 @@ def test_list_formatting(server):
     starts = columns(header)
     for row in rows:
         # left-aligned columns start under their header; numbers end under it
-        for name in ("NICK", "PEER", "ROOM", "CONNECTED"):
+        for name in ("NICK", "PEER", "ROOM", "CONNECTED", "MUTED"):
             i = header.index(name)
             assert row[i] != " " and row[i - 1] == " ", (name, header, row)
-        for end in (header.index("ID") + 2, header.index("IDLE") + 4, len(header)):
+        for end in (header.index("ID") + 2, header.index("IDLE") + 4, header.index("SENDQ") + 5):
             assert row[end - 1] != " " and (end == len(row) or row[end] == " "), (header, row)
         connected = row[starts[4]:starts[4] + 19]
         when = time.mktime(time.strptime(connected, "%Y-%m-%d %H:%M:%S"))
         assert before - 2 <= when <= time.time() + 1, (connected, before)
     dev = lines(invoke(server, "list", "--room", "dev").stdout)
     assert len(dev) == 2 and f" {b.nick} " in dev[1], dev
-    assert invoke(server, "list", "--room", "nowhere").stdout == \
-        "ID  NICK  PEER  ROOM  CONNECTED  IDLE  SENDQ\n"
+    # an unknown room is an error, as it is for broadcast (not an empty table)
+    assert invoke(server, "list", "--room", "nowhere", status=1).stderr == \
+        "chatctl: error: no such room nowhere\n"
 
 
 def test_list_json(server):
@@ -186,7 +188,8 @@ def test_list_json(server):
     assert [c["id"] for c in result] == [server.client_id(a)]
     assert result[0]["nick"] == a.nick
     assert result[0]["muted"] is False
-    assert json.loads(invoke(server, "--json", "list", "--room", "nowhere").stdout) == []
+    error = json.loads(invoke(server, "--json", "list", "--room", "nowhere", status=1).stderr)
+    assert error == {"error": {"code": "not_found", "message": "no such room nowhere"}}
     # --json after the command, too; idle is the only field that moves between the two calls
     again = json.loads(ctl(server, "list", "--json"))
     assert [{k: v for k, v in c.items() if k != "idle"} for c in again] == [
@@ -260,12 +263,14 @@ def test_mute_and_unmute(server):
     alice.set_nick("alice")
     bob.expect(f"*** {guest} is now known as alice")
     assert ctl(server, "mute", "alice") == f"muted alice (id {server.client_id(alice)})\n"
+    alice.expect("*** you are muted")
     alice.send_line("can anyone hear me")
     alice.expect("*** error: you are muted")
     bob.expect_silence()
     assert json.loads(invoke(server, "--json", "list").stdout)[0]["muted"] is True
     assert ctl(server, "unmute", str(server.client_id(alice))) == \
         f"unmuted alice (id {server.client_id(alice)})\n"
+    alice.expect("*** you are no longer muted")
     alice.send_line("and now")
     bob.expect("<alice> and now")
     assert ctl(server, "mute", "nobody", status=1).startswith("chatctl: error: ")
@@ -285,7 +290,7 @@ def test_ban_disconnects_and_refuses_then_unban(server):
     other.expect_closed()
     local.wait_for(lambda line: line.startswith(f"*** {other.nick} left lobby"))
     refused = server.connect(source="127.0.0.2", greet=False)
-    assert refused.expect_closed() == ["*** error: banned"]
+    assert refused.expect_closed() == ["*** error: banned (spam wave)"]
     local.expect_silence()  # the ban did not touch 127.0.0.1
 
     assert lines(ctl(server, "bans")) == [
@@ -352,7 +357,9 @@ def test_reload_with_an_invalid_file_keeps_the_old_config(chatd):
     assert re.fullmatch(r"chatctl: error: [^\n]*limits\.rate[^\n]*\n", err), err
     srv.connect(motd=["old news"])
     result = invoke(srv, "--json", "reload", status=1)
-    assert result.stdout == "" and result.stderr.startswith("chatctl: error: ")
+    assert result.stdout == ""
+    error = json.loads(result.stderr)["error"]
+    assert error["code"] == "reload_failed" and "limits.rate" in error["message"], error
 
 
 def test_shutdown(server):
