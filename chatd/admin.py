@@ -297,7 +297,11 @@ class AdminServer:
                 started = started or (time.monotonic() if framer.pending_bytes else None)
                 if not self._wait_for_input(conn, slot, started, peer_log):
                     return
-                data = conn.recv(65536)
+                try:
+                    data = conn.recv(65536)
+                except TimeoutError:
+                    peer_log.info("admin_timeout", partial=started is not None)
+                    return
                 if not data:
                     return
                 framer.feed(data)

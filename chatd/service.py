@@ -241,7 +241,8 @@ class Service:
         self.config = new
         self.flusher.sendq_bytes = new.sendq_bytes
         logsetup.set_level(new.log_level)
-        log.info("config_reloaded", path=new.config_path)
+        # thread: SIGHUP and chatctl reload both run here, on the main thread (tests check it)
+        log.info("config_reloaded", path=new.config_path, thread=threading.current_thread().name)
         restart = self._restart_required()
         if restart:
             log.warning("restart_required", keys=restart, reason="listeners change on restart only")

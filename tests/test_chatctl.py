@@ -253,7 +253,10 @@ def test_broadcast_everyone_and_one_room(server):
     a.expect_silence()
     b.expect_silence()
     err = ctl(server, "broadcast", "--room", "nowhere", "hello", status=1)
-    assert err.startswith("chatctl: error: ") and err.count("\n") == 1, err
+    assert err == "chatctl: error: no such room nowhere\n"  # word for word what list says
+    error = json.loads(invoke(server, "--json", "broadcast", "--room", "nowhere", "x",
+                              status=1).stderr)
+    assert error == {"error": {"code": "not_found", "message": "no such room nowhere"}}
     assert json.loads(invoke(server, "--json", "broadcast", "hi").stdout)["recipients"] == 3
 
 
@@ -268,6 +271,7 @@ def test_mute_and_unmute(server):
     alice.expect("*** error: you are muted")
     bob.expect_silence()
     assert json.loads(invoke(server, "--json", "list").stdout)[0]["muted"] is True
+    assert [row.split()[-1] for row in lines(invoke(server, "list").stdout)] == ["MUTED", "yes", "no"]
     assert ctl(server, "unmute", str(server.client_id(alice))) == \
         f"unmuted alice (id {server.client_id(alice)})\n"
     alice.expect("*** you are no longer muted")
@@ -325,6 +329,24 @@ def test_ban_network_with_duration(server):
     assert bans[0]["address"] == "127.0.0.0/30" and bans[0]["expires"]
 
 
+def test_ban_short_duration_option_force_and_what_the_banned_see(server):
+    a = server.connect(source="127.0.0.5")
+    out = ctl(server, "ban", "127.0.0.5", "-d", "90m", "-r", "spam wave")
+    m = re.fullmatch(rf"banned 127\.0\.0\.5/32 until ({LOCAL_TIME}), disconnected 1 client\n", out)
+    assert m, out
+    [closing] = a.expect_closed()
+    assert re.fullmatch(r"\*\*\* error: banned \(spam wave; until \d{4}-\d\d-\d\d "
+                        r"\d\d:\d\d:\d\d UTC\)", closing), closing
+    assert server.connect(source="127.0.0.5", greet=False).expect_closed() == [closing]
+    err = ctl(server, "ban", "127.0.0.1/0", status=1)
+    assert err == ("chatctl: error: 127.0.0.1/0 has host bits set; did you mean 0.0.0.0/0? "
+                   "use --force to ban that network\n")
+    assert ctl(server, "ban", "10.1.2.3/8", "--force") == \
+        "banned 10.0.0.0/8 with no expiry, disconnected 0 clients\n"
+    assert [b["address"] for b in json.loads(invoke(server, "--json", "bans").stdout)] == [
+        "127.0.0.5/32", "10.0.0.0/8"]
+
+
 def test_ban_bad_input(server):
     err = ctl(server, "ban", "not-an-address", status=1)
     assert re.fullmatch(r"chatctl: error: [^\n]*not-an-address[^\n]*\n", err), err
@@ -348,6 +370,14 @@ def test_reload_changes_the_motd(chatd):
     srv.connect(motd=["fresh news", "second line"])
     staying.wait_for(lambda line: line.endswith("joined lobby"))
     staying.expect_silence()  # nobody was dropped
+
+
+def test_reload_names_the_settings_that_need_a_restart(chatd):
+    srv = chatd(server={"motd": "old news"})
+    srv.config_path.write_text(toml_dumps({"server": {"motd": "new", "host": "127.0.0.2"}}))
+    assert ctl(srv, "reload") == "reloaded; restart chatd to apply: server.host\n"
+    assert json.loads(ctl(srv, "--json", "reload"))["restart_required"] == ["server.host"]
+    srv.connect(motd=["new"])  # on the old address, with the new MOTD
 
 
 def test_reload_with_an_invalid_file_keeps_the_old_config(chatd):
@@ -385,6 +415,18 @@ def test_no_socket(sockdir):
     missing_dir = str(sockdir / "nope" / "admin.sock")
     assert invoke(missing_dir, "list", status=3).stderr == \
         UNREACHABLE.format(path=missing_dir, why=NO_SOCKET)
+
+
+def test_errors_under_json_are_json_on_stderr(sockdir):
+    path = str(sockdir / "admin.sock")
+    proc = run_chatctl(path, "--json", "status")
+    assert (proc.returncode, proc.stdout) == (3, "")
+    assert json.loads(proc.stderr) == {"error": {
+        "code": "no_socket", "socket": path,
+        "message": f"cannot reach chatd at {path}: {NO_SOCKET}"}}
+    assert proc.stderr.count("\n") == 1
+    after = invoke(path, "list", "--json", status=3)  # --json after the command, too
+    assert json.loads(after.stderr)["error"]["code"] == "no_socket"
 
 
 def test_stale_socket(sockdir):
@@ -441,6 +483,38 @@ def test_permission_denied_by_the_daemon(server):
     assert (proc.returncode, proc.stdout) == (3, ""), proc
     assert proc.stderr == UNREACHABLE.format(path=server.admin_socket, why=PERMISSION)
     client.expect_silence()  # and nothing happened
+
+
+@needs_nobody
+@pytest.mark.parametrize("dir_mode", [0o700, 0o755])
+def test_non_root_is_told_about_a_systemd_socket_it_cannot_use(sockdir, dir_mode):
+    """nobody has no socket of its own; the systemd chatd's is root's (its directory closed,
+    or the socket 0600): chatctl says so, names both paths and hints --socket / the group."""
+    run = sockdir / "run"
+    run.mkdir(mode=dir_mode)
+    os.chmod(sockdir, 0o755)
+    os.chmod(run, dir_mode)
+    system = str(run / "admin.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(system)
+    listener.listen(1)
+    os.chmod(system, 0o600)
+    own = "/tmp/chatd-65534/admin.sock"
+    if os.path.exists(own):
+        pytest.skip(f"{own} exists on this machine")
+    env = {k: v for k, v in _env().items() if k not in ("XDG_RUNTIME_DIR", "RUNTIME_DIRECTORY")}
+    env["CHATD_TEST_SYSTEMD_SOCKET"] = system
+    try:
+        proc = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                               sys.executable, "-m", "chatctl", "status"],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=REPO,
+                              env=env, timeout=30)
+    finally:
+        listener.close()
+    assert (proc.returncode, proc.stdout) == (3, ""), proc
+    assert proc.stderr == (
+        f"chatctl: cannot reach chatd at {own}: no socket; {system} exists but is not accessible "
+        f"to this user (use --socket {system} as root, or join chatd's admin group)\n")
 
 
 # --------------------------------------------------------------------------------------------
