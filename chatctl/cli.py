@@ -272,7 +272,7 @@ def main(ctx: click.Context, socket_path: str | None, as_json: bool, timeout: fl
       chatctl list --room lobby
       chatctl kick alice -r "flooding the lobby"
       chatctl broadcast --room dev maintenance in 5 minutes
-      chatctl ban 203.0.113.0/24 --duration 12h -r "spam wave"
+      chatctl ban 203.0.113.0/24 -d 12h -r "spam wave"
       sudo chatctl --json list | jq -r '.[].nick'
 
     \b
@@ -282,13 +282,15 @@ def main(ctx: click.Context, socket_path: str | None, as_json: bool, timeout: fl
       /run/chatd/admin.sock           (as root)
       $XDG_RUNTIME_DIR/chatd/admin.sock
       /tmp/chatd-UID/admin.sock
+      /run/chatd/admin.sock           (not as root: for admin group members)
 
     \b
     Exit status:
       0  done
       1  chatd refused (no such client, invalid address, ...); its message is on stderr
       2  usage error
-      3  chatd cannot be reached (no socket, stale socket, permission denied)
+      3  chatd cannot be reached (no socket, stale socket, permission denied, busy)
+    With --json, these errors are JSON on stderr: {"error": {"code": ..., "message": ...}}.
     """
     ctx.obj = State(socket_path, as_json, timeout)
     ctx.call_on_close(ctx.obj.close)

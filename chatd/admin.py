@@ -189,7 +189,11 @@ class AdminServer:
 
     def _accepted(self, conn: socket.socket, _addr) -> None:
         """On the accept thread: credentials and a slot, or a refusal; never waits for the peer."""
-        pid, uid, gid = peer_credentials(conn)
+        try:
+            pid, uid, gid = peer_credentials(conn)
+        except OSError:  # gone already
+            conn.close()
+            return
         peer_log = log.bind(uid=uid, pid=pid)
         privileged = uid == 0 or uid == self._uid
         if not privileged and not self._member(conn, gid):
@@ -314,6 +318,7 @@ class AdminServer:
 
     def _reply(self, conn: socket.socket, line, peer_log):
         """Answer one line; returns the action to run once the reply is sent, or None."""
+        conn.settimeout(IDLE_SECONDS)  # a long reply (list) to a slow reader: not a request's time
         if line is LINE_TOO_LONG:
             peer_log.warning("admin_command", outcome="line_too_long")
             conn.sendall(error_line(None, "line_too_long"))
