@@ -2,8 +2,9 @@
 
 Runs in the main thread of a short-lived process. Talking to the socket belongs to
 :class:`chatctl.client.AdminClient` (which never prints) and the human formats to
-:mod:`chatctl.format` (pure functions); each command here only builds the request's arguments
-and picks a format. The exit statuses are the contract of SPEC §7:
+:mod:`chatctl.format` (pure functions), the failure messages to :mod:`chatctl.errors`; each
+command here only builds the request's arguments and picks a format. The exit statuses are
+the contract of SPEC §7:
 
     0  done
     1  the daemon answered and refused (``chatctl: error: MESSAGE`` on stderr)
@@ -29,69 +30,9 @@ import click
 
 from chatctl import format as fmt
 from chatctl.client import DEFAULT_TIMEOUT, AdminClient, AdminError, Unreachable
+from chatctl.errors import CannotReach, InternalError, Refused, out_of_reach_hint
 from chatd import __version__
-from chatd.adminproto import ENV_SOCKET, SYSTEMD_SOCKET, client_socket_path, out_of_reach
-
-EXIT_REFUSED = 1
-EXIT_UNREACHABLE = 3
-
-#: What the user should do, by Unreachable.kind (SPEC §7 names the case and the path).
-UNREACHABLE_HINTS = {
-    "no_socket": "no socket (is chatd running?)",
-    "refused": "connection refused (stale socket: is chatd running?)",
-    "permission": "permission denied (run as root or as the chatd user, or join the admin group)",
-    "busy": "busy: too many admin connections (try again later)",
-}
-#: The ``--json`` error code for each Unreachable.kind.
-UNREACHABLE_CODES = {"no_socket": "no_socket", "refused": "connection_refused",
-                     "permission": "permission_denied", "busy": "busy", "error": "unreachable"}
-
-
-class _Failure(click.ClickException):
-    """A failure shown as one line, or with ``--json`` as one JSON object, on stderr."""
-
-    prefix = "chatctl: "
-
-    def __init__(self, message: str, code: str, as_json: bool = False, **extra) -> None:
-        super().__init__(message)
-        self.code = code
-        self.as_json = as_json
-        self.extra = extra
-
-    def show(self, file=None) -> None:
-        if self.as_json:
-            error = {"code": self.code, "message": self.message, **self.extra}
-            click.echo(json.dumps({"error": error}, ensure_ascii=False), err=True)
-        else:
-            click.echo(f"{self.prefix}{self.message}", err=True)
-
-
-class Refused(_Failure):
-    """The daemon answered with an error: exit 1, its message on one line."""
-
-    exit_code = EXIT_REFUSED
-    prefix = "chatctl: error: "
-
-
-class CannotReach(_Failure):
-    """The daemon could not be asked: exit 3, naming the socket and the reason."""
-
-    exit_code = EXIT_UNREACHABLE
-
-    def __init__(self, err: Unreachable, as_json: bool = False, why: str | None = None) -> None:
-        why = why or UNREACHABLE_HINTS.get(err.kind, err.detail)
-        super().__init__(f"cannot reach chatd at {err.path}: {why}", UNREACHABLE_CODES[err.kind],
-                         as_json, socket=err.path)
-
-
-def _out_of_reach_hint(path: str) -> str | None:
-    """Why a non-root chatctl found no socket of its own, when a systemd chatd's socket is
-    there but closed to this user: the usual "is chatd running?" would send them astray."""
-    if path == SYSTEMD_SOCKET or not out_of_reach(SYSTEMD_SOCKET):
-        return None
-    return (f"no socket; {SYSTEMD_SOCKET} exists but is not accessible to this user (use "
-            f"--socket {SYSTEMD_SOCKET} as root, or join chatd's admin group)")
-
+from chatd.adminproto import ENV_SOCKET, client_socket_path
 
 def _json(result) -> str:
     """Indented JSON, except that a list has one compact object per line: as easy to read and
@@ -142,7 +83,7 @@ class State:
         except Unreachable as err:
             hint = None
             if err.kind == "no_socket" and self.defaulted:
-                hint = _out_of_reach_hint(err.path)
+                hint = out_of_reach_hint(err.path)
             raise CannotReach(err, self.as_json, hint) from None
 
     def run(self, cmd: str, human: Callable[[object], list[str]], **args) -> None:
@@ -173,13 +114,6 @@ class _Group(click.Group):
             raise _internal(ctx, exc) from None
         except Exception as exc:  # noqa: BLE001 - the promise is "no tracebacks ever"
             raise _internal(ctx, exc) from None
-
-
-class InternalError(_Failure):
-    """A bug in chatctl (or a reply it cannot format): exit 1, one line, no traceback."""
-
-    exit_code = 1
-    prefix = "chatctl: internal error: "
 
 
 def _internal(ctx: click.Context, exc: BaseException) -> InternalError:
