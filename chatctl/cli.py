@@ -2,13 +2,19 @@
 
 Runs in the main thread of a short-lived process. Talking to the socket belongs to
 :class:`chatctl.client.AdminClient` (which never prints) and the human formats to
-:mod:`chatctl.format` (pure functions); each command here only builds the request's arguments
-and picks a format. The exit statuses are the contract of SPEC §7:
+:mod:`chatctl.format` (pure functions), the failure messages to :mod:`chatctl.errors`; each
+command here only builds the request's arguments and picks a format. The exit statuses are
+the contract of docs/protocol.md §7:
 
     0  done
     1  the daemon answered and refused (``chatctl: error: MESSAGE`` on stderr)
     2  usage error (click's own message)
     3  the daemon cannot be reached (``chatctl: cannot reach chatd at PATH: WHY``)
+
+With ``--json`` those messages go to stderr as one JSON object instead,
+``{"error": {"code": CODE, "message": TEXT}}`` (the daemon's error code for exit 1; for exit 3
+``no_socket``, ``connection_refused``, ``permission_denied``, ``busy`` or ``unreachable``, and
+``socket`` names the path); the exit statuses are the same. Usage errors stay click's text.
 
 No traceback reaches the user: anything unexpected is one ``chatctl: internal error`` line.
 """
@@ -24,41 +30,9 @@ import click
 
 from chatctl import format as fmt
 from chatctl.client import DEFAULT_TIMEOUT, AdminClient, AdminError, Unreachable
+from chatctl.errors import CannotReach, InternalError, Refused, out_of_reach_hint
 from chatd import __version__
 from chatd.adminproto import ENV_SOCKET, client_socket_path
-
-EXIT_REFUSED = 1
-EXIT_UNREACHABLE = 3
-
-#: What the user should do, by Unreachable.kind (SPEC §7 names the case and the path).
-UNREACHABLE_HINTS = {
-    "no_socket": "no socket (is chatd running?)",
-    "refused": "connection refused (stale socket: is chatd running?)",
-    "permission": "permission denied (run as root or as the chatd user, or join the admin group)",
-}
-
-
-class Refused(click.ClickException):
-    """The daemon answered with an error: exit 1, its message on one line."""
-
-    exit_code = EXIT_REFUSED
-
-    def show(self, file=None) -> None:
-        click.echo(f"chatctl: error: {self.message}", err=True)
-
-
-class CannotReach(click.ClickException):
-    """The daemon could not be asked: exit 3, naming the socket and the reason."""
-
-    exit_code = EXIT_UNREACHABLE
-
-    def __init__(self, err: Unreachable) -> None:
-        why = UNREACHABLE_HINTS.get(err.kind, err.detail)
-        super().__init__(f"cannot reach chatd at {err.path}: {why}")
-
-    def show(self, file=None) -> None:
-        click.echo(f"chatctl: {self.message}", err=True)
-
 
 def _json(result) -> str:
     """Indented JSON, except that a list has one compact object per line: as easy to read and
@@ -92,6 +66,7 @@ class State:
     """``ctx.obj``: the global options and, once a command needs it, the connection."""
 
     def __init__(self, socket_path: str | None, as_json: bool, timeout: float) -> None:
+        self.defaulted = not socket_path  # neither --socket nor $CHATD_ADMIN_SOCKET
         self.socket_path = socket_path or client_socket_path()
         self.as_json = as_json
         self.timeout = timeout
@@ -104,9 +79,12 @@ class State:
         try:
             return self._client.request(cmd, **args)
         except AdminError as err:
-            raise Refused(_one_line(err.message)) from None
+            raise Refused(_one_line(err.message), err.code, self.as_json) from None
         except Unreachable as err:
-            raise CannotReach(err) from None
+            hint = None
+            if err.kind == "no_socket" and self.defaulted:
+                hint = out_of_reach_hint(err.path)
+            raise CannotReach(err, self.as_json, hint) from None
 
     def run(self, cmd: str, human: Callable[[object], list[str]], **args) -> None:
         """Ask, then print the result: as JSON with ``--json``, else as ``human`` formats it."""
@@ -133,22 +111,14 @@ class _Group(click.Group):
         except OSError as exc:
             if exc.errno == errno.EPIPE:  # `chatctl list | head`: click handles it quietly
                 raise
-            raise _internal(exc) from None
+            raise _internal(ctx, exc) from None
         except Exception as exc:  # noqa: BLE001 - the promise is "no tracebacks ever"
-            raise _internal(exc) from None
+            raise _internal(ctx, exc) from None
 
 
-class InternalError(click.ClickException):
-    """A bug in chatctl (or a reply it cannot format): exit 1, one line, no traceback."""
-
-    exit_code = 1
-
-    def show(self, file=None) -> None:
-        click.echo(f"chatctl: internal error: {self.message}", err=True)
-
-
-def _internal(exc: BaseException) -> InternalError:
-    return InternalError(_one_line(f"{type(exc).__name__}: {exc}"))
+def _internal(ctx: click.Context, exc: BaseException) -> InternalError:
+    as_json = isinstance(ctx.obj, State) and ctx.obj.as_json
+    return InternalError(_one_line(f"{type(exc).__name__}: {exc}"), "internal_error", as_json)
 
 
 # -- argument types and completion -------------------------------------------------------------
@@ -180,7 +150,7 @@ class Target(click.ParamType):
         text = str(value).strip()
         if not text:
             self.fail("a client id or nick is required", param, ctx)
-        # Nicks never start with a digit (SPEC §1), so all digits can only be an id.
+        # Nicks never start with a digit (docs/protocol.md §1), so all digits can only be an id.
         return int(text) if re.fullmatch(r"[0-9]+", text) else text
 
     def shell_complete(self, ctx, param, incomplete: str):
@@ -236,7 +206,7 @@ def main(ctx: click.Context, socket_path: str | None, as_json: bool, timeout: fl
       chatctl list --room lobby
       chatctl kick alice -r "flooding the lobby"
       chatctl broadcast --room dev maintenance in 5 minutes
-      chatctl ban 203.0.113.0/24 --duration 12h -r "spam wave"
+      chatctl ban 203.0.113.0/24 -d 12h -r "spam wave"
       sudo chatctl --json list | jq -r '.[].nick'
 
     \b
@@ -246,13 +216,15 @@ def main(ctx: click.Context, socket_path: str | None, as_json: bool, timeout: fl
       /run/chatd/admin.sock           (as root)
       $XDG_RUNTIME_DIR/chatd/admin.sock
       /tmp/chatd-UID/admin.sock
+      /run/chatd/admin.sock           (not as root: for admin group members)
 
     \b
     Exit status:
       0  done
       1  chatd refused (no such client, invalid address, ...); its message is on stderr
       2  usage error
-      3  chatd cannot be reached (no socket, stale socket, permission denied)
+      3  chatd cannot be reached (no socket, stale socket, permission denied, busy)
+    With --json, these errors are JSON on stderr: {"error": {"code": ..., "message": ...}}.
     """
     ctx.obj = State(socket_path, as_json, timeout)
     ctx.call_on_close(ctx.obj.close)
@@ -276,8 +248,8 @@ def list_(state: State, room: str | None) -> None:
     """List connected clients as a table.
 
     Columns: ID, NICK, PEER (address:port), ROOM, CONNECTED (local time), IDLE (time since
-    chatd last received anything from the client) and SENDQ (bytes of output waiting to be
-    sent to it).
+    chatd last received anything from the client), SENDQ (bytes of output waiting to be
+    sent to it) and MUTED (yes/no). A ROOM that does not exist is an error (exit 1).
     """
     state.run("list", fmt.clients, room=room)
 
@@ -327,22 +299,28 @@ def rooms(state: State) -> None:
 
 @main.command(short_help='Ban an address or network and disconnect its clients.')
 @click.argument("address")
-@click.option("--duration", type=Duration(), metavar="SECONDS",
+@click.option("-d", "--duration", type=Duration(), metavar="SECONDS",
               help="Lift the ban after this long: seconds, or 90m, 12h, 7d, 1w.  "
                    "[default: never]")
-@click.option("-r", "--reason", metavar="TEXT", help="Why (shown by `chatctl bans`).")
+@click.option("-r", "--reason", metavar="TEXT",
+              help="Why (shown by `chatctl bans` and to the banned clients).")
+@click.option("--force", is_flag=True,
+              help="Ban the network of an ADDRESS/PREFIX that has host bits set.")
 @pass_state
-def ban(state: State, address: str, duration, reason: str | None) -> None:
+def ban(state: State, address: str, duration, reason: str | None, force: bool) -> None:
     """Refuse connections from an IP address or network, and disconnect its clients now.
 
-    ADDRESS is an IPv4 or IPv6 address or a CIDR network. Bans are saved in chatd's state
-    directory and survive a restart.
+    ADDRESS is an IPv4 or IPv6 address or a CIDR network. A network with host bits set
+    (127.0.0.1/0, which would ban 0.0.0.0/0: everyone) is refused unless --force is given.
+    Banned clients see "*** error: banned (REASON; until TIME UTC)". Bans are saved in chatd's
+    state directory and survive a restart.
 
     \b
       chatctl ban 192.0.2.7 -r "spam"
-      chatctl ban 2001:db8::/32 --duration 7d
+      chatctl ban 2001:db8::/32 -d 7d
     """
-    state.run("ban", fmt.banned, address=address, duration=duration, reason=reason)
+    state.run("ban", fmt.banned, address=address, duration=duration, reason=reason,
+              force=force or None)
 
 
 @main.command(short_help='Lift a ban.')
@@ -364,7 +342,11 @@ def bans(state: State) -> None:
 @click.argument("target", type=TARGET)
 @pass_state
 def mute(state: State, target) -> None:
-    """Stop delivering a client's messages; it is told "*** error: you are muted"."""
+    """Stop delivering a client's messages.
+
+    The client is told "*** you are muted" (and "*** error: you are muted" whenever it
+    tries to talk); `chatctl unmute` tells it "*** you are no longer muted".
+    """
     state.run("mute", fmt.muted, target=target)
 
 
@@ -382,7 +364,9 @@ def reload(state: State) -> None:
     """Re-read the configuration file, as SIGHUP does.
 
     Limits, MOTD and log level apply at once and nobody is disconnected. If the new file is
-    invalid the old settings stay in force and chatctl exits 1 with the reason.
+    invalid the old settings stay in force and chatctl exits 1 with the reason. Changed
+    listen settings (host, port, tls_port, TLS on or off) need a restart: chatctl names them
+    and still exits 0.
     """
     state.run("reload", fmt.reloaded)
 

@@ -1,4 +1,4 @@
-"""AdminClient: talk to a running chatd over its admin socket (SPEC §6). Never prints.
+"""AdminClient: talk to a running chatd over its admin socket (docs/protocol.md §6). Never prints.
 
 The library under chatctl's CLI, usable from scripts and tests too::
 
@@ -39,12 +39,13 @@ class Unreachable(Exception):
     ``no_socket``   nothing at ``path`` (chatd not running, or another socket path)
     ``refused``     a socket file nobody listens on (stale: chatd died without removing it)
     ``permission``  the file mode, or the daemon's SO_PEERCRED check, turned us away
+    ``busy``        the daemon has no admin connection to spare (try again later)
     ``error``       anything else: timeout, a malformed reply, the connection dropped mid-way
 
     ``detail`` is a short human description (for ``error`` it is the only one).
     """
 
-    KINDS = ("no_socket", "refused", "permission", "error")
+    KINDS = ("no_socket", "refused", "permission", "busy", "error")
 
     def __init__(self, kind: str, path: str, detail: str | None = None) -> None:
         assert kind in self.KINDS, kind
@@ -117,11 +118,14 @@ class AdminClient:
             self.close()
             raise Unreachable("error", self.path, err.message) from None
         except AdminError as err:
-            if err.code != "permission_denied":
+            if err.code not in ("permission_denied", "busy"):
                 raise
+            code = err.code
         # The daemon says so, then hangs up: to the user this is the same wall as a file mode
-        # that stops connect(), and it gets the same advice.
+        # that stops connect() (or a full listen queue), and it gets the same advice.
         self.close()
+        if code == "busy":
+            raise Unreachable("busy", self.path, "too many admin connections")
         raise Unreachable("permission", self.path, "permission denied")
 
     # -- internals -----------------------------------------------------------------------------

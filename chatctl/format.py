@@ -1,4 +1,4 @@
-"""chatctl's human output: pure functions from reply results (SPEC §6 shapes) to lines of text.
+"""chatctl's human output: pure functions from reply results (docs/protocol.md §6 shapes) to lines of text.
 
 No I/O and no click here, so every format is tested as a table; the CLI only picks the
 function and echoes what it returns. Times are shown in the local time zone, durations compactly
@@ -140,13 +140,13 @@ def status(result: dict) -> list[str]:
     return key_values([(k, v) for k, v in pairs if v is not None])
 
 
-CLIENT_HEADERS = ["ID", "NICK", "PEER", "ROOM", "CONNECTED", "IDLE", "SENDQ"]
+CLIENT_HEADERS = ["ID", "NICK", "PEER", "ROOM", "CONNECTED", "IDLE", "SENDQ", "MUTED"]
 
 
 def clients(result: list[dict]) -> list[str]:
     rows = [[c.get("id"), c.get("nick"), c.get("peer"), c.get("room"),
              local_time(c.get("connected_at", c.get("connected")), never="-"),
-             idle(c.get("idle")), c.get("sendq", 0)]
+             idle(c.get("idle")), c.get("sendq", 0), "yes" if c.get("muted") else "no"]
             for c in result]
     return table(CLIENT_HEADERS, rows, right=(0, 5, 6))
 
@@ -191,7 +191,10 @@ def muted(result: dict) -> list[str]:
 
 
 def reloaded(result: dict) -> list[str]:
-    return ["reloaded"]
+    restart = result.get("restart_required") or []
+    if not restart:
+        return ["reloaded"]
+    return ["reloaded; restart chatd to apply: " + ", ".join(map(str, restart))]
 
 
 def shutting_down(result: dict) -> list[str]:

@@ -1,4 +1,4 @@
-"""The admin socket: a local Unix stream socket that chatctl talks to (SPEC §6).
+"""The admin socket: a local Unix stream socket that chatctl talks to (docs/protocol.md §6).
 
 Two walls keep other local users out. The socket file is mode 0600 (0660 and group-owned with
 ``admin_group``) in a directory only its owner can write; and every connection's peer
@@ -6,10 +6,21 @@ credentials (SO_PEERCRED, and SO_PEERGROUPS for supplementary groups) are checke
 socket made world-accessible by mistake answers only root, chatd's own user and members of
 ``admin_group``. Anyone else gets ``permission_denied`` and is disconnected.
 
-Threads: an accept thread (acceptor.py), and one short-lived thread per admin connection (at most
-``MAX_CONNECTIONS``). A connection thread parses requests (adminproto.py), runs them through
-:class:`~chatd.admincmds.AdminCommands` and writes replies; only it touches its socket.
-``_lock`` guards ``_connections``.
+Nobody can lock the operator out. The accept thread only checks credentials and counts (it
+never waits for a peer): a refused peer (``permission_denied``, ``busy``) is answered with one
+non-blocking send, and the brief drain that lets it read the answer runs on a thread of its
+own, bounded in time (``REFUSE_SECONDS`` in all, however the peer trickles) and in number
+(``MAX_REFUSING``; beyond that, refusals just close). Of the ``MAX_CONNECTIONS`` slots, the last
+``RESERVED`` are only for root and chatd's own user; if even those are taken, such a peer
+evicts the connection that has waited longest for its next request (admin_group members'
+first). A connection must send a complete request within ``IDLE_SECONDS`` of the previous one
+(trickling bytes does not count), and finish a request within ``REQUEST_SECONDS`` of starting it.
+
+Threads: an accept thread (acceptor.py), one short-lived thread per admin connection (at most
+``MAX_CONNECTIONS``, plus the evicted ones on their way out) and per refusal being drained. A
+connection thread parses requests (adminproto.py), runs them through
+:class:`~chatd.admincmds.AdminCommands` and writes replies; only it reads or writes its socket
+(an eviction or stop() only shuts it down). ``_lock`` guards ``_connections`` and the slots in it.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ import socket
 import stat
 import struct
 import threading
+import time
 
 import structlog
 
@@ -30,7 +42,11 @@ from chatd.protocol import LINE_TOO_LONG, LineFramer
 log = structlog.get_logger("chatd.admin")
 
 MAX_CONNECTIONS = 32
-IDLE_SECONDS = 60.0
+RESERVED = 4  # of MAX_CONNECTIONS, only for root and chatd's own user
+IDLE_SECONDS = 60.0  # from one complete request (or the connect) to the next
+REQUEST_SECONDS = 10.0  # from the first byte of a request to its LF
+REFUSE_SECONDS = 1.0  # a refused peer's total time to send its request and read the answer
+MAX_REFUSING = 16
 _SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13; not in every Python
 _UCRED = struct.Struct("3i")  # pid, uid, gid
 
@@ -142,7 +158,8 @@ class AdminServer:
         self._gid = gid
         self._uid = os.geteuid()
         self._lock = threading.Lock()
-        self._connections: dict[socket.socket, threading.Thread] = {}
+        self._connections: dict[socket.socket, _Slot] = {}
+        self._refusing = threading.BoundedSemaphore(MAX_REFUSING)
         self._stopping = threading.Event()
 
     def fileno(self) -> int:
@@ -162,8 +179,8 @@ class AdminServer:
                 conn.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        for _, thread in connections:
-            thread.join(2.0)
+        for _, slot in connections:
+            slot.thread.join(2.0)
         try:
             if os.stat(self.path).st_ino == self._inode:
                 os.unlink(self.path)
@@ -171,30 +188,103 @@ class AdminServer:
             pass
 
     def _accepted(self, conn: socket.socket, _addr) -> None:
-        with self._lock:
-            busy = len(self._connections) >= MAX_CONNECTIONS
-            if not busy:
-                thread = threading.Thread(target=self._serve, args=(conn,),
-                                          name="admin-conn", daemon=True)
-                self._connections[conn] = thread
-        if busy:
-            _refuse(conn, error_line(None, "busy"))
-            conn.close()
-        else:
-            thread.start()
-
-    def _serve(self, conn: socket.socket) -> None:
+        """On the accept thread: credentials and a slot, or a refusal; never waits for the peer."""
         try:
             pid, uid, gid = peer_credentials(conn)
-            peer_log = log.bind(uid=uid, pid=pid)
-            if not self._allowed(conn, uid, gid):
-                peer_log.warning("admin_denied")
-                _refuse(conn, error_line(None, "permission_denied"))
-                return
-            conn.settimeout(IDLE_SECONDS)
-            self._converse(conn, peer_log)
+        except OSError:  # gone already
+            conn.close()
+            return
+        peer_log = log.bind(uid=uid, pid=pid)
+        privileged = uid == 0 or uid == self._uid
+        if not privileged and not self._member(conn, gid):
+            peer_log.warning("admin_denied")
+            self._refuse(conn, error_line(None, "permission_denied"))
+            return
+        slot = self._claim(conn, privileged, peer_log)
+        if slot is None:
+            peer_log.warning("admin_busy")
+            self._refuse(conn, error_line(None, "busy"))
+            return
+        try:
+            slot.thread.start()
+        except RuntimeError:  # out of threads
+            with self._lock:
+                self._connections.pop(conn, None)
+            raise  # the acceptor logs it and closes conn
+
+    def _member(self, conn: socket.socket, gid: int) -> bool:
+        return self._gid is not None and (gid == self._gid or self._gid in peer_groups(conn))
+
+    def _claim(self, conn: socket.socket, privileged: bool, peer_log) -> _Slot | None:
+        """A slot for a new connection, or None: it is busy for this peer."""
+        with self._lock:
+            live = [s for s in self._connections.values() if not s.evicted]
+            limit = MAX_CONNECTIONS if privileged else MAX_CONNECTIONS - RESERVED
+            if len(live) >= limit and not (privileged and self._evict(live, peer_log)):
+                return None
+            thread = threading.Thread(target=self._serve, args=(conn, peer_log),
+                                      name="admin-conn", daemon=True)
+            slot = self._connections[conn] = _Slot(conn, thread, privileged)
+            return slot
+
+    @staticmethod
+    def _evict(live: list, peer_log) -> bool:
+        """``_lock`` held. End the connection waiting longest for its next request, admin_group
+        members' before root's; one running a command is left alone. Shutting the socket down
+        wakes its thread, which leaves as if the peer had hung up."""
+        waiting = [s for s in live if not s.working]
+        if not waiting:
+            return False
+        victim = min(waiting, key=lambda s: (s.privileged, s.since))
+        victim.evicted = True
+        try:
+            victim.conn.shutdown(socket.SHUT_RDWR)
         except OSError:
-            pass  # peer went away or idle timeout: nothing to answer
+            pass
+        peer_log.warning("admin_evicted", idle=round(time.monotonic() - victim.since, 1))
+        return True
+
+    def _refuse(self, conn: socket.socket, reply: bytes) -> None:
+        """Answer and close, without ever blocking the accept thread.
+
+        On a Unix socket, writing to a peer that has already closed fails at once (EPIPE), so a
+        client that connects and then sends its request would never see why it was refused.
+        Draining a moment lets it send, then read the reply; that happens off this thread.
+        """
+        try:
+            conn.send(reply, socket.MSG_DONTWAIT)  # a new socket's buffer holds one short line
+            conn.shutdown(socket.SHUT_WR)
+        except OSError:
+            conn.close()
+            return
+        if not self._refusing.acquire(blocking=False):
+            conn.close()  # a refusal storm: no drain for the rest
+            return
+        try:
+            threading.Thread(target=self._drain, args=(conn,), name="admin-refuse",
+                             daemon=True).start()
+        except RuntimeError:
+            self._refusing.release()
+            conn.close()
+
+    def _drain(self, conn: socket.socket) -> None:
+        deadline = time.monotonic() + REFUSE_SECONDS
+        try:
+            while (remaining := deadline - time.monotonic()) > 0:
+                conn.settimeout(remaining)
+                if not conn.recv(65536):
+                    break
+        except OSError:
+            pass
+        finally:
+            conn.close()
+            self._refusing.release()
+
+    def _serve(self, conn: socket.socket, peer_log) -> None:
+        try:
+            self._converse(conn, self._connections[conn], peer_log)
+        except OSError:
+            pass  # peer went away, or evicted
         except Exception:
             log.exception("admin_connection_failed")
         finally:
@@ -202,28 +292,54 @@ class AdminServer:
                 self._connections.pop(conn, None)
             conn.close()
 
-    def _allowed(self, conn: socket.socket, uid: int, gid: int) -> bool:
-        if uid == 0 or uid == self._uid:
-            return True
-        return self._gid is not None and (gid == self._gid or self._gid in peer_groups(conn))
-
-    def _converse(self, conn: socket.socket, peer_log) -> None:
+    def _converse(self, conn: socket.socket, slot: _Slot, peer_log) -> None:
         framer = LineFramer(MAX_REQUEST_BYTES)
+        started = None  # when the request now arriving began
         while not self._stopping.is_set():
             line = framer.next_line()
             if line is None:
-                data = conn.recv(65536)
+                started = started or (time.monotonic() if framer.pending_bytes else None)
+                if not self._wait_for_input(conn, slot, started, peer_log):
+                    return
+                try:
+                    data = conn.recv(65536)
+                except TimeoutError:
+                    peer_log.info("admin_timeout", partial=started is not None)
+                    return
                 if not data:
                     return
                 framer.feed(data)
-            elif line is LINE_TOO_LONG:
-                peer_log.warning("admin_command", outcome="line_too_long")
-                conn.sendall(error_line(None, "line_too_long"))
-            elif line.strip():
-                reply, after = self._answer(line, peer_log)
-                conn.sendall(reply)
-                if after is not None:
-                    after()
+                continue
+            started, slot.working = None, True
+            after = self._reply(conn, line, peer_log)
+            slot.working, slot.since = False, time.monotonic()
+            if after is not None:
+                after()
+
+    def _reply(self, conn: socket.socket, line, peer_log):
+        """Answer one line; returns the action to run once the reply is sent, or None."""
+        conn.settimeout(IDLE_SECONDS)  # a long reply (list) to a slow reader: not a request's time
+        if line is LINE_TOO_LONG:
+            peer_log.warning("admin_command", outcome="line_too_long")
+            conn.sendall(error_line(None, "line_too_long"))
+        elif line.strip():
+            reply, after = self._answer(line, peer_log)
+            conn.sendall(reply)
+            return after
+        return None
+
+    @staticmethod
+    def _wait_for_input(conn: socket.socket, slot: _Slot, started, peer_log) -> bool:
+        """Set the socket's timeout to what is left of the connection's time; False: none."""
+        deadline = slot.since + IDLE_SECONDS
+        if started is not None:
+            deadline = min(deadline, started + REQUEST_SECONDS)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            peer_log.info("admin_timeout", partial=started is not None)
+            return False
+        conn.settimeout(remaining)
+        return True
 
     def _answer(self, line: bytes, peer_log):
         """One request line -> (reply line, action to run once the reply is sent, or None)."""
@@ -241,23 +357,25 @@ class AdminServer:
             return error_line(request_id, "internal_error"), None
         # broadcast text is chat content: logged only with log_messages, like chat messages
         args = {k: v for k, v in request.args.items() if k != "text" or self._commands.log_messages}
+        try:
+            reply = ok_line(request_id, result)
+        except ValueError:  # a non-finite number in the result: strict JSON has no spelling for it
+            peer_log.exception("admin_command", command=cmd, outcome="internal_error")
+            return error_line(request_id, "internal_error"), None
         peer_log.info("admin_command", command=cmd, args=args, outcome="ok")
-        return ok_line(request_id, result), after
+        return reply, after
 
 
-def _refuse(conn: socket.socket, reply: bytes) -> None:
-    """Send ``reply``, then read and drop the peer's request for a moment before closing.
+class _Slot:
+    """One admin connection's record; fields change under ``AdminServer._lock`` or, for
+    ``since``/``working``, only on its own thread (plain attribute writes)."""
 
-    On a Unix socket, writing to a peer that has already closed fails at once (EPIPE), so a
-    client that connects and sends its request would never see why it was refused. Draining
-    briefly lets it send, then read the reply.
-    """
-    try:
-        conn.settimeout(1.0)
-        conn.sendall(reply)
-        conn.shutdown(socket.SHUT_WR)
-        for _ in range(16):
-            if not conn.recv(65536):
-                break
-    except OSError:
-        pass
+    __slots__ = ("conn", "thread", "privileged", "since", "working", "evicted")
+
+    def __init__(self, conn: socket.socket, thread: threading.Thread, privileged: bool) -> None:
+        self.conn = conn
+        self.thread = thread
+        self.privileged = privileged
+        self.since = time.monotonic()  # the connect, then the end of the latest request
+        self.working = False  # running a command: never evicted mid-way
+        self.evicted = False

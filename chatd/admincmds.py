@@ -1,88 +1,121 @@
-"""The admin commands (SPEC §6): one method each, taking the validated ``args`` and returning a
+"""The admin commands (docs/protocol.md §6): one method each, taking the validated ``args`` and returning a
 JSON-able result or raising :class:`~chatd.adminproto.AdminError`.
 
 Arguments arrive already checked against ``adminproto.COMMANDS`` (names and types), so a handler
 only checks meaning (does the client exist, is the address valid). Handlers run on an admin
 connection thread; they reach the chat side only through the hub (its lock), the flusher
 (queued work) and the ban list, never a client socket.
+
+What the commands may use of the daemon is :class:`AdminContext`, built by the service, not the
+service itself:
+
+    hub               Hub: snapshot(), rooms(), stats(), lookup(), clients(), broadcast(),
+                      send_to() (queued lines, never a socket write)
+    flusher           Flusher: disconnect() (queued)
+    bans              BanList: add(), remove(), active()
+    config()          the Config in force now (a reload swaps it)
+    reload(timeout)   run the reload on the main thread, as SIGHUP does, and wait for it:
+                      (ok, message, restart_required keys); TimeoutError if it did not finish
+    request_shutdown  queue a shutdown for the main thread (called after the reply is sent)
+    facts()           what status reports about the process: started_at, host, port,
+                      admin_socket
+
+:meth:`bans.Ban.notice` is what a banned client is told, both when it is disconnected by a new
+ban and when it is refused at connect (server.py).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import time
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from chatd import __version__
 from chatd.adminproto import AdminError
 from chatd.bans import covers, iso, parse_network
-from chatd.events import Announcement, Banned, Close, YouWereKicked
+from chatd.events import Announcement, Close, YouAreMuted, YouWereKicked
 from chatd.protocol import sanitize
 
 DEFAULT_KICK_REASON = "no reason given"
 MAX_BAN_SECONDS = 100 * 365 * 86400  # far enough; keeps expiry times printable (year < 9999)
+#: How long an admin reload waits for the main thread (a reload reads one small file).
+RELOAD_WAIT_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class AdminContext:
+    """The narrow view of the daemon that admin commands get (see the module docstring)."""
+
+    hub: Any
+    flusher: Any
+    bans: Any
+    config: Callable[[], Any]
+    reload: Callable[[float], tuple[bool, str, list[str]]]
+    request_shutdown: Callable[[], None]
+    facts: Callable[[], dict]
 
 
 class AdminCommands:
-    def __init__(self, service) -> None:
-        self.service = service
+    def __init__(self, ctx: AdminContext) -> None:
+        self.ctx = ctx
 
     @property
     def log_messages(self) -> bool:
-        return self.service.config.log_messages
+        return self.ctx.config().log_messages
 
     def run(self, cmd: str, args: dict):
         """Returns (result, action to run after the reply is sent, or None)."""
         result = getattr(self, f"do_{cmd}")(**args)
         if cmd == "shutdown":
-            return result, self.service.request_shutdown
+            return result, self.ctx.request_shutdown
         return result, None
 
     # -- queries ------------------------------------------------------------------------------
 
     def do_status(self) -> dict:
-        service = self.service
-        host, port = service.listener.address
-        stats = service.hub.stats()
+        facts = self.ctx.facts()
         return {
             "version": __version__,
             "pid": os.getpid(),
-            "uptime": round(time.time() - service.started_at, 3),
-            "host": host,
-            "port": port,
-            "bans": len(service.bans.active()),
-            "admin_socket": service.admin.path,
-            **stats,
+            "uptime": round(time.time() - facts["started_at"], 3),
+            "host": facts["host"],
+            "port": facts["port"],
+            "bans": len(self.ctx.bans.active()),
+            "admin_socket": facts["admin_socket"],
+            **self.ctx.hub.stats(),
         }
 
     def do_list(self, room: str | None = None) -> list[dict]:
-        clients = self.service.hub.clients()
-        if room is not None:
-            clients = [c for c in clients if c.room is not None and c.room.name.casefold() == room.lstrip("#").casefold()]
+        rows = self.ctx.hub.snapshot(room)
+        if rows is None:
+            raise _no_such_room(room)
         now = time.monotonic()
         when = _IsoSeconds()
-        return [_describe(c, now, when) for c in sorted(clients, key=lambda c: c.id)]
+        return [_describe(row, now, when) for row in rows]
 
     def do_rooms(self) -> list[dict]:
-        return [{"name": name, "members": count} for name, count in self.service.hub.rooms()]
+        return [{"name": name, "members": count} for name, count in self.ctx.hub.rooms()]
 
     def do_bans(self) -> list[dict]:
-        return [ban.as_dict() for ban in self.service.bans.active()]
+        return [ban.as_dict() for ban in self.ctx.bans.active()]
 
     # -- actions ------------------------------------------------------------------------------
 
     def do_kick(self, target, reason: str | None = None) -> dict:
         client = self._client(target)
         reason = sanitize(reason or "").strip() or DEFAULT_KICK_REASON
-        self.service.flusher.disconnect(client.outbox, Close("kicked", reason), YouWereKicked(reason))
+        self.ctx.flusher.disconnect(client.outbox, Close("kicked", reason), YouWereKicked(reason))
         return {"id": client.id, "nick": client.nick, "reason": reason}
 
     def do_broadcast(self, text: str, room: str | None = None) -> dict:
         text = sanitize(text).strip()
         if not text:
             raise AdminError("bad_args", "broadcast: 'text' is empty")
-        count = self.service.hub.broadcast(Announcement(text), room)
+        count = self.ctx.hub.broadcast(Announcement(text), room)
         if count is None:
-            raise AdminError("not_found", f"no such room {room}")
+            raise _no_such_room(room)
         return {"recipients": count, "room": room}
 
     def do_mute(self, target) -> dict:
@@ -91,17 +124,18 @@ class AdminCommands:
     def do_unmute(self, target) -> dict:
         return self._set_muted(target, False)
 
-    def do_ban(self, address: str, duration: float | None = None, reason: str | None = None) -> dict:
-        network = _network(address)
+    def do_ban(self, address: str, duration: float | None = None, reason: str | None = None,
+               force: bool = False) -> dict:
+        network = _network(address, strict=not force)
         if duration is not None and not 0 < duration <= MAX_BAN_SECONDS:
             raise AdminError("bad_args", f"ban: 'duration' must be > 0 and at most {MAX_BAN_SECONDS} "
                              "seconds (100 years); leave it out for a ban without expiry")
-        ban, error = self.service.bans.add(network, sanitize(reason or "").strip(), duration)
-        notice = Banned()
+        ban, error = self.ctx.bans.add(network, sanitize(reason or "").strip(), duration)
+        notice = ban.notice()
         disconnected = 0
-        for client in self.service.hub.clients():
+        for client in self.ctx.hub.clients():
             if covers(network, client.ip):
-                self.service.flusher.disconnect(client.outbox, Close("banned"), notice)
+                self.ctx.flusher.disconnect(client.outbox, Close("banned"), notice)
                 disconnected += 1
         if error is not None:
             raise AdminError("not_saved", f"the ban on {network} is in force but was not saved "
@@ -110,7 +144,7 @@ class AdminCommands:
 
     def do_unban(self, address: str) -> dict:
         network = _network(address)
-        ban, error = self.service.bans.remove(network)
+        ban, error = self.ctx.bans.remove(network)
         if ban is None:
             raise AdminError("not_found", f"{network} is not banned")
         if error is not None:
@@ -119,10 +153,15 @@ class AdminCommands:
         return {"address": str(network)}
 
     def do_reload(self) -> dict:
-        ok, message = self.service.reload()
+        try:
+            ok, message, restart_required = self.ctx.reload(RELOAD_WAIT_SECONDS)
+        except TimeoutError:
+            raise AdminError("timeout", f"the reload did not finish within "
+                             f"{RELOAD_WAIT_SECONDS:g}s; it may still take effect") from None
         if not ok:
             raise AdminError("reload_failed", message)
-        return {"reloaded": True, "config": self.service.config.config_path}
+        return {"reloaded": True, "config": self.ctx.config().config_path,
+                "restart_required": restart_required}
 
     def do_shutdown(self) -> dict:
         return {"shutting_down": True}
@@ -130,14 +169,19 @@ class AdminCommands:
     # -- helpers ------------------------------------------------------------------------------
 
     def _client(self, target):
-        client = self.service.hub.lookup(target)
+        client = self.ctx.hub.lookup(target)
         if client is None:
             raise AdminError("not_found", f"no such client {target}")
         return client
 
     def _set_muted(self, target, muted: bool) -> dict:
+        """Flip the flag and, when it changed, tell the client (queued behind its room's lines,
+        like any private line; muting twice says nothing the second time)."""
         client = self._client(target)
+        changed = client.muted != muted
         client.muted = muted
+        if changed:
+            self.ctx.hub.send_to(client, YouAreMuted(muted))
         return {"id": client.id, "nick": client.nick, "muted": muted}
 
 
@@ -150,29 +194,45 @@ class _IsoSeconds(dict):
         return text
 
 
-def _describe(client, now: float, when: _IsoSeconds) -> dict:
-    outbox = client.outbox
+def _describe(row: tuple, now: float, when: _IsoSeconds) -> dict:
+    """One ``Hub.snapshot`` row -> the ``list`` entry (formatted outside the hub lock)."""
+    (client_id, nick, peer, ip, room, muted, connected_at, last_active, bytes_in, lines_in,
+     bytes_out, lines_out, sendq) = row
     return {
-        "id": client.id,
-        "nick": client.nick,
-        "peer": client.peer,
-        "ip": client.ip,
-        "room": client.room.name if client.room is not None else None,
-        "connected": when[int(client.connected_at)],
-        "connected_at": round(client.connected_at, 3),
-        "idle": round(max(0.0, now - client.last_active), 1),
-        "bytes_in": client.bytes_in,
-        "bytes_out": outbox.bytes_out,
-        "lines_in": client.lines_in,
-        "lines_out": outbox.lines_out,
-        "sendq": outbox.backlog_bytes,
-        "muted": client.muted,
+        "id": client_id,
+        "nick": nick,
+        "peer": peer,
+        "ip": ip,
+        "room": room,
+        "connected": when[int(connected_at)],
+        "connected_at": round(connected_at, 3),
+        "idle": round(max(0.0, now - last_active), 1),
+        "bytes_in": bytes_in,
+        "bytes_out": bytes_out,
+        "lines_in": lines_in,
+        "lines_out": lines_out,
+        "sendq": sendq,
+        "muted": muted,
     }
 
 
-def _network(address: str):
+def _no_such_room(room: str) -> AdminError:
+    """One answer for list and broadcast alike."""
+    return AdminError("not_found", f"no such room {room[:64]}")
+
+
+def _network(address: str, strict: bool = False):
+    """The network ``address`` names. With ``strict``, an address with host bits set
+    (``127.0.0.1/0``) is refused rather than silently widened to its network (``0.0.0.0/0``,
+    everyone): that is almost always a typo."""
     try:
-        return parse_network(address)
+        network = parse_network(address)
     except ValueError:
         raise AdminError("invalid_address", f"{address[:64]!r} is not an IP address or network") from None
-
+    if strict:
+        try:
+            ipaddress.ip_network(address.strip(), strict=True)
+        except ValueError:
+            raise AdminError("invalid_address", f"{address.strip()} has host bits set; did you mean "
+                             f"{network}? use --force to ban that network") from None
+    return network

@@ -1,4 +1,4 @@
-"""The admin protocol (SPEC §6), shared by chatd and chatctl: framing, commands, error codes.
+"""The admin protocol (docs/protocol.md §6), shared by chatd and chatctl: framing, commands, error codes.
 
 Standard library only, and no I/O beyond what its callers pass in, so chatctl can import it
 without pulling in the daemon, and every rule here can be tested (and fuzzed) alone.
@@ -10,11 +10,15 @@ One JSON object per line, several requests per connection::
     {"id": 1, "ok": false, "error": {"code": "not_found", "message": "..."}}
 
 ``id`` is optional (any JSON scalar, echoed back); ``args`` is optional (default ``{}``).
+Every line written is strict JSON (RFC 8259): a number that is not finite (``1e999``
+overflows to infinity in Python, ``NaN`` is not JSON at all) is refused as an id or an
+argument, and :func:`encode` would rather fail than write ``Infinity``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -33,12 +37,14 @@ ERRORS = {
     "permission_denied": "not allowed to use this socket",
     "reload_failed": "the new configuration is invalid; the old one stays in force",
     "not_saved": "the change is in force but could not be saved",
-    "busy": "too many admin connections",
+    "busy": "too many admin connections, try again later",
+    "timeout": "the daemon did not finish the command in time",
     "internal_error": "the daemon failed to carry out the command",
 }
 
 _TARGET = (int, str)
 _NUMBER = (int, float)
+_BOOL = (bool,)
 
 #: command -> {argument: (accepted types, required)}
 COMMANDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
@@ -47,7 +53,8 @@ COMMANDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "kick": {"target": (_TARGET, True), "reason": ((str,), False)},
     "broadcast": {"text": ((str,), True), "room": ((str,), False)},
     "rooms": {},
-    "ban": {"address": ((str,), True), "duration": (_NUMBER, False), "reason": ((str,), False)},
+    "ban": {"address": ((str,), True), "duration": (_NUMBER, False), "reason": ((str,), False),
+            "force": (_BOOL, False)},
     "unban": {"address": ((str,), True)},
     "bans": {},
     "mute": {"target": (_TARGET, True)},
@@ -92,6 +99,8 @@ def parse_request(line: bytes) -> Request:
     request_id = obj.get("id")
     if isinstance(request_id, (dict, list)):
         raise AdminError("bad_request", "'id' must be a string, number or null")
+    if isinstance(request_id, float) and not math.isfinite(request_id):
+        raise AdminError("bad_request", "'id' must be a finite number")
     cmd = obj.get("cmd")
     if not isinstance(cmd, str):
         raise AdminError("bad_request", request_id=request_id)
@@ -115,15 +124,19 @@ def check_args(cmd: str, args: dict, request_id=None) -> None:
                 raise AdminError("bad_args", f"{cmd}: missing argument {name!r}", request_id)
             continue
         value = args[name]
-        if isinstance(value, bool) or not isinstance(value, types):
+        # bool is a subclass of int: only an argument that asks for a bool takes one
+        if isinstance(value, bool) != (bool in types) or not isinstance(value, types):
             wanted = " or ".join(t.__name__ for t in types)
             raise AdminError("bad_args", f"{cmd}: {name!r} must be {wanted}", request_id)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise AdminError("bad_args", f"{cmd}: {name!r} must be a finite number", request_id)
 
 
 def encode(obj: dict) -> bytes:
     # A lone surrogate (from a request's "\ud800") is written back as that same JSON escape,
-    # so any id or text echoed from a request can always be encoded.
-    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    # so any id or text echoed from a request can always be encoded. allow_nan=False: a
+    # non-finite float raises ValueError here rather than going out as invalid JSON.
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return text.encode("utf-8", "backslashreplace") + b"\n"
 
 
@@ -156,14 +169,17 @@ def parse_reply(line: bytes):
                      obj.get("id"))
 
 
-# -- where the socket lives (SPEC §4) ---------------------------------------------------------
+# -- where the socket lives (docs/protocol.md §4) ---------------------------------------------------------
 
 ENV_SOCKET = "CHATD_ADMIN_SOCKET"
-SYSTEMD_SOCKET = "/run/chatd/admin.sock"  # RuntimeDirectory=chatd, seen from outside the unit
+#: RuntimeDirectory=chatd, seen from outside the unit. CHATD_TEST_SYSTEMD_SOCKET exists only so
+#: that tests can put a root-only "systemd" socket somewhere other than the real /run/chatd,
+#: which the machine (and other tests) may be using.
+SYSTEMD_SOCKET = os.environ.get("CHATD_TEST_SYSTEMD_SOCKET") or "/run/chatd/admin.sock"
 
 
 def socket_candidates(env=None, uid: int | None = None) -> list[str]:
-    """The default admin socket paths, in SPEC §4 order (without the CHATD_ADMIN_SOCKET override).
+    """The default admin socket paths, in docs/protocol.md §4 order (without the CHATD_ADMIN_SOCKET override).
 
     chatd binds the first; chatctl uses the first that exists (so ``sudo chatctl`` finds a
     chatd run by systemd), falling back to the first for its error message.
@@ -192,8 +208,21 @@ def client_socket_path(env=None, uid: int | None = None) -> str:
     if env.get(ENV_SOCKET):
         return env[ENV_SOCKET]
     candidates = socket_candidates(env, uid)
-    # Beyond SPEC §4: an operator in admin_group (not root) also finds a systemd-run chatd.
+    # Beyond docs/protocol.md §4: an operator in admin_group (not root) also finds a systemd-run chatd.
     for path in [*candidates, SYSTEMD_SOCKET]:
-        if os.path.exists(path):
+        if os.path.exists(path) and (path != SYSTEMD_SOCKET or not out_of_reach(path)):
             return path
     return candidates[0]
+
+
+def out_of_reach(path: str = SYSTEMD_SOCKET) -> bool:
+    """Whether a socket is (probably) there but this user may not connect to it: its directory
+    cannot be searched (so we cannot even tell; /run/chatd is 0710 for the admin group), or
+    the file is there without write permission for us (connect() needs it)."""
+    try:
+        os.stat(path)
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return not os.access(path, os.W_OK)

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from chatd import files
+from chatd.events import Banned
+from chatd.protocol import sanitize
 
 FILE_NAME = "bans.json"
 FORMAT_VERSION = 1
@@ -69,6 +71,13 @@ class Ban:
 
     def active(self, now: float) -> bool:
         return self.expires is None or now < self.expires
+
+    def notice(self) -> Banned:
+        """What a client refused or ended by this ban is told (docs/protocol.md §2)."""
+        until = None
+        if self.expires is not None:
+            until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.expires))
+        return Banned(sanitize(self.reason or "").strip(), until)
 
     def as_dict(self) -> dict:
         return {"address": str(self.network), "reason": self.reason,

@@ -231,6 +231,26 @@ class Hub:
         with self._lock:
             return list(self._clients.values())
 
+    def snapshot(self, room_name: str | None = None) -> list[tuple] | None:
+        """Every client (or one room's members) as plain tuples, read under the lock so that
+        nick and room agree with each other (a client moving rooms has ``room`` None for a
+        moment): ``(id, nick, peer, ip, room, muted, connected_at, last_active, bytes_in,
+        lines_in, bytes_out, lines_out, sendq)``, by id. None: there is no such room."""
+        with self._lock:
+            if room_name is None:
+                clients = self._clients.values()
+            else:
+                room = self._rooms.get(fold(room_name.lstrip("#")))
+                if room is None:
+                    return None
+                clients = room.members.values()
+            rows = [(c.id, c.nick, c.peer, c.ip, c.room.name if c.room is not None else None,
+                     c.muted, c.connected_at, c.last_active, c.bytes_in, c.lines_in,
+                     c.outbox.bytes_out, c.outbox.lines_out, c.outbox.backlog_bytes)
+                    for c in clients]
+        rows.sort()
+        return rows
+
     # -- membership (hub lock held) -----------------------------------------------------------
 
     def _room(self, name: str) -> Room:

@@ -239,8 +239,9 @@ class Listener:
         """Bans and limits on the accept thread: cheap checks only, nothing that blocks."""
         config = self.settings.config
         client = Client(next(self._ids), conn, addr)
-        if self.bans.match(client.ip) is not None:
-            refusal = "banned"
+        ban = self.bans.match(client.ip)
+        if ban is not None:
+            refusal, notice = "banned", ban.notice()
         elif self.tls_context is not None:
             refusal = self._handshakes.take(client, config.max_handshakes, config.max_handshakes_per_ip)
             if refusal:
@@ -248,8 +249,9 @@ class Listener:
                 return
         else:
             refusal = self.hub.admit(client, config.max_clients, config.max_clients_per_ip)
+            notice = Error(refusal)
         if refusal:
-            self._refuse(client, refusal)
+            self._refuse(client, refusal, notice)
             return
         _tune(conn)
         if self.tls_context is not None:
@@ -258,12 +260,12 @@ class Listener:
             self._failed.flush(due_only=True)
         self._start(client)
 
-    def _refuse(self, client, refusal: str) -> None:
+    def _refuse(self, client, refusal: str, notice) -> None:
         log.info("client_refused", peer=client.peer, reason=refusal)
         conn = client.sock
         try:
             if self.tls_context is None:  # a TLS client could not read it: just close
-                conn.send(render.line(Error(refusal)), socket.MSG_DONTWAIT)
+                conn.send(render.line(notice), socket.MSG_DONTWAIT)
             conn.shutdown(socket.SHUT_WR)
         except OSError:
             pass
@@ -312,14 +314,11 @@ class Listener:
                 self._failed.note(peer=client.peer, error=error)
             self.flusher.finish(client.outbox, linger=False)
             return False
-        refusal = self._admission(client) if listening else SHUTDOWN
+        refusal, notice = self._admission(client) if listening else (SHUTDOWN, ServerShutdown())
         if refusal is None:
             return True
-        if refusal is SHUTDOWN:
-            notice = ServerShutdown()
-        else:
+        if refusal is not SHUTDOWN:
             log.info("client_refused", peer=client.peer, reason=refusal, tls=True)
-            notice = Error(refusal)
         self.flusher.submit(client.outbox, render.line(notice))  # over TLS, by the flusher
         self.flusher.finish(client.outbox, linger=True)
         return False
@@ -338,18 +337,19 @@ class Listener:
         return None
 
     def _admission(self, client):
-        """The plain port's checks, now that the connection is a client: None (admitted),
-        the refusal text, or events.SHUTDOWN."""
+        """The plain port's checks, now that the connection is a client: (None, None) when
+        admitted, else (the refusal text or events.SHUTDOWN, the event to tell the client)."""
         config = self.settings.config
-        if self.bans.match(client.ip) is not None:  # banned while it was handshaking
-            return "banned"
+        ban = self.bans.match(client.ip)
+        if ban is not None:  # banned while it was handshaking
+            return "banned", ban.notice()
         refusal = self.hub.admit(client, config.max_clients, config.max_clients_per_ip)
         if refusal is None and self._handshakes.closed:
             # stop() began after give_back: the shutdown may have listed the clients
             # before this one was among them, so it would never be told. End it here.
             self.hub.remove(client, None)
-            return SHUTDOWN
-        return refusal
+            return SHUTDOWN, ServerShutdown()
+        return refusal, Error(refusal) if refusal else None
 
     def _session_ended(self) -> None:
         with self._sessions_done:

@@ -9,8 +9,10 @@ readiness (the ``listening`` event, systemd's READY=1, the daemon's readiness pi
 Threads: the main thread runs :meth:`Service.serve`. Signal handlers only queue an event
 (they run between bytecodes of the main thread, so they must not take locks or log); the main
 loop then calls :meth:`reload` or shuts down, and does housekeeping (watchdog.py) between
-events. The admin socket uses the same :meth:`reload` and :meth:`request_shutdown`, so a signal
-and a command always run the same code.
+events. The admin socket queues the same events (:meth:`request_reload` waits for the main
+thread to finish the reload and hands back its outcome), so a signal and a command always run
+the same code on the same thread. Admin commands see the service only through the narrow
+:class:`~chatd.admincmds.AdminContext` built in :meth:`_admin_context`.
 
 Sessions read ``service.config`` for their limits; a reload replaces it with a new, fully
 validated Config value (assigning an attribute is atomic), never mutating the old one.
@@ -36,7 +38,7 @@ from chatd import __version__, adminproto
 from chatd import config as config_module
 from chatd import log as logsetup
 from chatd.admin import AdminServer, AdminSocketError, bind_admin_socket
-from chatd.admincmds import AdminCommands
+from chatd.admincmds import AdminCommands, AdminContext
 from chatd.bans import BanFileError, BanList
 from chatd.daemon import PidFile, PidFileLocked, Readiness, detach, fork_launcher
 from chatd.flusher import Flusher
@@ -52,7 +54,7 @@ log = structlog.get_logger("chatd")
 #: Session threads mostly sit in recv(); a small stack keeps 10,000 of them cheap.
 THREAD_STACK_BYTES = 256 * 1024
 HOUSEKEEPING_SECONDS = 0.5
-#: SIGTERM to exit: tell clients, flush, close, within this bound (SPEC §2 "short timeout").
+#: SIGTERM to exit: tell clients, flush, close, within this bound (docs/protocol.md §2 "short timeout").
 SHUTDOWN_SECONDS = 1.5
 
 
@@ -75,6 +77,7 @@ class Service:
         self._client_ids = itertools.count(1)
         self._events: queue.SimpleQueue = queue.SimpleQueue()  # reentrant: safe in handlers
         self._reload_lock = threading.Lock()
+        self._bound = config  # the listeners follow this config until a restart
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -91,7 +94,8 @@ class Service:
             admin_sock, inode = bind_admin_socket(admin_path, gid)
         except AdminSocketError as exc:
             raise StartupError(str(exc)) from None
-        self.admin = AdminServer(admin_sock, admin_path, inode, AdminCommands(self), gid)
+        self.admin = AdminServer(admin_sock, admin_path, inode,
+                                 AdminCommands(self._admin_context()), gid)
         try:
             sock, passed = self._listening_socket()
             self.listener = Listener(sock, self.hub, self.flusher, self.bans, self, self._client_ids,
@@ -112,6 +116,16 @@ class Service:
             reason = exc.strerror or str(exc)
             raise StartupError(f"cannot listen on {config.host}:{config.tls_port} (TLS): {reason}") from None
         return Listener(sock, self.hub, self.flusher, self.bans, self, self._client_ids, context)
+
+    def _admin_context(self) -> AdminContext:
+        def facts() -> dict:
+            host, port = self.listener.address
+            return {"started_at": self.started_at, "host": host, "port": port,
+                    "admin_socket": self.admin.path}
+
+        return AdminContext(hub=self.hub, flusher=self.flusher, bans=self.bans,
+                            config=lambda: self.config, reload=self.request_reload,
+                            request_shutdown=self.request_shutdown, facts=facts)
 
     def _listeners(self) -> list[Listener]:
         return [x for x in (self.listener, self.tls_listener) if x is not None]
@@ -147,19 +161,44 @@ class Service:
                 continue
             if event == "reload":
                 self.reload()
+            elif isinstance(event, _Completion):
+                outcome = (False, "the reload failed", [])
+                try:
+                    outcome = self.reload()
+                finally:  # the admin thread waiting for it is answered whatever happens
+                    event.finish(outcome)
             elif event == "shutdown":
                 break
+        self._cancel_pending()
         self._shutdown()
         return 0
 
     def request_shutdown(self) -> None:
         self._events.put("shutdown")
 
-    def reload(self) -> tuple[bool, str]:
-        """Re-read the config file and apply it without dropping anyone.
+    def request_reload(self, timeout: float) -> tuple[bool, str, list[str]]:
+        """Have the main thread reload (as SIGHUP does) and wait for the outcome; for admin
+        threads. Raises TimeoutError if the main thread has not finished within ``timeout``."""
+        completion = _Completion()
+        self._events.put(completion)
+        return completion.wait(timeout)
+
+    def _cancel_pending(self) -> None:
+        """Answer reloads still queued behind a shutdown, so no admin thread waits for them."""
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(event, _Completion):
+                event.finish((False, "chatd is shutting down", []))
+
+    def reload(self) -> tuple[bool, str, list[str]]:
+        """Re-read the config file and apply it without dropping anyone; main thread.
 
         The whole new file is validated first; if it is invalid the old config stays and the
-        reason is returned (and logged as ``config_reload_failed``).
+        reason is returned (and logged as ``config_reload_failed``). The third item names the
+        changed keys that only a restart applies (``server.port``, …).
         """
         with self._reload_lock:
             self.notifier.reloading()
@@ -167,7 +206,19 @@ class Service:
                 ok, message = self._apply_new_config()
             finally:
                 self.notifier.notify(READY="1", STATUS=self.housekeeper.status_line())
-            return ok, message
+            return ok, message, (self._restart_required() if ok else [])
+
+    def _restart_required(self) -> list[str]:
+        """The settings of the config in force that the listeners do not follow: they were
+        bound at start (compared with that config, so changing a key back clears it)."""
+        new, bound = self.config, self._bound
+        keys = [f"server.{key}" for key in ("host", "port")
+                if getattr(new, key) != getattr(bound, key)]
+        if new.tls_port != bound.tls_port and (new.tls_cert or bound.tls_cert):
+            keys.append("tls.tls_port")
+        if bool(new.tls_cert) != bool(self.tls_listener):
+            keys.append("tls.tls_cert")  # TLS turned on or off
+        return keys
 
     def _apply_new_config(self) -> tuple[bool, str]:
         try:  # first, and whatever the new file says: logrotate's postrotate relies on it
@@ -180,9 +231,6 @@ class Service:
         except config_module.ConfigError as exc:
             log.error("config_reload_failed", error=str(exc))
             return False, str(exc)
-        if (new.host, new.port, new.tls_port) != (old.host, old.port, old.tls_port) or \
-                bool(new.tls_cert) != bool(self.tls_listener):
-            log.warning("restart_required", reason="listeners change on restart only")
         if self.tls_listener is not None and new.tls_cert:
             try:  # a renewed certificate: new TLS connections use it from now on
                 self.tls_listener.tls_context = _tls_context(new)
@@ -192,7 +240,11 @@ class Service:
         self.config = new
         self.flusher.sendq_bytes = new.sendq_bytes
         logsetup.set_level(new.log_level)
-        log.info("config_reloaded", path=new.config_path)
+        # thread: SIGHUP and chatctl reload both run here, on the main thread (tests check it)
+        log.info("config_reloaded", path=new.config_path, thread=threading.current_thread().name)
+        restart = self._restart_required()
+        if restart:
+            log.warning("restart_required", keys=restart, reason="listeners change on restart only")
         return True, "reloaded"
 
     # -- main thread --------------------------------------------------------------------------
@@ -242,6 +294,23 @@ class Service:
         self.notifier.close()
 
 
+class _Completion:
+    """A reload asked for by an admin thread: the main thread finishes it, the asker waits."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._outcome: tuple[bool, str, list[str]] | None = None
+
+    def finish(self, outcome: tuple[bool, str, list[str]]) -> None:
+        self._outcome = outcome
+        self._done.set()
+
+    def wait(self, timeout: float) -> tuple[bool, str, list[str]]:
+        if not self._done.wait(timeout):
+            raise TimeoutError
+        return self._outcome
+
+
 def _tune_gc() -> None:
     """Fewer, shorter cyclic-GC pauses. Everything built at start-up (modules, config) is
     moved out of the collector's sight, and the youngest generation is collected less often:
@@ -271,7 +340,7 @@ def _tls_context(config):
 
 
 def state_dir(config) -> str:
-    """Where bans persist (SPEC §4): the option, else the environment's default."""
+    """Where bans persist (docs/protocol.md §4): the option, else the environment's default."""
     return config.state_dir or config_module.default_state_dir()
 
 

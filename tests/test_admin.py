@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime
 from types import SimpleNamespace
 
 import pytest
@@ -130,7 +131,7 @@ def test_a_regular_file_in_the_way_is_not_deleted(tmp_path):
     ({"CHATD_ADMIN_SOCKET": "/x/a.sock", "RUNTIME_DIRECTORY": "/rt"}, 0, "/x/a.sock"),
 ])
 def test_default_socket_path_follows_spec_order(env, uid, expected):
-    """SPEC §4: $RUNTIME_DIRECTORY, /run/chatd as root, $XDG_RUNTIME_DIR/chatd, /tmp/chatd-UID;
+    """docs/protocol.md §4: $RUNTIME_DIRECTORY, /run/chatd as root, $XDG_RUNTIME_DIR/chatd, /tmp/chatd-UID;
     CHATD_ADMIN_SOCKET over all of them."""
     assert daemon_socket_path(env, uid) == expected
 
@@ -232,6 +233,36 @@ def test_bad_requests_get_an_error_code_and_the_connection_goes_on(server, line,
     assert ok(admin.ask({"id": "after", "cmd": "status"}))["clients"] == 0
 
 
+def _strict(line: bytes) -> dict:
+    """Parse as RFC 8259 JSON: Python's json would accept NaN and Infinity."""
+    def refuse(name):
+        raise AssertionError(f"not strict JSON ({name}): {line!r}")
+    return json.loads(line, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("line, code", [
+    (b'{"id": 1e999, "cmd": "status"}', "bad_request"),
+    (b'{"id": -1e999, "cmd": "status"}', "bad_request"),
+    (b'{"id": NaN, "cmd": "status"}', "bad_request"),
+    (b'{"id": Infinity, "cmd": "nope"}', "bad_request"),
+])
+def test_non_finite_ids_are_refused_with_a_strict_json_reply(server, line, code):
+    admin = Admin(server.admin_socket)
+    admin.send(line + b"\n")
+    reply = _strict(admin.read_raw())
+    assert (reply["id"], error_code(reply)) == (None, code)
+    assert "finite" in reply["error"]["message"]
+    assert _strict(admin.send(b'{"id": 1.5, "cmd": "rooms"}\n') or admin.read_raw())["id"] == 1.5
+
+
+def test_non_finite_arguments_are_bad_args(server):
+    admin = Admin(server.admin_socket)
+    admin.send(b'{"id": 2, "cmd": "ban", "args": {"address": "192.0.2.1", "duration": 1e999}}\n')
+    reply = _strict(admin.read_raw())
+    assert (reply["id"], error_code(reply)) == (2, "bad_args")
+    assert ok(admin.ask({"cmd": "bans"})) == []
+
+
 def test_reply_carries_the_request_id_and_several_requests_share_a_connection(server):
     admin = Admin(server.admin_socket)
     admin.send(b'{"id": 7, "cmd": "rooms"}\n{"id": "x", "cmd": "bans"}\n{"cmd": "nope", "id": 9}\n')
@@ -301,19 +332,21 @@ def test_kick_tells_the_target_and_its_room(server):
     assert bob.expect_closed() == ["*** you were kicked: spam"]
     alice.expect(f"*** {bob.nick} was kicked (spam)")
     event = server.wait_event("client_kicked", client_id=bob_id, nick=bob.nick, reason="spam")
-    assert "peer" in event  # SPEC §5: client events carry client_id and peer
+    assert "peer" in event  # docs/protocol.md §5: client events carry client_id and peer
 
 
 def test_mute_stops_delivery_and_unmute_restores_it(server):
     alice, bob = server.connect_many(2)
     admin = Admin(server.admin_socket)
     ok(admin.ask({"cmd": "mute", "args": {"target": alice.nick}}))
+    alice.expect("*** you are muted")  # told at once, not only when it next talks
     alice.send_line("can you hear me")
     alice.expect("*** error: you are muted")
     alice.send_line(f"/msg {bob.nick} psst")
     alice.expect("*** error: you are muted")
     bob.expect_silence()
     ok(admin.ask({"cmd": "unmute", "args": {"target": alice.nick}}))
+    alice.expect("*** you are no longer muted")
     alice.send_line("back")
     bob.expect(f"<{alice.nick}> back")
 
@@ -339,21 +372,59 @@ def test_ban_disconnects_refuses_and_survives_a_restart(chatd, tmp_path):
     admin = Admin(srv.admin_socket)
     result = ok(admin.ask({"cmd": "ban", "args": {"address": "127.0.0.2", "reason": "abuse"}}))
     assert (result["address"], result["disconnected"], result["expires"]) == ("127.0.0.2/32", 1, None)
-    assert there.expect_closed() == ["*** error: banned"]
+    assert there.expect_closed() == ["*** error: banned (abuse)"]
     here.expect(f"*** {there.nick} joined lobby")
     here.expect(f"*** {there.nick} left lobby (banned)")
     refused = srv.connect(source="127.0.0.2", greet=False)
-    assert refused.expect_closed() == ["*** error: banned"]
+    assert refused.expect_closed() == ["*** error: banned (abuse)"]
     srv.wait_event("client_refused", reason="banned")
     assert srv.terminate() == 0
 
     again = chatd(args=["--state-dir", state])
-    assert again.connect(source="127.0.0.2", greet=False).expect_closed() == ["*** error: banned"]
+    assert again.connect(source="127.0.0.2", greet=False).expect_closed() == [
+        "*** error: banned (abuse)"]
     again.connect()  # others still welcome
     bans = ok(Admin(again.admin_socket).ask({"cmd": "bans"}))
     assert [(b["address"], b["reason"]) for b in bans] == [("127.0.0.2/32", "abuse")]
     ok(Admin(again.admin_socket).ask({"cmd": "unban", "args": {"address": "127.0.0.2"}}))
     again.connect(source="127.0.0.2")
+
+
+def test_a_network_with_host_bits_set_needs_force(server):
+    chat = server.connect()
+    admin = Admin(server.admin_socket)
+    reply = admin.ask({"cmd": "ban", "args": {"address": "127.0.0.1/0"}})
+    assert error_code(reply) == "invalid_address"
+    assert reply["error"]["message"] == ("127.0.0.1/0 has host bits set; did you mean 0.0.0.0/0? "
+                                         "use --force to ban that network")
+    reply = admin.ask({"cmd": "ban", "args": {"address": "2001:db8::1/32"}})
+    assert "did you mean 2001:db8::/32?" in reply["error"]["message"]
+    assert ok(admin.ask({"cmd": "bans"})) == []
+    chat.expect_silence()  # nobody was banned
+    assert error_code(admin.ask({"cmd": "ban", "args": {"address": "10.1.2.3/8", "force": "yes"}})) \
+        == "bad_args"  # force is a JSON bool
+    assert ok(admin.ask({"cmd": "ban", "args": {"address": "10.1.2.3/8", "force": True}}))[
+        "address"] == "10.0.0.0/8"
+    assert ok(admin.ask({"cmd": "ban", "args": {"address": "10.9.9.9/32"}}))  # a host is fine
+    assert ok(admin.ask({"cmd": "ban", "args": {"address": "10.9.0.0/16", "force": False}}))
+    chat.expect_silence()
+
+
+def test_banned_clients_see_the_reason_and_the_expiry(server):
+    admin = Admin(server.admin_socket)
+    present = server.connect(source="127.0.0.6")
+    result = ok(admin.ask({"cmd": "ban", "args": {"address": "127.0.0.6", "duration": 3600,
+                                                  "reason": "spam\x1b[2J wave"}}))
+    until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(
+        datetime.fromisoformat(result["expires"]).timestamp()))
+    line = f"*** error: banned (spam[2J wave; until {until})"
+    assert present.expect_closed() == [line]  # the ban-time notice
+    assert server.connect(source="127.0.0.6", greet=False).expect_closed() == [line]  # at connect
+    ok(admin.ask({"cmd": "ban", "args": {"address": "127.0.0.7", "reason": "only why"}}))
+    assert server.connect(source="127.0.0.7", greet=False).expect_closed() == [
+        "*** error: banned (only why)"]
+    ok(admin.ask({"cmd": "ban", "args": {"address": "127.0.0.8"}}))
+    assert server.connect(source="127.0.0.8", greet=False).expect_closed() == ["*** error: banned"]
 
 
 def test_timed_ban_expires(server):
@@ -410,7 +481,7 @@ def test_sighup_and_admin_reload_share_one_path(chatd):
 
 
 def test_reload_applies_limits_and_log_level_without_dropping_anyone(chatd):
-    """SPEC §4: a reload applies limits, MOTD and log level; connected clients stay."""
+    """docs/protocol.md §4: a reload applies limits, MOTD and log level; connected clients stay."""
     srv = chatd(server={"motd": "first"})
     admin = Admin(srv.admin_socket)
     first = srv.connect()
@@ -432,6 +503,28 @@ def test_reload_applies_limits_and_log_level_without_dropping_anyone(chatd):
     assert srv.find_events("client_connected", client_id=srv.client_id(first))
 
 
+def test_admin_reload_runs_on_the_main_thread_and_names_what_needs_a_restart(chatd):
+    srv = chatd(server={"motd": "first"})
+    admin = Admin(srv.admin_socket)
+    srv.config_path.write_text('[server]\nmotd = "second"\nhost = "127.0.0.2"\n'
+                               '[tls]\ntls_port = 7001\n')
+    result = ok(admin.ask({"cmd": "reload"}))
+    assert result["reloaded"] is True
+    assert result["restart_required"] == ["server.host"]  # tls_port: TLS is off anyway
+    assert srv.wait_event("config_reloaded")["thread"] == "MainThread"  # queued like SIGHUP
+    srv.wait_event("restart_required", keys=["server.host"])
+    srv.connect(motd=["second"])  # the rest applied; still listening where it was
+    srv.config_path.write_text('[server]\nmotd = "third"\n')
+    assert ok(admin.ask({"cmd": "reload"}))["restart_required"] == []  # back as bound
+    srv.connect(motd=["third"])
+    srv.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while len(srv.find_events("config_reloaded")) < 3:
+        assert time.monotonic() < deadline, "SIGHUP did not reload"
+        threading.Event().wait(0.05)
+    assert [e["thread"] for e in srv.find_events("config_reloaded")] == ["MainThread"] * 3
+
+
 def test_shutdown_command_replies_then_exits_zero(server):
     chat = server.connect()
     assert ok(Admin(server.admin_socket).ask({"id": 1, "cmd": "shutdown"})) == {"shutting_down": True}
@@ -441,6 +534,46 @@ def test_shutdown_command_replies_then_exits_zero(server):
 
 
 # -- load --------------------------------------------------------------------------------------
+
+
+def test_list_while_clients_move_between_rooms(chatd):
+    """list (all, and by room) is read under the hub lock: a client half-way through /join
+    (its room None for a moment) never breaks it, and every row names a room."""
+    srv = chatd(limits={"rate": 1000, "burst": 1000})
+    movers = [srv.connect() for _ in range(12)]
+    stop = threading.Event()
+
+    def churn(client):
+        moves = 0
+        while not stop.is_set():
+            for room in ("east", "west"):
+                client.send_line(f"/join {room}")
+            client.sync()  # reads what the moves produced, keeps the output queue short
+            moves += 2
+        return moves
+
+    def lister(room):
+        admin = Admin(srv.admin_socket)
+        rows = 0
+        for i in range(150):
+            reply = admin.ask({"id": i, "cmd": "list", "args": {"room": room} if room else {}})
+            if reply["ok"] is False:
+                assert room and reply["error"]["code"] == "not_found", reply  # room empty now
+                continue
+            assert all(c["room"] is not None for c in reply["result"]), reply
+            assert all(c["room"] == room for c in reply["result"] if room), reply
+            rows += len(reply["result"])
+        return rows
+
+    churners = threading.Thread(target=lambda: run_in_threads(churn, movers, 60), daemon=True)
+    churners.start()
+    try:
+        counts = run_in_threads(lister, [None, None, "east", "west"], 60)
+    finally:
+        stop.set()
+        churners.join(60)
+    assert counts[0] == counts[1] == 150 * 12
+    assert not srv.find_events("admin_command", outcome="internal_error")
 
 
 @pytest.mark.slow

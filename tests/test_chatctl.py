@@ -1,4 +1,4 @@
-"""SPEC §7 chatctl, end to end: the real CLI against a real chatd, seen by real chat clients.
+"""docs/protocol.md §7 chatctl, end to end: the real CLI against a real chatd, seen by real chat clients.
 
 Every command runs at least once as a subprocess (``python -m chatctl``), checking stdout, stderr
 and the exit status, and its effect is checked from the chat side. Output details (tables,
@@ -138,7 +138,7 @@ def test_list_three_clients(server):
     c.join("dev")
     a.expect("*** guest-3 left lobby")
     out = lines(ctl(server, "list"))
-    assert out[0].split() == ["ID", "NICK", "PEER", "ROOM", "CONNECTED", "IDLE", "SENDQ"]
+    assert out[0].split() == ["ID", "NICK", "PEER", "ROOM", "CONNECTED", "IDLE", "SENDQ", "MUTED"]
     rows = [line.split() for line in out[1:]]
     ids = [str(server.client_id(x)) for x in (a, b, c)]
     assert [r[0] for r in rows] == ids
@@ -146,16 +146,17 @@ def test_list_three_clients(server):
     assert [r[2] for r in rows] == [f"127.0.0.1:{x.local_port}" for x in (a, b, c)]
     assert [r[3] for r in rows] == ["lobby", "lobby", "dev"]
     for row in rows:
-        assert len(row) == 8, row  # CONNECTED is two words: date and time
+        assert len(row) == 9, row  # CONNECTED is two words: date and time
         assert re.fullmatch(LOCAL_TIME, f"{row[4]} {row[5]}"), row
         assert re.fullmatch(r"\d+s|\d+m\d\ds", row[6]), row
         assert row[7].isdigit(), row
+        assert row[8] == "no", row
 
 
 def test_list_formatting(server):
     """Aligned columns, local connect time, compact idle, --room filter, empty table."""
     assert invoke(server, "list").stdout == \
-        "ID  NICK  PEER  ROOM  CONNECTED  IDLE  SENDQ\n"
+        "ID  NICK  PEER  ROOM  CONNECTED  IDLE  SENDQ  MUTED\n"
     before = time.time()
     a, b = server.connect_many(2)
     b.join("dev")
@@ -166,18 +167,19 @@ def test_list_formatting(server):
     starts = columns(header)
     for row in rows:
         # left-aligned columns start under their header; numbers end under it
-        for name in ("NICK", "PEER", "ROOM", "CONNECTED"):
+        for name in ("NICK", "PEER", "ROOM", "CONNECTED", "MUTED"):
             i = header.index(name)
             assert row[i] != " " and row[i - 1] == " ", (name, header, row)
-        for end in (header.index("ID") + 2, header.index("IDLE") + 4, len(header)):
+        for end in (header.index("ID") + 2, header.index("IDLE") + 4, header.index("SENDQ") + 5):
             assert row[end - 1] != " " and (end == len(row) or row[end] == " "), (header, row)
         connected = row[starts[4]:starts[4] + 19]
         when = time.mktime(time.strptime(connected, "%Y-%m-%d %H:%M:%S"))
         assert before - 2 <= when <= time.time() + 1, (connected, before)
     dev = lines(invoke(server, "list", "--room", "dev").stdout)
     assert len(dev) == 2 and f" {b.nick} " in dev[1], dev
-    assert invoke(server, "list", "--room", "nowhere").stdout == \
-        "ID  NICK  PEER  ROOM  CONNECTED  IDLE  SENDQ\n"
+    # an unknown room is an error, as it is for broadcast (not an empty table)
+    assert invoke(server, "list", "--room", "nowhere", status=1).stderr == \
+        "chatctl: error: no such room nowhere\n"
 
 
 def test_list_json(server):
@@ -186,7 +188,8 @@ def test_list_json(server):
     assert [c["id"] for c in result] == [server.client_id(a)]
     assert result[0]["nick"] == a.nick
     assert result[0]["muted"] is False
-    assert json.loads(invoke(server, "--json", "list", "--room", "nowhere").stdout) == []
+    error = json.loads(invoke(server, "--json", "list", "--room", "nowhere", status=1).stderr)
+    assert error == {"error": {"code": "not_found", "message": "no such room nowhere"}}
     # --json after the command, too; idle is the only field that moves between the two calls
     again = json.loads(ctl(server, "list", "--json"))
     assert [{k: v for k, v in c.items() if k != "idle"} for c in again] == [
@@ -250,7 +253,10 @@ def test_broadcast_everyone_and_one_room(server):
     a.expect_silence()
     b.expect_silence()
     err = ctl(server, "broadcast", "--room", "nowhere", "hello", status=1)
-    assert err.startswith("chatctl: error: ") and err.count("\n") == 1, err
+    assert err == "chatctl: error: no such room nowhere\n"  # word for word what list says
+    error = json.loads(invoke(server, "--json", "broadcast", "--room", "nowhere", "x",
+                              status=1).stderr)
+    assert error == {"error": {"code": "not_found", "message": "no such room nowhere"}}
     assert json.loads(invoke(server, "--json", "broadcast", "hi").stdout)["recipients"] == 3
 
 
@@ -260,12 +266,15 @@ def test_mute_and_unmute(server):
     alice.set_nick("alice")
     bob.expect(f"*** {guest} is now known as alice")
     assert ctl(server, "mute", "alice") == f"muted alice (id {server.client_id(alice)})\n"
+    alice.expect("*** you are muted")
     alice.send_line("can anyone hear me")
     alice.expect("*** error: you are muted")
     bob.expect_silence()
     assert json.loads(invoke(server, "--json", "list").stdout)[0]["muted"] is True
+    assert [row.split()[-1] for row in lines(invoke(server, "list").stdout)] == ["MUTED", "yes", "no"]
     assert ctl(server, "unmute", str(server.client_id(alice))) == \
         f"unmuted alice (id {server.client_id(alice)})\n"
+    alice.expect("*** you are no longer muted")
     alice.send_line("and now")
     bob.expect("<alice> and now")
     assert ctl(server, "mute", "nobody", status=1).startswith("chatctl: error: ")
@@ -285,7 +294,7 @@ def test_ban_disconnects_and_refuses_then_unban(server):
     other.expect_closed()
     local.wait_for(lambda line: line.startswith(f"*** {other.nick} left lobby"))
     refused = server.connect(source="127.0.0.2", greet=False)
-    assert refused.expect_closed() == ["*** error: banned"]
+    assert refused.expect_closed() == ["*** error: banned (spam wave)"]
     local.expect_silence()  # the ban did not touch 127.0.0.1
 
     assert lines(ctl(server, "bans")) == [
@@ -320,6 +329,24 @@ def test_ban_network_with_duration(server):
     assert bans[0]["address"] == "127.0.0.0/30" and bans[0]["expires"]
 
 
+def test_ban_short_duration_option_force_and_what_the_banned_see(server):
+    a = server.connect(source="127.0.0.5")
+    out = ctl(server, "ban", "127.0.0.5", "-d", "90m", "-r", "spam wave")
+    m = re.fullmatch(rf"banned 127\.0\.0\.5/32 until ({LOCAL_TIME}), disconnected 1 client\n", out)
+    assert m, out
+    [closing] = a.expect_closed()
+    assert re.fullmatch(r"\*\*\* error: banned \(spam wave; until \d{4}-\d\d-\d\d "
+                        r"\d\d:\d\d:\d\d UTC\)", closing), closing
+    assert server.connect(source="127.0.0.5", greet=False).expect_closed() == [closing]
+    err = ctl(server, "ban", "127.0.0.1/0", status=1)
+    assert err == ("chatctl: error: 127.0.0.1/0 has host bits set; did you mean 0.0.0.0/0? "
+                   "use --force to ban that network\n")
+    assert ctl(server, "ban", "10.1.2.3/8", "--force") == \
+        "banned 10.0.0.0/8 with no expiry, disconnected 0 clients\n"
+    assert [b["address"] for b in json.loads(invoke(server, "--json", "bans").stdout)] == [
+        "127.0.0.5/32", "10.0.0.0/8"]
+
+
 def test_ban_bad_input(server):
     err = ctl(server, "ban", "not-an-address", status=1)
     assert re.fullmatch(r"chatctl: error: [^\n]*not-an-address[^\n]*\n", err), err
@@ -345,6 +372,14 @@ def test_reload_changes_the_motd(chatd):
     staying.expect_silence()  # nobody was dropped
 
 
+def test_reload_names_the_settings_that_need_a_restart(chatd):
+    srv = chatd(server={"motd": "old news"})
+    srv.config_path.write_text(toml_dumps({"server": {"motd": "new", "host": "127.0.0.2"}}))
+    assert ctl(srv, "reload") == "reloaded; restart chatd to apply: server.host\n"
+    assert json.loads(ctl(srv, "--json", "reload"))["restart_required"] == ["server.host"]
+    srv.connect(motd=["new"])  # on the old address, with the new MOTD
+
+
 def test_reload_with_an_invalid_file_keeps_the_old_config(chatd):
     srv = chatd(server={"motd": "old news"})
     srv.config_path.write_text('[limits]\nrate = "fast"\n')
@@ -352,7 +387,9 @@ def test_reload_with_an_invalid_file_keeps_the_old_config(chatd):
     assert re.fullmatch(r"chatctl: error: [^\n]*limits\.rate[^\n]*\n", err), err
     srv.connect(motd=["old news"])
     result = invoke(srv, "--json", "reload", status=1)
-    assert result.stdout == "" and result.stderr.startswith("chatctl: error: ")
+    assert result.stdout == ""
+    error = json.loads(result.stderr)["error"]
+    assert error["code"] == "reload_failed" and "limits.rate" in error["message"], error
 
 
 def test_shutdown(server):
@@ -378,6 +415,18 @@ def test_no_socket(sockdir):
     missing_dir = str(sockdir / "nope" / "admin.sock")
     assert invoke(missing_dir, "list", status=3).stderr == \
         UNREACHABLE.format(path=missing_dir, why=NO_SOCKET)
+
+
+def test_errors_under_json_are_json_on_stderr(sockdir):
+    path = str(sockdir / "admin.sock")
+    proc = run_chatctl(path, "--json", "status")
+    assert (proc.returncode, proc.stdout) == (3, "")
+    assert json.loads(proc.stderr) == {"error": {
+        "code": "no_socket", "socket": path,
+        "message": f"cannot reach chatd at {path}: {NO_SOCKET}"}}
+    assert proc.stderr.count("\n") == 1
+    after = invoke(path, "list", "--json", status=3)  # --json after the command, too
+    assert json.loads(after.stderr)["error"]["code"] == "no_socket"
 
 
 def test_stale_socket(sockdir):
@@ -434,6 +483,38 @@ def test_permission_denied_by_the_daemon(server):
     assert (proc.returncode, proc.stdout) == (3, ""), proc
     assert proc.stderr == UNREACHABLE.format(path=server.admin_socket, why=PERMISSION)
     client.expect_silence()  # and nothing happened
+
+
+@needs_nobody
+@pytest.mark.parametrize("dir_mode", [0o700, 0o755])
+def test_non_root_is_told_about_a_systemd_socket_it_cannot_use(sockdir, dir_mode):
+    """nobody has no socket of its own; the systemd chatd's is root's (its directory closed,
+    or the socket 0600): chatctl says so, names both paths and hints --socket / the group."""
+    run = sockdir / "run"
+    run.mkdir(mode=dir_mode)
+    os.chmod(sockdir, 0o755)
+    os.chmod(run, dir_mode)
+    system = str(run / "admin.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(system)
+    listener.listen(1)
+    os.chmod(system, 0o600)
+    own = "/tmp/chatd-65534/admin.sock"
+    if os.path.exists(own):
+        pytest.skip(f"{own} exists on this machine")
+    env = {k: v for k, v in _env().items() if k not in ("XDG_RUNTIME_DIR", "RUNTIME_DIRECTORY")}
+    env["CHATD_TEST_SYSTEMD_SOCKET"] = system
+    try:
+        proc = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                               sys.executable, "-m", "chatctl", "status"],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=REPO,
+                              env=env, timeout=30)
+    finally:
+        listener.close()
+    assert (proc.returncode, proc.stdout) == (3, ""), proc
+    assert proc.stderr == (
+        f"chatctl: cannot reach chatd at {own}: no socket; {system} exists but is not accessible "
+        f"to this user (use --socket {system} as root, or join chatd's admin group)\n")
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ socket that does; the real daemon's side is in test_chatctl.py.
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import tempfile
@@ -105,6 +106,10 @@ def deny(daemon, conn, reader):
     conn.sendall(error_line(None, "permission_denied"))
 
 
+def busy(daemon, conn, reader):
+    conn.sendall(error_line(None, "busy"))
+
+
 def hang_up(daemon, conn, reader):
     pass
 
@@ -126,6 +131,7 @@ def answer_once(daemon, conn, reader):
 
 @pytest.mark.parametrize("script, kind, detail, timeout", [
     (deny, "permission", "permission denied", 10),
+    (busy, "busy", "too many admin connections", 10),
     (hang_up, "permission", "permission denied", 10),
     (garbage, "error", "the daemon sent a malformed reply", 10),
     (silent, "error", "no reply within 0.3s", 0.3),  # only this one waits out its timeout
@@ -165,3 +171,14 @@ def test_cli_reports_an_unexpected_reply_shape_without_a_traceback(scripted):
 
     result = invoke(scripted(odd).path, "list", status=1)
     assert result.stderr.startswith("chatctl: internal error: ") and result.stderr.count("\n") == 1
+
+
+def test_cli_busy_is_exit_3_and_json_under_json(scripted):
+    daemon = scripted(busy)
+    result = invoke(daemon.path, "status", status=3)
+    assert result.stderr == (f"chatctl: cannot reach chatd at {daemon.path}: busy: too many "
+                             "admin connections (try again later)\n")
+    result = invoke(daemon.path, "--json", "status", status=3)
+    assert json.loads(result.stderr) == {"error": {
+        "code": "busy", "socket": daemon.path, "message":
+        f"cannot reach chatd at {daemon.path}: busy: too many admin connections (try again later)"}}

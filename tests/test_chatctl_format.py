@@ -73,3 +73,20 @@ def test_human_lines_for_actions():
         ["banned 10.0.0.0/8 with no expiry, disconnected 2 clients"]
     assert fmt.muted({"id": 3, "nick": "bob", "muted": False}) == ["unmuted bob (id 3)"]
     assert fmt.host_port("::1", 5555) == "[::1]:5555"
+
+
+def test_client_table_has_a_muted_column():
+    rows = fmt.clients([{"id": 7, "nick": "al", "peer": "127.0.0.1:1", "room": "lobby",
+                         "connected_at": None, "idle": 3, "sendq": 0, "muted": True},
+                        {"id": 12, "nick": "bo", "peer": "127.0.0.1:2", "room": "dev",
+                         "connected_at": None, "idle": 65, "sendq": 10, "muted": False}])
+    assert rows == ["ID  NICK  PEER         ROOM   CONNECTED   IDLE  SENDQ  MUTED",
+                    " 7  al    127.0.0.1:1  lobby  -             3s      0  yes",
+                    "12  bo    127.0.0.1:2  dev    -          1m05s     10  no"]
+
+
+def test_reload_names_the_keys_that_need_a_restart():
+    assert fmt.reloaded({"reloaded": True}) == ["reloaded"]
+    assert fmt.reloaded({"reloaded": True, "restart_required": []}) == ["reloaded"]
+    assert fmt.reloaded({"reloaded": True, "restart_required": ["server.port", "tls.tls_cert"]}) \
+        == ["reloaded; restart chatd to apply: server.port, tls.tls_cert"]

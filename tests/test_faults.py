@@ -370,7 +370,7 @@ def test_kill_9_then_restart_keeps_bans(chatd, book):
         bans = Admin(sock).result("bans")
         assert [(b["address"], b["reason"]) for b in bans] == [("127.0.0.9/32", "persisted")]
         refused = second.connect(source="127.0.0.9", greet=False)
-        assert refused.expect_closed() == ["*** error: banned"]
+        assert refused.expect_closed() == ["*** error: banned (persisted)"]
         second.connect().expect_silence()
         assert second.terminate() == 0
         assert not os.path.exists(pidfile) and not os.path.exists(sock)
@@ -457,7 +457,7 @@ def test_ban_on_a_broken_state_disk_is_in_force_but_not_saved(state_disk_daemon,
     assert sorted(os.listdir(state)) == ["bans.json"]  # no temporary file left behind
     assert (state / "bans.json").read_bytes() == good  # nothing half-written
     assert proc_figures(srv.proc.pid).fds == before.fds  # the failed write closed its file
-    assert srv.connect(source="127.0.0.5", greet=False).expect_closed() == ["*** error: banned"]
+    assert srv.connect(source="127.0.0.5", greet=False).expect_closed() == ["*** error: banned (after)"]
     assert [b["address"] for b in admin.result("bans")] == ["127.0.0.5/32"]
     srv.connect().expect_silence()  # chat goes on
     assert srv.terminate() == 0

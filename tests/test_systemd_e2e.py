@@ -299,14 +299,14 @@ def test_bans_survive_restart(fresh: Box):
     fresh.start()
     fresh.chatctl("ban", "127.0.0.2", "-r", "e2e")
     refused = ChatClient().connect(fresh.port, source="127.0.0.2", greet=False)
-    assert refused.expect_closed() == ["*** error: banned"]
+    assert refused.expect_closed() == ["*** error: banned (e2e)"]
     pid = fresh.main_pid()
     fresh.ct.systemctl("restart", "chatd.service")
     assert fresh.main_pid() != pid
     bans = json.loads(fresh.chatctl("--json", "bans").stdout)
     assert [b["address"] for b in bans] == ["127.0.0.2/32"]
     refused = ChatClient().connect(fresh.port, source="127.0.0.2", greet=False)
-    assert refused.expect_closed() == ["*** error: banned"]
+    assert refused.expect_closed() == ["*** error: banned (e2e)"]
     fresh.connect().close()
     assert "127.0.0.2" in fresh.ct.read("/var/lib/private/chatd/bans.json")
     fresh.chatctl("unban", "127.0.0.2")
