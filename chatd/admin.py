@@ -310,9 +310,11 @@ class AdminServer:
                     return
                 framer.feed(data)
                 continue
-            started, slot.working = None, True
+            # since = when this request arrived: the peer cannot have sent its next one before
+            # our reply, so requests on different connections are ordered as they were asked
+            started, slot.working, slot.since = None, True, time.monotonic()
             after = self._reply(conn, line, peer_log)
-            slot.working, slot.since = False, time.monotonic()
+            slot.working = False
             if after is not None:
                 after()
 
@@ -376,6 +378,6 @@ class _Slot:
         self.conn = conn
         self.thread = thread
         self.privileged = privileged
-        self.since = time.monotonic()  # the connect, then the end of the latest request
+        self.since = time.monotonic()  # the connect, then the arrival of the latest request
         self.working = False  # running a command: never evicted mid-way
         self.evicted = False

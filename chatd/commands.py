@@ -13,9 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from chatd.bus import ClusterUnavailable
 from chatd.events import (Acted, Bye, Close, HelpLine, Members, PrivateMessage, PrivateSent,
                           RoomListed)
 from chatd.protocol import NAME_RULE, Command, is_valid_name, split_word
+
+
+CLUSTER_UNAVAILABLE = "cluster unavailable, try again"
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,10 @@ def do_nick(session, name: str) -> None:
         session.error(f"invalid nick {name} ({NAME_RULE})")
         return
     old = session.client.nick
-    problem = session.hub.rename(session.client, name)
+    try:
+        problem = session.hub.rename(session.client, name)
+    except ClusterUnavailable:
+        problem = CLUSTER_UNAVAILABLE
     if problem:
         session.error(problem)
     else:
@@ -78,15 +85,16 @@ def do_msg(session, args: str) -> None:
     if not text:
         session.error("usage: /msg NICK TEXT")
         return
-    target = session.hub.find(nick)
-    if target is None:
+    recipient = session.hub.recipient(nick)
+    if recipient is None:
         session.error(f"no such nick {nick}")
         return
     if not session.may_speak():
         return
-    session.hub.send_to(target, PrivateMessage(session.client.nick, text))
-    session.reply(PrivateSent(target.nick, text))
-    session.log_message(text, to=target.nick)
+    target, send = recipient
+    send(PrivateMessage(session.client.nick, text))
+    session.reply(PrivateSent(target, text))
+    session.log_message(text, to=target)
 
 
 def do_me(session, text: str) -> None:

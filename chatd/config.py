@@ -8,7 +8,8 @@ sockets, touches logging or reads the environment; its only I/O is reading the T
 Callers use `load()`, `reload()`, `Config.describe()` and `ConfigError`. The service thread owns
 the current `Config` and replaces it; every other thread only reads the value it was handed.
 
-The TOML file has five sections, `[server]`, `[limits]`, `[logging]`, `[admin]` and `[tls]` (see `etc/chatd.toml`);
+The TOML file has six sections, `[server]`, `[limits]`, `[logging]`, `[admin]`, `[tls]` and
+`[cluster]` (see `etc/chatd.toml`);
 unknown sections and keys are errors, because a typo that is silently ignored is a limit that
 silently does not apply. Checks that need the filesystem or DNS (TLS files, `host`) live in
 `preflight.py`; `reload()` runs those a reload applies.
@@ -72,6 +73,9 @@ class Config:
     max_handshakes: int = 128  # TLS connections not yet through their handshake, at once
     max_handshakes_per_ip: int = 8  # ... from one IP address
     handshake_timeout: float = 5.0  # seconds a TLS handshake may take
+    redis_url: str | None = None  # None = single node; else the cluster's Redis (docs/cluster.md)
+    node_name: str | None = None  # None = HOSTNAME:PORT, resolved at start
+    node_timeout: float = 10.0  # seconds a silent node is still believed alive
     config_path: str | None = None
     # The CLI options given at start, as (field, value) pairs, so that reload() can re-apply
     # them on top of the re-read file. Not part of the settings: excluded from ==, hash, repr.
@@ -114,6 +118,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "admin": ("admin_socket", "admin_group"),
     "tls": ("tls_port", "tls_cert", "tls_key",
             "max_handshakes", "max_handshakes_per_ip", "handshake_timeout"),
+    "cluster": ("redis_url", "node_name", "node_timeout"),
 }
 _SECTION_OF = {key: section for section, keys in SECTIONS.items() for key in keys}
 
@@ -231,6 +236,22 @@ def _group(value: Any) -> str | None:
     return value or None
 
 
+def _redis_url(value: Any) -> str | None:
+    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")) \
+            and value != "":
+        raise _Invalid('must be redis://HOST:PORT/DB, rediss://..., unix:///path, or "" for a '
+                       'single node')
+    return value or None
+
+
+def _node_name(value: Any) -> str | None:
+    if not isinstance(value, str) or len(value) > 64 or not value.isprintable() \
+            or any(c in value for c in " |"):
+        raise _Invalid('must be up to 64 printable characters without spaces or "|", or "" for '
+                       "HOSTNAME:PORT")
+    return value or None
+
+
 _CHECKS: dict[str, Callable[[Any], Any]] = {
     "host": _host,
     "port": _int_range(0, 65535),
@@ -258,6 +279,9 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "max_handshakes": _int_range(1),
     "max_handshakes_per_ip": _int_range(1),
     "handshake_timeout": _number(0, inclusive=False),
+    "redis_url": _redis_url,
+    "node_name": _node_name,
+    "node_timeout": _number(0, inclusive=False),
 }
 
 

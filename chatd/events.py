@@ -222,6 +222,7 @@ CLOSE_KINDS: dict[str, CloseKind] = {
     "tls_plain": CloseKind("tls on plain port"),
     "tls_error": CloseKind("tls error"),
     "internal": CloseKind("internal error"),
+    "cluster": CloseKind("cluster unavailable"),
 }
 
 

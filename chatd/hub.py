@@ -9,6 +9,7 @@ locks**, so a slow or dead client cannot stall anyone who needs the hub.
 Lock order (take them in this order, never the reverse):
 
     Hub._lock  ->  Room.lock  ->  Flusher._lock
+    Hub._lock  ->  RedisBus._lock (cluster mode; queue appends and the remote-member table)
 
 Chat messages, the hot path, take only ``Room.lock`` (see :meth:`Hub.say`).
 
@@ -48,6 +49,7 @@ import itertools
 import threading
 
 from chatd import render
+from chatd.bus import LocalBus
 from chatd.events import Joined, Left, NickChanged, NickUnchanged, Renamed, RoomEntered, YouAre
 from chatd.protocol import fold
 from chatd.rooms import Room
@@ -62,8 +64,10 @@ def _traffic(client) -> tuple[int, int, int, int]:
 
 
 class Hub:
-    def __init__(self, flusher) -> None:
+    def __init__(self, flusher, bus=None) -> None:
+        """``bus`` carries what crosses nodes (bus.py); the default is a single node."""
         self._flusher = flusher
+        self._bus = bus or LocalBus()
         self._lock = threading.Lock()
         self._clients: dict = {}  # client id -> Client
         self._nicks: dict = {}  # folded nick -> Client
@@ -90,11 +94,11 @@ class Hub:
 
     def register(self, client, greeting: list) -> str:
         """Give ``client`` a guest nick, queue its greeting (the welcome, then ``YouAre``, then
-        the rest of ``greeting``: the MOTD), put it in the lobby."""
+        the rest of ``greeting``: the MOTD), put it in the lobby. Raises bus.ClusterUnavailable
+        when the cluster cannot hand out a nick."""
+        nick = self._guest_nick(client)
         with self._lock:
-            nick = self._guest_nick()
             client.nick = nick
-            self._nicks[fold(nick)] = client
             events = [greeting[0], YouAre(nick), *greeting[1:]]
             self._flusher.submit(client.outbox, render.lines(events), len(events))
             self._enter(client, self._lobby)
@@ -111,8 +115,8 @@ class Hub:
                 self._per_ip[client.ip] = left
             else:
                 del self._per_ip[client.ip]
-            if client.nick:
-                self._nicks.pop(fold(client.nick), None)
+            if client.nick and self._nicks.get(fold(client.nick)) is client:
+                del self._nicks[fold(client.nick)]
             self._departed["lines_in"] += client.lines_in  # output: counted by the flusher
             self._departed["bytes_in"] += client.bytes_in  # when it closes the socket
             room = client.room
@@ -121,31 +125,54 @@ class Hub:
                 farewell = reason.farewell(client.nick, room.name) if reason else None
                 if farewell is not None:
                     room.post(None, farewell)
+                # other nodes' members hear of every departure, shutdown included
+                self._bus.publish(room.name, farewell or Left(client.nick, room.name,
+                                                              reason.text if reason else None))
+            self._bus.gone(client)
+        if client.nick:
+            self._bus.release(client.nick, client)
 
-    def _guest_nick(self) -> str:
+    def _guest_nick(self, client) -> str:
+        """A free ``guest-N``, held in ``_nicks`` (and claimed on the bus) for ``client``."""
         while True:
-            nick = f"guest-{next(self._guest_numbers)}"
-            if fold(nick) not in self._nicks:
+            number = self._bus.guest_number() or next(self._guest_numbers)
+            nick = f"guest-{number}"
+            with self._lock:
+                if fold(nick) in self._nicks:
+                    continue
+                self._nicks[fold(nick)] = client
+            if self._bus.claim(nick, client):
                 return nick
+            with self._lock:
+                del self._nicks[fold(nick)]
 
     # -- commands -----------------------------------------------------------------------------
 
     def rename(self, client, new: str) -> str | None:
-        """Change the nick; returns an error text or None. The reply and notice are queued."""
+        """Change the nick; returns an error text or None. The reply and notice are queued.
+        The new nick is claimed on the bus first, outside the lock (it may ask the cluster);
+        raises bus.ClusterUnavailable if it cannot."""
+        old = client.nick  # only this client's session thread changes it
+        if new == old:
+            self.send_to(client, NickUnchanged(new))
+            return None
+        in_use = f"nick {new} is already in use"
+        other_key = fold(new) != fold(old)  # not just another spelling of our own
+        if other_key and (self.find(new) is not None or not self._bus.claim(new, client)):
+            return in_use
         with self._lock:
-            old = client.nick
-            if new == old:
-                self.send_to(client, NickUnchanged(new))
-                return None
             owner = self._nicks.get(fold(new))
-            if owner is not None and owner is not client:
-                return f"nick {new} is already in use"
-            del self._nicks[fold(old)]
-            self._nicks[fold(new)] = client
-            client.nick = new
-            self.send_to(client, NickChanged(new))
-            client.room.post(client.outbox, Renamed(old, new))
-        return None
+            taken = owner is not None and owner is not client
+            if not taken:
+                del self._nicks[fold(old)]
+                self._nicks[fold(new)] = client
+                client.nick = new
+                self.send_to(client, NickChanged(new))
+                self._post(client.room, client.outbox, Renamed(old, new))
+                self._bus.member(client)
+        if other_key:
+            self._bus.release(new if taken else old, client)
+        return in_use if taken else None
 
     def join(self, client, name: str) -> str | None:
         """Move ``client`` to room ``name`` (created on demand); returns an error text or None."""
@@ -155,15 +182,42 @@ class Hub:
                 return f"you are already in {old.name}"
             new = self._rooms.get(fold(name)) or self._room(name)
             self._leave(client, old)
-            old.post(None, Left(client.nick, old.name))
-            self.send_to(client, RoomEntered(new.name, len(new.members) + 1))
+            self._post(old, None, Left(client.nick, old.name))
+            members = len(new.members) + 1 + len(self._bus.remote_members(new.name))
+            self.send_to(client, RoomEntered(new.name, members))
             self._enter(client, new)
         return None
 
     def say(self, client, event) -> None:
         """A chat line (events.Said or Acted) to the sender's room. Only the session thread of
         ``client`` moves it between rooms, so reading ``client.room`` here needs no hub lock."""
-        client.room.post(client.outbox, event)
+        room = client.room
+        room.post(client.outbox, event)
+        self._bus.publish(room.name, event)
+
+    def recipient(self, nick: str):
+        """``/msg``'s target on whatever node it is: (its nick as its owner spells it, a
+        function that sends it one event), or None if there is no such nick."""
+        target = self.find(nick)
+        if target is not None:
+            return target.nick, lambda event: self.send_to(target, event)
+        remote = self._bus.remote_nick(nick)
+        if remote is not None:
+            return remote, lambda event: self._bus.send_private(remote, event)
+        return None
+
+    def deliver(self, room_name: str, event) -> None:
+        """A line from another node to this node's members of ``room_name`` (the bus's reader)."""
+        with self._lock:
+            room = self._rooms.get(fold(room_name))
+            if room is not None and room.members:
+                room.post(None, event)
+
+    def deliver_private(self, nick: str, event) -> None:
+        """A private line from another node (the bus's reader)."""
+        target = self.find(nick)
+        if target is not None:
+            self.send_to(target, event)
 
     def send_to(self, client, *events) -> None:
         """Events for ``client`` alone, ordered after every room line posted before them."""
@@ -211,14 +265,20 @@ class Hub:
             return {"clients": len(self._clients), "rooms": len(self._rooms), **totals}
 
     def who(self, client) -> tuple[str, list[str]]:
+        """The members of ``client``'s room, on every node."""
         with self._lock:
             room = client.room
-            return room.name, sorted((c.nick for c in room.members.values()), key=fold)
+            nicks = [c.nick for c in room.members.values()]
+        return room.name, sorted(nicks + self._bus.remote_members(room.name), key=fold)
 
     def rooms(self) -> list[tuple[str, int]]:
+        """Every room with its member count, on every node."""
+        counts = dict(self._bus.remote_rooms())  # folded name -> (name, count)
         with self._lock:
-            return sorted(((r.name, len(r.members)) for r in self._rooms.values()),
-                          key=lambda item: fold(item[0]))
+            for key, room in self._rooms.items():
+                name, remote = counts.get(key, (room.name, 0))
+                counts[key] = (room.name, remote + len(room.members))
+        return sorted(counts.values(), key=lambda item: fold(item[0]))
 
     def responsive(self, timeout: float) -> bool:
         """Whether the lock can be had within ``timeout`` (the watchdog's deadlock check)."""
@@ -258,11 +318,17 @@ class Hub:
         self._rooms[fold(name)] = room
         return room
 
+    def _post(self, room: Room, author, event) -> None:
+        """A room line for this node's members and, through the bus, the other nodes'."""
+        room.post(author, event)
+        self._bus.publish(room.name, event)
+
     def _enter(self, client, room: Room) -> None:
         room.members[client.id] = client
         client.room = room
         room.attach(client.outbox)
-        room.post(client.outbox, Joined(client.nick, room.name))
+        self._post(room, client.outbox, Joined(client.nick, room.name))
+        self._bus.member(client)
 
     def _leave(self, client, room: Room) -> None:
         del room.members[client.id]

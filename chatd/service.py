@@ -40,6 +40,8 @@ from chatd import log as logsetup
 from chatd.admin import AdminServer, AdminSocketError, bind_admin_socket
 from chatd.admincmds import AdminCommands, AdminContext
 from chatd.bans import BanFileError, BanList
+from chatd.bus import LocalBus
+from chatd.redisbus import ClusterStartError, RedisBus
 from chatd.daemon import PidFile, PidFileLocked, Readiness, detach, fork_launcher
 from chatd.flusher import Flusher
 from chatd.hub import Hub
@@ -67,7 +69,9 @@ class Service:
         self.config = config
         self.started_at = time.time()
         self.flusher = Flusher(config.sendq_bytes)
-        self.hub = Hub(self.flusher)
+        self.bus = (RedisBus(config.redis_url, config.node_name or "", config.node_timeout)
+                    if config.redis_url else LocalBus())
+        self.hub = Hub(self.flusher, self.bus)
         self.bans = BanList(state_dir(config))
         self.notifier = Notifier()
         self.housekeeper: Housekeeper | None = None
@@ -127,6 +131,21 @@ class Service:
                             config=lambda: self.config, reload=self.request_reload,
                             request_shutdown=self.request_shutdown, facts=facts)
 
+    def _join_cluster(self) -> None:
+        """Reach Redis (cluster mode only). After detaching: python-daemon would close the
+        connection's socket. On failure nothing has started yet; the sockets are let go."""
+        if not isinstance(self.bus, RedisBus):
+            return
+        if not self.bus.node:  # docs/protocol.md §8: HOSTNAME:PORT unless node_name is set
+            self.bus.node = f"{socket.gethostname()}:{self.listener.address[1]}"
+        try:
+            self.bus.connect()
+        except ClusterStartError as exc:
+            for listener in self._listeners():
+                listener.stop()
+            self.admin.stop()
+            raise StartupError(str(exc)) from None
+
     def _listeners(self) -> list[Listener]:
         return [x for x in (self.listener, self.tls_listener) if x is not None]
 
@@ -135,12 +154,14 @@ class Service:
         return [x.sock.fileno() for x in self._listeners()] + [self.admin.fileno()]
 
     def launch(self) -> None:
-        """Start the threads and tell the world we are ready."""
+        """Join the cluster, start the threads and tell the world we are ready."""
+        self._join_cluster()
         self._install_signal_handlers()
         _raise_file_limit()
         _tune_gc()
         threading.stack_size(THREAD_STACK_BYTES)
         self.flusher.start()
+        self.bus.start(self.hub)
         for listener in self._listeners():
             listener.start()
         self.admin.start()
@@ -287,6 +308,7 @@ class Service:
         for client in clients:
             self.flusher.disconnect(client.outbox, SHUTDOWN, notice)
         left = sum(listener.wait_sessions(deadline - time.monotonic()) for listener in listeners)
+        self.bus.stop(max(0.1, deadline - time.monotonic()))  # the departures reach the cluster
         self.flusher.stop(max(0.1, deadline - time.monotonic()))
         if left:
             log.warning("sessions_left", count=left)

@@ -22,7 +22,9 @@ import time
 
 import structlog
 
-from chatd.commands import dispatch
+from chatd import render
+from chatd.bus import ClusterUnavailable
+from chatd.commands import CLUSTER_UNAVAILABLE, dispatch
 from chatd.events import CLOSED, EXCESS_FLOOD, RESET, Close, Error, Motd, Said, Welcome
 from chatd.protocol import LINE_TOO_LONG, LineFramer, Message, decode, parse
 from chatd.ratelimit import TokenBucket
@@ -120,7 +122,11 @@ class Session:
     def _serve(self) -> Close:
         # A TLS connection is through its handshake already (server.py: before it is a client).
         config = self.settings.config
-        self.hub.register(self.client, [Welcome(config.server_name), *map(Motd, config.motd)])
+        try:
+            self.hub.register(self.client, [Welcome(config.server_name), *map(Motd, config.motd)])
+        except ClusterUnavailable:  # no nick can be handed out that is sure to be unique
+            self.flusher.submit(self.client.outbox, render.line(Error(CLUSTER_UNAVAILABLE)))
+            return Close("cluster")
         while True:
             if self._end:
                 return self._end

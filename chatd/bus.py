@@ -1,0 +1,72 @@
+"""What crosses a node boundary, behind one small interface beside the hub (docs/cluster.md).
+
+The hub owns nicks, rooms and membership on this node and fans room lines out to local
+members through the room logs. A *bus* carries the rest: other nodes' members and lines, and
+the claims that keep nicks unique across nodes. The hub calls it at the few points where a
+change must reach the cluster, and asks it about other nodes' members for ``/who``,
+``/rooms`` and ``/msg``; nothing else in chatd knows whether there is a cluster.
+
+:class:`LocalBus` is the single node: every question has the answer "nobody else", every
+publication goes nowhere, so the hub behaves exactly as it did before there was a bus.
+redisbus.py is the cluster.
+
+The methods the hub calls, and the rules they keep:
+
+- ``claim(nick, client)`` / ``release(nick, client)``: a cluster-wide nick. May do network
+  I/O, so the hub never calls them while holding its lock; ``claim`` raises
+  :class:`ClusterUnavailable` when the cluster cannot be asked.
+- ``guest_number()``: the next guest number, unique cluster-wide (None: count locally).
+- ``publish(room, event)``, ``member(client)``, ``gone(client)``: queued, never blocking:
+  safe under the hub lock and a room lock, in the order they happened.
+- ``remote_members(room)``, ``remote_rooms()``, ``remote_nick(nick)``: other nodes' members
+  as this node last heard of them (no I/O).
+- ``send_private(nick, event)``: a private line for a nick on another node (queued).
+"""
+
+from __future__ import annotations
+
+
+class ClusterUnavailable(Exception):
+    """The cluster cannot be asked right now (docs/protocol.md §1: ``cluster unavailable``)."""
+
+
+class LocalBus:
+    """A single node: nothing crosses a node boundary."""
+
+    node = None
+
+    def start(self, hub) -> None:
+        pass
+
+    def stop(self, timeout: float = 0.0) -> None:
+        pass
+
+    def claim(self, nick: str, client) -> bool:
+        return True
+
+    def release(self, nick: str, client) -> None:
+        pass
+
+    def guest_number(self) -> int | None:
+        return None
+
+    def publish(self, room: str, event) -> None:
+        pass
+
+    def member(self, client) -> None:
+        pass
+
+    def gone(self, client) -> None:
+        pass
+
+    def remote_members(self, room: str) -> list[str]:
+        return []
+
+    def remote_rooms(self) -> dict[str, tuple[str, int]]:
+        return {}
+
+    def remote_nick(self, nick: str) -> str | None:
+        return None
+
+    def send_private(self, nick: str, event) -> None:
+        pass

@@ -1,0 +1,333 @@
+"""The cluster bus on Redis (docs/cluster.md): one stream of room lines, hashes of who is where.
+
+Keys (all under ``chatd:``):
+
+- ``events``: a Stream. Every node appends what its members do in rooms (``XADD``, trimmed
+  to about :data:`STREAM_LENGTH` entries) and reads what the others append (``XREAD`` from
+  the last id it saw). One stream gives every reader the same total order, so each sender's
+  lines arrive in the order sent, once: ids only grow, and a reader that reconnects asks for
+  what came after the last id it handled. Fields: ``o`` origin node, ``r`` room, ``e`` the
+  event (wire.py), or ``to`` (a folded nick) instead of ``r`` for a private line.
+- ``members``: hash ``node|client id`` -> ``[nick, room]``: every node's clients, kept in the
+  same transaction (MULTI) as the stream entry that tells of the change, so a node that
+  starts reads a snapshot and the stream id it belongs to in one transaction.
+- ``nicks``: hash folded nick -> ``node|client id``: the cluster-wide claim (``HSETNX``).
+- ``guests``: the counter behind guest nicks (``INCR``).
+- ``nodes`` (a set of node names) and ``node:NAME``: a node's lease, a key that expires after
+  ``node_timeout`` unless the node renews it (every third of that). A node whose lease is gone
+  is *lost*: the first node to notice takes ``reaping:NAME`` (SET NX) and runs :data:`_REAP`,
+  one script that removes the lost node's members and claims and appends a ``(node lost)``
+  departure for each, so every node announces each one exactly once.
+
+Threads: a *publisher* takes what the hub queued (:meth:`publish`, :meth:`member`,
+:meth:`gone`, :meth:`send_private`: list appends under ``_lock``, never I/O) and sends it in
+one pipelined transaction per batch, so the Redis work per message is O(1) per node, never
+per recipient; a *reader* blocks in ``XREAD`` and hands other nodes' lines to the hub. Claims
+and guest numbers are asked for on the calling session thread (outside the hub lock).
+
+``_lock`` guards the outgoing queue and ``_remote`` (folded nick -> (nick, room, node): the
+other nodes' members as last heard). It is taken after the hub lock, never before.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import structlog
+
+from chatd import events as ev
+from chatd import wire
+from chatd.bus import ClusterUnavailable
+from chatd.protocol import fold
+
+log = structlog.get_logger("chatd.cluster")
+
+PREFIX = "chatd:"
+STREAM, MEMBERS, NICKS, GUESTS, NODES = (
+    PREFIX + k for k in ("events", "members", "nicks", "guests", "nodes"))
+#: Entries kept in the stream: what a node that lost its link can still catch up on. At 1,000
+#: lines/s over the cluster that is 100 s, more than the 60 s outage docs/cluster.md promises.
+STREAM_LENGTH = 100_000
+READ_BLOCK_MS = 1000
+READ_COUNT = 1000
+SOCKET_TIMEOUT = 5.0
+RETRY_SECONDS = 0.5
+
+#: Release a nick only if we still hold it (another node may have claimed it since).
+_RELEASE = """
+if redis.call('hget', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('hdel', KEYS[1], ARGV[1]) end
+return 0
+"""
+
+
+#: Forget every member of node ARGV[1] and announce its departure from its room (atomic).
+#: Nicks are ASCII (docs/protocol.md §1), so Lua's lower() is the same fold as Python's.
+_REAP = """
+local prefix = ARGV[1] .. '|'
+local entries = redis.call('hgetall', KEYS[1])
+local gone = 0
+for i = 1, #entries, 2 do
+  local key, value = entries[i], entries[i + 1]
+  if string.sub(key, 1, #prefix) == prefix then
+    local member = cjson.decode(value)
+    local nick, room = member[1], member[2]
+    redis.call('hdel', KEYS[1], key)
+    if redis.call('hget', KEYS[2], string.lower(nick)) == key then
+      redis.call('hdel', KEYS[2], string.lower(nick))
+    end
+    if type(room) == 'string' then
+      redis.call('xadd', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'o', ARGV[2], 'r', room,
+                 'e', cjson.encode({'Left', nick, room, 'node lost'}))
+    end
+    gone = gone + 1
+  end
+end
+redis.call('srem', KEYS[4], ARGV[1])
+return gone
+"""
+
+
+class ClusterStartError(Exception):
+    """Redis cannot be reached at start: one line naming the URL (chatd exits 1)."""
+
+
+def _connect(url: str):
+    import redis  # only cluster mode needs the client library
+
+    return redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT,
+                                socket_connect_timeout=SOCKET_TIMEOUT, decode_responses=True)
+
+
+class RedisBus:
+    def __init__(self, url: str, node: str, node_timeout: float = 10.0) -> None:
+        self.url = url
+        self.node = node
+        self.node_timeout = node_timeout
+        self._renew_at = 0.0  # monotonic time of the next lease renewal (publisher thread)
+        self._redis = None
+        self._lock = threading.Lock()
+        self._outgoing: list = []  # ("xadd", fields) / ("hset", key, value) / ("hdel", key)
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._remote: dict[str, tuple[str, str, str]] = {}
+        self._last_id = "0-0"
+        self._hub = None
+        self._threads: list[threading.Thread] = []
+        self._release = None
+
+    # -- lifecycle (the service) --------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Reach Redis and read the cluster's state; raises ClusterStartError."""
+        import redis
+
+        try:
+            self._redis = _connect(self.url)
+            self._redis.ping()
+            self._release = self._redis.register_script(_RELEASE)
+            self._reap = self._redis.register_script(_REAP)
+            # what a previous run under our name left (killed before it could say goodbye)
+            self._reap_node(self.node)
+            self._renew_lease()
+            self._load_snapshot()
+        except (redis.RedisError, OSError, ValueError) as exc:
+            raise ClusterStartError(f"cannot reach Redis at {self.url}: {exc}") from None
+
+    def _load_snapshot(self) -> None:
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.xrevrange(STREAM, count=1)
+            pipe.hgetall(MEMBERS)
+            last, members = pipe.execute()
+        self._last_id = last[0][0] if last else "0-0"
+        for key, value in members.items():
+            node = key.rpartition("|")[0]
+            if node != self.node:
+                nick, room = json.loads(value)
+                self._remote[fold(nick)] = (nick, room, node)
+
+    def start(self, hub) -> None:
+        self._hub = hub
+        for target, name in ((self._publish_loop, "cluster-publish"), (self._read_loop, "cluster-read")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("cluster_joined", node=self.node, url=self.url, members=len(self._remote))
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Send what is still queued (bounded by ``timeout``), then end both threads."""
+        self._stopping.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        if self._redis is not None:
+            self._redis.close()
+
+    # -- the hub's side (see bus.py for the rules) --------------------------------------------
+
+    def claim(self, nick: str, client) -> bool:
+        owner = self._owner(client)
+        try:
+            if self._redis.hsetnx(NICKS, fold(nick), owner):
+                return True
+            return self._redis.hget(NICKS, fold(nick)) == owner
+        except Exception as exc:
+            raise ClusterUnavailable(str(exc)) from None
+
+    def release(self, nick: str, client) -> None:
+        try:
+            self._release(keys=[NICKS], args=[fold(nick), self._owner(client)])
+        except Exception as exc:
+            log.warning("cluster_release_failed", nick=nick, error=str(exc))
+
+    def guest_number(self) -> int | None:
+        try:
+            return int(self._redis.incr(GUESTS))
+        except Exception as exc:
+            raise ClusterUnavailable(str(exc)) from None
+
+    def publish(self, room: str, event) -> None:
+        self._queue(("xadd", {"o": self.node, "r": room, "e": wire.dumps(event)}))
+
+    def send_private(self, nick: str, event) -> None:
+        self._queue(("xadd", {"o": self.node, "to": fold(nick), "e": wire.dumps(event)}))
+
+    def member(self, client) -> None:
+        room = client.room.name if client.room is not None else None
+        self._queue(("hset", self._owner(client), json.dumps([client.nick, room])))
+
+    def gone(self, client) -> None:
+        self._queue(("hdel", self._owner(client)))
+
+    def remote_members(self, room: str) -> list[str]:
+        key = fold(room)
+        with self._lock:
+            return [nick for nick, where, _ in self._remote.values() if fold(where) == key]
+
+    def remote_rooms(self) -> dict[str, tuple[str, int]]:
+        counts: dict[str, tuple[str, int]] = {}
+        with self._lock:
+            for _, room, _ in self._remote.values():
+                name, count = counts.get(fold(room), (room, 0))
+                counts[fold(room)] = (name, count + 1)
+        return counts
+
+    def remote_nick(self, nick: str) -> str | None:
+        with self._lock:
+            entry = self._remote.get(fold(nick))
+        return entry[0] if entry else None
+
+    def _owner(self, client) -> str:
+        return f"{self.node}|{client.id}"
+
+    def _queue(self, item: tuple) -> None:
+        with self._lock:
+            self._outgoing.append(item)
+        self._wake.set()
+
+    # -- the publisher thread -----------------------------------------------------------------
+
+    def _publish_loop(self) -> None:
+        while True:
+            self._wake.wait(max(0.0, self._renew_at - time.monotonic()))
+            self._wake.clear()
+            if time.monotonic() >= self._renew_at and not self._stopping.is_set():
+                self._keep_alive()
+            with self._lock:
+                batch, self._outgoing = self._outgoing, []
+            if batch:
+                self._send(batch)
+            if self._stopping.is_set():
+                with self._lock:
+                    if not self._outgoing:
+                        return
+
+    def _send(self, batch: list) -> None:
+        """One transaction for the batch; on failure keep it, in order, and try again."""
+        while True:
+            try:
+                with self._redis.pipeline(transaction=True) as pipe:
+                    for item in batch:
+                        if item[0] == "xadd":
+                            pipe.xadd(STREAM, item[1], maxlen=STREAM_LENGTH, approximate=True)
+                        elif item[0] == "hset":
+                            pipe.hset(MEMBERS, item[1], item[2])
+                        else:
+                            pipe.hdel(MEMBERS, item[1])
+                    pipe.execute()
+                return
+            except Exception as exc:
+                log.warning("cluster_publish_failed", error=str(exc), queued=len(batch))
+                if self._stopping.wait(RETRY_SECONDS):
+                    return
+
+    # -- leases ---------------------------------------------------------------------------------
+
+    def _keep_alive(self) -> None:
+        """Renew our lease and reap the nodes whose lease has run out (publisher thread)."""
+        try:
+            self._renew_lease()
+            for node in self._redis.smembers(NODES):
+                if node != self.node and not self._redis.exists(PREFIX + "node:" + node):
+                    if self._redis.set(PREFIX + "reaping:" + node, self.node, nx=True,
+                                       px=int(self.node_timeout * 1000)):
+                        log.warning("node_lost", node=node, members=self._reap_node(node))
+        except Exception as exc:
+            log.warning("cluster_lease_failed", error=str(exc))
+            self._renew_at = time.monotonic() + RETRY_SECONDS
+
+    def _renew_lease(self) -> None:
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(PREFIX + "node:" + self.node, json.dumps({"since": time.time()}),
+                     px=int(self.node_timeout * 1000))
+            pipe.sadd(NODES, self.node)
+            pipe.execute()
+        self._renew_at = time.monotonic() + self.node_timeout / 3
+
+    def _reap_node(self, node: str) -> int:
+        """Announce ``node``'s members as lost and forget them; the departures carry an origin
+        no node has, so every node (this one too) delivers them."""
+        return self._reap(keys=[MEMBERS, NICKS, STREAM, NODES],
+                          args=[node, f"lost:{node}", STREAM_LENGTH])
+
+    # -- the reader thread --------------------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                reply = self._redis.xread({STREAM: self._last_id}, count=READ_COUNT,
+                                          block=READ_BLOCK_MS)
+            except Exception as exc:
+                log.warning("cluster_read_failed", error=str(exc))
+                self._stopping.wait(RETRY_SECONDS)
+                continue
+            for _, entries in reply or ():
+                for entry_id, fields in entries:
+                    self._last_id = entry_id
+                    if fields.get("o") != self.node:
+                        self._apply(fields)
+
+    def _apply(self, fields: dict) -> None:
+        try:
+            event = wire.loads(fields.get("e", ""))
+        except wire.WireError as exc:
+            log.warning("cluster_entry_skipped", error=str(exc))
+            return
+        if "to" in fields:
+            self._hub.deliver_private(fields["to"], event)
+            return
+        room = fields.get("r", "")
+        self._track(event, room, fields.get("o", ""))
+        self._hub.deliver(room, event)
+
+    def _track(self, event, room: str, node: str) -> None:
+        """Keep ``_remote`` in step with the membership changes other nodes announce."""
+        with self._lock:
+            if isinstance(event, ev.Joined):
+                self._remote[fold(event.nick)] = (event.nick, room, node)
+            elif isinstance(event, (ev.Left, ev.Kicked)):
+                self._remote.pop(fold(event.nick), None)
+            elif isinstance(event, ev.Renamed):
+                entry = self._remote.pop(fold(event.old), None)
+                self._remote[fold(event.new)] = (event.new, room, entry[2] if entry else node)

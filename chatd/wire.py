@@ -1,0 +1,46 @@
+"""Events (events.py) as compact JSON, to cross from one node to another over the cluster bus.
+
+``["Said", "bob", "hi"]``: the class name, then the fields in order. Only the events that
+other nodes' clients may see are accepted back (:data:`SHARED`), each field must be a string,
+an int or a list of strings as the class declares, and anything else is a
+:class:`WireError`: a bad entry in Redis is logged and skipped by its reader, never delivered
+half-understood. Pure functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from chatd import events as ev
+
+#: What one node tells another's clients: room lines, departures, operator lines, private lines.
+SHARED = {cls.__name__: cls for cls in (
+    ev.Said, ev.Acted, ev.Joined, ev.Left, ev.Kicked, ev.Renamed, ev.Announcement,
+    ev.PrivateMessage,
+)}
+
+
+class WireError(ValueError):
+    """An entry that is not an event this node understands."""
+
+
+def dumps(event) -> str:
+    fields = [getattr(event, f.name) for f in dataclasses.fields(event)]
+    return json.dumps([type(event).__name__, *fields], ensure_ascii=False, separators=(",", ":"))
+
+
+def loads(text: str | bytes):
+    try:
+        name, *values = json.loads(text)
+        cls = SHARED[name]
+    except (ValueError, TypeError, KeyError):
+        raise WireError(f"not an event: {str(text)[:80]!r}") from None
+    fields = dataclasses.fields(cls)
+    required = sum(f.default is dataclasses.MISSING for f in fields)
+    if not required <= len(values) <= len(fields):
+        raise WireError(f"{name}: {len(values)} fields")
+    for value in values:
+        if value is not None and not isinstance(value, str):
+            raise WireError(f"{name}: field {value!r} is not text")
+    return cls(*values)

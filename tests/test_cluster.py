@@ -1,0 +1,251 @@
+"""Cluster mode (docs/cluster.md, docs/protocol.md §8): real chatd nodes on one real Redis.
+
+Each test starts its own ``redis-server`` (tests/redisfix.py: free port, no persistence, stopped
+by pid) and two or three chatd processes configured with its URL; clients talk to whichever node
+over real TCP. Lines that cross nodes arrive a moment after local ones, so every expectation
+here waits for its line (with a deadline) instead of assuming an order between nodes.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ChatClient, run_in_threads
+from redisfix import free_port, redis_server  # noqa: F401
+
+NODE_TIMEOUT = 1.0  # short, so that a lost node is noticed within the test's deadlines
+
+
+@pytest.fixture
+def cluster(chatd, redis_server):  # noqa: F811 - the fixture imported above
+    """Factory: ``cluster(n)`` -> (RedisServer, [ChatServer node1, ...]) on one new Redis."""
+
+    def start(n: int = 2, node_timeout: float = NODE_TIMEOUT, **sections):
+        redis = redis_server()
+        nodes = [chatd(cluster={"redis_url": redis.url, "node_name": f"node{i + 1}",
+                                "node_timeout": node_timeout}, **sections) for i in range(n)]
+        for node in nodes:
+            node.wait_event("cluster_joined")
+        return redis, nodes
+
+    return start
+
+
+def greeted(node) -> ChatClient:
+    """A client on ``node`` that has read its greeting and its own /who round trip."""
+    client = node.connect()
+    client.sync()
+    return client
+
+
+def wait_all(client: ChatClient, *lines: str, timeout: float = 10.0) -> None:
+    """Until every one of ``lines`` has arrived, in whatever order (from different nodes)."""
+    missing = set(lines)
+    while missing:
+        missing.discard(client.wait_for(lambda line: line in missing, timeout))
+
+
+def named(node, nick: str) -> ChatClient:
+    """A greeted client that took ``nick`` (other nodes' notices may come before the reply)."""
+    client = greeted(node)
+    client.send_line(f"/nick {nick}")
+    client.wait_for(f"*** you are now {nick}")
+    client.nick = nick
+    return client
+
+
+# -- one chat across nodes ------------------------------------------------------------------
+
+
+def test_room_lines_cross_nodes_both_ways(cluster):
+    _, (a, b) = cluster()
+    alice = named(a, "alice")
+    bob = named(b, "bob")
+    alice.wait_for(lambda line: line.endswith(" is now known as bob"))
+    alice.send_line("hello from node1")
+    bob.wait_for("<alice> hello from node1")
+    bob.send_line("/me waves from node2")
+    alice.wait_for("* bob waves from node2")
+    assert not [line for line in alice.received if line.startswith("<alice>")], "no echo"
+
+
+def test_who_rooms_and_join_count_every_node(cluster):
+    _, (a, b) = cluster()
+    alice = named(a, "alice")
+    bob = named(b, "bob")
+    carol = named(b, "carol")
+    alice.wait_for(lambda line: line.endswith("is now known as carol"))
+    alice.send_line("/who")
+    alice.wait_for("*** in lobby: alice, bob, carol")
+    bob.send_line("/join dev")
+    bob.wait_for("*** you joined dev (1 member)")
+    alice.wait_for("*** bob left lobby")
+    alice.send_line("/join dev")
+    alice.wait_for("*** you joined dev (2 members)")
+    bob.wait_for("*** alice joined dev")
+    carol.send_line("/rooms")
+    carol.wait_for("*** dev (2 members)")
+    carol.expect("*** lobby (1 member)")
+
+
+def test_room_lines_reach_only_that_rooms_members_on_other_nodes(cluster):
+    _, (a, b) = cluster()
+    alice = named(a, "alice")
+    bob = named(b, "bob")
+    carol = named(b, "carol")
+    for client in (alice, bob):
+        client.send_line("/join dev")
+        client.wait_for(lambda line: line.startswith("*** you joined dev"))
+    alice.wait_for("*** bob joined dev")
+    wait_all(carol, "*** alice left lobby", "*** bob left lobby")  # one local, one remote
+    alice.send_line("dev only")
+    bob.wait_for("<alice> dev only")
+    carol.send_line("lobby only")
+    carol.expect_silence()
+    bob.send_line("/who")
+    bob.wait_for("*** in dev: alice, bob")
+    assert "<alice> dev only" not in carol.received
+
+
+def test_msg_reaches_a_nick_on_another_node(cluster):
+    _, (a, b) = cluster()
+    alice = named(a, "alice")
+    bob = named(b, "bob")
+    alice.wait_for(lambda line: line.endswith("is now known as bob"))
+    alice.send_line("/msg BOB psst")
+    alice.wait_for("*** -> bob: psst")
+    bob.wait_for("*alice* psst")
+    bob.send_line("/msg alice back")
+    alice.wait_for("*bob* back")
+    bob.send_line("/msg nobody x")
+    bob.wait_for("*** error: no such nick nobody")
+
+
+# -- nicks are unique cluster-wide ----------------------------------------------------------
+
+
+def test_a_nick_taken_on_one_node_is_taken_on_all(cluster):
+    _, (a, b) = cluster()
+    alice = named(a, "alice")
+    other = greeted(b)
+    other.send_line("/nick ALICE")
+    other.wait_for("*** error: nick ALICE is already in use")
+    alice.close()
+    a.wait_event("client_disconnected", nick="alice")  # logged after the claim is released
+    other.send_line("/nick alice")
+    other.wait_for("*** you are now alice")
+
+
+def test_guest_nicks_are_unique_across_nodes(cluster):
+    _, nodes = cluster()
+    clients = run_in_threads(lambda i: nodes[i % 2].connect(), list(range(30)), timeout=30)
+    nicks = [c.nick for c in clients]
+    assert len(set(n.casefold() for n in nicks)) == len(nicks), nicks
+
+
+def test_racing_for_the_same_nicks_from_two_nodes_exactly_one_wins_each(cluster):
+    _, (a, b) = cluster(limits={"max_clients_per_ip": 100})
+    left = [greeted(a) for _ in range(50)]
+    right = [greeted(b) for _ in range(50)]
+    wanted = [f"n{i}" for i in range(50)]
+
+    def take(pair):
+        client, nick = pair
+        client.send_line(f"/nick {nick}")
+        return client.wait_for(lambda line: line.startswith(("*** you are now", "*** error: nick")),
+                               timeout=20)
+
+    replies = run_in_threads(take, list(zip(left + right, wanted + wanted)), timeout=60)
+    for i, nick in enumerate(wanted):
+        won = [r for r in (replies[i], replies[50 + i]) if r == f"*** you are now {nick}"]
+        assert len(won) == 1, (nick, replies[i], replies[50 + i])
+
+
+# -- delivery: exactly once, in order per sender ----------------------------------------------
+
+
+def test_every_line_arrives_exactly_once_in_order_across_nodes(cluster):
+    _, (a, b) = cluster(limits={"rate": 1000, "burst": 1000})
+    clients = [named(node, f"{name}{i}") for node, name in ((a, "a"), (b, "b")) for i in range(10)]
+    for client in clients:  # everyone has seen everyone join: the room is complete everywhere
+        client.send_line("/who")
+        client.wait_for(lambda line: line.startswith("*** in lobby: ") and line.count(",") == 19,
+                        timeout=20)
+    senders = clients[::4]  # a0 a4 a8 b2 b6
+    count = 50
+
+    def send(client):
+        for k in range(count):
+            client.send_line(f"{client.nick} {k}")
+
+    run_in_threads(send, senders, timeout=30)
+    for client in clients:
+        expected = {s.nick: [f"<{s.nick}> {s.nick} {k}" for k in range(count)]
+                    for s in senders if s is not client}
+        total = sum(map(len, expected.values()))
+        got: list[str] = []
+        while len(got) < total:
+            line = client.read_line(timeout=20)
+            if line.startswith("<"):
+                got.append(line)
+        for nick, lines in expected.items():
+            assert [g for g in got if g.startswith(f"<{nick}> ")] == lines, (client.nick, nick)
+        client.expect_silence()
+
+
+# -- start, stop, loss -----------------------------------------------------------------------
+
+
+def test_redis_unreachable_at_start_is_one_line_and_exit_1(tmp_path):
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    config = tmp_path / "c.toml"
+    config.write_text(f'[cluster]\nredis_url = "{url}"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "chatd", "-c", str(config), "--port", "0",
+         "--admin-socket", str(tmp_path / "a.sock"), "--state-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"chatd: error: cannot reach Redis at {url}"), lines
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "a.sock").exists(), "the admin socket is removed again"
+
+
+def test_a_node_that_stops_announces_its_clients_leaving(cluster):
+    _, (a, b) = cluster()
+    alice = named(a, "alice")
+    bob = named(b, "bob")
+    alice.wait_for(lambda line: line.endswith("is now known as bob"))
+    assert b.terminate() == 0
+    alice.wait_for("*** bob left lobby (server shutting down)")
+    alice.send_line("/who")
+    alice.wait_for("*** in lobby: alice")
+
+
+def test_a_killed_node_is_announced_lost_and_its_nicks_are_freed(cluster):
+    _, (a, b) = cluster()
+    alice = named(a, "alice")
+    named(b, "bob")
+    alice.wait_for(lambda line: line.endswith("is now known as bob"))
+    b.terminate(sig=signal.SIGKILL)
+    alice.wait_for("*** bob left lobby (node lost)", timeout=10 * NODE_TIMEOUT + 5)
+    a.wait_event("node_lost", node="node2")
+    alice.send_line("/nick bob")
+    alice.wait_for("*** you are now bob")
+    assert alice.received.count("*** bob left lobby (node lost)") == 1
+
+
+def test_a_node_restarted_under_its_name_clears_what_its_last_run_left(cluster, chatd):
+    redis, (a, b) = cluster(node_timeout=60)  # long: only the restart itself can clear bob
+    alice = named(a, "alice")
+    named(b, "bob")
+    alice.wait_for(lambda line: line.endswith("is now known as bob"))
+    b.terminate(sig=signal.SIGKILL)
+    again = chatd(cluster={"redis_url": redis.url, "node_name": "node2", "node_timeout": 60})
+    again.wait_event("cluster_joined")
+    alice.wait_for("*** bob left lobby (node lost)", timeout=10)
+    named(again, "bob")
