@@ -4,8 +4,10 @@ The cluster tests (issue 10, SPEC §8) configure a chatd node with :attr:`TcpPro
 of Redis' own address, then hurt the link while Redis itself stays up:
 
 - :meth:`TcpProxy.pause` stops forwarding in both directions and keeps every connection open
-  (a partition: nothing arrives, nothing is reset, keepalives and timeouts must notice);
-  :meth:`TcpProxy.resume` forwards what waited, in order.
+  (a partition: nothing arrives, nothing is reset); :meth:`TcpProxy.resume` forwards what
+  waited, in order. The proxy's kernel still ACKs what the node sends, so TCP keepalive does
+  not see this partition: only the node's own timeouts and heartbeats can (new connections
+  are accepted too, and hang the same way).
 - :meth:`TcpProxy.set_latency` holds every chunk that long before forwarding it, each way
   (a slow Redis; chunks keep their order and throughput is not capped).
 - :meth:`TcpProxy.cut` resets every connection (RST both ways) and, for ``refuse_for``
