@@ -89,6 +89,7 @@ class RedisServer:
     """
 
     def __init__(self, *, unix_socket: bool = False, args=()) -> None:
+        self._binary = redis_server_binary()  # first: a skipped test leaves no directory
         # Short, because a Unix socket path must fit in 108 bytes (as conftest.py's admin socket).
         self.dir = tempfile.mkdtemp(prefix="redis-")
         self.unix_path = os.path.join(self.dir, "redis.sock") if unix_socket else None
@@ -99,7 +100,6 @@ class RedisServer:
         self._stats: socket.socket | None = None  # the raw connection commands() asks INFO on
         self._stats_buf = b""
         self._own = 0  # commands the fixture itself sent to the current process
-        self._binary = redis_server_binary()
 
     def __repr__(self) -> str:
         return f"<RedisServer :{self.port} pid {self.pid}>"
