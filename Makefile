@@ -58,10 +58,13 @@ $(VENV)/.stamp-test: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.stamp-run
 
 # The end-to-end tests drive chatd with the clients a user would: netcat (nc), telnet, and ncat
-# and openssl for TLS; the unit-file tests need systemd-analyze. As root, the missing ones are
-# installed (command:Debian package); otherwise, or if that fails, a test that needs one skips
-# and names the package.
-TOOLS := nc:netcat-openbsd ncat:ncat openssl:openssl systemd-analyze:systemd telnet:telnet
+# and openssl for TLS; the unit-file tests need systemd-analyze; the cluster tests start their
+# own redis-server processes. As root, the missing ones are installed (command:Debian package);
+# otherwise, or if that fails, a test that needs one skips and names the package. A policy-rc.d
+# that answers 101 keeps apt from starting (or enabling) a system redis-server on port 6379
+# while installing: the tests never use the system service.
+TOOLS := nc:netcat-openbsd ncat:ncat openssl:openssl systemd-analyze:systemd telnet:telnet \
+    redis-server:redis-server
 
 tools:
 	@missing=""; for pair in $(TOOLS); do \
@@ -70,9 +73,16 @@ tools:
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
 	    echo "make: installing$$missing"; \
 	    export DEBIAN_FRONTEND=noninteractive; \
+	    policy=/usr/sbin/policy-rc.d; made_policy=; \
+	    if [ ! -e $$policy ]; then \
+	        printf '#!/bin/sh\nexit 101\n' > $$policy && chmod 755 $$policy && made_policy=1; \
+	    fi; \
 	    apt-get install -y -qq $$missing >/dev/null 2>&1 || \
 	    { apt-get update -qq >/dev/null && apt-get install -y -qq $$missing >/dev/null; } || \
 	    echo "make: warning: could not install$$missing" >&2; \
+	    [ -z "$$made_policy" ] || rm -f $$policy; \
+	    case "$$missing" in *redis-server*) [ ! -d /run/systemd/system ] || \
+	        systemctl disable --now redis-server >/dev/null 2>&1 || true;; esac; \
 	fi
 
 # The benchmark needs ngircd (Debian's package, installed as root without starting a service);

@@ -35,6 +35,10 @@ PACKAGES = ("systemd", "systemd-sysv", "dbus", "libnss-systemd", "python3", "pyt
 ROOTFS_FORMAT = 1
 CACHE = Path(os.environ.get("CHATD_TEST_CACHE", "/var/cache/chatd-test"))
 BUILD_TIMEOUT = 600
+#: Wheels the container's Python needs and the host's may not: pip evaluates environment markers
+#: for the Python that builds the wheelhouse. bookworm's python3 is 3.11.2, and redis requires
+#: ``async-timeout; python_full_version < '3.11.3'``.
+TARGET_ONLY = ("async-timeout>=4.0.3",)
 
 
 class Unavailable(Exception):
@@ -168,7 +172,7 @@ def build_wheelhouse(repo: Path, dest: Path) -> None:
     """
     pyproject = tomllib.loads((repo / "pyproject.toml").read_text())
     requirements = sorted([*pyproject["project"].get("dependencies", []),
-                           *pyproject["build-system"]["requires"], "wheel"])
+                           *pyproject["build-system"]["requires"], "wheel", *TARGET_ONLY])
     deps = _dependency_wheels(requirements)
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="chatd-src-") as src:
