@@ -106,6 +106,9 @@ class RedisBus:
         self.node = node
         self.node_timeout = node_timeout
         self._renew_at = 0.0  # monotonic time of the next lease renewal (publisher thread)
+        self._stop_by = 0.0  # stop(): the publisher gives up sending at this time
+        self.started_at = time.time()
+        self.link_up = True  # written by _link() under _lock; read by status and metrics
         self._redis = None
         self._lock = threading.Lock()
         self._outgoing: list = []  # ("xadd", fields) / ("hset", key, value) / ("hdel", key)
@@ -157,6 +160,7 @@ class RedisBus:
 
     def stop(self, timeout: float = 2.0) -> None:
         """Send what is still queued (bounded by ``timeout``), then end both threads."""
+        self._stop_by = time.monotonic() + timeout
         self._stopping.set()
         self._wake.set()
         for thread in self._threads:
@@ -167,6 +171,8 @@ class RedisBus:
     # -- the hub's side (see bus.py for the rules) --------------------------------------------
 
     def claim(self, nick: str, client) -> bool:
+        if not self.link_up:  # fail at once, not after a socket timeout per attempt
+            raise ClusterUnavailable("the link to Redis is down")
         owner = self._owner(client)
         try:
             if self._redis.hsetnx(NICKS, fold(nick), owner):
@@ -182,6 +188,8 @@ class RedisBus:
             log.warning("cluster_release_failed", nick=nick, error=str(exc))
 
     def guest_number(self) -> int | None:
+        if not self.link_up:
+            raise ClusterUnavailable("the link to Redis is down")
         try:
             return int(self._redis.incr(GUESTS))
         except Exception as exc:
@@ -229,61 +237,100 @@ class RedisBus:
     # -- the publisher thread -----------------------------------------------------------------
 
     def _publish_loop(self) -> None:
+        """Send what is queued, renew the lease; while Redis is away keep everything, in order,
+        and try again every RETRY_SECONDS (docs/cluster.md: an outage loses no line)."""
+        retry_at = 0.0
         while True:
-            self._wake.wait(max(0.0, self._renew_at - time.monotonic()))
+            now = time.monotonic()
+            self._wake.wait(max(0.0, max(retry_at, min(self._renew_at, now + 1)) - now)
+                            if not self._stopping.is_set() else RETRY_SECONDS / 5)
             self._wake.clear()
-            if time.monotonic() >= self._renew_at and not self._stopping.is_set():
-                self._keep_alive()
-            with self._lock:
-                batch, self._outgoing = self._outgoing, []
-            if batch:
-                self._send(batch)
-            if self._stopping.is_set():
+            now = time.monotonic()
+            if self._stopping.is_set() and (not self._outgoing or now >= self._stop_by):
+                return
+            if now < retry_at:
+                continue
+            batch = []
+            try:
+                if now >= self._renew_at:
+                    self._keep_alive()
                 with self._lock:
-                    if not self._outgoing:
-                        return
+                    batch, self._outgoing = self._outgoing, []
+                if batch:
+                    self._send(batch)
+                self._link(True)
+            except Exception as exc:
+                with self._lock:
+                    self._outgoing[:0] = batch  # before whatever was queued meanwhile
+                self._link(False, exc)
+                retry_at = time.monotonic() + RETRY_SECONDS
 
     def _send(self, batch: list) -> None:
-        """One transaction for the batch; on failure keep it, in order, and try again."""
-        while True:
-            try:
-                with self._redis.pipeline(transaction=True) as pipe:
-                    for item in batch:
-                        if item[0] == "xadd":
-                            pipe.xadd(STREAM, item[1], maxlen=STREAM_LENGTH, approximate=True)
-                        elif item[0] == "hset":
-                            pipe.hset(MEMBERS, item[1], item[2])
-                        else:
-                            pipe.hdel(MEMBERS, item[1])
-                    pipe.execute()
-                return
-            except Exception as exc:
-                log.warning("cluster_publish_failed", error=str(exc), queued=len(batch))
-                if self._stopping.wait(RETRY_SECONDS):
-                    return
+        """One transaction (MULTI) for the whole batch: it happens entirely or not at all."""
+        with self._redis.pipeline(transaction=True) as pipe:
+            for item in batch:
+                if item[0] == "xadd":
+                    pipe.xadd(STREAM, item[1], maxlen=STREAM_LENGTH, approximate=True)
+                elif item[0] == "hset":
+                    pipe.hset(MEMBERS, item[1], item[2])
+                else:
+                    pipe.hdel(MEMBERS, item[1])
+            pipe.execute()
+
+    def _link(self, ok: bool, error: Exception | None = None) -> None:
+        """Log the link's changes of state (both threads report; only changes are logged)."""
+        with self._lock:
+            changed, self.link_up = self.link_up != ok, ok
+        if changed and ok:
+            log.info("cluster_link_restored", node=self.node, url=self.url)
+        elif changed:
+            log.warning("cluster_link_lost", node=self.node, url=self.url, error=str(error))
 
     # -- leases ---------------------------------------------------------------------------------
 
     def _keep_alive(self) -> None:
-        """Renew our lease and reap the nodes whose lease has run out (publisher thread)."""
-        try:
-            self._renew_lease()
-            for node in self._redis.smembers(NODES):
-                if node != self.node and not self._redis.exists(PREFIX + "node:" + node):
-                    if self._redis.set(PREFIX + "reaping:" + node, self.node, nx=True,
-                                       px=int(self.node_timeout * 1000)):
-                        log.warning("node_lost", node=node, members=self._reap_node(node))
-        except Exception as exc:
-            log.warning("cluster_lease_failed", error=str(exc))
-            self._renew_at = time.monotonic() + RETRY_SECONDS
+        """Renew our lease, re-register if Redis forgot us, reap nodes whose lease ran out."""
+        if not self._renew_lease():
+            self._reassert()
+        for node in self._redis.smembers(NODES):
+            if node != self.node and not self._redis.exists(PREFIX + "node:" + node):
+                if self._redis.set(PREFIX + "reaping:" + node, self.node, nx=True,
+                                   px=int(self._reaped_memory() * 1000)):
+                    log.warning("node_lost", node=node, members=self._reap_node(node))
 
-    def _renew_lease(self) -> None:
+    def _reaped_memory(self) -> float:
+        """How long the cluster remembers that it reaped a node: long enough for a node cut
+        off for a while (docs/cluster.md: 60 s) to learn of it when it is back."""
+        return max(120.0, 6 * self.node_timeout)
+
+    def _renew_lease(self) -> bool:
+        """Set our lease again; False if it was gone (Redis restarted, or we were reaped)."""
         with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(PREFIX + "node:" + self.node, json.dumps({"since": time.time()}),
-                     px=int(self.node_timeout * 1000))
+            pipe.set(PREFIX + "node:" + self.node, json.dumps({"since": self.started_at}),
+                     px=int(self.node_timeout * 1000), get=True)
             pipe.sadd(NODES, self.node)
-            pipe.execute()
+            previous, _ = pipe.execute()
         self._renew_at = time.monotonic() + self.node_timeout / 3
+        return previous is not None
+
+    def _reassert(self) -> None:
+        """Our members and nicks back into Redis after it lost them. If the others reaped us
+        meanwhile (they told their members ours were lost), announce ours as joining again;
+        after a mere Redis restart they still know them, so nothing is said."""
+        if self._hub is None:  # at start: nothing of ours to put back
+            return
+        reaped = self._redis.getdel(PREFIX + "reaping:" + self.node) is not None
+        rows = [(row[0], row[1], row[4]) for row in self._hub.snapshot() if row[1] and row[4]]
+        with self._redis.pipeline(transaction=True) as pipe:
+            for client_id, nick, room in rows:
+                owner = f"{self.node}|{client_id}"
+                pipe.hset(MEMBERS, owner, json.dumps([nick, room]))
+                pipe.hsetnx(NICKS, fold(nick), owner)
+                if reaped:
+                    pipe.xadd(STREAM, {"o": self.node, "r": room, "e": wire.dumps(ev.Joined(nick, room))},
+                              maxlen=STREAM_LENGTH, approximate=True)
+            pipe.execute()
+        log.warning("cluster_reasserted", node=self.node, members=len(rows), reaped=reaped)
 
     def _reap_node(self, node: str) -> int:
         """Announce ``node``'s members as lost and forget them; the departures carry an origin
@@ -299,9 +346,10 @@ class RedisBus:
                 reply = self._redis.xread({STREAM: self._last_id}, count=READ_COUNT,
                                           block=READ_BLOCK_MS)
             except Exception as exc:
-                log.warning("cluster_read_failed", error=str(exc))
+                self._link(False, exc)
                 self._stopping.wait(RETRY_SECONDS)
                 continue
+            self._link(True)
             for _, entries in reply or ():
                 for entry_id, fields in entries:
                     self._last_id = entry_id

@@ -249,3 +249,45 @@ def test_a_node_restarted_under_its_name_clears_what_its_last_run_left(cluster, 
     again.wait_event("cluster_joined")
     alice.wait_for("*** bob left lobby (node lost)", timeout=10)
     named(again, "bob")
+
+
+# -- Redis lost and back ----------------------------------------------------------------------
+
+
+def test_redis_restart_mid_traffic_loses_no_line_and_says_cluster_unavailable(cluster):
+    redis, (a, b) = cluster(limits={"rate": 1000, "burst": 1000})
+    alice = named(a, "alice")
+    carol = named(a, "carol")
+    bob = named(b, "bob")
+    wait_all(alice, "*** guest-2 is now known as carol",
+             "*** guest-3 is now known as bob")
+    for k in range(5):
+        alice.send_line(f"before {k}")
+    wait_all(bob, *(f"<alice> before {k}" for k in range(5)))
+    redis.kill()
+    for node in (a, b):
+        node.wait_event("cluster_link_lost", timeout=10)
+    for k in range(20):  # both sides talk while the link is down
+        alice.send_line(f"during {k}")
+        bob.send_line(f"meanwhile {k}")
+    carol.wait_for("<alice> during 19")  # this node's own members are served on
+    alice.send_line("/nick alicia")
+    alice.wait_for("*** error: cluster unavailable, try again")
+    redis.restart()
+    for node in (a, b):
+        node.wait_event("cluster_link_restored", timeout=15)
+    bob.wait_for("<alice> during 19", timeout=15)
+    alice.wait_for("<bob> meanwhile 19", timeout=15)
+    for client, sender, word in ((bob, "alice", "during"), (alice, "bob", "meanwhile"),
+                                 (carol, "bob", "meanwhile")):
+        if client is carol:
+            client.wait_for("<bob> meanwhile 19", timeout=15)
+        lines = [line for line in client.received if line.startswith(f"<{sender}> ")]
+        assert lines[-20:] == [f"<{sender}> {word} {k}" for k in range(20)], (client.nick, lines)
+        assert len(lines) == len(set(lines)), "nothing twice"
+    # the nicks were claimed again: bob's node still refuses "alice"
+    a.wait_event("cluster_reasserted", timeout=15)
+    b.wait_event("cluster_reasserted", timeout=15)
+    other = greeted(b)
+    other.send_line("/nick alice")
+    other.wait_for("*** error: nick alice is already in use")
