@@ -243,15 +243,26 @@ def status(state: State) -> None:
 @main.command("list")
 @click.option("--room", metavar="ROOM", shell_complete=_complete_room,
               help="Only the members of ROOM.")
+@click.option("--local", is_flag=True, help="Cluster mode: only this node's clients.")
 @pass_state
-def list_(state: State, room: str | None) -> None:
+def list_(state: State, room: str | None, local: bool) -> None:
     """List connected clients as a table.
 
     Columns: ID, NICK, PEER (address:port), ROOM, CONNECTED (local time), IDLE (time since
     chatd last received anything from the client), SENDQ (bytes of output waiting to be
-    sent to it) and MUTED (yes/no). A ROOM that does not exist is an error (exit 1).
+    sent to it) and MUTED (yes/no); in cluster mode a last column NODE, and other nodes'
+    clients without IDLE, SENDQ and MUTED (only their node has those). A ROOM that does not
+    exist is an error (exit 1).
     """
-    state.run("list", fmt.clients, room=room)
+    state.run("list", fmt.clients, room=room, local=local or None)
+
+
+@main.command()
+@pass_state
+def nodes(state: State) -> None:
+    """Cluster mode: the live nodes (NODE ADDRESS CLIENTS UPTIME LAST-SEEN); one row alone
+    on a single node."""
+    state.run("nodes", fmt.nodes)
 
 
 @main.command(short_help='Disconnect a client, telling it and its room why.')

@@ -129,6 +129,8 @@ def status(result: dict) -> list[str]:
         ("uptime", uptime(r.get("uptime"))),
         ("listen", host_port(r.get("host"), r.get("port"))),
         ("admin socket", r.get("admin_socket")),
+        ("node", r.get("node")),
+        ("nodes", r.get("nodes") if r.get("node") else None),
         ("clients", r.get("clients")),
         ("rooms", r.get("rooms")),
         ("bans", r.get("bans")),
@@ -144,11 +146,24 @@ CLIENT_HEADERS = ["ID", "NICK", "PEER", "ROOM", "CONNECTED", "IDLE", "SENDQ", "M
 
 
 def clients(result: list[dict]) -> list[str]:
-    rows = [[c.get("id"), c.get("nick"), c.get("peer"), c.get("room"),
-             local_time(c.get("connected_at", c.get("connected")), never="-"),
-             idle(c.get("idle")), c.get("sendq", 0), "yes" if c.get("muted") else "no"]
-            for c in result]
-    return table(CLIENT_HEADERS, rows, right=(0, 5, 6))
+    """The client table; in cluster mode (rows carry a node) with a last column NODE. Other
+    nodes' rows have no IDLE, SENDQ or MUTED: only the owning node counts those."""
+    cluster = any(c.get("node") for c in result)
+    rows = []
+    for c in result:
+        here = "sendq" in c
+        row = [c.get("id"), c.get("nick"), c.get("peer"), c.get("room"),
+               local_time(c.get("connected_at", c.get("connected")), never="-"),
+               idle(c.get("idle")) if here else "-", c.get("sendq") if here else "-",
+               ("yes" if c.get("muted") else "no") if here else "-"]
+        rows.append(row + [c.get("node")] if cluster else row)
+    return table(CLIENT_HEADERS + (["NODE"] if cluster else []), rows, right=(0, 5, 6))
+
+
+def nodes(result: list[dict]) -> list[str]:
+    rows = [[n.get("node"), n.get("address"), n.get("clients"), uptime(n.get("uptime")),
+             f"{n.get('last_seen', 0):.1f}s ago"] for n in result]
+    return table(["NODE", "ADDRESS", "CLIENTS", "UPTIME", "LAST-SEEN"], rows, right=(2,))
 
 
 def bans(result: list[dict]) -> list[str]:
@@ -163,7 +178,8 @@ def rooms(result: list[dict]) -> list[str]:
 
 
 def _who(result: dict) -> str:
-    return f"{result.get('nick')} (id {result.get('id')})"
+    node = f" on {result['node']}" if result.get("node") else ""
+    return f"{result.get('nick')} (id {result.get('id')}){node}"
 
 
 def kicked(result: dict) -> list[str]:

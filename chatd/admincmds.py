@@ -55,6 +55,7 @@ class AdminContext:
     reload: Callable[[float], tuple[bool, str, list[str]]]
     request_shutdown: Callable[[], None]
     facts: Callable[[], dict]
+    bus: Any  # bus.py: the other nodes (LocalBus on a single node: there are none)
 
 
 class AdminCommands:
@@ -85,15 +86,33 @@ class AdminCommands:
             "bans": len(self.ctx.bans.active()),
             "admin_socket": facts["admin_socket"],
             **self.ctx.hub.stats(),
+            "node": self.ctx.bus.node,
+            "nodes": 1 + len(self.ctx.bus.nodes()),
         }
 
-    def do_list(self, room: str | None = None) -> list[dict]:
+    def do_list(self, room: str | None = None, local: bool = False) -> list[dict]:
+        """This node's clients, then (unless ``local``) the other nodes' as their member
+        records tell: without the counters, which only the owning node has."""
+        remote = [] if local else self.ctx.bus.remote_clients(room)
         rows = self.ctx.hub.snapshot(room)
-        if rows is None:
+        if rows is None and not remote:
             raise _no_such_room(room)
         now = time.monotonic()
         when = _IsoSeconds()
-        return [_describe(row, now, when) for row in rows]
+        node = self.ctx.bus.node
+        mine = [{**_describe(row, now, when), "node": node} for row in rows or ()]
+        for row in remote:
+            if row["connected_at"] is not None:
+                row["connected"] = when[int(row["connected_at"])]
+        return mine + remote
+
+    def do_nodes(self) -> list[dict]:
+        facts = self.ctx.facts()
+        me = {"node": self.ctx.bus.node or f"{facts['host']}:{facts['port']}",
+              "address": f"{facts['host']}:{facts['port']}",
+              "clients": self.ctx.hub.stats()["clients"],
+              "uptime": round(time.time() - facts["started_at"], 3), "last_seen": 0.0}
+        return [me, *self.ctx.bus.nodes()]
 
     def do_rooms(self) -> list[dict]:
         return [{"name": name, "members": count} for name, count in self.ctx.hub.rooms()]
@@ -104,10 +123,8 @@ class AdminCommands:
     # -- actions ------------------------------------------------------------------------------
 
     def do_kick(self, target, reason: str | None = None) -> dict:
-        client = self._client(target)
         reason = sanitize(reason or "").strip() or DEFAULT_KICK_REASON
-        self.ctx.flusher.disconnect(client.outbox, Close("kicked", reason), YouWereKicked(reason))
-        return {"id": client.id, "nick": client.nick, "reason": reason}
+        return self._act("kick", target, {"reason": reason})
 
     def do_broadcast(self, text: str, room: str | None = None) -> dict:
         text = sanitize(text).strip()
@@ -119,10 +136,10 @@ class AdminCommands:
         return {"recipients": count, "room": room}
 
     def do_mute(self, target) -> dict:
-        return self._set_muted(target, True)
+        return self._act("mute", target, {})
 
     def do_unmute(self, target) -> dict:
-        return self._set_muted(target, False)
+        return self._act("unmute", target, {})
 
     def do_ban(self, address: str, duration: float | None = None, reason: str | None = None,
                force: bool = False) -> dict:
@@ -168,21 +185,39 @@ class AdminCommands:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _client(self, target):
+    def _act(self, action: str, target, args: dict) -> dict:
+        """Kick, mute or unmute ``target`` here, or send the action to the node it is on (which
+        carries it out when its reader gets there: the reply does not wait for that)."""
         client = self.ctx.hub.lookup(target)
-        if client is None:
-            raise AdminError("not_found", f"no such client {target}")
-        return client
+        if client is not None:
+            self.carry_out(action, client.id, args)
+            found = {"id": client.id, "nick": client.nick, "node": self.ctx.bus.node}
+        else:
+            remote = self.ctx.bus.locate(target)
+            if remote is None:
+                raise AdminError("not_found", f"no such client {target}")
+            node, client_id, nick = remote
+            self.ctx.bus.route(node, action, client_id, args)
+            found = {"id": client_id, "nick": nick, "node": node}
+        if action == "kick":
+            return {**found, "reason": args["reason"]}
+        return {**found, "muted": action == "mute"}
 
-    def _set_muted(self, target, muted: bool) -> dict:
-        """Flip the flag and, when it changed, tell the client (queued behind its room's lines,
-        like any private line; muting twice says nothing the second time)."""
-        client = self._client(target)
-        changed = client.muted != muted
-        client.muted = muted
-        if changed:
-            self.ctx.hub.send_to(client, YouAreMuted(muted))
-        return {"id": client.id, "nick": client.nick, "muted": muted}
+    def carry_out(self, action: str, client_id: int, args: dict) -> None:
+        """One of this node's clients: kick it, or mute/unmute it (telling it when that
+        changed; muting twice says nothing the second time). Also what another node's admin
+        asks for, through the bus (a client gone meanwhile is simply not there)."""
+        client = self.ctx.hub.lookup(client_id)
+        if client is None:
+            return
+        if action == "kick":
+            reason = args.get("reason") or DEFAULT_KICK_REASON
+            self.ctx.flusher.disconnect(client.outbox, Close("kicked", reason), YouWereKicked(reason))
+        elif action in ("mute", "unmute"):
+            muted = action == "mute"
+            changed, client.muted = client.muted != muted, muted
+            if changed:
+                self.ctx.hub.send_to(client, YouAreMuted(muted))
 
 
 class _IsoSeconds(dict):

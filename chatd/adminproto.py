@@ -49,7 +49,8 @@ _BOOL = (bool,)
 #: command -> {argument: (accepted types, required)}
 COMMANDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "status": {},
-    "list": {"room": ((str,), False)},
+    "list": {"room": ((str,), False), "local": (_BOOL, False)},
+    "nodes": {},
     "kick": {"target": (_TARGET, True), "reason": ((str,), False)},
     "broadcast": {"text": ((str,), True), "room": ((str,), False)},
     "rooms": {},

@@ -21,9 +21,18 @@ The methods the hub calls, and the rules they keep:
 - ``remote_members(room)``, ``remote_rooms()``, ``remote_nick(nick)``: other nodes' members
   as this node last heard of them (no I/O).
 - ``send_private(nick, event)``: a private line for a nick on another node (queued).
+- ``publish_all(event)``: an operator's line for every room on every other node (queued).
+
+And for the admin side (on admin threads; these may do network I/O): ``nodes()`` (the other
+live nodes), ``remote_clients(room)``, ``locate(target)`` (a client on another node: (node,
+id, nick)), ``route(node, action, client_id, args)`` (kick/mute/unmute carried out there,
+through the handler given to ``on_command``), and ``client_ids()``, the ids the listeners hand
+out (unique cluster-wide).
 """
 
 from __future__ import annotations
+
+import itertools
 
 
 class ClusterUnavailable(Exception):
@@ -70,3 +79,24 @@ class LocalBus:
 
     def send_private(self, nick: str, event) -> None:
         pass
+
+    def publish_all(self, event) -> None:
+        pass
+
+    def nodes(self) -> list[dict]:
+        return []
+
+    def remote_clients(self, room: str | None = None) -> list[dict]:
+        return []
+
+    def locate(self, target):
+        return None
+
+    def route(self, node: str, action: str, client_id: int, args: dict) -> None:
+        pass
+
+    def on_command(self, handler) -> None:
+        pass
+
+    def client_ids(self):
+        return itertools.count(1)

@@ -242,18 +242,32 @@ class Hub:
             return self._nicks.get(fold(target))
 
     def broadcast(self, event, room_name: str | None = None) -> int | None:
-        """``event`` to everyone, or to one room; returns how many got it (None: no such room)."""
+        """``event`` to everyone, or to one room, on every node; returns how many got it
+        (None: no such room anywhere)."""
+        remote = self._bus.remote_rooms()
+        key = fold(room_name.lstrip("#")) if room_name is not None else None
         with self._lock:
-            if room_name is None:
+            if key is None:
                 rooms = list(self._rooms.values())
+            elif key in self._rooms or key in remote:
+                rooms = [self._rooms[key]] if key in self._rooms else []
             else:
-                room = self._rooms.get(fold(room_name.lstrip("#")))
-                if room is None:
-                    return None
-                rooms = [room]
+                return None
             for room in rooms:
                 room.post(None, event)
-            return sum(len(room.members) for room in rooms)
+            count = sum(len(room.members) for room in rooms)
+        if key is None:
+            self._bus.publish_all(event)
+            return count + sum(members for _, members in remote.values())
+        self._bus.publish(room_name.lstrip("#"), event)
+        return count + remote.get(key, ("", 0))[1]
+
+    def broadcast_local(self, event) -> None:
+        """Another node's operator line to every room of this node (the bus's reader)."""
+        with self._lock:
+            for room in self._rooms.values():
+                if room.members:
+                    room.post(None, event)
 
     def stats(self) -> dict:
         with self._lock:

@@ -7,12 +7,15 @@ Keys (all under ``chatd:``):
   the last id it saw). One stream gives every reader the same total order, so each sender's
   lines arrive in the order sent, once: ids only grow, and a reader that reconnects asks for
   what came after the last id it handled. Fields: ``o`` origin node, ``r`` room, ``e`` the
-  event (wire.py), or ``to`` (a folded nick) instead of ``r`` for a private line.
+  event (wire.py), or ``to`` (a folded nick) instead of ``r`` for a private line, or ``all``
+  for an operator's line to every room; or ``node`` and ``cmd`` for an admin action that
+  node carries out (kick, mute, unmute of one of its clients).
 - ``members``: hash ``node|client id`` -> ``[nick, room]``: every node's clients, kept in the
   same transaction (MULTI) as the stream entry that tells of the change, so a node that
   starts reads a snapshot and the stream id it belongs to in one transaction.
 - ``nicks``: hash folded nick -> ``node|client id``: the cluster-wide claim (``HSETNX``).
-- ``guests``: the counter behind guest nicks (``INCR``).
+- ``guests``: the counter behind guest nicks (``INCR``); ``id-blocks``: each node takes a block
+  of ID_BLOCK client ids at a time (``INCR``), so client ids are unique cluster-wide.
 - ``nodes`` (a set of node names) and ``node:NAME``: a node's lease, a key that expires after
   ``node_timeout`` unless the node renews it (every third of that). A node whose lease is gone
   is *lost*: the first node to notice takes ``reaping:NAME`` (SET NX) and runs :data:`_REAP`,
@@ -45,8 +48,9 @@ from chatd.protocol import fold
 log = structlog.get_logger("chatd.cluster")
 
 PREFIX = "chatd:"
-STREAM, MEMBERS, NICKS, GUESTS, NODES = (
-    PREFIX + k for k in ("events", "members", "nicks", "guests", "nodes"))
+STREAM, MEMBERS, NICKS, GUESTS, NODES, ID_BLOCKS = (
+    PREFIX + k for k in ("events", "members", "nicks", "guests", "nodes", "id-blocks"))
+ID_BLOCK = 1_000_000
 #: Entries kept in the stream: what a node that lost its link can still catch up on. At 1,000
 #: lines/s over the cluster that is 100 s, more than the 60 s outage docs/cluster.md promises.
 STREAM_LENGTH = 100_000
@@ -109,6 +113,8 @@ class RedisBus:
         self._stop_by = 0.0  # stop(): the publisher gives up sending at this time
         self.started_at = time.time()
         self.link_up = True  # written by _link() under _lock; read by status and metrics
+        self.address = ""  # HOST:PORT of our chat listener, for `chatctl nodes` (the service)
+        self._on_command = None
         self._redis = None
         self._lock = threading.Lock()
         self._outgoing: list = []  # ("xadd", fields) / ("hset", key, value) / ("hdel", key)
@@ -147,7 +153,7 @@ class RedisBus:
         for key, value in members.items():
             node = key.rpartition("|")[0]
             if node != self.node:
-                nick, room = json.loads(value)
+                nick, room = json.loads(value)[:2]
                 self._remote[fold(nick)] = (nick, room, node)
 
     def start(self, hub) -> None:
@@ -201,9 +207,13 @@ class RedisBus:
     def send_private(self, nick: str, event) -> None:
         self._queue(("xadd", {"o": self.node, "to": fold(nick), "e": wire.dumps(event)}))
 
+    def publish_all(self, event) -> None:
+        self._queue(("xadd", {"o": self.node, "all": "1", "e": wire.dumps(event)}))
+
     def member(self, client) -> None:
         room = client.room.name if client.room is not None else None
-        self._queue(("hset", self._owner(client), json.dumps([client.nick, room])))
+        record = [client.nick, room, client.peer, round(client.connected_at, 3)]
+        self._queue(("hset", self._owner(client), json.dumps(record)))
 
     def gone(self, client) -> None:
         self._queue(("hdel", self._owner(client)))
@@ -225,6 +235,64 @@ class RedisBus:
         with self._lock:
             entry = self._remote.get(fold(nick))
         return entry[0] if entry else None
+
+    # -- the admin side ---------------------------------------------------------------------------
+
+    def nodes(self) -> list[dict]:
+        """The other live nodes: name, address, clients, uptime, seconds since last renewal."""
+        found = []
+        for node in sorted(self._redis.smembers(NODES)):
+            key = PREFIX + "node:" + node
+            with self._redis.pipeline(transaction=False) as pipe:
+                pipe.get(key)
+                pipe.pttl(key)
+                value, ttl = pipe.execute()
+            if node == self.node or value is None:
+                continue
+            info = json.loads(value)
+            found.append({"node": node, "address": info.get("address", ""),
+                          "clients": info.get("clients"),
+                          "uptime": round(time.time() - info.get("since", time.time()), 3),
+                          "last_seen": round(max(0.0, self.node_timeout - ttl / 1000), 3)})
+        return found
+
+    def remote_clients(self, room: str | None = None) -> list[dict]:
+        """Other nodes' clients as their members records tell (no per-connection counters:
+        those live in the owning node only)."""
+        rows = []
+        for key, value in self._redis.hgetall(MEMBERS).items():
+            node, _, client_id = key.rpartition("|")
+            nick, where, peer, connected_at = (json.loads(value) + [None, None])[:4]
+            if node == self.node or (room is not None and fold(where or "") != fold(room.lstrip("#"))):
+                continue
+            rows.append({"id": int(client_id), "nick": nick, "peer": peer, "room": where,
+                         "connected_at": connected_at, "node": node})
+        return sorted(rows, key=lambda row: row["id"])
+
+    def locate(self, target):
+        """(node, client id, nick) of a client on another node, by id or nick; or None."""
+        if isinstance(target, int) or str(target).isascii() and str(target).isdigit():
+            matches = [k for k, _ in self._redis.hscan_iter(MEMBERS, match=f"*|{int(target)}")]
+        else:
+            owner = self._redis.hget(NICKS, fold(str(target)))
+            matches = [owner] if owner else []
+        for owner in matches:
+            node, _, client_id = owner.rpartition("|")
+            value = self._redis.hget(MEMBERS, owner)
+            if node != self.node and value is not None:
+                return node, int(client_id), json.loads(value)[0]
+        return None
+
+    def route(self, node: str, action: str, client_id: int, args: dict) -> None:
+        self._queue(("xadd", {"o": self.node, "node": node,
+                              "cmd": json.dumps([action, client_id, args])}))
+
+    def on_command(self, handler) -> None:
+        """``handler(action, client_id, args)`` carries out what another node's admin asked."""
+        self._on_command = handler
+
+    def client_ids(self):
+        return _ClientIds(self)
 
     def _owner(self, client) -> str:
         return f"{self.node}|{client.id}"
@@ -306,7 +374,9 @@ class RedisBus:
     def _renew_lease(self) -> bool:
         """Set our lease again; False if it was gone (Redis restarted, or we were reaped)."""
         with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(PREFIX + "node:" + self.node, json.dumps({"since": self.started_at}),
+            info = {"since": self.started_at, "address": self.address,
+                    "clients": len(self._hub.clients()) if self._hub else 0}
+            pipe.set(PREFIX + "node:" + self.node, json.dumps(info),
                      px=int(self.node_timeout * 1000), get=True)
             pipe.sadd(NODES, self.node)
             previous, _ = pipe.execute()
@@ -320,11 +390,11 @@ class RedisBus:
         if self._hub is None:  # at start: nothing of ours to put back
             return
         reaped = self._redis.getdel(PREFIX + "reaping:" + self.node) is not None
-        rows = [(row[0], row[1], row[4]) for row in self._hub.snapshot() if row[1] and row[4]]
+        rows = [row for row in self._hub.snapshot() if row[1] and row[4]]
         with self._redis.pipeline(transaction=True) as pipe:
-            for client_id, nick, room in rows:
+            for client_id, nick, peer, _, room, _, connected_at, *_ in rows:
                 owner = f"{self.node}|{client_id}"
-                pipe.hset(MEMBERS, owner, json.dumps([nick, room]))
+                pipe.hset(MEMBERS, owner, json.dumps([nick, room, peer, round(connected_at, 3)]))
                 pipe.hsetnx(NICKS, fold(nick), owner)
                 if reaped:
                     pipe.xadd(STREAM, {"o": self.node, "r": room, "e": wire.dumps(ev.Joined(nick, room))},
@@ -357,6 +427,11 @@ class RedisBus:
                         self._apply(fields)
 
     def _apply(self, fields: dict) -> None:
+        if "cmd" in fields:
+            if fields.get("node") == self.node and self._on_command is not None:
+                action, client_id, args = json.loads(fields["cmd"])
+                self._on_command(action, client_id, args)
+            return
         try:
             event = wire.loads(fields.get("e", ""))
         except wire.WireError as exc:
@@ -364,6 +439,9 @@ class RedisBus:
             return
         if "to" in fields:
             self._hub.deliver_private(fields["to"], event)
+            return
+        if "all" in fields:
+            self._hub.broadcast_local(event)
             return
         room = fields.get("r", "")
         self._track(event, room, fields.get("o", ""))
@@ -379,3 +457,25 @@ class RedisBus:
             elif isinstance(event, ev.Renamed):
                 entry = self._remote.pop(fold(event.old), None)
                 self._remote[fold(event.new)] = (event.new, room, entry[2] if entry else node)
+
+
+class _ClientIds:
+    """The listeners' client ids in cluster mode: blocks of ID_BLOCK taken from Redis as
+    needed (one INCR per million connections, on the accept thread). Guarded by its lock:
+    two listeners share it."""
+
+    def __init__(self, bus: RedisBus) -> None:
+        self._bus = bus
+        self._lock = threading.Lock()
+        self._next = self._end = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> int:
+        with self._lock:
+            if self._next >= self._end:
+                block = int(self._bus._redis.incr(ID_BLOCKS))
+                self._next, self._end = block * ID_BLOCK + 1, (block + 1) * ID_BLOCK
+            self._next += 1
+            return self._next - 1

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import gc
 import grp
-import itertools
 import os
 import queue
 import resource
@@ -78,7 +77,7 @@ class Service:
         self.listener: Listener | None = None
         self.tls_listener: Listener | None = None
         self.admin: AdminServer | None = None
-        self._client_ids = itertools.count(1)
+        self._client_ids = self.bus.client_ids()  # unique cluster-wide in cluster mode
         self._events: queue.SimpleQueue = queue.SimpleQueue()  # reentrant: safe in handlers
         self._reload_lock = threading.Lock()
         self._bound = config  # the listeners follow this config until a restart
@@ -98,8 +97,9 @@ class Service:
             admin_sock, inode = bind_admin_socket(admin_path, gid)
         except AdminSocketError as exc:
             raise StartupError(str(exc)) from None
-        self.admin = AdminServer(admin_sock, admin_path, inode,
-                                 AdminCommands(self._admin_context()), gid)
+        commands = AdminCommands(self._admin_context())
+        self.bus.on_command(commands.carry_out)  # what another node's admin asks of ours
+        self.admin = AdminServer(admin_sock, admin_path, inode, commands, gid)
         try:
             sock, passed = self._listening_socket()
             self.listener = Listener(sock, self.hub, self.flusher, self.bans, self, self._client_ids,
@@ -129,15 +129,17 @@ class Service:
 
         return AdminContext(hub=self.hub, flusher=self.flusher, bans=self.bans,
                             config=lambda: self.config, reload=self.request_reload,
-                            request_shutdown=self.request_shutdown, facts=facts)
+                            request_shutdown=self.request_shutdown, facts=facts, bus=self.bus)
 
     def _join_cluster(self) -> None:
         """Reach Redis (cluster mode only). After detaching: python-daemon would close the
         connection's socket. On failure nothing has started yet; the sockets are let go."""
         if not isinstance(self.bus, RedisBus):
             return
+        host, port = self.listener.address
+        self.bus.address = f"{host}:{port}"
         if not self.bus.node:  # docs/protocol.md §8: HOSTNAME:PORT unless node_name is set
-            self.bus.node = f"{socket.gethostname()}:{self.listener.address[1]}"
+            self.bus.node = f"{socket.gethostname()}:{port}"
         try:
             self.bus.connect()
         except ClusterStartError as exc:

@@ -8,6 +8,7 @@ here waits for its line (with a deadline) instead of assuming an order between n
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -33,6 +34,14 @@ def cluster(chatd, redis_server):  # noqa: F811 - the fixture imported above
         return redis, nodes
 
     return start
+
+
+def ctl(node, *args: str) -> str:
+    """``chatctl --socket NODE'S SOCKET ARGS`` as a real process; must succeed; its stdout."""
+    proc = subprocess.run([sys.executable, "-m", "chatctl", "--socket", node.admin_socket, *args],
+                          capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc
+    return proc.stdout
 
 
 def greeted(node) -> ChatClient:
@@ -291,3 +300,50 @@ def test_redis_restart_mid_traffic_loses_no_line_and_says_cluster_unavailable(cl
     other = greeted(b)
     other.send_line("/nick alice")
     other.wait_for("*** error: nick alice is already in use")
+
+
+# -- chatctl across the cluster ---------------------------------------------------------------
+
+
+def test_chatctl_list_nodes_and_status_see_the_whole_cluster(cluster):
+    _, (a, b) = cluster()
+    alice = named(a, "alice")
+    named(b, "bob")
+    alice.wait_for(lambda line: line.endswith("is now known as bob"))
+    rows = json.loads(ctl(a, "--json", "list"))
+    assert {(r["nick"], r["node"]) for r in rows} == {("alice", "node1"), ("bob", "node2")}
+    assert len({r["id"] for r in rows}) == 2, "client ids are unique cluster-wide"
+    table = ctl(a, "list").splitlines()
+    assert table[0].split()[-1] == "NODE" and any(line.split()[-1] == "node2" for line in table)
+    assert [r["nick"] for r in json.loads(ctl(a, "--json", "list", "--local"))] == ["alice"]
+    nodes = json.loads(ctl(b, "--json", "nodes"))
+    assert [n["node"] for n in nodes] == ["node2", "node1"]
+    assert nodes[1]["address"] == f"127.0.0.1:{a.port}"
+    status = json.loads(ctl(a, "--json", "status"))
+    assert (status["node"], status["nodes"]) == ("node1", 2)
+
+
+def test_kick_mute_and_broadcast_reach_a_client_on_another_node(cluster):
+    _, (a, b) = cluster()
+    alice = named(a, "alice")
+    bob = named(b, "bob")
+    carol = named(b, "carol")
+    wait_all(alice, "*** guest-2 is now known as bob", "*** guest-3 is now known as carol")
+    assert "muted bob" in ctl(a, "mute", "bob")
+    bob.wait_for("*** you are muted")
+    bob.send_line("hello?")
+    bob.wait_for("*** error: you are muted")
+    ctl(a, "unmute", "bob")
+    bob.wait_for("*** you are no longer muted")
+    ctl(a, "broadcast", "maintenance at noon")
+    for client in (alice, bob, carol):
+        client.wait_for("*** [admin] maintenance at noon")
+    carol.send_line("/join dev")
+    carol.wait_for("*** you joined dev (1 member)")
+    ctl(a, "broadcast", "--room", "dev", "dev only")  # dev exists on node2 alone
+    carol.wait_for("*** [admin] dev only")
+    assert "kicked bob" in ctl(a, "kick", "bob", "-r", "spam")
+    bob.wait_for("*** you were kicked: spam")
+    bob.expect_closed()
+    alice.wait_for("*** bob was kicked (spam)")
+    assert "*** [admin] dev only" not in alice.received
