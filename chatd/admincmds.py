@@ -148,12 +148,8 @@ class AdminCommands:
             raise AdminError("bad_args", f"ban: 'duration' must be > 0 and at most {MAX_BAN_SECONDS} "
                              "seconds (100 years); leave it out for a ban without expiry")
         ban, error = self.ctx.bans.add(network, sanitize(reason or "").strip(), duration)
-        notice = ban.notice()
-        disconnected = 0
-        for client in self.ctx.hub.clients():
-            if covers(network, client.ip):
-                self.ctx.flusher.disconnect(client.outbox, Close("banned"), notice)
-                disconnected += 1
+        self.ctx.bus.ban(ban.as_record())  # the other nodes enforce it as they read it
+        disconnected = self._disconnect_banned(ban)
         if error is not None:
             raise AdminError("not_saved", f"the ban on {network} is in force but was not saved "
                              f"({error.strerror or error}); it will not survive a restart")
@@ -164,6 +160,7 @@ class AdminCommands:
         ban, error = self.ctx.bans.remove(network)
         if ban is None:
             raise AdminError("not_found", f"{network} is not banned")
+        self.ctx.bus.unban(str(network))
         if error is not None:
             raise AdminError("not_saved", f"{network} is unbanned but that was not saved "
                              f"({error.strerror or error}); the ban returns after a restart")
@@ -203,10 +200,25 @@ class AdminCommands:
             return {**found, "reason": args["reason"]}
         return {**found, "muted": action == "mute"}
 
+    def _disconnect_banned(self, ban) -> int:
+        """End this node's clients that ``ban`` covers, telling them why."""
+        notice, disconnected = ban.notice(), 0
+        for client in self.ctx.hub.clients():
+            if covers(ban.network, client.ip):
+                self.ctx.flusher.disconnect(client.outbox, Close("banned"), notice)
+                disconnected += 1
+        return disconnected
+
     def carry_out(self, action: str, client_id: int, args: dict) -> None:
         """One of this node's clients: kick it, or mute/unmute it (telling it when that
         changed; muting twice says nothing the second time). Also what another node's admin
         asks for, through the bus (a client gone meanwhile is simply not there)."""
+        if action == "ban":
+            self._disconnect_banned(self.ctx.bans.apply(args))
+            return
+        if action == "unban":
+            self.ctx.bans.lift(args["address"])
+            return
         client = self.ctx.hub.lookup(client_id)
         if client is None:
             return

@@ -109,6 +109,35 @@ class BanList:
                                "fix or move it away, chatd leaves it untouched") from None
         return len(self._bans)
 
+    def records(self) -> list[dict]:
+        return [ban.as_record() for ban in self.active()]
+
+    def replace(self, records: list[dict]) -> None:
+        """Enforce exactly ``records`` (cluster mode: what the cluster holds) and save them
+        here too. Raises BanFileError on a record that makes no sense."""
+        try:
+            bans = tuple(_ban_from_record(r) for r in records)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BanFileError(f"the cluster's bans are corrupt ({exc})") from None
+        with self._lock:
+            self._bans = bans
+            self._save()
+
+    def apply(self, record: dict) -> Ban:
+        """Another node's new ban: in force here at once (and saved here as a cache)."""
+        ban = _ban_from_record(record)
+        with self._lock:
+            self._bans = (*[b for b in self._bans if b.network != ban.network], ban)
+            self._save()
+        return ban
+
+    def lift(self, address: str) -> None:
+        """Another node's unban."""
+        network = parse_network(address)
+        with self._lock:
+            self._bans = tuple(b for b in self._bans if b.network != network)
+            self._save()
+
     def match(self, ip: str) -> Ban | None:
         bans = self._bans
         if not bans:

@@ -26,7 +26,8 @@ The methods the hub calls, and the rules they keep:
 And for the admin side (on admin threads; these may do network I/O): ``nodes()`` (the other
 live nodes), ``remote_clients(room)``, ``locate(target)`` (a client on another node: (node,
 id, nick)), ``route(node, action, client_id, args)`` (kick/mute/unmute carried out there,
-through the handler given to ``on_command``), and ``client_ids()``, the ids the listeners hand
+through the handler given to ``on_command``), ``ban(record)``/``unban(address)`` (for every
+node), ``share_bans(records)`` (at start: this node's bans into the cluster's, and back), and ``client_ids()``, the ids the listeners hand
 out (unique cluster-wide).
 """
 
@@ -100,3 +101,13 @@ class LocalBus:
 
     def client_ids(self):
         return itertools.count(1)
+
+    def ban(self, record: dict) -> None:
+        pass
+
+    def unban(self, address: str) -> None:
+        pass
+
+    def share_bans(self, records: list[dict]) -> list[dict]:
+        """The bans in force: on a single node, the state file's (``records``) alone."""
+        return records

@@ -16,6 +16,8 @@ Keys (all under ``chatd:``):
 - ``nicks``: hash folded nick -> ``node|client id``: the cluster-wide claim (``HSETNX``).
 - ``guests``: the counter behind guest nicks (``INCR``); ``id-blocks``: each node takes a block
   of ID_BLOCK client ids at a time (``INCR``), so client ids are unique cluster-wide.
+- ``bans``: hash network -> ban record (bans.py): the cluster's bans, loaded at start; a new
+  ban or unban also goes down the stream as a ``cmd`` for ``node`` ``*`` (every node).
 - ``nodes`` (a set of node names) and ``node:NAME``: a node's lease, a key that expires after
   ``node_timeout`` unless the node renews it (every third of that). A node whose lease is gone
   is *lost*: the first node to notice takes ``reaping:NAME`` (SET NX) and runs :data:`_REAP`,
@@ -48,8 +50,8 @@ from chatd.protocol import fold
 log = structlog.get_logger("chatd.cluster")
 
 PREFIX = "chatd:"
-STREAM, MEMBERS, NICKS, GUESTS, NODES, ID_BLOCKS = (
-    PREFIX + k for k in ("events", "members", "nicks", "guests", "nodes", "id-blocks"))
+STREAM, MEMBERS, NICKS, GUESTS, NODES, ID_BLOCKS, BANS = (
+    PREFIX + k for k in ("events", "members", "nicks", "guests", "nodes", "id-blocks", "bans"))
 ID_BLOCK = 1_000_000
 #: Entries kept in the stream: what a node that lost its link can still catch up on. At 1,000
 #: lines/s over the cluster that is 100 s, more than the 60 s outage docs/cluster.md promises.
@@ -117,7 +119,7 @@ class RedisBus:
         self._on_command = None
         self._redis = None
         self._lock = threading.Lock()
-        self._outgoing: list = []  # ("xadd", fields) / ("hset", key, value) / ("hdel", key)
+        self._outgoing: list = []  # (pipeline method, args): ("xadd", (fields,)), ("hset", (k, f, v))
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._remote: dict[str, tuple[str, str, str]] = {}
@@ -202,21 +204,21 @@ class RedisBus:
             raise ClusterUnavailable(str(exc)) from None
 
     def publish(self, room: str, event) -> None:
-        self._queue(("xadd", {"o": self.node, "r": room, "e": wire.dumps(event)}))
+        self._append({"o": self.node, "r": room, "e": wire.dumps(event)})
 
     def send_private(self, nick: str, event) -> None:
-        self._queue(("xadd", {"o": self.node, "to": fold(nick), "e": wire.dumps(event)}))
+        self._append({"o": self.node, "to": fold(nick), "e": wire.dumps(event)})
 
     def publish_all(self, event) -> None:
-        self._queue(("xadd", {"o": self.node, "all": "1", "e": wire.dumps(event)}))
+        self._append({"o": self.node, "all": "1", "e": wire.dumps(event)})
 
     def member(self, client) -> None:
         room = client.room.name if client.room is not None else None
         record = [client.nick, room, client.peer, round(client.connected_at, 3)]
-        self._queue(("hset", self._owner(client), json.dumps(record)))
+        self._queue(("hset", (MEMBERS, self._owner(client), json.dumps(record))))
 
     def gone(self, client) -> None:
-        self._queue(("hdel", self._owner(client)))
+        self._queue(("hdel", (MEMBERS, self._owner(client))))
 
     def remote_members(self, room: str) -> list[str]:
         key = fold(room)
@@ -284,8 +286,29 @@ class RedisBus:
         return None
 
     def route(self, node: str, action: str, client_id: int, args: dict) -> None:
-        self._queue(("xadd", {"o": self.node, "node": node,
-                              "cmd": json.dumps([action, client_id, args])}))
+        self._append({"o": self.node, "node": node, "cmd": json.dumps([action, client_id, args])})
+
+    def ban(self, record: dict) -> None:
+        """A ban for every node, now and at their next start (Redis is where bans live)."""
+        self._queue(("hset", (BANS, record["address"], json.dumps(record))))
+        self.route("*", "ban", None, record)
+
+    def unban(self, address: str) -> None:
+        self._queue(("hdel", (BANS, address)))
+        self.route("*", "unban", None, {"address": address})
+
+    def share_bans(self, records: list[dict]) -> list[dict]:
+        """At start: this node's own bans (its state file) join the cluster's, which Redis
+        keeps; returns all of them, which is what this node then enforces."""
+        try:
+            with self._redis.pipeline(transaction=True) as pipe:
+                for record in records:
+                    pipe.hsetnx(BANS, record["address"], json.dumps(record))
+                pipe.hvals(BANS)
+                values = pipe.execute()[-1]
+            return [json.loads(value) for value in values]
+        except Exception as exc:
+            raise ClusterStartError(f"cannot read the bans from Redis at {self.url}: {exc}") from None
 
     def on_command(self, handler) -> None:
         """``handler(action, client_id, args)`` carries out what another node's admin asked."""
@@ -296,6 +319,9 @@ class RedisBus:
 
     def _owner(self, client) -> str:
         return f"{self.node}|{client.id}"
+
+    def _append(self, fields: dict) -> None:
+        self._queue(("xadd", (STREAM, fields)))
 
     def _queue(self, item: tuple) -> None:
         with self._lock:
@@ -336,13 +362,11 @@ class RedisBus:
     def _send(self, batch: list) -> None:
         """One transaction (MULTI) for the whole batch: it happens entirely or not at all."""
         with self._redis.pipeline(transaction=True) as pipe:
-            for item in batch:
-                if item[0] == "xadd":
-                    pipe.xadd(STREAM, item[1], maxlen=STREAM_LENGTH, approximate=True)
-                elif item[0] == "hset":
-                    pipe.hset(MEMBERS, item[1], item[2])
+            for method, args in batch:
+                if method == "xadd":
+                    pipe.xadd(*args, maxlen=STREAM_LENGTH, approximate=True)
                 else:
-                    pipe.hdel(MEMBERS, item[1])
+                    getattr(pipe, method)(*args)
             pipe.execute()
 
     def _link(self, ok: bool, error: Exception | None = None) -> None:
@@ -424,11 +448,14 @@ class RedisBus:
                 for entry_id, fields in entries:
                     self._last_id = entry_id
                     if fields.get("o") != self.node:
-                        self._apply(fields)
+                        try:
+                            self._apply(fields)
+                        except Exception:  # one bad entry must not end the reader
+                            log.exception("cluster_entry_failed", entry=entry_id)
 
     def _apply(self, fields: dict) -> None:
         if "cmd" in fields:
-            if fields.get("node") == self.node and self._on_command is not None:
+            if fields.get("node") in (self.node, "*") and self._on_command is not None:
                 action, client_id, args = json.loads(fields["cmd"])
                 self._on_command(action, client_id, args)
             return

@@ -142,7 +142,8 @@ class Service:
             self.bus.node = f"{socket.gethostname()}:{port}"
         try:
             self.bus.connect()
-        except ClusterStartError as exc:
+            self.bans.replace(self.bus.share_bans(self.bans.records()))
+        except (ClusterStartError, BanFileError) as exc:
             for listener in self._listeners():
                 listener.stop()
             self.admin.stop()

@@ -12,6 +12,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -347,3 +348,28 @@ def test_kick_mute_and_broadcast_reach_a_client_on_another_node(cluster):
     bob.expect_closed()
     alice.wait_for("*** bob was kicked (spam)")
     assert "*** [admin] dev only" not in alice.received
+
+
+def test_a_ban_set_on_one_node_is_in_force_on_all_and_survives_their_restart(cluster, chatd):
+    redis, (a, b) = cluster()
+    there = b.connect(source="127.0.0.7")
+    there.sync()
+    ctl(a, "ban", "127.0.0.7", "-r", "spam wave")
+    there.wait_for("*** error: banned (spam wave)")
+    there.expect_closed()
+    refused = ChatClient().connect(b.port, source="127.0.0.7", greet=False)
+    assert refused.expect_closed() == ["*** error: banned (spam wave)"]
+    # a node that starts later, with an empty state directory, enforces it too
+    c = chatd(cluster={"redis_url": redis.url, "node_name": "node3", "node_timeout": NODE_TIMEOUT})
+    c.wait_event("cluster_joined")
+    late = ChatClient().connect(c.port, source="127.0.0.7", greet=False)
+    assert late.expect_closed() == ["*** error: banned (spam wave)"]
+    ctl(b, "unban", "127.0.0.7")
+    deadline = time.monotonic() + 10  # node1 hears of the unban through the stream
+    while True:
+        probe = ChatClient().connect(a.port, source="127.0.0.7", greet=False)
+        first = probe.read_line()
+        probe.abort()
+        if first.startswith("*** welcome to "):
+            break
+        assert first.startswith("*** error: banned") and time.monotonic() < deadline, first
