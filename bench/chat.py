@@ -1,6 +1,8 @@
 """The chat workloads: **fanout** (C clients, S senders, M messages each, at full speed within
 an in-flight window or at a fixed rate) and **slow** (20 clients at a fixed rate, with and
-without one extra client that never reads).
+without one extra client that never reads). The **cluster** workload is fanout on a server
+with several endpoints (bench/clusters.py): the engine spreads the clients round-robin over
+them, and the analysis reports cross-node latency apart; one endpoint is the plain case.
 
 Each measurement starts a fresh server, brings the clients in (crowd.py), switches them to
 recording, drives the senders (:func:`drive`), then stops the server and checks every line
@@ -17,7 +19,8 @@ from bench.analysis import analyse
 from bench.crowd import grow, settle
 from bench.loadgen import MUTE, RECORD, WATCH, Engine
 from bench.protocols import PAYLOAD_BYTES, PROTOCOLS, payload
-from bench.servers import SERVERS, Meter
+from bench.clusters import SERVERS
+from bench.servers import Meter
 
 #: The slow client looks like a remote one: a small receive window, and an Ethernet-sized MSS.
 #: (On loopback the MSS is 64 KiB, and the kernel would let the server's socket buffer for it
@@ -134,7 +137,7 @@ def chat_round(name: str, core, clients: int, senders: int, messages: int, windo
                rate: float | None, opts, slow_client: bool = False) -> dict:
     """One measurement on a fresh server; returns the result fields (not yet labelled)."""
     server = SERVERS[name](core).start()
-    engine = Engine(PROTOCOLS[name](), server.port)
+    engine = Engine(PROTOCOLS[name](), server.ports)
     try:
         setup_s, mute = _bring_in(engine, server, clients, slow_client, opts)
         talkers, recorders = _roles(engine, clients, senders, rate, mute, messages)
@@ -154,7 +157,8 @@ def chat_round(name: str, core, clients: int, senders: int, messages: int, windo
         server.cleanup()
     checked = analyse(engine, recorders, talkers, run["sent"])
     engine.disarm()
-    result = {**_summarise(checked, run, rate, setup_s), **usage, "source": server.source,
+    result = {**_summarise(checked, run, rate, setup_s), **_per_node(usage, checked, run),
+              **usage, "source": server.source, "nodes": len(server.ports),
               "dropped": len(engine.dropped),
               "lines_per_read": round(checked["delivered"] / reads, 2) if reads else None}
     if slow is not None:
@@ -191,6 +195,18 @@ def _roles(engine: Engine, clients: int, senders: int, rate, mute, messages: int
     engine.arm(int(per_round * (len(recorders) - 1) * 1.05)
                + len(recorders) * engine.recv_size + (8 << 20))
     return talkers, recorders
+
+
+def _per_node(usage: dict, checked: dict, run: dict) -> dict:
+    """Cross-node latency, each process's CPU as one readable cell, Redis commands per
+    message sent (None unless the server reads its Redis's INFO commandstats)."""
+    redis, sent = usage["redis_commands"], sum(run["sent"])
+    keys = ("cross_delivered", "lat_cross_p50_ms", "lat_cross_p99_ms", "lat_cross_max_ms")
+    return {**{k: checked[k] for k in keys},
+            "process_cpu": " ".join(f"{label} {share:.0%}"
+                                    for label, share in usage["process_cpu_share"].items()),
+            "redis_commands_per_message": round(redis / sent, 3)
+            if redis is not None and sent else None}
 
 
 def _slow_facts(server, mute) -> dict:

@@ -18,6 +18,14 @@ COLUMNS = {
                ("peak RSS MiB", "server_rss_peak_kib", "{:.1f}", 1 / 1024),
                ("loadgen", "loadgen_cpu_share", "{:.0%}"), ("lines/read", "lines_per_read", "{:.1f}"),
                ("others", "other_cpu_share", "{:.0%}")],
+    "cluster": [("nodes", "nodes", "{}"), ("deliv/s", "deliveries_per_s", "{:,.0f}"),
+                ("lost", "lost", "{:,}"), ("dup", "duplicated", "{:,}"),
+                ("garbled", "garbled", "{:,}"), ("p99 ms", "lat_p99_ms", "{:.2f}"),
+                ("max ms", "lat_max_ms", "{:.1f}"), ("cross p99 ms", "lat_cross_p99_ms", "{:.2f}"),
+                ("cross max ms", "lat_cross_max_ms", "{:.1f}"),
+                ("srv CPU s", "server_cpu_s", "{:.2f}"), ("CPU per process", "process_cpu", "{}"),
+                ("redis cmd/msg", "redis_commands_per_message", "{:.2f}"),
+                ("loadgen", "loadgen_cpu_share", "{:.0%}"), ("others", "other_cpu_share", "{:.0%}")],
     "connect": [("max N", "max_ok", "{:,}"), ("setup s", "setup_s", "{:.1f}"),
                 ("RSS/conn KiB", "rss_per_conn_kib", "{:.2f}"), ("threads", "threads", "{:,}"),
                 ("bcast ms", "bcast_ms", "{:.1f}"), ("admin bcast ms", "admin_bcast_ms", "{:.1f}"),
@@ -56,7 +64,8 @@ def table(records: list[dict]) -> list[str]:
                   "|---|" + "---:|" * len(cols)]
         for r in group:
             if r.get("error"):
-                lines.append(f"| {r['server']} | error: {r['error'][:160]} |")
+                error = " ".join(r["error"].split())  # a log tail may hold newlines
+                lines.append(f"| {r['server']} | error: {error[:160]} |")
                 continue
             cells = [cell(r, c[1], c[2], *(c[3:] or [1.0])) for c in cols]
             lines.append(f"| {r['server']} | " + " | ".join(cells) + " |")
@@ -148,6 +157,7 @@ def targets(summary: list[dict], configs: dict) -> list[dict]:
         add(f"{paced}: chatd p99 <= 3 ms, max <= 15 ms",
             f"p99 {c['lat_p99_ms']:.2f} ms, max {c['lat_max_ms']:.1f} ms",
             c["lat_p99_ms"] <= 3.0 and c["lat_max_ms"] <= 15.0)
+    out += _cluster_targets(summary, configs)
     c = _find(summary, configs.get("connect"), "chatd")
     if c:
         want = configs.get("connect_n", 10000)
@@ -170,6 +180,35 @@ def targets(summary: list[dict], configs: dict) -> list[dict]:
             f"chatctl startup alone {c['chatctl_version_ms']:.0f} ms; list on the socket "
             f"{c['list_rpc_ms']:.0f} ms)",
             c["chatctl_list_json_ms"] < 300)
+    return out
+
+
+def _cluster_targets(summary: list[dict], configs: dict) -> list[dict]:
+    """Issue 10's targets: 2-node chatd >= 2-node ngircd in deliveries/s with 0 lost and 0
+    garbled; cross-node p99 <= 5 ms paced. n/a until chatd-cluster was measured."""
+    out = []
+    full, paced = configs.get("cluster_full"), configs.get("cluster_paced")
+    if not full:
+        return out
+    c, n = _find(summary, full, "chatd-cluster"), _find(summary, full, "ngircd2")
+    name = f"{full}: chatd-cluster (2 nodes) deliveries/s >= ngircd2's, 0 lost, 0 garbled"
+    if c and n and n["deliveries_per_s"]:
+        ratio = c["deliveries_per_s"] / n["deliveries_per_s"]
+        out.append({"target": name, "measured": f"ratio {ratio:.2f} ({c['deliveries_per_s']:,.0f}"
+                    f" vs {n['deliveries_per_s']:,.0f}/s); lost {c['max_lost']}, garbled "
+                    f"{c['max_garbled']} (worst run)", "result": "PASS" if ratio >= 1.0
+                    and c["max_lost"] == 0 and c["max_garbled"] == 0 else "FAIL"})
+    else:
+        out.append({"target": name, "measured": "chatd-cluster and ngircd2 not both measured",
+                    "result": None})
+    c = _find(summary, paced, "chatd-cluster")
+    name = f"{paced}: chatd-cluster cross-node p99 <= 5 ms"
+    if c and c.get("lat_cross_p99_ms") is not None:
+        out.append({"target": name, "measured": f"cross p99 {c['lat_cross_p99_ms']:.2f} ms, max "
+                    f"{c['lat_cross_max_ms']:.1f} ms", "result": "PASS"
+                    if c["lat_cross_p99_ms"] <= 5.0 else "FAIL"})
+    else:
+        out.append({"target": name, "measured": "chatd-cluster not measured", "result": None})
     return out
 
 
