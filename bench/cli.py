@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench import chat, report, scale
 from bench.clusters import SERVERS, redis_binary
-from bench.servers import BENCH, VENV_BIN, ngircd_binary, source_digest
+from bench.servers import BENCH, SERVERS as SINGLE, VENV_BIN, ngircd_binary, source_digest
 
 WORKLOADS = ("fanout", "connect", "slow", "admin", "cluster")
 #: What runs without --workloads: cluster only means something with a multi-node server,
@@ -106,7 +106,8 @@ def plan(args) -> tuple[list, dict]:
         labels["connect"] = f"connect to {steps[-1]:,}"
         with_admin = "admin" in args.workloads
         fn = functools.partial(scale.connect, opts=args, steps=list(steps), with_admin=with_admin)
-        items.append(("connect", labels["connect"], args.servers, fn))
+        # the crowd protocols (server-wide NOTICE to $bench.irc...) are for single servers
+        items.append(("connect", labels["connect"], [s for s in args.servers if s in SINGLE], fn))
     if "slow" in args.workloads:
         clients, rate, seconds = size(args, "slow")
         labels["slow"] = f"slow {clients} clients at {rate:g}/s"
