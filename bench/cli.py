@@ -37,7 +37,7 @@ SIZES = {
     "fanout_paced": ((50, 5, 500.0, 5.0), (50, 5, 500.0, 1.0)),  # ... rate each, seconds
     "connect": ((1000, 2500, 5000, 7500, 10000), (200, 1000)),
     "slow": ((20, 200.0, 8.0), (20, 200.0, 3.0)),  # clients, rate each, seconds
-    "cluster_full": ((50, 5, 10000), (50, 5, 400)),  # clients (spread over the nodes), ...
+    "cluster_full": ((50, 5, 40000), (50, 5, 400)),  # clients (spread over the nodes), ...
     "cluster_paced": ((50, 5, 500.0, 5.0), (50, 5, 500.0, 1.0)),
 }
 
@@ -215,7 +215,8 @@ def main(argv=None) -> int:
     out = path.open("w")
     out.write(json.dumps(meta) + "\n")
     print(f"bench: {meta['cpu']}, {meta['cores']} cores, load {' '.join(meta['loadavg_at_start'])}; "
-          f"loadgen on cpu {meta['loadgen_cpu']}, servers on cpu {meta['server_cpu']}; "
+          f"loadgen on cpu {meta['loadgen_cpu']}, servers on cpu {meta['server_cpu']} "
+          f"(node k of a multi-node server: cpu (server cpu + k) mod cores); "
           f"{args.runs} run(s); results in {path}", flush=True)
     try:
         records = run_all(args, core, items, labels, out)

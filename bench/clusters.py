@@ -5,8 +5,10 @@
   the others wait for it (``Passive = yes``). A line between two leaf nodes of ngircd3 crosses
   node0. ``start()`` returns once every node's ``LINKS`` lists all K servers.
 - ``chatd-cluster`` / ``chatd-cluster3``: one ``redis-server`` (free port, no persistence) and
-  2 (3) chatd processes with ``[cluster] redis_url`` and ``node_name`` (SPEC §8). Selectable,
-  not in the default list: it works once chatd understands the ``[cluster]`` section.
+  2 (3) chatd processes with ``[cluster] redis_url`` and ``node_name`` (SPEC §8), each waited
+  for like the single chatd, then until every node's ``status`` counts K nodes (when it
+  reports a count). Selectable, not in the default list: it works once chatd understands the
+  ``[cluster]`` section.
 
 A :class:`Cluster` looks like a :class:`~bench.servers.Server` to the workloads (``start``,
 ``stop``, ``stats``, ``alive``, ``ports``, ``members``...), so single and multi-node servers
@@ -24,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.scale import admin_request
 from bench.servers import BENCH, SERVERS as SINGLE, Chatd, Ngircd, Server, ServerError, free_port
 
 LINK_PASSWORD = "benchlink"
@@ -293,6 +296,21 @@ class ChatdCluster(Cluster):
         super().start(timeout)
         self.source = self.nodes[0].source
         return self
+
+    def linked(self) -> bool:
+        """Every node's ``status`` counts K nodes (SPEC §8: status adds the number of nodes).
+        A status without a node count cannot tell, so it passes: the nodes are up."""
+        for node in self.nodes:
+            try:
+                _, reply = admin_request(node.admin_socket, "status", timeout=5.0)
+            except (OSError, ValueError):
+                return False
+            count = (reply.get("result") or {}).get("nodes")
+            if isinstance(count, list):
+                count = len(count)
+            if isinstance(count, int) and count < self.nodes_count:
+                return False
+        return True
 
     def redis_commands(self) -> int | None:
         try:
