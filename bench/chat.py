@@ -16,10 +16,10 @@ import select
 import time
 
 from bench.analysis import analyse
+from bench.clusters import SERVERS
 from bench.crowd import grow, settle
 from bench.loadgen import MUTE, RECORD, WATCH, Engine
 from bench.protocols import PAYLOAD_BYTES, PROTOCOLS, payload
-from bench.clusters import SERVERS
 from bench.servers import Meter
 
 #: The slow client looks like a remote one: a small receive window, and an Ethernet-sized MSS.
@@ -211,7 +211,7 @@ def _per_node(usage: dict, checked: dict, run: dict) -> dict:
 
 def _slow_facts(server, mute) -> dict:
     """Before the server stops: did it close the slow client, and what do its logs say."""
-    log = server.log_text() if server.name == "chatd" else ""
+    log = server.log_text() if server.name.startswith("chatd") else ""  # chatd-cluster too
     return {"closed": _slow_fate(mute), "logged": server.departure_logged(mute.nick),
             "sendq_logged": log.count('"sendq_exceeded"')}
 
