@@ -20,6 +20,7 @@ from bench.clusters import SERVERS
 from bench.crowd import grow, settle
 from bench.loadgen import MUTE, RECORD, WATCH, Engine
 from bench.protocols import PAYLOAD_BYTES, PROTOCOLS, payload
+from bench.report import process_cpu
 from bench.servers import Meter
 
 #: The slow client looks like a remote one: a small receive window, and an Ethernet-sized MSS.
@@ -149,6 +150,7 @@ def chat_round(name: str, core, clients: int, senders: int, messages: int, windo
         finally:
             gc.enable()
         usage = meter.stop()
+        usage["link_breaks"] = server.link_breaks()  # before stop() breaks them on purpose
         slow = _slow_facts(server, mute) if mute is not None else None
         reads = sum(len(conn.chunks) for conn in recorders)
     finally:
@@ -179,7 +181,19 @@ def _bring_in(engine: Engine, server, clients: int, slow_client: bool, opts):
         grow(engine, server, clients + 1, opts.step_timeout, rcvbuf=SLOW_RCVBUF, mss=SLOW_MSS)
         mute = engine.conns[clients]
     settle(engine, server, len(engine.conns), opts.step_timeout)
+    if not server.linked():  # a link broke during the join storm: wait for it, and its burst
+        _relink(server, opts.step_timeout)
+        settle(engine, server, len(engine.conns), opts.step_timeout)
     return setup_s, mute
+
+
+def _relink(server, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not server.linked():
+        if time.monotonic() > deadline or not server.alive():
+            raise RuntimeError(f"{server.name}: nodes not linked again after {timeout}s: "
+                               f"{server.log_tail()}")
+        time.sleep(0.2)
 
 
 def _roles(engine: Engine, clients: int, senders: int, rate, mute, messages: int):
@@ -203,8 +217,7 @@ def _per_node(usage: dict, checked: dict, run: dict) -> dict:
     redis, sent = usage["redis_commands"], sum(run["sent"])
     keys = ("cross_delivered", "lat_cross_p50_ms", "lat_cross_p99_ms", "lat_cross_max_ms")
     return {**{k: checked[k] for k in keys},
-            "process_cpu": " ".join(f"{label} {share:.0%}"
-                                    for label, share in usage["process_cpu_share"].items()),
+            "process_cpu": process_cpu(usage["process_cpu_share"]),
             "redis_commands_per_message": round(redis / sent, 3)
             if redis is not None and sent else None}
 

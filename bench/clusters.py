@@ -20,6 +20,7 @@ beside the load generator); Redis shares node0's core. Runs in the benchmark's m
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -89,6 +90,10 @@ class Cluster:
     def linked(self) -> bool:
         return True
 
+    def link_breaks(self) -> int | None:
+        """Links between nodes lost so far (None: this kind cannot tell)."""
+        return None
+
     def start(self, timeout: float = 20.0) -> "Cluster":
         self.build()
         try:
@@ -155,8 +160,14 @@ class NgircdNode(Ngircd):
         cmd = super().command()
         conf = Path(cmd[-1])
         text = conf.read_text().replace("Name = bench.irc", f"Name = node{self.index}.bench")
+        # a broken link is retried after 5 s (ngircd's minimum), not the default 60 s
+        text = text.replace("[Limits]\n", "[Limits]\nConnectRetry = 5\n", 1)
         conf.write_text(text + self.links)
         return cmd
+
+    def link_breaks(self) -> int:
+        """Server links this node lost (its log: ``Server "…" unregistered``)."""
+        return len(re.findall(r'Server "node\d+\.bench" unregistered', self.log_text()))
 
 
 def _server_section(index: int, port: int | None) -> str:
@@ -183,6 +194,9 @@ class NgircdLinked(Cluster):
 
     def linked(self) -> bool:
         return all(irc_links(node.port) >= self.nodes_count for node in self.nodes)
+
+    def link_breaks(self) -> int:
+        return sum(node.link_breaks() for node in self.nodes)
 
 
 class NgircdLinked3(NgircdLinked):

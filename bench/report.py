@@ -25,6 +25,7 @@ COLUMNS = {
                 ("cross max ms", "lat_cross_max_ms", "{:.1f}"),
                 ("srv CPU s", "server_cpu_s", "{:.2f}"), ("CPU per process", "process_cpu", "{}"),
                 ("redis cmd/msg", "redis_commands_per_message", "{:.2f}"),
+                ("link breaks", "link_breaks", "{}"),
                 ("loadgen", "loadgen_cpu_share", "{:.0%}"), ("others", "other_cpu_share", "{:.0%}")],
     "connect": [("max N", "max_ok", "{:,}"), ("setup s", "setup_s", "{:.1f}"),
                 ("RSS/conn KiB", "rss_per_conn_kib", "{:.2f}"), ("threads", "threads", "{:,}"),
@@ -83,8 +84,8 @@ def row(record: dict) -> str:
 
 
 def medians(records: list[dict]) -> list[dict]:
-    """One record per (config, server): medians of numbers, all() of booleans, the most
-    common string; ``max_lost``/``max_garbled`` keep the worst run; ``runs`` how many."""
+    """One record per (config, server): medians of numbers (per key of a dict of numbers),
+    all() of booleans, the most common string; ``max_lost``/``max_garbled`` keep the worst run; ``runs`` how many."""
     out = []
     keys = dict.fromkeys((r["config"], r["server"]) for r in records)
     for config, server in keys:
@@ -101,6 +102,8 @@ def medians(records: list[dict]) -> list[dict]:
                 continue
             values = [r[key] for r in ok if r.get(key) is not None]
             merged[key] = _combine(values)
+        if isinstance(merged.get("process_cpu_share"), dict):
+            merged["process_cpu"] = process_cpu(merged["process_cpu_share"])
         sources = list(dict.fromkeys(r["source"] for r in ok if r.get("source")))
         if len(sources) > 1:  # the server's code changed between runs (a shared work tree)
             merged["source"] = "MIXED " + ",".join(sources)
@@ -113,9 +116,16 @@ def medians(records: list[dict]) -> list[dict]:
     return out
 
 
+def process_cpu(shares: dict) -> str:
+    """Each process's CPU share as one table cell: ``node0 45% node1 38% redis 9%``."""
+    return " ".join(f"{label} {share:.0%}" for label, share in shares.items())
+
+
 def _combine(values: list):
     if not values:
         return None
+    if all(isinstance(v, dict) for v in values):  # per-process shares: a median per process
+        return {k: _combine([v[k] for v in values if k in v]) for k in values[0]}
     if all(isinstance(v, bool) for v in values):
         return all(values)
     if all(isinstance(v, (int, float)) for v in values):

@@ -131,6 +131,14 @@ class Server:
         """Redis commands run so far (INFO commandstats), for servers that use a Redis."""
         return None
 
+    def linked(self) -> bool:
+        """A multi-node server's nodes all see each other (one process: always)."""
+        return True
+
+    def link_breaks(self) -> int | None:
+        """Links between nodes lost so far (None: no links, or this kind cannot tell)."""
+        return None
+
     def command(self) -> list[str]:
         raise NotImplementedError
 
