@@ -89,10 +89,12 @@ tools:
 # pass options with e.g. make bench BENCH_ARGS='--servers chatd,ngircd --workloads fanout'.
 bench: $(VENV)/.stamp-run
 	@sh bench/install-ngircd.sh
+	@sh bench/install-redis.sh
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 bench-quick: $(VENV)/.stamp-run
 	@sh bench/install-ngircd.sh
+	@sh bench/install-redis.sh
 	$(BIN)/python -m bench --quick $(BENCH_ARGS)
 
 clean:

@@ -14,7 +14,9 @@ A received line is one of:
 
 ``lost`` is, per receiver, the messages other clients sent minus the distinct ones delivered,
 so a message that only arrived garbled counts as lost too. ``out_of_order`` counts messages that
-arrived after a later message of the same sender.
+arrived after a later message of the same sender. On a multi-node server, latencies of lines
+whose sender and receiver are on different nodes (``Conn.node``) are also reported apart
+(``lat_cross_*``, ``cross_delivered``); on one node there are none.
 
 This runs after the server has stopped, outside the measured time, so it uses both cores: the
 receivers are split between this process and a forked child (which sees the arena without a
@@ -56,16 +58,20 @@ def analyse(engine, recorders: list, senders: list, sent: list[int]) -> dict:
     parts = [recorders[0::2], recorders[1::2]] if len(recorders) > 1 else [recorders]
     child = _fork(engine, parts[1], senders, sent) if len(parts) > 1 else None
     result = _part(engine, parts[0], senders, sent)
-    latencies = result.pop("latencies")
+    latencies, cross = result.pop("latencies"), result.pop("cross_latencies")
     if child is not None:
         other = _join(child)
         for key in (*_COUNTS, "departures"):
             result[key] += other[key]
         latencies += other.pop("latencies")
+        cross += other.pop("cross_latencies")
         result["last_ts"] = max(result["last_ts"], other["last_ts"])
     for conn in recorders:
         conn.chunks = []
-    return {**result, **percentiles(latencies)}
+    cross_stats = {k.replace("lat_", "lat_cross_"): v for k, v in percentiles(cross).items()}
+    del cross_stats["lat_cross_sample"]
+    return {**result, **percentiles(latencies + cross), **cross_stats,
+            "cross_delivered": len(cross)}
 
 
 def _fork(engine, recorders, senders, sent):
@@ -104,29 +110,33 @@ def _part(engine, recorders: list, senders: list, sent: list[int]) -> dict:
     cache: dict = {}
     total = sum(sent)
     counts = dict.fromkeys(_COUNTS, 0)
-    latencies = array("q")
+    same, cross = array("q"), array("q")
     departures: list = []
     last_ts = 0
     for conn in recorders:
         own = sender_of.get(conn.idx)
+        # where each sender's latencies go, as seen by this receiver: same node or across
+        sinks = [cross if sender.node != conn.node else same for sender in senders]
         got, newest = _receiver(engine, conn, own, len(senders), classify, cache, counts,
-                                latencies, departures)
+                                sinks, departures)
         expected = total - (sent[own] if own is not None else 0)
         counts["expected"] += expected
         counts["delivered"] += got
         counts["lost"] += max(0, expected - got)
         last_ts = max(last_ts, newest)
-    return {**counts, "latencies": latencies, "departures": departures, "last_ts": last_ts}
+    return {**counts, "latencies": same, "cross_latencies": cross, "departures": departures,
+            "last_ts": last_ts}
 
 
-def _receiver(engine, conn, own, n_senders, classify, cache, counts, latencies, departures):
+def _receiver(engine, conn, own, n_senders, classify, cache, counts, sinks, departures):
     """One receiver's stream: returns (distinct messages delivered, latest delivery time).
+    ``sinks[s]`` is the array that takes sender ``s``'s latencies.
 
     The fast pass assumes what a correct server does: each sender's messages arrive once and
     in order, none of the receiver's own. The first line that breaks this makes it start over
     with :func:`_exact`, which keeps a set of the lines seen.
     """
-    mark = len(latencies)
+    marks = [(sink, len(sink)) for sink in {id(sink): sink for sink in sinks}.values()]
     local = dict.fromkeys(("garbled", "control"), 0)
     found: list = []
     last_seq = [-1] * n_senders
@@ -135,7 +145,7 @@ def _receiver(engine, conn, own, n_senders, classify, cache, counts, latencies, 
     rest = b""
     last_ts = 0
     got = 0
-    append = latencies.append
+    appends = [sink.append for sink in sinks]
     chunk_bytes = engine.chunk_bytes
     get = cache.get
     for chunk in conn.chunks:
@@ -149,11 +159,12 @@ def _receiver(engine, conn, own, n_senders, classify, cache, counts, latencies, 
             if info.__class__ is tuple:
                 sender, seq, sent_ts = info
                 if seq <= last_seq[sender]:
-                    del latencies[mark:]
+                    for sink, mark in marks:
+                        del sink[mark:]
                     return _exact(engine, conn, own, n_senders, classify, cache, counts,
-                                  latencies, departures)
+                                  sinks, departures)
                 last_seq[sender] = seq
-                append(ts - sent_ts)
+                appends[sender](ts - sent_ts)
                 got += 1
                 last_ts = ts
             elif info == _CONTROL:
@@ -169,7 +180,7 @@ def _receiver(engine, conn, own, n_senders, classify, cache, counts, latencies, 
     return got, last_ts
 
 
-def _exact(engine, conn, own, n_senders, classify, cache, counts, latencies, departures):
+def _exact(engine, conn, own, n_senders, classify, cache, counts, sinks, departures):
     """As :func:`_receiver`, for a stream with duplicates, echoes or reordering."""
     seen = set()
     last_seq = [-1] * n_senders
@@ -191,7 +202,7 @@ def _exact(engine, conn, own, n_senders, classify, cache, counts, latencies, dep
                     counts["echoed"] += 1
                 else:
                     seen.add(line)
-                    latencies.append(ts - sent_ts)
+                    sinks[sender].append(ts - sent_ts)
                     if seq < last_seq[sender]:
                         counts["out_of_order"] += 1
                     else:

@@ -1,6 +1,8 @@
 """The chat workloads: **fanout** (C clients, S senders, M messages each, at full speed within
 an in-flight window or at a fixed rate) and **slow** (20 clients at a fixed rate, with and
-without one extra client that never reads).
+without one extra client that never reads). The **cluster** workload is fanout on a server
+with several endpoints (bench/clusters.py): the engine spreads the clients round-robin over
+them, and the analysis reports cross-node latency apart; one endpoint is the plain case.
 
 Each measurement starts a fresh server, brings the clients in (crowd.py), switches them to
 recording, drives the senders (:func:`drive`), then stops the server and checks every line
@@ -14,10 +16,12 @@ import select
 import time
 
 from bench.analysis import analyse
+from bench.clusters import SERVERS
 from bench.crowd import grow, settle
 from bench.loadgen import MUTE, RECORD, WATCH, Engine
 from bench.protocols import PAYLOAD_BYTES, PROTOCOLS, payload
-from bench.servers import SERVERS, Meter
+from bench.report import process_cpu
+from bench.servers import Meter
 
 #: The slow client looks like a remote one: a small receive window, and an Ethernet-sized MSS.
 #: (On loopback the MSS is 64 KiB, and the kernel would let the server's socket buffer for it
@@ -134,7 +138,7 @@ def chat_round(name: str, core, clients: int, senders: int, messages: int, windo
                rate: float | None, opts, slow_client: bool = False) -> dict:
     """One measurement on a fresh server; returns the result fields (not yet labelled)."""
     server = SERVERS[name](core).start()
-    engine = Engine(PROTOCOLS[name](), server.port)
+    engine = Engine(PROTOCOLS[name](), server.ports)
     try:
         setup_s, mute = _bring_in(engine, server, clients, slow_client, opts)
         talkers, recorders = _roles(engine, clients, senders, rate, mute, messages)
@@ -146,6 +150,7 @@ def chat_round(name: str, core, clients: int, senders: int, messages: int, windo
         finally:
             gc.enable()
         usage = meter.stop()
+        usage["link_breaks"] = server.link_breaks()  # before stop() breaks them on purpose
         slow = _slow_facts(server, mute) if mute is not None else None
         reads = sum(len(conn.chunks) for conn in recorders)
     finally:
@@ -154,7 +159,8 @@ def chat_round(name: str, core, clients: int, senders: int, messages: int, windo
         server.cleanup()
     checked = analyse(engine, recorders, talkers, run["sent"])
     engine.disarm()
-    result = {**_summarise(checked, run, rate, setup_s), **usage, "source": server.source,
+    result = {**_summarise(checked, run, rate, setup_s), **_per_node(usage, checked, run),
+              **usage, "source": server.source, "nodes": len(server.ports),
               "dropped": len(engine.dropped),
               "lines_per_read": round(checked["delivered"] / reads, 2) if reads else None}
     if slow is not None:
@@ -175,7 +181,19 @@ def _bring_in(engine: Engine, server, clients: int, slow_client: bool, opts):
         grow(engine, server, clients + 1, opts.step_timeout, rcvbuf=SLOW_RCVBUF, mss=SLOW_MSS)
         mute = engine.conns[clients]
     settle(engine, server, len(engine.conns), opts.step_timeout)
+    if not server.linked():  # a link broke during the join storm: wait for it, and its burst
+        _relink(server, opts.step_timeout)
+        settle(engine, server, len(engine.conns), opts.step_timeout)
     return setup_s, mute
+
+
+def _relink(server, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not server.linked():
+        if time.monotonic() > deadline or not server.alive():
+            raise RuntimeError(f"{server.name}: nodes not linked again after {timeout}s: "
+                               f"{server.log_tail()}")
+        time.sleep(0.2)
 
 
 def _roles(engine: Engine, clients: int, senders: int, rate, mute, messages: int):
@@ -193,9 +211,20 @@ def _roles(engine: Engine, clients: int, senders: int, rate, mute, messages: int
     return talkers, recorders
 
 
+def _per_node(usage: dict, checked: dict, run: dict) -> dict:
+    """Cross-node latency, each process's CPU as one readable cell, Redis commands per
+    message sent (None unless the server reads its Redis's INFO commandstats)."""
+    redis, sent = usage["redis_commands"], sum(run["sent"])
+    keys = ("cross_delivered", "lat_cross_p50_ms", "lat_cross_p99_ms", "lat_cross_max_ms")
+    return {**{k: checked[k] for k in keys},
+            "process_cpu": process_cpu(usage["process_cpu_share"]),
+            "redis_commands_per_message": round(redis / sent, 3)
+            if redis is not None and sent else None}
+
+
 def _slow_facts(server, mute) -> dict:
     """Before the server stops: did it close the slow client, and what do its logs say."""
-    log = server.log_text() if server.name == "chatd" else ""
+    log = server.log_text() if server.name.startswith("chatd") else ""  # chatd-cluster too
     return {"closed": _slow_fate(mute), "logged": server.departure_logged(mute.nick),
             "sendq_logged": log.count('"sendq_exceeded"')}
 

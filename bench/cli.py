@@ -21,10 +21,14 @@ import time
 from pathlib import Path
 
 from bench import chat, report, scale
-from bench.servers import BENCH, VENV_BIN, ngircd_binary, source_digest
+from bench.clusters import SERVERS, redis_binary
+from bench.servers import BENCH, SERVERS as SINGLE, VENV_BIN, ngircd_binary, source_digest
 
-WORKLOADS = ("fanout", "connect", "slow", "admin")
-SERVER_NAMES = ("chatd", "ngircd", "naive")
+WORKLOADS = ("fanout", "connect", "slow", "admin", "cluster")
+#: What runs without --workloads: cluster only means something with a multi-node server,
+#: and those are not in the default server list.
+DEFAULT_WORKLOADS = ("fanout", "connect", "slow", "admin")
+SERVER_NAMES = ("chatd", "ngircd", "naive")  # the default; every key of SERVERS is selectable
 
 #: Sizes: (full, quick). Full sizes are the issue's; quick is a smoke test.
 SIZES = {
@@ -33,6 +37,8 @@ SIZES = {
     "fanout_paced": ((50, 5, 500.0, 5.0), (50, 5, 500.0, 1.0)),  # ... rate each, seconds
     "connect": ((1000, 2500, 5000, 7500, 10000), (200, 1000)),
     "slow": ((20, 200.0, 8.0), (20, 200.0, 3.0)),  # clients, rate each, seconds
+    "cluster_full": ((50, 5, 40000), (50, 5, 400)),  # clients (spread over the nodes), ...
+    "cluster_paced": ((50, 5, 500.0, 5.0), (50, 5, 500.0, 1.0)),
 }
 
 
@@ -40,8 +46,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small counts and 1 run (smoke test)")
     p.add_argument("--runs", type=int, help="runs per workload and server (default 3; quick 1)")
-    p.add_argument("--servers", default=",".join(SERVER_NAMES), help="comma-separated")
-    p.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated")
+    p.add_argument("--servers", default=",".join(SERVER_NAMES),
+                   help=f"comma-separated, from {', '.join(SERVERS)} (default "
+                   f"{','.join(SERVER_NAMES)})")
+    p.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS),
+                   help=f"comma-separated, from {', '.join(WORKLOADS)} "
+                   f"(default {','.join(DEFAULT_WORKLOADS)})")
     p.add_argument("--window", type=int, default=64, help="fanout: messages in flight per sender")
     p.add_argument("--steps", help="connect: comma-separated client counts")
     p.add_argument("--loadgen-cpu", type=int, default=0)
@@ -54,8 +64,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.servers = [s for s in args.servers.split(",") if s]
     args.workloads = [w for w in args.workloads.split(",") if w]
     for name in args.servers:
-        if name not in SERVER_NAMES:
-            p.error(f"unknown server {name!r} (choose from {', '.join(SERVER_NAMES)})")
+        if name not in SERVERS:
+            p.error(f"unknown server {name!r} (choose from {', '.join(SERVERS)})")
     for name in args.workloads:
         if name not in WORKLOADS:
             p.error(f"unknown workload {name!r} (choose from {', '.join(WORKLOADS)})")
@@ -88,13 +98,16 @@ def plan(args) -> tuple[list, dict]:
             fn = functools.partial(_fanout, args=args, clients=clients, senders=senders,
                                    messages=messages, rate=rate)
             items.append(("fanout", label, args.servers, fn))
+    if "cluster" in args.workloads:
+        items += _cluster_items(args, labels)
     steps = size(args, "connect")
     labels["connect_n"] = steps[-1]
     if "connect" in args.workloads:
         labels["connect"] = f"connect to {steps[-1]:,}"
         with_admin = "admin" in args.workloads
         fn = functools.partial(scale.connect, opts=args, steps=list(steps), with_admin=with_admin)
-        items.append(("connect", labels["connect"], args.servers, fn))
+        # the crowd protocols (server-wide NOTICE to $bench.irc...) are for single servers
+        items.append(("connect", labels["connect"], [s for s in args.servers if s in SINGLE], fn))
     if "slow" in args.workloads:
         clients, rate, seconds = size(args, "slow")
         labels["slow"] = f"slow {clients} clients at {rate:g}/s"
@@ -106,6 +119,23 @@ def plan(args) -> tuple[list, dict]:
             fn = functools.partial(scale.admin, opts=args, clients=steps[-1])
             items.append(("admin", labels["admin"], ["chatd"], fn))
     return items, labels
+
+
+def _cluster_items(args, labels: dict) -> list:
+    """Fan-out with the clients spread over each server's endpoints: full speed and paced."""
+    items = []
+    for key in ("cluster_full", "cluster_paced"):
+        clients, senders, *rest = size(args, key)
+        if key == "cluster_paced":
+            rate, seconds = rest
+            messages, how = int(rate * seconds), f"{rate:g}/s"
+        else:
+            rate, messages, how = None, rest[0], "full speed"
+        labels[key] = label = f"cluster C={clients} S={senders} {how}"
+        fn = functools.partial(_fanout, args=args, clients=clients, senders=senders,
+                               messages=messages, rate=rate)
+        items.append(("cluster", label, args.servers, fn))
+    return items
 
 
 def _fanout(name, core, *, args, clients, senders, messages, rate):
@@ -128,11 +158,19 @@ def prepare(args) -> tuple[int | None, dict]:
     else:
         print("bench: warning: not pinning (fewer than 2 cores, no taskset, or --no-pin)",
               file=sys.stderr)
-    if "ngircd" in args.servers and not shutil.which(ngircd_binary()):
-        print("bench: warning: ngircd is not installed (make bench installs it as root); "
-              "skipping it", file=sys.stderr)
-        args.servers.remove("ngircd")
+    _skip_missing(args, "ngircd", ngircd_binary(), "bench/install-ngircd.sh")
+    _skip_missing(args, "chatd-cluster", redis_binary(), "bench/install-redis.sh")
     return core, _meta(args, core)
+
+
+def _skip_missing(args, prefix: str, binary: str, installer: str) -> None:
+    """Drop the servers named ``prefix*`` whose program is not installed, with a warning."""
+    if shutil.which(binary):
+        return
+    for name in [s for s in args.servers if s.startswith(prefix)]:
+        print(f"bench: warning: {binary} is not installed ({installer} installs it as root); "
+              f"skipping {name}", file=sys.stderr)
+        args.servers.remove(name)
 
 
 def _meta(args, core) -> dict:
@@ -149,7 +187,10 @@ def _meta(args, core) -> dict:
             "chatd": version([str(VENV_BIN / "chatd"), "--version"]),
             "chatd_source": source_digest("chatd", "chatctl"),
             "git": version(["git", "-C", str(BENCH.parent), "describe", "--always", "--dirty"]),
-            "ngircd": version([ngircd_binary(), "--version"]) if "ngircd" in args.servers else None,
+            "ngircd": version([ngircd_binary(), "--version"])
+            if any(s.startswith("ngircd") for s in args.servers) else None,
+            "redis": version([redis_binary(), "--version"])
+            if any(s.startswith("chatd-cluster") for s in args.servers) else None,
             "loadavg_at_start": open("/proc/loadavg").read().split()[:3],
             "loadgen_cpu": None if core is None else args.loadgen_cpu, "server_cpu": core,
             "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0], "quick": args.quick,
@@ -174,7 +215,8 @@ def main(argv=None) -> int:
     out = path.open("w")
     out.write(json.dumps(meta) + "\n")
     print(f"bench: {meta['cpu']}, {meta['cores']} cores, load {' '.join(meta['loadavg_at_start'])}; "
-          f"loadgen on cpu {meta['loadgen_cpu']}, servers on cpu {meta['server_cpu']}; "
+          f"loadgen on cpu {meta['loadgen_cpu']}, servers on cpu {meta['server_cpu']} "
+          f"(node k of a multi-node server: cpu (server cpu + k) mod cores); "
           f"{args.runs} run(s); results in {path}", flush=True)
     try:
         records = run_all(args, core, items, labels, out)

@@ -38,11 +38,12 @@ _TAIL = 200  # bytes kept from the last chunk: marker boundaries and drop diagno
 
 
 class Conn:
-    __slots__ = ("idx", "sock", "fd", "mode", "nick", "mask", "rest", "chunks", "outbuf",
+    __slots__ = ("idx", "node", "sock", "fd", "mode", "nick", "mask", "rest", "chunks", "outbuf",
                  "tail", "bcast_ts", "closed")
 
-    def __init__(self, idx: int, sock: socket.socket) -> None:
+    def __init__(self, idx: int, sock: socket.socket, node: int = 0) -> None:
         self.idx = idx
+        self.node = node  # which of the server's endpoints it is connected to
         self.sock = sock
         self.fd = sock.fileno()
         self.mode = CONNECTING
@@ -58,11 +59,16 @@ class Conn:
 
 class Engine:
     """Owns the epoll object and the connections. Workloads call ``open_conn``, ``poll``,
-    ``send``, ``set_mode`` and read the counters; ``close`` at the end."""
+    ``send``, ``set_mode`` and read the counters; ``close`` at the end.
 
-    def __init__(self, proto, port: int, recv_size: int = 262144) -> None:
+    ``port`` is one port, or a list of them (the nodes of a multi-node server): connection
+    ``i`` goes to endpoint ``i % K``, so the clients spread round-robin over the nodes."""
+
+    def __init__(self, proto, port: int | list[int], recv_size: int = 262144) -> None:
         self.proto = proto
-        self.addr = ("127.0.0.1", port)
+        ports = port if isinstance(port, (list, tuple)) else [port]
+        self.addrs = [("127.0.0.1", p) for p in ports]
+        self.addr = self.addrs[0]
         self.recv_size = recv_size
         self.ep = select.epoll()
         self.conns: list[Conn] = []
@@ -97,11 +103,12 @@ class Engine:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         if mss:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, mss)
-        err = sock.connect_ex(self.addr)
+        node = len(self.conns) % len(self.addrs)
+        err = sock.connect_ex(self.addrs[node])
         if err not in (0, errno.EINPROGRESS):
             sock.close()
             raise OSError(err, f"connect: {errno.errorcode.get(err, err)}")
-        conn = Conn(len(self.conns), sock)
+        conn = Conn(len(self.conns), sock, node)
         self.conns.append(conn)
         self.by_fd[conn.fd] = conn
         self.ep.register(conn.fd, _OUT)

@@ -204,6 +204,8 @@ class NgircdServerWide(Ngircd):
         return b"NOTICE $bench.irc :" + marker + b"\r\n"
 
 
-PROTOCOLS = {"chatd": Chatd, "ngircd": Ngircd, "naive": Naive}
+PROTOCOLS = {"chatd": Chatd, "ngircd": Ngircd, "naive": Naive,
+             # multi-node servers (bench/clusters.py) speak what their nodes speak
+             "ngircd2": Ngircd, "ngircd3": Ngircd, "chatd-cluster": Chatd, "chatd-cluster3": Chatd}
 #: The connect and admin workloads' clients.
 CROWD_PROTOCOLS = {"chatd": Chatd, "ngircd": NgircdServerWide, "naive": Naive}

@@ -18,6 +18,15 @@ COLUMNS = {
                ("peak RSS MiB", "server_rss_peak_kib", "{:.1f}", 1 / 1024),
                ("loadgen", "loadgen_cpu_share", "{:.0%}"), ("lines/read", "lines_per_read", "{:.1f}"),
                ("others", "other_cpu_share", "{:.0%}")],
+    "cluster": [("nodes", "nodes", "{}"), ("deliv/s", "deliveries_per_s", "{:,.0f}"),
+                ("lost", "lost", "{:,}"), ("dup", "duplicated", "{:,}"),
+                ("garbled", "garbled", "{:,}"), ("p99 ms", "lat_p99_ms", "{:.2f}"),
+                ("max ms", "lat_max_ms", "{:.1f}"), ("cross p99 ms", "lat_cross_p99_ms", "{:.2f}"),
+                ("cross max ms", "lat_cross_max_ms", "{:.1f}"),
+                ("srv CPU s", "server_cpu_s", "{:.2f}"), ("CPU per process", "process_cpu", "{}"),
+                ("redis cmd/msg", "redis_commands_per_message", "{:.2f}"),
+                ("link breaks", "link_breaks", "{}"),
+                ("loadgen", "loadgen_cpu_share", "{:.0%}"), ("others", "other_cpu_share", "{:.0%}")],
     "connect": [("max N", "max_ok", "{:,}"), ("setup s", "setup_s", "{:.1f}"),
                 ("RSS/conn KiB", "rss_per_conn_kib", "{:.2f}"), ("threads", "threads", "{:,}"),
                 ("bcast ms", "bcast_ms", "{:.1f}"), ("admin bcast ms", "admin_bcast_ms", "{:.1f}"),
@@ -56,7 +65,8 @@ def table(records: list[dict]) -> list[str]:
                   "|---|" + "---:|" * len(cols)]
         for r in group:
             if r.get("error"):
-                lines.append(f"| {r['server']} | error: {r['error'][:160]} |")
+                error = " ".join(r["error"].split())  # a log tail may hold newlines
+                lines.append(f"| {r['server']} | error: {error[:160]} |")
                 continue
             cells = [cell(r, c[1], c[2], *(c[3:] or [1.0])) for c in cols]
             lines.append(f"| {r['server']} | " + " | ".join(cells) + " |")
@@ -74,8 +84,8 @@ def row(record: dict) -> str:
 
 
 def medians(records: list[dict]) -> list[dict]:
-    """One record per (config, server): medians of numbers, all() of booleans, the most
-    common string; ``max_lost``/``max_garbled`` keep the worst run; ``runs`` how many."""
+    """One record per (config, server): medians of numbers (per key of a dict of numbers),
+    all() of booleans, the most common string; ``max_lost``/``max_garbled`` keep the worst run; ``runs`` how many."""
     out = []
     keys = dict.fromkeys((r["config"], r["server"]) for r in records)
     for config, server in keys:
@@ -92,6 +102,8 @@ def medians(records: list[dict]) -> list[dict]:
                 continue
             values = [r[key] for r in ok if r.get(key) is not None]
             merged[key] = _combine(values)
+        if isinstance(merged.get("process_cpu_share"), dict):
+            merged["process_cpu"] = process_cpu(merged["process_cpu_share"])
         sources = list(dict.fromkeys(r["source"] for r in ok if r.get("source")))
         if len(sources) > 1:  # the server's code changed between runs (a shared work tree)
             merged["source"] = "MIXED " + ",".join(sources)
@@ -104,9 +116,16 @@ def medians(records: list[dict]) -> list[dict]:
     return out
 
 
+def process_cpu(shares: dict) -> str:
+    """Each process's CPU share as one table cell: ``node0 45% node1 38% redis 9%``."""
+    return " ".join(f"{label} {share:.0%}" for label, share in shares.items())
+
+
 def _combine(values: list):
     if not values:
         return None
+    if all(isinstance(v, dict) for v in values):  # per-process shares: a median per process
+        return {k: _combine([v[k] for v in values if k in v]) for k in values[0]}
     if all(isinstance(v, bool) for v in values):
         return all(values)
     if all(isinstance(v, (int, float)) for v in values):
@@ -148,6 +167,7 @@ def targets(summary: list[dict], configs: dict) -> list[dict]:
         add(f"{paced}: chatd p99 <= 3 ms, max <= 15 ms",
             f"p99 {c['lat_p99_ms']:.2f} ms, max {c['lat_max_ms']:.1f} ms",
             c["lat_p99_ms"] <= 3.0 and c["lat_max_ms"] <= 15.0)
+    out += _cluster_targets(summary, configs)
     c = _find(summary, configs.get("connect"), "chatd")
     if c:
         want = configs.get("connect_n", 10000)
@@ -170,6 +190,35 @@ def targets(summary: list[dict], configs: dict) -> list[dict]:
             f"chatctl startup alone {c['chatctl_version_ms']:.0f} ms; list on the socket "
             f"{c['list_rpc_ms']:.0f} ms)",
             c["chatctl_list_json_ms"] < 300)
+    return out
+
+
+def _cluster_targets(summary: list[dict], configs: dict) -> list[dict]:
+    """Issue 10's targets: 2-node chatd >= 2-node ngircd in deliveries/s with 0 lost and 0
+    garbled; cross-node p99 <= 5 ms paced. n/a until chatd-cluster was measured."""
+    out = []
+    full, paced = configs.get("cluster_full"), configs.get("cluster_paced")
+    if not full:
+        return out
+    c, n = _find(summary, full, "chatd-cluster"), _find(summary, full, "ngircd2")
+    name = f"{full}: chatd-cluster (2 nodes) deliveries/s >= ngircd2's, 0 lost, 0 garbled"
+    if c and n and n["deliveries_per_s"]:
+        ratio = c["deliveries_per_s"] / n["deliveries_per_s"]
+        out.append({"target": name, "measured": f"ratio {ratio:.2f} ({c['deliveries_per_s']:,.0f}"
+                    f" vs {n['deliveries_per_s']:,.0f}/s); lost {c['max_lost']}, garbled "
+                    f"{c['max_garbled']} (worst run)", "result": "PASS" if ratio >= 1.0
+                    and c["max_lost"] == 0 and c["max_garbled"] == 0 else "FAIL"})
+    else:
+        out.append({"target": name, "measured": "chatd-cluster and ngircd2 not both measured",
+                    "result": None})
+    c = _find(summary, paced, "chatd-cluster")
+    name = f"{paced}: chatd-cluster cross-node p99 <= 5 ms"
+    if c and c.get("lat_cross_p99_ms") is not None:
+        out.append({"target": name, "measured": f"cross p99 {c['lat_cross_p99_ms']:.2f} ms, max "
+                    f"{c['lat_cross_max_ms']:.1f} ms", "result": "PASS"
+                    if c["lat_cross_p99_ms"] <= 5.0 else "FAIL"})
+    else:
+        out.append({"target": name, "measured": "chatd-cluster not measured", "result": None})
     return out
 
 

@@ -55,27 +55,37 @@ def busy_cpu_s() -> float:
 
 
 class Meter:
-    """CPU shares over a measured stretch: the server's, the load generator's (this process)
-    and everything else's (other processes on the machine: noise). ``stop()`` returns them."""
+    """CPU shares over a measured stretch: the server's (all its processes together, and each
+    one's in ``process_cpu_share``), the load generator's (this process) and everything else's
+    (other processes on the machine: noise); and the Redis commands the server ran meanwhile,
+    when it has a Redis (``server.redis_commands()``). ``stop()`` returns them."""
 
     def __init__(self, server) -> None:
         self.server = server
         self.wall = time.monotonic()
-        self.srv = server.stats()["cpu_s"]
+        self.each = {label: member.stats()["cpu_s"] for label, member in server.members()}
+        self.redis = server.redis_commands()
         self.own = _own_cpu_s()
         self.busy = busy_cpu_s()
 
     def stop(self) -> dict:
         wall = time.monotonic() - self.wall
-        stats = self.server.stats()
-        srv = stats["cpu_s"] - self.srv
+        each = {label: member.stats() for label, member in self.server.members()}
+        redis = self.server.redis_commands()
+        shares = {label: round((st["cpu_s"] - self.each[label]) / wall, 3)
+                  for label, st in each.items()}
+        srv = sum(st["cpu_s"] - self.each[label] for label, st in each.items())
         own = _own_cpu_s() - self.own
         other = max(0.0, busy_cpu_s() - self.busy - srv - own)
+        total = lambda key: sum(st[key] for st in each.values())  # noqa: E731
         return {"server_cpu_s": round(srv, 3), "server_cpu_share": round(srv / wall, 3),
+                "process_cpu_share": shares,
                 "loadgen_cpu_share": round(own / wall, 3),
                 "other_cpu_share": round(other / wall, 3),
-                "server_rss_kib": stats["rss_kib"], "server_rss_peak_kib": stats["hwm_kib"],
-                "server_threads": stats["threads"]}
+                "server_rss_kib": total("rss_kib"), "server_rss_peak_kib": total("hwm_kib"),
+                "server_threads": total("threads"),
+                "redis_commands": None if redis is None or self.redis is None
+                else redis - self.redis}
 
 
 def _own_cpu_s() -> float:
@@ -89,7 +99,11 @@ class ServerError(RuntimeError):
 
 class Server:
     """A server process. Subclasses give ``name`` and ``command()``; callers use ``start()``,
-    ``stop()``, ``stats()``, ``log_tail()``, ``port`` and ``pid``."""
+    ``stop()``, ``stats()``, ``log_tail()``, ``port`` (``ports``: every endpoint clients may
+    use; a multi-node server, bench/clusters.py, has several) and ``pid``.
+
+    ``port`` may be set before ``start()`` (a linked server must know its peers' ports before
+    any of them starts); otherwise ``start()`` picks a free one."""
 
     name = "?"
     source: str | None = None  # chatd: digest of the sources this server runs
@@ -105,6 +119,26 @@ class Server:
     def pid(self) -> int:
         return self.proc.pid
 
+    @property
+    def ports(self) -> list[int]:
+        return [self.port]
+
+    def members(self) -> list[tuple[str, "Server"]]:
+        """The processes that make up this server, labelled, for per-process CPU."""
+        return [(self.name, self)]
+
+    def redis_commands(self) -> int | None:
+        """Redis commands run so far (INFO commandstats), for servers that use a Redis."""
+        return None
+
+    def linked(self) -> bool:
+        """A multi-node server's nodes all see each other (one process: always)."""
+        return True
+
+    def link_breaks(self) -> int | None:
+        """Links between nodes lost so far (None: no links, or this kind cannot tell)."""
+        return None
+
     def command(self) -> list[str]:
         raise NotImplementedError
 
@@ -117,7 +151,7 @@ class Server:
             return False
 
     def start(self, timeout: float = 20.0) -> "Server":
-        self.port = free_port()
+        self.port = self.port or free_port()
         cmd = self.command()
         if self.core is not None:
             cmd = ["taskset", "-c", str(self.core), *cmd]
@@ -186,6 +220,7 @@ def source_digest(*packages: str) -> str:
 
 class Chatd(Server):
     name = "chatd"
+    config = BENCH / "chatd-bench.toml"
 
     def start(self, timeout: float = 20.0) -> "Server":
         self.source = source_digest("chatd", "chatctl")
@@ -196,7 +231,7 @@ class Chatd(Server):
         return self.workdir / "admin.sock"
 
     def command(self) -> list[str]:
-        return [str(VENV_BIN / "chatd"), "-c", str(BENCH / "chatd-bench.toml"),
+        return [str(VENV_BIN / "chatd"), "-c", str(self.config),
                 "--port", str(self.port), "--admin-socket", str(self.admin_socket),
                 "--state-dir", str(self.workdir / "state"), "--log-level", "warning",
                 "--log-format", "json"]
