@@ -206,12 +206,12 @@ class Hub:
             return remote, lambda event: self._bus.send_private(remote, event)
         return None
 
-    def deliver(self, room_name: str, event) -> None:
-        """A line from another node to this node's members of ``room_name`` (the bus's reader)."""
+    def deliver(self, room_name: str, events: list) -> None:
+        """Lines from another node to this node's members of ``room_name`` (the bus's reader)."""
         with self._lock:
             room = self._rooms.get(fold(room_name))
             if room is not None and room.members:
-                room.post(None, event)
+                room.post_many(None, events)
 
     def deliver_private(self, nick: str, event) -> None:
         """A private line from another node (the bus's reader)."""

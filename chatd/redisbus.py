@@ -96,6 +96,9 @@ return gone
 """
 
 
+_CHAT = (ev.Said, ev.Acted, ev.Announcement)
+
+
 class ClusterStartError(Exception):
     """Redis cannot be reached at start: one line naming the URL (chatd exits 1)."""
 
@@ -459,35 +462,56 @@ class RedisBus:
         """One stream entry: a publisher's batch (``b``) or a single line (the reap script's)."""
         try:
             items = json.loads(fields["b"]) if "b" in fields else [fields]
+            origin = fields.get("o", "")
+            run_room, run = None, []  # consecutive lines for one room: delivered together
             for item in items:
-                item.setdefault("o", fields.get("o", ""))
+                if "r" in item:
+                    event = self._event(item)
+                    if event is None:
+                        continue
+                    self._track(event, item["r"], origin)
+                    if item["r"] != run_room and run:
+                        self._hub.deliver(run_room, run)
+                        run = []
+                    run_room = item["r"]
+                    run.append(event)
+                    continue
+                if run:  # what came before it, first: the batch's order is the senders'
+                    self._hub.deliver(run_room, run)
+                    run = []
                 self._apply(item)
+            if run:
+                self._hub.deliver(run_room, run)
         except Exception:  # one bad entry must not end the reader
             log.exception("cluster_entry_failed", entry=entry_id)
 
     def _apply(self, fields: dict) -> None:
+        """A line that is not for a room: an admin action, a private line, an operator's."""
         if "cmd" in fields:
             if fields.get("node") in (self.node, "*") and self._on_command is not None:
                 action, client_id, args = json.loads(fields["cmd"])
                 self._on_command(action, client_id, args)
             return
-        try:
-            event = wire.loads(fields.get("e", ""))
-        except wire.WireError as exc:
-            log.warning("cluster_entry_skipped", error=str(exc))
+        event = self._event(fields)
+        if event is None:
             return
         if "to" in fields:
             self._hub.deliver_private(fields["to"], event)
-            return
-        if "all" in fields:
+        elif "all" in fields:
             self._hub.broadcast_local(event)
-            return
-        room = fields.get("r", "")
-        self._track(event, room, fields.get("o", ""))
-        self._hub.deliver(room, event)
+
+    @staticmethod
+    def _event(fields: dict):
+        try:
+            return wire.loads(fields.get("e", ""))
+        except wire.WireError as exc:
+            log.warning("cluster_entry_skipped", error=str(exc))
+            return None
 
     def _track(self, event, room: str, node: str) -> None:
         """Keep ``_remote`` in step with the membership changes other nodes announce."""
+        if event.__class__ in _CHAT:
+            return  # the common case: a line, no change of membership
         with self._lock:
             if isinstance(event, ev.Joined):
                 self._remote[fold(event.nick)] = (event.nick, room, node)

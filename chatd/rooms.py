@@ -70,6 +70,16 @@ class Room:
                 self.queued = True
                 self._flusher.submit_room(self)
 
+    def post_many(self, author, events: list) -> None:
+        """:meth:`post` of several events under one taking of the lock (lines from another
+        node arrive in batches)."""
+        entries = [(author, event, line(event)) for event in events]
+        with self.lock:
+            self.log.extend(entries)
+            if not self.queued:
+                self.queued = True
+                self._flusher.submit_room(self)
+
     def attach(self, outbox) -> None:
         """``outbox`` reads from now on (caller holds the hub lock and added the member)."""
         with self.lock:

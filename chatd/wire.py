@@ -19,6 +19,9 @@ SHARED = {cls.__name__: cls for cls in (
     ev.Said, ev.Acted, ev.Joined, ev.Left, ev.Kicked, ev.Renamed, ev.Announcement,
     ev.PrivateMessage,
 )}
+#: class name -> (class, fields required, fields in all): worked out once, not per line.
+_SHAPES = {name: (cls, sum(f.default is dataclasses.MISSING for f in dataclasses.fields(cls)),
+                  len(dataclasses.fields(cls))) for name, cls in SHARED.items()}
 
 
 class WireError(ValueError):
@@ -26,19 +29,18 @@ class WireError(ValueError):
 
 
 def dumps(event) -> str:
-    fields = [getattr(event, f.name) for f in dataclasses.fields(event)]
-    return json.dumps([type(event).__name__, *fields], ensure_ascii=False, separators=(",", ":"))
+    cls = type(event)
+    fields = [getattr(event, name) for name in cls.__slots__]  # the fields, in order
+    return json.dumps([cls.__name__, *fields], ensure_ascii=False, separators=(",", ":"))
 
 
 def loads(text: str | bytes):
     try:
         name, *values = json.loads(text)
-        cls = SHARED[name]
+        cls, required, total = _SHAPES[name]
     except (ValueError, TypeError, KeyError):
         raise WireError(f"not an event: {str(text)[:80]!r}") from None
-    fields = dataclasses.fields(cls)
-    required = sum(f.default is dataclasses.MISSING for f in fields)
-    if not required <= len(values) <= len(fields):
+    if not required <= len(values) <= total:
         raise WireError(f"{name}: {len(values)} fields")
     for value in values:
         if value is not None and not isinstance(value, str):
