@@ -130,7 +130,7 @@ class RedisBus:
         self._last_id = "0-0"
         self._hub = None
         self._threads: list[threading.Thread] = []
-        self._release = None
+        self._release = self._reap = None  # Lua scripts, registered by connect()
 
     # -- lifecycle (the service) --------------------------------------------------------------
 
