@@ -49,7 +49,7 @@ import itertools
 import threading
 
 from chatd import render
-from chatd.bus import LocalBus
+from chatd.bus import ClusterUnavailable, LocalBus
 from chatd.events import Joined, Left, NickChanged, NickUnchanged, Renamed, RoomEntered, YouAre
 from chatd.protocol import fold
 from chatd.rooms import Room
@@ -141,10 +141,16 @@ class Hub:
                 if fold(nick) in self._nicks:
                     continue
                 self._nicks[fold(nick)] = client
-            if self._bus.claim(nick, client):
+            try:
+                claimed = self._bus.claim(nick, client)
+            except ClusterUnavailable:
+                claimed = None
+            if claimed:
                 return nick
-            with self._lock:
+            with self._lock:  # not ours after all: taken elsewhere, or the cluster cannot say
                 del self._nicks[fold(nick)]
+            if claimed is None:
+                raise ClusterUnavailable(nick)
 
     # -- commands -----------------------------------------------------------------------------
 

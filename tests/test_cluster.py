@@ -283,6 +283,8 @@ def test_redis_restart_mid_traffic_loses_no_line_and_says_cluster_unavailable(cl
     carol.wait_for("<alice> during 19")  # this node's own members are served on
     alice.send_line("/nick alicia")
     alice.wait_for("*** error: cluster unavailable, try again")
+    newcomer = ChatClient().connect(a.port, greet=False)  # no nick can be promised unique
+    assert newcomer.expect_closed() == ["*** error: cluster unavailable, try again"]
     redis.restart()
     for node in (a, b):
         node.wait_event("cluster_link_restored", timeout=15)
