@@ -5,7 +5,7 @@
   the others wait for it (``Passive = yes``). A line between two leaf nodes of ngircd3 crosses
   node0. ``start()`` returns once every node's ``LINKS`` lists all K servers.
 - ``chatd-cluster`` / ``chatd-cluster3``: one ``redis-server`` (free port, no persistence) and
-  2 (3) chatd processes with ``[cluster] redis_url`` and ``node_name`` (SPEC §8), each waited
+  2 (3) chatd processes with ``[cluster] redis_url`` and ``node_name`` (docs/protocol.md §8), each waited
   for like the single chatd, then until every node's ``status`` counts K nodes (when it
   reports a count). Selectable, not in the default list: it works once chatd understands the
   ``[cluster]`` section.
@@ -312,7 +312,7 @@ class ChatdCluster(Cluster):
         return self
 
     def linked(self) -> bool:
-        """Every node's ``status`` counts K nodes (SPEC §8: status adds the number of nodes).
+        """Every node's ``status`` counts K nodes (docs/protocol.md §8: status adds the number of nodes).
         A status without a node count cannot tell, so it passes: the nodes are up."""
         for node in self.nodes:
             try:

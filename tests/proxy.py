@@ -1,6 +1,6 @@
 """A userspace TCP proxy between chatd and Redis, to break the link in controlled ways.
 
-The cluster tests (issue 10, SPEC §8) configure a chatd node with :attr:`TcpProxy.url` instead
+The cluster tests (issue 10, docs/protocol.md §8) configure a chatd node with :attr:`TcpProxy.url` instead
 of Redis' own address, then hurt the link while Redis itself stays up:
 
 - :meth:`TcpProxy.pause` stops forwarding in both directions and keeps every connection open

@@ -1,4 +1,4 @@
-"""A real ``redis-server`` per test, for the cluster-mode tests (issue 10, SPEC §8).
+"""A real ``redis-server`` per test, for the cluster-mode tests (issue 10, docs/protocol.md §8).
 
 Each :class:`RedisServer` is its own ``redis-server`` process on a free loopback port (and, if
 asked, a Unix socket), started from the command line alone, so it never reads
