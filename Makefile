@@ -88,13 +88,13 @@ tools:
 # The benchmark needs ngircd (Debian's package, installed as root without starting a service);
 # pass options with e.g. make bench BENCH_ARGS='--servers chatd,ngircd --workloads fanout'.
 bench: $(VENV)/.stamp-run
-	@sh bench/install-ngircd.sh
-	@sh bench/install-redis.sh
+	@sh bench/install-deb.sh ngircd ngircd "the benchmark will skip it"
+	@sh bench/install-deb.sh redis-server redis-server "chatd-cluster will be skipped"
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 bench-quick: $(VENV)/.stamp-run
-	@sh bench/install-ngircd.sh
-	@sh bench/install-redis.sh
+	@sh bench/install-deb.sh ngircd ngircd "the benchmark will skip it"
+	@sh bench/install-deb.sh redis-server redis-server "chatd-cluster will be skipped"
 	$(BIN)/python -m bench --quick $(BENCH_ARGS)
 
 clean:

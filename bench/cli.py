@@ -158,8 +158,8 @@ def prepare(args) -> tuple[int | None, dict]:
     else:
         print("bench: warning: not pinning (fewer than 2 cores, no taskset, or --no-pin)",
               file=sys.stderr)
-    _skip_missing(args, "ngircd", ngircd_binary(), "bench/install-ngircd.sh")
-    _skip_missing(args, "chatd-cluster", redis_binary(), "bench/install-redis.sh")
+    _skip_missing(args, "ngircd", ngircd_binary(), "make bench")
+    _skip_missing(args, "chatd-cluster", redis_binary(), "make bench")
     return core, _meta(args, core)
 
 
