@@ -218,8 +218,8 @@ class RedisBus:
 
     def member(self, client) -> None:
         room = client.room.name if client.room is not None else None
-        record = [client.nick, room, client.peer, round(client.connected_at, 3)]
-        self._queue(("hset", (MEMBERS, self._owner(client), json.dumps(record))))
+        record = _member_record(client.nick, room, client.peer, client.connected_at)
+        self._queue(("hset", (MEMBERS, self._owner(client), record)))
 
     def gone(self, client) -> None:
         self._queue(("hdel", (MEMBERS, self._owner(client))))
@@ -426,7 +426,7 @@ class RedisBus:
         with self._redis.pipeline(transaction=True) as pipe:
             for client_id, nick, peer, _, room, _, connected_at, *_ in rows:
                 owner = f"{self.node}|{client_id}"
-                pipe.hset(MEMBERS, owner, json.dumps([nick, room, peer, round(connected_at, 3)]))
+                pipe.hset(MEMBERS, owner, _member_record(nick, room, peer, connected_at))
                 pipe.hsetnx(NICKS, fold(nick), owner)
                 if reaped:
                     pipe.xadd(STREAM, {"o": self.node, "r": room, "e": wire.dumps(ev.Joined(nick, room))},
@@ -520,6 +520,11 @@ class RedisBus:
             elif isinstance(event, ev.Renamed):
                 entry = self._remote.pop(fold(event.old), None)
                 self._remote[fold(event.new)] = (event.new, room, entry[2] if entry else node)
+
+
+def _member_record(nick: str, room: str | None, peer: str, connected_at: float) -> str:
+    """A ``members`` hash value: what other nodes show of one of this node's clients."""
+    return json.dumps([nick, room, peer, round(connected_at, 3)])
 
 
 class _ClientIds:

@@ -1,13 +1,14 @@
 """A room and its fan-out log: how one message reaches every member for O(1) sender work.
 
 A sender does not copy a message into each member's queue. It appends the event, with its line
-rendered once (render.py), to the room's ``log`` and, if the room is not already waiting, queues the room with the flusher.
-Each member (a *reader*, in the flusher's words) has an offset into the log. When the flusher
-takes the room it joins the entries from an offset to the end once, for all readers at that
-offset (normally all of them), and hands that one buffer to each reader in one ``send``; a
-reader that wrote some of those entries gets a buffer without them (docs/protocol.md §1: no echo). Under
-load the log gathers many lines between flushes, so the per-recipient cost is paid per batch,
-not per message, and joins and leaves cost no extra pass: they only add or drop a reader.
+rendered once (render.py), to the room's ``log`` and, if the room is not already waiting,
+queues the room with the flusher. Each member (a *reader*, in the flusher's words) has an
+offset into the log. When the flusher takes the room it joins the entries from an offset to
+the end once, for all readers at that offset (normally all of them), and hands that one buffer
+to each reader in one ``send``; a reader that wrote some of those entries gets a buffer without
+them (docs/protocol.md §1: no echo). Under load the log gathers many lines between flushes, so
+the per-recipient cost is paid per batch, not per message, and joins and leaves cost no extra
+pass: they only add or drop a reader.
 
 Offsets are global indexes (``base`` is the index of ``log[0]``), so entries every reader has
 passed can be dropped from the front without renumbering.

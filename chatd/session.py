@@ -22,7 +22,6 @@ import time
 
 import structlog
 
-from chatd import render
 from chatd.bus import ClusterUnavailable
 from chatd.commands import CLUSTER_UNAVAILABLE, dispatch
 from chatd.events import CLOSED, EXCESS_FLOOD, RESET, Close, Error, Motd, Said, Welcome
@@ -125,7 +124,7 @@ class Session:
         try:
             self.hub.register(self.client, [Welcome(config.server_name), *map(Motd, config.motd)])
         except ClusterUnavailable:  # no nick can be handed out that is sure to be unique
-            self.flusher.submit(self.client.outbox, render.line(Error(CLUSTER_UNAVAILABLE)))
+            self.error(CLUSTER_UNAVAILABLE)  # not in a room: goes straight to the flusher
             return Close("cluster")
         while True:
             if self._end:

@@ -521,6 +521,21 @@ class ChatClient:
         self.sock.close()
 
 
+def read_until(sock, marker: bytes, timeout: float = 5.0) -> bytes:
+    """Read raw bytes from ``sock`` (a plain or TLS socket) until ``marker`` has arrived;
+    returns all of them. Fails if the peer closes first or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while marker not in data:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"no {marker!r} within {timeout}s; got {data!r}"
+        sock.settimeout(remaining)
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before {marker!r}; got {data!r}"
+        data += chunk
+    return data
+
+
 def run_in_threads(func, items, timeout: float) -> list:
     """Run ``func(item)`` for each item in its own thread; return the results in order.
 

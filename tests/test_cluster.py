@@ -52,6 +52,15 @@ def greeted(node) -> ChatClient:
     return client
 
 
+def alice_and_bob(a, b) -> tuple[ChatClient, ChatClient]:
+    """alice on node ``a``, bob on node ``b``; alice has seen bob take his nick, so each
+    node knows of the other's client."""
+    alice = named(a, "alice")
+    bob = named(b, "bob")
+    alice.wait_for(lambda line: line.endswith(" is now known as bob"))
+    return alice, bob
+
+
 def wait_all(client: ChatClient, *lines: str, timeout: float = 10.0) -> None:
     """Until every one of ``lines`` has arrived, in whatever order (from different nodes)."""
     missing = set(lines)
@@ -73,9 +82,7 @@ def named(node, nick: str) -> ChatClient:
 
 def test_room_lines_cross_nodes_both_ways(cluster):
     _, (a, b) = cluster()
-    alice = named(a, "alice")
-    bob = named(b, "bob")
-    alice.wait_for(lambda line: line.endswith(" is now known as bob"))
+    alice, bob = alice_and_bob(a, b)
     alice.send_line("hello from node1")
     bob.wait_for("<alice> hello from node1")
     bob.send_line("/me waves from node2")
@@ -123,9 +130,7 @@ def test_room_lines_reach_only_that_rooms_members_on_other_nodes(cluster):
 
 def test_msg_reaches_a_nick_on_another_node(cluster):
     _, (a, b) = cluster()
-    alice = named(a, "alice")
-    bob = named(b, "bob")
-    alice.wait_for(lambda line: line.endswith("is now known as bob"))
+    alice, bob = alice_and_bob(a, b)
     alice.send_line("/msg BOB psst")
     alice.wait_for("*** -> bob: psst")
     bob.wait_for("*alice* psst")
@@ -227,9 +232,7 @@ def test_redis_unreachable_at_start_is_one_line_and_exit_1(tmp_path):
 
 def test_a_node_that_stops_announces_its_clients_leaving(cluster):
     _, (a, b) = cluster()
-    alice = named(a, "alice")
-    bob = named(b, "bob")
-    alice.wait_for(lambda line: line.endswith("is now known as bob"))
+    alice, bob = alice_and_bob(a, b)
     assert b.terminate() == 0
     alice.wait_for("*** bob left lobby (server shutting down)")
     alice.send_line("/who")
@@ -238,9 +241,7 @@ def test_a_node_that_stops_announces_its_clients_leaving(cluster):
 
 def test_a_killed_node_is_announced_lost_and_its_nicks_are_freed(cluster):
     _, (a, b) = cluster()
-    alice = named(a, "alice")
-    named(b, "bob")
-    alice.wait_for(lambda line: line.endswith("is now known as bob"))
+    alice, _ = alice_and_bob(a, b)
     b.terminate(sig=signal.SIGKILL)
     alice.wait_for("*** bob left lobby (node lost)", timeout=10 * NODE_TIMEOUT + 5)
     a.wait_event("node_lost", node="node2")
@@ -251,9 +252,7 @@ def test_a_killed_node_is_announced_lost_and_its_nicks_are_freed(cluster):
 
 def test_a_node_restarted_under_its_name_clears_what_its_last_run_left(cluster, chatd):
     redis, (a, b) = cluster(node_timeout=60)  # long: only the restart itself can clear bob
-    alice = named(a, "alice")
-    named(b, "bob")
-    alice.wait_for(lambda line: line.endswith("is now known as bob"))
+    alice, _ = alice_and_bob(a, b)
     b.terminate(sig=signal.SIGKILL)
     again = chatd(cluster={"redis_url": redis.url, "node_name": "node2", "node_timeout": 60})
     again.wait_event("cluster_joined")
@@ -310,9 +309,7 @@ def test_redis_restart_mid_traffic_loses_no_line_and_says_cluster_unavailable(cl
 
 def test_chatctl_list_nodes_and_status_see_the_whole_cluster(cluster):
     _, (a, b) = cluster()
-    alice = named(a, "alice")
-    named(b, "bob")
-    alice.wait_for(lambda line: line.endswith("is now known as bob"))
+    alice, _ = alice_and_bob(a, b)
     rows = json.loads(ctl(a, "--json", "list"))
     assert {(r["nick"], r["node"]) for r in rows} == {("alice", "node1"), ("bob", "node2")}
     assert len({r["id"] for r in rows}) == 2, "client ids are unique cluster-wide"

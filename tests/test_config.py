@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from chatd import __version__
+from conftest import read_until
 from chatd.config import SECTIONS, Config, ConfigError, load, reload
 
 REPO = Path(__file__).resolve().parent.parent
@@ -592,12 +593,7 @@ def tls_greeting(port: int) -> bytes:
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
             context.wrap_socket(raw, server_hostname="localhost") as sock:
-        data = b""
-        while b"you are " not in data:
-            chunk = sock.recv(4096)
-            assert chunk, data
-            data += chunk
-        return data
+        return read_until(sock, b"you are ")
 
 
 @needs_openssl

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from chatd.systemd import Notifier, listen_fds
-from conftest import REPO
+from conftest import REPO, read_until
 from faults import Admin, wait_until
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -101,12 +101,7 @@ def daemon_paths(subreaper):
 
 def chat_once(port: int) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        data = b""
-        while b"you are " not in data:
-            chunk = sock.recv(4096)
-            assert chunk, data
-            data += chunk
-        return data
+        return read_until(sock, b"you are ")
 
 
 def test_daemon_detaches_serves_and_cleans_up_on_sigterm(daemon_paths):

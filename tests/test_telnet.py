@@ -20,6 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chatd.telnet import TelnetFilter
+from conftest import read_until
 
 IAC, DONT, DO, WONT, WILL, SB, SE, IP, AYT, TM = 255, 254, 253, 252, 251, 250, 240, 244, 246, 6
 ECHO, NAWS = 1, 31
@@ -75,18 +76,6 @@ def test_filter_output_has_no_iac_unless_escaped():
 
 
 # -- the live daemon ---------------------------------------------------------------------------
-
-
-def read_until(sock: socket.socket, marker: bytes, timeout: float = 5.0) -> bytes:
-    deadline = time.monotonic() + timeout
-    data = b""
-    while marker not in data:
-        sock.settimeout(max(0.01, deadline - time.monotonic()))
-        chunk = sock.recv(65536)
-        assert chunk, f"closed before {marker!r}; got {data!r}"
-        data += chunk
-        assert time.monotonic() < deadline, f"no {marker!r} in {data!r}"
-    return data
 
 
 def test_negotiation_is_answered_and_never_reaches_the_room(server):
