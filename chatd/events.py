@@ -102,6 +102,15 @@ class NickChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class NickRevoked:
+    """Cluster mode: this client's nick was given to someone on another node while this node
+    was cut off from the cluster (docs/cluster.md); it now has the guest nick ``new``."""
+
+    old: str
+    new: str
+
+
+@dataclass(frozen=True, slots=True)
 class NickUnchanged:
     """``/nick X`` by a client that is already X: nothing to change, nobody to tell."""
 

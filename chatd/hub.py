@@ -50,7 +50,8 @@ import threading
 
 from chatd import render
 from chatd.bus import ClusterUnavailable, LocalBus
-from chatd.events import Joined, Left, NickChanged, NickUnchanged, Renamed, RoomEntered, YouAre
+from chatd.events import (Joined, Left, NickChanged, NickRevoked, NickUnchanged, Renamed,
+                          RoomEntered, YouAre)
 from chatd.protocol import fold
 from chatd.rooms import Room
 
@@ -169,7 +170,8 @@ class Hub:
         with self._lock:
             owner = self._nicks.get(fold(new))
             taken = owner is not None and owner is not client
-            if not taken:
+            revoked = client.nick != old  # the cluster gave ``old`` away meanwhile (revoke_nick)
+            if not taken and not revoked:
                 del self._nicks[fold(old)]
                 self._nicks[fold(new)] = client
                 client.nick = new
@@ -177,8 +179,31 @@ class Hub:
                 self._post(client.room, client.outbox, Renamed(old, new))
                 self._bus.member(client)
         if other_key:
-            self._bus.release(new if taken else old, client)
+            self._bus.release(new if taken or revoked else old, client)
+        if revoked:
+            return f"your nick is now {client.nick}; try again"
         return in_use if taken else None
+
+    def revoke_nick(self, client_id: int, old: str, new: str, reaped: bool) -> bool:
+        """Cluster mode (the bus's publisher thread): ``old`` belongs to a client on another node
+        now, taken while this node was cut off; our client becomes ``new`` (a guest nick the bus
+        has claimed). Its room here sees it renamed; the other nodes, which saw it leave if
+        they ``reaped`` this node, see it join as ``new``, or else renamed. False: the client
+        is gone or changed its nick meanwhile (nothing to do)."""
+        with self._lock:
+            client = self._clients.get(client_id)
+            if client is None or client.nick != old or client.room is None:
+                return False
+            if self._nicks.get(fold(old)) is client:
+                del self._nicks[fold(old)]
+            self._nicks[fold(new)] = client
+            client.nick = new
+            room = client.room
+            self.send_to(client, NickRevoked(old, new))
+            room.post(client.outbox, Renamed(old, new))
+            self._bus.publish(room.name, Joined(new, room.name) if reaped else Renamed(old, new))
+            self._bus.member(client)
+        return True
 
     def join(self, client, name: str) -> str | None:
         """Move ``client`` to room ``name`` (created on demand); returns an error text or None."""

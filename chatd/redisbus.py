@@ -116,6 +116,13 @@ class RedisBus:
         self.node = node
         self.node_timeout = node_timeout
         self._renew_at = 0.0  # monotonic time of the next lease renewal (publisher thread)
+        # publisher thread: Redis forgot us (restart, or we were reaped) and our members and
+        # nicks are not back yet; and whether the others were told ours were lost meanwhile.
+        # Both stay set until a reassert has gone through whole, so a failed one is retried.
+        self._reassert_due = self._was_reaped = False
+        # the origin of the departures the others announced for us when they reaped us: our
+        # reader skips them, since our clients are still here (docs/cluster.md)
+        self._lost_origin = f"lost:{node}"
         self._stop_by = 0.0  # stop(): the publisher gives up sending at this time
         self.started_at = time.time()
         self.link_up = True  # written by _link() under _lock; read by status and metrics
@@ -391,6 +398,8 @@ class RedisBus:
     def _keep_alive(self) -> None:
         """Renew our lease, re-register if Redis forgot us, reap nodes whose lease ran out."""
         if not self._renew_lease():
+            self._reassert_due = True
+        if self._reassert_due:
             self._reassert()
         for node in self._redis.smembers(NODES):
             if node != self.node and not self._redis.exists(PREFIX + "node:" + node):
@@ -418,21 +427,55 @@ class RedisBus:
     def _reassert(self) -> None:
         """Our members and nicks back into Redis after it lost them. If the others reaped us
         meanwhile (they told their members ours were lost), announce ours as joining again;
-        after a mere Redis restart they still know them, so nothing is said."""
+        after a mere Redis restart they still know them, so nothing is said. A nick that
+        someone elsewhere took meanwhile stays theirs: ours gets a guest nick (:meth:`_revoke`)."""
         if self._hub is None:  # at start: nothing of ours to put back
+            self._reassert_due = False
             return
-        reaped = self._redis.getdel(PREFIX + "reaping:" + self.node) is not None
+        if self._redis.getdel(PREFIX + "reaping:" + self.node) is not None:
+            self._was_reaped = True
         rows = [row for row in self._hub.snapshot() if row[1] and row[4]]
+        kept, lost = self._reclaim_nicks(rows)
+        for row in lost:
+            self._revoke(row[0], row[1])
+        if self._was_reaped and kept:
+            with self._redis.pipeline(transaction=True) as pipe:
+                for _, nick, _, _, room, *_ in kept:
+                    pipe.xadd(STREAM, {"o": self.node, "r": room,
+                                       "e": wire.dumps(ev.Joined(nick, room))},
+                              maxlen=STREAM_LENGTH, approximate=True)
+                pipe.execute()
+        log.warning("cluster_reasserted", node=self.node, members=len(rows),
+                    reaped=self._was_reaped, renamed=len(lost))
+        self._reassert_due = self._was_reaped = False
+
+    def _reclaim_nicks(self, rows: list) -> tuple[list, list]:
+        """Our member records and nick claims back, in one transaction; -> (rows whose nick is
+        still ours, rows whose nick another node's client holds now)."""
         with self._redis.pipeline(transaction=True) as pipe:
             for client_id, nick, peer, _, room, _, connected_at, *_ in rows:
                 owner = f"{self.node}|{client_id}"
                 pipe.hset(MEMBERS, owner, _member_record(nick, room, peer, connected_at))
                 pipe.hsetnx(NICKS, fold(nick), owner)
-                if reaped:
-                    pipe.xadd(STREAM, {"o": self.node, "r": room, "e": wire.dumps(ev.Joined(nick, room))},
-                              maxlen=STREAM_LENGTH, approximate=True)
-            pipe.execute()
-        log.warning("cluster_reasserted", node=self.node, members=len(rows), reaped=reaped)
+                pipe.hget(NICKS, fold(nick))
+            replies = pipe.execute()
+        kept, lost = [], []
+        for row, holder in zip(rows, replies[2::3]):
+            (kept if holder == f"{self.node}|{row[0]}" else lost).append(row)
+        return kept, lost
+
+    def _revoke(self, client_id: int, nick: str) -> None:
+        """Give our client ``nick`` lost to another node a fresh guest nick, claimed first."""
+        owner = f"{self.node}|{client_id}"
+        while True:
+            new = f"guest-{int(self._redis.incr(GUESTS))}"
+            if self._hub.find(new) is None and self._redis.hsetnx(NICKS, fold(new), owner):
+                break
+        if self._hub.revoke_nick(client_id, nick, new, reaped=self._was_reaped):
+            log.warning("cluster_nick_revoked", node=self.node, client_id=client_id, nick=nick,
+                        new_nick=new)
+        else:  # it left or took another nick meanwhile
+            self._release(keys=[NICKS], args=[fold(new), owner])
 
     def _reap_node(self, node: str) -> int:
         """Announce ``node``'s members as lost and forget them; the departures carry an origin
@@ -455,7 +498,7 @@ class RedisBus:
             for _, entries in reply or ():
                 for entry_id, fields in entries:
                     self._last_id = entry_id
-                    if fields.get("o") != self.node:
+                    if fields.get("o") not in (self.node, self._lost_origin):
                         self._apply_entry(entry_id, fields)
 
     def _apply_entry(self, entry_id: str, fields: dict) -> None:
@@ -512,14 +555,22 @@ class RedisBus:
         """Keep ``_remote`` in step with the membership changes other nodes announce."""
         if event.__class__ in _CHAT:
             return  # the common case: a line, no change of membership
+        node = node.removeprefix("lost:")  # a reaped node's departures: that node's clients
         with self._lock:
             if isinstance(event, ev.Joined):
                 self._remote[fold(event.nick)] = (event.nick, room, node)
             elif isinstance(event, (ev.Left, ev.Kicked)):
-                self._remote.pop(fold(event.nick), None)
+                self._forget(event.nick, node)
             elif isinstance(event, ev.Renamed):
-                entry = self._remote.pop(fold(event.old), None)
-                self._remote[fold(event.new)] = (event.new, room, entry[2] if entry else node)
+                self._forget(event.old, node)
+                self._remote[fold(event.new)] = (event.new, room, node)
+
+    def _forget(self, nick: str, node: str) -> None:
+        """Drop ``nick`` from ``_remote`` if ``node`` holds it there (``_lock`` held): after a
+        nick was revoked (:meth:`_reassert`) the same nick may have meant another node's client."""
+        entry = self._remote.get(fold(nick))
+        if entry is not None and entry[2] == node:
+            del self._remote[fold(nick)]
 
 
 def _member_record(nick: str, room: str | None, peer: str, connected_at: float) -> str:

@@ -39,6 +39,8 @@ _FORMATS = {
     ev.Motd: lambda e: f"*** {e.line}",
     ev.NickChanged: lambda e: f"*** you are now {e.nick}",
     ev.NickUnchanged: lambda e: f"*** you are already {e.nick}",
+    ev.NickRevoked: lambda e: (f"*** your nick {e.old} was taken while this server was cut off "
+                               f"from the cluster; you are now {e.new}"),
     ev.RoomEntered: lambda e: f"*** you joined {e.room} ({_members(e.members)})",
     ev.RoomListed: lambda e: f"*** {e.room} ({_members(e.members)})",
     ev.Members: lambda e: f"*** in {e.room}: {', '.join(e.nicks)}",

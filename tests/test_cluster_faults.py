@@ -139,3 +139,31 @@ def test_a_slow_redis_does_not_slow_local_chat(split):
     print(f"\nlocal {local * 1000:.0f} ms, cross-node {cross * 1000:.0f} ms")
     assert cross >= latency, "the cross-node copy went through the slow link"
     assert lines_from(alice, "bob") == [f"<bob> slow {k}" for k in range(count)]
+
+
+def test_a_nick_taken_while_its_node_was_cut_off_stays_with_the_new_owner(split):
+    """B is cut off past node_timeout: A reaps it and a client on A takes bob's nick. When B
+    is back its bob becomes a guest (told so, still connected); A's bob keeps the nick, and
+    B's other members never hear that B's own clients were lost."""
+    proxy, a, b = split(node_timeout=NODE_TIMEOUT)
+    alice = named(a, "alice")
+    bob, dave = named(b, "bob"), named(b, "dave")
+    sees(alice, "bob", "dave")
+    proxy.pause()
+    alice.wait_for("*** bob left lobby (node lost)", timeout=LOST_DEADLINE)
+    usurper = named(a, "bob")
+    proxy.resume()  # (B may not even notice a lost link: its lease just ran out meanwhile)
+    notice = bob.wait_for(lambda line: line.startswith("*** your nick bob was taken"), timeout=20)
+    guest = notice.rpartition(" you are now ")[2]
+    assert guest.startswith("guest-"), notice
+    revoked = b.wait_event("cluster_nick_revoked", timeout=10)
+    assert (revoked["nick"], revoked["new_nick"]) == ("bob", guest), revoked
+    dave.wait_for(f"*** bob is now known as {guest}", timeout=10)
+    wait_all(alice, f"*** {guest} joined lobby", "*** dave joined lobby")  # B's are back
+    bob.send_line("/who")
+    who = bob.wait_for(lambda line: line.startswith("*** in lobby: "), timeout=10)
+    assert sorted(who.removeprefix("*** in lobby: ").split(", ")) == sorted(
+        ["alice", "bob", "dave", guest]), who
+    dave.send_line("/msg bob hello from b")
+    usurper.wait_for("*dave* hello from b", timeout=10)
+    assert not any("left lobby (node lost)" in line for line in dave.received + bob.received)

@@ -23,6 +23,8 @@ TABLE = [
     (ev.Motd("Type /help"), "*** Type /help"),
     (ev.NickChanged("bob"), "*** you are now bob"),
     (ev.NickUnchanged("bob"), "*** you are already bob"),
+    (ev.NickRevoked("bob", "guest-7"), "*** your nick bob was taken while this server was cut off "
+                                       "from the cluster; you are now guest-7"),
     (ev.RoomEntered("games", 1), "*** you joined games (1 member)"),
     (ev.RoomEntered("games", 2), "*** you joined games (2 members)"),
     (ev.RoomListed("lobby", 0), "*** lobby (0 members)"),
