@@ -382,6 +382,24 @@ def reload(state: State) -> None:
     state.run("reload", fmt.reloaded)
 
 
+@main.command(short_help="Replace chatd with the installed one; nobody is disconnected.")
+@click.option("--wait", "step", type=click.FloatRange(0.5, 300), default=10.0, show_default=True,
+              metavar="SECONDS", help="How long each step may take (the new chatd's start, "
+              "stopping the old one's reading, the takeover) before the upgrade is called off.")
+@pass_state
+def upgrade(state: State, step: float) -> None:
+    """Replace the running chatd with the chatd executable installed now, as SIGUSR2 does.
+
+    The new process re-reads the configuration file and takes over the listening sockets,
+    the admin socket, the pidfile and every plain client connection with its nick, room and
+    unsent lines; clients notice nothing. TLS clients are asked to reconnect. If the new
+    chatd cannot start (invalid config, a broken install, no answer in time) the old one
+    goes on serving and chatctl exits 1 with the reason.
+    """
+    state.timeout = max(state.timeout, 4 * step + 5)
+    state.run("upgrade", fmt.upgraded, timeout=step)
+
+
 @main.command(short_help='Stop chatd gracefully, as SIGTERM does.')
 @pass_state
 def shutdown(state: State) -> None:

@@ -215,3 +215,9 @@ def reloaded(result: dict) -> list[str]:
 
 def shutting_down(result: dict) -> list[str]:
     return ["chatd is shutting down"]
+
+
+def upgraded(result: dict) -> list[str]:
+    return [f"upgraded: pid {result.get('old_pid')} -> {result.get('new_pid')}, version "
+            f"{result.get('old_version')} -> {result.get('new_version')}, "
+            f"{result.get('clients')} clients kept"]

@@ -13,11 +13,19 @@ and the accept thread sees the stop flag when that connection arrives.
 
 Each accepted connection goes to ``handle(conn, addr)`` on the accept thread; an exception
 there closes that connection and is logged, and the loop goes on.
+
+``pause()`` ends the thread but leaves the socket listening: an upgrade (upgrade.py) hands it
+to the next process, and connections that arrive meanwhile wait in the kernel's backlog for
+it. The thread waits in ``poll()`` on the socket and an eventfd that ``pause()`` writes, so
+nothing is ever done to the socket itself; a connection accepted just before is handled as
+usual. ``resume()`` (the upgrade failed) starts a new thread on the same socket.
 """
 
 from __future__ import annotations
 
 import errno
+import os
+import select
 import socket
 import threading
 
@@ -38,9 +46,22 @@ class Acceptor:
         self._handle = handle
         self._wake = wake
         self._stopping = threading.Event()
+        self._pause_fd = -1
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
     def start(self) -> None:
+        if self._pause_fd < 0:  # here, not in __init__: --daemon closes descriptors between
+            self._pause_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._thread.start()
+
+    def pause(self) -> None:
+        """Stop accepting, leave the socket listening (see the module docstring)."""
+        os.eventfd_write(self._pause_fd, 1)
+        self._thread.join(5.0)
+
+    def resume(self) -> None:
+        os.eventfd_read(self._pause_fd)
+        self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -56,9 +77,17 @@ class Acceptor:
         if self._thread.ident is not None:
             self._thread.join(5.0)
         self.sock.close()
+        if self._pause_fd >= 0:
+            os.close(self._pause_fd)
+            self._pause_fd = -1
 
     def _loop(self) -> None:
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        poller.register(self._pause_fd, select.POLLIN)
         while not self._stopping.is_set():
+            if any(fd == self._pause_fd for fd, _ in poller.poll()):
+                return
             try:
                 conn, addr = self.sock.accept()
             except OSError as exc:

@@ -161,9 +161,29 @@ class AdminServer:
         self._connections: dict[socket.socket, _Slot] = {}
         self._refusing = threading.BoundedSemaphore(MAX_REFUSING)
         self._stopping = threading.Event()
+        self._paused = False  # an upgrade is under way: requests are refused (``upgrading``)
+
+    @property
+    def sock(self) -> socket.socket:
+        return self._acceptor.sock
+
+    @property
+    def inode(self) -> int:
+        return self._inode
 
     def fileno(self) -> int:
         return self._acceptor.sock.fileno()
+
+    def pause(self) -> None:
+        """An upgrade: stop accepting (the socket stays, for the next process) and refuse
+        requests on open connections until :meth:`resume`, so no command changes what is
+        being handed over."""
+        self._paused = True
+        self._acceptor.pause()
+
+    def resume(self) -> None:
+        self._paused = False
+        self._acceptor.resume()
 
     def start(self) -> None:
         self._acceptor.start()
@@ -350,6 +370,8 @@ class AdminServer:
         try:
             request = adminproto.parse_request(line)
             request_id, cmd = request.id, request.cmd
+            if self._paused:
+                raise AdminError("upgrading")
             result, after = self._commands.run(request.cmd, request.args)
         except AdminError as exc:
             peer_log.info("admin_command", command=cmd, outcome=exc.code, message=exc.message)

@@ -17,6 +17,8 @@ service itself:
     reload(timeout)   run the reload on the main thread, as SIGHUP does, and wait for it:
                       (ok, message, restart_required keys); TimeoutError if it did not finish
     request_shutdown  queue a shutdown for the main thread (called after the reply is sent)
+    upgrade(timeout)  have the main thread hand over to a new chatd (upgrade.py) and wait:
+                      (ok, result or reason, call once the reply is sent)
     facts()           what status reports about the process: started_at, host, port,
                       admin_socket
 
@@ -42,6 +44,8 @@ DEFAULT_KICK_REASON = "no reason given"
 MAX_BAN_SECONDS = 100 * 365 * 86400  # far enough; keeps expiry times printable (year < 9999)
 #: How long an admin reload waits for the main thread (a reload reads one small file).
 RELOAD_WAIT_SECONDS = 30.0
+#: Each step of an upgrade (the new process starting, the freeze, its takeover) by default.
+UPGRADE_WAIT_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class AdminContext:
     request_shutdown: Callable[[], None]
     facts: Callable[[], dict]
     bus: Any  # bus.py: the other nodes (LocalBus on a single node: there are none)
+    upgrade: Callable[[float], tuple] = None
 
 
 class AdminCommands:
@@ -68,6 +73,8 @@ class AdminCommands:
 
     def run(self, cmd: str, args: dict):
         """Returns (result, action to run after the reply is sent, or None)."""
+        if cmd == "upgrade":
+            return self._upgrade(**args)
         result = getattr(self, f"do_{cmd}")(**args)
         if cmd == "shutdown":
             return result, self.ctx.request_shutdown
@@ -179,6 +186,18 @@ class AdminCommands:
 
     def do_shutdown(self) -> dict:
         return {"shutting_down": True}
+
+    def _upgrade(self, timeout: float | None = None):
+        """-> (result, the call that lets the old process end once the reply is sent)."""
+        wait = UPGRADE_WAIT_SECONDS if timeout is None else min(max(float(timeout), 0.5), 300.0)
+        try:
+            ok, outcome, replied = self.ctx.upgrade(wait)
+        except TimeoutError:
+            raise AdminError("timeout", "the upgrade did not finish in time; it may still "
+                             "take effect") from None
+        if not ok:
+            raise AdminError("upgrade_failed", outcome)
+        return outcome, replied
 
     # -- helpers ------------------------------------------------------------------------------
 

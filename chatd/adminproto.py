@@ -39,6 +39,8 @@ ERRORS = {
     "not_saved": "the change is in force but could not be saved",
     "busy": "too many admin connections, try again later",
     "timeout": "the daemon did not finish the command in time",
+    "upgrading": "an upgrade is under way, try again in a moment",
+    "upgrade_failed": "the new chatd could not take over; this one serves on",
     "internal_error": "the daemon failed to carry out the command",
 }
 
@@ -62,6 +64,7 @@ COMMANDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "unmute": {"target": (_TARGET, True)},
     "reload": {},
     "shutdown": {},
+    "upgrade": {"timeout": (_NUMBER, False)},
 }
 
 

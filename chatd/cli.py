@@ -30,6 +30,9 @@ def _ensure_std_streams() -> None:
 
 def _fail(ctx: click.Context, message: str, status: int) -> NoReturn:
     click.echo(f"chatd: error: {message}", err=True)
+    takeover = ctx.obj
+    if takeover is not None:  # an upgrade: the old chatd reports why, and serves on
+        takeover.fail(message)
     ctx.exit(status)
 
 
@@ -79,6 +82,11 @@ def main(ctx: click.Context, config_path: str | None, check_config: bool, daemon
          **options: Any) -> None:
     """Run the chatd chat server in the foreground (connect with `nc HOST PORT`), or in the
     background with --daemon."""
+    takeover = None
+    if not check_config and os.environ.get("CHATD_UPGRADE_FD"):
+        from chatd.upgrade import Takeover  # started by an upgrading chatd (upgrade.py)
+
+        takeover = ctx.obj = Takeover.from_environment()
     try:
         config = configmod.load(config_path, options)
         preflight.check(config)
@@ -98,11 +106,11 @@ def main(ctx: click.Context, config_path: str | None, check_config: bool, daemon
     # Imported here so that --version and --check-config work without the server's modules.
     from chatd.service import StartupError, run
 
-    if daemonize and config.log_file is None:
+    if daemonize and config.log_file is None and takeover is None:
         click.echo("chatd: warning: --daemon without --log-file: the daemon's logs are discarded",
                    err=True)
     try:
-        status = run(config, daemonize=daemonize)
+        status = run(config, daemonize=daemonize, takeover=takeover)
     except StartupError as err:  # e.g. address in use: one line, status 1
         _fail(ctx, str(err), 1)
     sys.exit(status)

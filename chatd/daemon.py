@@ -36,6 +36,15 @@ class PidFile:
         self.path = path
         self.fd: int | None = None
 
+    @classmethod
+    def adopt(cls, path: str, fd: int) -> PidFile:
+        """The pidfile of the chatd we took over from (upgrade.py): its descriptor carries the
+        flock, so the file stays locked throughout the handover."""
+        pidfile = cls(path)
+        os.set_inheritable(fd, False)
+        pidfile.fd = fd
+        return pidfile
+
     def acquire(self) -> None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:

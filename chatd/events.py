@@ -196,6 +196,11 @@ class ServerShutdown:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerRestarting:
+    """An upgrade cannot carry a TLS session to the new process (docs/protocol.md §9)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Bye:
     """The last line before a ``/quit`` closes the connection."""
 
@@ -228,6 +233,7 @@ CLOSE_KINDS: dict[str, CloseKind] = {
     "flood": CloseKind("excess flood"),
     "idle": CloseKind("idle timeout"),
     "shutdown": CloseKind("server shutting down", farewell=None),
+    "restarting": CloseKind("server restarting"),
     "tls_plain": CloseKind("tls on plain port"),
     "tls_error": CloseKind("tls error"),
     "internal": CloseKind("internal error"),
@@ -272,3 +278,4 @@ RESET = Close("reset")
 SENDQ_EXCEEDED = Close("sendq")
 EXCESS_FLOOD = Close("flood")
 SHUTDOWN = Close("shutdown")
+RESTARTING = Close("restarting")

@@ -88,6 +88,9 @@ class Flusher:
         self._open = 0  # outboxes not yet closed (flusher thread)
         self._stopping = False
         self._stop_deadline = 0.0
+        #: An upgrade froze output (freeze()): nothing is taken from the queue or written until
+        #: thaw(). Guarded by _lock, like the queue it holds back.
+        self._frozen = False
         self.pongs = 0  # pings processed; written by the flusher thread, read by the watchdog
         #: Output of connections already closed (lines, bytes): counted when the socket is
         #: closed, not when the client leaves the hub, so what drains while lingering counts.
@@ -143,6 +146,29 @@ class Flusher:
         """Count a new connection, so stop() knows how many are still open."""
         self._submit((self._adopt,))
 
+    def freeze(self, timeout: float) -> dict | None:
+        """Stop all output once everything queued before now has been done, and return each
+        connection's output not yet sent (outbox -> bytes); None if the flusher did not get
+        there within ``timeout``. For an upgrade (upgrade.py): what is returned is sent by the
+        next process, so this one must not send a byte more until :meth:`thaw`."""
+        request = _FreezeRequest()
+        self._submit((self._freeze, request))
+        if request.done.wait(timeout):
+            return request.backlogs
+        with self._lock:
+            request.cancelled = True
+        return request.backlogs if request.done.is_set() else None
+
+    def thaw(self) -> None:
+        """Go on after :meth:`freeze` (the upgrade failed)."""
+        with self._lock:
+            self._frozen = False
+            self._queue.insert(0, (self._thaw,))
+            wake = self._sleeping
+            self._sleeping = False
+        if wake:
+            os.eventfd_write(self._wake_fd, 1)
+
     def stop(self, timeout: float) -> bool:
         """Close what is left once drained (bounded by ``timeout``), then end the thread."""
         self._submit((self._begin_stop, time.monotonic() + timeout))
@@ -172,21 +198,27 @@ class Flusher:
     def _loop(self) -> None:
         while not self._stopped():
             with self._lock:
-                items = self._queue
-                self._queue = []
+                items = self._queue if not self._frozen else []
+                if items:
+                    self._queue = []
                 idle = not items
                 self._sleeping = idle
-            for item in items:
+            for k, item in enumerate(items):
                 item[0](*item[1:])
-            timeout = self._poll_timeout() if idle else 0
+                if self._frozen:  # the rest waits for thaw(), in order
+                    with self._lock:
+                        self._queue[:0] = items[k + 1:]
+                    break
+            frozen = self._frozen
+            timeout = -1 if frozen else self._poll_timeout() if idle else 0
             for fd, _ in self._epoll.poll(timeout):
                 if fd == self._wake_fd:
                     os.eventfd_read(self._wake_fd)
-                else:
+                elif not frozen:
                     outbox = self._writers.get(fd)
                     if outbox is not None:
                         self._write_backlog(outbox)
-            if self._lingering:
+            if self._lingering and not frozen:
                 self._expire_lingering()
         with self._lock:
             self._sleeping = False
@@ -351,6 +383,21 @@ class Flusher:
         outbox.sock = None
         self._open -= 1
 
+    def _freeze(self, request: _FreezeRequest) -> None:
+        with self._lock:
+            if request.cancelled:  # freeze() gave up waiting for us
+                return
+            self._frozen = True
+        for fd in self._writers:
+            self._epoll.modify(fd, 0)  # level-triggered EPOLLOUT would spin while frozen
+        for outbox in self._writers.values():
+            request.backlogs[outbox] = b"".join(outbox.backlog)
+        request.done.set()
+
+    def _thaw(self) -> None:
+        for fd in self._writers:
+            self._epoll.modify(fd, select.EPOLLOUT)
+
     def _pong(self) -> None:
         self.pongs += 1
 
@@ -362,3 +409,15 @@ class Flusher:
         self._stop_deadline = deadline
         for outbox in self._lingering:
             outbox.linger_until = min(outbox.linger_until, deadline)
+
+
+class _FreezeRequest:
+    """One freeze(): the flusher fills ``backlogs`` and sets ``done``, unless ``cancelled``
+    (set under Flusher._lock by a freeze() that stopped waiting) says nobody waits any more."""
+
+    __slots__ = ("backlogs", "done", "cancelled")
+
+    def __init__(self) -> None:
+        self.backlogs: dict = {}
+        self.done = threading.Event()
+        self.cancelled = False

@@ -356,6 +356,33 @@ class Hub:
         rows.sort()
         return rows
 
+    # -- an upgrade (upgrade.py) ----------------------------------------------------------------
+
+    def handover_state(self) -> dict:
+        """What the next process needs besides the clients themselves (every session is parked:
+        nothing changes the maps meanwhile)."""
+        with self._lock:
+            return {"guest_next": next(self._guest_numbers), "departed": dict(self._departed)}
+
+    def take_over(self, state: dict) -> None:
+        """Go on from :meth:`handover_state` of the process before the upgrade."""
+        with self._lock:
+            self._guest_numbers = itertools.count(int(state["guest_next"]))
+            self._departed.update(state["departed"])
+
+    def restore(self, client, nick: str, room_name: str) -> None:
+        """A client handed over by an upgrade, back in its room under its nick, announced to
+        nobody: for everyone else nothing happened."""
+        with self._lock:
+            self._clients[client.id] = client
+            self._per_ip[client.ip] = self._per_ip.get(client.ip, 0) + 1
+            self._nicks[fold(nick)] = client
+            client.nick = nick
+            room = self._rooms.get(fold(room_name)) or self._room(room_name)
+            room.members[client.id] = client
+            client.room = room
+            room.attach(client.outbox)
+
     # -- membership (hub lock held) -----------------------------------------------------------
 
     def _room(self, name: str) -> Room:

@@ -68,6 +68,15 @@ class LineFramer:
         """Bytes received but not yet returned as lines (the session's recvq)."""
         return len(self._buf) - self._pos
 
+    def state(self) -> tuple[bytes, bool]:
+        """(the bytes received but not yet returned, whether the rest of a too-long line is
+        being discarded): what an upgrade hands to the next process (upgrade.py)."""
+        return self._buf[self._pos:], self._discarding
+
+    def restore(self, unread: bytes, discarding: bool) -> None:
+        """Take over what :meth:`state` returned in another process."""
+        self._buf, self._pos, self._discarding = unread, 0, discarding
+
     def feed(self, data: bytes) -> None:
         if self._pos:
             self._buf = self._buf[self._pos :] + data

@@ -29,3 +29,11 @@ class TokenBucket:
             return 0.0
         self._tokens = tokens
         return (1.0 - tokens) / self.rate
+
+    @property
+    def tokens(self) -> float:
+        """Tokens saved up at the last ``take`` (an upgrade carries them over)."""
+        return self._tokens
+
+    def restore(self, tokens: float, now: float) -> None:
+        self._tokens, self._stamp = min(float(self.burst), max(0.0, tokens)), now

@@ -52,6 +52,7 @@ _FORMATS = {
     ev.Banned: _banned,
     ev.YouAreMuted: lambda e: "*** you are muted" if e.muted else "*** you are no longer muted",
     ev.ServerShutdown: lambda e: "*** server shutting down",
+    ev.ServerRestarting: lambda e: "*** server restarting, please reconnect",
     ev.Bye: lambda e: "*** bye",
 }
 

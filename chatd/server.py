@@ -141,6 +141,10 @@ class HandshakeSlots:
             self.closed = True
             return list(self._pending.values())
 
+    def reopen(self) -> None:
+        with self._lock:
+            self.closed = False
+
 
 class Listener:
     """Owns the listening socket and the accept thread. ``start()``, ``stop()``,
@@ -158,6 +162,7 @@ class Listener:
         the TLS listener (a reload may replace it: new connections use the new one);
         ``passed`` says systemd owns the socket (socket activation)."""
         self.sock = sock
+        self.passed = passed
         self.hub = hub
         self.bans = bans
         self.flusher = flusher
@@ -181,10 +186,35 @@ class Listener:
         """Stop accepting and end the handshakes under way (their connections are not
         clients yet, so the service's shutdown would not reach them)."""
         self._acceptor.stop()
-        for client in self._handshakes.close():
-            self.flusher.disconnect(client.outbox, SHUTDOWN)  # wakes the handshake's recv
+        self._end_handshakes()
         self._refused.flush()
         self._failed.flush()
+
+    def _end_handshakes(self) -> None:
+        for client in self._handshakes.close():
+            self.flusher.disconnect(client.outbox, SHUTDOWN)  # wakes the handshake's recv
+
+    def pause(self) -> None:
+        """Stop accepting, the socket left listening: an upgrade (upgrade.py) is under way.
+        Handshakes under way end: a TLS session cannot be handed over."""
+        self._acceptor.pause()
+        self._end_handshakes()
+
+    def resume(self) -> None:
+        """Accept again (the upgrade failed)."""
+        self._handshakes.reopen()
+        self._acceptor.resume()
+
+    @property
+    def live_sessions(self) -> int:
+        with self._sessions_lock:
+            return self._live
+
+    def resume_client(self, client, state: dict) -> None:
+        """Serve a client taken over from the process before an upgrade (upgrade.py)."""
+        session = Session(client, self.hub, self.flusher, self.settings)
+        session.take_over(state)
+        self._start(client, session)
 
     def _loopback(self) -> tuple:
         host, port = self.address
@@ -282,12 +312,13 @@ class Listener:
             pass
         client.sock.close()
 
-    def _start(self, client) -> None:
+    def _start(self, client, resumed=None) -> None:
+        """The client's thread; ``resumed``: its Session, taken over from an upgrade."""
         with self._sessions_lock:
             self._live += 1
         self.flusher.adopt()
         try:
-            _thread.start_new_thread(self._run_client, (client,))
+            _thread.start_new_thread(self._run_client, (client, resumed))
         except RuntimeError as exc:  # out of threads: undo the admission, keep serving
             log.error("accept_failed", error=str(exc), peer=client.peer)
             self._session_ended()
@@ -295,10 +326,12 @@ class Listener:
             self.hub.remove(client, None)
             self.flusher.finish(client.outbox, linger=False)
 
-    def _run_client(self, client) -> None:
+    def _run_client(self, client, resumed) -> None:
         """The connection's thread: the TLS handshake and admission if any, then the session."""
         try:
-            if client.outbox.tls is None or self._secure(client):
+            if resumed is not None:
+                resumed.run(resumed=True)
+            elif client.outbox.tls is None or self._secure(client):
                 Session(client, self.hub, self.flusher, self.settings).run()
         finally:
             self._session_ended()
@@ -356,6 +389,9 @@ class Listener:
             self._live -= 1
             if self._live == 0:
                 self._sessions_done.notify_all()
+        gate = getattr(self.settings, "gate", None)
+        if gate is not None:
+            gate.changed()  # an upgrade waiting for every session to park counts again
 
 
 def _tune(conn: socket.socket) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import gc
 import grp
+import itertools
 import os
 import queue
 import resource
@@ -39,10 +40,14 @@ from chatd import log as logsetup
 from chatd.admin import AdminServer, AdminSocketError, bind_admin_socket
 from chatd.admincmds import AdminCommands, AdminContext
 from chatd.bans import BanFileError, BanList
+from chatd import upgrade
 from chatd.bus import LocalBus
+from chatd.client import Client
 from chatd.redisbus import ClusterStartError, RedisBus
 from chatd.daemon import PidFile, PidFileLocked, Readiness, detach, fork_launcher
 from chatd.flusher import Flusher
+from chatd.gate import Gate
+from chatd.handover import HandoverError
 from chatd.hub import Hub
 from chatd.server import Listener, bind
 from chatd.events import SHUTDOWN, ServerShutdown
@@ -64,8 +69,12 @@ class StartupError(Exception):
 
 
 class Service:
-    def __init__(self, config) -> None:
+    def __init__(self, config, takeover=None) -> None:
+        """``takeover``: an upgrade.Takeover when this process takes over from another."""
         self.config = config
+        self.takeover = takeover
+        self.gate = Gate()  # where an upgrade parks the sessions (gate.py)
+        self.pidfile: PidFile | None = None  # ours once we serve (run() or a takeover)
         self.started_at = time.time()
         self.flusher = Flusher(config.sendq_bytes)
         self.bus = (RedisBus(config.redis_url, config.node_name or "", config.node_timeout)
@@ -77,7 +86,7 @@ class Service:
         self.listener: Listener | None = None
         self.tls_listener: Listener | None = None
         self.admin: AdminServer | None = None
-        self._client_ids = self.bus.client_ids()  # unique cluster-wide in cluster mode
+        self.client_ids = self.bus.client_ids()  # unique cluster-wide in cluster mode
         self._events: queue.SimpleQueue = queue.SimpleQueue()  # reentrant: safe in handlers
         self._reload_lock = threading.Lock()
         self._bound = config  # the listeners follow this config until a restart
@@ -92,6 +101,9 @@ class Service:
         except BanFileError as exc:
             raise StartupError(str(exc)) from None
         gid = grp.getgrnam(config.admin_group).gr_gid if config.admin_group else None
+        if self.takeover is not None:
+            self._bind_taken_over(gid)
+            return
         admin_path = config.admin_socket or adminproto.daemon_socket_path()
         try:
             admin_sock, inode = bind_admin_socket(admin_path, gid)
@@ -102,15 +114,63 @@ class Service:
         self.admin = AdminServer(admin_sock, admin_path, inode, commands, gid)
         try:
             sock, passed = self._listening_socket()
-            self.listener = Listener(sock, self.hub, self.flusher, self.bans, self, self._client_ids,
+            self.listener = Listener(sock, self.hub, self.flusher, self.bans, self, self.client_ids,
                                      passed=passed)
             if config.tls_cert:
                 self.tls_listener = self._bind_tls(config)
         except StartupError:
-            for listener in self._listeners():
+            for listener in self.listeners():
                 listener.stop()
             self.admin.stop()
             raise
+
+    def _bind_taken_over(self, gid) -> None:
+        """The sockets of the process we take over from (upgrade.py), instead of new ones."""
+        try:
+            state = self.takeover.receive()
+        except HandoverError as exc:
+            raise StartupError(f"cannot take over: {exc}") from None
+        takeover = self.takeover
+        self.started_at = state["started_at"]
+        self.client_ids = itertools.count(int(state["next_client_id"]))
+        admin = state["admin"]
+        commands = AdminCommands(self._admin_context())
+        self.admin = AdminServer(takeover.sock(admin["fd"]), admin["path"], admin["inode"],
+                                 commands, gid)
+        self.listener = Listener(takeover.sock(state["listener"]), self.hub, self.flusher,
+                                 self.bans, self, self.client_ids)
+        if state["tls_listener"] is not None:
+            tls_sock = takeover.sock(state["tls_listener"])
+            if self.config.tls_cert:
+                self.tls_listener = Listener(tls_sock, self.hub, self.flusher, self.bans, self,
+                                             self.client_ids, _tls_context(self.config))
+            else:
+                tls_sock.close()  # TLS turned off in the new config
+        elif self.config.tls_cert:
+            self.tls_listener = self._bind_tls(self.config)
+
+    def _restore_clients(self) -> list:
+        """The clients handed over, back in the hub and with their unsent output queued; no
+        thread runs yet. Returns (client, session state) pairs for the listener."""
+        state = self.takeover.state
+        self.hub.take_over(state["hub"])
+        self.flusher.closed_lines_out, self.flusher.closed_bytes_out = state["closed_out"]
+        now = time.monotonic()
+        restored = []
+        for record, sock in self.takeover.clients():
+            client = Client(record["id"], sock, (record["ip"], 0))
+            client.peer = record["peer"]
+            client.connected_at = record["connected_at"]
+            client.last_active = now - record["idle"]
+            client.bytes_in, client.lines_in = record["bytes_in"], record["lines_in"]
+            client.muted = record["muted"]
+            client.outbox.bytes_out = record["bytes_out"]
+            client.outbox.lines_out = record["lines_out"]
+            if record["backlog"]:  # before any room line: it was due first
+                self.flusher.submit(client.outbox, record["backlog"], 0)
+            self.hub.restore(client, record["nick"], record["room"])
+            restored.append((client, record["session"]))
+        return restored
 
     def _bind_tls(self, config) -> Listener:
         context = _tls_context(config)
@@ -119,7 +179,7 @@ class Service:
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise StartupError(f"cannot listen on {config.host}:{config.tls_port} (TLS): {reason}") from None
-        return Listener(sock, self.hub, self.flusher, self.bans, self, self._client_ids, context)
+        return Listener(sock, self.hub, self.flusher, self.bans, self, self.client_ids, context)
 
     def _admin_context(self) -> AdminContext:
         def facts() -> dict:
@@ -129,7 +189,8 @@ class Service:
 
         return AdminContext(hub=self.hub, flusher=self.flusher, bans=self.bans,
                             config=lambda: self.config, reload=self.request_reload,
-                            request_shutdown=self.request_shutdown, facts=facts, bus=self.bus)
+                            request_shutdown=self.request_shutdown, facts=facts, bus=self.bus,
+                            upgrade=self.request_upgrade)
 
     def _join_cluster(self) -> None:
         """Reach Redis (cluster mode only). After detaching: python-daemon would close the
@@ -144,17 +205,17 @@ class Service:
             self.bus.connect()
             self.bans.replace(self.bus.share_bans(self.bans.records()))
         except (ClusterStartError, BanFileError) as exc:
-            for listener in self._listeners():
+            for listener in self.listeners():
                 listener.stop()
             self.admin.stop()
             raise StartupError(str(exc)) from None
 
-    def _listeners(self) -> list[Listener]:
+    def listeners(self) -> list[Listener]:
         return [x for x in (self.listener, self.tls_listener) if x is not None]
 
     def fds(self) -> list[int]:
         """The descriptors a daemonising step must keep open."""
-        return [x.sock.fileno() for x in self._listeners()] + [self.admin.fileno()]
+        return [x.sock.fileno() for x in self.listeners()] + [self.admin.fileno()]
 
     def launch(self) -> None:
         """Join the cluster, start the threads and tell the world we are ready."""
@@ -163,17 +224,38 @@ class Service:
         _raise_file_limit()
         _tune_gc()
         threading.stack_size(THREAD_STACK_BYTES)
+        self.gate.start()
+        restored = self._take_over() if self.takeover is not None else []
         self.flusher.start()
         self.bus.start(self.hub)
-        for listener in self._listeners():
+        for listener in self.listeners():
             listener.start()
+        for client, session_state in restored:
+            self.listener.resume_client(client, session_state)
         self.admin.start()
         self.housekeeper = Housekeeper(self, self.notifier)
         host, port = self.listener.address
         tls_port = self.tls_listener.address[1] if self.tls_listener else None
+        if self.takeover is not None:
+            log.info("resumed", clients=len(restored), old_pid=self.takeover.state["pid"],
+                     old_version=self.takeover.state["chatd_version"], version=__version__)
         log.info("listening", host=host, port=port, tls_port=tls_port, admin_socket=self.admin.path,
                  bans=len(self.bans.active()), version=__version__, pid=os.getpid())
         self.notifier.notify(READY="1", STATUS=self.housekeeper.status_line())
+
+    def _take_over(self) -> list:
+        """Rebuild the handed-over clients, tell the old process we are ready, and return
+        once it has let go of them (its commit); raises StartupError if it gave up."""
+        restored = self._restore_clients()
+        try:
+            self.takeover.ready()
+        except HandoverError as exc:
+            raise StartupError(f"cannot take over: {exc}") from None
+        pidfile = self.takeover.state["pidfile"]
+        if pidfile is not None:  # the old process's lock (flock) comes with the descriptor
+            self.pidfile = PidFile.adopt(pidfile["path"], self.takeover.fds[pidfile["fd"]])
+            self.pidfile.__enter__()
+        return restored
 
     def serve(self) -> int:
         """Run until asked to stop; returns the exit status."""
@@ -185,6 +267,8 @@ class Service:
                 continue
             if event == "reload":
                 self.reload()
+            elif event == "upgrade" or isinstance(event, _UpgradeRequest):
+                self._upgrade(event)
             elif isinstance(event, _Completion):
                 outcome = (False, "the reload failed", [])
                 try:
@@ -200,6 +284,29 @@ class Service:
     def request_shutdown(self) -> None:
         self._events.put("shutdown")
 
+    def request_upgrade(self, timeout: float):
+        """Have the main thread upgrade (as SIGUSR2 does) and wait; for admin threads.
+        Returns (ok, result or reason, call this once the reply is sent)."""
+        request = _UpgradeRequest(timeout)
+        self._events.put(request)
+        ok, outcome = request.wait(4 * timeout + 5)
+        return ok, outcome, request.replied.set
+
+    def _upgrade(self, event) -> None:
+        """Main thread: hand everything to a new process; on success this process ends."""
+        timeout = event.timeout if isinstance(event, _UpgradeRequest) else upgrade.UPGRADE_SECONDS
+        try:
+            result = upgrade.hand_over(self, timeout)
+        except upgrade.UpgradeFailed as exc:
+            if isinstance(event, _UpgradeRequest):
+                event.finish((False, str(exc)))
+            return
+        if isinstance(event, _UpgradeRequest):
+            event.finish((True, result))
+            event.replied.wait(upgrade.UPGRADE_SECONDS)  # chatctl hears it from us
+        os._exit(0)  # nothing to clean up: every socket, the pidfile and the admin socket
+        #              are the new process's now
+
     def request_reload(self, timeout: float) -> tuple[bool, str, list[str]]:
         """Have the main thread reload (as SIGHUP does) and wait for the outcome; for admin
         threads. Raises TimeoutError if the main thread has not finished within ``timeout``."""
@@ -214,7 +321,9 @@ class Service:
                 event = self._events.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(event, _Completion):
+            if isinstance(event, _UpgradeRequest):
+                event.finish((False, "chatd is shutting down"))
+            elif isinstance(event, _Completion):
                 event.finish((False, "chatd is shutting down", []))
 
     def reload(self) -> tuple[bool, str, list[str]]:
@@ -297,11 +406,12 @@ class Service:
         signal.signal(signal.SIGTERM, queue_event("shutdown"))
         signal.signal(signal.SIGINT, queue_event("shutdown"))
         signal.signal(signal.SIGHUP, queue_event("reload"))
+        signal.signal(signal.SIGUSR2, queue_event("upgrade"))
 
     def _shutdown(self) -> None:
         deadline = time.monotonic() + SHUTDOWN_SECONDS
         self.notifier.notify(STOPPING="1", STATUS="shutting down")
-        listeners = self._listeners()
+        listeners = self.listeners()
         for listener in listeners:
             listener.stop()
         self.admin.stop()
@@ -334,6 +444,16 @@ class _Completion:
         if not self._done.wait(timeout):
             raise TimeoutError
         return self._outcome
+
+
+class _UpgradeRequest(_Completion):
+    """An upgrade asked for by an admin thread; ``replied`` is set once chatctl has its
+    answer, so that a successful upgrade ends this process only after that."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self.timeout = timeout
+        self.replied = threading.Event()
 
 
 def _tune_gc() -> None:
@@ -369,12 +489,14 @@ def state_dir(config) -> str:
     return config.state_dir or config_module.default_state_dir()
 
 
-def run(config, daemonize: bool = False) -> int:
+def run(config, daemonize: bool = False, takeover=None) -> int:
     """Start the service (detached with ``daemonize``) and serve until shutdown.
 
     Raises StartupError if it cannot start; in the daemon, a failure after detaching is
     reported through the readiness pipe instead (the launcher prints it and exits 1).
     """
+    if takeover is not None:  # an upgrade: the old process's sockets and pidfile (upgrade.py)
+        return _run_taken_over(config, takeover)
     pidfile = PidFile(config.pidfile) if config.pidfile else None
     if pidfile is not None:
         try:
@@ -384,6 +506,7 @@ def run(config, daemonize: bool = False) -> int:
         except OSError as exc:
             raise StartupError(f"cannot open pidfile {config.pidfile}: {exc.strerror}") from None
     service = Service(config)
+    service.pidfile = pidfile  # handed to the next process by an upgrade
     try:
         service.bind()
         if daemonize:
@@ -406,3 +529,16 @@ def run(config, daemonize: bool = False) -> int:
     finally:
         if pidfile is not None:
             pidfile.release()
+
+
+def _run_taken_over(config, takeover) -> int:
+    """Take over from an upgrading chatd and serve. In the foreground whatever the options
+    say: the old process detached already, if it was asked to."""
+    service = Service(config, takeover)
+    service.bind()  # a StartupError reaches the old process through cli.py
+    service.launch()
+    try:
+        return service.serve()
+    finally:
+        if service.pidfile is not None:
+            service.pidfile.release()

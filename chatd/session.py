@@ -45,7 +45,7 @@ _log = structlog.get_logger("chatd.session")
 
 class Session:
     __slots__ = ("client", "hub", "flusher", "settings", "framer", "bucket", "telnet",
-                 "_eof", "_poller", "_end", "_recv_size")
+                 "_eof", "_poller", "_end", "_recv_size", "_held", "_gate")
 
     def __init__(self, client, hub, flusher, settings) -> None:
         """``settings.config`` is the current Config; a reload swaps it, and we re-read it."""
@@ -61,6 +61,8 @@ class Session:
         self._poller = None
         self._end: Close | None = None  # set by /quit and by what ends the session from here
         self._recv_size = IDLE_RECV_SIZE  # see IDLE_RECV_SIZE
+        self._held = None  # the line taken from the framer that waits for a flood token
+        self._gate = getattr(settings, "gate", None)  # gate.py: where an upgrade parks us
 
     @property
     def log(self):
@@ -92,12 +94,15 @@ class Session:
 
     # -- the thread ---------------------------------------------------------------------------
 
-    def run(self) -> None:
+    def run(self, resumed: bool = False) -> None:
+        """Serve until the connection ends; ``resumed``: taken over from the process before
+        an upgrade, registered already (upgrade.py)."""
         client = self.client
-        self.log.info("client_connected", tls=self.client.outbox.tls is not None)
+        if not resumed:
+            self.log.info("client_connected", tls=self.client.outbox.tls is not None)
         reason = CLOSED
         try:
-            reason = self._serve()
+            reason = self._serve(resumed)
         except OSError:
             reason = RESET
         except Exception:
@@ -118,11 +123,13 @@ class Session:
                       duration=round(time.time() - client.connected_at, 3),
                       bytes_in=client.bytes_in, lines_in=client.lines_in)
 
-    def _serve(self) -> Close:
+    def _serve(self, resumed: bool) -> Close:
         # A TLS connection is through its handshake already (server.py: before it is a client).
         config = self.settings.config
         try:
-            self.hub.register(self.client, [Welcome(config.server_name), *map(Motd, config.motd)])
+            if not resumed:
+                self.hub.register(self.client, [Welcome(config.server_name),
+                                                *map(Motd, config.motd)])
         except ClusterUnavailable:  # no nick can be handed out that is sure to be unique
             self.error(CLUSTER_UNAVAILABLE)  # not in a room: goes straight to the flusher
             return Close("cluster")
@@ -139,6 +146,7 @@ class Session:
     def _receive(self, size: int) -> None:
         client = self.client
         size = min(size, self._recv_size)
+        self._await_input()
         data = client.sock.recv(size)
         if not data:
             self._eof = True
@@ -190,15 +198,17 @@ class Session:
         """Handle every complete line buffered, one flood token each; a reason ends us."""
         framer = self.framer
         while True:
-            raw = framer.next_line()
+            raw = self._held if self._held is not None else framer.next_line()
             if raw is None:
                 return None
             if raw is LINE_TOO_LONG:
                 self.error(f"line too long (max {framer.max_line_bytes} bytes)")
                 continue
+            self._held = raw  # an upgrade while we pace must not lose it
             end = self._pace()
             if end:
                 return end
+            self._held = None
             self._handle(raw)
             if self._end:
                 return self._end
@@ -210,6 +220,9 @@ class Session:
             if self._eof:  # peer is gone: pace what it left, but let kick/shutdown end us
                 if self.client.outbox.close_reason:
                     return self.client.outbox.close_reason
+                if self._gate is not None and self._gate.closed:
+                    self._gate.park(self)
+                    continue
                 time.sleep(min(delay, 0.25))
             elif self._readable(delay):
                 room = self.settings.config.recvq_bytes - self.framer.pending_bytes
@@ -220,11 +233,44 @@ class Session:
                 self._receive(min(room, RECV_SIZE))
         return None
 
-    def _readable(self, timeout: float) -> bool:
+    def _readable(self, timeout: float | None) -> bool:
+        """Whether the socket has input (or EOF) within ``timeout`` seconds (None: wait as
+        long as it takes). A closing gate (gate.py) parks us here, and then says False."""
         if self._poller is None:
             self._poller = select.poll()
             self._poller.register(self.client.sock, select.POLLIN)
-        return bool(self._poller.poll(timeout * 1000))
+            if self._gate is not None:
+                self._poller.register(self._gate.fd, select.POLLIN)
+        ready = self._poller.poll(None if timeout is None else timeout * 1000)
+        if self._gate is not None and self._gate.closed:
+            self._gate.park(self)
+            return False
+        return bool(ready)
+
+    def _await_input(self) -> None:
+        """Wait in poll(), not in recv(), so that an upgrade can stop us between two reads
+        (gate.py); without a gate (tests that build a session alone) recv() simply blocks."""
+        if self._gate is not None:
+            while not self._readable(None):
+                pass
+
+    # -- an upgrade (upgrade.py) --------------------------------------------------------------
+
+    def handover_state(self) -> dict:
+        """What a parked session has read and not yet handled, and where it stands."""
+        unread, discarding = self.framer.state()
+        return {"held": self._held, "unread": unread, "discarding": discarding,
+                "telnet": self.telnet.state() if self.telnet is not None else None,
+                "tokens": self.bucket.tokens}
+
+    def take_over(self, state: dict) -> None:
+        """Go on from :meth:`handover_state` of the process before the upgrade."""
+        self._held = state["held"]
+        self.framer.restore(state["unread"], state["discarding"])
+        if state["telnet"] is not None:
+            self.telnet = TelnetFilter()
+            self.telnet.restore(*state["telnet"])
+        self.bucket.restore(state["tokens"], time.monotonic())
 
     def _handle(self, raw: bytes) -> None:
         text = decode(raw)

@@ -37,6 +37,13 @@ class TelnetFilter:
         self._state = _DATA
         self._verb = 0
 
+    def state(self) -> tuple[int, int]:
+        """Where a command split across reads stands (for an upgrade: upgrade.py)."""
+        return self._state, self._verb
+
+    def restore(self, state: int, verb: int) -> None:
+        self._state, self._verb = state, verb
+
     @property
     def pending(self) -> bool:
         """A sequence is open: the next bytes must come through :meth:`feed` too."""

@@ -149,6 +149,10 @@ class ChatServer:
         self.proc = subprocess.Popen(
             self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             cwd=cwd or config_path.parent, env=env, pass_fds=pass_fds)
+        #: The chatd serving now, once an upgrade (chatctl upgrade, SIGUSR2) replaced
+        #: ``proc``: not our child (we cannot wait for it), so it is tracked by pid.
+        self.pid = self.proc.pid
+        self._successors: list[int] = []
         threading.Thread(target=self._read_stderr, daemon=True).start()
         threading.Thread(target=self._read_stdout, daemon=True).start()
 
@@ -250,8 +254,21 @@ class ChatServer:
 
     # -- stopping ----------------------------------------------------------------------------
 
-    def terminate(self, timeout: float = 5.0, sig: int = signal.SIGTERM) -> int:
-        """Send ``sig`` (SIGTERM) and wait up to ``timeout`` for the exit; returns the status."""
+    def succeeded_by(self, pid: int) -> None:
+        """An upgrade handed everything to ``pid``: signals and teardown go to it from now on."""
+        self._successors.append(pid)
+        self.pid = pid
+
+    def terminate(self, timeout: float = 5.0, sig: int = signal.SIGTERM) -> int | None:
+        """Send ``sig`` (SIGTERM) and wait up to ``timeout`` for the exit; returns the status
+        (None for a successor after an upgrade: not our child, its status is not ours to see)."""
+        if self.pid != self.proc.pid:
+            os.kill(self.pid, sig)
+            if not wait_gone(self.pid, timeout):
+                pytest.fail(f"chatd {self.pid} did not exit within {timeout}s of signal {sig}; "
+                            "stderr:\n" + self.stderr_text()[-4000:])
+            self._stderr_done.wait(5)
+            return None
         self.proc.send_signal(sig)
         try:
             status = self.proc.wait(timeout)
@@ -265,6 +282,10 @@ class ChatServer:
         """Teardown: close clients, stop the daemon; returns a complaint if it printed a traceback."""
         for client in self.clients:
             client.abort()
+        for pid in self._successors:
+            if not wait_gone(pid, 0):
+                os.kill(pid, signal.SIGKILL)
+                wait_gone(pid, 10)
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(10)
@@ -276,6 +297,20 @@ class ChatServer:
         if TRACEBACK in text and not self._reported:
             return f"chatd printed a traceback (pid {self.proc.pid}):\n{text[-6000:]}"
         return None
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    """Until process ``pid`` has exited (gone, or a zombie nobody has reaped yet)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                gone = stat.read().rpartition(")")[2].split()[0] in ("Z", "X")
+        except (FileNotFoundError, ProcessLookupError):
+            gone = True
+        if gone or time.monotonic() >= deadline:
+            return gone
+        time.sleep(0.02)
 
 
 @pytest.fixture

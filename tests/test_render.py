@@ -42,6 +42,7 @@ TABLE = [
     (ev.YouAreMuted(True), "*** you are muted"),
     (ev.YouAreMuted(False), "*** you are no longer muted"),
     (ev.ServerShutdown(), "*** server shutting down"),
+    (ev.ServerRestarting(), "*** server restarting, please reconnect"),
     (ev.Bye(), "*** bye"),
 ]
 

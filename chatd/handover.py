@@ -1,0 +1,112 @@
+"""The upgrade handover's wire: messages and descriptors between the old and the new chatd.
+
+The two processes talk over one Unix stream socket pair made by the old process (the new one
+inherits its end; ``CHATD_UPGRADE_FD`` names it). A message is a 4-byte big-endian length and
+a JSON object with a ``type``; descriptors travel after the message that counts them, in
+batches of :data:`FDS_PER_BATCH` (SCM_RIGHTS carries at most 253 per message), each batch on
+one marker byte so that a reader that takes one byte at a time gets each batch whole.
+
+The conversation (upgrade.py runs both sides)::
+
+    new -> old  {"type": "hello", "pid", "version", "state_versions"}   config read, modules loaded
+    old -> new  {"type": "state", "state": {...}, "fds": N}  + N descriptors
+    new -> old  {"type": "ready"}   or {"type": "error", "reason"}
+    old -> new  {"type": "commit"}  or {"type": "abort"}
+
+The state is versioned (:data:`STATE_VERSION`): the old process sends it only if the new one
+said in ``hello`` that it reads that version, so an older chatd never misreads a newer state;
+the upgrade fails instead and the old process serves on. Bytes inside the state (unread
+input, unsent output) are base64 strings (:func:`pack_bytes`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import struct
+
+#: The state layout this chatd writes; READABLE are the ones it can read.
+STATE_VERSION = 1
+READABLE_STATE_VERSIONS = (1,)
+FDS_PER_BATCH = 250
+MAX_MESSAGE_BYTES = 1 << 30
+ENV_FD = "CHATD_UPGRADE_FD"
+
+_LENGTH = struct.Struct(">I")
+
+
+class HandoverError(Exception):
+    """The other side went away, timed out or said something we cannot use (one line)."""
+
+
+def pack_bytes(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+def unpack_bytes(text: str | None) -> bytes | None:
+    return None if text is None else base64.b64decode(text)
+
+
+class Channel:
+    """One end of the handover socket pair. Not thread-safe: one thread per side uses it."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    @classmethod
+    def from_fd(cls, fd: int) -> Channel:
+        return cls(socket.socket(fileno=fd))
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, message: dict, fds: list[int] = ()) -> None:
+        data = json.dumps(message, separators=(",", ":")).encode()
+        self.sock.sendall(_LENGTH.pack(len(data)) + data)
+        for start in range(0, len(fds), FDS_PER_BATCH):
+            socket.send_fds(self.sock, [b"F"], fds[start:start + FDS_PER_BATCH])
+
+    def receive(self, timeout: float | None, expect: tuple[str, ...]) -> dict:
+        """The next message, which must be of a type in ``expect`` (or ``error``)."""
+        self.sock.settimeout(timeout)
+        try:
+            (length,) = _LENGTH.unpack(self._exactly(_LENGTH.size))
+            if length > MAX_MESSAGE_BYTES:
+                raise HandoverError(f"a handover message of {length} bytes")
+            message = json.loads(self._exactly(length))
+        except socket.timeout:
+            raise HandoverError(f"no answer within {timeout:g} s") from None
+        except (OSError, ValueError) as exc:
+            raise HandoverError(f"the handover failed: {exc}") from None
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "error" and "error" not in expect:
+            raise HandoverError(str(message.get("reason", "unknown error")))
+        if kind not in expect:
+            raise HandoverError(f"unexpected handover message {kind!r}")
+        return message
+
+    def receive_fds(self, count: int, timeout: float | None) -> list[int]:
+        self.sock.settimeout(timeout)
+        fds: list[int] = []
+        try:
+            while len(fds) < count:
+                data, batch, _, _ = socket.recv_fds(self.sock, 1, FDS_PER_BATCH)
+                if not data:
+                    raise HandoverError("the other chatd went away while sending descriptors")
+                fds.extend(batch)
+        except socket.timeout:
+            raise HandoverError(f"descriptors did not arrive within {timeout:g} s") from None
+        except OSError as exc:
+            raise HandoverError(f"the handover failed: {exc}") from None
+        return fds
+
+    def _exactly(self, size: int) -> bytes:
+        chunks, left = [], size
+        while left:
+            chunk = self.sock.recv(min(left, 1 << 20))
+            if not chunk:
+                raise HandoverError("the other chatd went away")
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)

@@ -1,0 +1,284 @@
+"""``chatctl upgrade`` and SIGUSR2: a new chatd takes over every connection, nobody is dropped.
+
+The old process (:func:`hand_over`, on its main thread):
+
+1. starts the installed ``chatd`` again, with the same arguments and a socket pair to talk
+   over (handover.py), and waits for its ``hello``: the new config is valid and the new code
+   imports. Nothing has been disturbed yet, so a failure here costs nothing.
+2. freezes: the listeners and the admin socket stop accepting (the sockets stay listening:
+   the kernel queues newcomers for the new process); TLS clients are told
+   ``*** server restarting, please reconnect`` and closed (a TLS session cannot leave the
+   process); every session thread parks between two reads (gate.py), so what a client sends
+   from now on stays in the kernel for the new process; the flusher finishes what is queued
+   and stops writing (flusher.py), so what is not sent yet is known exactly.
+3. sends the state (versioned; below) with the listening sockets, the admin socket, the
+   pidfile and every client socket, and waits for ``ready``.
+4. ``commit``: the caller is answered and this process ends with ``os._exit`` (no goodbyes:
+   the clients are the new process's now). On any failure before that (an error or exit of
+   the new process, no answer within the timeout) it sends ``abort``, kills the new process,
+   and thaws: sessions, flusher, listeners and admin go on as if nothing had happened.
+
+The new process (:class:`Takeover`, used by service.py): says ``hello``, receives the state,
+rebuilds clients, rooms and sessions *without starting a thread*, says ``ready``, and only on
+``commit`` starts reading and writing. So at every moment exactly one process reads and
+writes the clients: nothing is read twice, dropped or sent twice.
+
+Not handed over (docs/protocol.md §9): TLS sessions; clients that were already leaving (their
+last lines, if still unsent); cluster mode and systemd are refused for now (the fd store is
+the systemd way: issue 11).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import structlog
+
+from chatd import __version__
+from chatd.bus import LocalBus
+from chatd.events import RESTARTING, ServerRestarting
+from chatd.handover import (ENV_FD, READABLE_STATE_VERSIONS, STATE_VERSION, Channel,
+                            HandoverError, pack_bytes, unpack_bytes)
+
+log = structlog.get_logger("chatd.upgrade")
+
+#: How long each step may take by default: the new process's start, the freeze, its takeover.
+UPGRADE_SECONDS = 10.0
+#: Environment: run this instead of the chatd this process was started as (tests, packaging).
+ENV_EXECUTABLE = "CHATD_UPGRADE_EXEC"
+
+
+class UpgradeFailed(Exception):
+    """Why the upgrade did not happen (one line); the old process serves on."""
+
+
+def command() -> list[str]:
+    """The new chatd's command line: this one's, so the new process reads the same config
+    file with the same options, from the executable installed now."""
+    argv = list(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])
+    replacement = os.environ.get(ENV_EXECUTABLE)
+    if replacement:
+        return [replacement, *sys.argv[1:]]
+    return argv
+
+
+def hand_over(service, timeout: float = UPGRADE_SECONDS) -> dict:
+    """The whole upgrade, old side; returns what chatctl prints, raises UpgradeFailed."""
+    log.info("upgrade_started", pid=os.getpid(), version=__version__)
+    started = time.monotonic()
+    try:
+        result = _hand_over(service, timeout)
+    except UpgradeFailed as exc:
+        log.error("upgrade_failed", reason=str(exc))
+        raise
+    result["seconds"] = round(time.monotonic() - started, 3)
+    return result
+
+
+def _hand_over(service, timeout: float) -> dict:
+    if not isinstance(service.bus, LocalBus):
+        raise UpgradeFailed("upgrade is not available in cluster mode yet; restart the nodes "
+                            "one at a time")
+    if service.notifier.enabled or service.listener.passed:
+        raise UpgradeFailed("under systemd, use systemctl restart chatd")
+    new = _spawn()
+    try:
+        hello = new.channel.receive(timeout, ("hello",))
+        if STATE_VERSION not in hello.get("state_versions", ()):
+            raise UpgradeFailed(f"the new chatd ({hello.get('version')}) cannot read state "
+                                f"version {STATE_VERSION}")
+        frozen = _freeze(service, timeout)
+        try:
+            state, fds = _state(service, *frozen)
+            new.channel.send({"type": "state", "state": state, "fds": len(fds)}, fds)
+            new.channel.receive(timeout, ("ready",))
+            new.channel.send({"type": "commit"})
+        except BaseException:
+            _thaw(service)
+            raise
+    except (HandoverError, UpgradeFailed, OSError) as exc:
+        raise UpgradeFailed(new.abort(exc)) from None
+    except Exception as exc:  # a bug: this process serves on all the same
+        log.exception("upgrade_crashed")
+        raise UpgradeFailed(new.abort(RuntimeError(f"internal error: {exc}"))) from None
+    new.channel.close()
+    return {"old_pid": os.getpid(), "new_pid": new.proc.pid, "old_version": __version__,
+            "new_version": hello.get("version"), "clients": len(state["clients"])}
+
+
+class _NewProcess:
+    def __init__(self, proc: subprocess.Popen, channel: Channel) -> None:
+        self.proc = proc
+        self.channel = channel
+
+    def abort(self, exc: Exception) -> str:
+        """End the new process; returns the reason to report."""
+        try:
+            self.channel.send({"type": "abort"})
+        except OSError:
+            pass
+        status = self.proc.poll()
+        if status is None:
+            try:
+                status = self.proc.wait(0.5)  # it may be exiting with its own error
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.channel.close()
+        reason = str(exc)
+        if status is not None and status != -signal.SIGKILL and "went away" in reason:
+            reason = f"the new chatd exited with status {status} before it was ready"
+        return reason
+
+
+def _spawn() -> _NewProcess:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    argv = command()
+    env = dict(os.environ, **{ENV_FD: str(theirs.fileno())})
+    try:
+        proc = subprocess.Popen(argv, pass_fds=[theirs.fileno()], env=env,
+                                stdin=subprocess.DEVNULL)
+    except OSError as exc:
+        ours.close()
+        raise UpgradeFailed(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
+    finally:
+        theirs.close()
+    return _NewProcess(proc, Channel(ours))
+
+
+def _freeze(service, timeout: float) -> tuple[list, dict]:
+    """Stop every source of change (see the module docstring); -> (parked sessions, unsent
+    output by outbox). On failure everything is thawed again."""
+    try:
+        for listener in service.listeners():
+            listener.pause()
+        service.admin.pause()
+        if service.tls_listener is not None:
+            notice = ServerRestarting()
+            for client in service.hub.clients():
+                if client.outbox.tls is not None:
+                    service.flusher.disconnect(client.outbox, RESTARTING, notice)
+            if service.tls_listener.wait_sessions(timeout):
+                raise UpgradeFailed(f"TLS clients did not leave within {timeout:g} s")
+        service.gate.close()
+        parked = service.gate.wait_parked(lambda: service.listener.live_sessions, timeout)
+        if parked is None:
+            raise UpgradeFailed(f"the sessions did not stop within {timeout:g} s")
+        backlogs = service.flusher.freeze(timeout)
+        if backlogs is None:
+            raise UpgradeFailed(f"output did not stop within {timeout:g} s")
+    except BaseException:
+        _thaw(service)
+        raise
+    return parked, backlogs
+
+
+def _thaw(service) -> None:
+    service.flusher.thaw()
+    if service.gate.closed:
+        service.gate.open()
+    for listener in service.listeners():
+        listener.resume()
+    service.admin.resume()
+    log.info("upgrade_resumed")
+
+
+def _state(service, parked: list, backlogs: dict) -> tuple[dict, list[int]]:
+    """Everything the new process needs, as JSON, and the descriptors it refers to (by index)."""
+    fds: list[int] = []
+
+    def fd(sock_or_fd) -> int:
+        fds.append(sock_or_fd if isinstance(sock_or_fd, int) else sock_or_fd.fileno())
+        return len(fds) - 1
+
+    now = time.monotonic()
+    clients = []
+    for session in parked:
+        client = session.client
+        outbox = client.outbox
+        session_state = session.handover_state()
+        for key in ("held", "unread"):
+            session_state[key] = pack_bytes(session_state[key])
+        clients.append({
+            "id": client.id, "fd": fd(client.sock), "ip": client.ip, "peer": client.peer,
+            "nick": client.nick, "room": client.room.name, "muted": client.muted,
+            "connected_at": client.connected_at, "idle": now - client.last_active,
+            "bytes_in": client.bytes_in, "lines_in": client.lines_in,
+            "bytes_out": outbox.bytes_out, "lines_out": outbox.lines_out,
+            "backlog": pack_bytes(backlogs.get(outbox, b"")), "session": session_state})
+    pidfile = service.pidfile
+    state = {
+        "version": STATE_VERSION, "chatd_version": __version__, "pid": os.getpid(),
+        "started_at": service.started_at, "next_client_id": next(service.client_ids),
+        "listener": fd(service.listener.sock),
+        "tls_listener": fd(service.tls_listener.sock) if service.tls_listener else None,
+        "admin": {"fd": fd(service.admin.sock), "path": service.admin.path,
+                  "inode": service.admin.inode},
+        "pidfile": {"fd": fd(pidfile.fd), "path": pidfile.path} if pidfile else None,
+        "hub": service.hub.handover_state(),
+        "closed_out": [service.flusher.closed_lines_out, service.flusher.closed_bytes_out],
+        "clients": clients,
+    }
+    return state, fds
+
+
+class Takeover:
+    """The new process's side of the handover (see the module docstring)."""
+
+    def __init__(self, fd: int) -> None:
+        self.channel = Channel.from_fd(fd)
+        self.state: dict | None = None
+        self.fds: list[int] = []
+
+    @classmethod
+    def from_environment(cls) -> Takeover | None:
+        value = os.environ.pop(ENV_FD, None)
+        return cls(int(value)) if value and value.isdigit() else None
+
+    def fail(self, reason: str) -> None:
+        """Tell the old process why we cannot take over (it serves on)."""
+        try:
+            self.channel.send({"type": "error", "reason": reason})
+        except OSError:
+            pass
+
+    def receive(self, timeout: float = UPGRADE_SECONDS) -> dict:
+        """Say hello, take the state and its descriptors; raises HandoverError."""
+        self.channel.send({"type": "hello", "pid": os.getpid(), "version": __version__,
+                           "state_versions": list(READABLE_STATE_VERSIONS)})
+        message = self.channel.receive(timeout, ("state", "abort"))
+        if message["type"] == "abort":
+            raise HandoverError("the old chatd gave up the upgrade")
+        state = message["state"]
+        self.fds = self.channel.receive_fds(int(message["fds"]), timeout)
+        if state.get("version") not in READABLE_STATE_VERSIONS:
+            raise HandoverError(f"state version {state.get('version')} is not one this chatd "
+                                "reads")
+        self.state = state
+        return state
+
+    def sock(self, index: int) -> socket.socket:
+        return socket.socket(fileno=self.fds[index])
+
+    def ready(self, timeout: float = UPGRADE_SECONDS) -> None:
+        """Tell the old process we are ready; returns on its commit, raises on abort."""
+        self.channel.send({"type": "ready"})
+        message = self.channel.receive(timeout, ("commit", "abort"))
+        if message["type"] == "abort":
+            raise HandoverError("the old chatd gave up the upgrade")
+        self.channel.close()
+
+    def clients(self):
+        """(record, socket) of every client handed over, bytes unpacked."""
+        for record in self.state["clients"]:
+            record = dict(record, backlog=unpack_bytes(record["backlog"]))
+            session = dict(record["session"])
+            for key in ("held", "unread"):
+                session[key] = unpack_bytes(session[key])
+            record["session"] = session
+            yield record, self.sock(record["fd"])
