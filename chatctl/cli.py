@@ -349,6 +349,24 @@ def bans(state: State) -> None:
     state.run("bans", fmt.bans)
 
 
+@main.command(short_help="Print a room's history.")
+@click.argument("room")
+@click.option("-n", "--lines", type=click.IntRange(min=1), default=20, show_default=True,
+              help="How many of the newest lines (at most the daemon's history_lines).")
+@pass_state
+def history(state: State, room: str, lines: int) -> None:
+    """Print the newest stored lines of ROOM, oldest first, as /history shows them (UTC)."""
+    state.run("history", fmt.history, room=room, lines=lines)
+
+
+@main.command(short_help="Delete a room's history.")
+@click.argument("room")
+@pass_state
+def purge(state: State, room: str) -> None:
+    """Delete every stored line of ROOM, in memory and on disk."""
+    state.run("purge", fmt.purged, room=room)
+
+
 @main.command(short_help="Stop delivering a client's messages.")
 @click.argument("target", type=TARGET)
 @pass_state

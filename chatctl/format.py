@@ -221,3 +221,17 @@ def upgraded(result: dict) -> list[str]:
     return [f"upgraded: pid {result.get('old_pid')} -> {result.get('new_pid')}, version "
             f"{result.get('old_version')} -> {result.get('new_version')}, "
             f"{result.get('clients')} clients kept"]
+
+
+def history(result: dict) -> list[str]:
+    """The entries as SPEC §10 replays them: ``[YYYY-MM-DD HH:MM:SS] <NICK> TEXT`` (UTC)."""
+    out = []
+    for e in result["lines"]:
+        stamp = e["time"].replace("T", " ").rstrip("Z")
+        out.append(f"[{stamp}] * {e['nick']} {e['text']}" if e["kind"] == "me"
+                   else f"[{stamp}] <{e['nick']}> {e['text']}")
+    return out
+
+
+def purged(result: dict) -> list[str]:
+    return [f"purged {count(result['purged'], 'line')} of {result['room']}"]

@@ -38,7 +38,7 @@ from chatd import __version__
 from chatd.adminproto import AdminError
 from chatd.bans import covers, iso, parse_network
 from chatd.events import Announcement, Close, YouAreMuted, YouWereKicked
-from chatd.protocol import sanitize
+from chatd.protocol import is_valid_name, sanitize
 
 DEFAULT_KICK_REASON = "no reason given"
 MAX_BAN_SECONDS = 100 * 365 * 86400  # far enough; keeps expiry times printable (year < 9999)
@@ -61,6 +61,7 @@ class AdminContext:
     facts: Callable[[], dict]
     bus: Any  # bus.py: the other nodes (LocalBus on a single node: there are none)
     upgrade: Callable[[float], tuple] = None
+    history: Any = None  # history.History: room tails (None or lines = 0: history is off)
 
 
 class AdminCommands:
@@ -126,6 +127,28 @@ class AdminCommands:
 
     def do_bans(self) -> list[dict]:
         return [ban.as_dict() for ban in self.ctx.bans.active()]
+
+    def do_history(self, room: str, lines: int | None = None) -> dict:
+        """SPEC §10 ``chatctl history``: the newest ``lines`` (20) entries, oldest first."""
+        history, name = self._history(room)
+        count = 20 if lines is None else lines
+        if not 0 < count:
+            raise AdminError("bad_args", "history: 'lines' must be > 0")
+        entries = history.tail(name).last(min(count, history.lines))
+        return {"room": name, "lines": [entry.as_dict() for entry in entries]}
+
+    def do_purge(self, room: str) -> dict:
+        history, name = self._history(room)
+        return {"room": name, "purged": history.purge(name)}
+
+    def _history(self, room: str):
+        history = self.ctx.history
+        if history is None or not history.lines:
+            raise AdminError("history_off")
+        name = room[1:] if room.startswith("#") else room
+        if not is_valid_name(name):
+            raise AdminError("bad_args", f"invalid room {room[:64]!r}")
+        return history, name
 
     # -- actions ------------------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ ERRORS = {
     "upgrading": "an upgrade is under way, try again in a moment",
     "upgrade_failed": "the new chatd could not take over; this one serves on",
     "internal_error": "the daemon failed to carry out the command",
+    "history_off": "room history is off (history_lines = 0)",
 }
 
 _TARGET = (int, str)
@@ -65,6 +66,8 @@ COMMANDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "reload": {},
     "shutdown": {},
     "upgrade": {"timeout": (_NUMBER, False)},
+    "history": {"room": ((str,), True), "lines": ((int,), False)},
+    "purge": {"room": ((str,), True)},
 }
 
 

@@ -104,6 +104,20 @@ def do_me(session, text: str) -> None:
     session.log_message(text, action=True)
 
 
+HISTORY_DEFAULT = 20
+
+
+def do_history(session, args: str) -> None:
+    """``/history [N]`` (SPEC §10): default 20, at most ``history_lines``."""
+    limit = session.settings.config.history_lines
+    if args and not (args.isascii() and args.isdigit() and int(args) > 0):
+        session.error("usage: /history [N] (N a positive number)")
+        return
+    count = min(int(args) if args else HISTORY_DEFAULT, limit)
+    if not session.hub.history(session.client, count):
+        session.error("history is off on this server")
+
+
 def do_quit(session, reason: str) -> None:
     session.reply(Bye())
     session.quit(Close("quit", reason))
@@ -123,6 +137,7 @@ COMMANDS: dict[str, Spec] = {
     "who": Spec(do_who, "/who", "list the members of this room"),
     "msg": Spec(do_msg, "/msg NICK TEXT", "send a private message", needs_args=True),
     "me": Spec(do_me, "/me TEXT", "describe an action", needs_args=True),
+    "history": Spec(do_history, "/history [N]", "show the last N lines of this room (20)"),
     "quit": Spec(do_quit, "/quit [REASON]", "leave the server"),
     "help": Spec(do_help, "/help", "show this list"),
 }

@@ -8,8 +8,8 @@ sockets, touches logging or reads the environment; its only I/O is reading the T
 Callers use `load()`, `reload()`, `Config.describe()` and `ConfigError`. The service thread owns
 the current `Config` and replaces it; every other thread only reads the value it was handed.
 
-The TOML file has six sections, `[server]`, `[limits]`, `[logging]`, `[admin]`, `[tls]` and
-`[cluster]` (see `etc/chatd.toml`);
+The TOML file has seven sections, `[server]`, `[limits]`, `[logging]`, `[admin]`, `[tls]`,
+`[cluster]` and `[history]` (see `etc/chatd.toml`);
 unknown sections and keys are errors, because a typo that is silently ignored is a limit that
 silently does not apply. Checks that need the filesystem or DNS (TLS files, `host`) live in
 `preflight.py`; `reload()` runs those a reload applies.
@@ -76,6 +76,8 @@ class Config:
     redis_url: str | None = None  # None = single node; else the cluster's Redis (docs/cluster.md)
     node_name: str | None = None  # None = HOSTNAME:PORT, resolved at start
     node_timeout: float = 10.0  # seconds a silent node is still believed alive
+    history_lines: int = 1000  # lines kept per room (docs: README "Room history"); 0 = none
+    history_on_join: int = 10  # lines replayed on /join and on connect; 0 = none
     config_path: str | None = None
     # The CLI options given at start, as (field, value) pairs, so that reload() can re-apply
     # them on top of the re-read file. Not part of the settings: excluded from ==, hash, repr.
@@ -119,6 +121,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "tls": ("tls_port", "tls_cert", "tls_key",
             "max_handshakes", "max_handshakes_per_ip", "handshake_timeout"),
     "cluster": ("redis_url", "node_name", "node_timeout"),
+    "history": ("history_lines", "history_on_join"),
 }
 _SECTION_OF = {key: section for section, keys in SECTIONS.items() for key in keys}
 
@@ -282,6 +285,8 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "redis_url": _redis_url,
     "node_name": _node_name,
     "node_timeout": _number(0, inclusive=False),
+    "history_lines": _int_range(0, 100000),
+    "history_on_join": _int_range(0, 1000),
 }
 
 
@@ -349,6 +354,10 @@ def load(path: str | None, overrides: Mapping[str, Any] | None = None) -> Config
         )
     if config.tls_cert is not None and config.port != 0 and config.tls_port == config.port:
         raise ConfigError("tls.tls_port", f"same as server.port ({config.port})")
+    if 0 < config.history_lines < config.history_on_join:
+        raise ConfigError("history.history_on_join",
+                          f"must be <= history_lines ({config.history_lines}) "
+                          f"(got {config.history_on_join!r})")
     _check_motd_size(config)
     return config
 

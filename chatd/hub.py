@@ -65,9 +65,11 @@ def _traffic(client) -> tuple[int, int, int, int]:
 
 
 class Hub:
-    def __init__(self, flusher, bus=None) -> None:
-        """``bus`` carries what crosses nodes (bus.py); the default is a single node."""
+    def __init__(self, flusher, bus=None, history=None) -> None:
+        """``bus`` carries what crosses nodes (bus.py); the default is a single node.
+        ``history`` (history.History) keeps room tails; None: no history."""
         self._flusher = flusher
+        self._history = history
         self._bus = bus or LocalBus()
         self._lock = threading.Lock()
         self._clients: dict = {}  # client id -> Client
@@ -225,6 +227,18 @@ class Hub:
         room = client.room
         room.post(client.outbox, event)
         self._bus.publish(room.name, event)
+
+    def history(self, client, count: int) -> bool:
+        """``/history``: the newest ``count`` lines of the client's room, as one private
+        block that fits its send queue. False: history is off."""
+        room = client.room
+        if room.tail is None:
+            return False
+        from chatd.history import block, fit
+
+        entries = fit(room.name, room.tail.last(count), self._flusher.sendq_bytes // 2)
+        room.send_private(client.outbox, block(room.name, entries), len(entries) + 2)
+        return True
 
     def recipient(self, nick: str):
         """``/msg``'s target on whatever node it is: (its nick as its owner spells it, a
@@ -387,8 +401,24 @@ class Hub:
 
     def _room(self, name: str) -> Room:
         room = Room(name, self._flusher)
+        self._keep_history(room)
         self._rooms[fold(name)] = room
         return room
+
+    def _keep_history(self, room: Room) -> None:
+        if self._history is not None and self._history.lines:
+            tail = self._history.tail(room.name)
+            with room.lock:
+                room.tail = tail
+                room.on_join = self._history.on_join
+
+    def use_history(self, history) -> None:
+        """Turn history on once its store is open (service start, after any fork): the
+        rooms that exist already (the lobby) get their tails now."""
+        with self._lock:
+            self._history = history
+            for room in self._rooms.values():
+                self._keep_history(room)
 
     def _post(self, room: Room, author, event) -> None:
         """A room line for this node's members and, through the bus, the other nodes'."""

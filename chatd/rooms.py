@@ -35,12 +35,13 @@ from __future__ import annotations
 
 import threading
 
+from chatd.history import block as history_block
 from chatd.render import line
 
 
 class Room:
     __slots__ = ("name", "members", "lock", "log", "base", "queued", "joining", "barriers",
-                 "readers", "_flusher")
+                 "readers", "_flusher", "tail", "on_join")
 
     def __init__(self, name: str, flusher) -> None:
         self.name = name
@@ -53,6 +54,8 @@ class Room:
         self.barriers: dict = {}  # outbox -> [end, ...]: stop there until the item is processed
         self.readers: dict = {}  # outbox -> offset; flusher thread only
         self._flusher = flusher
+        self.tail = None  # history.Tail, or None: no history; appended to under ``lock``
+        self.on_join = 0  # history lines replayed to a joiner
 
     def _end(self) -> int:
         return self.base + len(self.log)
@@ -67,6 +70,8 @@ class Room:
         data = line(event)
         with self.lock:
             self.log.append((author, event, data))
+            if self.tail is not None:
+                self.tail.record(self.name, event)
             if not self.queued:
                 self.queued = True
                 self._flusher.submit_room(self)
@@ -77,6 +82,9 @@ class Room:
         entries = [(author, event, line(event)) for event in events]
         with self.lock:
             self.log.extend(entries)
+            if self.tail is not None:
+                for event in events:
+                    self.tail.record(self.name, event)
             if not self.queued:
                 self.queued = True
                 self._flusher.submit_room(self)
@@ -85,6 +93,12 @@ class Room:
         """``outbox`` reads from now on (caller holds the hub lock and added the member)."""
         with self.lock:
             offset = self._end()
+            if self.on_join and self.tail is not None:
+                # the history up to exactly this offset, queued ahead of the attach (history.py)
+                replay = self.tail.last(self.on_join)
+                if replay:
+                    self._flusher.submit(outbox, history_block(self.name, replay),
+                                         len(replay) + 2)
             self.joining.setdefault(outbox, []).append(offset)
             self._flusher.submit_attach(self, outbox, offset)
             # A flush already queued may run before the attach and pass this reader by; so

@@ -48,6 +48,8 @@ from chatd.daemon import PidFile, PidFileLocked, Readiness, detach, fork_launche
 from chatd.flusher import Flusher
 from chatd.gate import Gate
 from chatd.handover import HandoverError
+from chatd.history import History
+from chatd.historystore import NullStore, SqliteStore
 from chatd.hub import Hub
 from chatd.server import Listener, bind
 from chatd.events import SHUTDOWN, ServerShutdown
@@ -80,6 +82,9 @@ class Service:
         self.bus = (RedisBus(config.redis_url, config.node_name or "", config.node_timeout)
                     if config.redis_url else LocalBus())
         self.hub = Hub(self.flusher, self.bus)
+        self.history_store = (SqliteStore(state_dir(config), config.history_lines)
+                              if config.history_lines else NullStore())
+        self.history = History(self.history_store, config.history_lines, config.history_on_join)
         self.bans = BanList(state_dir(config))
         self.notifier = Notifier()
         self.housekeeper: Housekeeper | None = None
@@ -190,7 +195,7 @@ class Service:
         return AdminContext(hub=self.hub, flusher=self.flusher, bans=self.bans,
                             config=lambda: self.config, reload=self.request_reload,
                             request_shutdown=self.request_shutdown, facts=facts, bus=self.bus,
-                            upgrade=self.request_upgrade)
+                            upgrade=self.request_upgrade, history=self.history)
 
     def _join_cluster(self) -> None:
         """Reach Redis (cluster mode only). After detaching: python-daemon would close the
@@ -226,6 +231,8 @@ class Service:
         threading.stack_size(THREAD_STACK_BYTES)
         self.gate.start()
         restored = self._take_over() if self.takeover is not None else []
+        self.history_store.start()  # opens the file (never fails: history.py)
+        self.hub.use_history(self.history)
         self.flusher.start()
         self.bus.start(self.hub)
         for listener in self.listeners():
@@ -423,6 +430,7 @@ class Service:
         left = sum(listener.wait_sessions(deadline - time.monotonic()) for listener in listeners)
         self.bus.stop(max(0.1, deadline - time.monotonic()))  # the departures reach the cluster
         self.flusher.stop(max(0.1, deadline - time.monotonic()))
+        self.history_store.stop(max(0.1, deadline - time.monotonic()))
         if left:
             log.warning("sessions_left", count=left)
         log.info("shutdown", uptime=round(time.time() - self.started_at, 3))

@@ -320,6 +320,9 @@ def chatd(tmp_path):
 
     def start(*, args=(), env=None, launcher=(), pass_fds=(), **sections) -> ChatServer:
         config = tmp_path / f"chatd-{len(servers)}.toml"
+        # No replay on connect unless a test asks for it ([history]): the greeting of most
+        # tests is exact, and room history (test_history.py) is tested where it is the point.
+        sections.setdefault("history", {"history_on_join": 0})
         config.write_text(toml_dumps(sections))
         srv = ChatServer(config, sections, args, env=env, launcher=launcher, pass_fds=pass_fds)
         servers.append(srv)
@@ -361,6 +364,7 @@ class ChatClient:
         self.local_port: int | None = None
         self.received: list[str] = []
         self.skipped: list[str] = []
+        self.replayed: list[str] = []  # history entries replayed with the greeting
         self.eof = False
         self.was_reset = False
         self._buf = bytearray()
@@ -410,6 +414,8 @@ class ChatClient:
         else:
             lines = [self.read_line(timeout) for _ in motd]
             assert lines == [f"*** {line}" for line in motd], "wrong MOTD"
+        lines, replayed = split_history(lines)
+        self.replayed = self.replayed or replayed
         assert all(line.startswith("*** ") for line in lines), lines
         return [line[4:] for line in lines]
 
@@ -554,6 +560,15 @@ class ChatClient:
         """Close with an RST instead of a FIN (SO_LINGER 0), as a crashed peer would."""
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.sock.close()
+
+
+def split_history(lines: list[str]) -> tuple[list[str], list[str]]:
+    """``lines`` without a SPEC §10 history block, and the block's entries."""
+    start = next((i for i, l in enumerate(lines) if l.startswith("*** history of ")), None)
+    if start is None:
+        return lines, []
+    end = lines.index("*** end of history", start)
+    return lines[:start] + lines[end + 1:], lines[start + 1:end]
 
 
 def read_until(sock, marker: bytes, timeout: float = 5.0) -> bytes:

@@ -24,6 +24,7 @@ HELP = crlf(
     "*** /who - list the members of this room",
     "*** /msg NICK TEXT - send a private message",
     "*** /me TEXT - describe an action",
+    "*** /history [N] - show the last N lines of this room (20)",
     "*** /quit [REASON] - leave the server",
     "*** /help - show this list",
     "*** //TEXT - send a message that starts with /",

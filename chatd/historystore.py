@@ -1,0 +1,240 @@
+"""Where room history persists: ``state_dir/history.sqlite3`` (stdlib sqlite3, WAL).
+
+The interface every store has (history.py uses nothing else): ``put(entry)`` and
+``purge(room_key)`` queue work and never block; ``load(room_key, n)`` returns the newest n
+entries, oldest first; ``start()`` / ``stop(timeout)``.
+
+One writer thread owns the write connection. It takes everything queued, writes it in one
+transaction, and trims each room it touched to ``history_lines``: a busy room costs one commit
+per batch, not per line. Failures never reach the chat (SPEC §10): a batch that cannot be
+written (read-only or full disk, the file replaced) is dropped (the lines live on in the
+in-memory tails until restart), ``history_write_failed`` is logged once per episode and
+``history_write_recovered`` when a write works again. The file is reopened when its inode
+changes (moved or replaced) so an operator can intervene without a restart.
+
+A corrupt file at start is moved aside to ``history.sqlite3.corrupt-YYYYMMDDTHHMMSS`` and a
+fresh one is started (``history_corrupt``): losing old history is better than refusing to chat
+or silently overwriting evidence the operator may want to recover.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sqlite3
+import threading
+import time
+
+import structlog
+
+from chatd import files
+from chatd.history import Entry
+from chatd.protocol import fold
+
+log = structlog.get_logger("chatd.history")
+
+FILENAME = "history.sqlite3"
+#: Queued writes beyond this are dropped (the writer is stuck): memory stays bounded.
+MAX_QUEUED = 200_000
+_BATCH = 2000
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS lines (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    room TEXT NOT NULL,      -- folded name: the key
+    ts REAL NOT NULL,        -- UTC epoch seconds
+    kind TEXT NOT NULL,      -- 'say' or 'me'
+    nick TEXT NOT NULL,
+    text TEXT NOT NULL,
+    shown TEXT NOT NULL      -- the room as spelled
+);
+CREATE INDEX IF NOT EXISTS lines_room ON lines (room, id);
+"""
+_STOP = object()
+
+
+class NullStore:
+    """history_lines = 0: nothing is kept anywhere."""
+
+    def put(self, entry) -> None:
+        pass
+
+    def purge(self, room_key: str) -> None:
+        pass
+
+    def load(self, room_key: str, count: int) -> list:
+        return []
+
+    def start(self) -> None:
+        pass
+
+    def stop(self, timeout: float) -> None:
+        pass
+
+
+class SqliteStore:
+    def __init__(self, state_dir: str, lines: int) -> None:
+        self.path = os.path.join(state_dir, FILENAME)
+        self.lines = lines
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="history-writer", daemon=True)
+        self._conn = None  # writer thread only (and open() before it starts)
+        self._inode = None
+        self._failing = False  # writer thread only
+        self.dropped = 0
+
+    # -- any thread -----------------------------------------------------------------------
+
+    def put(self, entry: Entry) -> None:
+        if self._queue.qsize() < MAX_QUEUED:
+            self._queue.put(("add", entry))
+        else:
+            self.dropped += 1
+
+    def purge(self, room_key: str) -> None:
+        self._queue.put(("purge", room_key))
+
+    def load(self, room_key: str, count: int) -> list:
+        """Once per room per process (history.py keeps the tail): a connection of its own,
+        read-only, so that a missing file stays missing until there is a line to write."""
+        if not os.path.isfile(self.path):
+            return []
+        try:
+            reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            try:
+                rows = reader.execute(
+                    "SELECT ts, shown, kind, nick, text FROM lines WHERE room = ? "
+                    "ORDER BY id DESC LIMIT ?", (room_key, count)).fetchall()
+            finally:
+                reader.close()
+        except (sqlite3.Error, OSError) as err:
+            log.warning("history_read_failed", room=room_key, error=str(err))
+            return []
+        return [Entry(*row) for row in reversed(rows)]
+
+    # -- lifetime -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Check an existing file (moving a corrupt one aside), then start the writer. Never
+        raises. No file is created before there is a line to keep."""
+        try:
+            if os.path.lexists(self.path):
+                self._open(check=True)
+        except sqlite3.DatabaseError as err:
+            self._move_aside(err)
+        except (sqlite3.Error, OSError) as err:
+            self._fail(err)
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        """Write what is queued (bounded by ``timeout``), then close."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+
+    # -- the writer thread ----------------------------------------------------------------
+
+    def _open(self, check: bool = False) -> None:
+        files.makedirs(os.path.dirname(self.path), files.STATE_DIR_MODE)
+        if not os.path.lexists(self.path):  # private like bans.json; -wal/-shm copy its mode
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, files.STATE_FILE_MODE))
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            if check:
+                conn.execute("PRAGMA quick_check").fetchone()
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        self._inode = _inode(self.path)
+
+    def _move_aside(self, err) -> None:
+        aside = f"{self.path}.corrupt-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
+        try:
+            os.replace(self.path, aside)
+            for suffix in ("-wal", "-shm"):
+                if os.path.exists(self.path + suffix):
+                    os.replace(self.path + suffix, aside + suffix)
+            log.warning("history_corrupt", path=self.path, moved_to=aside, error=str(err))
+            self._open()
+        except (sqlite3.Error, OSError) as again:
+            self._fail(again)
+
+    def _fail(self, err) -> None:
+        if not self._failing:
+            self._failing = True
+            log.warning("history_write_failed", path=self.path, error=str(err))
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                pass
+            self._conn = None
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < _BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = _STOP in batch
+            work = [item for item in batch if item is not _STOP]
+            if work:
+                self._write(work)
+            if stop:
+                if self._conn is not None:
+                    self._conn.close()
+                return
+
+    def _write(self, work: list) -> None:
+        try:
+            if self._conn is not None and _inode(self.path) != self._inode:
+                self._conn.close()  # moved or replaced under us: write to what is there now
+                self._conn = None
+            if self._conn is None:
+                self._open()
+            conn = self._conn
+            touched = set()
+            conn.execute("BEGIN")
+            for op, value in work:
+                if op == "add":
+                    e = value
+                    key = _key(e.room)
+                    conn.execute("INSERT INTO lines (room, ts, kind, nick, text, shown) "
+                                 "VALUES (?, ?, ?, ?, ?, ?)", (key, e.ts, e.kind, e.nick,
+                                                               e.text, e.room))
+                    touched.add(key)
+                else:
+                    conn.execute("DELETE FROM lines WHERE room = ?", (value,))
+            for key in touched:
+                conn.execute("DELETE FROM lines WHERE room = ? AND id <= (SELECT id FROM lines "
+                             "WHERE room = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                             (key, key, self.lines))
+            conn.execute("COMMIT")
+        except (sqlite3.Error, OSError) as err:
+            if self._conn is not None:
+                try:
+                    self._conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            self._fail(err)
+            return
+        if self._failing:
+            self._failing = False
+            log.info("history_write_recovered", path=self.path)
+
+
+def _key(room: str) -> str:
+    return fold(room)
+
+
+def _inode(path: str):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)

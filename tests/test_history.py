@@ -1,0 +1,333 @@
+"""Room history (SPEC §10), end to end: real daemons, real sockets, chatctl as a process."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import threading
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+from conftest import ChatClient
+from faults import Admin
+from test_chatctl import ctl
+
+STAMP = r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\] "
+FAST = {"rate": 1000, "burst": 1000}
+ON = {"history_lines": 1000, "history_on_join": 10}  # the defaults
+
+
+def read_block(client: ChatClient, room: str, timeout: float = 5.0) -> list[str]:
+    """The next lines must be one history block of ``room``; returns its entries."""
+    header = client.read_line(timeout)
+    m = re.fullmatch(rf"\*\*\* history of {room} \((\d+) lines\)", header)
+    assert m, header
+    entries = [client.read_line(timeout) for _ in range(int(m.group(1)))]
+    assert client.read_line(timeout) == "*** end of history"
+    return entries
+
+
+def bare(entry: str) -> str:
+    """An entry without its timestamp (checked to be one, and UTC, within a minute of now)."""
+    m = re.match(STAMP, entry)
+    assert m, entry
+    when = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
+    assert abs(time.time() - when.timestamp()) < 60, entry
+    return entry[m.end():]
+
+
+def wait_until(predicate, timeout: float = 5.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def stored_rows(path: str) -> int:
+    try:
+        with sqlite3.connect(path) as db:
+            return db.execute("SELECT count(*) FROM lines").fetchone()[0]
+    except sqlite3.Error:
+        return -1
+
+
+def test_replay_on_connect_and_join_in_spec_format(chatd):
+    # a TZ far from UTC: the timestamps must be UTC all the same
+    srv = chatd(limits=FAST, history=ON, env={"TZ": "Pacific/Kiritimati"})
+    alice = srv.connect()
+    alice.set_nick("alice")
+    alice.send_line("hello lobby")
+    alice.send_line("/me waves")
+    alice.sync()
+    bob = ChatClient().connect(srv.port, greet=False)
+    bob.read_line()  # welcome
+    bob.read_line()  # you are
+    assert bob.read_line() == "*** Type /help for the list of commands."
+    assert [bare(e) for e in read_block(bob, "lobby")] == ["<alice> hello lobby", "* alice waves"]
+    bob.set_nick("bob")
+    bob.join("den")
+    bob.send_line("first in den")
+    bob.sync()
+    alice.sync()
+    alice.send_line("/join #den")
+    alice.expect("*** you joined den (2 members)")
+    assert [bare(e) for e in read_block(alice, "den")] == ["<bob> first in den"]
+    bob.expect("*** alice joined den")
+    alice.send_line("live")
+    bob.expect("<alice> live")
+    alice.expect_silence()
+
+
+def test_join_of_a_room_without_history_shows_no_block(chatd):
+    alice = chatd(history=ON).connect()
+    alice.join("empty")
+    alice.expect_silence()
+
+
+def test_history_command_default_limit_and_errors(chatd):
+    srv = chatd(limits=FAST, history={"history_lines": 30, "history_on_join": 0})
+    alice = srv.connect()
+    alice.set_nick("alice")
+    bob = srv.connect()
+    for n in range(25):
+        alice.send_line(f"line {n}")
+    alice.sync()
+    bob.sync()  # the live copies
+    bob.send_line("/history")
+    assert [bare(e) for e in read_block(bob, "lobby")] == [f"<alice> line {n}"
+                                                           for n in range(5, 25)]
+    bob.send_line("/history 2")
+    assert [bare(e) for e in read_block(bob, "lobby")] == ["<alice> line 23", "<alice> line 24"]
+    bob.send_line("/history 5000")  # at most history_lines: all 25 there are
+    assert len(read_block(bob, "lobby")) == 25
+    bob.send_line("/history x")
+    bob.expect("*** error: usage: /history [N] (N a positive number)")
+    bob.join("quiet")
+    bob.send_line("/history")
+    assert read_block(bob, "quiet") == []
+
+
+def test_private_muted_and_notices_are_never_stored(chatd):
+    srv = chatd(limits=FAST, history=ON)
+    alice = srv.connect()
+    alice.set_nick("alice")
+    bob = srv.connect()
+    bob.set_nick("bob")
+    alice.sync()
+    alice.send_line("/msg bob psst")
+    alice.expect("*** -> bob: psst")
+    admin = Admin(srv.admin_socket)
+    admin.result("broadcast", text="maintenance")
+    alice.expect("*** [admin] maintenance")
+    admin.result("mute", target="alice")
+    alice.expect("*** you are muted")
+    alice.send_line("muted words")
+    alice.expect("*** error: you are muted")
+    alice.send_line("/me muted action")
+    alice.expect("*** error: you are muted")
+    bob.send_line("public")
+    alice.expect("<bob> public")
+    result = admin.result("history", room="lobby")
+    assert [(e["kind"], e["nick"], e["text"]) for e in result["lines"]] == [
+        ("say", "bob", "public")]
+    carol = ChatClient().connect(srv.port)  # motd None: the replay is split off the greeting
+    assert [bare(e) for e in carol.replayed] == ["<bob> public"]
+
+
+def test_history_survives_a_restart_and_trims_to_history_lines(chatd, tmp_path):
+    state = str(tmp_path / "state")
+    args = ["--state-dir", state]
+    config = {"history_lines": 5, "history_on_join": 5}
+    srv = chatd(args=args, limits=FAST, history=config)
+    alice = srv.connect()
+    alice.set_nick("alice")
+    for n in range(8):
+        alice.send_line(f"m{n}")
+    alice.sync()
+    assert srv.terminate() == 0
+    assert stored_rows(os.path.join(state, "history.sqlite3")) == 5
+    srv2 = chatd(args=args, limits=FAST, history=config)
+    bob = ChatClient().connect(srv2.port)
+    assert [bare(e) for e in bob.replayed] == [f"<alice> m{n}" for n in range(3, 8)]
+    bob.send_line("/history 100")
+    assert len(read_block(bob, "lobby")) == 5
+
+
+def test_history_off_stores_nothing(chatd, tmp_path):
+    state = tmp_path / "state"
+    srv = chatd(args=["--state-dir", str(state)], history={"history_lines": 0})
+    alice, bob = srv.connect(), srv.connect()
+    alice.send_line("not kept")
+    bob.expect(f"<{alice.nick}> not kept")
+    bob.send_line("/history")
+    bob.expect("*** error: history is off on this server")
+    assert ctl(srv, "history", "lobby", status=1).startswith("chatctl: ")
+    assert not (state / "history.sqlite3").exists()
+
+
+def test_replay_seam_is_exact_while_five_senders_post(chatd):
+    """Each line a joiner can know of arrives exactly once: replayed or live, in order."""
+    srv = chatd(limits=FAST, history={"history_lines": 1000, "history_on_join": 1000})
+    per_sender = 60
+    senders = srv.connect_many(5)
+    for s in senders:
+        s.join("busy")
+    watcher = srv.connect()
+    watcher.join("busy")
+    joiner = srv.connect()
+    go = threading.Event()
+
+    def post(client):
+        go.wait()
+        for n in range(per_sender):
+            client.send_line(f"{client.nick} {n}")
+            time.sleep(0.004)  # paced load, not synchronisation
+
+    threads = [threading.Thread(target=post, args=(s,)) for s in senders]
+    for t in threads:
+        t.start()
+    go.set()
+    seen = 0
+    while seen < 80:  # join in the middle of the traffic
+        if watcher.read_line().startswith("<"):
+            seen += 1
+    joiner.send_line("/join busy")
+    joiner.wait_for(lambda l: l.startswith("*** you joined busy"))
+    got = []
+    expected = {f"{s.nick} {n}" for s in senders for n in range(per_sender)}
+    header = joiner.read_line()
+    replayed = 0
+    if header.startswith("*** history of busy"):
+        while (line := joiner.read_line()) != "*** end of history":
+            got.append(bare(line))
+            replayed += 1
+    else:
+        got.append(header)
+    while len([g for g in got if g.startswith("<")]) < len(expected):
+        got.append(joiner.read_line())
+    for t in threads:
+        t.join(10)
+    said = [g for g in got if g.startswith("<")]
+    texts = [g.split("> ", 1)[1] for g in said]
+    assert len(texts) == len(set(texts)), "a line arrived twice"
+    assert set(texts) == expected
+    for s in senders:  # each sender's lines in the order sent
+        mine = [int(t.split()[1]) for t in texts if t.split()[0] == s.nick]
+        assert mine == list(range(per_sender))
+    assert 0 < replayed < len(expected)
+    joiner.expect_silence()
+
+
+def test_chatctl_history_and_purge(chatd):
+    srv = chatd(limits=FAST, history=ON)
+    alice = srv.connect()
+    alice.set_nick("alice")
+    alice.join("den")
+    alice.send_line("one")
+    alice.send_line("/me two")
+    alice.sync()
+    out = ctl(srv, "history", "#den", "-n", "5")
+    assert [bare(line) for line in out.splitlines()] == ["<alice> one", "* alice two"]
+    entries = json.loads(ctl(srv, "history", "den", "-n", "1", "--json"))["lines"]
+    assert [(e["kind"], e["nick"], e["text"]) for e in entries] == [("me", "alice", "two")]
+    assert ctl(srv, "purge", "den") == "purged 2 lines of den\n"
+    assert ctl(srv, "history", "den") == ""
+    bob = srv.connect()
+    bob.join("den")
+    bob.expect_silence()  # nothing left to replay
+    assert "invalid room" in ctl(srv, "history", "no/such", status=1)
+
+
+def test_corrupt_file_at_start_is_moved_aside(chatd, tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "history.sqlite3").write_bytes(b"this is not a database\n" * 200)
+    srv = chatd(args=["--state-dir", str(state)], limits=FAST)
+    event = srv.wait_event("history_corrupt")
+    assert os.path.exists(event["moved_to"])
+    assert open(event["moved_to"], "rb").read().startswith(b"this is not")
+    alice, bob = srv.connect(), srv.connect()
+    alice.send_line("after")
+    bob.expect(f"<{alice.nick}> after")
+    bob.send_line("/history")
+    assert [bare(e) for e in read_block(bob, "lobby")] == [f"<{alice.nick}> after"]
+    assert srv.find_events("history_write_failed") == []
+
+
+def test_unwritable_store_while_chatting_logs_once_and_recovers(chatd, tmp_path):
+    """The file replaced by a directory (works as root, unlike chmod): chat goes on."""
+    state = tmp_path / "state"
+    path = str(state / "history.sqlite3")
+    srv = chatd(args=["--state-dir", str(state)], limits=FAST)
+    alice, bob = srv.connect(), srv.connect()
+    alice.send_line("before")
+    bob.expect(f"<{alice.nick}> before")
+    wait_until(lambda: stored_rows(path) == 1, what="the first row on disk")
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)
+    os.mkdir(path)
+    for n in range(20):
+        alice.send_line(f"during {n}")
+    for n in range(20):
+        bob.expect(f"<{alice.nick}> during {n}")
+    srv.wait_event("history_write_failed")
+    os.rmdir(path)
+    alice.send_line("after")
+    bob.expect(f"<{alice.nick}> after")
+    srv.wait_event("history_write_recovered")
+    assert len(srv.find_events("history_write_failed")) == 1
+    bob.send_line("/history 100")  # the tail in memory kept every line
+    assert len(read_block(bob, "lobby")) == 22
+
+
+def test_full_state_dir_while_chatting(chatd, tmp_path):
+    """A tiny tmpfs filled up (root only): chat unaffected, one event, recovery."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a tmpfs of fixed size")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    srv = None
+    try:
+        srv = chatd(args=["--state-dir", str(mnt / "state")], limits=FAST)
+        alice, bob = srv.connect(), srv.connect()
+        alice.send_line("hello")
+        bob.expect(f"<{alice.nick}> hello")
+        wait_until(lambda: stored_rows(str(mnt / "state" / "history.sqlite3")) == 1,
+                   what="the first row on disk")
+        with open(mnt / "fill", "wb") as fh:
+            try:
+                while True:
+                    fh.write(b"\0" * 65536)
+                    fh.flush()
+            except OSError:
+                pass
+        text = "x" * 900
+        n = 0
+        while not srv.find_events("history_write_failed"):
+            assert n < 2000, "the full disk never failed a write"
+            alice.send_line(f"{n} {text}")
+            bob.expect(f"<{alice.nick}> {n} {text}")
+            n += 1
+        os.remove(mnt / "fill")
+        alice.send_line("room again")
+        bob.expect(f"<{alice.nick}> room again")
+        srv.wait_event("history_write_recovered")
+        assert len(srv.find_events("history_write_failed")) == 1
+    finally:
+        if srv is not None:
+            srv.terminate()
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
