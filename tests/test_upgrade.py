@@ -171,8 +171,8 @@ def test_sigusr2_upgrades_too(chatd):
     event = server.wait_event("resumed", timeout=20)
     assert event["old_pid"] == old.pid
     assert old.wait(10) == 0
-    listening = [e for e in server.find_events("listening")]
-    server.succeeded_by(listening[-1]["pid"])
+    # the new process logs ``resumed`` just before ``listening``: wait for the latter too
+    server.succeeded_by(server.wait_event("listening", pid=lambda p: p != old.pid)["pid"])
     alice.send_line("/who")
     alice.expect(f"*** in lobby: {alice.nick}")
     assert server.connect().nick != alice.nick
