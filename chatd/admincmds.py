@@ -261,6 +261,10 @@ class AdminCommands:
         if action == "unban":
             self.ctx.bans.lift(args["address"])
             return
+        if action == "purge":  # another node's `chatctl purge`: Redis is done, drop our tail
+            if self.ctx.history is not None and self.ctx.history.lines:
+                self.ctx.history.forget(args["room"])
+            return
         client = self.ctx.hub.lookup(client_id)
         if client is None:
             return

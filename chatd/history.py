@@ -82,15 +82,17 @@ class Tail:
         self.entries: deque = deque(loaded, maxlen=lines)
         self.store = store
 
-    def record(self, room: str, event) -> None:
-        """Called with ``Room.lock`` held: keep ``event`` if it is a history line."""
+    def record(self, room: str, event, store: bool = True) -> None:
+        """Called with ``Room.lock`` held: keep ``event`` if it is a history line. ``store``
+        False: a line from another node, which its origin node stores (cluster mode)."""
         kind = KINDS.get(event.__class__)
         if kind is None:
             return
         entry = Entry(time.time(), room, kind, event.nick, event.text)
         with self.lock:
             self.entries.append(entry)
-            self.store.put(entry)  # a queue put, in order with the tail
+            if store:
+                self.store.put(entry)  # a queue put, in order with the tail
 
     def last(self, count: int) -> list:
         if count <= 0:
@@ -99,11 +101,12 @@ class Tail:
             entries = self.entries
             return list(entries)[-count:] if count < len(entries) else list(entries)
 
-    def purge(self, room_key: str) -> int:
+    def purge(self, room_key: str, store: bool = True) -> int:
         with self.lock:
             count = len(self.entries)
             self.entries.clear()
-            self.store.purge(room_key)
+            if store:
+                self.store.purge(room_key)
         return count
 
 
@@ -126,4 +129,17 @@ class History:
             return tail
 
     def purge(self, room: str) -> int:
+        """``chatctl purge``: this node's tail and the store (in a cluster, the store tells
+        the other nodes, which call :meth:`forget`)."""
         return self.tail(room).purge(fold(room))
+
+    def forget(self, room: str) -> None:
+        """Another node purged ``room``: drop this node's tail of it (the store is done)."""
+        self.tail(room).purge(fold(room), store=False)
+
+    def record_remote(self, room: str, events: list) -> None:
+        """Lines from another node for a room with no members here (hub lock held, so no
+        joiner can attach meanwhile): kept in the tail, so a later joiner's replay is whole."""
+        tail = self.tail(room)
+        for event in events:
+            tail.record(room, event, store=False)

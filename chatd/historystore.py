@@ -2,7 +2,10 @@
 
 The interface every store has (history.py uses nothing else): ``put(entry)`` and
 ``purge(room_key)`` queue work and never block; ``load(room_key, n)`` returns the newest n
-entries, oldest first; ``start()`` / ``stop(timeout)``.
+entries, oldest first; ``start()`` / ``stop(timeout)``; ``flush(timeout)`` waits until what
+was queued is written (the upgrade, upgrade.py, so the new process reads every line).
+Three stores: :class:`NullStore` (history off), :class:`SqliteStore` (one node) and
+:class:`RedisStore` (cluster mode: Redis, written by the bus).
 
 One writer thread owns the write connection. It takes everything queued, writes it in one
 transaction, and trims each room it touched to ``history_lines``: a busy room costs one commit
@@ -70,6 +73,25 @@ class NullStore:
     def stop(self, timeout: float) -> None:
         pass
 
+    def flush(self, timeout: float) -> bool:
+        return True
+
+
+class RedisStore(NullStore):
+    """Cluster mode: ``chatd:history:ROOM`` in Redis (redisbus.py). The bus appends each of
+    this node's lines in the same transaction as the stream entry that carries it, so there
+    is nothing to put here; and it read every room's history at start, together with the
+    stream position its reader starts from, which is what :meth:`load` hands out."""
+
+    def __init__(self, bus) -> None:
+        self.bus = bus
+
+    def purge(self, room_key: str) -> None:
+        self.bus.purge_history(room_key)
+
+    def load(self, room_key: str, count: int) -> list:
+        return self.bus.stored_history(room_key, count)
+
 
 class SqliteStore:
     def __init__(self, state_dir: str, lines: int) -> None:
@@ -131,6 +153,15 @@ class SqliteStore:
             self._queue.put(_STOP)
             self._thread.join(timeout)
 
+    def flush(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` until everything queued before this call is written (or
+        given up on: a failing disk does not hold anything up). False: not in time."""
+        if not self._thread.is_alive():
+            return True
+        done = threading.Event()
+        self._queue.put(("flush", done))
+        return done.wait(timeout)
+
     # -- the writer thread ----------------------------------------------------------------
 
     def _open(self, check: bool = False) -> None:
@@ -182,9 +213,12 @@ class SqliteStore:
                 except queue.Empty:
                     break
             stop = _STOP in batch
-            work = [item for item in batch if item is not _STOP]
+            work = [item for item in batch if item is not _STOP and item[0] != "flush"]
             if work:
                 self._write(work)
+            for item in batch:
+                if item is not _STOP and item[0] == "flush":
+                    item[1].set()
             if stop:
                 if self._conn is not None:
                     self._conn.close()

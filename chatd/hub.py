@@ -257,6 +257,8 @@ class Hub:
             room = self._rooms.get(fold(room_name))
             if room is not None and room.members:
                 room.post_many(None, events)
+            elif self._history is not None and self._history.lines:
+                self._history.record_remote(room_name, events)
 
     def deliver_private(self, nick: str, event) -> None:
         """A private line from another node (the bus's reader)."""

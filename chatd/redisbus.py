@@ -19,6 +19,12 @@ Keys (all under ``chatd:``):
   of ID_BLOCK client ids at a time (``INCR``), so client ids are unique cluster-wide.
 - ``bans``: hash network -> ban record (bans.py): the cluster's bans, loaded at start; a new
   ban or unban also goes down the stream as a ``cmd`` for ``node`` ``*`` (every node).
+- ``history:ROOM`` (folded room name): a list of JSON ``[ts, room, kind, nick, text]``, the
+  room's history (history.py), trimmed to ``history_lines``; ``history-rooms``: the set of
+  those rooms. A node appends its own lines in the same transaction as the stream entry that
+  carries them, so every line is in the history exactly when the other nodes can read it:
+  a node that starts reads the lists and the stream id they belong to in one transaction
+  (:data:`_HISTORY`), and its tails and its reader then meet exactly.
 - ``nodes`` (a set of node names) and ``node:NAME``: a node's lease, a key that expires after
   ``node_timeout`` unless the node renews it (every third of that). A node whose lease is gone
   is *lost*: the first node to notice takes ``reaping:NAME`` (SET NX) and runs :data:`_REAP`,
@@ -46,13 +52,16 @@ import structlog
 from chatd import events as ev
 from chatd import wire
 from chatd.bus import ClusterUnavailable
+from chatd.history import KINDS, Entry
 from chatd.protocol import fold
 
 log = structlog.get_logger("chatd.cluster")
 
 PREFIX = "chatd:"
-STREAM, MEMBERS, NICKS, GUESTS, NODES, ID_BLOCKS, BANS = (
-    PREFIX + k for k in ("events", "members", "nicks", "guests", "nodes", "id-blocks", "bans"))
+STREAM, MEMBERS, NICKS, GUESTS, NODES, ID_BLOCKS, BANS, HISTORY_ROOMS = (
+    PREFIX + k for k in ("events", "members", "nicks", "guests", "nodes", "id-blocks", "bans",
+                         "history-rooms"))
+HISTORY = PREFIX + "history:"
 ID_BLOCK = 1_000_000
 #: Entries kept in the stream: what a node that lost its link can still catch up on. At 1,000
 #: lines/s over the cluster that is 100 s, more than the 60 s outage docs/cluster.md promises.
@@ -66,6 +75,17 @@ RETRY_SECONDS = 0.5
 _RELEASE = """
 if redis.call('hget', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('hdel', KEYS[1], ARGV[1]) end
 return 0
+"""
+
+
+#: Every room's history, newest ARGV[1] entries: {room key, {entry, ...}, ...} (atomic).
+_HISTORY = """
+local out = {}
+for _, room in ipairs(redis.call('smembers', KEYS[1])) do
+  out[#out + 1] = room
+  out[#out + 1] = redis.call('lrange', ARGV[2] .. room, -tonumber(ARGV[1]), -1)
+end
+return out
 """
 
 
@@ -111,8 +131,10 @@ def _connect(url: str):
 
 
 class RedisBus:
-    def __init__(self, url: str, node: str, node_timeout: float = 10.0) -> None:
+    def __init__(self, url: str, node: str, node_timeout: float = 10.0,
+                 history_lines: int = 0) -> None:
         self.url = url
+        self.history_lines = history_lines  # 0: no history is written
         self.node = node
         self.node_timeout = node_timeout
         self._renew_at = 0.0  # monotonic time of the next lease renewal (publisher thread)
@@ -130,14 +152,16 @@ class RedisBus:
         self._on_command = None
         self._redis = None
         self._lock = threading.Lock()
-        self._outgoing: list = []  # (pipeline method, args): ("xadd", (fields,)), ("hset", (k, f, v))
+        # (pipeline method, args): ("xadd", (fields, history record or None)), ("hset", (k, f, v))
+        self._outgoing: list = []
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._remote: dict[str, tuple[str, str, str]] = {}
         self._last_id = "0-0"
         self._hub = None
         self._threads: list[threading.Thread] = []
-        self._release = self._reap = None  # Lua scripts, registered by connect()
+        self._history: dict[str, list] = {}  # room key -> entries read at start; history.py takes each once
+        self._release = self._reap = self._read_history = None  # Lua scripts (connect())
 
     # -- lifecycle (the service) --------------------------------------------------------------
 
@@ -150,6 +174,7 @@ class RedisBus:
             self._redis.ping()
             self._release = self._redis.register_script(_RELEASE)
             self._reap = self._redis.register_script(_REAP)
+            self._read_history = self._redis.register_script(_HISTORY)
             # what a previous run under our name left (killed before it could say goodbye)
             self._reap_node(self.node)
             self._renew_lease()
@@ -161,8 +186,14 @@ class RedisBus:
         with self._redis.pipeline(transaction=True) as pipe:
             pipe.xrevrange(STREAM, count=1)
             pipe.hgetall(MEMBERS)
-            last, members = pipe.execute()
+            if self.history_lines:
+                self._read_history(keys=[HISTORY_ROOMS], args=[self.history_lines, HISTORY],
+                                   client=pipe)
+            last, members, *history = pipe.execute()
         self._last_id = last[0][0] if last else "0-0"
+        rows = history[0] if history else []
+        for room_key, entries in zip(rows[::2], rows[1::2]):
+            self._history[room_key] = [Entry(*json.loads(entry)) for entry in entries]
         for key, value in members.items():
             node = key.rpartition("|")[0]
             if node != self.node:
@@ -215,7 +246,25 @@ class RedisBus:
             raise ClusterUnavailable(str(exc)) from None
 
     def publish(self, room: str, event) -> None:
-        self._append({"r": room, "e": wire.dumps(event)})
+        keep = None
+        if self.history_lines and event.__class__ in KINDS:
+            keep = (fold(room), json.dumps([time.time(), room, KINDS[event.__class__],
+                                            event.nick, event.text], ensure_ascii=False))
+        self._append({"r": room, "e": wire.dumps(event)}, keep)
+
+    # -- history (historystore.RedisStore) ------------------------------------------------
+
+    def stored_history(self, room_key: str, count: int) -> list:
+        """The room's history as read at start (once: afterwards history.py's tail has it)."""
+        with self._lock:
+            entries = self._history.pop(room_key, [])
+        return entries[-count:] if count else []
+
+    def purge_history(self, room_key: str) -> None:
+        """Delete the room's history in Redis and have every other node drop its tail."""
+        self._queue(("delete", (HISTORY + room_key,)))
+        self._queue(("srem", (HISTORY_ROOMS, room_key)))
+        self.route("*", "purge", None, {"room": room_key})
 
     def send_private(self, nick: str, event) -> None:
         self._append({"to": fold(nick), "e": wire.dumps(event)})
@@ -331,8 +380,8 @@ class RedisBus:
     def _owner(self, client) -> str:
         return f"{self.node}|{client.id}"
 
-    def _append(self, fields: dict) -> None:
-        self._queue(("xadd", (STREAM, fields)))
+    def _append(self, fields: dict, keep: tuple | None = None) -> None:
+        self._queue(("xadd", (fields, keep)))
 
     def _queue(self, item: tuple) -> None:
         with self._lock:
@@ -374,11 +423,17 @@ class RedisBus:
         """One transaction (MULTI) for the whole batch: it happens entirely or not at all. The
         batch's stream items go as ONE entry (``b``: the list of them, in order), so Redis
         work per line shrinks as load grows: one XADD per batch, not one per line."""
-        lines = [args[1] for method, args in batch if method == "xadd"]
+        lines = [args[0] for method, args in batch if method == "xadd"]
+        kept = [args[1] for method, args in batch if method == "xadd" and args[1] is not None]
         with self._redis.pipeline(transaction=True) as pipe:
             for method, args in batch:
                 if method != "xadd":
                     getattr(pipe, method)(*args)
+            for room_key, record in kept:  # history: with the stream entry that carries it
+                pipe.rpush(HISTORY + room_key, record)
+            for room_key in {room_key for room_key, _ in kept}:
+                pipe.ltrim(HISTORY + room_key, -self.history_lines, -1)
+                pipe.sadd(HISTORY_ROOMS, room_key)
             if lines:
                 pipe.xadd(STREAM, {"o": self.node, "b": json.dumps(lines, ensure_ascii=False)},
                           maxlen=STREAM_LENGTH, approximate=True)

@@ -82,9 +82,9 @@ class Room:
         entries = [(author, event, line(event)) for event in events]
         with self.lock:
             self.log.extend(entries)
-            if self.tail is not None:
+            if self.tail is not None:  # another node's lines (the hub's deliver): stored there
                 for event in events:
-                    self.tail.record(self.name, event)
+                    self.tail.record(self.name, event, store=False)
             if not self.queued:
                 self.queued = True
                 self._flusher.submit_room(self)

@@ -49,7 +49,7 @@ from chatd.flusher import Flusher
 from chatd.gate import Gate
 from chatd.handover import HandoverError
 from chatd.history import History
-from chatd.historystore import NullStore, SqliteStore
+from chatd.historystore import NullStore, RedisStore, SqliteStore
 from chatd.hub import Hub
 from chatd.server import Listener, bind
 from chatd.events import SHUTDOWN, ServerShutdown
@@ -79,11 +79,11 @@ class Service:
         self.pidfile: PidFile | None = None  # ours once we serve (run() or a takeover)
         self.started_at = time.time()
         self.flusher = Flusher(config.sendq_bytes)
-        self.bus = (RedisBus(config.redis_url, config.node_name or "", config.node_timeout)
+        self.bus = (RedisBus(config.redis_url, config.node_name or "", config.node_timeout,
+                             config.history_lines)
                     if config.redis_url else LocalBus())
         self.hub = Hub(self.flusher, self.bus)
-        self.history_store = (SqliteStore(state_dir(config), config.history_lines)
-                              if config.history_lines else NullStore())
+        self.history_store = _history_store(config, self.bus)
         self.history = History(self.history_store, config.history_lines, config.history_on_join)
         self.bans = BanList(state_dir(config))
         self.notifier = Notifier()
@@ -471,6 +471,16 @@ def _tune_gc() -> None:
     full collection stalls every thread at once (seen as latency spikes in bench/)."""
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
+
+
+def _history_store(config, bus):
+    """Where room history persists (SPEC §10): nowhere, SQLite in state_dir, or the cluster's
+    Redis, which every node reads."""
+    if not config.history_lines:
+        return NullStore()
+    if config.redis_url:
+        return RedisStore(bus)
+    return SqliteStore(state_dir(config), config.history_lines)
 
 
 def _raise_file_limit() -> None:

@@ -172,6 +172,10 @@ def _freeze(service, timeout: float) -> tuple[list, dict]:
         backlogs = service.flusher.freeze(timeout)
         if backlogs is None:
             raise UpgradeFailed(f"output did not stop within {timeout:g} s")
+        log.info("upgrade_frozen", sessions=len(parked),
+                 unsent_bytes=sum(len(data) for data in backlogs.values()))
+        if not service.history_store.flush(timeout):  # the new process reads it from the file
+            log.warning("history_unsaved", timeout=timeout)
     except BaseException:
         _thaw(service)
         raise

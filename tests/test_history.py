@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import sqlite3
 import subprocess
 import threading
@@ -16,7 +15,10 @@ import pytest
 
 from conftest import ChatClient
 from faults import Admin
+from redisfix import redis_server  # noqa: F401 - the fixture behind cluster
 from test_chatctl import ctl
+from test_cluster import alice_and_bob, cluster  # noqa: F401 - a fixture
+from test_upgrade import upgrade
 
 STAMP = r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\] "
 FAST = {"rate": 1000, "burst": 1000}
@@ -331,3 +333,80 @@ def test_full_state_dir_while_chatting(chatd, tmp_path):
         if srv is not None:
             srv.terminate()
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_an_upgrade_keeps_every_line_of_history(chatd):
+    """The old process writes out what is queued before it hands over: the new one reads
+    the file, and every line said up to the upgrade is in /history afterwards."""
+    srv = chatd(limits=FAST, history=ON)
+    alice = srv.connect()
+    alice.set_nick("alice")
+    alice.send_line("first")  # creates the file
+    path = os.path.join(srv.state_dir, "history.sqlite3")
+    wait_until(lambda: stored_rows(path) == 1, what="the first line stored")
+    # another writer holds the database: chatd's writer waits behind it, lines queue up
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    said = ["first"] + [f"before {n}" for n in range(200)]
+    for text in said[1:]:
+        alice.send_line(text)
+    alice.sync()
+    upgrading = threading.Thread(target=upgrade, args=(srv,))
+    upgrading.start()
+    srv.wait_event("upgrade_frozen")
+    blocker.rollback()  # the old process must now write all of it before it goes
+    blocker.close()
+    upgrading.join(60)
+    alice.send_line("after")
+    alice.send_line("/history 1000")
+    assert [bare(e) for e in read_block(alice, "lobby")] == [f"<alice> {t}" for t in said + ["after"]]
+
+
+# -- cluster mode: the history is in Redis, every node shows it ---------------------------
+
+
+def test_cluster_history_is_one_history_on_every_node(cluster, chatd):
+    redis, (a, b) = cluster(limits=FAST, history=ON)
+    alice, bob = alice_and_bob(a, b)
+    alice.send_line("/join dev")  # nobody on node2 is in dev: its tail is fed all the same
+    alice.wait_for(lambda line: line.startswith("*** you joined dev"))
+    said = [f"line {i}" for i in range(5)]
+    for text in said:
+        alice.send_line(text)
+    alice.send_line("/me waves")
+    expected = [f"<alice> {text}" for text in said] + ["* alice waves"]
+    # bob joins on node2 whenever: each line once, replayed or live (the seam across nodes)
+    bob.send_line("/join dev")
+    bob.wait_for(lambda line: line.startswith("*** you joined dev"))
+    seen = []  # (a block only if node2 had some of the lines when bob joined)
+    while len(seen) < len(expected):
+        line = bob.read_line()
+        if line == "*** history of dev (" + line.partition("(")[2]:
+            seen += [bare(bob.read_line()) for _ in range(int(line.split("(")[1].split()[0]))]
+            assert bob.read_line() == "*** end of history"
+        elif not line.startswith("*** "):
+            seen.append(line)
+    assert seen == expected
+    bob.send_line("/history 3")
+    assert [bare(e) for e in read_block(bob, "dev")] == expected[-3:]
+    # a node that starts later reads it from Redis
+    c = chatd(cluster={"redis_url": redis.url, "node_name": "node3", "node_timeout": 1.0},
+              limits=FAST, history=ON)
+    c.wait_event("cluster_joined")
+    carol = c.connect()
+    carol.join("dev")
+    assert [bare(e) for e in read_block(carol, "dev")] == expected
+    # purge on node1 empties it everywhere
+    ctl(a, "purge", "dev")
+    for client in (bob, carol):
+        wait_until(lambda: _history_size(client, "dev") == 0, 10, "purge on every node")
+    assert not redis.client().exists("chatd:history:dev")
+
+
+def _history_size(client: ChatClient, room: str) -> int:
+    """How many lines ``/history`` shows (room notices that arrive first are passed over)."""
+    client.send_line("/history")
+    header = client.wait_for(lambda line: line.startswith(f"*** history of {room} ("))
+    count = int(header.rpartition("(")[2].split()[0])
+    assert [client.read_line() for _ in range(count + 1)][-1] == "*** end of history"
+    return count
