@@ -20,14 +20,14 @@ import sys
 import time
 from pathlib import Path
 
-from bench import chat, report, scale
+from bench import chat, history, report, scale
 from bench.clusters import SERVERS, redis_binary
 from bench.servers import BENCH, SERVERS as SINGLE, VENV_BIN, ngircd_binary, source_digest
 
-WORKLOADS = ("fanout", "connect", "slow", "admin", "cluster")
+WORKLOADS = ("fanout", "connect", "slow", "admin", "cluster", "history")
 #: What runs without --workloads: cluster only means something with a multi-node server,
 #: and those are not in the default server list.
-DEFAULT_WORKLOADS = ("fanout", "connect", "slow", "admin")
+DEFAULT_WORKLOADS = ("fanout", "connect", "slow", "admin", "history")
 SERVER_NAMES = ("chatd", "ngircd", "naive")  # the default; every key of SERVERS is selectable
 
 #: Sizes: (full, quick). Full sizes are the issue's; quick is a smoke test.
@@ -39,6 +39,7 @@ SIZES = {
     "slow": ((20, 200.0, 8.0), (20, 200.0, 3.0)),  # clients, rate each, seconds
     "cluster_full": ((50, 5, 40000), (50, 5, 400)),  # clients (spread over the nodes), ...
     "cluster_paced": ((50, 5, 500.0, 5.0), (50, 5, 500.0, 1.0)),
+    "history_join": ((1000.0, 5.0), (1000.0, 1.0)),  # lines/s into the room, seconds of joins
 }
 
 
@@ -100,6 +101,8 @@ def plan(args) -> tuple[list, dict]:
             items.append(("fanout", label, args.servers, fn))
     if "cluster" in args.workloads:
         items += _cluster_items(args, labels)
+    if "history" in args.workloads:
+        items += _history_items(args, labels)
     steps = size(args, "connect")
     labels["connect_n"] = steps[-1]
     if "connect" in args.workloads:
@@ -136,6 +139,19 @@ def _cluster_items(args, labels: dict) -> list:
                                messages=messages, rate=rate)
         items.append(("cluster", label, args.servers, fn))
     return items
+
+
+def _history_items(args, labels: dict) -> list:
+    """Issue 12: fan-out C=200 S=10 with history on (chatd) and off, and joins with replay."""
+    clients, senders, messages = size(args, "fanout_big")
+    labels["history_fanout"] = label = f"history on/off: fanout C={clients} S={senders}"
+    fn = functools.partial(_fanout, args=args, clients=clients, senders=senders,
+                           messages=messages, rate=None)
+    items = [("fanout", label, ["chatd", "chatd-nohistory"], fn)]
+    rate, seconds = size(args, "history_join")
+    labels["history_join"] = label = f"/join with a 10-line replay, room at {rate:g} lines/s"
+    fn = functools.partial(history.join_replay, opts=args, rate=rate, seconds=seconds)
+    return items + [("history", label, ["chatd"], fn)]
 
 
 def _fanout(name, core, *, args, clients, senders, messages, rate):

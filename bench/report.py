@@ -38,6 +38,9 @@ COLUMNS = {
              ("slow dropped", "slow_disconnected", "{}"), ("reason", "slow_reason", "{}"),
              ("after s", "slow_dropped_after_s", "{:.2f}"), ("loadgen", "loadgen_cpu_share", "{:.0%}"),
              ("others", "other_cpu_share", "{:.0%}")],
+    "history": [("joins", "joins", "{:,}"), ("seam errors", "seam_errors", "{:,}"),
+                ("join p50 ms", "join_p50_ms", "{:.2f}"), ("join p99 ms", "join_p99_ms", "{:.2f}"),
+                ("join max ms", "join_max_ms", "{:.1f}"), ("posted/s", "posted_per_s", "{:,}")],
     "admin": [("clients", "clients", "{:,}"), ("chatctl --json list ms", "chatctl_list_json_ms", "{:.0f}"),
               ("chatctl status ms", "chatctl_status_ms", "{:.0f}"),
               ("chatctl --version ms", "chatctl_version_ms", "{:.0f}"),
@@ -168,6 +171,7 @@ def targets(summary: list[dict], configs: dict) -> list[dict]:
             f"p99 {c['lat_p99_ms']:.2f} ms, max {c['lat_max_ms']:.1f} ms",
             c["lat_p99_ms"] <= 3.0 and c["lat_max_ms"] <= 15.0)
     out += _cluster_targets(summary, configs)
+    out += _history_targets(summary, configs)
     c = _find(summary, configs.get("connect"), "chatd")
     if c:
         want = configs.get("connect_n", 10000)
@@ -190,6 +194,26 @@ def targets(summary: list[dict], configs: dict) -> list[dict]:
             f"chatctl startup alone {c['chatctl_version_ms']:.0f} ms; list on the socket "
             f"{c['list_rpc_ms']:.0f} ms)",
             c["chatctl_list_json_ms"] < 300)
+    return out
+
+
+def _history_targets(summary: list[dict], configs: dict) -> list[dict]:
+    """Issue 12: history on/off deliveries/s ratio >= 0.8; joins with replay are exact."""
+    out = []
+    label = configs.get("history_fanout")
+    on, off = _find(summary, label, "chatd"), _find(summary, label, "chatd-nohistory")
+    if on and off and off.get("deliveries_per_s"):
+        ratio = on["deliveries_per_s"] / off["deliveries_per_s"]
+        out.append({"target": f"{label}: history on / off deliveries/s >= 0.8",
+                    "measured": f"ratio {ratio:.2f} ({on['deliveries_per_s']:,.0f} vs "
+                                f"{off['deliveries_per_s']:,.0f}/s)",
+                    "result": "PASS" if ratio >= 0.8 and on["max_lost"] == 0 else "FAIL"})
+    join = _find(summary, configs.get("history_join"), "chatd")
+    if join and join.get("joins"):
+        out.append({"target": f"{configs['history_join']}: every seam exact",
+                    "measured": f"{join['joins']} joins, {join['seam_errors']} seam errors, "
+                                f"p99 {join['join_p99_ms']} ms",
+                    "result": "PASS" if join["seam_errors"] == 0 else "FAIL"})
     return out
 
 

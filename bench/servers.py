@@ -240,6 +240,18 @@ class Chatd(Server):
         return self.admin_socket.exists() and super().ready()
 
 
+class ChatdNoHistory(Chatd):
+    """chatd-bench.toml with room history off (``history_lines = 0``): the other side of
+    issue 12's history on/off ratio (bench/history.py)."""
+
+    name = "chatd-nohistory"
+
+    def __init__(self, core) -> None:
+        super().__init__(core)
+        self.config = self.workdir / "chatd.toml"
+        self.config.write_text(Chatd.config.read_text() + "\n[history]\nhistory_lines = 0\n")
+
+
 class Naive(Server):
     name = "naive"
 
@@ -267,4 +279,4 @@ def ngircd_binary() -> str:
     return shutil.which("ngircd") or "/usr/sbin/ngircd"
 
 
-SERVERS = {"chatd": Chatd, "ngircd": Ngircd, "naive": Naive}
+SERVERS = {"chatd": Chatd, "ngircd": Ngircd, "naive": Naive, "chatd-nohistory": ChatdNoHistory}

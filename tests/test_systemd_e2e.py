@@ -38,6 +38,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 UNITS = ("chatd.service", "chatd.socket")
 UNIT_DIR = "/etc/systemd/system"
 CONFIG = "/etc/chatd/chatd.toml"
+STATE_DIR = "/var/lib/chatd"  # StateDirectory=chatd
 CHATCTL = "/opt/chatd/bin/chatctl"
 MOTD = "e2e motd one"
 TEST_DROPINS = (f"{UNIT_DIR}/chatd.service.d/50-e2e-watchdog.conf",
@@ -170,6 +171,8 @@ def fresh(box: Box):
     ct.systemctl("stop", *UNITS, check=False)
     ct.systemctl("reset-failed", *UNITS, check=False)
     box.config()
+    # no room history from earlier tests: a test's clients would get it replayed (SPEC §10)
+    ct.run("rm", "-f", *(f"{STATE_DIR}/history.sqlite3{suffix}" for suffix in ("", "-wal", "-shm")))
     if ct.run("ls", *TEST_DROPINS, check=False).stdout.strip():
         ct.remove(*TEST_DROPINS)
         ct.systemctl("daemon-reload")
