@@ -50,6 +50,7 @@ import threading
 
 from chatd import render
 from chatd.bus import ClusterUnavailable, LocalBus
+from chatd.history import block, fit
 from chatd.events import (Joined, Left, NickChanged, NickRevoked, NickUnchanged, Renamed,
                           RoomEntered, YouAre)
 from chatd.protocol import fold
@@ -234,8 +235,6 @@ class Hub:
         room = client.room
         if room.tail is None:
             return False
-        from chatd.history import block, fit
-
         entries = fit(room.name, room.tail.last(count), self._flusher.sendq_bytes // 2)
         room.send_private(client.outbox, block(room.name, entries), len(entries) + 2)
         return True
@@ -412,6 +411,16 @@ class Hub:
             tail = self._history.tail(room.name)
             with room.lock:
                 room.tail = tail
+                room.on_join = self._history.on_join
+
+    def set_replay(self, lines: int) -> None:
+        """A reload's ``history_on_join``: what joiners get from now on (an int each room
+        reads under its lock; a join at this very moment may get the old count)."""
+        with self._lock:
+            if self._history is None or not self._history.lines:
+                return
+            self._history.on_join = min(lines, self._history.lines)
+            for room in self._rooms.values():
                 room.on_join = self._history.on_join
 
     def use_history(self, history) -> None:

@@ -358,6 +358,8 @@ class Service:
             keys.append("tls.tls_port")
         if bool(new.tls_cert) != bool(self.tls_listener):
             keys.append("tls.tls_cert")  # TLS turned on or off
+        if new.history_lines != bound.history_lines:  # the store is opened at start
+            keys.append("history.history_lines")
         return keys
 
     def _apply_new_config(self) -> tuple[bool, str]:
@@ -379,12 +381,13 @@ class Service:
                 return False, str(exc)
         self.config = new
         self.flusher.sendq_bytes = new.sendq_bytes
+        self.hub.set_replay(new.history_on_join)
         logsetup.set_level(new.log_level)
         # thread: SIGHUP and chatctl reload both run here, on the main thread (tests check it)
         log.info("config_reloaded", path=new.config_path, thread=threading.current_thread().name)
         restart = self._restart_required()
         if restart:
-            log.warning("restart_required", keys=restart, reason="listeners change on restart only")
+            log.warning("restart_required", keys=restart, reason="these apply at start only")
         return True, "reloaded"
 
     # -- main thread --------------------------------------------------------------------------

@@ -410,3 +410,17 @@ def _history_size(client: ChatClient, room: str) -> int:
     count = int(header.rpartition("(")[2].split()[0])
     assert [client.read_line() for _ in range(count + 1)][-1] == "*** end of history"
     return count
+
+
+def test_reload_applies_history_on_join_and_names_history_lines(chatd):
+    srv = chatd(limits=FAST, history={"history_lines": 100, "history_on_join": 0})
+    alice = srv.connect()
+    alice.send_line("one")
+    alice.send_line("two")
+    alice.sync()
+    srv.config_path.write_text("[limits]\nrate = 1000\nburst = 1000\n"
+                               "[history]\nhistory_lines = 50\nhistory_on_join = 1\n")
+    result = json.loads(ctl(srv, "--json", "reload"))
+    assert result["restart_required"] == ["history.history_lines"]
+    bob = ChatClient().connect(srv.port)  # motd None: the replay is split off the greeting
+    assert [bare(e) for e in bob.replayed] == [f"<{alice.nick}> two"]
