@@ -59,12 +59,13 @@ $(VENV)/.stamp-test: pyproject.toml | $(BIN)/python
 
 # The end-to-end tests drive chatd with the clients a user would: netcat (nc), telnet, and ncat
 # and openssl for TLS; the unit-file tests need systemd-analyze; the cluster tests start their
-# own redis-server processes. As root, the missing ones are installed (command:Debian package);
-# otherwise, or if that fails, a test that needs one skips and names the package. A policy-rc.d
-# that answers 101 keeps apt from starting (or enabling) a system redis-server on port 6379
-# while installing: the tests never use the system service.
+# own redis-server processes; the metrics tests check etc/prometheus/ with promtool. As root, the
+# missing ones are installed (command:Debian package); otherwise, or if that fails, a test that
+# needs one skips and names the package. A policy-rc.d that answers 101 keeps apt from starting
+# (or enabling) a system redis-server on port 6379 or prometheus on 9090 while installing: the
+# tests never use the system services.
 TOOLS := nc:netcat-openbsd ncat:ncat openssl:openssl systemd-analyze:systemd telnet:telnet \
-    redis-server:redis-server
+    redis-server:redis-server promtool:prometheus
 
 tools:
 	@missing=""; for pair in $(TOOLS); do \
@@ -83,6 +84,8 @@ tools:
 	    [ -z "$$made_policy" ] || rm -f $$policy; \
 	    case "$$missing" in *redis-server*) [ ! -d /run/systemd/system ] || \
 	        systemctl disable --now redis-server >/dev/null 2>&1 || true;; esac; \
+	    case "$$missing" in *prometheus*) [ ! -d /run/systemd/system ] || \
+	        systemctl disable --now prometheus >/dev/null 2>&1 || true;; esac; \
 	fi
 
 # The benchmark needs ngircd (Debian's package, installed as root without starting a service);

@@ -162,6 +162,10 @@ class AdminServer:
         self._refusing = threading.BoundedSemaphore(MAX_REFUSING)
         self._stopping = threading.Event()
         self._paused = False  # an upgrade is under way: requests are refused (``upgrading``)
+        #: (command, outcome) -> requests answered: what the ``admin_command`` log event says,
+        #: counted where it is logged (under ``_lock``: several connection threads answer at
+        #: once); read by the metrics. ``command`` is None for a request that did not parse.
+        self._outcomes: dict[tuple[str | None, str], int] = {}
 
     @property
     def sock(self) -> socket.socket:
@@ -231,6 +235,16 @@ class AdminServer:
             with self._lock:
                 self._connections.pop(conn, None)
             raise  # the acceptor logs it and closes conn
+
+    def outcomes(self) -> dict[tuple[str | None, str], int]:
+        """A copy of the admin command counts (see ``_outcomes``)."""
+        with self._lock:
+            return dict(self._outcomes)
+
+    def _count(self, command: str | None, outcome: str) -> None:
+        with self._lock:
+            key = (command, outcome)
+            self._outcomes[key] = self._outcomes.get(key, 0) + 1
 
     def _member(self, conn: socket.socket, gid: int) -> bool:
         return self._gid is not None and (gid == self._gid or self._gid in peer_groups(conn))
@@ -343,6 +357,7 @@ class AdminServer:
         conn.settimeout(IDLE_SECONDS)  # a long reply (list) to a slow reader: not a request's time
         if line is LINE_TOO_LONG:
             peer_log.warning("admin_command", outcome="line_too_long")
+            self._count(None, "line_too_long")
             conn.sendall(error_line(None, "line_too_long"))
         elif line.strip():
             reply, after = self._answer(line, peer_log)
@@ -375,9 +390,11 @@ class AdminServer:
             result, after = self._commands.run(request.cmd, request.args)
         except AdminError as exc:
             peer_log.info("admin_command", command=cmd, outcome=exc.code, message=exc.message)
+            self._count(cmd, exc.code)
             return error_line(exc.request_id if cmd is None else request_id, exc.code, exc.message), None
         except Exception:
             peer_log.exception("admin_command", command=cmd, outcome="internal_error")
+            self._count(cmd, "internal_error")
             return error_line(request_id, "internal_error"), None
         # broadcast text is chat content: logged only with log_messages, like chat messages
         args = {k: v for k, v in request.args.items() if k != "text" or self._commands.log_messages}
@@ -385,8 +402,10 @@ class AdminServer:
             reply = ok_line(request_id, result)
         except ValueError:  # a non-finite number in the result: strict JSON has no spelling for it
             peer_log.exception("admin_command", command=cmd, outcome="internal_error")
+            self._count(cmd, "internal_error")
             return error_line(request_id, "internal_error"), None
         peer_log.info("admin_command", command=cmd, args=args, outcome="ok")
+        self._count(cmd, "ok")
         return reply, after
 
 

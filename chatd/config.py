@@ -8,8 +8,8 @@ sockets, touches logging or reads the environment; its only I/O is reading the T
 Callers use `load()`, `reload()`, `Config.describe()` and `ConfigError`. The service thread owns
 the current `Config` and replaces it; every other thread only reads the value it was handed.
 
-The TOML file has seven sections, `[server]`, `[limits]`, `[logging]`, `[admin]`, `[tls]`,
-`[cluster]` and `[history]` (see `etc/chatd.toml`);
+The TOML file has eight sections, `[server]`, `[limits]`, `[logging]`, `[admin]`, `[tls]`,
+`[cluster]`, `[history]` and `[metrics]` (see `etc/chatd.toml`);
 unknown sections and keys are errors, because a typo that is silently ignored is a limit that
 silently does not apply. Checks that need the filesystem or DNS (TLS files, `host`) live in
 `preflight.py`; `reload()` runs those a reload applies.
@@ -78,6 +78,8 @@ class Config:
     node_timeout: float = 10.0  # seconds a silent node is still believed alive
     history_lines: int = 1000  # lines kept per room (docs: README "Room history"); 0 = none
     history_on_join: int = 10  # lines replayed on /join and on connect; 0 = none
+    metrics_host: str = "127.0.0.1"  # the Prometheus endpoint (metrics.py), when metrics_port is set
+    metrics_port: int = 0  # 0 = no metrics endpoint
     config_path: str | None = None
     # The CLI options given at start, as (field, value) pairs, so that reload() can re-apply
     # them on top of the re-read file. Not part of the settings: excluded from ==, hash, repr.
@@ -122,6 +124,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
             "max_handshakes", "max_handshakes_per_ip", "handshake_timeout"),
     "cluster": ("redis_url", "node_name", "node_timeout"),
     "history": ("history_lines", "history_on_join"),
+    "metrics": ("metrics_host", "metrics_port"),
 }
 _SECTION_OF = {key: section for section, keys in SECTIONS.items() for key in keys}
 
@@ -287,6 +290,8 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "node_timeout": _number(0, inclusive=False),
     "history_lines": _int_range(0, 100000),
     "history_on_join": _int_range(0, 1000),
+    "metrics_host": _host,
+    "metrics_port": _int_range(0, 65535),
 }
 
 
@@ -358,8 +363,20 @@ def load(path: str | None, overrides: Mapping[str, Any] | None = None) -> Config
         raise ConfigError("history.history_on_join",
                           f"must be <= history_lines ({config.history_lines}) "
                           f"(got {config.history_on_join!r})")
+    _check_metrics_port(config)
     _check_motd_size(config)
     return config
+
+
+def _check_metrics_port(config: Config) -> None:
+    """The metrics endpoint cannot share a port with a chat listener (on the same address it
+    could never bind; on another it would only confuse whoever reads the config)."""
+    if config.metrics_port == 0:
+        return
+    if config.port != 0 and config.metrics_port == config.port:
+        raise ConfigError("metrics.metrics_port", f"same as server.port ({config.port})")
+    if config.tls_cert is not None and config.metrics_port == config.tls_port:
+        raise ConfigError("metrics.metrics_port", f"same as tls.tls_port ({config.tls_port})")
 
 
 def _check_motd_size(config: Config) -> None:

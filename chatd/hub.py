@@ -81,6 +81,9 @@ class Hub:
         # input of clients that have left, so status can report lifetime totals (their output
         # is the flusher's closed_* counters: it may still drain after they leave)
         self._departed = {"lines_in": 0, "bytes_in": 0}
+        #: Connections ended, by events.Close kind: counted in remove(), under the lock it
+        #: already takes, so the hot path pays nothing; read by the metrics (counters()).
+        self._disconnects: dict[str, int] = {}
         self._lobby = self._room(LOBBY)
 
     # -- admission and lifetime ---------------------------------------------------------------
@@ -123,6 +126,8 @@ class Hub:
                 del self._nicks[fold(client.nick)]
             self._departed["lines_in"] += client.lines_in  # output: counted by the flusher
             self._departed["bytes_in"] += client.bytes_in  # when it closes the socket
+            if reason is not None:
+                self._disconnects[reason.kind] = self._disconnects.get(reason.kind, 0) + 1
             room = client.room
             if room is not None:
                 self._leave(client, room)
@@ -323,6 +328,42 @@ class Hub:
                 for key, value in zip(_COUNTERS, _traffic(client)):
                     totals[key] += value
             return {"clients": len(self._clients), "rooms": len(self._rooms), **totals}
+
+    def counters(self) -> dict:
+        """What a metrics scrape reads (metrics.py): the totals of :meth:`stats`, plus
+        ``disconnects`` (Close kind -> count), ``sendq_bytes`` (output queued for every
+        client) and ``sendq_max_bytes`` (the fullest queue).
+
+        The hub lock is held only to copy the client list and three small values; the sums
+        over the clients are taken after, from plain int attributes (atomic reads). A client
+        that leaves meanwhile is counted as it was at the copy, so a total may come out a
+        little off for one scrape (metrics.py keeps counters from going backwards).
+        """
+        flusher = self._flusher
+        # before the copy: the flusher closes a client only after it has left the hub, so
+        # none is counted twice; one that left just before the copy and is closed just after
+        # this read is in neither for one scrape
+        lines_out, bytes_out = flusher.closed_lines_out, flusher.closed_bytes_out
+        with self._lock:
+            clients = list(self._clients.values())
+            rooms = len(self._rooms)
+            departed = dict(self._departed)
+            disconnects = dict(self._disconnects)
+        lines_in, bytes_in = departed["lines_in"], departed["bytes_in"]
+        backlog = largest = 0
+        for client in clients:
+            outbox = client.outbox
+            lines_in += client.lines_in
+            bytes_in += client.bytes_in
+            lines_out += outbox.lines_out
+            bytes_out += outbox.bytes_out
+            queued = outbox.backlog_bytes
+            backlog += queued
+            if queued > largest:
+                largest = queued
+        return {"clients": len(clients), "rooms": rooms, "lines_in": lines_in,
+                "lines_out": lines_out, "bytes_in": bytes_in, "bytes_out": bytes_out,
+                "disconnects": disconnects, "sendq_bytes": backlog, "sendq_max_bytes": largest}
 
     def who(self, client) -> tuple[str, list[str]]:
         """The members of ``client``'s room, on every node."""

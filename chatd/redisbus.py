@@ -148,6 +148,10 @@ class RedisBus:
         self._stop_by = 0.0  # stop(): the publisher gives up sending at this time
         self.started_at = time.time()
         self.link_up = True  # written by _link() under _lock; read by status and metrics
+        #: Live nodes, this one included, as the publisher thread last saw them at a lease
+        #: renewal (every node_timeout / 3); read by the metrics (an int read is atomic), so
+        #: a scrape never asks Redis.
+        self.live_nodes = 1
         self.address = ""  # HOST:PORT of our chat listener, for `chatctl nodes` (the service)
         self._on_command = None
         self._redis = None
@@ -456,11 +460,16 @@ class RedisBus:
             self._reassert_due = True
         if self._reassert_due:
             self._reassert()
+        live = 1
         for node in self._redis.smembers(NODES):
-            if node != self.node and not self._redis.exists(PREFIX + "node:" + node):
-                if self._redis.set(PREFIX + "reaping:" + node, self.node, nx=True,
-                                   px=int(self._reaped_memory() * 1000)):
-                    log.warning("node_lost", node=node, members=self._reap_node(node))
+            if node == self.node:
+                continue
+            if self._redis.exists(PREFIX + "node:" + node):
+                live += 1
+            elif self._redis.set(PREFIX + "reaping:" + node, self.node, nx=True,
+                                 px=int(self._reaped_memory() * 1000)):
+                log.warning("node_lost", node=node, members=self._reap_node(node))
+        self.live_nodes = live
 
     def _reaped_memory(self) -> float:
         """How long the cluster remembers that it reaped a node: long enough for a node cut

@@ -91,6 +91,7 @@ class Service:
         self.listener: Listener | None = None
         self.tls_listener: Listener | None = None
         self.admin: AdminServer | None = None
+        self.metrics = None  # metrics.MetricsServer when metrics_port is set
         self.client_ids = self.bus.client_ids()  # unique cluster-wide in cluster mode
         self._events: queue.SimpleQueue = queue.SimpleQueue()  # reentrant: safe in handlers
         self._reload_lock = threading.Lock()
@@ -123,6 +124,8 @@ class Service:
                                      passed=passed)
             if config.tls_cert:
                 self.tls_listener = self._bind_tls(config)
+            if config.metrics_port:
+                self.metrics = self._metrics_server(self._bind_metrics(config))
         except StartupError:
             for listener in self.listeners():
                 listener.stop()
@@ -153,6 +156,15 @@ class Service:
                 tls_sock.close()  # TLS turned off in the new config
         elif self.config.tls_cert:
             self.tls_listener = self._bind_tls(self.config)
+        metrics_fd = state.get("metrics")  # absent in the state of a chatd without metrics
+        if metrics_fd is not None:
+            metrics_sock = takeover.sock(metrics_fd)
+            if self.config.metrics_port:
+                self.metrics = self._metrics_server(metrics_sock)
+            else:
+                metrics_sock.close()  # metrics turned off in the new config
+        elif self.config.metrics_port:
+            self.metrics = self._metrics_server(self._bind_metrics(self.config))
 
     def _restore_clients(self) -> list:
         """The clients handed over, back in the hub and with their unsent output queued; no
@@ -186,6 +198,29 @@ class Service:
             raise StartupError(f"cannot listen on {config.host}:{config.tls_port} (TLS): {reason}") from None
         return Listener(sock, self.hub, self.flusher, self.bans, self, self.client_ids, context)
 
+    @staticmethod
+    def _bind_metrics(config) -> socket.socket:
+        try:
+            return bind(config.metrics_host, config.metrics_port, backlog=64)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise StartupError(f"cannot listen on {config.metrics_host}:{config.metrics_port} "
+                               f"(metrics): {reason}") from None
+
+    def _metrics_server(self, sock: socket.socket):
+        """The Prometheus endpoint on ``sock`` (metrics.py), reading this service's counters.
+        Imported here: prometheus_client is needed only when metrics are on."""
+        try:
+            from chatd import metrics
+        except ImportError as exc:
+            sock.close()
+            raise StartupError(f"metrics.metrics_port is set but {exc.name or exc} cannot be "
+                               "imported (pip install prometheus_client)") from None
+        collector = metrics.ChatdCollector(self.hub, self.admin, self.bus, self.bans,
+                                           config=lambda: self.config,
+                                           started_at=lambda: self.started_at)
+        return metrics.MetricsServer(sock, metrics.registry_for(collector))
+
     def _admin_context(self) -> AdminContext:
         def facts() -> dict:
             host, port = self.listener.address
@@ -213,6 +248,8 @@ class Service:
             for listener in self.listeners():
                 listener.stop()
             self.admin.stop()
+            if self.metrics is not None:
+                self.metrics.stop()
             raise StartupError(str(exc)) from None
 
     def listeners(self) -> list[Listener]:
@@ -220,7 +257,8 @@ class Service:
 
     def fds(self) -> list[int]:
         """The descriptors a daemonising step must keep open."""
-        return [x.sock.fileno() for x in self.listeners()] + [self.admin.fileno()]
+        extra = [self.metrics.fileno()] if self.metrics is not None else []
+        return [x.sock.fileno() for x in self.listeners()] + [self.admin.fileno()] + extra
 
     def launch(self) -> None:
         """Join the cluster, start the threads and tell the world we are ready."""
@@ -248,6 +286,8 @@ class Service:
                      old_version=self.takeover.state["chatd_version"], version=__version__)
         log.info("listening", host=host, port=port, tls_port=tls_port, admin_socket=self.admin.path,
                  bans=len(self.bans.active()), version=__version__, pid=os.getpid())
+        if self.metrics is not None:  # after `listening`: the first event once listening
+            self.metrics.start()
         self.notifier.notify(READY="1", STATUS=self.housekeeper.status_line())
 
     def _take_over(self) -> list:
@@ -360,6 +400,8 @@ class Service:
             keys.append("tls.tls_cert")  # TLS turned on or off
         if new.history_lines != bound.history_lines:  # the store is opened at start
             keys.append("history.history_lines")
+        keys += [f"metrics.{key}" for key in ("metrics_host", "metrics_port")
+                 if getattr(new, key) != getattr(bound, key)]
         return keys
 
     def _apply_new_config(self) -> tuple[bool, str]:
@@ -425,6 +467,8 @@ class Service:
         for listener in listeners:
             listener.stop()
         self.admin.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
         clients = self.hub.clients()
         log.info("shutting_down", clients=len(clients))
         notice = ServerShutdown()

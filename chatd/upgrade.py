@@ -224,6 +224,8 @@ def _state(service, parked: list, backlogs: dict) -> tuple[dict, list[int]]:
         "admin": {"fd": fd(service.admin.sock), "path": service.admin.path,
                   "inode": service.admin.inode},
         "pidfile": {"fd": fd(pidfile.fd), "path": pidfile.path} if pidfile else None,
+        # the metrics endpoint's socket (None: off); an older chatd ignores it
+        "metrics": fd(service.metrics.socket) if service.metrics is not None else None,
         "hub": service.hub.handover_state(),
         "closed_out": [service.flusher.closed_lines_out, service.flusher.closed_bytes_out],
         "clients": clients,

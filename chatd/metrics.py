@@ -1,0 +1,279 @@
+"""The Prometheus endpoint (docs/protocol.md §11): ``GET /metrics`` on ``metrics_host:metrics_port``.
+
+Nothing is counted here. :class:`ChatdCollector` is a custom ``prometheus_client`` collector
+that, at each scrape, reads the counters chatd keeps anyway, and only then: the hot path pays
+nothing for metrics, whether anyone scrapes or not. Who owns what it reads:
+
+    =================================  ==================================================
+    families                           read from (owner)
+    =================================  ==================================================
+    clients, rooms, messages, bytes,   ``Hub.counters()``: the per-client counters (session
+    disconnects, sendq                 thread, flusher thread) and the hub's departed and
+                                       disconnect totals (hub lock, held for a copy only)
+    admin commands                     ``AdminServer.outcomes()`` (admin connection threads)
+    cluster link, nodes                ``RedisBus.link_up`` / ``live_nodes`` (its threads)
+    limits, bans, start time, build    the Config in force, the ban list, the service
+    =================================  ==================================================
+
+A counter that is a sum over clients can come out a little low for one scrape (a client
+between leaving the hub and its socket being closed); the collector never reports less than
+it reported before, so ``rate()`` sees no false reset.
+
+Serving: :class:`MetricsServer`, a ``socketserver.TCPServer`` on a thread of its own
+(``metrics``) with one short-lived thread per connection (``metrics-conn``), at most
+``MAX_CONNECTIONS`` at once (a new one beyond that cuts the oldest). HTTP/1.0, one request per
+connection; every read and write has a ``SOCKET_SECONDS`` timeout and the whole connection
+``REQUEST_SECONDS`` (a slowloris trickling bytes is cut off by the serving thread between
+polls), so garbage, huge headers and silent peers cost a bounded number of threads for a
+bounded time. The service makes it (bound, before detaching) and starts and stops it.
+"""
+
+from __future__ import annotations
+
+import platform
+import socket
+import socketserver
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler
+
+import structlog
+from prometheus_client import generate_latest
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
+                                    InfoMetricFamily)
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from chatd import __version__
+from chatd.events import CLOSE_KINDS
+
+log = structlog.get_logger("chatd.metrics")
+
+MAX_CONNECTIONS = 16
+SOCKET_SECONDS = 5.0  # one read or write
+REQUEST_SECONDS = 10.0  # a whole connection, from accept to close
+POLL_SECONDS = 0.2  # how often the serving thread looks at deadlines and for shutdown()
+EVICT_SECONDS = 1.0  # how long a new connection waits for the oldest one to make room
+#: The classic text format, which every Prometheus reads (newer prometheus_client versions
+#: announce 1.0.0, which older servers do not know; for chatd's names the body is the same).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class ChatdCollector(Collector):
+    """Yields chatd's metric families, read at scrape time (see the module docstring).
+
+    ``hub`` (Hub), ``admin`` (AdminServer, or None), ``bus`` (LocalBus or RedisBus),
+    ``bans`` (BanList); ``config()`` and ``started_at()`` return what is in force now.
+    Scrapes may run on several connection threads at once: ``_lock`` guards ``_high``.
+    """
+
+    def __init__(self, hub, admin, bus, bans, config, started_at) -> None:
+        self._hub = hub
+        self._admin = admin
+        self._bus = bus
+        self._bans = bans
+        self._config = config
+        self._started_at = started_at
+        self._lock = threading.Lock()
+        self._high: dict = {}  # counter key -> highest value reported
+
+    def collect(self):
+        stats = self._hub.counters()
+        config = self._config()
+        yield InfoMetricFamily("chatd_build", "chatd version and the Python that runs it",
+                               value={"version": __version__,
+                                      "python": platform.python_version()})
+        yield _gauge("chatd_start_time_seconds",
+                     "When this chatd started serving (kept across an upgrade), Unix time",
+                     self._started_at())
+        yield _gauge("chatd_clients", "Chat clients connected to this node", stats["clients"])
+        yield _gauge("chatd_clients_max", "The max_clients limit in force", config.max_clients)
+        yield _gauge("chatd_rooms", "Rooms on this node (the lobby always counts)",
+                     stats["rooms"])
+        yield self._counter("chatd_messages_received",
+                            "Lines received from clients and handled (messages and commands)",
+                            stats["lines_in"])
+        yield self._counter("chatd_messages_delivered",
+                            "Lines delivered to clients (room lines, private lines, notices, "
+                            "replies)", stats["lines_out"])
+        yield self._counter("chatd_received_bytes", "Bytes received from chat clients",
+                            stats["bytes_in"])
+        yield self._counter("chatd_sent_bytes", "Bytes sent to chat clients",
+                            stats["bytes_out"])
+        yield self._disconnects(stats["disconnects"])
+        yield _gauge("chatd_sendq_bytes", "Output queued for all clients, not yet taken by "
+                     "the kernel", stats["sendq_bytes"])
+        yield _gauge("chatd_sendq_max_bytes", "The fullest single client output queue",
+                     stats["sendq_max_bytes"])
+        yield _gauge("chatd_sendq_limit_bytes", "The sendq_bytes limit in force",
+                     config.sendq_bytes)
+        yield _gauge("chatd_bans", "Bans in force", len(self._bans.active()))
+        if self._admin is not None:
+            yield self._admin_commands(self._admin.outcomes())
+        yield from self._cluster()
+
+    def _counter(self, name: str, documentation: str, value: int) -> CounterMetricFamily:
+        family = CounterMetricFamily(name, documentation)
+        family.add_metric([], self._monotonic(name, value))
+        return family
+
+    def _monotonic(self, key, value: int) -> int:
+        with self._lock:
+            value = max(value, self._high.get(key, 0))
+            self._high[key] = value
+        return value
+
+    def _disconnects(self, counts: dict) -> CounterMetricFamily:
+        family = CounterMetricFamily("chatd_disconnects", "Client connections ended, by reason",
+                                     labels=["reason"])
+        for kind in CLOSE_KINDS:  # every reason, 0 until it happens: rate() works at once
+            family.add_metric([kind], counts.get(kind, 0))
+        return family
+
+    @staticmethod
+    def _admin_commands(counts: dict) -> CounterMetricFamily:
+        family = CounterMetricFamily("chatd_admin_commands",
+                                     "Admin socket requests answered, by command and outcome "
+                                     "(ok or the error code)", labels=["command", "outcome"])
+        for (command, outcome), count in sorted(counts.items(), key=lambda i: (str(i[0][0]), i[0][1])):
+            family.add_metric([command or "none", outcome], count)
+        return family
+
+    def _cluster(self):
+        bus = self._bus
+        link_up = getattr(bus, "link_up", None)
+        if link_up is not None:  # cluster mode only: a single node has no link to lose
+            yield _gauge("chatd_cluster_link_up", "1 while this node reaches the cluster's Redis",
+                         1 if link_up else 0)
+        yield _gauge("chatd_cluster_nodes", "Live nodes in the cluster, this one included "
+                     "(1 on a single node)", getattr(bus, "live_nodes", 1))
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+def registry_for(collector: Collector) -> CollectorRegistry:
+    """A registry of chatd's own: not the library's global one, whose default process and
+    GC collectors would add work to every scrape and state no test could reset."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return registry
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """One connection: ``GET /metrics`` (a query string is ignored), 404 for any other path;
+    http.server answers other methods (501) and malformed requests (400, 414, 431)."""
+
+    timeout = SOCKET_SECONDS
+    server_version = f"chatd/{__version__}"
+    sys_version = ""  # the Server header need not name the Python version
+
+    def do_GET(self) -> None:
+        if self.path.split("?", 1)[0] != "/metrics":
+            self.send_error(404)
+            return
+        body = generate_latest(self.server.registry)
+        self.send_response(200)
+        self.send_header("Content-Type", CONTENT_TYPE)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args) -> None:
+        # http.server would print every request to stderr; requests are not chatd events
+        pass
+
+
+class MetricsServer(socketserver.TCPServer):
+    """The endpoint on an already bound, listening ``sock``. ``start()``, ``stop()``,
+    ``address``; the service owns it."""
+
+    def __init__(self, sock: socket.socket, registry: CollectorRegistry) -> None:
+        super().__init__(sock.getsockname()[:2], _Handler, bind_and_activate=False)
+        self.socket.close()  # TCPServer made one of its own; ours is bound already
+        self.socket = sock
+        self.address_family = sock.family
+        self.registry = registry
+        self.address = sock.getsockname()[:2]
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._lock = threading.Lock()  # guards _deadlines
+        self._deadlines: dict[socket.socket, float] = {}
+        self._thread = threading.Thread(target=self.serve_forever, args=(POLL_SECONDS,),
+                                        name="metrics", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        host, port = self.address
+        log.info("metrics_listening", host=host, port=port)
+
+    def stop(self) -> None:
+        """Stop serving, cut the connections still open, close the socket."""
+        if self._thread.is_alive():
+            self.shutdown()
+        with self._lock:
+            open_connections = list(self._deadlines)
+        for conn in open_connections:
+            _cut(conn)
+        self.server_close()
+
+    def process_request(self, request, client_address) -> None:
+        """On the serving thread: a thread for the connection. When all MAX_CONNECTIONS are
+        taken, the oldest is cut to make room, so that silent or trickling peers cannot keep
+        Prometheus out; if even that frees nothing within EVICT_SECONDS, the new one is
+        closed."""
+        if not self._slots.acquire(blocking=False):
+            with self._lock:
+                oldest = min(self._deadlines, key=self._deadlines.get, default=None)
+            if oldest is not None:
+                _cut(oldest)
+            if not self._slots.acquire(timeout=EVICT_SECONDS):
+                self.shutdown_request(request)
+                return
+        with self._lock:
+            self._deadlines[request] = time.monotonic() + REQUEST_SECONDS
+        try:
+            threading.Thread(target=self._serve_connection, args=(request, client_address),
+                             name="metrics-conn", daemon=True).start()
+        except RuntimeError:  # out of threads
+            self._forget(request)
+            self.shutdown_request(request)
+
+    def _serve_connection(self, request, client_address) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self._forget(request)
+            self.shutdown_request(request)
+
+    def _forget(self, request) -> None:
+        with self._lock:
+            self._deadlines.pop(request, None)
+        self._slots.release()
+
+    def service_actions(self) -> None:
+        """Between polls on the serving thread: cut connections past REQUEST_SECONDS."""
+        now = time.monotonic()
+        with self._lock:
+            late = [conn for conn, deadline in self._deadlines.items() if deadline <= now]
+        for conn in late:
+            _cut(conn)
+
+    def handle_error(self, request, client_address) -> None:
+        """A peer that went away (or was cut off) is routine; anything else is a bug. Either
+        way the log gets it, never stderr (socketserver's default prints a traceback)."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            log.debug("metrics_connection_failed", peer=str(client_address), error=str(exc))
+        else:
+            log.exception("metrics_request_failed", peer=str(client_address))
+
+
+def _cut(conn: socket.socket) -> None:
+    """Wake the connection's thread: its next read or write fails and it ends."""
+    try:
+        conn.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
