@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import REPO
 from faults import Admin
+from redisfix import redis_server  # noqa: F401 - a fixture
 
 PROMETHEUS_DIR = REPO / "etc" / "prometheus"
 
@@ -356,5 +357,47 @@ def test_the_rules_use_only_families_chatd_exports(chatd):
     srv, port = start(chatd)
     exported = {name for name, _ in scrape(port)}
     used = set(re.findall(r"\bchatd_[a-z_]+", (PROMETHEUS_DIR / "chatd-rules.yml").read_text()))
-    used.discard("chatd_cluster_link_up")  # cluster mode only (checked in test_cluster_link)
+    used.discard("chatd_cluster_link_up")  # cluster mode only: test_cluster_link_and_node_count
     assert used and used <= exported, used - exported
+
+
+# -- an upgrade and the cluster --------------------------------------------------------------
+
+
+def test_the_endpoint_moves_with_an_upgrade(chatd):
+    from test_upgrade import upgrade
+
+    srv, port = start(chatd)
+    alice, bob = srv.connect_many(2)
+    alice.send_line("before")
+    bob.expect(f"<{alice.nick}> before")
+    before = scrape(port)
+    upgrade(srv)
+    assert len(srv.find_events("metrics_listening")) == 2  # the new process serves it now
+    after = scrape(port)
+    assert value(after, "chatd_clients") == 2
+    assert value(after, "chatd_start_time_seconds") == value(before, "chatd_start_time_seconds")
+    for name in ("chatd_received_bytes_total", "chatd_messages_delivered_total"):
+        assert value(after, name) >= value(before, name), name  # carried over, no reset
+    alice.send_line("after")
+    bob.expect(f"<{alice.nick}> after")
+    wait_metric(port, "chatd_received_bytes_total",
+                lambda v: v > value(before, "chatd_received_bytes_total"))
+
+
+def test_cluster_link_and_node_count(chatd, redis_server):  # noqa: F811 - fixture imported above
+    redis = redis_server()
+    nodes = []
+    for i in (1, 2):
+        port = free_port()
+        node = chatd(cluster={"redis_url": redis.url, "node_name": f"node{i}",
+                              "node_timeout": 1.0}, metrics={"metrics_port": port})
+        node.wait_event("cluster_joined")
+        nodes.append((node, port))
+    for node, port in nodes:
+        samples = wait_metric(port, "chatd_cluster_nodes", lambda v: v == 2)
+        assert value(samples, "chatd_cluster_link_up") == 1
+    redis.stop()
+    for node, port in nodes:
+        node.wait_event("cluster_link_lost", timeout=20)
+        wait_metric(port, "chatd_cluster_link_up", lambda v: v == 0)
