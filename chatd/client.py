@@ -9,7 +9,8 @@ Field ownership (who writes; everyone may read a plain attribute, which is atomi
   posting at that very moment still carries the old nick.
 - ``muted``: admin threads (a bool flag the session reads before delivering a message).
 - ``last_active``, ``bytes_in``, ``lines_in``: the session thread only (counters for
-  ``idle_timeout`` and the admin ``list``).
+  ``idle_timeout`` and the admin ``list``); ``room_messages``, ``private_messages``: the
+  session thread too (Hub.say, /msg), for the metrics (metrics.py reads them at a scrape).
 - ``outbox``: created here, then owned by the flusher thread (see flusher.py).
 - the rest is set once by the accept thread before the session starts.
 """
@@ -34,6 +35,8 @@ class Client:
         "last_active",
         "bytes_in",
         "lines_in",
+        "room_messages",
+        "private_messages",
         "muted",
         "outbox",
     )
@@ -49,6 +52,8 @@ class Client:
         self.last_active = time.monotonic()
         self.bytes_in = 0
         self.lines_in = 0
+        self.room_messages = 0  # lines and /me actions said to its room
+        self.private_messages = 0  # /msg sent
         self.muted = False
         self.outbox = Outbox(sock)
 

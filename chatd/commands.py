@@ -93,6 +93,7 @@ def do_msg(session, args: str) -> None:
         return
     target, send = recipient
     send(PrivateMessage(session.client.nick, text))
+    session.client.private_messages += 1
     session.reply(PrivateSent(target, text))
     session.log_message(text, to=target)
 

@@ -84,6 +84,9 @@ class Hub:
         #: Connections ended, by events.Close kind: counted in remove(), under the lock it
         #: already takes, so the hot path pays nothing; read by the metrics (counters()).
         self._disconnects: dict[str, int] = {}
+        #: Messages of clients that have left (their per-client counts, client.py), like
+        #: ``_departed``; a dict of its own so that stats() (chatctl status) stays as it was.
+        self._departed_messages = {"room": 0, "private": 0}
         self._lobby = self._room(LOBBY)
 
     # -- admission and lifetime ---------------------------------------------------------------
@@ -126,6 +129,8 @@ class Hub:
                 del self._nicks[fold(client.nick)]
             self._departed["lines_in"] += client.lines_in  # output: counted by the flusher
             self._departed["bytes_in"] += client.bytes_in  # when it closes the socket
+            self._departed_messages["room"] += client.room_messages
+            self._departed_messages["private"] += client.private_messages
             if reason is not None:
                 self._disconnects[reason.kind] = self._disconnects.get(reason.kind, 0) + 1
             room = client.room
@@ -232,6 +237,7 @@ class Hub:
         ``client`` moves it between rooms, so reading ``client.room`` here needs no hub lock."""
         room = client.room
         room.post(client.outbox, event)
+        client.room_messages += 1  # the same thread, hence no lock (metrics.py reads it)
         self._bus.publish(room.name, event)
 
     def history(self, client, count: int) -> bool:
@@ -331,8 +337,9 @@ class Hub:
 
     def counters(self) -> dict:
         """What a metrics scrape reads (metrics.py): the totals of :meth:`stats`, plus
-        ``disconnects`` (Close kind -> count), ``sendq_bytes`` (output queued for every
-        client) and ``sendq_max_bytes`` (the fullest queue).
+        ``room_messages`` and ``private_messages`` (chat messages sent), ``disconnects``
+        (Close kind -> count), ``sendq_bytes`` (output queued for every client) and
+        ``sendq_max_bytes`` (the fullest queue).
 
         The hub lock is held only to copy the client list and three small values; the sums
         over the clients are taken after, from plain int attributes (atomic reads). A client
@@ -348,6 +355,7 @@ class Hub:
             clients = list(self._clients.values())
             rooms = len(self._rooms)
             departed = dict(self._departed)
+            room_messages, private_messages = self._departed_messages.values()
             disconnects = dict(self._disconnects)
         lines_in, bytes_in = departed["lines_in"], departed["bytes_in"]
         backlog = largest = 0
@@ -355,6 +363,8 @@ class Hub:
             outbox = client.outbox
             lines_in += client.lines_in
             bytes_in += client.bytes_in
+            room_messages += client.room_messages
+            private_messages += client.private_messages
             lines_out += outbox.lines_out
             bytes_out += outbox.bytes_out
             queued = outbox.backlog_bytes
@@ -363,6 +373,7 @@ class Hub:
                 largest = queued
         return {"clients": len(clients), "rooms": rooms, "lines_in": lines_in,
                 "lines_out": lines_out, "bytes_in": bytes_in, "bytes_out": bytes_out,
+                "room_messages": room_messages, "private_messages": private_messages,
                 "disconnects": disconnects, "sendq_bytes": backlog, "sendq_max_bytes": largest}
 
     def who(self, client) -> tuple[str, list[str]]:
@@ -418,13 +429,15 @@ class Hub:
         """What the next process needs besides the clients themselves (every session is parked:
         nothing changes the maps meanwhile)."""
         with self._lock:
-            return {"guest_next": next(self._guest_numbers), "departed": dict(self._departed)}
+            return {"guest_next": next(self._guest_numbers), "departed": dict(self._departed),
+                    "departed_messages": dict(self._departed_messages)}
 
     def take_over(self, state: dict) -> None:
         """Go on from :meth:`handover_state` of the process before the upgrade."""
         with self._lock:
             self._guest_numbers = itertools.count(int(state["guest_next"]))
             self._departed.update(state["departed"])
+            self._departed_messages.update(state.get("departed_messages", {}))  # since 13
 
     def restore(self, client, nick: str, room_name: str) -> None:
         """A client handed over by an upgrade, back in its room under its nick, announced to

@@ -90,11 +90,12 @@ class ChatdCollector(Collector):
         yield _gauge("chatd_clients_max", "The max_clients limit in force", config.max_clients)
         yield _gauge("chatd_rooms", "Rooms on this node (the lobby always counts)",
                      stats["rooms"])
-        yield self._counter("chatd_messages_received",
+        yield self._messages(stats)
+        yield self._counter("chatd_lines_received",
                             "Lines received from clients and handled (messages and commands)",
                             stats["lines_in"])
-        yield self._counter("chatd_messages_delivered",
-                            "Lines delivered to clients (room lines, private lines, notices, "
+        yield self._counter("chatd_deliveries",
+                            "Lines delivered to clients (room and private messages, notices, "
                             "replies)", stats["lines_out"])
         yield self._counter("chatd_received_bytes", "Bytes received from chat clients",
                             stats["bytes_in"])
@@ -122,6 +123,14 @@ class ChatdCollector(Collector):
             value = max(value, self._high.get(key, 0))
             self._high[key] = value
         return value
+
+    def _messages(self, stats: dict) -> CounterMetricFamily:
+        family = CounterMetricFamily("chatd_messages", "Chat messages sent by clients: to "
+                                     "their room (with /me actions) or private (/msg)",
+                                     labels=["kind"])
+        for kind in ("room", "private"):
+            family.add_metric([kind], self._monotonic(("messages", kind), stats[f"{kind}_messages"]))
+        return family
 
     def _disconnects(self, counts: dict) -> CounterMetricFamily:
         family = CounterMetricFamily("chatd_disconnects", "Client connections ended, by reason",

@@ -180,6 +180,9 @@ class Service:
             client.connected_at = record["connected_at"]
             client.last_active = now - record["idle"]
             client.bytes_in, client.lines_in = record["bytes_in"], record["lines_in"]
+            # an older chatd did not count these (metrics, issue 13)
+            client.room_messages = record.get("room_messages", 0)
+            client.private_messages = record.get("private_messages", 0)
             client.muted = record["muted"]
             client.outbox.bytes_out = record["bytes_out"]
             client.outbox.lines_out = record["lines_out"]

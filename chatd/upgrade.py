@@ -213,6 +213,7 @@ def _state(service, parked: list, backlogs: dict) -> tuple[dict, list[int]]:
             "nick": client.nick, "room": client.room.name, "muted": client.muted,
             "connected_at": client.connected_at, "idle": now - client.last_active,
             "bytes_in": client.bytes_in, "lines_in": client.lines_in,
+            "room_messages": client.room_messages, "private_messages": client.private_messages,
             "bytes_out": outbox.bytes_out, "lines_out": outbox.lines_out,
             "backlog": pack_bytes(backlogs.get(outbox, b"")), "session": session_state})
     pidfile = service.pidfile

@@ -93,7 +93,8 @@ def test_families_names_help_and_types(chatd):
     expected = {
         "chatd_build_info": "gauge", "chatd_start_time_seconds": "gauge", "chatd_clients": "gauge",
         "chatd_clients_max": "gauge", "chatd_rooms": "gauge",
-        "chatd_messages_received": "counter", "chatd_messages_delivered": "counter",
+        "chatd_messages": "counter", "chatd_lines_received": "counter",
+        "chatd_deliveries": "counter",
         "chatd_received_bytes": "counter", "chatd_sent_bytes": "counter",
         "chatd_disconnects": "counter", "chatd_admin_commands": "counter",
         "chatd_sendq_bytes": "gauge", "chatd_sendq_max_bytes": "gauge",
@@ -130,11 +131,16 @@ def test_counters_move_as_clients_chat_and_get_kicked(chatd):
     alice.expect(f"*** {bob.nick} joined den")
     alice.send_line("hello there")
     bob.expect(f"<{alice.nick}> hello there")
+    bob.send_line("/me waves")
+    alice.expect(f"* {bob.nick} waves")
+    bob.send_line(f"/msg {alice.nick} psst")
+    alice.expect(f"*{bob.nick}* psst")
     samples = scrape(port)
     assert value(samples, "chatd_rooms") == 2  # lobby and den
-    assert value(samples, "chatd_messages_received_total") >= 3  # 2 joins, 1 message (+ syncs)
-    assert value(samples, "chatd_messages_delivered_total") > value(
-        before, "chatd_messages_delivered_total")
+    assert value(samples, "chatd_messages_total", kind="room") == 2
+    assert value(samples, "chatd_messages_total", kind="private") == 1
+    assert value(samples, "chatd_lines_received_total") >= 5  # 2 joins, 3 messages (+ syncs)
+    assert value(samples, "chatd_deliveries_total") > value(before, "chatd_deliveries_total")
     assert value(samples, "chatd_received_bytes_total") >= len(b"hello there\n")
     assert value(samples, "chatd_sent_bytes_total") > 0
 
@@ -158,7 +164,9 @@ def test_counters_move_as_clients_chat_and_get_kicked(chatd):
     assert value(samples, "chatd_clients") == 0
     # what the clients sent and got stays counted once they are gone
     assert value(samples, "chatd_received_bytes_total") >= len(b"hello there\n/quit bye\n")
-    assert value(samples, "chatd_messages_delivered_total") >= 10
+    assert value(samples, "chatd_deliveries_total") >= 10
+    assert value(samples, "chatd_messages_total", kind="room") == 2  # kept once they left
+    assert value(samples, "chatd_messages_total", kind="private") == 1
 
 
 def test_sendq_backlog_and_sendq_disconnect(chatd):
@@ -376,8 +384,9 @@ def test_the_endpoint_moves_with_an_upgrade(chatd):
     assert len(srv.find_events("metrics_listening")) == 2  # the new process serves it now
     after = scrape(port)
     assert value(after, "chatd_clients") == 2
+    assert value(after, "chatd_messages_total", kind="room") == 1
     assert value(after, "chatd_start_time_seconds") == value(before, "chatd_start_time_seconds")
-    for name in ("chatd_received_bytes_total", "chatd_messages_delivered_total"):
+    for name in ("chatd_received_bytes_total", "chatd_deliveries_total"):
         assert value(after, name) >= value(before, name), name  # carried over, no reset
     alice.send_line("after")
     bob.expect(f"<{alice.nick}> after")
