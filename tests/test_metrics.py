@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import REPO
 from faults import Admin
 from redisfix import redis_server  # noqa: F401 - a fixture
+from test_service import daemon_paths, subreaper  # noqa: F401 - fixtures
 
 PROMETHEUS_DIR = REPO / "etc" / "prometheus"
 
@@ -340,6 +342,35 @@ def test_metrics_are_off_by_default(chatd):
     srv.wait_event("client_disconnected")
     assert not srv.find_events("metrics_listening")
     assert "chatd.metrics" not in srv.stderr_text()
+
+
+def test_a_daemon_serves_metrics_after_detaching(daemon_paths):  # noqa: F811
+    """The endpoint's socket survives python-daemon closing every other descriptor."""
+    port = free_port()
+    config = daemon_paths.pidfile.parent / "m.toml"
+    config.write_text(f"[metrics]\nmetrics_port = {port}\n")
+    result = daemon_paths.launch("-c", str(config))
+    assert result.returncode == 0, result.stderr
+    assert value(scrape(port), "chatd_clients") == 0
+    events = [e["event"] for e in daemon_paths.events()]
+    assert events.index("metrics_listening") == events.index("listening") + 1
+    pid = daemon_paths.pid()
+    os.kill(pid, signal.SIGTERM)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_a_reload_names_the_metrics_keys_it_cannot_apply(chatd):
+    srv, port = start(chatd)
+    moved = free_port()
+    srv.config_path.write_text(f"[metrics]\nmetrics_port = {moved}\n")
+    admin = Admin(srv.admin_socket)
+    result = admin.result("reload")
+    admin.close()
+    assert result["restart_required"] == ["metrics.metrics_port"]
+    assert get(port)[0] == 200  # still where it was bound
 
 
 # -- the shipped Prometheus files ----------------------------------------------------------
