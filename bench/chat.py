@@ -7,13 +7,19 @@ them, and the analysis reports cross-node latency apart; one endpoint is the pla
 Each measurement starts a fresh server, brings the clients in (crowd.py), switches them to
 recording, drives the senders (:func:`drive`), then stops the server and checks every line
 (analysis.py). Runs in the load generator's thread.
+
+**metrics** is fanout on chatd with its Prometheus endpoint on, twice in the same run: once
+alone, once while a thread of the load generator scrapes ``/metrics`` every 100 ms
+(:class:`Scraper`); the ratio of the two deliveries/s is what scraping costs the chat.
 """
 
 from __future__ import annotations
 
 import gc
 import select
+import threading
 import time
+import urllib.request
 
 from bench.analysis import analyse
 from bench.clusters import SERVERS
@@ -135,20 +141,24 @@ def _drain(engine: Engine, quiet_ns: int = 50_000_000, limit: float = 1.0) -> No
 
 
 def chat_round(name: str, core, clients: int, senders: int, messages: int, window: int,
-               rate: float | None, opts, slow_client: bool = False) -> dict:
-    """One measurement on a fresh server; returns the result fields (not yet labelled)."""
+               rate: float | None, opts, slow_client: bool = False, during=None) -> dict:
+    """One measurement on a fresh server; returns the result fields (not yet labelled).
+    ``during(server)``, if given, starts something that runs while the senders send and
+    returns the call that stops it, which returns fields for the result (the scraper)."""
     server = SERVERS[name](core).start()
     engine = Engine(PROTOCOLS[name](), server.ports)
     try:
         setup_s, mute = _bring_in(engine, server, clients, slow_client, opts)
         talkers, recorders = _roles(engine, clients, senders, rate, mute, messages)
         meter = Meter(server)
+        stop_during = during(server) if during is not None else None
         gc.disable()  # no collector pauses in the measured loop (it allocates little anyway)
         try:
             run = drive(engine, talkers, len(recorders), messages, window, rate, opts.idle_s,
                         opts.round_limit)
         finally:
             gc.enable()
+            extra = stop_during() if stop_during is not None else {}
         usage = meter.stop()
         usage["link_breaks"] = server.link_breaks()  # before stop() breaks them on purpose
         slow = _slow_facts(server, mute) if mute is not None else None
@@ -160,7 +170,7 @@ def chat_round(name: str, core, clients: int, senders: int, messages: int, windo
     checked = analyse(engine, recorders, talkers, run["sent"])
     engine.disarm()
     result = {**_summarise(checked, run, rate, setup_s), **_per_node(usage, checked, run),
-              **usage, "source": server.source, "nodes": len(server.ports),
+              **usage, **extra, "source": server.source, "nodes": len(server.ports),
               "dropped": len(engine.dropped),
               "lines_per_read": round(checked["delivered"] / reads, 2) if reads else None}
     if slow is not None:
@@ -287,3 +297,62 @@ def slow(name: str, core, opts, clients: int, rate: float, seconds: float) -> li
              "base_garbled": base["garbled"], "slow_garbled": loaded["garbled"],
              "loadgen_cpu_share": max(base["loadgen_cpu_share"], loaded["loadgen_cpu_share"]),
              "other_cpu_share": max(base["other_cpu_share"], loaded["other_cpu_share"])}]
+
+
+class Scraper:
+    """GET /metrics every ``interval`` seconds on a thread until stopped (metrics workload).
+    A scrape is a few kilobytes, so the thread costs the load generator well under 1 %."""
+
+    def __init__(self, port: int, interval: float) -> None:
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.interval = interval
+        self.times: list[float] = []
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scraper", daemon=True)
+
+    def start(self) -> "Scraper":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        next_at = time.monotonic()
+        while not self._stop.wait(max(0.0, next_at - time.monotonic())):
+            next_at += self.interval
+            started = time.monotonic()
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as reply:
+                    reply.read()
+                self.times.append(time.monotonic() - started)
+            except OSError:
+                self.failures += 1
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join(10)
+        times = sorted(self.times)
+        p99 = times[min(len(times) - 1, int(0.99 * len(times)))] if times else None
+        return {"scrapes": len(times), "scrape_failures": self.failures,
+                "scrape_p99_ms": round(p99 * 1000, 2) if p99 is not None else None}
+
+
+def metrics(name: str, core, opts, clients: int, senders: int, messages: int,
+            interval: float) -> list[dict]:
+    """Fan-out at full speed on chatd-metrics, not scraped and then scraped every
+    ``interval`` seconds: the deliveries/s ratio (issue 13: >= 0.97)."""
+    base = chat_round("chatd-metrics", core, clients, senders, messages, opts.window, None, opts)
+    scraped = chat_round("chatd-metrics", core, clients, senders, messages, opts.window, None,
+                         opts, during=lambda server: Scraper(server.metrics_port,
+                                                             interval).start().stop)
+    ratio = (scraped["deliveries_per_s"] / base["deliveries_per_s"]
+             if base["deliveries_per_s"] else None)
+    return [{"clients": clients, "senders": senders, "messages": messages,
+             "interval_s": interval, "base_dps": base["deliveries_per_s"],
+             "scraped_dps": scraped["deliveries_per_s"],
+             "dps_ratio": round(ratio, 4) if ratio is not None else None,
+             "base_p99_ms": base["lat_p99_ms"], "scraped_p99_ms": scraped["lat_p99_ms"],
+             "lost": max(base["lost"], scraped["lost"]),
+             "garbled": max(base["garbled"], scraped["garbled"]),
+             "scrapes": scraped["scrapes"], "scrape_failures": scraped["scrape_failures"],
+             "scrape_p99_ms": scraped["scrape_p99_ms"], "source": scraped["source"],
+             "loadgen_cpu_share": max(base["loadgen_cpu_share"], scraped["loadgen_cpu_share"])}]

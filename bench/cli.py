@@ -24,10 +24,10 @@ from bench import chat, history, report, scale
 from bench.clusters import SERVERS, redis_binary
 from bench.servers import BENCH, SERVERS as SINGLE, VENV_BIN, ngircd_binary, source_digest
 
-WORKLOADS = ("fanout", "connect", "slow", "admin", "cluster", "history")
+WORKLOADS = ("fanout", "connect", "slow", "admin", "metrics", "cluster", "history")
 #: What runs without --workloads: cluster only means something with a multi-node server,
 #: and those are not in the default server list.
-DEFAULT_WORKLOADS = ("fanout", "connect", "slow", "admin", "history")
+DEFAULT_WORKLOADS = ("fanout", "connect", "slow", "admin", "metrics", "history")
 SERVER_NAMES = ("chatd", "ngircd", "naive")  # the default; every key of SERVERS is selectable
 
 #: Sizes: (full, quick). Full sizes are the issue's; quick is a smoke test.
@@ -37,6 +37,8 @@ SIZES = {
     "fanout_paced": ((50, 5, 500.0, 5.0), (50, 5, 500.0, 1.0)),  # ... rate each, seconds
     "connect": ((1000, 2500, 5000, 7500, 10000), (200, 1000)),
     "slow": ((20, 200.0, 8.0), (20, 200.0, 3.0)),  # clients, rate each, seconds
+    # fanout_big's C and S with more messages: seconds of sending, so a dozen scrapes or more
+    "metrics": ((200, 10, 20000, 0.1), (200, 10, 3000, 0.1)),  # ... messages each, scrape every s
     "cluster_full": ((50, 5, 40000), (50, 5, 400)),  # clients (spread over the nodes), ...
     "cluster_paced": ((50, 5, 500.0, 5.0), (50, 5, 500.0, 1.0)),
     "history_join": ((1000.0, 5.0), (1000.0, 1.0)),  # lines/s into the room, seconds of joins
@@ -116,6 +118,13 @@ def plan(args) -> tuple[list, dict]:
         labels["slow"] = f"slow {clients} clients at {rate:g}/s"
         fn = functools.partial(chat.slow, opts=args, clients=clients, rate=rate, seconds=seconds)
         items.append(("slow", labels["slow"], args.servers, fn))
+    if "metrics" in args.workloads and "chatd" in args.servers:
+        clients, senders, messages, interval = size(args, "metrics")
+        labels["metrics"] = (f"metrics C={clients} S={senders} scraped every "
+                             f"{interval * 1000:g} ms")
+        fn = functools.partial(chat.metrics, opts=args, clients=clients, senders=senders,
+                               messages=messages, interval=interval)
+        items.append(("metrics", labels["metrics"], ["chatd"], fn))
     if "admin" in args.workloads:
         labels["admin"] = f"admin with {steps[-1]:,} clients"
         if "connect" not in args.workloads:

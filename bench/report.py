@@ -41,6 +41,12 @@ COLUMNS = {
     "history": [("joins", "joins", "{:,}"), ("seam errors", "seam_errors", "{:,}"),
                 ("join p50 ms", "join_p50_ms", "{:.2f}"), ("join p99 ms", "join_p99_ms", "{:.2f}"),
                 ("join max ms", "join_max_ms", "{:.1f}"), ("posted/s", "posted_per_s", "{:,}")],
+    "metrics": [("deliv/s alone", "base_dps", "{:,.0f}"), ("scraped", "scraped_dps", "{:,.0f}"),
+                ("ratio", "dps_ratio", "{:.3f}"), ("p99 alone", "base_p99_ms", "{:.2f}"),
+                ("p99 scraped", "scraped_p99_ms", "{:.2f}"), ("lost", "lost", "{:,}"),
+                ("scrapes", "scrapes", "{:,}"), ("failed", "scrape_failures", "{:,}"),
+                ("scrape p99 ms", "scrape_p99_ms", "{:.2f}"),
+                ("loadgen", "loadgen_cpu_share", "{:.0%}")],
     "admin": [("clients", "clients", "{:,}"), ("chatctl --json list ms", "chatctl_list_json_ms", "{:.0f}"),
               ("chatctl status ms", "chatctl_status_ms", "{:.0f}"),
               ("chatctl --version ms", "chatctl_version_ms", "{:.0f}"),
@@ -187,6 +193,12 @@ def targets(summary: list[dict], configs: dict) -> list[dict]:
             f"disconnected {c['slow_disconnected']} ({c['slow_reason']})",
             (c["dps_ratio"] or 0) >= 0.98 and c["slow_disconnected"] is True
             and c["slow_reason"] == "sendq exceeded")
+    c = _find(summary, configs.get("metrics"), "chatd")
+    if c:
+        add("metrics: deliveries/s scraped every 100 ms / not scraped >= 0.97, 0 lost",
+            f"ratio {c['dps_ratio']} ({c['base_dps']:,.0f} -> {c['scraped_dps']:,.0f}/s), "
+            f"{c['scrapes']} scrapes ({c['scrape_failures']} failed), lost {c['lost']}",
+            (c["dps_ratio"] or 0) >= 0.97 and c["lost"] == 0 and c["scrape_failures"] == 0)
     c = _find(summary, configs.get("admin"), "chatd")
     if c:
         add(f"admin: `chatctl --json list` with {c['clients']:,} clients < 300 ms",

@@ -252,6 +252,27 @@ class ChatdNoHistory(Chatd):
         self.config.write_text(Chatd.config.read_text() + "\n[history]\nhistory_lines = 0\n")
 
 
+class ChatdMetrics(Chatd):
+    """chatd as above with its Prometheus endpoint on (``metrics_port``), for the metrics
+    workload (bench/chat.py): the same config plus a ``[metrics]`` section."""
+
+    name = "chatd-metrics"
+
+    def start(self, timeout: float = 20.0) -> "Server":
+        self.metrics_port = free_port()
+        self.config = self.workdir / "chatd-bench.toml"
+        self.config.write_text((BENCH / "chatd-bench.toml").read_text()
+                               + f"\n[metrics]\nmetrics_port = {self.metrics_port}\n")
+        return super().start(timeout)
+
+    def ready(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.metrics_port), timeout=0.5).close()
+        except OSError:
+            return False
+        return super().ready()
+
+
 class Naive(Server):
     name = "naive"
 
@@ -279,4 +300,5 @@ def ngircd_binary() -> str:
     return shutil.which("ngircd") or "/usr/sbin/ngircd"
 
 
-SERVERS = {"chatd": Chatd, "ngircd": Ngircd, "naive": Naive, "chatd-nohistory": ChatdNoHistory}
+SERVERS = {"chatd": Chatd, "ngircd": Ngircd, "naive": Naive, "chatd-nohistory": ChatdNoHistory,
+           "chatd-metrics": ChatdMetrics}

@@ -32,7 +32,12 @@ touched; the TLS lock guards memory BIOs only):
                                encrypts, in turns
     BanList._lock (bans.py)    writers of the ban tuple and its     nothing (readers take none:
                                file (add, remove, save)             the tuple is replaced whole)
-    AdminServer._lock          the admin connection table           nothing
+    AdminServer._lock          the admin connection table and the   nothing
+                               command counts (metrics)
+    ChatdCollector._lock       the highest counter values reported  nothing (taken after a
+      (metrics.py)                                                  Hub._lock copy is done)
+    MetricsServer._lock        the open metrics connections and     nothing
+      (metrics.py)             their deadlines
     Listener._sessions_lock    live session count, watchdog probe   nothing (a Condition on it
       (server.py)              addresses                            wakes shutdown)
     Service._reload_lock       one reload at a time (SIGHUP and     Hub._lock, through what a
