@@ -35,6 +35,7 @@ def check(config: Config) -> None:
     """Every preflight check, first failure raised as ConfigError (TransientError for DNS
     failing temporarily)."""
     _check_host(config)
+    _check_metrics_host(config)
     _check_tls(config)
 
 
@@ -53,13 +54,25 @@ def _check_host(config: Config) -> None:
     """`host` resolves the way server.bind() will resolve it (passive, stream)."""
     if _socket_activated() and config.tls_cert is None:
         return  # systemd passes the listener: host names nothing chatd binds
+    _resolve("server.host", config.host, config.port)
+
+
+def _check_metrics_host(config: Config) -> None:
+    """`metrics_host` resolves, when the metrics endpoint is on (metrics.py binds it as
+    server.bind() binds the chat port)."""
+    if not config.metrics_port:
+        return
+    _resolve("metrics.metrics_host", config.metrics_host, config.metrics_port)
+
+
+def _resolve(key: str, host: str, port: int) -> None:
     try:
-        socket.getaddrinfo(config.host, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         error = TransientError if exc.errno == socket.EAI_AGAIN else ConfigError
-        raise error("server.host", f"cannot resolve {config.host!r} ({exc.strerror})") from None
+        raise error(key, f"cannot resolve {host!r} ({exc.strerror})") from None
     except UnicodeError:  # the IDNA codec refuses it ("a..b", a label over 63 characters)
-        raise ConfigError("server.host", f"cannot resolve {config.host!r} (not a valid host name)") from None
+        raise ConfigError(key, f"cannot resolve {host!r} (not a valid host name)") from None
 
 
 def _check_tls(config: Config) -> None:

@@ -312,6 +312,7 @@ def test_check_config_shows_and_validates_the_metrics_keys(tmp_path):
         ('metrics_host = ""', "metrics.metrics_host", "non-empty"),
         ("metrics_port = 5555", "metrics.metrics_port", "same as server.port (5555)"),
         ("metrics_everything = 1", "metrics.metrics_everything", "unknown key"),
+        ('metrics_port = 9555\nmetrics_host = "a..b"', "metrics.metrics_host", "cannot resolve"),
     ):
         path = tmp_path / "m.toml"
         path.write_text(f"[metrics]\n{text}\n")
