@@ -408,3 +408,23 @@ def test_stats_count_what_is_sent_after_a_client_left(make_world):
     received = a.peer.read_to_eof()
     assert len(received) > 50_000
     assert world.hub.stats()["bytes_out"] == len(received)
+
+
+def test_counters_for_the_metrics_agree_with_stats(world):
+    """Hub.counters() (a metrics scrape) sums outside the lock what stats() sums inside it,
+    plus messages, disconnects by reason and the sendq backlog."""
+    a = world.connect()
+    b = world.connect()
+    a.take(), b.take()
+    world.hub.say(a.client, Said(a.client.nick, "one"))
+    world.hub.say(a.client, Said(a.client.nick, "two"))
+    world.settle()
+    b.take()
+    world.end(a, Close("kicked", "spam"))
+    world.settle()
+    b.take()
+    counters, stats = world.hub.counters(), world.hub.stats()
+    assert {key: counters[key] for key in stats} == stats
+    assert (counters["room_messages"], counters["private_messages"]) == (2, 0)  # a's, kept
+    assert counters["disconnects"] == {"kicked": 1}
+    assert counters["sendq_bytes"] == counters["sendq_max_bytes"] == 0
