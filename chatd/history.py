@@ -23,7 +23,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from chatd.events import Acted, Said
 from chatd.protocol import fold
@@ -31,9 +31,9 @@ from chatd.protocol import fold
 KINDS = {Said: "say", Acted: "me"}
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One stored line: UTC epoch seconds, the room as spelled, ``say`` or ``me``."""
+class Entry(NamedTuple):
+    """One stored line: UTC epoch seconds, the room as spelled, ``say`` or ``me``. A named
+    tuple: one is made per room line, on the posting thread, so it must be cheap to build."""
 
     ts: float
     room: str
