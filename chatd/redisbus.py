@@ -433,11 +433,14 @@ class RedisBus:
             for method, args in batch:
                 if method != "xadd":
                     getattr(pipe, method)(*args)
-            for room_key, record in kept:  # history: with the stream entry that carries it
-                pipe.rpush(HISTORY + room_key, record)
-            for room_key in {room_key for room_key, _ in kept}:
+            by_room: dict[str, list] = {}  # history: with the stream entry that carries it,
+            for room_key, record in kept:  # one RPUSH per room per batch, in order
+                by_room.setdefault(room_key, []).append(record)
+            for room_key, records in by_room.items():
+                pipe.rpush(HISTORY + room_key, *records)
                 pipe.ltrim(HISTORY + room_key, -self.history_lines, -1)
-                pipe.sadd(HISTORY_ROOMS, room_key)
+            if by_room:
+                pipe.sadd(HISTORY_ROOMS, *by_room)
             if lines:
                 pipe.xadd(STREAM, {"o": self.node, "b": json.dumps(lines, ensure_ascii=False)},
                           maxlen=STREAM_LENGTH, approximate=True)
