@@ -20,14 +20,14 @@ import sys
 import time
 from pathlib import Path
 
-from bench import chat, history, report, scale
+from bench import chat, history, report, scale, upgrade
 from bench.clusters import SERVERS, redis_binary
 from bench.servers import BENCH, SERVERS as SINGLE, VENV_BIN, ngircd_binary, source_digest
 
-WORKLOADS = ("fanout", "connect", "slow", "admin", "metrics", "cluster", "history")
+WORKLOADS = ("fanout", "connect", "slow", "admin", "metrics", "cluster", "history", "upgrade")
 #: What runs without --workloads: cluster only means something with a multi-node server,
 #: and those are not in the default server list.
-DEFAULT_WORKLOADS = ("fanout", "connect", "slow", "admin", "metrics", "history")
+DEFAULT_WORKLOADS = ("fanout", "connect", "slow", "admin", "metrics", "history", "upgrade")
 SERVER_NAMES = ("chatd", "ngircd", "naive")  # the default; every key of SERVERS is selectable
 
 #: Sizes: (full, quick). Full sizes are the issue's; quick is a smoke test.
@@ -42,6 +42,7 @@ SIZES = {
     "cluster_full": ((50, 5, 40000), (50, 5, 400)),  # clients (spread over the nodes), ...
     "cluster_paced": ((50, 5, 500.0, 5.0), (50, 5, 500.0, 1.0)),
     "history_join": ((1000.0, 5.0), (1000.0, 1.0)),  # lines/s into the room, seconds of joins
+    "upgrade": ((100, 5000), (100, 1000)),  # clients connected during chatctl upgrade
 }
 
 
@@ -105,6 +106,11 @@ def plan(args) -> tuple[list, dict]:
         items += _cluster_items(args, labels)
     if "history" in args.workloads:
         items += _history_items(args, labels)
+    if "upgrade" in args.workloads:
+        for clients in size(args, "upgrade"):
+            labels[f"upgrade_{clients}"] = label = f"chatctl upgrade with {clients:,} clients"
+            fn = functools.partial(upgrade.upgrade, opts=args, clients=clients)
+            items.append(("upgrade", label, ["chatd"], fn))
     steps = size(args, "connect")
     labels["connect_n"] = steps[-1]
     if "connect" in args.workloads:

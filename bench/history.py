@@ -50,12 +50,14 @@ class _Lines:
                 return line
 
 
-def _connect(port: int, nick: str | None = None) -> tuple[socket.socket, _Lines]:
+def _connect(port: int, nick: str | None = None,
+             room: str = ROOM) -> tuple[socket.socket, _Lines]:
+    """A connection; with ``nick``, named and in ``room`` (bench/upgrade.py uses it too)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=5)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     lines = _Lines(sock)
     if nick:
-        sock.sendall(f"/nick {nick}\n/join {ROOM}\n".encode())
+        sock.sendall(f"/nick {nick}\n/join {room}\n".encode())
         lines.until(b"*** you joined", time.monotonic() + 5)
     return sock, lines
 

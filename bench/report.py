@@ -38,6 +38,9 @@ COLUMNS = {
              ("slow dropped", "slow_disconnected", "{}"), ("reason", "slow_reason", "{}"),
              ("after s", "slow_dropped_after_s", "{:.2f}"), ("loadgen", "loadgen_cpu_share", "{:.0%}"),
              ("others", "other_cpu_share", "{:.0%}")],
+    "upgrade": [("kept", "kept", "{:,}"), ("handover ms", "handover_ms", "{:.1f}"),
+                ("chatctl ms", "chatctl_ms", "{:.1f}"), ("max gap ms", "max_gap_ms", "{:.1f}"),
+                ("lost", "lost", "{:,}"), ("dup", "duplicated", "{:,}"), ("lines", "lines", "{:,}")],
     "history": [("joins", "joins", "{:,}"), ("seam errors", "seam_errors", "{:,}"),
                 ("join p50 ms", "join_p50_ms", "{:.2f}"), ("join p99 ms", "join_p99_ms", "{:.2f}"),
                 ("join max ms", "join_max_ms", "{:.1f}"), ("posted/s", "posted_per_s", "{:,}")],
@@ -178,6 +181,13 @@ def targets(summary: list[dict], configs: dict) -> list[dict]:
             c["lat_p99_ms"] <= 3.0 and c["lat_max_ms"] <= 15.0)
     out += _cluster_targets(summary, configs)
     out += _history_targets(summary, configs)
+    big = _find(summary, configs.get("upgrade_5000"), "chatd")
+    if big and big.get("max_gap_ms") is not None:
+        out.append({"target": f"{configs['upgrade_5000']}: longest gap <= 200 ms, nothing lost",
+                    "measured": f"gap {big['max_gap_ms']} ms, handover {big['handover_ms']} ms, "
+                                f"kept {big['kept']}, lost {big['lost']}, dup {big['duplicated']}",
+                    "result": "PASS" if big["max_gap_ms"] <= 200 and big["lost"] == 0
+                    and big["duplicated"] == 0 else "FAIL"})
     c = _find(summary, configs.get("connect"), "chatd")
     if c:
         want = configs.get("connect_n", 10000)

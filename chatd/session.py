@@ -235,17 +235,16 @@ class Session:
 
     def _readable(self, timeout: float | None) -> bool:
         """Whether the socket has input (or EOF) within ``timeout`` seconds (None: wait as
-        long as it takes). A closing gate (gate.py) parks us here, and then says False."""
+        long as it takes). While we wait an upgrade may take our state (gate.py); if the gate
+        closed meanwhile we stay parked on the way out (forever, if the upgrade succeeds)."""
         if self._poller is None:
             self._poller = select.poll()
             self._poller.register(self.client.sock, select.POLLIN)
-            if self._gate is not None:
-                self._poller.register(self._gate.fd, select.POLLIN)
-        ready = self._poller.poll(None if timeout is None else timeout * 1000)
-        if self._gate is not None and self._gate.closed:
-            self._gate.park(self)
-            return False
-        return bool(ready)
+        if self._gate is None:
+            return bool(self._poller.poll(None if timeout is None else timeout * 1000))
+        with self._gate.polling(self):  # an upgrade may take our state while we wait here
+            ready = self._poller.poll(None if timeout is None else timeout * 1000)
+        return bool(ready)  # (if the gate closed meanwhile, we come back after a failed upgrade)
 
     def _await_input(self) -> None:
         """Wait in poll(), not in recv(), so that an upgrade can stop us between two reads

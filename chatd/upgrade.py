@@ -165,15 +165,19 @@ def _freeze(service, timeout: float) -> tuple[list, dict]:
                     service.flusher.disconnect(client.outbox, RESTARTING, notice)
             if service.tls_listener.wait_sessions(timeout):
                 raise UpgradeFailed(f"TLS clients did not leave within {timeout:g} s")
+        closed = time.monotonic()
         service.gate.close()
         parked = service.gate.wait_parked(lambda: service.listener.live_sessions, timeout)
         if parked is None:
             raise UpgradeFailed(f"the sessions did not stop within {timeout:g} s")
+        sessions_stopped = time.monotonic()
         backlogs = service.flusher.freeze(timeout)
         if backlogs is None:
             raise UpgradeFailed(f"output did not stop within {timeout:g} s")
         log.info("upgrade_frozen", sessions=len(parked),
-                 unsent_bytes=sum(len(data) for data in backlogs.values()))
+                 unsent_bytes=sum(len(data) for data in backlogs.values()),
+                 parking_ms=round((sessions_stopped - closed) * 1000, 1),
+                 output_ms=round((time.monotonic() - sessions_stopped) * 1000, 1))
         if not service.history_store.flush(timeout):  # the new process reads it from the file
             log.warning("history_unsaved", timeout=timeout)
     except BaseException:
