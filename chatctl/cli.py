@@ -30,7 +30,7 @@ import click
 
 from chatctl import format as fmt
 from chatctl.client import DEFAULT_TIMEOUT, AdminClient, AdminError, Unreachable
-from chatctl.errors import CannotReach, InternalError, Refused, out_of_reach_hint
+from chatctl.errors import CannotReach, InternalError, Lost, Refused, out_of_reach_hint
 from chatd import __version__
 from chatd.adminproto import ENV_SOCKET, client_socket_path
 
@@ -78,13 +78,27 @@ class State:
             self._client = AdminClient(self.socket_path, self.timeout)
         try:
             return self._client.request(cmd, **args)
-        except AdminError as err:
-            raise Refused(_one_line(err.message), err.code, self.as_json) from None
-        except Unreachable as err:
-            hint = None
-            if err.kind == "no_socket" and self.defaulted:
-                hint = out_of_reach_hint(err.path)
-            raise CannotReach(err, self.as_json, hint) from None
+        except (AdminError, Unreachable) as err:
+            raise self._failure(err) from None
+
+    def watch(self, room: str | None):
+        """The events of ``chatctl watch``, failures mapped as for :meth:`request`."""
+        if self._client is None:
+            self._client = AdminClient(self.socket_path, self.timeout)
+        try:
+            yield from self._client.watch(room)
+        except (AdminError, Unreachable) as err:
+            raise self._failure(err) from None
+
+    def _failure(self, err: Exception) -> click.ClickException:
+        if isinstance(err, AdminError):
+            return Refused(_one_line(err.message), err.code, self.as_json)
+        if err.kind == "lost":
+            return Lost(err, self.as_json)
+        hint = None
+        if err.kind == "no_socket" and self.defaulted:
+            hint = out_of_reach_hint(err.path)
+        return CannotReach(err, self.as_json, hint)
 
     def run(self, cmd: str, human: Callable[[object], list[str]], **args) -> None:
         """Ask, then print the result: as JSON with ``--json``, else as ``human`` formats it."""
@@ -416,6 +430,38 @@ def upgrade(state: State, step: float) -> None:
     """
     state.timeout = max(state.timeout, 4 * step + 5)
     state.run("upgrade", fmt.upgraded, timeout=step)
+
+
+@main.command(short_help="Stream chatd's events live, until Ctrl-C or chatd stops.")
+@click.option("--room", metavar="ROOM", shell_complete=_complete_room,
+              help="Only the events of ROOM (joins, leaves, messages, kicks there).")
+@pass_state
+def watch(state: State, room: str | None) -> None:
+    """Stream chatd's events as they happen, one line each: connects, disconnects (with the
+    reason), nick changes, joins, kicks, admin commands (bans, mutes, ...) and, only when
+    chatd has log_messages = true, message texts.
+
+    A line is the UTC time, the event and its fields (nick, room, reason first); with --json
+    each line is the event as a JSON object. Ctrl-C ends it (exit 0); so does chatd stopping
+    (a last "shutdown" event) or being upgraded ("restarting": run it again). A watcher that
+    reads too slowly is dropped ("watch_dropped", exit 1). If chatd goes away without a word
+    (killed), chatctl exits 3.
+
+    \b
+      chatctl watch
+      chatctl watch --room dev
+      chatctl watch --json | jq -c 'select(.event == "client_kicked")'
+    """
+    last = None
+    try:
+        for last in state.watch(room):
+            click.echo(json.dumps(last, ensure_ascii=False) if state.as_json
+                       else fmt.watch_event(last))
+    except KeyboardInterrupt:  # Ctrl-C is how a watch is meant to end
+        return
+    if last is not None and last.get("event") == "watch_dropped":  # the final one: ours
+        raise Refused("chatd dropped this watch: it read too slowly", "watch_dropped",
+                      state.as_json)
 
 
 @main.command(short_help='Stop chatd gracefully, as SIGTERM does.')

@@ -19,6 +19,7 @@ Runs in the caller's thread; one AdminClient is one connection and is not thread
 from __future__ import annotations
 
 import errno
+import json
 import socket
 import time
 
@@ -41,11 +42,12 @@ class Unreachable(Exception):
     ``permission``  the file mode, or the daemon's SO_PEERCRED check, turned us away
     ``busy``        the daemon has no admin connection to spare (try again later)
     ``error``       anything else: timeout, a malformed reply, the connection dropped mid-way
+    ``lost``        a watch's connection ended without a final event (chatd died)
 
     ``detail`` is a short human description (for ``error`` it is the only one).
     """
 
-    KINDS = ("no_socket", "refused", "permission", "busy", "error")
+    KINDS = ("no_socket", "refused", "permission", "busy", "error", "lost")
 
     def __init__(self, kind: str, path: str, detail: str | None = None) -> None:
         assert kind in self.KINDS, kind
@@ -128,7 +130,52 @@ class AdminClient:
             raise Unreachable("busy", self.path, "too many admin connections")
         raise Unreachable("permission", self.path, "permission denied")
 
+    def watch(self, room: str | None = None):
+        """Subscribe (docs/protocol.md §11) and yield each event, a dict, as chatd sends it, up
+        to and including the final one (its line says ``"final": true``); then return. Raises
+        AdminError for a refusal, Unreachable when chatd cannot be asked, and Unreachable
+        ``lost`` when the stream ends without a final event. Waits for events without a
+        timeout: the caller ends it (Ctrl-C) or chatd does."""
+        self.request("watch", **({"room": room} if room is not None else {}))
+        self._sock.settimeout(None)
+        while True:
+            line = self._stream_line()
+            try:
+                envelope = json.loads(line)
+                event = envelope["event"]
+                if not isinstance(event, dict):
+                    raise TypeError
+            except (ValueError, RecursionError, TypeError, KeyError):
+                self.close()
+                raise Unreachable("error", self.path, "the daemon sent a malformed event") from None
+            yield event
+            if envelope.get("final") is True:
+                self.close()
+                return
+
     # -- internals -----------------------------------------------------------------------------
+
+    def _stream_line(self) -> bytes:
+        """The next line of a watch, however long it takes."""
+        while True:
+            end = self._buf.find(b"\n")
+            if end >= 0:
+                line = bytes(self._buf[:end])
+                del self._buf[: end + 1]
+                return line
+            if len(self._buf) > MAX_REPLY_BYTES:
+                raise Unreachable("error", self.path, "the daemon sent a malformed event")
+            try:
+                chunk = self._sock.recv(1 << 16)
+            except ConnectionResetError:
+                chunk = b""
+            except OSError as exc:
+                raise Unreachable("error", self.path, _strerror(exc)) from None
+            if not chunk:
+                self.close()
+                raise Unreachable("lost", self.path, "connection lost without a shutdown event "
+                                  "(did chatd die?)")
+            self._buf += chunk
 
     def _exchange(self, data: bytes) -> bytes:
         """Send ``data``, return the next reply line (without its LF)."""

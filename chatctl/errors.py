@@ -26,7 +26,8 @@ UNREACHABLE_HINTS = {
 }
 #: The ``--json`` error code for each Unreachable.kind.
 UNREACHABLE_CODES = {"no_socket": "no_socket", "refused": "connection_refused",
-                     "permission": "permission_denied", "busy": "busy", "error": "unreachable"}
+                     "permission": "permission_denied", "busy": "busy", "error": "unreachable",
+                     "lost": "connection_lost"}
 
 
 class _Failure(click.ClickException):
@@ -63,6 +64,16 @@ class CannotReach(_Failure):
     def __init__(self, err: Unreachable, as_json: bool = False, why: str | None = None) -> None:
         why = why or UNREACHABLE_HINTS.get(err.kind, err.detail)
         super().__init__(f"cannot reach chatd at {err.path}: {why}", UNREACHABLE_CODES[err.kind],
+                         as_json, socket=err.path)
+
+
+class Lost(_Failure):
+    """``chatctl watch``: the stream ended without a final event (chatd died): exit 3."""
+
+    exit_code = EXIT_UNREACHABLE
+
+    def __init__(self, err: Unreachable, as_json: bool = False) -> None:
+        super().__init__(f"lost chatd at {err.path}: {err.detail}", UNREACHABLE_CODES[err.kind],
                          as_json, socket=err.path)
 
 

@@ -7,6 +7,7 @@ function and echoes what it returns. Times are shown in the local time zone, dur
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
@@ -235,3 +236,35 @@ def history(result: dict) -> list[str]:
 
 def purged(result: dict) -> list[str]:
     return [f"purged {count(result['purged'], 'line')} of {result['room']}"]
+
+
+# -- chatctl watch ---------------------------------------------------------------------------
+
+#: Shown first, in this order, when an event has them; the rest follow as chatd logged them.
+_WATCH_FIRST = ("nick", "room", "reason", "command", "outcome", "text")
+_WATCH_HIDDEN = frozenset({"timestamp", "event", "level"})
+_PLAIN = re.compile(r"[^\s\"'=\\]+")
+
+
+def _watch_value(value) -> str:
+    if isinstance(value, str) and _PLAIN.fullmatch(value):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def watch_event(event: dict) -> str:
+    """One streamed event as one line: UTC time, event name, then ``key=value`` pairs
+    (nick, room, reason first; a value with spaces or quotes is JSON-quoted), for example
+    ``2026-12-03 09:40:01Z  room_joined  nick=alice room=dev left=lobby client_id=3``."""
+    stamp = str(event.get("timestamp", ""))
+    if len(stamp) >= 19:
+        stamp = f"{stamp[:10]} {stamp[11:19]}Z"
+    keys = [k for k in _WATCH_FIRST if k in event]
+    keys += [k for k in event if k not in _WATCH_HIDDEN and k not in _WATCH_FIRST]
+    pairs = " ".join(f"{k}={_watch_value(event[k])}" for k in keys
+                     if event[k] is not None and event[k] != {})
+    return f"{stamp}  {event.get('event', '?')}  {pairs}".rstrip()

@@ -21,6 +21,12 @@ Threads: an accept thread (acceptor.py), one short-lived thread per admin connec
 connection thread parses requests (adminproto.py), runs them through
 :class:`~chatd.admincmds.AdminCommands` and writes replies; only it reads or writes its socket
 (an eviction or stop() only shuts it down). ``_lock`` guards ``_connections`` and the slots in it.
+
+A ``watch`` request (docs/protocol.md §11) turns its connection into a subscription: once the
+reply is sent, the connection thread becomes that watcher's writer (watch.py) until the peer
+hangs up, reads too slowly, or chatd ends every watch, with ``shutdown`` in :meth:`stop` and
+``restarting`` in :meth:`pause` (an upgrade: the new process has no watchers; chatctl ends).
+A watching connection counts as one waiting for its next request: the one evicted first.
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ import structlog
 from chatd import adminproto
 from chatd.acceptor import Acceptor
 from chatd.adminproto import MAX_REQUEST_BYTES, AdminError, error_line, ok_line
-from chatd.protocol import LINE_TOO_LONG, LineFramer
+from chatd.protocol import LINE_TOO_LONG, LineFramer, is_valid_name
+from chatd.watch import Watchers
 
 log = structlog.get_logger("chatd.admin")
 
@@ -166,6 +173,7 @@ class AdminServer:
         #: counted where it is logged (under ``_lock``: several connection threads answer at
         #: once); read by the metrics. ``command`` is None for a request that did not parse.
         self._outcomes: dict[tuple[str | None, str], int] = {}
+        self.watchers = Watchers()
 
     @property
     def sock(self) -> socket.socket:
@@ -184,6 +192,7 @@ class AdminServer:
         being handed over."""
         self._paused = True
         self._acceptor.pause()
+        self.watchers.end_all("restarting")
 
     def resume(self) -> None:
         self._paused = False
@@ -196,6 +205,7 @@ class AdminServer:
         """Stop accepting, end open connections, remove the socket file if it is still ours."""
         self._stopping.set()
         self._acceptor.stop()
+        self.watchers.end_all("shutdown")
         with self._lock:
             connections = list(self._connections.items())
         for conn, _ in connections:
@@ -360,8 +370,12 @@ class AdminServer:
             self._count(None, "line_too_long")
             conn.sendall(error_line(None, "line_too_long"))
         elif line.strip():
-            reply, after = self._answer(line, peer_log)
-            conn.sendall(reply)
+            reply, after = self._answer(line, peer_log, conn)
+            try:
+                conn.sendall(reply)
+            except BaseException:
+                getattr(after, "abandon", lambda: None)()  # a watch nobody will ever read
+                raise
             return after
         return None
 
@@ -378,7 +392,30 @@ class AdminServer:
         conn.settimeout(remaining)
         return True
 
-    def _answer(self, line: bytes, peer_log):
+    def _subscribe(self, conn: socket.socket, peer_log, room: str | None = None):
+        """``watch``: subscribed before the reply goes out, so no event between the two is
+        missed; the events queued meanwhile follow the reply (this thread writes both).
+        Returns (result, the writer loop); the loop's ``abandon`` unsubscribes instead, for
+        a reply that could not be sent."""
+        name = room[1:] if room and room.startswith("#") else room
+        if name is not None and not is_valid_name(name):
+            raise AdminError("bad_args", f"watch: invalid room {room[:64]!r}")
+        watcher = self.watchers.subscribe(name)
+
+        def serve() -> None:
+            try:
+                how, unsent = watcher.serve(conn)
+            finally:
+                self.watchers.unsubscribe(watcher)
+            if how == "dropped":
+                peer_log.warning("watch_dropped", reason="too slow", room=name)
+                watcher.farewell(conn, unsent)
+            conn.shutdown(socket.SHUT_RDWR)  # the watch is over: so is the connection
+
+        serve.abandon = lambda: self.watchers.unsubscribe(watcher)
+        return {"watching": True, "room": name}, serve
+
+    def _answer(self, line: bytes, peer_log, conn: socket.socket):
         """One request line -> (reply line, action to run once the reply is sent, or None)."""
         request_id = None
         cmd = None
@@ -387,7 +424,10 @@ class AdminServer:
             request_id, cmd = request.id, request.cmd
             if self._paused:
                 raise AdminError("upgrading")
-            result, after = self._commands.run(request.cmd, request.args)
+            if cmd == "watch":
+                result, after = self._subscribe(conn, peer_log, **request.args)
+            else:
+                result, after = self._commands.run(request.cmd, request.args)
         except AdminError as exc:
             peer_log.info("admin_command", command=cmd, outcome=exc.code, message=exc.message)
             self._count(cmd, exc.code)

@@ -68,6 +68,8 @@ COMMANDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "upgrade": {"timeout": (_NUMBER, False)},
     "history": {"room": ((str,), True), "lines": ((int,), False)},
     "purge": {"room": ((str,), True)},
+    # a subscription: the reply, then {"event": {...}} lines until the connection ends (§11)
+    "watch": {"room": ((str,), False)},
 }
 
 

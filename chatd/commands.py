@@ -52,7 +52,9 @@ def do_nick(session, name: str) -> None:
     if problem:
         session.error(problem)
     else:
-        session.log.info("nick_changed", old=old, new=name)
+        room = session.client.room
+        session.log.info("nick_changed", old=old, new=name, nick=name,
+                         room=room.name if room is not None else None)
 
 
 def do_join(session, name: str) -> None:
@@ -63,11 +65,13 @@ def do_join(session, name: str) -> None:
     if not is_valid_name(name):
         session.error(f"invalid room {name} ({NAME_RULE})")
         return
+    before = session.client.room
     problem = session.hub.join(session.client, name)
     if problem:
         session.error(problem)
     else:
-        session.log.info("room_joined", room=session.client.room.name)
+        session.log.info("room_joined", room=session.client.room.name, nick=session.client.nick,
+                         left=before.name if before is not None else None)
 
 
 def do_rooms(session, _args: str) -> None:

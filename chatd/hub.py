@@ -45,6 +45,11 @@ touched; the TLS lock guards memory BIOs only):
                                code)
     _Sink.lock (log.py)        the log stream: one whole event      nothing (a log call under
                                per write, reopen on SIGHUP          any lock above is fine)
+    Watchers._lock (watch.py)  the watcher tuple's replacement,     log.py's tap lock (to attach
+                               the log tap's attachment             or detach the tap)
+    Watcher._lock (watch.py)   one watcher's queue and state; the   nothing (taken by the log
+                               wake-up pipe's descriptors           tap, under any lock above)
+    _TAPS_LOCK (log.py)        the taps and the level they imply    nothing
     =========================  ===================================  ===========================
 """
 

@@ -11,6 +11,11 @@ Why it is more than a `structlog.configure()` call:
   of structlog's `make_filtering_bound_logger(level)`: a filtered-out call stays a bare
   `return None`, and already-bound loggers follow the new level.
 - Loggers are not cached on first use, so `structlog.testing.capture_logs()` sees every event.
+- `chatctl watch` (watch.py) takes a copy of events through a tap: `add_tap(fn)` makes `fn(event_dict)`
+  run in the chain, on the logging thread, for every event at info or above, even when the log
+  level is higher (the level is lowered to info while a tap is attached, and `_tap` drops the
+  events below the configured level after the taps saw them). With no tap the chain pays one
+  test of an empty tuple. A tap must not block or log; one that raises is ignored.
 - A log file chatd creates is 0640 in a directory it creates 0750 (files.py), whatever the
   umask; an existing file keeps its mode.
 
@@ -30,7 +35,7 @@ import structlog
 
 from chatd import files
 
-__all__ = ["configure", "get_logger", "set_level", "reopen", "fileno", "LEVELS"]
+__all__ = ["configure", "get_logger", "set_level", "reopen", "fileno", "add_tap", "remove_tap", "LEVELS"]
 
 LEVELS: dict[str, int] = {
     "debug": logging.DEBUG,
@@ -116,13 +121,53 @@ class _BoundLogger(structlog.make_filtering_bound_logger(logging.DEBUG)):  # typ
 
 _SINK = _Sink()
 _LINE_LOGGER = _LineLogger()
+#: The configured level, and the taps (replaced whole under _TAPS_LOCK; read without it).
+_level = "info"
+_TAPS: tuple = ()
+_TAPS_LOCK = threading.Lock()
+_METHOD_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+                  "warn": logging.WARNING, "error": logging.ERROR, "exception": logging.ERROR,
+                  "critical": logging.CRITICAL, "fatal": logging.CRITICAL}
 
 
 def _apply_level(level: str) -> None:
-    template = structlog.make_filtering_bound_logger(LEVELS[level])
+    global _level
+    _level = level
+    number = LEVELS[level]
+    if _TAPS:  # the taps see info and above whatever the log keeps (see _tap)
+        number = min(number, logging.INFO)
+    template = structlog.make_filtering_bound_logger(number)
     for name, method in vars(template).items():
         if not name.startswith("__"):
             setattr(_BoundLogger, name, method)
+
+
+def add_tap(tap) -> None:
+    """Have ``tap(event_dict)`` called for every event at info or above (see the docstring)."""
+    global _TAPS
+    with _TAPS_LOCK:
+        _TAPS = (*_TAPS, tap)
+        _apply_level(_level)
+
+
+def remove_tap(tap) -> None:
+    global _TAPS
+    with _TAPS_LOCK:
+        _TAPS = tuple(t for t in _TAPS if t != tap)
+        _apply_level(_level)
+
+
+def _tap(_logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    taps = _TAPS
+    if taps:
+        for tap in taps:
+            try:
+                tap(event_dict)
+            except Exception:  # noqa: BLE001 - a watcher must never break a log call
+                pass
+        if _METHOD_LEVELS.get(method, logging.INFO) < LEVELS[_level]:
+            raise structlog.DropEvent  # below the log level: only the taps wanted it
+    return event_dict
 
 
 def _event_first(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
@@ -146,6 +191,7 @@ def _processors(json_lines: bool) -> list[Any]:
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _tap,
         structlog.processors.StackInfoRenderer(),
     ]
     if json_lines:
@@ -180,7 +226,8 @@ def set_level(level: str) -> None:
     """Change the minimum level of every logger, including already-bound ones (reload)."""
     if level not in LEVELS:
         raise ValueError(f"unknown log level {level!r}")
-    _apply_level(level)
+    with _TAPS_LOCK:  # a watcher attaching meanwhile must not undo the new level
+        _apply_level(level)
 
 
 def reopen() -> None:

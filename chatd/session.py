@@ -90,7 +90,8 @@ class Session:
 
     def log_message(self, text: str, **fields) -> None:
         if self.settings.config.log_messages:
-            self.log.info("message", room=self.client.room.name, text=text, **fields)
+            self.log.info("message", nick=self.client.nick, room=self.client.room.name, text=text,
+                          **fields)
 
     # -- the thread ---------------------------------------------------------------------------
 
@@ -98,8 +99,6 @@ class Session:
         """Serve until the connection ends; ``resumed``: taken over from the process before
         an upgrade, registered already (upgrade.py)."""
         client = self.client
-        if not resumed:
-            self.log.info("client_connected", tls=self.client.outbox.tls is not None)
         reason = CLOSED
         try:
             reason = self._serve(resumed)
@@ -113,24 +112,30 @@ class Session:
 
     def _close(self, reason: Close) -> None:
         client = self.client
+        room = client.room.name if client.room is not None else None  # gone after remove()
         if reason.event == "client_kicked":
-            self.log.info("client_kicked", nick=client.nick, reason=reason.detail)
+            self.log.info("client_kicked", nick=client.nick, room=room, reason=reason.detail)
         elif reason.event == "sendq_exceeded":
-            self.log.warning("sendq_exceeded", limit=self.settings.config.sendq_bytes)
+            self.log.warning("sendq_exceeded", nick=client.nick, room=room,
+                             limit=self.settings.config.sendq_bytes)
         self.hub.remove(client, reason)
         self.flusher.finish(client.outbox, linger=True)
-        self.log.info("client_disconnected", reason=reason.text, nick=client.nick,
+        self.log.info("client_disconnected", reason=reason.text, nick=client.nick, room=room,
                       duration=round(time.time() - client.connected_at, 3),
                       bytes_in=client.bytes_in, lines_in=client.lines_in)
 
     def _serve(self, resumed: bool) -> Close:
         # A TLS connection is through its handshake already (server.py: before it is a client).
         config = self.settings.config
+        tls = self.client.outbox.tls is not None
         try:
             if not resumed:
-                self.hub.register(self.client, [Welcome(config.server_name),
-                                                *map(Motd, config.motd)])
+                nick = self.hub.register(self.client, [Welcome(config.server_name),
+                                                       *map(Motd, config.motd)])
+                # logged once in the lobby, so that it can say with which nick (watch.py)
+                self.log.info("client_connected", tls=tls, nick=nick, room=self.client.room.name)
         except ClusterUnavailable:  # no nick can be handed out that is sure to be unique
+            self.log.info("client_connected", tls=tls)
             self.error(CLUSTER_UNAVAILABLE)  # not in a room: goes straight to the flusher
             return Close("cluster")
         while True:
@@ -227,7 +232,8 @@ class Session:
             elif self._readable(delay):
                 room = self.settings.config.recvq_bytes - self.framer.pending_bytes
                 if room <= 0:
-                    self.log.warning("excess_flood", recvq=self.framer.pending_bytes)
+                    self.log.warning("excess_flood", nick=self.client.nick,
+                                     recvq=self.framer.pending_bytes)
                     self.error("excess flood")
                     return EXCESS_FLOOD
                 self._receive(min(room, RECV_SIZE))
