@@ -317,9 +317,9 @@ def test_message_texts_are_logged_when_asked(make_world):
     fields = [{k: v for k, v in e.items() if k not in ("log_level", "client_id", "peer")}
               for e in logs]
     assert fields == [
-        {"event": "message", "room": "lobby", "text": "hello"},
-        {"event": "message", "room": "lobby", "text": "waves", "action": True},
-        {"event": "message", "room": "lobby", "text": "psst", "to": "guest-2"},
+        {"event": "message", "nick": "guest-1", "room": "lobby", "text": "hello"},
+        {"event": "message", "nick": "guest-1", "room": "lobby", "text": "waves", "action": True},
+        {"event": "message", "nick": "guest-1", "room": "lobby", "text": "psst", "to": "guest-2"},
     ]
     assert all(e["client_id"] == a.client.id for e in logs)
 
