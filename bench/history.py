@@ -62,14 +62,17 @@ def _connect(port: int, nick: str | None = None,
     return sock, lines
 
 
-def _post(sock: socket.socket, rate: float, stop: threading.Event, sent: list) -> None:
+def post(sock: socket.socket, rate: float, stop: threading.Event, sent: list,
+         word: bytes = b"n") -> None:
+    """Send ``WORD 0``, ``WORD 1``, ... at ``rate`` lines/s until ``stop``; ``sent[0]`` counts
+    them (bench/upgrade.py posts this way too)."""
     start, k = time.monotonic(), 0
     while not stop.is_set():
         due = start + k / rate
         now = time.monotonic()
         if due > now:
             time.sleep(due - now)
-        sock.sendall(b"n %d\n" % k)
+        sock.sendall(b"%s %d\n" % (word, k))
         k += 1
         sent[0] = k
 
@@ -108,7 +111,7 @@ def join_replay(name: str, core, opts, rate: float = 1000.0, seconds: float = 5.
     poster = None
     try:
         sock, _ = _connect(server.port, "poster")
-        poster = threading.Thread(target=_post, args=(sock, rate, stop, sent), daemon=True)
+        poster = threading.Thread(target=post, args=(sock, rate, stop, sent), daemon=True)
         poster.start()
         posting = time.monotonic()
         while sent[0] < replay * 2:  # the room has more than a replay's worth

@@ -25,7 +25,7 @@ import threading
 import time
 
 from bench.crowd import grow, settle
-from bench.history import _connect
+from bench.history import _connect, post
 from bench.loadgen import Engine
 from bench.protocols import CROWD_PROTOCOLS
 from bench.servers import SERVERS, VENV_BIN
@@ -33,19 +33,8 @@ from bench.servers import SERVERS, VENV_BIN
 ROOM = "gap"
 
 
-def _poster(sock, rate: float, stop: threading.Event, sent: list) -> None:
-    start, k = time.monotonic(), 0
-    while not stop.is_set():
-        delay = start + k / rate - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        sock.sendall(b"g %d\n" % k)
-        k += 1
-        sent[0] = k
-
-
 def _reader(lines, stop: threading.Event, seen: list) -> None:
-    """(monotonic time, number) of every line the poster's lines, until stopped."""
+    """(monotonic time, number) of each of the poster's lines, until stopped."""
     while not stop.is_set():
         try:
             line = lines.line(time.monotonic() + 0.5)
@@ -66,7 +55,7 @@ def upgrade(name: str, core, opts, clients: int, rate: float = 200.0) -> list[di
         poster, _ = _connect(server.port, "poster", ROOM)
         reader, reader_lines = _connect(server.port, "reader", ROOM)
         sent, seen = [0], []
-        threads = [threading.Thread(target=_poster, args=(poster, rate, stop, sent)),
+        threads = [threading.Thread(target=post, args=(poster, rate, stop, sent, b"g")),
                    threading.Thread(target=_reader, args=(reader_lines, stop, seen))]
         for thread in threads:
             thread.start()

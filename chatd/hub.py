@@ -76,11 +76,11 @@ def _traffic(client) -> tuple[int, int, int, int]:
 
 
 class Hub:
-    def __init__(self, flusher, bus=None, history=None) -> None:
-        """``bus`` carries what crosses nodes (bus.py); the default is a single node.
-        ``history`` (history.History) keeps room tails; None: no history."""
+    def __init__(self, flusher, bus=None) -> None:
+        """``bus`` carries what crosses nodes (bus.py); the default is a single node. Room
+        history is off until :meth:`use_history` (the service, once its store is open)."""
         self._flusher = flusher
-        self._history = history
+        self._history = None  # history.History
         self._bus = bus or LocalBus()
         self._lock = threading.Lock()
         self._clients: dict = {}  # client id -> Client

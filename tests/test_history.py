@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 import pytest
 
 from conftest import ChatClient
-from faults import Admin
+from faults import Admin, wait_until
 from redisfix import redis_server  # noqa: F401 - the fixture behind cluster
 from test_chatctl import ctl
 from test_cluster import alice_and_bob, cluster  # noqa: F401 - a fixture
@@ -42,17 +42,6 @@ def bare(entry: str) -> str:
     when = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
     assert abs(time.time() - when.timestamp()) < 60, entry
     return entry[m.end():]
-
-
-def wait_until(predicate, timeout: float = 5.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def stored_rows(path: str) -> int:

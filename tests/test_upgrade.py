@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from conftest import ChatClient, wait_gone
+from faults import wait_until
 from test_chatctl import ctl
 
 UPGRADED = re.compile(r"upgraded: pid (\d+) -> (\d+), version (\S+) -> (\S+), (\d+) clients kept")
@@ -69,13 +70,6 @@ def fds_and_threads(pid: int) -> tuple[int, int]:
 def sendq(server, nick: str) -> int:
     rows = json.loads(ctl(server, "--json", "list"))
     return next(row["sendq"] for row in rows if row["nick"] == nick)
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
-        time.sleep(0.02)
 
 
 def test_upgrade_mid_traffic_keeps_every_client_and_every_line(chatd):
