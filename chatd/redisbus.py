@@ -19,7 +19,7 @@ Keys (all under ``chatd:``):
   of ID_BLOCK client ids at a time (``INCR``), so client ids are unique cluster-wide.
 - ``bans``: hash network -> ban record (bans.py): the cluster's bans, loaded at start; a new
   ban or unban also goes down the stream as a ``cmd`` for ``node`` ``*`` (every node).
-- ``history:ROOM`` (folded room name): a list of JSON ``[ts, room, kind, nick, text]``, the
+- ``history:ROOM`` (folded room name): a list of ``TS ROOM EVENT`` (the event as in the stream), the
   room's history (history.py), trimmed to ``history_lines``; ``history-rooms``: the set of
   those rooms. A node appends its own lines in the same transaction as the stream entry that
   carries them, so every line is in the history exactly when the other nodes can read it:
@@ -197,7 +197,7 @@ class RedisBus:
         self._last_id = last[0][0] if last else "0-0"
         rows = history[0] if history else []
         for room_key, entries in zip(rows[::2], rows[1::2]):
-            self._history[room_key] = [Entry(*json.loads(entry)) for entry in entries]
+            self._history[room_key] = [entry for entry in map(_history_entry, entries) if entry]
         for key, value in members.items():
             node = key.rpartition("|")[0]
             if node != self.node:
@@ -250,11 +250,11 @@ class RedisBus:
             raise ClusterUnavailable(str(exc)) from None
 
     def publish(self, room: str, event) -> None:
+        encoded = wire.dumps(event)
         keep = None
-        if self.history_lines and event.__class__ in KINDS:
-            keep = (fold(room), json.dumps([time.time(), room, KINDS[event.__class__],
-                                            event.nick, event.text], ensure_ascii=False))
-        self._append({"r": room, "e": wire.dumps(event)}, keep)
+        if self.history_lines and event.__class__ in KINDS:  # the stream's encoding, reused
+            keep = (fold(room), f"{time.time():.6f} {room} {encoded}")
+        self._append({"r": room, "e": encoded}, keep)
 
     # -- history (historystore.RedisStore) ------------------------------------------------
 
@@ -638,6 +638,18 @@ class RedisBus:
         entry = self._remote.get(fold(nick))
         if entry is not None and entry[2] == node:
             del self._remote[fold(nick)]
+
+
+def _history_entry(value: str) -> Entry | None:
+    """``TS ROOM EVENT`` (a history list's value, the event as wire.py encodes it) as an
+    Entry; None for one that does not parse (skipped, like a bad stream entry)."""
+    try:
+        ts, room, encoded = value.split(" ", 2)
+        event = wire.loads(encoded)
+        return Entry(float(ts), room, KINDS[event.__class__], event.nick, event.text)
+    except (ValueError, KeyError, wire.WireError) as exc:
+        log.warning("cluster_history_entry_skipped", error=str(exc))
+        return None
 
 
 def _member_record(nick: str, room: str | None, peer: str, connected_at: float) -> str:
