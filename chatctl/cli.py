@@ -29,6 +29,7 @@ from typing import Callable
 import click
 
 from chatctl import format as fmt
+from chatctl import systemd
 from chatctl.client import DEFAULT_TIMEOUT, AdminClient, AdminError, Unreachable
 from chatctl.errors import CannotReach, InternalError, Lost, Refused, out_of_reach_hint
 from chatd import __version__
@@ -430,6 +431,24 @@ def upgrade(state: State, step: float) -> None:
     """
     state.timeout = max(state.timeout, 4 * step + 5)
     state.run("upgrade", fmt.upgraded, timeout=step)
+
+
+@main.command("systemd-stop",
+              short_help="For ExecStop=: when systemd restarts chatd, keep every client.")
+@click.argument("unit")
+@pass_state
+def systemd_stop(state: State, unit: str) -> None:
+    """What chatd.service runs before systemd stops chatd (ExecStop=, as root).
+
+    When the stop is part of a restart of UNIT (systemctl restart), chatd leaves its client
+    connections, listening sockets and state in systemd's file-descriptor store and exits,
+    and the chatd that systemd starts next takes them back: nobody is disconnected. Otherwise
+    it does nothing, and the SIGTERM that follows shuts chatd down as usual.
+    """
+    if not systemd.restarting(unit):
+        return
+    state.timeout = max(state.timeout, 4 * 10.0 + 5)
+    state.run("handover", fmt.handed_over)
 
 
 @main.command(short_help="Stream chatd's events live, until Ctrl-C or chatd stops.")

@@ -224,6 +224,11 @@ def upgraded(result: dict) -> list[str]:
             f"{result.get('clients')} clients kept"]
 
 
+def handed_over(result: dict) -> list[str]:
+    return [f"handed over to the fd store: pid {result.get('old_pid')}, "
+            f"{result.get('clients')} clients kept"]
+
+
 def history(result: dict) -> list[str]:
     """The entries as SPEC §10 replays them: ``[YYYY-MM-DD HH:MM:SS] <NICK> TEXT`` (UTC)."""
     out = []

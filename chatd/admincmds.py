@@ -17,7 +17,8 @@ service itself:
     reload(timeout)   run the reload on the main thread, as SIGHUP does, and wait for it:
                       (ok, message, restart_required keys); TimeoutError if it did not finish
     request_shutdown  queue a shutdown for the main thread (called after the reply is sent)
-    upgrade(timeout)  have the main thread hand over to a new chatd (upgrade.py) and wait:
+    upgrade(timeout, store)  have the main thread hand over to a new chatd (upgrade.py), or
+                      with ``store`` to systemd's fd store (fdstore.py), and wait:
                       (ok, result or reason, call once the reply is sent)
     facts()           what status reports about the process: started_at, host, port,
                       admin_socket
@@ -60,7 +61,7 @@ class AdminContext:
     request_shutdown: Callable[[], None]
     facts: Callable[[], dict]
     bus: Any  # bus.py: the other nodes (LocalBus on a single node: there are none)
-    upgrade: Callable[[float], tuple] = None
+    upgrade: Callable[[float, bool], tuple] = None
     history: Any = None  # history.History: room tails (None or lines = 0: history is off)
 
 
@@ -74,8 +75,8 @@ class AdminCommands:
 
     def run(self, cmd: str, args: dict):
         """Returns (result, action to run after the reply is sent, or None)."""
-        if cmd == "upgrade":
-            return self._upgrade(**args)
+        if cmd in ("upgrade", "handover"):
+            return self._upgrade(store=cmd == "handover", **args)
         result = getattr(self, f"do_{cmd}")(**args)
         if cmd == "shutdown":
             return result, self.ctx.request_shutdown
@@ -210,11 +211,12 @@ class AdminCommands:
     def do_shutdown(self) -> dict:
         return {"shutting_down": True}
 
-    def _upgrade(self, timeout: float | None = None):
-        """-> (result, the call that lets the old process end once the reply is sent)."""
+    def _upgrade(self, store: bool, timeout: float | None = None):
+        """-> (result, the call that lets the old process end once the reply is sent).
+        ``store``: into systemd's fd store (handover), not to a new process (upgrade)."""
         wait = UPGRADE_WAIT_SECONDS if timeout is None else min(max(float(timeout), 0.5), 300.0)
         try:
-            ok, outcome, replied = self.ctx.upgrade(wait)
+            ok, outcome, replied = self.ctx.upgrade(wait, store)
         except TimeoutError:
             raise AdminError("timeout", "the upgrade did not finish in time; it may still "
                              "take effect") from None

@@ -66,6 +66,9 @@ COMMANDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "reload": {},
     "shutdown": {},
     "upgrade": {"timeout": (_NUMBER, False)},
+    # under systemd: freeze and leave everything in the fd store, then exit (a restart job
+    # is under way: chatctl systemd-stop, from ExecStop=)
+    "handover": {"timeout": (_NUMBER, False)},
     "history": {"room": ((str,), True), "lines": ((int,), False)},
     "purge": {"room": ((str,), True)},
     # a subscription: the reply, then {"event": {...}} lines until the connection ends (§11)

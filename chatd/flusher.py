@@ -210,6 +210,9 @@ class Flusher:
                         self._queue[:0] = items[k + 1:]
                     break
             frozen = self._frozen
+            if frozen:  # asleep until thaw(), which writes the eventfd only if it sees this
+                with self._lock:
+                    frozen = self._sleeping = self._frozen
             timeout = -1 if frozen else self._poll_timeout() if idle else 0
             for fd, _ in self._epoll.poll(timeout):
                 if fd == self._wake_fd:

@@ -436,10 +436,12 @@ class Hub:
     # -- an upgrade (upgrade.py) ----------------------------------------------------------------
 
     def handover_state(self) -> dict:
-        """What the next process needs besides the clients themselves (every session is parked:
-        nothing changes the maps meanwhile)."""
+        """What the next process needs besides the clients themselves: for an upgrade every
+        session is parked, for the fd store's running state (fdstore.py) this is a moment's."""
         with self._lock:
-            return {"guest_next": next(self._guest_numbers), "departed": dict(self._departed),
+            guest_next = next(self._guest_numbers)
+            self._guest_numbers = itertools.count(guest_next)  # taken back: we may serve on
+            return {"guest_next": guest_next, "departed": dict(self._departed),
                     "departed_messages": dict(self._departed_messages)}
 
     def take_over(self, state: dict) -> None:

@@ -45,7 +45,7 @@ def check_reload(config: Config) -> None:
 
 
 def _socket_activated() -> bool:
-    # As systemd.listen_fds() decides, without taking the variables away from it.
+    # As systemd.passed_fds() decides, without taking the variables away from it.
     count = os.environ.get("LISTEN_FDS", "")
     return count.isascii() and count.isdigit() and os.environ.get("LISTEN_PID") == str(os.getpid())
 

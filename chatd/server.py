@@ -27,7 +27,7 @@ import structlog
 
 from chatd.acceptor import Acceptor
 from chatd.client import Client
-from chatd import render
+from chatd import fdstore, render
 from chatd.events import SHUTDOWN, Error, ServerShutdown
 from chatd.session import Session
 from chatd.tls import TlsChannel, TlsError
@@ -288,6 +288,27 @@ class Listener:
             client.outbox.tls = TlsChannel(self.tls_context)
             self._refused.flush(due_only=True)  # the tail of a flood that has stopped
             self._failed.flush(due_only=True)
+        else:  # under systemd a restart keeps it (fdstore.py); a TLS session cannot be kept
+            self.settings.fd_store.keep_client(client)
+        self._start(client)
+
+    def readmit(self, client_id: int, conn: socket.socket) -> None:
+        """A connection systemd's fd store kept that its state does not know (admitted after
+        the last write before a crash): a new client again, under its old id, which is its
+        name in the store (fdstore.py)."""
+        try:
+            addr = conn.getpeername()
+        except OSError:  # gone meanwhile
+            self.settings.fd_store.forget(fdstore.client_name(client_id))
+            conn.close()
+            return
+        client = Client(client_id, conn, addr)
+        refusal = self.hub.admit(client, self.settings.config.max_clients,
+                                 self.settings.config.max_clients_per_ip)
+        if refusal:
+            self.settings.fd_store.forget_client(client)
+            self._refuse(client, refusal, Error(refusal))
+            return
         self._start(client)
 
     def _refuse(self, client, refusal: str, notice) -> None:
@@ -321,6 +342,7 @@ class Listener:
             _thread.start_new_thread(self._run_client, (client, resumed))
         except RuntimeError as exc:  # out of threads: undo the admission, keep serving
             log.error("accept_failed", error=str(exc), peer=client.peer)
+            self.settings.fd_store.forget_client(client)
             self._session_ended()
             self._handshakes.give_back(client)
             self.hub.remove(client, None)
@@ -334,6 +356,8 @@ class Listener:
             elif client.outbox.tls is None or self._secure(client):
                 Session(client, self.hub, self.flusher, self.settings).run()
         finally:
+            if client.outbox.tls is None:
+                self.settings.fd_store.forget_client(client)  # over: not for a restart
             self._session_ended()
 
     # -- a TLS connection's thread, before it is a client ---------------------------------

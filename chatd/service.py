@@ -35,7 +35,7 @@ import time
 
 import structlog
 
-from chatd import __version__, adminproto
+from chatd import __version__, adminproto, fdstore
 from chatd import config as config_module
 from chatd import log as logsetup
 from chatd.admin import AdminServer, AdminSocketError, bind_admin_socket
@@ -45,6 +45,7 @@ from chatd import upgrade
 from chatd.bus import LocalBus
 from chatd.client import Client
 from chatd.redisbus import ClusterStartError, RedisBus
+from chatd.fdstore import FdStore, StoreTakeover
 from chatd.daemon import PidFile, PidFileLocked, Readiness, detach, fork_launcher
 from chatd.flusher import Flusher
 from chatd.gate import Gate
@@ -54,7 +55,7 @@ from chatd.historystore import NullStore, RedisStore, SqliteStore
 from chatd.hub import Hub
 from chatd.server import Listener, bind
 from chatd.events import SHUTDOWN, ServerShutdown
-from chatd.systemd import Notifier, listen_fds
+from chatd.systemd import Notifier, as_sockets, passed_fds
 from chatd.tls import server_context
 from chatd.watchdog import Housekeeper
 
@@ -88,6 +89,12 @@ class Service:
         self.history = History(self.history_store, config.history_lines, config.history_on_join)
         self.bans = BanList(state_dir(config))
         self.notifier = Notifier()
+        # systemd's fd store (fdstore.py): under systemd, on a single node (not in cluster mode:
+        # the cluster would have to hand over its leases too)
+        self.fd_store = FdStore(self.notifier, fdstore.store_size() > 0
+                                and isinstance(self.bus, LocalBus))
+        self._activation: list[int] = []  # socket activation's descriptors (bind())
+        self._orphans: list = []  # (id, socket): kept by the fd store, not in its state
         self.housekeeper: Housekeeper | None = None
         self.listener: Listener | None = None
         self.tls_listener: Listener | None = None
@@ -108,17 +115,13 @@ class Service:
         except BanFileError as exc:
             raise StartupError(str(exc)) from None
         gid = grp.getgrnam(config.admin_group).gr_gid if config.admin_group else None
+        self._activation, stored = fdstore.split(passed_fds())
+        if stored and self.takeover is None:  # a restart under systemd: what the store kept
+            self.takeover = StoreTakeover(stored, self._activation)
         if self.takeover is not None:
             self._bind_taken_over(gid)
             return
-        admin_path = config.admin_socket or adminproto.daemon_socket_path()
-        try:
-            admin_sock, inode = bind_admin_socket(admin_path, gid)
-        except AdminSocketError as exc:
-            raise StartupError(str(exc)) from None
-        commands = AdminCommands(self._admin_context())
-        self.bus.on_command(commands.carry_out)  # what another node's admin asks of ours
-        self.admin = AdminServer(admin_sock, admin_path, inode, commands, gid)
+        self._bind_admin(gid)
         try:
             sock, passed = self._listening_socket()
             self.listener = Listener(sock, self.hub, self.flusher, self.bans, self, self.client_ids,
@@ -133,21 +136,39 @@ class Service:
             self.admin.stop()
             raise
 
+    def _bind_admin(self, gid) -> None:
+        admin_path = self.config.admin_socket or adminproto.daemon_socket_path()
+        try:
+            admin_sock, inode = bind_admin_socket(admin_path, gid)
+        except AdminSocketError as exc:
+            raise StartupError(str(exc)) from None
+        commands = AdminCommands(self._admin_context())
+        self.bus.on_command(commands.carry_out)  # what another node's admin asks of ours
+        self.admin = AdminServer(admin_sock, admin_path, inode, commands, gid)
+
     def _bind_taken_over(self, gid) -> None:
-        """The sockets of the process we take over from (upgrade.py), instead of new ones."""
+        """The sockets of the process we take over from (upgrade.py), or that systemd's fd
+        store kept (fdstore.py), instead of new ones."""
         try:
             state = self.takeover.receive()
         except HandoverError as exc:
             raise StartupError(f"cannot take over: {exc}") from None
         takeover = self.takeover
         self.started_at = state["started_at"]
-        self.client_ids = itertools.count(int(state["next_client_id"]))
+        orphans = takeover.orphans() if isinstance(takeover, StoreTakeover) else []
+        self._orphans = orphans
+        first_id = max([int(state["next_client_id"])] + [cid + 1 for cid, _ in orphans])
+        self.client_ids = itertools.count(first_id)
         admin = state["admin"]
-        commands = AdminCommands(self._admin_context())
-        self.admin = AdminServer(takeover.sock(admin["fd"]), admin["path"], admin["inode"],
-                                 commands, gid)
+        if admin is None:  # the fd store keeps no admin socket: its directory is gone
+            self._bind_admin(gid)
+        else:
+            commands = AdminCommands(self._admin_context())
+            self.admin = AdminServer(takeover.sock(admin["fd"]), admin["path"], admin["inode"],
+                                     commands, gid)
         self.listener = Listener(takeover.sock(state["listener"]), self.hub, self.flusher,
-                                 self.bans, self, self.client_ids)
+                                 self.bans, self, self.client_ids,
+                                 passed=getattr(takeover, "passed", False))
         if state["tls_listener"] is not None:
             tls_sock = takeover.sock(state["tls_listener"])
             if self.config.tls_cert:
@@ -280,18 +301,40 @@ class Service:
             listener.start()
         for client, session_state in _busy_first(restored):
             self.listener.resume_client(client, session_state)
+        for client_id, sock in self._orphans:  # kept by the fd store, unknown to its state
+            self.listener.readmit(client_id, sock)
+        self._fill_fd_store()
         self.admin.start()
         self.housekeeper = Housekeeper(self, self.notifier)
         host, port = self.listener.address
         tls_port = self.tls_listener.address[1] if self.tls_listener else None
         if self.takeover is not None:
             log.info("resumed", clients=len(restored), old_pid=self.takeover.state["pid"],
-                     old_version=self.takeover.state["chatd_version"], version=__version__)
+                     old_version=self.takeover.state["chatd_version"], version=__version__,
+                     **({"via": "fdstore", "final": self.takeover.state.get("final"),
+                         "new_connections": len(self._orphans)}
+                        if isinstance(self.takeover, StoreTakeover) else {}))
         log.info("listening", host=host, port=port, tls_port=tls_port, admin_socket=self.admin.path,
                  bans=len(self.bans.active()), version=__version__, pid=os.getpid())
         if self.metrics is not None:  # after `listening`: the first event once listening
             self.metrics.start()
         self.notifier.notify(READY="1", STATUS=self.housekeeper.status_line())
+
+    def _fill_fd_store(self) -> None:
+        """Our listening sockets into systemd's fd store (if any), and a first state, which
+        replaces the one a previous process left (fdstore.py)."""
+        store = self.fd_store
+        if not store.enabled:
+            return
+        if isinstance(self.takeover, StoreTakeover):
+            store.inherit(self.takeover.inherited_states)
+        if not self.listener.passed:
+            store.keep(fdstore.LISTEN, self.listener.sock.fileno())
+        if self.tls_listener is not None:
+            store.keep(fdstore.LISTEN_TLS, self.tls_listener.sock.fileno())
+        if self.metrics is not None:
+            store.keep(fdstore.METRICS, self.metrics.fileno())
+        store.save_if_changed(self)
 
     def _take_over(self) -> list:
         """Rebuild the handed-over clients, tell the old process we are ready, and return
@@ -334,10 +377,11 @@ class Service:
     def request_shutdown(self) -> None:
         self._events.put("shutdown")
 
-    def request_upgrade(self, timeout: float):
-        """Have the main thread upgrade (as SIGUSR2 does) and wait; for admin threads.
-        Returns (ok, result or reason, call this once the reply is sent)."""
-        request = _UpgradeRequest(timeout)
+    def request_upgrade(self, timeout: float, store: bool = False):
+        """Have the main thread upgrade (as SIGUSR2 does), or with ``store`` hand everything
+        to systemd's fd store for a restart (``chatctl systemd-stop``), and wait; for admin
+        threads. Returns (ok, result or reason, call this once the reply is sent)."""
+        request = _UpgradeRequest(timeout, store)
         self._events.put(request)
         ok, outcome = request.wait(4 * timeout + 5)
         return ok, outcome, request.replied.set
@@ -345,8 +389,9 @@ class Service:
     def _upgrade(self, event) -> None:
         """Main thread: hand everything to a new process; on success this process ends."""
         timeout = event.timeout if isinstance(event, _UpgradeRequest) else upgrade.UPGRADE_SECONDS
+        hand_over = upgrade.hand_to_store if getattr(event, "store", False) else upgrade.hand_over
         try:
-            result = upgrade.hand_over(self, timeout)
+            result = hand_over(self, timeout)
         except upgrade.UpgradeFailed as exc:
             if isinstance(event, _UpgradeRequest):
                 event.finish((False, str(exc)))
@@ -439,7 +484,7 @@ class Service:
 
     def _listening_socket(self):
         """(socket, passed): the one systemd passed us (socket activation), or a new one."""
-        passed = listen_fds()
+        passed = as_sockets(self._activation)
         if passed:
             sock = passed[0]
             if sock.type != socket.SOCK_STREAM:
@@ -508,9 +553,10 @@ class _UpgradeRequest(_Completion):
     """An upgrade asked for by an admin thread; ``replied`` is set once chatctl has its
     answer, so that a successful upgrade ends this process only after that."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, store: bool = False) -> None:
         super().__init__()
         self.timeout = timeout
+        self.store = store  # to systemd's fd store (a restart), not to a new process
         self.replied = threading.Event()
 
 

@@ -24,8 +24,9 @@ rebuilds clients, rooms and sessions *without starting a thread*, says ``ready``
 writes the clients: nothing is read twice, dropped or sent twice.
 
 Not handed over (docs/protocol.md §9): TLS sessions; clients that were already leaving (their
-last lines, if still unsent); cluster mode and systemd are refused for now (the fd store is
-the systemd way: issue 11).
+last lines, if still unsent). Cluster mode is refused for now. Under systemd the same freeze
+and state go through systemd's fd store instead (:func:`hand_to_store`, fdstore.py), because
+systemd must stay the parent of the main process (docs/protocol.md §9).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import time
 
 import structlog
 
-from chatd import __version__
+from chatd import __version__, fdstore
 from chatd.bus import LocalBus
 from chatd.events import RESTARTING, ServerRestarting
 from chatd.handover import (ENV_FD, READABLE_STATE_VERSIONS, STATE_VERSION, Channel,
@@ -85,7 +86,8 @@ def _hand_over(service, timeout: float) -> dict:
         raise UpgradeFailed("upgrade is not available in cluster mode yet; restart the nodes "
                             "one at a time")
     if service.notifier.enabled or service.listener.passed:
-        raise UpgradeFailed("under systemd, use systemctl restart chatd")
+        raise UpgradeFailed("under systemd, use systemctl restart chatd (it keeps every client "
+                            "through the fd store)")
     new = _spawn()
     try:
         hello = new.channel.receive(timeout, ("hello",))
@@ -94,7 +96,7 @@ def _hand_over(service, timeout: float) -> dict:
                                 f"version {STATE_VERSION}")
         frozen = _freeze(service, timeout)
         try:
-            state, fds = _state(service, *frozen)
+            state, fds, _ = _state(service, *frozen)
             new.channel.send({"type": "state", "state": state, "fds": len(fds)}, fds)
             new.channel.receive(timeout, ("ready",))
             new.channel.send({"type": "commit"})
@@ -109,6 +111,24 @@ def _hand_over(service, timeout: float) -> dict:
     new.channel.close()
     return {"old_pid": os.getpid(), "new_pid": new.proc.pid, "old_version": __version__,
             "new_version": hello.get("version"), "clients": len(state["clients"])}
+
+
+def _check_next(timeout: float) -> None:
+    """Would the chatd that systemd starts next run? (The installed one, with the config file
+    as it is now: ``--check-config``.) Once this process has left everything in the store
+    there is no way back, so a next chatd that cannot start must be found before."""
+    argv = [*command(), "--check-config"]
+    try:
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise UpgradeFailed(f"{argv[0]} --check-config did not finish within {timeout:g} s") from None
+    except OSError as exc:
+        raise UpgradeFailed(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
+    if proc.returncode != 0:
+        lines = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+        raise UpgradeFailed(lines[-1] if lines else
+                            f"{argv[0]} --check-config exited with status {proc.returncode}")
 
 
 class _NewProcess:
@@ -131,7 +151,8 @@ class _NewProcess:
                 self.proc.wait()
         self.channel.close()
         reason = str(exc)
-        if status is not None and status != -signal.SIGKILL and "went away" in reason:
+        lost = "went away" in reason or reason.startswith("the handover failed")
+        if status is not None and status != -signal.SIGKILL and lost:  # its end of the pair
             reason = f"the new chatd exited with status {status} before it was ready"
         return reason
 
@@ -196,46 +217,98 @@ def _thaw(service) -> None:
     log.info("upgrade_resumed")
 
 
-def _state(service, parked: list, backlogs: dict) -> tuple[dict, list[int]]:
-    """Everything the new process needs, as JSON, and the descriptors it refers to (by index)."""
+def _state(service, parked: list, backlogs: dict) -> tuple[dict, list[int], list[str]]:
+    """Everything the new process needs, as JSON, and the descriptors it refers to (by index),
+    with the name each has in systemd's fd store (fdstore.py)."""
     fds: list[int] = []
+    names: list[str] = []
 
-    def fd(sock_or_fd) -> int:
+    def fd(sock_or_fd, name: str) -> int:
         fds.append(sock_or_fd if isinstance(sock_or_fd, int) else sock_or_fd.fileno())
+        names.append(name)
         return len(fds) - 1
 
     now = time.monotonic()
     clients = []
     for session in parked:
         client = session.client
-        outbox = client.outbox
         session_state = session.handover_state()
         for key in ("held", "unread"):
             session_state[key] = pack_bytes(session_state[key])
-        clients.append({
-            "id": client.id, "fd": fd(client.sock), "ip": client.ip, "peer": client.peer,
-            "nick": client.nick, "room": client.room.name, "muted": client.muted,
-            "connected_at": client.connected_at, "idle": now - client.last_active,
-            "bytes_in": client.bytes_in, "lines_in": client.lines_in,
-            "room_messages": client.room_messages, "private_messages": client.private_messages,
-            "bytes_out": outbox.bytes_out, "lines_out": outbox.lines_out,
-            "backlog": pack_bytes(backlogs.get(outbox, b"")), "session": session_state})
+        clients.append(client_record(client, now, fd(client.sock, fdstore.client_name(client.id)),
+                                     pack_bytes(backlogs.get(client.outbox, b"")), session_state))
     pidfile = service.pidfile
+    tls = service.tls_listener
     state = {
         "version": STATE_VERSION, "chatd_version": __version__, "pid": os.getpid(),
         "started_at": service.started_at, "next_client_id": next(service.client_ids),
-        "listener": fd(service.listener.sock),
-        "tls_listener": fd(service.tls_listener.sock) if service.tls_listener else None,
-        "admin": {"fd": fd(service.admin.sock), "path": service.admin.path,
+        "listener": fd(service.listener.sock, fdstore.LISTEN),
+        "tls_listener": fd(tls.sock, fdstore.LISTEN_TLS) if tls else None,
+        "admin": {"fd": fd(service.admin.sock, "admin"), "path": service.admin.path,
                   "inode": service.admin.inode},
-        "pidfile": {"fd": fd(pidfile.fd), "path": pidfile.path} if pidfile else None,
+        "pidfile": {"fd": fd(pidfile.fd, "pidfile"), "path": pidfile.path} if pidfile else None,
         # the metrics endpoint's socket (None: off); an older chatd ignores it
-        "metrics": fd(service.metrics.socket) if service.metrics is not None else None,
+        "metrics": fd(service.metrics.socket, fdstore.METRICS) if service.metrics else None,
         "hub": service.hub.handover_state(),
         "closed_out": [service.flusher.closed_lines_out, service.flusher.closed_bytes_out],
         "clients": clients,
     }
-    return state, fds
+    return state, fds, names
+
+
+def client_record(client, now: float, fd_index: int, backlog: str, session: dict) -> dict:
+    """One client in the state: who it is, its counters, its unsent output and its session."""
+    outbox = client.outbox
+    return {
+        "id": client.id, "fd": fd_index, "ip": client.ip, "peer": client.peer,
+        "nick": client.nick, "room": client.room.name, "muted": client.muted,
+        "connected_at": client.connected_at, "idle": now - client.last_active,
+        "bytes_in": client.bytes_in, "lines_in": client.lines_in,
+        "room_messages": client.room_messages, "private_messages": client.private_messages,
+        "bytes_out": outbox.bytes_out, "lines_out": outbox.lines_out,
+        "backlog": backlog, "session": session}
+
+
+def unpacked(record: dict) -> dict:
+    """A client record with its bytes (backlog, session input) decoded."""
+    record = dict(record, backlog=unpack_bytes(record["backlog"]))
+    session = dict(record["session"])
+    for key in ("held", "unread"):
+        session[key] = unpack_bytes(session[key])
+    record["session"] = session
+    return record
+
+
+def hand_to_store(service, timeout: float = UPGRADE_SECONDS) -> dict:
+    """A restart under systemd (``chatctl systemd-stop``): freeze as for an upgrade and leave
+    everything in systemd's fd store (fdstore.py) for the process systemd starts next. Returns
+    what chatctl prints; on failure (UpgradeFailed) everything is thawed and this process
+    serves on, so the stop that follows ends it the usual way."""
+    store = service.fd_store
+    if not store.enabled:
+        raise UpgradeFailed("systemd gives this chatd no fd store (FileDescriptorStoreMax= and "
+                            "FDSTORE= in the unit, see systemd/chatd.service)")
+    log.info("upgrade_started", pid=os.getpid(), version=__version__, via="fdstore")
+    started = time.monotonic()
+    try:
+        _check_next(timeout)
+    except UpgradeFailed as exc:
+        log.error("upgrade_failed", reason=str(exc))
+        raise
+    parked, backlogs = _freeze(service, timeout)
+    try:
+        state, _, names = _state(service, parked, backlogs)
+        state.update(fdnames=names, final=True)
+        if not store.save(state):
+            raise UpgradeFailed("systemd did not take the state into the fd store")
+    except BaseException as exc:
+        _thaw(service)
+        if isinstance(exc, UpgradeFailed):
+            log.error("upgrade_failed", reason=str(exc))
+        raise
+    log.info("handed_to_fdstore", clients=len(state["clients"]),
+             seconds=round(time.monotonic() - started, 3))
+    return {"old_pid": os.getpid(), "clients": len(state["clients"])}
 
 
 class Takeover:
@@ -287,9 +360,4 @@ class Takeover:
     def clients(self):
         """(record, socket) of every client handed over, bytes unpacked."""
         for record in self.state["clients"]:
-            record = dict(record, backlog=unpack_bytes(record["backlog"]))
-            session = dict(record["session"])
-            for key in ("held", "unread"):
-                session[key] = unpack_bytes(session[key])
-            record["session"] = session
-            yield record, self.sock(record["fd"])
+            yield unpacked(record), self.sock(record["fd"])

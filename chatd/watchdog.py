@@ -1,4 +1,5 @@
-"""Periodic duties of the main thread: idle timeouts, the systemd STATUS line, watchdog pings.
+"""Periodic duties of the main thread: idle timeouts, the state in systemd's fd store
+(fdstore.py), the systemd STATUS line, watchdog pings.
 
 The watchdog ping is earned, not sent on a timer: before each ``WATCHDOG=1`` the main thread
 checks that the parts a wedged server would lose still work —
@@ -37,6 +38,7 @@ class Housekeeper:
     def tick(self) -> None:
         now = time.monotonic()
         self._reap_idle(now)
+        self.service.fd_store.save_if_changed(self.service)  # no-op without systemd's store
         if now >= self._next_status:
             self._next_status = now + STATUS_SECONDS
             self.update_status()

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from chatd.systemd import Notifier, listen_fds
+from chatd.systemd import Notifier, passed_fds
 from conftest import REPO, read_until
 from faults import Admin, wait_until
 
@@ -408,7 +408,7 @@ def test_malformed_systemd_variables_are_ignored():
     passed sockets, not a crash at start."""
     assert Notifier({"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "\u00b2"}).watchdog_interval is None
     assert Notifier({"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "200000"}).watchdog_interval == 0.1
-    assert listen_fds({"LISTEN_FDS": "\u00b2", "LISTEN_PID": str(os.getpid())}) == []
+    assert passed_fds({"LISTEN_FDS": "\u00b2", "LISTEN_PID": str(os.getpid())}) == []
 
 
 def test_no_watchdog_pings_unless_asked(chatd, fake_systemd):

@@ -24,6 +24,7 @@ import json
 import re
 import socket
 import time
+import threading
 import tomllib
 from dataclasses import dataclass
 
@@ -340,8 +341,11 @@ def test_socket_activation(fresh: Box):
     assert fresh.status()["port"] == fresh.port
     # The listening socket belongs to systemd and outlives the service: after a restart (and
     # a stop) of chatd.service it still accepts, and chatd serves it again.
+    pid = fresh.main_pid()
     fresh.ct.systemctl("restart", "chatd.service")
-    assert "*** server shutting down" in client.expect_closed()
+    assert fresh.main_pid() != pid
+    client.expect_silence(0.5)  # kept through the fd store (SPEC §9), as without the socket
+    client.sync()
     try:
         fresh.connect(motd=[MOTD]).close()
     except ConnectionRefusedError:
@@ -349,9 +353,123 @@ def test_socket_activation(fresh: Box):
                     "stopping chatd shut down the listening socket it was passed (shutdown() "
                     "acts on systemd's socket too; only close() is private)")
     fresh.ct.systemctl("stop", "chatd.service")
+    assert "*** server shutting down" in client.expect_closed()
     assert fresh.active("chatd.socket") == "active"
     fresh.connect(motd=[MOTD], timeout=30).close()
     fresh.wait("chatd.service active", lambda: fresh.active("chatd.service") == "active")
+
+
+def chatting_pair(box: Box, room: str = "e2e") -> tuple[ChatClient, ChatClient]:
+    """alice and bob, named, in ``room``."""
+    alice = box.connect()
+    alice.set_nick("alice")
+    alice.join(room)
+    bob = box.connect()
+    bob.set_nick("bob")
+    bob.join(room)
+    alice.wait_for("*** bob joined e2e")
+    return alice, bob
+
+
+def who(client: ChatClient, room: str = "e2e") -> str:
+    client.send_line("/who")
+    return client.wait_for(lambda line: line.startswith(f"*** in {room}: "))
+
+
+def send_paced(client: ChatClient, count: int, gap: float = 0.01) -> threading.Thread:
+    def body():
+        for k in range(count):
+            client.send_line(f"line {k}")
+            time.sleep(gap)  # pacing only: the restart lands mid-traffic
+
+    thread = threading.Thread(target=body, daemon=True)
+    thread.start()
+    return thread
+
+
+def numbers(client: ChatClient, sender: str) -> list[int]:
+    prefix = f"<{sender}> line "
+    return [int(line[len(prefix):]) for line in client.received if line.startswith(prefix)]
+
+
+def test_restart_keeps_every_client(fresh: Box):
+    """`systemctl restart` with clients chatting: a new process, every client still there
+    under its nick in its room, every line delivered exactly once and in order, a half line
+    sent across the restart arrives whole (SPEC §9, the fd store)."""
+    fresh.config(extra={"limits.rate": "1000.0", "limits.burst": "1000"})  # 100 lines/s
+    fresh.start()
+    pid = fresh.main_pid()
+    alice, bob = chatting_pair(fresh)
+    who_before = who(bob)
+    sender = send_paced(alice, 200)
+    bob.wait_for("<alice> line 20")
+    alice.send_raw(b"")  # nothing: the half line below is bob's
+    bob.send_raw(b"half a ")
+    since = time.time() - 1
+    fresh.ct.systemctl("restart", "chatd.service")
+    new_pid = fresh.main_pid()
+    assert new_pid != pid
+    bob.send_raw(b"line, whole\r\n")
+    sender.join(10)
+    alice.wait_for("<bob> half a line, whole")
+    bob.wait_for("<alice> line 199", timeout=10)
+    assert numbers(bob, "alice") == list(range(200))
+    assert who(bob) == who_before
+    assert fresh.status()["clients"] == 2
+    journal = fresh.journal(since, "chatd.service")
+    assert '"event": "handed_to_fdstore"' in journal, journal
+    resumed = [event for event in _events(journal, "resumed") if event["old_pid"] == pid]
+    assert [(r["clients"], r["final"], r["via"]) for r in resumed] == [(2, True, "fdstore")]
+    assert fresh.ct.show("chatd.service", "NRestarts") == "0"  # a restart job, not a crash
+    newcomer = fresh.connect()
+    newcomer.close()
+    alice.close()
+    bob.close()
+
+
+def test_kill_9_is_survived_with_nick_and_room(fresh: Box):
+    """kill -9 of the main process: Restart=on-failure starts a new one, which takes the
+    connections and the last state from the fd store: alice and bob are still connected,
+    named, in their room, and talk on."""
+    fresh.config(extra={"logging.log_level": '"debug"'})  # for fdstore_saved
+    since = time.time() - 1
+    fresh.start()
+    pid = fresh.main_pid()
+    alice, bob = chatting_pair(fresh)
+    who_before = who(bob)
+    # the state is rewritten within a housekeeping tick (0.5 s) of a change
+    fresh.wait("a state with both in e2e", lambda: any(
+        event.get("clients") == 2 and event.get("rooms") == ["e2e"]
+        for event in _events(fresh.journal(since, "chatd.service"), "fdstore_saved")))
+    fresh.wait("the listener, 2 clients and a state in the fd store", lambda: _stored(fresh) == 4)
+    fresh.ct.run("kill", "-9", str(pid))
+    fresh.wait("chatd restarted after the crash",
+               lambda: fresh.ct.show("chatd.service", "NRestarts") == "1"
+               and fresh.active() == "active", timeout=30)
+    assert fresh.main_pid() != pid
+    alice.send_line("still here")
+    bob.wait_for("<alice> still here")
+    assert who(bob) == who_before
+    bob.send_line("/nick bobby")
+    alice.wait_for("*** bob is now known as bobby")
+    assert fresh.status()["clients"] == 2
+    fresh.connect().close()
+    alice.close()
+    bob.close()
+
+
+def _events(journal: str, name: str) -> list[dict]:
+    """chatd's JSON log events called ``name`` in journal text."""
+    found = []
+    for line in journal.splitlines():
+        if f'"event": "{name}"' in line:
+            found.append(json.loads(line[line.index("{"):]))
+    return found
+
+
+def _stored(box: Box) -> int:
+    """How many descriptors systemd holds in chatd.service's fd store."""
+    return int(box.ct.show("chatd.service", "NFileDescriptorStore") or 0)
 
 
 def test_log_file_and_logrotate(fresh: Box):

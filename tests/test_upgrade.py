@@ -219,6 +219,29 @@ def test_a_chatd_that_hangs_fails_the_upgrade(chatd, tmp_path):
     assert time.monotonic() - started < 20
 
 
+def test_a_chatd_that_crashes_after_the_freeze_fails_the_upgrade(chatd, tmp_path):
+    """The new chatd takes the state (the old one has frozen its sessions and its output by
+    then) and dies: everything thaws, output included (chat goes on in _refused), and a later
+    shutdown still reaches every client."""
+    crashing = executable(tmp_path, "chatd-crashing", "\n".join([
+        "import os, sys",
+        "from chatd.handover import READABLE_STATE_VERSIONS, Channel",
+        "channel = Channel.from_fd(int(os.environ['CHATD_UPGRADE_FD']))",
+        "channel.send({'type': 'hello', 'pid': os.getpid(), 'version': 'crashing',",
+        "              'state_versions': list(READABLE_STATE_VERSIONS)})",
+        "channel.receive(10, ('state',))",
+        "sys.exit('crashed while taking over')"]))
+    server = chatd(env={"CHATD_UPGRADE_EXEC": crashing})
+    err = _refused(server)
+    assert "exited with status 1 before it was ready" in err, err
+    server.wait_event("upgrade_frozen")
+    alice = server.connect()
+    server.proc.send_signal(signal.SIGTERM)
+    assert "*** server shutting down" in alice.expect_closed()
+    assert server.proc.wait(10) == 0
+    assert not server.find_events("sessions_left")
+
+
 def test_the_pidfile_moves_to_the_new_process(chatd, tmp_path):
     pidfile = tmp_path / "chatd.pid"
     server = chatd(args=["--pidfile", str(pidfile)])
