@@ -113,6 +113,7 @@ class State:
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
+            self._client = None
 
 
 class _Group(click.Group):
@@ -428,9 +429,29 @@ def upgrade(state: State, step: float) -> None:
     unsent lines; clients notice nothing. TLS clients are asked to reconnect. If the new
     chatd cannot start (invalid config, a broken install, no answer in time) the old one
     goes on serving and chatctl exits 1 with the reason.
+
+    Under systemd (as root): once the installed chatd accepts the config, chatctl runs
+    systemctl restart on chatd's unit, which keeps every client through systemd's
+    file-descriptor store.
     """
     state.timeout = max(state.timeout, 4 * step + 5)
-    state.run("upgrade", fmt.upgraded, timeout=step)
+    result = state.request("upgrade", timeout=step)
+    unit = result.get("restart_unit") if isinstance(result, dict) else None
+    if unit:  # under systemd: a restart, through the fd store (docs/protocol.md §9.1)
+        result = _restart_through_systemd(state, unit, result, 4 * step + 5)
+    click.echo(_json(result) if state.as_json else "\n".join(fmt.upgraded(result)))
+
+
+def _restart_through_systemd(state: State, unit: str, asked: dict, timeout: float) -> dict:
+    """``systemctl restart UNIT``, then the new process's status: what ``upgraded`` prints."""
+    error = systemd.restart(unit, timeout)
+    if error:
+        raise Refused(_one_line(error), "upgrade_failed", state.as_json)
+    state.close()  # that chatd is gone; ask the new one
+    status = state.request("status")
+    return {"old_pid": asked.get("old_pid"), "new_pid": status.get("pid"),
+            "old_version": asked.get("old_version"), "new_version": status.get("version"),
+            "clients": status.get("clients"), "via": "systemd", "unit": unit}
 
 
 @main.command("systemd-stop",

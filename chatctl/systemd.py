@@ -1,9 +1,10 @@
-"""What chatctl asks systemd: whether a unit is being restarted (``chatctl systemd-stop``).
+"""What chatctl asks of systemd: whether a unit is being restarted (``chatctl systemd-stop``),
+and to restart it (``chatctl upgrade`` under systemd).
 
 systemd sends the same SIGTERM for ``systemctl stop`` and ``systemctl restart``; only the job
 under way tells them apart. ExecStop= runs while that job is still a ``restart`` (it becomes
 a ``start`` once the stop is done), so chatctl, run there as root (``+``), reads it with
-``systemctl list-jobs``. The parsing is pure (:func:`job_type`); :func:`restarting` is the I/O.
+``systemctl list-jobs``. The parsing is pure (:func:`job_type`); the rest is the I/O.
 """
 
 from __future__ import annotations
@@ -22,6 +23,21 @@ def job_type(listing: str, unit: str) -> str | None:
         fields = line.split()
         if len(fields) >= 3 and fields[1] == unit:
             return fields[2]
+    return None
+
+
+def restart(unit: str, timeout: float) -> str | None:
+    """``systemctl restart UNIT``; None when done, else why not (one line)."""
+    try:
+        proc = subprocess.run(["systemctl", "restart", unit], capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"systemctl restart {unit} did not finish within {timeout:g} s"
+    except OSError as exc:
+        return f"cannot run systemctl: {exc.strerror or exc}"
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        return lines[-1] if lines else f"systemctl restart {unit} exited with status {proc.returncode}"
     return None
 
 

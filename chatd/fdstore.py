@@ -73,9 +73,10 @@ def store_size(env=None) -> int:
 class FdStore:
     """What this process keeps in systemd's store; a no-op without one (see store_size)."""
 
-    def __init__(self, notifier, enabled: bool) -> None:
+    def __init__(self, notifier, enabled: bool, unit: str | None = None) -> None:
         self._notifier = notifier
         self.enabled = enabled and notifier.enabled
+        self.unit = unit if self.enabled else None  # ours, for chatctl upgrade to restart
         self._states: list[str] = []  # state memfds in the store, ours and inherited (main)
         self._serial = 0
         self._fingerprint = None  # of the clients in the last state written (main thread)

@@ -55,7 +55,7 @@ from chatd.historystore import NullStore, RedisStore, SqliteStore
 from chatd.hub import Hub
 from chatd.server import Listener, bind
 from chatd.events import SHUTDOWN, ServerShutdown
-from chatd.systemd import Notifier, as_sockets, passed_fds
+from chatd.systemd import Notifier, as_sockets, passed_fds, unit_name
 from chatd.tls import server_context
 from chatd.watchdog import Housekeeper
 
@@ -92,7 +92,7 @@ class Service:
         # systemd's fd store (fdstore.py): under systemd, on a single node (not in cluster mode:
         # the cluster would have to hand over its leases too)
         self.fd_store = FdStore(self.notifier, fdstore.store_size() > 0
-                                and isinstance(self.bus, LocalBus))
+                                and isinstance(self.bus, LocalBus), unit_name())
         self._activation: list[int] = []  # socket activation's descriptors (bind())
         self._orphans: list = []  # (id, socket): kept by the fd store, not in its state
         self.housekeeper: Housekeeper | None = None
@@ -390,11 +390,16 @@ class Service:
         """Main thread: hand everything to a new process; on success this process ends."""
         timeout = event.timeout if isinstance(event, _UpgradeRequest) else upgrade.UPGRADE_SECONDS
         hand_over = upgrade.hand_to_store if getattr(event, "store", False) else upgrade.hand_over
+        asked = isinstance(event, _UpgradeRequest)
         try:
-            result = hand_over(self, timeout)
+            result = hand_over(self, timeout, asked) if hand_over is upgrade.hand_over \
+                else hand_over(self, timeout)
         except upgrade.UpgradeFailed as exc:
-            if isinstance(event, _UpgradeRequest):
+            if asked:
                 event.finish((False, str(exc)))
+            return
+        if "restart_unit" in result:  # chatctl has systemd restart us (upgrade.py)
+            event.finish((True, result))
             return
         if isinstance(event, _UpgradeRequest):
             event.finish((True, result))

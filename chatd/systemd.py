@@ -84,6 +84,23 @@ class Notifier:
                 self._fds_sock = None
 
 
+def unit_name(cgroup_file: str = "/proc/self/cgroup") -> str | None:
+    """The service unit this process runs in (``chatd.service``), from its cgroup path: the
+    last component that names a ``.service`` (cgroup v2 ``0::/system.slice/chatd.service``,
+    v1 ``1:name=systemd:/system.slice/chatd.service``); None outside a service."""
+    try:
+        with open(cgroup_file, encoding="utf-8", errors="replace") as file:
+            lines = file.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        path = line.split(":", 2)[-1]
+        for part in reversed(path.split("/")):
+            if part.endswith(".service"):
+                return part
+    return None
+
+
 def passed_fds(env=None) -> list[tuple[str, int]]:
     """(name, descriptor) of everything systemd passed to *this* process, in order: names from
     ``LISTEN_FDNAMES`` (``unknown`` where it names none: sd_listen_fds_with_names does the

@@ -68,11 +68,23 @@ def command() -> list[str]:
     return argv
 
 
-def hand_over(service, timeout: float = UPGRADE_SECONDS) -> dict:
-    """The whole upgrade, old side; returns what chatctl prints, raises UpgradeFailed."""
+def hand_over(service, timeout: float = UPGRADE_SECONDS, restart_ok: bool = False) -> dict:
+    """The whole upgrade, old side; returns what chatctl prints, raises UpgradeFailed.
+
+    Under systemd with an fd store and ``restart_ok`` (chatctl asked, not SIGUSR2) nothing is
+    handed over here: once the installed chatd has accepted the config, the result names the
+    unit (``restart_unit``) and chatctl has systemd restart it, which keeps everyone through
+    the store (:func:`hand_to_store`). systemd must stay the parent of its main process, so a
+    new process cannot simply take over (docs/protocol.md §9.1)."""
     log.info("upgrade_started", pid=os.getpid(), version=__version__)
     started = time.monotonic()
     try:
+        if restart_ok and service.fd_store.unit and (service.notifier.enabled
+                                                     or service.listener.passed):
+            _check_next(timeout)
+            log.info("upgrade_through_systemd", unit=service.fd_store.unit)
+            return {"old_pid": os.getpid(), "old_version": __version__,
+                    "restart_unit": service.fd_store.unit}
         result = _hand_over(service, timeout)
     except UpgradeFailed as exc:
         log.error("upgrade_failed", reason=str(exc))

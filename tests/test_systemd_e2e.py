@@ -458,6 +458,34 @@ def test_kill_9_is_survived_with_nick_and_room(fresh: Box):
     bob.close()
 
 
+def test_chatctl_upgrade_restarts_through_the_store(fresh: Box):
+    """`chatctl upgrade` under systemd: the installed chatd checks the config, then systemd
+    restarts the unit and the clients are kept; with an invalid config file the old chatd
+    serves on and chatctl exits 1 with the reason."""
+    fresh.start()
+    pid = fresh.main_pid()
+    alice, bob = chatting_pair(fresh)
+    who_before = who(bob)
+    out = fresh.chatctl("upgrade").stdout
+    new_pid = fresh.main_pid()
+    assert new_pid != pid
+    assert out == f"upgraded: pid {pid} -> {new_pid}, version 0.1.0 -> 0.1.0, 2 clients kept\n"
+    alice.send_line("after the upgrade")
+    bob.wait_for("<alice> after the upgrade")
+    assert who(bob) == who_before
+
+    fresh.ct.write(CONFIG, "[limits]\nrate = 'x'\n")
+    proc = fresh.chatctl("upgrade", check=False)
+    assert proc.returncode == 1, proc
+    assert proc.stderr.startswith("chatctl: error: ") and "rate" in proc.stderr, proc.stderr
+    assert fresh.main_pid() == new_pid and fresh.active() == "active"
+    bob.send_line("still the same chatd")
+    alice.wait_for("<bob> still the same chatd")
+    fresh.config()
+    alice.close()
+    bob.close()
+
+
 def _events(journal: str, name: str) -> list[dict]:
     """chatd's JSON log events called ``name`` in journal text."""
     found = []

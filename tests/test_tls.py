@@ -167,6 +167,24 @@ def test_shutdown_reaches_tls_clients(tls_server):
     assert secure.expect_closed() == ["*** server shutting down"]
 
 
+def test_upgrade_asks_tls_clients_to_reconnect_and_keeps_plain_ones(tls_server):
+    """SPEC §9: a TLS session cannot leave the process, so its client is told and closed;
+    the plain client stays, and the new process serves TLS on the same port."""
+    from test_upgrade import upgrade  # (test_upgrade imports conftest; no cycle with us)
+
+    plain = tls_server.connect()
+    secure = tls_client(tls_server)
+    plain.expect(f"*** {secure.nick} joined lobby")
+    m = upgrade(tls_server)
+    assert m[5] == "1", m[0]  # the plain client only
+    assert secure.expect_closed() == ["*** server restarting, please reconnect"]
+    plain.wait_for(lambda line: line.startswith(f"*** {secure.nick} left"))
+    again = tls_client(tls_server)
+    plain.expect(f"*** {again.nick} joined lobby")
+    again.send_line("tls after the upgrade")
+    plain.expect(f"<{again.nick}> tls after the upgrade")
+
+
 def test_tls_config_errors(tmp_path):
     cert, key = make_cert(tmp_path, "x")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
