@@ -387,13 +387,15 @@ class Service:
         return ok, outcome, request.replied.set
 
     def _upgrade(self, event) -> None:
-        """Main thread: hand everything to a new process; on success this process ends."""
-        timeout = event.timeout if isinstance(event, _UpgradeRequest) else upgrade.UPGRADE_SECONDS
-        hand_over = upgrade.hand_to_store if getattr(event, "store", False) else upgrade.hand_over
-        asked = isinstance(event, _UpgradeRequest)
+        """Main thread: hand everything to a new process (or to systemd's fd store, or have
+        chatctl restart us through systemd: upgrade.py); once handed, this process ends."""
+        asked = isinstance(event, _UpgradeRequest)  # else SIGUSR2
+        timeout = event.timeout if asked else upgrade.UPGRADE_SECONDS
         try:
-            result = hand_over(self, timeout, asked) if hand_over is upgrade.hand_over \
-                else hand_over(self, timeout)
+            if asked and event.store:
+                result = upgrade.hand_to_store(self, timeout)
+            else:
+                result = upgrade.hand_over(self, timeout, restart_ok=asked)
         except upgrade.UpgradeFailed as exc:
             if asked:
                 event.finish((False, str(exc)))
