@@ -24,6 +24,7 @@ from __future__ import annotations
 import errno
 import json
 import re
+import time
 from typing import Callable
 
 import click
@@ -483,9 +484,10 @@ def watch(state: State, room: str | None) -> None:
 
     A line is the UTC time, the event and its fields (nick, room, reason first); with --json
     each line is the event as a JSON object. Ctrl-C ends it (exit 0); so does chatd stopping
-    (a last "shutdown" event) or being upgraded ("restarting": run it again). A watcher that
-    reads too slowly is dropped ("watch_dropped", exit 1). If chatd goes away without a word
-    (killed), chatctl exits 3.
+    (a last "shutdown" event). An upgrade or a restart under systemd ("restarting") does not:
+    chatctl subscribes again to the chatd that takes over (events in between are not shown).
+    A watcher that reads too slowly is dropped ("watch_dropped", exit 1). If chatd goes away
+    without a word (killed), or none is back within 30 s of "restarting", chatctl exits 3.
 
     \b
       chatctl watch
@@ -494,7 +496,7 @@ def watch(state: State, room: str | None) -> None:
     """
     last = None
     try:
-        for last in state.watch(room):
+        for last in _across_restarts(state, room):
             click.echo(json.dumps(last, ensure_ascii=False) if state.as_json
                        else fmt.watch_event(last))
     except KeyboardInterrupt:  # Ctrl-C is how a watch is meant to end
@@ -502,6 +504,38 @@ def watch(state: State, room: str | None) -> None:
     if last is not None and last.get("event") == "watch_dropped":  # the final one: ours
         raise Refused("chatd dropped this watch: it read too slowly", "watch_dropped",
                       state.as_json)
+
+
+#: How long ``chatctl watch`` waits for chatd to answer again after ``restarting``.
+RESUBSCRIBE_SECONDS = 30.0
+RESUBSCRIBE_POLL_SECONDS = 0.1
+
+
+def _across_restarts(state: State, room: str | None):
+    """The watch's events; after ``restarting`` (an upgrade or a restart through systemd's fd
+    store) the same watch again, on the admin socket of the chatd that took over."""
+    while True:
+        last = None
+        for last in state.watch(room):
+            yield last
+        if last is None or last.get("event") != "restarting":
+            return
+        state.close()
+        _wait_for_chatd(state, time.monotonic() + RESUBSCRIBE_SECONDS)
+
+
+def _wait_for_chatd(state: State, deadline: float) -> None:
+    """Until chatd answers on the admin socket again (its successor binds or takes it over
+    within a second or so); CannotReach (exit 3) at ``deadline``."""
+    while True:
+        try:
+            state.request("status")
+            return
+        except CannotReach:
+            if time.monotonic() >= deadline:
+                raise
+        state.close()
+        time.sleep(RESUBSCRIBE_POLL_SECONDS)  # polling for the socket, bounded by deadline
 
 
 @main.command(short_help='Stop chatd gracefully, as SIGTERM does.')

@@ -521,7 +521,6 @@ class Service:
         listeners = self.listeners()
         for listener in listeners:
             listener.stop()
-        self.admin.stop()
         if self.metrics is not None:
             self.metrics.stop()
         clients = self.hub.clients()
@@ -530,6 +529,7 @@ class Service:
         for client in clients:
             self.flusher.disconnect(client.outbox, SHUTDOWN, notice)
         left = sum(listener.wait_sessions(deadline - time.monotonic()) for listener in listeners)
+        self.admin.stop()  # after the clients: watchers see their disconnects, then shutdown
         self.bus.stop(max(0.1, deadline - time.monotonic()))  # the departures reach the cluster
         self.flusher.stop(max(0.1, deadline - time.monotonic()))
         self.history_store.stop(max(0.1, deadline - time.monotonic()))
