@@ -336,6 +336,11 @@ class Hub:
                 if room.members:
                     room.post(None, event)
 
+    def client_count(self) -> int:
+        """Clients admitted (stats() without walking them: for /health)."""
+        with self._lock:
+            return len(self._clients)
+
     def stats(self) -> dict:
         with self._lock:
             totals = dict(self._departed, lines_out=self._flusher.closed_lines_out,

@@ -1,4 +1,6 @@
-"""The Prometheus endpoint (docs/protocol.md §11): ``GET /metrics`` on ``metrics_host:metrics_port``.
+"""The Prometheus endpoint (docs/protocol.md §11): ``GET /metrics`` on ``metrics_host:metrics_port``,
+and beside it ``GET /health`` for load balancers (200 ``ok``, or 503 and why this node should
+get no new clients: a check that is not a chat connection, so nobody sees it in the lobby).
 
 Nothing is counted here. :class:`ChatdCollector` is a custom ``prometheus_client`` collector
 that, at each scrape, reads the counters chatd keeps anyway, and only then: the hot path pays
@@ -171,20 +173,28 @@ def registry_for(collector: Collector) -> CollectorRegistry:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """One connection: ``GET /metrics`` (a query string is ignored), 404 for any other path;
-    http.server answers other methods (501) and malformed requests (400, 414, 431)."""
+    """One connection: ``GET /metrics`` or ``/health`` (a query string is ignored), 404 for
+    any other path; http.server answers other methods (501) and malformed requests (400, 414,
+    431)."""
 
     timeout = SOCKET_SECONDS
     server_version = f"chatd/{__version__}"
     sys_version = ""  # the Server header need not name the Python version
 
     def do_GET(self) -> None:
-        if self.path.split("?", 1)[0] != "/metrics":
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            self._answer(200, CONTENT_TYPE, generate_latest(self.server.registry))
+        elif path == "/health":
+            problem = self.server.health()
+            self._answer(503 if problem else 200, "text/plain; charset=utf-8",
+                         f"{problem or 'ok'}\n".encode())
+        else:
             self.send_error(404)
-            return
-        body = generate_latest(self.server.registry)
-        self.send_response(200)
-        self.send_header("Content-Type", CONTENT_TYPE)
+
+    def _answer(self, status: int, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -198,12 +208,14 @@ class MetricsServer(socketserver.TCPServer):
     """The endpoint on an already bound, listening ``sock``. ``start()``, ``stop()``,
     ``address``; the service owns it."""
 
-    def __init__(self, sock: socket.socket, registry: CollectorRegistry) -> None:
+    def __init__(self, sock: socket.socket, registry: CollectorRegistry, health=None) -> None:
+        """``health()``: None when this node takes new clients, else why not (GET /health)."""
         super().__init__(sock.getsockname()[:2], _Handler, bind_and_activate=False)
         self.socket.close()  # TCPServer made one of its own; ours is bound already
         self.socket = sock
         self.address_family = sock.family
         self.registry = registry
+        self.health = health or (lambda: None)
         self.address = sock.getsockname()[:2]
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._lock = threading.Lock()  # guards _deadlines

@@ -244,7 +244,18 @@ class Service:
         collector = metrics.ChatdCollector(self.hub, self.admin, self.bus, self.bans,
                                            config=lambda: self.config,
                                            started_at=lambda: self.started_at)
-        return metrics.MetricsServer(sock, metrics.registry_for(collector))
+        return metrics.MetricsServer(sock, metrics.registry_for(collector), self._unhealthy)
+
+    def _unhealthy(self) -> str | None:
+        """Why a load balancer should send this node no new clients (``GET /health``: 503
+        and this line), or None (200). Read on a metrics connection thread."""
+        if not self.hub.responsive(1.0):
+            return "hub lock not available"
+        if getattr(self.bus, "link_up", True) is False:
+            return "cluster unavailable"
+        if self.hub.client_count() >= self.config.max_clients:
+            return "server full"
+        return None
 
     def _admin_context(self) -> AdminContext:
         def facts() -> dict:

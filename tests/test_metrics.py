@@ -21,7 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import REPO
-from faults import Admin
+from faults import Admin, wait_until
 from redisfix import redis_server  # noqa: F401 - a fixture
 from test_service import daemon_paths, subreaper  # noqa: F401 - fixtures
 
@@ -201,6 +201,22 @@ def test_sendq_backlog_and_sendq_disconnect(chatd):
 
 
 # -- the endpoint itself -------------------------------------------------------------------
+
+
+def test_health_is_ok_until_the_node_is_full(chatd):
+    """GET /health for load balancers: 200 ``ok``, 503 with the reason when this node should
+    get no new clients (here: max_clients reached). A check is no chat client: nobody in the
+    lobby sees it, and it takes no client slot."""
+    srv, port = start(chatd, limits={"max_clients": 2})
+    assert get(port, "/health") == (200, "text/plain; charset=utf-8", "ok\n")
+    alice = srv.connect()
+    assert get(port, "/health?from=haproxy")[0] == 200
+    bob = srv.connect()
+    assert get(port, "/health") == (503, "text/plain; charset=utf-8", "server full\n")
+    bob.close()
+    alice.wait_for(f"*** {bob.nick} left lobby (connection closed)")
+    wait_until(lambda: get(port, "/health")[0] == 200, what="the slot free again")
+    alice.expect_silence(0.2)  # the checks were announced to nobody
 
 
 def test_other_paths_are_404_and_methods_501(chatd):
@@ -438,7 +454,9 @@ def test_cluster_link_and_node_count(chatd, redis_server):  # noqa: F811 - fixtu
     for node, port in nodes:
         samples = wait_metric(port, "chatd_cluster_nodes", lambda v: v == 2)
         assert value(samples, "chatd_cluster_link_up") == 1
+        assert get(port, "/health")[0] == 200
     redis.stop()
     for node, port in nodes:
         node.wait_event("cluster_link_lost", timeout=20)
         wait_metric(port, "chatd_cluster_link_up", lambda v: v == 0)
+        assert get(port, "/health")[::2] == (503, "cluster unavailable\n")
