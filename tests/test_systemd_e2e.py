@@ -24,7 +24,6 @@ import json
 import re
 import socket
 import time
-import threading
 import tomllib
 from dataclasses import dataclass
 
@@ -33,6 +32,7 @@ import pytest
 import e2e_build
 import nspawn
 from conftest import REPO, TRACEBACK, ChatClient
+from test_upgrade import lines_of, send_paced
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -376,22 +376,6 @@ def who(client: ChatClient, room: str = "e2e") -> str:
     return client.wait_for(lambda line: line.startswith(f"*** in {room}: "))
 
 
-def send_paced(client: ChatClient, count: int, gap: float = 0.01) -> threading.Thread:
-    def body():
-        for k in range(count):
-            client.send_line(f"line {k}")
-            time.sleep(gap)  # pacing only: the restart lands mid-traffic
-
-    thread = threading.Thread(target=body, daemon=True)
-    thread.start()
-    return thread
-
-
-def numbers(client: ChatClient, sender: str) -> list[int]:
-    prefix = f"<{sender}> line "
-    return [int(line[len(prefix):]) for line in client.received if line.startswith(prefix)]
-
-
 def test_restart_keeps_every_client(fresh: Box):
     """`systemctl restart` with clients chatting: a new process, every client still there
     under its nick in its room, every line delivered exactly once and in order, a half line
@@ -401,8 +385,8 @@ def test_restart_keeps_every_client(fresh: Box):
     pid = fresh.main_pid()
     alice, bob = chatting_pair(fresh)
     who_before = who(bob)
-    sender = send_paced(alice, 200)
-    bob.wait_for("<alice> line 20")
+    sender = send_paced(alice, "alice", 200, pad="")
+    bob.wait_for("<alice> alice 20")
     alice.send_raw(b"")  # nothing: the half line below is bob's
     bob.send_raw(b"half a ")
     since = time.time() - 1
@@ -412,8 +396,8 @@ def test_restart_keeps_every_client(fresh: Box):
     bob.send_raw(b"line, whole\r\n")
     sender.join(10)
     alice.wait_for("<bob> half a line, whole")
-    bob.wait_for("<alice> line 199", timeout=10)
-    assert numbers(bob, "alice") == list(range(200))
+    bob.wait_for("<alice> alice 199", timeout=10)
+    assert lines_of(bob, "alice") == list(range(200))
     assert who(bob) == who_before
     assert fresh.status()["clients"] == 2
     journal = fresh.journal(since, "chatd.service")

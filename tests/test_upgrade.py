@@ -38,10 +38,12 @@ def upgrade(server, *args: str) -> re.Match:
     return m
 
 
-def send_paced(client: ChatClient, word: str, count: int, gap: float = 0.01) -> threading.Thread:
+def send_paced(client: ChatClient, word: str, count: int, gap: float = 0.01,
+               pad: str = PAD) -> threading.Thread:
+    """``count`` lines ``WORD K PAD`` from ``client`` on a thread (lines_of reads them back)."""
     def body():
         for k in range(count):
-            client.send_line(f"{word} {k} {PAD}")
+            client.send_line(f"{word} {k} {pad}".rstrip())
             time.sleep(gap)  # pacing only: the upgrade lands mid-traffic
 
     thread = threading.Thread(target=body, daemon=True)
