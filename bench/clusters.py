@@ -4,7 +4,8 @@
   on loopback, in a star: node0 connects out to every other node (``[Server]`` with ``Port``),
   the others wait for it (``Passive = yes``). A line between two leaf nodes of ngircd3 crosses
   node0. ``start()`` returns once every node's ``LINKS`` lists all K servers.
-- ``chatd-cluster`` / ``chatd-cluster3``: one ``redis-server`` (free port, no persistence) and
+- ``chatd-cluster`` / ``chatd-cluster3`` (and ``chatd-cluster-nohistory``: two nodes,
+  ``history_lines = 0``): one ``redis-server`` (free port, no persistence) and
   2 (3) chatd processes with ``[cluster] redis_url`` and ``node_name`` (docs/protocol.md §8), each waited
   for like the single chatd, then until every node's ``status`` counts K nodes (when it
   reports a count). Selectable, not in the default list: it works once chatd understands the
@@ -283,17 +284,18 @@ def resp_call(port: int, *args: bytes, timeout: float = 2.0) -> bytes:
 class ChatdNode(Chatd):
     """One chatd of a cluster: chatd-bench.toml plus a ``[cluster]`` section."""
 
-    def __init__(self, core, index: int, redis_url: str) -> None:
+    def __init__(self, core, index: int, redis_url: str, extra: str = "") -> None:
         self.name = f"chatd-node{index}"
         super().__init__(core)
         self.config = self.workdir / "chatd.toml"
         self.config.write_text((BENCH / "chatd-bench.toml").read_text()
                                + f'\n[cluster]\nredis_url = "{redis_url}"\n'
-                               f'node_name = "node{index}"\n')
+                               f'node_name = "node{index}"\n' + extra)
 
 
 class ChatdCluster(Cluster):
     name = "chatd-cluster"
+    node_extra = ""  # more TOML for every node's config
 
     def build(self) -> None:
         cores = node_cores(self.core, self.nodes_count)
@@ -302,7 +304,7 @@ class ChatdCluster(Cluster):
         self.helpers = [("redis", self.redis)]
         url = f"redis://127.0.0.1:{self.redis.port}/0"
         for k in range(self.nodes_count):
-            node = ChatdNode(cores[k], k, url)
+            node = ChatdNode(cores[k], k, url, self.node_extra)
             node.port = free_port()
             self.nodes.append(node)
 
@@ -338,5 +340,12 @@ class ChatdCluster3(ChatdCluster):
     nodes_count = 3
 
 
+class ChatdClusterNoHistory(ChatdCluster):
+    """Two nodes with room history off: what history costs the cluster, in the same run."""
+    name = "chatd-cluster-nohistory"
+    node_extra = "\n[history]\nhistory_lines = 0\n"
+
+
 SERVERS = {**SINGLE, "ngircd2": NgircdLinked, "ngircd3": NgircdLinked3,
-           "chatd-cluster": ChatdCluster, "chatd-cluster3": ChatdCluster3}
+           "chatd-cluster": ChatdCluster, "chatd-cluster3": ChatdCluster3,
+           "chatd-cluster-nohistory": ChatdClusterNoHistory}

@@ -207,6 +207,7 @@ class NgircdServerWide(Ngircd):
 PROTOCOLS = {"chatd": Chatd, "ngircd": Ngircd, "naive": Naive,
              # multi-node servers (bench/clusters.py) speak what their nodes speak
              "ngircd2": Ngircd, "ngircd3": Ngircd, "chatd-cluster": Chatd, "chatd-cluster3": Chatd,
+             "chatd-cluster-nohistory": Chatd,
              "chatd-nohistory": Chatd,
              "chatd-metrics": Chatd}  # chatd with its Prometheus endpoint on (metrics workload)
 #: The connect and admin workloads' clients.
