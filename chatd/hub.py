@@ -120,8 +120,7 @@ class Hub:
         with self._lock:
             client.nick = nick
             events = [greeting[0], YouAre(nick), *greeting[1:]]
-            self._flusher.submit(client.outbox, render.lines(events), len(events))
-            self._enter(client, self._lobby)
+            self._enter(client, self._lobby, (render.lines(events), len(events)))
         return nick
 
     def remove(self, client, reason=None) -> None:
@@ -238,8 +237,9 @@ class Hub:
             self._leave(client, old)
             self._post(old, None, Left(client.nick, old.name))
             members = len(new.members) + 1 + len(self._bus.remote_members(new.name))
-            self.send_to(client, RoomEntered(new.name, members))
-            self._enter(client, new)
+            # told before the first line of the new room, and after the old room's last
+            # (the detach above is queued first)
+            self._enter(client, new, (render.line(RoomEntered(new.name, members)), 1))
         return None
 
     def say(self, client, event) -> None:
@@ -507,10 +507,11 @@ class Hub:
         room.post(author, event)
         self._bus.publish(room.name, event)
 
-    def _enter(self, client, room: Room) -> None:
+    def _enter(self, client, room: Room, first: tuple[bytes, int] | None = None) -> None:
+        """``first``: the joiner's own lines that come before the room's (Room.attach)."""
         room.members[client.id] = client
         client.room = room
-        room.attach(client.outbox)
+        room.attach(client.outbox, first)
         self._post(room, client.outbox, Joined(client.nick, room.name))
         self._bus.member(client)
 

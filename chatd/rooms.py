@@ -89,9 +89,16 @@ class Room:
                 self.queued = True
                 self._flusher.submit_room(self)
 
-    def attach(self, outbox) -> None:
-        """``outbox`` reads from now on (caller holds the hub lock and added the member)."""
+    def attach(self, outbox, first: tuple[bytes, int] | None = None) -> None:
+        """``outbox`` reads from now on (caller holds the hub lock and added the member).
+
+        ``first`` (data, lines): what the joiner is told before any line of the room (its
+        greeting, ``*** you joined``). It is queued here, under the lock, so that a line
+        posted after the joiner could read it is one the joiner gets: room posts do not take
+        the hub lock, so queueing it before this call would leave a window."""
         with self.lock:
+            if first is not None:
+                self._flusher.submit(outbox, *first)
             offset = self._end()
             if self.on_join and self.tail is not None:
                 # the history up to exactly this offset, queued ahead of the attach (history.py)
