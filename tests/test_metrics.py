@@ -429,7 +429,9 @@ def test_the_endpoint_moves_with_an_upgrade(chatd):
     bob.expect(f"<{alice.nick}> before")
     before = scrape(port)
     upgrade(srv)
-    assert len(srv.find_events("metrics_listening")) == 2  # the new process serves it now
+    # the new process serves it now (it says so once serving: maybe after chatctl returned)
+    wait_until(lambda: len(srv.find_events("metrics_listening")) == 2,
+               what="metrics_listening from the new process")
     after = scrape(port)
     assert value(after, "chatd_clients") == 2
     assert value(after, "chatd_messages_total", kind="room") == 1
