@@ -531,7 +531,7 @@ def _wait_for_chatd(state: State, deadline: float) -> None:
         try:
             state.request("status")
             return
-        except CannotReach:
+        except (CannotReach, Lost):  # not there yet, or going away under our request
             if time.monotonic() >= deadline:
                 raise
         state.close()
