@@ -155,9 +155,8 @@ class Service:
             raise StartupError(f"cannot take over: {exc}") from None
         takeover = self.takeover
         self.started_at = state["started_at"]
-        orphans = takeover.orphans() if isinstance(takeover, StoreTakeover) else []
-        self._orphans = orphans
-        first_id = max([int(state["next_client_id"])] + [cid + 1 for cid, _ in orphans])
+        self._orphans = takeover.orphans() if isinstance(takeover, StoreTakeover) else []
+        first_id = max([int(state["next_client_id"])] + [cid + 1 for cid, _ in self._orphans])
         self.client_ids = itertools.count(first_id)
         admin = state["admin"]
         if admin is None:  # the fd store keeps no admin socket: its directory is gone

@@ -7,8 +7,8 @@ unconditionally. :func:`passed_fds` takes the descriptors systemd passed (``LIST
 ``LISTEN_PID``, starting at fd 3, named by ``LISTEN_FDNAMES``): socket activation's listening
 sockets first, then what the fd store kept.
 
-``notify`` runs in the main thread (start, reload, housekeeping, shutdown); ``notify_fds`` in
-any thread (its socket is made under a lock; datagrams need no more).
+``notify`` runs in the main thread (start, reload, housekeeping, shutdown), ``notify_fds`` in
+any thread: their one socket is made under ``_lock``; datagrams need no more.
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ class Notifier:
         env = os.environ if env is None else env
         path = env.get("NOTIFY_SOCKET", "")
         self._address = "\0" + path[1:] if path.startswith("@") else path
-        self._sock: socket.socket | None = None
-        self._fds_sock: socket.socket | None = None  # notify_fds' own, made under _fds_lock
-        self._fds_lock = threading.Lock()
+        self._sock: socket.socket | None = None  # made on first use, under _lock
+        self._lock = threading.Lock()
         watchdog_pid = env.get("WATCHDOG_PID")
         usec = env.get("WATCHDOG_USEC", "")
         mine = watchdog_pid is None or watchdog_pid == str(os.getpid())
@@ -43,27 +42,19 @@ class Notifier:
 
     def notify(self, **fields) -> None:
         """Send ``READY="1"``, ``STATUS="…"`` etc.; errors are ignored (systemd may be gone)."""
-        if not self._address:
-            return
-        message = "\n".join(f"{key}={value}" for key, value in fields.items()).encode()
-        try:
-            if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            self._sock.sendto(message, self._address)
-        except OSError:
-            pass
+        self.notify_fds([], **fields)
 
     def notify_fds(self, fds: list[int], **fields) -> bool:
         """Send ``fields`` with ``fds`` attached (SCM_RIGHTS: ``FDSTORE=1``); False if it could
-        not be sent (systemd gone, or the store refused: nothing else to do about it)."""
+        not be sent (systemd gone). Whether systemd kept the descriptors it does not say."""
         if not self._address:
             return False
         message = "\n".join(f"{key}={value}" for key, value in fields.items()).encode()
         try:
-            with self._fds_lock:
-                if self._fds_sock is None:
-                    self._fds_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                sock = self._fds_sock
+            with self._lock:
+                if self._sock is None:
+                    self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                sock = self._sock
             # not socket.send_fds: it drops the address (CPython 3.11)
             ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
             sock.sendmsg([message], ancillary, 0, self._address)
@@ -75,13 +66,10 @@ class Notifier:
         self.notify(RELOADING="1", MONOTONIC_USEC=str(time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000))
 
     def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        with self._fds_lock:
-            if self._fds_sock is not None:
-                self._fds_sock.close()
-                self._fds_sock = None
+        with self._lock:
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
 
 
 def unit_name(cgroup_file: str = "/proc/self/cgroup") -> str | None:
