@@ -492,6 +492,15 @@ class ChatClient:
                 return line
             self.skipped.append(line)
 
+    def saw(self, line: str, timeout: float = 5.0) -> None:
+        """``line`` was read already (perhaps skipped by an earlier wait) or arrives in time.
+
+        For a line whose order relative to another awaited line is not part of the contract,
+        e.g. a sender's last line and a notice raised on another node.
+        """
+        if line not in self.received:
+            self.wait_for(line, timeout)
+
     def sync(self, timeout: float = 5.0) -> list[str]:
         """Round-trip barrier: send ``/who``, return every line that arrived before its answer.
 

@@ -63,8 +63,8 @@ def test_kill_9_mid_traffic_survivors_lose_nothing_and_free_the_nicks(cluster):
     assert noticed < LOST_DEADLINE, noticed
     for thread in senders:
         thread.join(30)
-    bob.wait_for(f"<alice> a {count - 1}", timeout=10)
-    alice.wait_for(f"<bob> b {count - 1}", timeout=10)
+    bob.saw(f"<alice> a {count - 1}", timeout=10)  # may have come before the notice
+    alice.saw(f"<bob> b {count - 1}", timeout=10)
     assert lines_from(bob, "alice") == [f"<alice> a {k}" for k in range(count)]
     assert lines_from(alice, "bob") == [f"<bob> b {k}" for k in range(count)]
     for client in (alice, bob):

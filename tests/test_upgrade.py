@@ -123,8 +123,7 @@ def test_upgrade_mid_traffic_keeps_every_client_and_every_line(chatd):
                                     timeout=20)
                 assert lines_of(client, sender) == list(range(count)), (client, sender)
     neighbour = next(c for c in watchers if rooms[c] == rooms[half])
-    if "<half> half a line, whole" not in neighbour.received:
-        neighbour.wait_for("<half> half a line, whole")
+    neighbour.saw("<half> half a line, whole")
     assert [line for line in neighbour.received if line.startswith("<half> ")] == [
         "<half> half a line, whole"]
     slow.wait_for(f"<paster> {pasted - 1:07d} {body}", timeout=30)  # the backlog, and the rest
