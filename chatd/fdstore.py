@@ -221,6 +221,9 @@ class StoreTakeover:
     def ready(self) -> None:
         """Nobody to tell: the previous process is gone."""
 
+    def serving(self) -> None:
+        """Nobody to tell, as for :meth:`ready`."""
+
     def fail(self, reason: str) -> None:
         """Nobody to tell (cli.py calls this on a takeover that cannot start)."""
 

@@ -14,9 +14,13 @@ The old process (:func:`hand_over`, on its main thread):
 3. sends the state (versioned; below) with the listening sockets, the admin socket, the
    pidfile and every client socket, and waits for ``ready``.
 4. ``commit``: the caller is answered and this process ends with ``os._exit`` (no goodbyes:
-   the clients are the new process's now). On any failure before that (an error or exit of
-   the new process, no answer within the timeout) it sends ``abort``, kills the new process,
-   and thaws: sessions, flusher, listeners and admin go on as if nothing had happened.
+   the clients are the new process's now), once the new process says ``serving`` (or goes
+   away, or :data:`SERVING_SECONDS` pass): tearing down thousands of parked threads takes the
+   kernel tens of milliseconds of CPU, which on a small host would be taken from the new
+   process while it catches up with what clients sent during the handover (bench/upgrade.py:
+   the longest gap). On any failure before the commit (an error or exit of the new process,
+   no answer within the timeout) it sends ``abort``, kills the new process, and thaws:
+   sessions, flusher, listeners and admin go on as if nothing had happened.
 
 The new process (:class:`Takeover`, used by service.py): says ``hello``, receives the state,
 rebuilds clients, rooms and sessions *without starting a thread*, says ``ready``, and only on
@@ -50,6 +54,8 @@ log = structlog.get_logger("chatd.upgrade")
 
 #: How long each step may take by default: the new process's start, the freeze, its takeover.
 UPGRADE_SECONDS = 10.0
+#: How long the old process waits for the new one's ``serving`` before it exits all the same.
+SERVING_SECONDS = 5.0
 #: Environment: run this instead of the chatd this process was started as (tests, packaging).
 ENV_EXECUTABLE = "CHATD_UPGRADE_EXEC"
 
@@ -120,9 +126,22 @@ def _hand_over(service, timeout: float) -> dict:
     except Exception as exc:  # a bug: this process serves on all the same
         log.exception("upgrade_crashed")
         raise UpgradeFailed(new.abort(RuntimeError(f"internal error: {exc}"))) from None
-    new.channel.close()
+    service.successor = new.channel
     return {"old_pid": os.getpid(), "new_pid": new.proc.pid, "old_version": __version__,
             "new_version": hello.get("version"), "clients": len(state["clients"])}
+
+
+def await_successor(service, timeout: float = SERVING_SECONDS) -> None:
+    """After the commit: wait until the new process serves (see the module docstring). Its
+    failing or hanging changes nothing for this process, which exits next either way."""
+    channel = service.successor
+    if channel is None:
+        return
+    try:
+        channel.receive(timeout, ("serving",))
+    except HandoverError:
+        pass
+    channel.close()
 
 
 def _check_next(timeout: float) -> None:
@@ -367,6 +386,14 @@ class Takeover:
         message = self.channel.receive(timeout, ("commit", "abort"))
         if message["type"] == "abort":
             raise HandoverError("the old chatd gave up the upgrade")
+
+    def serving(self) -> None:
+        """Every thread runs: the old process may exit now (its exit no longer competes with
+        our catching up). A process that is gone already is no concern of ours."""
+        try:
+            self.channel.send({"type": "serving"})
+        except OSError:
+            pass
         self.channel.close()
 
     def clients(self):

@@ -13,10 +13,13 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+
+import pytest
 
 from conftest import ChatClient, wait_gone
 from faults import wait_until
@@ -241,6 +244,34 @@ def test_a_chatd_that_crashes_after_the_freeze_fails_the_upgrade(chatd, tmp_path
     assert "*** server shutting down" in alice.expect_closed()
     assert server.proc.wait(10) == 0
     assert not server.find_events("sessions_left")
+
+
+def test_the_old_chatd_exits_once_the_new_one_serves(chatd, tmp_path):
+    """After the commit the old process waits for ``serving`` (upgrade.py: its exit, thousands
+    of threads torn down, would take CPU from the new one catching up). A stand-in new chatd
+    that says it only when told to shows both halves: not before, and promptly after."""
+    slow = executable(tmp_path, "chatd-slow-to-serve", "\n".join([
+        "import os, signal",
+        "from chatd.handover import READABLE_STATE_VERSIONS, Channel",
+        "signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])",
+        "channel = Channel.from_fd(int(os.environ['CHATD_UPGRADE_FD']))",
+        "channel.send({'type': 'hello', 'pid': os.getpid(), 'version': 'slow',",
+        "              'state_versions': list(READABLE_STATE_VERSIONS)})",
+        "state = channel.receive(10, ('state',))",
+        "fds = channel.receive_fds(state['fds'], 10)",
+        "channel.send({'type': 'ready'})",
+        "channel.receive(10, ('commit',))",
+        "signal.sigwait([signal.SIGUSR1])",
+        "channel.send({'type': 'serving'})",
+        "signal.pause()"]))
+    server = chatd(env={"CHATD_UPGRADE_EXEC": slow})
+    server.connect()
+    old = server.proc
+    upgrade(server)  # chatctl is answered at the commit
+    with pytest.raises(subprocess.TimeoutExpired):  # a second of it: it waits, and would 5 s
+        old.wait(1)
+    os.kill(server.pid, signal.SIGUSR1)
+    assert old.wait(3) == 0  # well before upgrade.SERVING_SECONDS
 
 
 def test_the_pidfile_moves_to_the_new_process(chatd, tmp_path):
