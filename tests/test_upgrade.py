@@ -199,6 +199,19 @@ def test_an_invalid_config_file_fails_the_upgrade_and_the_old_chatd_serves_on(ch
     assert "rate" in err, err
 
 
+def stand_in(version: str, *lines: str) -> str:
+    """A stand-in new chatd's script: it says ``hello`` as ``version`` (handover.py), then
+    runs ``lines`` with ``channel`` at hand."""
+    return "\n".join([
+        "import os, signal, sys",
+        "from chatd.handover import READABLE_STATE_VERSIONS, Channel",
+        "signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])",  # for sigwait()
+        "channel = Channel.from_fd(int(os.environ['CHATD_UPGRADE_FD']))",
+        f"channel.send({{'type': 'hello', 'pid': os.getpid(), 'version': {version!r},",
+        "              'state_versions': list(READABLE_STATE_VERSIONS)})",
+        *lines])
+
+
 def executable(tmp_path, name: str, body: str) -> str:
     path = tmp_path / name
     path.write_text(f"#!{sys.executable}\n{body}\n")
@@ -227,14 +240,10 @@ def test_a_chatd_that_crashes_after_the_freeze_fails_the_upgrade(chatd, tmp_path
     """The new chatd takes the state (the old one has frozen its sessions and its output by
     then) and dies: everything thaws, output included (chat goes on in _refused), and a later
     shutdown still reaches every client."""
-    crashing = executable(tmp_path, "chatd-crashing", "\n".join([
-        "import os, sys",
-        "from chatd.handover import READABLE_STATE_VERSIONS, Channel",
-        "channel = Channel.from_fd(int(os.environ['CHATD_UPGRADE_FD']))",
-        "channel.send({'type': 'hello', 'pid': os.getpid(), 'version': 'crashing',",
-        "              'state_versions': list(READABLE_STATE_VERSIONS)})",
+    crashing = executable(tmp_path, "chatd-crashing", stand_in(
+        "crashing",
         "channel.receive(10, ('state',))",
-        "sys.exit('crashed while taking over')"]))
+        "sys.exit('crashed while taking over')"))
     server = chatd(env={"CHATD_UPGRADE_EXEC": crashing})
     err = _refused(server)
     assert "exited with status 1 before it was ready" in err, err
@@ -250,20 +259,15 @@ def test_the_old_chatd_exits_once_the_new_one_serves(chatd, tmp_path):
     """After the commit the old process waits for ``serving`` (upgrade.py: its exit, thousands
     of threads torn down, would take CPU from the new one catching up). A stand-in new chatd
     that says it only when told to shows both halves: not before, and promptly after."""
-    slow = executable(tmp_path, "chatd-slow-to-serve", "\n".join([
-        "import os, signal",
-        "from chatd.handover import READABLE_STATE_VERSIONS, Channel",
-        "signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])",
-        "channel = Channel.from_fd(int(os.environ['CHATD_UPGRADE_FD']))",
-        "channel.send({'type': 'hello', 'pid': os.getpid(), 'version': 'slow',",
-        "              'state_versions': list(READABLE_STATE_VERSIONS)})",
+    slow = executable(tmp_path, "chatd-slow-to-serve", stand_in(
+        "slow",
         "state = channel.receive(10, ('state',))",
         "fds = channel.receive_fds(state['fds'], 10)",
         "channel.send({'type': 'ready'})",
         "channel.receive(10, ('commit',))",
         "signal.sigwait([signal.SIGUSR1])",
         "channel.send({'type': 'serving'})",
-        "signal.pause()"]))
+        "signal.pause()"))
     server = chatd(env={"CHATD_UPGRADE_EXEC": slow})
     server.connect()
     old = server.proc
