@@ -45,7 +45,9 @@ COLUMNS = {
                 ("join p50 ms", "join_p50_ms", "{:.2f}"), ("join p99 ms", "join_p99_ms", "{:.2f}"),
                 ("join max ms", "join_max_ms", "{:.1f}"), ("posted/s", "posted_per_s", "{:,}")],
     "metrics": [("deliv/s alone", "base_dps", "{:,.0f}"), ("scraped", "scraped_dps", "{:,.0f}"),
-                ("ratio", "dps_ratio", "{:.3f}"), ("p99 alone", "base_p99_ms", "{:.2f}"),
+                ("ratio", "dps_ratio", "{:.3f}"), ("ns/deliv alone", "base_ns_per_delivery", "{:.1f}"),
+                ("scraped", "scraped_ns_per_delivery", "{:.1f}"), ("CPU ratio", "cpu_ratio", "{:.3f}"),
+                ("p99 alone", "base_p99_ms", "{:.2f}"),
                 ("p99 scraped", "scraped_p99_ms", "{:.2f}"), ("lost", "lost", "{:,}"),
                 ("scrapes", "scrapes", "{:,}"), ("failed", "scrape_failures", "{:,}"),
                 ("scrape p99 ms", "scrape_p99_ms", "{:.2f}"),
@@ -207,7 +209,7 @@ def targets(summary: list[dict], configs: dict) -> list[dict]:
     if c:
         add("metrics: deliveries/s scraped every 100 ms / not scraped >= 0.97, 0 lost",
             f"ratio {c['dps_ratio']} ({c['base_dps']:,.0f} -> {c['scraped_dps']:,.0f}/s), "
-            f"{c['scrapes']} scrapes ({c['scrape_failures']} failed), lost {c['lost']}",
+            f"server CPU per delivery ratio {c.get('cpu_ratio')}, {c['scrapes']} scrapes ({c['scrape_failures']} failed), lost {c['lost']}",
             (c["dps_ratio"] or 0) >= 0.97 and c["lost"] == 0 and c["scrape_failures"] == 0)
     c = _find(summary, configs.get("admin"), "chatd")
     if c:
