@@ -38,6 +38,7 @@ from typing import Any, Callable
 from chatd import __version__
 from chatd.adminproto import AdminError
 from chatd.bans import covers, iso, parse_network
+from chatd.bus import ClusterUnavailable
 from chatd.events import Announcement, Close, YouAreMuted, YouWereKicked
 from chatd.protocol import is_valid_name, sanitize
 
@@ -227,18 +228,27 @@ class AdminCommands:
     # -- helpers ------------------------------------------------------------------------------
 
     def _act(self, action: str, target, args: dict) -> dict:
-        """Kick, mute or unmute ``target`` here, or send the action to the node it is on (which
-        carries it out when its reader gets there: the reply does not wait for that)."""
+        """Kick, mute or unmute ``target`` here, or on the node it is on: the reply waits for
+        that node's answer (redisbus.ANSWER_SECONDS at most)."""
         client = self.ctx.hub.lookup(target)
         if client is not None:
             self.carry_out(action, client.id, args)
             found = {"id": client.id, "nick": client.nick, "node": self.ctx.bus.node}
         else:
-            remote = self.ctx.bus.locate(target)
-            if remote is None:
-                raise AdminError("not_found", f"no such client {target}")
-            node, client_id, nick = remote
-            self.ctx.bus.route(node, action, client_id, args)
+            try:
+                remote = self.ctx.bus.locate(target)
+                if remote is None:
+                    raise AdminError("not_found", f"no such client {target}")
+                node, client_id, nick = remote
+                done = self.ctx.bus.route(node, action, client_id, args)
+            except ClusterUnavailable as exc:
+                raise AdminError("cluster_unavailable",
+                                 f"cannot reach the other nodes: {exc}") from None
+            if done is None:
+                raise AdminError("timeout", f"node {node} did not answer; the {action} of "
+                                 f"{nick} may still happen there")
+            if not done:
+                raise AdminError("not_found", f"no such client {target} (it left {node})")
             found = {"id": client_id, "nick": nick, "node": node}
         if action == "kick":
             return {**found, "reason": args["reason"]}
@@ -269,7 +279,7 @@ class AdminCommands:
             return
         client = self.ctx.hub.lookup(client_id)
         if client is None:
-            return
+            return False
         if action == "kick":
             reason = args.get("reason") or DEFAULT_KICK_REASON
             self.ctx.flusher.disconnect(client.outbox, Close("kicked", reason), YouWereKicked(reason))
@@ -278,6 +288,7 @@ class AdminCommands:
             changed, client.muted = client.muted != muted, muted
             if changed:
                 self.ctx.hub.send_to(client, YouAreMuted(muted))
+        return True
 
 
 class _IsoSeconds(dict):

@@ -43,6 +43,7 @@ ERRORS = {
     "upgrade_failed": "the new chatd could not take over; this one serves on",
     "internal_error": "the daemon failed to carry out the command",
     "history_off": "room history is off (history_lines = 0)",
+    "cluster_unavailable": "the other nodes cannot be reached (the link to Redis is down)",
 }
 
 _TARGET = (int, str)

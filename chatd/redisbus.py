@@ -4,13 +4,20 @@ Keys (all under ``chatd:``):
 
 - ``events``: a Stream. Every node appends what its members do in rooms and reads what the
   others append (``XREAD`` from the last id it saw). An entry is ``o`` (the origin node) and
-  ``b``, a batch: the JSON list of the lines the publisher had queued, in order (one ``XADD``
+  ``c``, a batch: the JSON list of the lines the publisher had queued, in order (one ``XADD``
   per batch, trimmed to about :data:`STREAM_LENGTH` entries). One stream gives every reader
   the same total order, so each sender's lines arrive in the order sent, once: ids only grow,
-  and a reader that reconnects asks for what came after the last id it handled. A line is
-  ``r`` (room) and ``e`` (the event, wire.py); or ``to`` (a folded nick) for a private line;
-  or ``all`` for an operator's line to every room; or ``node`` and ``cmd`` for an admin action
-  that node (``*``: every node) carries out: kick, mute, unmute, ban, unban.
+  and a reader that reconnects asks for what came after the last id it handled. A line is a
+  JSON list: ``["r", ROOM, *EVENT]`` (EVENT as wire.py encodes it: ``"Said", "bob", "hi"``);
+  ``["to", FOLDED NICK, *EVENT]`` for a private line; ``["all", *EVENT]`` for an operator's
+  line to every room; ``["cmd", NODE, ACTION, CLIENT ID, ARGS]`` for an admin action that node
+  (``*``: every node) carries out: ban, unban, purge; ``["cmd", NODE, ACTION, CLIENT ID, ARGS,
+  ASKER, ASK ID]`` for one the asking node waits for (kick, mute, unmute of one client), which
+  NODE answers with ``["re", ASKER, ASK ID, DONE]`` (DONE false: the client was not there).
+  Each line is encoded
+  once, when queued, and a batch is those texts joined; a reader decodes a batch once. (``b``,
+  the format before: a JSON list of objects whose events were JSON texts again, is still read,
+  for a node of the version before during a rolling restart.)
 - ``members``: hash ``node|client id`` -> ``[nick, room, peer, connected_at]``: every node's clients, kept in the
   same transaction (MULTI) as the stream entry that tells of the change, so a node that
   starts reads a snapshot and the stream id it belongs to in one transaction.
@@ -43,6 +50,9 @@ other nodes' members as last heard). It is taken after the hub lock, never befor
 
 from __future__ import annotations
 
+from concurrent.futures import Future, TimeoutError as NoAnswer
+import functools
+import itertools
 import json
 import threading
 import time
@@ -70,6 +80,9 @@ READ_BLOCK_MS = 1000
 READ_COUNT = 1000
 SOCKET_TIMEOUT = 5.0
 RETRY_SECONDS = 0.5
+#: How long an admin action routed to another node waits for that node's answer: two stream
+#: hops, normally a few milliseconds.
+ANSWER_SECONDS = 3.0
 
 #: Release a nick only if we still hold it (another node may have claimed it since).
 _RELEASE = """
@@ -105,8 +118,8 @@ for i = 1, #entries, 2 do
       redis.call('hdel', KEYS[2], string.lower(nick))
     end
     if type(room) == 'string' then
-      redis.call('xadd', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'o', ARGV[2], 'r', room,
-                 'e', cjson.encode({'Left', nick, room, 'node lost'}))
+      redis.call('xadd', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'o', ARGV[2],
+                 'c', cjson.encode({{'r', room, 'Left', nick, room, 'node lost'}}))
     end
     gone = gone + 1
   end
@@ -156,6 +169,9 @@ class RedisBus:
         self._on_command = None
         self._redis = None
         self._lock = threading.Lock()
+        #: ask id -> Future of the answer (route()): set by the reader, under _lock
+        self._answers: dict[int, Future] = {}
+        self._asks = itertools.count(1)
         # (pipeline method, args): ("xadd", (fields, history record or None)), ("hset", (k, f, v))
         self._outgoing: list = []
         self._wake = threading.Event()
@@ -254,7 +270,7 @@ class RedisBus:
         keep = None
         if self.history_lines and event.__class__ in KINDS:  # the stream's encoding, reused
             keep = (fold(room), f"{time.time():.6f} {room} {encoded}")
-        self._append({"r": room, "e": encoded}, keep)
+        self._append(_line("r", room, encoded), keep)
 
     # -- history (historystore.RedisStore) ------------------------------------------------
 
@@ -268,13 +284,13 @@ class RedisBus:
         """Delete the room's history in Redis and have every other node drop its tail."""
         self._queue(("delete", (HISTORY + room_key,)))
         self._queue(("srem", (HISTORY_ROOMS, room_key)))
-        self.route("*", "purge", None, {"room": room_key})
+        self._tell_all("purge", {"room": room_key})
 
     def send_private(self, nick: str, event) -> None:
-        self._append({"to": fold(nick), "e": wire.dumps(event)})
+        self._append(_line("to", fold(nick), wire.dumps(event)))
 
     def publish_all(self, event) -> None:
-        self._append({"all": "1", "e": wire.dumps(event)})
+        self._append('["all",' + wire.dumps(event)[1:])
 
     def member(self, client) -> None:
         room = client.room.name if client.room is not None else None
@@ -336,30 +352,54 @@ class RedisBus:
         return sorted(rows, key=lambda row: row["id"])
 
     def locate(self, target):
-        """(node, client id, nick) of a client on another node, by id or nick; or None."""
-        if isinstance(target, int) or str(target).isascii() and str(target).isdigit():
-            matches = [k for k, _ in self._redis.hscan_iter(MEMBERS, match=f"*|{int(target)}")]
-        else:
-            owner = self._redis.hget(NICKS, fold(str(target)))
-            matches = [owner] if owner else []
-        for owner in matches:
-            node, _, client_id = owner.rpartition("|")
-            value = self._redis.hget(MEMBERS, owner)
-            if node != self.node and value is not None:
-                return node, int(client_id), json.loads(value)[0]
+        """(node, client id, nick) of a client on another node, by id or nick; or None.
+        Raises ClusterUnavailable when Redis cannot be asked."""
+        try:
+            if isinstance(target, int) or str(target).isascii() and str(target).isdigit():
+                matches = [k for k, _ in self._redis.hscan_iter(MEMBERS, match=f"*|{int(target)}")]
+            else:
+                owner = self._redis.hget(NICKS, fold(str(target)))
+                matches = [owner] if owner else []
+            for owner in matches:
+                node, _, client_id = owner.rpartition("|")
+                value = self._redis.hget(MEMBERS, owner)
+                if node != self.node and value is not None:
+                    return node, int(client_id), json.loads(value)[0]
+        except Exception as exc:  # the redis client's errors (imported only in cluster mode)
+            raise ClusterUnavailable(str(exc)) from None
         return None
 
-    def route(self, node: str, action: str, client_id: int, args: dict) -> None:
-        self._append({"node": node, "cmd": json.dumps([action, client_id, args])})
+    def route(self, node: str, action: str, client_id: int, args: dict) -> bool | None:
+        """Have ``node`` carry out ``action`` on its client and wait for its answer: True
+        (done), False (the client was not there any more), None (no answer within
+        ANSWER_SECONDS: the node may be gone, or just slow: the action may still happen).
+        Raises ClusterUnavailable while the link to Redis is down (nothing is queued then)."""
+        if not self.link_up:
+            raise ClusterUnavailable("the link to Redis is down")
+        ask, answer = next(self._asks), Future()
+        with self._lock:
+            self._answers[ask] = answer
+        self._append(wire.compact(["cmd", node, action, client_id, args, self.node, ask]))
+        try:
+            return bool(answer.result(ANSWER_SECONDS))
+        except NoAnswer:
+            return None
+        finally:
+            with self._lock:
+                self._answers.pop(ask, None)
+
+    def _tell_all(self, action: str, args: dict) -> None:
+        """An admin action for every node (this one carries it out itself), unanswered."""
+        self._append(wire.compact(["cmd", "*", action, None, args]))
 
     def ban(self, record: dict) -> None:
         """A ban for every node, now and at their next start (Redis is where bans live)."""
         self._queue(("hset", (BANS, record["address"], json.dumps(record))))
-        self.route("*", "ban", None, record)
+        self._tell_all("ban", record)
 
     def unban(self, address: str) -> None:
         self._queue(("hdel", (BANS, address)))
-        self.route("*", "unban", None, {"address": address})
+        self._tell_all("unban", {"address": address})
 
     def share_bans(self, records: list[dict]) -> list[dict]:
         """At start: this node's own bans (its state file) join the cluster's, which Redis
@@ -375,7 +415,8 @@ class RedisBus:
             raise ClusterStartError(f"cannot read the bans from Redis at {self.url}: {exc}") from None
 
     def on_command(self, handler) -> None:
-        """``handler(action, client_id, args)`` carries out what another node's admin asked."""
+        """``handler(action, client_id, args)`` carries out what another node's admin asked;
+        it returns whether the client was there (what :meth:`route` waits for)."""
         self._on_command = handler
 
     def client_ids(self):
@@ -384,8 +425,10 @@ class RedisBus:
     def _owner(self, client) -> str:
         return f"{self.node}|{client.id}"
 
-    def _append(self, fields: dict, keep: tuple | None = None) -> None:
-        self._queue(("xadd", (fields, keep)))
+    def _append(self, line: str, keep: tuple | None = None) -> None:
+        """Queue one stream line (JSON text, see the module docstring) and the history record
+        that goes with it, if any."""
+        self._queue(("xadd", (line, keep)))
 
     def _queue(self, item: tuple) -> None:
         with self._lock:
@@ -442,7 +485,7 @@ class RedisBus:
             if by_room:
                 pipe.sadd(HISTORY_ROOMS, *by_room)
             if lines:
-                pipe.xadd(STREAM, {"o": self.node, "b": json.dumps(lines, ensure_ascii=False)},
+                pipe.xadd(STREAM, {"o": self.node, "c": "[" + ",".join(lines) + "]"},
                           maxlen=STREAM_LENGTH, approximate=True)
             pipe.execute()
 
@@ -508,8 +551,8 @@ class RedisBus:
         if self._was_reaped and kept:
             with self._redis.pipeline(transaction=True) as pipe:
                 for _, nick, _, _, room, *_ in kept:
-                    pipe.xadd(STREAM, {"o": self.node, "r": room,
-                                       "e": wire.dumps(ev.Joined(nick, room))},
+                    line = _line("r", room, wire.dumps(ev.Joined(nick, room)))
+                    pipe.xadd(STREAM, {"o": self.node, "c": f"[{line}]"},
                               maxlen=STREAM_LENGTH, approximate=True)
                 pipe.execute()
         log.warning("cluster_reasserted", node=self.node, members=len(rows),
@@ -569,21 +612,32 @@ class RedisBus:
                         self._apply_entry(entry_id, fields)
 
     def _apply_entry(self, entry_id: str, fields: dict) -> None:
-        """One stream entry: a publisher's batch (``b``) or a single line (the reap script's)."""
+        """One stream entry: a batch of lines (module docstring), decoded once. What does not
+        decode is skipped with one warning (the stream is shared: anything may be in it)."""
         try:
-            items = json.loads(fields["b"]) if "b" in fields else [fields]
+            items = json.loads(fields["c"]) if "c" in fields else _former_batch(fields)
+            if items.__class__ is not list:
+                raise ValueError(f"not a list of lines: {str(items)[:80]!r}")
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            log.warning("cluster_entry_skipped", entry=entry_id, error=str(exc)[:200])
+            return
+        try:
             origin = fields.get("o", "")
             run_room, run = None, []  # consecutive lines for one room: delivered together
             for item in items:
-                if "r" in item:
-                    event = self._event(item)
+                if item.__class__ is not list or len(item) < 2 or item[1].__class__ is not str:
+                    log.warning("cluster_entry_skipped", entry=entry_id,
+                                error=f"not a line: {str(item)[:80]!r}")
+                    continue
+                if item[0] == "r":
+                    event = self._event(item[2:])
                     if event is None:
                         continue
-                    self._track(event, item["r"], origin)
-                    if item["r"] != run_room and run:
+                    self._track(event, item[1], origin)
+                    if item[1] != run_room and run:
                         self._hub.deliver(run_room, run)
                         run = []
-                    run_room = item["r"]
+                    run_room = item[1]
                     run.append(event)
                     continue
                 if run:  # what came before it, first: the batch's order is the senders'
@@ -595,25 +649,39 @@ class RedisBus:
         except Exception:  # one bad entry must not end the reader
             log.exception("cluster_entry_failed", entry=entry_id)
 
-    def _apply(self, fields: dict) -> None:
+    def _apply(self, item: list) -> None:
         """A line that is not for a room: an admin action, a private line, an operator's."""
-        if "cmd" in fields:
-            if fields.get("node") in (self.node, "*") and self._on_command is not None:
-                action, client_id, args = json.loads(fields["cmd"])
-                self._on_command(action, client_id, args)
+        kind = item[0]
+        if kind == "cmd":
+            if len(item) not in (5, 7):
+                log.warning("cluster_entry_skipped", error=f"not a command: {str(item)[:80]!r}")
+            elif item[1] in (self.node, "*") and self._on_command is not None:
+                done = self._on_command(*item[2:5])
+                if len(item) == 7:  # asked by item[5], which waits for the answer
+                    self._append(wire.compact(["re", item[5], item[6], bool(done)]))
             return
-        event = self._event(fields)
+        if kind == "re":
+            if len(item) == 4 and item[1] == self.node:
+                with self._lock:
+                    answer = self._answers.get(item[2])
+                if answer is not None and not answer.done():
+                    answer.set_result(item[3])
+            return
+        if kind not in ("to", "all"):
+            log.warning("cluster_entry_skipped", error=f"not a line: {str(item)[:80]!r}")
+            return
+        event = self._event(item[2:] if kind == "to" else item[1:])
         if event is None:
             return
-        if "to" in fields:
-            self._hub.deliver_private(fields["to"], event)
-        elif "all" in fields:
+        if kind == "to":
+            self._hub.deliver_private(item[1], event)
+        else:
             self._hub.broadcast_local(event)
 
     @staticmethod
-    def _event(fields: dict):
+    def _event(decoded: list):
         try:
-            return wire.loads(fields.get("e", ""))
+            return wire.from_list(decoded)
         except wire.WireError as exc:
             log.warning("cluster_entry_skipped", error=str(exc))
             return None
@@ -638,6 +706,39 @@ class RedisBus:
         entry = self._remote.get(fold(nick))
         if entry is not None and entry[2] == node:
             del self._remote[fold(nick)]
+
+
+def _line(kind: str, target: str, encoded_event: str) -> str:
+    """``[KIND, TARGET, *EVENT]`` as JSON text, from the event's own encoding (wire.dumps,
+    which the history record reuses too): the event is encoded once."""
+    return _line_head(kind, target) + encoded_event[1:]
+
+
+@functools.lru_cache(maxsize=4096)
+def _line_head(kind: str, target: str) -> str:
+    """``[KIND,TARGET,`` (a few rooms and nicks carry nearly every line: encoded once each)."""
+    return f"[{wire.compact(kind)},{wire.compact(target)},"
+
+
+def _former_batch(fields: dict) -> list:
+    """An entry in the format before ``c`` (``b``: a list of objects with the event as JSON
+    text in ``e``, or one such object as the entry itself) as lines of today's format."""
+    former = json.loads(fields["b"]) if "b" in fields else [fields]
+    lines = []
+    for item in former:
+        if "cmd" in item:
+            lines.append(["cmd", item.get("node"), *json.loads(item["cmd"])])
+            continue
+        event = json.loads(item.get("e", "null"))
+        if not isinstance(event, list):
+            event = [event]
+        if "r" in item:
+            lines.append(["r", item["r"], *event])
+        elif "to" in item:
+            lines.append(["to", item["to"], *event])
+        elif "all" in item:
+            lines.append(["all", *event])
+    return lines
 
 
 def _history_entry(value: str) -> Entry | None:

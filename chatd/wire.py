@@ -28,18 +28,37 @@ class WireError(ValueError):
     """An entry that is not an event this node understands."""
 
 
+#: One encoder, built once (``json.dumps`` with arguments builds a new one per call).
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def dumps(event) -> str:
     cls = type(event)
     fields = [getattr(event, name) for name in cls.__slots__]  # the fields, in order
-    return json.dumps([cls.__name__, *fields], ensure_ascii=False, separators=(",", ":"))
+    return _ENCODE([cls.__name__, *fields])
+
+
+def compact(value) -> str:
+    """Any JSON value as compact text (the cluster bus builds its entries from these)."""
+    return _ENCODE(value)
 
 
 def loads(text: str | bytes):
     try:
-        name, *values = json.loads(text)
+        decoded = json.loads(text)
+    except (ValueError, TypeError):
+        raise WireError(f"not an event: {str(text)[:80]!r}") from None
+    return from_list(decoded)
+
+
+def from_list(decoded):
+    """An event from its decoded form ``[class name, field, ...]`` (a list inside a larger
+    JSON document that was decoded once, as the cluster bus's batches are)."""
+    try:
+        name, *values = decoded
         cls, required, total = _SHAPES[name]
     except (ValueError, TypeError, KeyError):
-        raise WireError(f"not an event: {str(text)[:80]!r}") from None
+        raise WireError(f"not an event: {str(decoded)[:80]!r}") from None
     if not required <= len(values) <= total:
         raise WireError(f"{name}: {len(values)} fields")
     for value in values:

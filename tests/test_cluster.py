@@ -128,6 +128,38 @@ def test_room_lines_reach_only_that_rooms_members_on_other_nodes(cluster):
     assert "<alice> dev only" not in carol.received
 
 
+def test_bad_stream_entries_are_skipped_and_the_chat_goes_on(cluster):
+    """Whatever else writes to the stream, a node's reader logs what it cannot use and goes
+    on: the next good line is delivered, once."""
+    redis, (a, b) = cluster()
+    alice, bob = alice_and_bob(a, b)
+    client = redis.client()
+    for fields in ({"o": "x", "c": "not json"}, {"o": "x", "c": '[["r"], ["nope", 1], 7]'},
+                   {"o": "x", "c": '[["r", "lobby", "Said", 5, {"a": 1}]]'},
+                   {"o": "x", "c": '[["cmd", "node1", "kick"]]'}, {"o": "x", "junk": "1"}):
+        client.xadd("chatd:events", fields)
+    alice.send_line("still here")
+    bob.wait_for("<alice> still here")
+    a.wait_event("cluster_entry_skipped")
+    bob.expect_silence()
+    assert bob.received.count("<alice> still here") == 1
+
+
+def test_entries_in_the_format_before_are_still_read(cluster):
+    """A node of the version before (``b``: objects with the event as JSON text) may share
+    the stream during a rolling restart: its lines reach this version's clients."""
+    redis, (a, b) = cluster()
+    alice, bob = alice_and_bob(a, b)
+    former = [{"r": "lobby", "e": json.dumps(["Said", "carol", "from an older node"])},
+              {"to": "bob", "e": json.dumps(["PrivateMessage", "carol", "psst"])}]
+    redis.client().xadd("chatd:events", {"o": "old", "b": json.dumps(former)})
+    redis.client().xadd("chatd:events", {"o": "old", "r": "lobby",
+                                         "e": json.dumps(["Said", "carol", "single"])})
+    wait_all(alice, "<carol> from an older node", "<carol> single")
+    bob.wait_for("<carol> from an older node")
+    bob.wait_for(lambda line: "psst" in line)
+
+
 def test_msg_reaches_a_nick_on_another_node(cluster):
     _, (a, b) = cluster()
     alice, bob = alice_and_bob(a, b)
@@ -347,6 +379,44 @@ def test_kick_mute_and_broadcast_reach_a_client_on_another_node(cluster):
     bob.expect_closed()
     alice.wait_for("*** bob was kicked (spam)")
     assert "*** [admin] dev only" not in alice.received
+
+
+def ctl_refused(node, *args: str) -> str:
+    """``chatctl ARGS`` on ``node`` that chatd refuses: exit 1, one line; that line."""
+    proc = subprocess.run([sys.executable, "-m", "chatctl", "--socket", node.admin_socket, *args],
+                          capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc
+    return proc.stderr
+
+
+def test_a_routed_kick_is_answered_once_the_other_node_carried_it_out(cluster):
+    """The reply waits for the node that has the client: a node that does not answer is a
+    timeout (and the kick still happens once it goes on); a client it no longer has is
+    not_found; with the link to Redis down, nothing is sent at all."""
+    redis, (a, b) = cluster(node_timeout=30.0)  # b is stopped for longer than the default
+    alice, bob = alice_and_bob(a, b)
+    redis.client().hset("chatd:members", "node2|1999999", json.dumps(["ghost", "lobby", "", 0]))
+    assert ctl_refused(a, "kick", "1999999") == (
+        "chatctl: error: no such client 1999999 (it left node2)\n")
+    b.proc.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        assert ctl_refused(a, "kick", "bob", "-r", "late") == (
+            "chatctl: error: node node2 did not answer; the kick of bob may still happen there\n")
+        assert time.monotonic() - started >= 3.0  # redisbus.ANSWER_SECONDS
+    finally:
+        b.proc.send_signal(signal.SIGCONT)
+    bob.wait_for("*** you were kicked: late")
+    alice.wait_for("*** bob was kicked (late)")
+    carol = named(b, "carol")
+    alice.wait_for("*** guest-3 is now known as carol")  # (bob was guest-2)
+    redis.kill()
+    a.wait_event("cluster_link_lost", timeout=10)
+    assert ctl_refused(a, "mute", "carol").startswith(
+        "chatctl: error: cannot reach the other nodes: ")
+    carol.send_line("not muted")
+    carol.expect_silence()
+    assert "*** you are muted" not in carol.received
 
 
 def test_a_ban_set_on_one_node_is_in_force_on_all_and_survives_their_restart(cluster, chatd):
