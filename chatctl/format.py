@@ -147,8 +147,8 @@ CLIENT_HEADERS = ["ID", "NICK", "PEER", "ROOM", "CONNECTED", "IDLE", "SENDQ", "M
 
 
 def clients(result: list[dict]) -> list[str]:
-    """The client table; in cluster mode (rows carry a node) with a last column NODE. Other
-    nodes' rows have no IDLE, SENDQ or MUTED: only the owning node counts those."""
+    """The client table; in cluster mode (rows carry a node) with a last column NODE. A row
+    from a node that did not answer in time has no IDLE, SENDQ or MUTED (shown as -)."""
     cluster = any(c.get("node") for c in result)
     rows = []
     for c in result:

@@ -101,20 +101,31 @@ class AdminCommands:
         }
 
     def do_list(self, room: str | None = None, local: bool = False) -> list[dict]:
-        """This node's clients, then (unless ``local``) the other nodes' as their member
-        records tell: without the counters, which only the owning node has."""
-        remote = [] if local else self.ctx.bus.remote_clients(room)
-        rows = self.ctx.hub.snapshot(room)
-        if rows is None and not remote:
+        """This node's clients, then (unless ``local``) the other nodes' as they tell
+        (redisbus: a node that does not answer in time is shown without its counters)."""
+        try:
+            remote = [] if local else self.ctx.bus.remote_clients(room)
+        except ClusterUnavailable as exc:
+            raise AdminError("cluster_unavailable", f"cannot reach the other nodes ({exc}); "
+                             "list --local shows this node's clients") from None
+        mine = self.local_rows(room)
+        if mine is None and not remote:
             raise _no_such_room(room)
+        when = _IsoSeconds()
+        for row in remote:
+            if "connected" not in row and row.get("connected_at") is not None:
+                row["connected"] = when[int(row["connected_at"])]
+        return (mine or []) + remote
+
+    def local_rows(self, room: str | None = None) -> list[dict] | None:
+        """This node's clients as ``list`` shows them (None: no such room here)."""
+        rows = self.ctx.hub.snapshot(room)
+        if rows is None:
+            return None
         now = time.monotonic()
         when = _IsoSeconds()
         node = self.ctx.bus.node
-        mine = [{**_describe(row, now, when), "node": node} for row in rows or ()]
-        for row in remote:
-            if row["connected_at"] is not None:
-                row["connected"] = when[int(row["connected_at"])]
-        return mine + remote
+        return [{**_describe(row, now, when), "node": node} for row in rows]
 
     def do_nodes(self) -> list[dict]:
         facts = self.ctx.facts()
@@ -273,6 +284,8 @@ class AdminCommands:
         if action == "unban":
             self.ctx.bans.lift(args["address"])
             return
+        if action == "rows":  # another node's `chatctl list`
+            return self.local_rows(args.get("room")) or []
         if action == "purge":  # another node's `chatctl purge`: Redis is done, drop our tail
             if self.ctx.history is not None and self.ctx.history.lines:
                 self.ctx.history.forget(args["room"])

@@ -24,9 +24,11 @@ The methods the hub calls, and the rules they keep:
 - ``publish_all(event)``: an operator's line for every room on every other node (queued).
 
 And for the admin side (on admin threads; these may do network I/O): ``nodes()`` (the other
-live nodes), ``remote_clients(room)``, ``locate(target)`` (a client on another node: (node,
-id, nick)), ``route(node, action, client_id, args)`` (kick/mute/unmute carried out there,
-through the handler given to ``on_command``), ``ban(record)``/``unban(address)`` (for every
+live nodes), ``remote_clients(room)`` (their clients, as each node answers for its own),
+``locate(target)`` (a client on another node: (node, id, nick)), ``route(node, action,
+client_id, args)`` (kick/mute/unmute carried out there, through the handler given to
+``on_command``, waiting for that node's answer: True, False if the client was gone, None if
+none came in time), ``ban(record)``/``unban(address)`` (for every
 node), ``share_bans(records)`` (at start: this node's bans into the cluster's, and back), and ``client_ids()``, the ids the listeners hand
 out (unique cluster-wide).
 """
@@ -93,8 +95,8 @@ class LocalBus:
     def locate(self, target):
         return None
 
-    def route(self, node: str, action: str, client_id: int, args: dict) -> None:
-        pass
+    def route(self, node: str, action: str, client_id: int, args: dict) -> bool | None:
+        return False  # locate() found no other node, so nothing is ever routed
 
     def on_command(self, handler) -> None:
         pass

@@ -13,7 +13,11 @@ Keys (all under ``chatd:``):
   line to every room; ``["cmd", NODE, ACTION, CLIENT ID, ARGS]`` for an admin action that node
   (``*``: every node) carries out: ban, unban, purge; ``["cmd", NODE, ACTION, CLIENT ID, ARGS,
   ASKER, ASK ID]`` for one the asking node waits for (kick, mute, unmute of one client), which
-  NODE answers with ``["re", ASKER, ASK ID, DONE]`` (DONE false: the client was not there).
+  NODE answers with ``["re", ASKER, ASK ID, DONE]`` (DONE false: the client was not there);
+  ``["gather", ACTION, ARGS, KEY]``: every other node answers (``rows``: its clients, with
+  the counters only it has) by pushing ``{"node", "result"}`` to the list KEY
+  (``answers:NODE:ASK ID``, expiring), which the asking node pops: answers that may be large
+  stay out of the stream every node reads.
   Each line is encoded
   once, when queued, and a batch is those texts joined; a reader decodes a batch once. (``b``,
   the format before: a JSON list of objects whose events were JSON texts again, is still read,
@@ -72,6 +76,7 @@ STREAM, MEMBERS, NICKS, GUESTS, NODES, ID_BLOCKS, BANS, HISTORY_ROOMS = (
     PREFIX + k for k in ("events", "members", "nicks", "guests", "nodes", "id-blocks", "bans",
                          "history-rooms"))
 HISTORY = PREFIX + "history:"
+ANSWERS = PREFIX + "answers:"
 ID_BLOCK = 1_000_000
 #: Entries kept in the stream: what a node that lost its link can still catch up on. At 1,000
 #: lines/s over the cluster that is 100 s, more than the 60 s outage docs/cluster.md promises.
@@ -83,6 +88,10 @@ RETRY_SECONDS = 0.5
 #: How long an admin action routed to another node waits for that node's answer: two stream
 #: hops, normally a few milliseconds.
 ANSWER_SECONDS = 3.0
+#: How long ``list`` waits for the other nodes' rows; a node that has not answered by then is
+#: shown from its member records (no counters). Answers left unread expire after ANSWER_TTL.
+GATHER_SECONDS = 2.0
+ANSWER_TTL = 30
 
 #: Release a nick only if we still hold it (another node may have claimed it since).
 _RELEASE = """
@@ -339,17 +348,68 @@ class RedisBus:
         return found
 
     def remote_clients(self, room: str | None = None) -> list[dict]:
-        """Other nodes' clients as their members records tell (no per-connection counters:
-        those live in the owning node only)."""
+        """Other nodes' clients as each tells (``rows``, gathered): with their counters. A
+        node that does not answer in GATHER_SECONDS is shown from its member records, without
+        the counters. Raises ClusterUnavailable when Redis cannot be asked."""
+        try:
+            others = {info["node"] for info in self.nodes()}
+            answers = self._gather("rows", {"room": room}, others) if others else {}
+            recorded = self._recorded_clients(room, others - set(answers))
+        except ClusterUnavailable:
+            raise
+        except Exception as exc:  # the redis client's errors
+            raise ClusterUnavailable(str(exc)) from None
+        rows = [row for node in sorted(answers) if node in others
+                for row in answers[node] if isinstance(row, dict)]
+        return sorted(rows + recorded, key=lambda row: row.get("id") or 0)
+
+    def _recorded_clients(self, room: str | None, nodes: set) -> list[dict]:
+        """The member records of ``nodes``' clients (no counters: those are the owner's)."""
+        if not nodes:
+            return []
         rows = []
         for key, value in self._redis.hgetall(MEMBERS).items():
             node, _, client_id = key.rpartition("|")
             nick, where, peer, connected_at = (json.loads(value) + [None, None])[:4]
-            if node == self.node or (room is not None and fold(where or "") != fold(room.lstrip("#"))):
+            if node not in nodes or (room is not None and fold(where or "") != fold(room.lstrip("#"))):
                 continue
             rows.append({"id": int(client_id), "nick": nick, "peer": peer, "room": where,
                          "connected_at": connected_at, "node": node})
-        return sorted(rows, key=lambda row: row["id"])
+        return rows
+
+    def _gather(self, action: str, args: dict, nodes: set) -> dict:
+        """Ask every other node for ``action``'s result; -> {node: result} of those that
+        answered within GATHER_SECONDS (on the admin thread that asks: it blocks, bounded)."""
+        if not self.link_up:
+            raise ClusterUnavailable("the link to Redis is down")
+        key = f"{ANSWERS}{self.node}:{next(self._asks)}"
+        self._append(wire.compact(["gather", action, args, key]))
+        answers: dict = {}
+        deadline = time.monotonic() + GATHER_SECONDS
+        try:
+            while not nodes <= set(answers):
+                left = deadline - time.monotonic()
+                reply = self._redis.blpop([key], timeout=left) if left > 0.01 else None
+                if reply is None:
+                    break
+                answer = json.loads(reply[1])
+                answers[answer["node"]] = answer["result"]
+        finally:
+            self._redis.delete(key)
+        return answers
+
+    def _answer(self, action: str, args: dict, key: str) -> None:
+        """Another node's ``gather``, on a thread of its own (the reader goes on with the
+        chat): our result pushed to its answer list."""
+        try:
+            result = self._on_command(action, None, args)
+            payload = json.dumps({"node": self.node, "result": result}, default=str)
+            with self._redis.pipeline(transaction=True) as pipe:
+                pipe.rpush(key, payload)
+                pipe.expire(key, ANSWER_TTL)
+                pipe.execute()
+        except Exception as exc:  # the asker shows our member records instead
+            log.warning("cluster_answer_failed", action=action, error=str(exc))
 
     def locate(self, target):
         """(node, client id, nick) of a client on another node, by id or nick; or None.
@@ -659,6 +719,14 @@ class RedisBus:
                 done = self._on_command(*item[2:5])
                 if len(item) == 7:  # asked by item[5], which waits for the answer
                     self._append(wire.compact(["re", item[5], item[6], bool(done)]))
+            return
+        if kind == "gather":
+            if (len(item) == 4 and isinstance(item[3], str) and item[3].startswith(ANSWERS)
+                    and isinstance(item[2], dict) and self._on_command is not None):
+                threading.Thread(target=self._answer, args=(item[1], item[2], item[3]),
+                                 name="cluster-answer", daemon=True).start()
+            else:
+                log.warning("cluster_entry_skipped", error=f"not a gather: {str(item)[:80]!r}")
             return
         if kind == "re":
             if len(item) == 4 and item[1] == self.node:

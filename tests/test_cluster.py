@@ -355,6 +355,32 @@ def test_chatctl_list_nodes_and_status_see_the_whole_cluster(cluster):
     assert (status["node"], status["nodes"]) == ("node1", 2)
 
 
+def test_list_shows_other_nodes_clients_with_their_counters(cluster):
+    """Each node answers for its own clients (idle, sendq, muted, bytes); one that does not
+    answer in time is shown from its member records, without them."""
+    _, (a, b) = cluster(node_timeout=30.0)  # b is stopped below for longer than the default
+    alice, bob = alice_and_bob(a, b)
+    bob.send_line("/join dev")
+    alice.wait_for("*** bob left lobby")
+    ctl(a, "mute", "bob")
+    bob.wait_for("*** you are muted")
+    (row,) = [r for r in json.loads(ctl(a, "--json", "list")) if r["nick"] == "bob"]
+    assert (row["node"], row["room"], row["muted"], row["sendq"]) == ("node2", "dev", True, 0)
+    assert row["bytes_in"] > 0 and row["lines_in"] >= 2 and row["idle"] >= 0, row
+    assert [r["nick"] for r in json.loads(ctl(a, "--json", "list", "--room", "dev"))] == ["bob"]
+    assert [line.split()[-2:] for line in ctl(a, "list").splitlines() if "bob" in line] == [
+        ["yes", "node2"]]
+    b.proc.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        rows = json.loads(ctl(a, "--json", "list"))
+        assert time.monotonic() - started >= 2.0  # redisbus.GATHER_SECONDS
+    finally:
+        b.proc.send_signal(signal.SIGCONT)
+    (row,) = [r for r in rows if r["nick"] == "bob"]
+    assert (row["node"], row["room"]) == ("node2", "dev") and "sendq" not in row, row
+
+
 def test_kick_mute_and_broadcast_reach_a_client_on_another_node(cluster):
     _, (a, b) = cluster()
     alice = named(a, "alice")
