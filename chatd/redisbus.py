@@ -88,6 +88,14 @@ RETRY_SECONDS = 0.5
 #: How long an admin action routed to another node waits for that node's answer: two stream
 #: hops, normally a few milliseconds.
 ANSWER_SECONDS = 3.0
+#: How long the publisher lets a batch gather after its first line before sending it (as
+#: Kafka's linger.ms): each batch is one transaction here, one XADD in Redis, one wake-up of
+#: every other node's reader and one flush there, so fewer, larger batches cost every process
+#: less per line. Measured at 2,500 lines/s over two nodes (bench/README.md, cluster): nodes
+#: 57/48 % -> 48/41 % of a core, Redis 17 % -> 10 %, 7.6 -> 3.6 Redis commands per line, for
+#: cross-node latency p50 0.8 -> 1.5 ms, p99 2.3 -> 2.9 ms; at full speed the freed CPU makes
+#: deliveries/s rise (2 ms gathered more still, but cost more latency than it saved CPU).
+PUBLISH_LINGER = 0.001
 #: How long ``list`` waits for the other nodes' rows; a node that has not answered by then is
 #: shown from its member records (no counters). Answers left unread expire after ANSWER_TTL.
 GATHER_SECONDS = 2.0
@@ -183,6 +191,7 @@ class RedisBus:
         self._asks = itertools.count(1)
         # (pipeline method, args): ("xadd", (fields, history record or None)), ("hset", (k, f, v))
         self._outgoing: list = []
+        self._first_at = 0.0  # when the oldest item in _outgoing was queued (under _lock)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._remote: dict[str, tuple[str, str, str]] = {}
@@ -491,9 +500,14 @@ class RedisBus:
         self._queue(("xadd", (line, keep)))
 
     def _queue(self, item: tuple) -> None:
+        """Only the first item of a batch wakes the publisher (it takes them all at once)."""
         with self._lock:
+            first = not self._outgoing
+            if first:
+                self._first_at = time.monotonic()
             self._outgoing.append(item)
-        self._wake.set()
+        if first:
+            self._wake.set()
 
     # -- the publisher thread -----------------------------------------------------------------
 
@@ -506,6 +520,9 @@ class RedisBus:
             self._wake.wait(max(0.0, max(retry_at, min(self._renew_at, now + 1)) - now)
                             if not self._stopping.is_set() else RETRY_SECONDS / 5)
             self._wake.clear()
+            linger = self._first_at + PUBLISH_LINGER - time.monotonic()
+            if linger > 0 and not self._stopping.is_set():
+                time.sleep(linger)  # the batch gathers what else comes meanwhile
             now = time.monotonic()
             if self._stopping.is_set() and (not self._outgoing or now >= self._stop_by):
                 return

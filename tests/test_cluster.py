@@ -68,6 +68,20 @@ def wait_all(client: ChatClient, *lines: str, timeout: float = 10.0) -> None:
         missing.discard(client.wait_for(lambda line: line in missing, timeout))
 
 
+def who_until(client: ChatClient, members: int, timeout: float = 20.0) -> None:
+    """``/who`` until the lobby has ``members`` (a join on another node reaches this one a
+    moment later: one answer may come before it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        client.send_line("/who")
+        who = client.wait_for(lambda line: line.startswith("*** in lobby: "), timeout)
+        if who.count(",") == members - 1:
+            return
+        assert time.monotonic() < deadline, f"{client!r}: {who}"
+        client.wait_for(lambda line: line.endswith(" joined lobby")
+                        or " is now known as " in line, max(0.1, deadline - time.monotonic()))
+
+
 def named(node, nick: str) -> ChatClient:
     """A greeted client that took ``nick`` (other nodes' notices may come before the reply)."""
     client = greeted(node)
@@ -219,9 +233,7 @@ def test_every_line_arrives_exactly_once_in_order_across_nodes(cluster):
     _, (a, b) = cluster(limits={"rate": 1000, "burst": 1000})
     clients = [named(node, f"{name}{i}") for node, name in ((a, "a"), (b, "b")) for i in range(10)]
     for client in clients:  # everyone has seen everyone join: the room is complete everywhere
-        client.send_line("/who")
-        client.wait_for(lambda line: line.startswith("*** in lobby: ") and line.count(",") == 19,
-                        timeout=20)
+        who_until(client, 20)
     senders = clients[::4]  # a0 a4 a8 b2 b6
     count = 50
 
