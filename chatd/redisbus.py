@@ -17,11 +17,10 @@ Keys (all under ``chatd:``):
   ``["gather", ACTION, ARGS, KEY]``: every other node answers (``rows``: its clients, with
   the counters only it has) by pushing ``{"node", "result"}`` to the list KEY
   (``answers:NODE:ASK ID``, expiring), which the asking node pops: answers that may be large
-  stay out of the stream every node reads.
-  Each line is encoded
-  once, when queued, and a batch is those texts joined; a reader decodes a batch once. (``b``,
-  the format before: a JSON list of objects whose events were JSON texts again, is still read,
-  for a node of the version before during a rolling restart.)
+  stay out of the stream every node reads. Each line is encoded once, when queued, and a
+  batch is those texts joined; a reader decodes a batch once. (``b``, the format before: a
+  JSON list of objects whose events were JSON texts again, is still read, for a node of the
+  version before during a rolling restart.)
 - ``members``: hash ``node|client id`` -> ``[nick, room, peer, connected_at]``: every node's clients, kept in the
   same transaction (MULTI) as the stream entry that tells of the change, so a node that
   starts reads a snapshot and the stream id it belongs to in one transaction.
@@ -48,18 +47,23 @@ one pipelined transaction per batch, so the Redis work per message is O(1) per n
 per recipient; a *reader* blocks in ``XREAD`` and hands other nodes' lines to the hub. Claims
 and guest numbers are asked for on the calling session thread (outside the hub lock).
 
-``_lock`` guards the outgoing queue and ``_remote`` (folded nick -> (nick, room, node): the
-other nodes' members as last heard). It is taken after the hub lock, never before.
+``_lock`` guards the outgoing queue (and when its oldest item came), ``_remote`` (folded nick
+-> (nick, room, node): the other nodes' members as last heard) and ``_answers`` (the routed
+admin actions waiting for their answer). It is taken after the hub lock, never before.
+Admin threads that wait for other nodes (``route``, ``_gather``) wait on a Future or in a
+BLPOP, never while holding it; a ``gather`` is answered on a short thread of its own, so the
+reader never builds a large answer between two batches of chat lines.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import Future, TimeoutError as NoAnswer
 import functools
 import itertools
 import json
 import threading
 import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as NoAnswer
 
 import structlog
 
@@ -369,7 +373,8 @@ class RedisBus:
         except Exception as exc:  # the redis client's errors
             raise ClusterUnavailable(str(exc)) from None
         rows = [row for node in sorted(answers) if node in others
-                for row in answers[node] if isinstance(row, dict)]
+                and isinstance(answers[node], list) for row in answers[node]
+                if isinstance(row, dict)]
         return sorted(rows + recorded, key=lambda row: row.get("id") or 0)
 
     def _recorded_clients(self, room: str | None, nodes: set) -> list[dict]:
@@ -445,7 +450,7 @@ class RedisBus:
         Raises ClusterUnavailable while the link to Redis is down (nothing is queued then)."""
         if not self.link_up:
             raise ClusterUnavailable("the link to Redis is down")
-        ask, answer = next(self._asks), Future()
+        ask, answer = next(self._asks), Future()  # (count's next() is atomic in CPython)
         with self._lock:
             self._answers[ask] = answer
         self._append(wire.compact(["cmd", node, action, client_id, args, self.node, ask]))

@@ -150,9 +150,12 @@ def test_ten_upgrades_in_a_row_with_traffic_leak_nothing(chatd):
     figures = []
     for k in range(10):
         alice.send_line(f"before {k}")
-        upgrade(server)
+        old = int(upgrade(server)[1])
         alice.send_line(f"after {k}")
         bob.wait_for(f"<alice> after {k}", timeout=10)
+        # chatctl is answered at the commit; the new process closes its channel to the old one
+        # once it serves, and the old one exits only then: count after that
+        assert wait_gone(old, 10), f"the old chatd {old} is still there"
         figures.append(fds_and_threads(server.pid))
     said = [line for line in bob.received if line.startswith("<alice> ")]
     assert said == [f"<alice> {when} {k}" for k in range(10) for when in ("before", "after")]
