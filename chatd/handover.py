@@ -26,6 +26,7 @@ import base64
 import json
 import socket
 import struct
+import time
 
 #: The state layout this chatd writes; READABLE are the ones it can read.
 STATE_VERSION = 1
@@ -86,6 +87,19 @@ class Channel:
         if kind not in expect:
             raise HandoverError(f"unexpected handover message {kind!r}")
         return message
+
+    def wait_closed(self, timeout: float) -> None:
+        """Until the other end has closed its end (EOF), ``timeout`` seconds at most."""
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                self.sock.settimeout(max(0.001, deadline - time.monotonic()))
+                if not self.sock.recv(4096):
+                    return
+        except socket.timeout:
+            raise HandoverError(f"still open after {timeout:g} s") from None
+        except OSError as exc:
+            raise HandoverError(f"the handover failed: {exc}") from None
 
     def receive_fds(self, count: int, timeout: float | None) -> list[int]:
         self.sock.settimeout(timeout)

@@ -14,8 +14,9 @@ The old process (:func:`hand_over`, on its main thread):
 3. sends the state (versioned; below) with the listening sockets, the admin socket, the
    pidfile and every client socket, and waits for ``ready``.
 4. ``commit``: the caller is answered and this process ends with ``os._exit`` (no goodbyes:
-   the clients are the new process's now), once the new process says ``serving`` (or goes
-   away, or :data:`SERVING_SECONDS` pass): tearing down thousands of parked threads takes the
+   the clients are the new process's now), once the new process says ``serving`` and has
+   closed its end of the channel (or goes away, or :data:`SERVING_SECONDS` pass: so once this
+   process is gone, the new one holds nothing of the handover): tearing down thousands of parked threads takes the
    kernel tens of milliseconds of CPU, which on a small host would be taken from the new
    process while it catches up with what clients sent during the handover (bench/upgrade.py:
    the longest gap). On any failure before the commit (an error or exit of the new process,
@@ -137,8 +138,11 @@ def await_successor(service, timeout: float = SERVING_SECONDS) -> None:
     channel = service.successor
     if channel is None:
         return
+    deadline = time.monotonic() + timeout
     try:
         channel.receive(timeout, ("serving",))
+        # it closes its end right after: once we are gone, it holds nothing of the handover
+        channel.wait_closed(max(0.0, deadline - time.monotonic()))
     except HandoverError:
         pass
     channel.close()

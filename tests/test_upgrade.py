@@ -270,6 +270,7 @@ def test_the_old_chatd_exits_once_the_new_one_serves(chatd, tmp_path):
         "channel.receive(10, ('commit',))",
         "signal.sigwait([signal.SIGUSR1])",
         "channel.send({'type': 'serving'})",
+        "channel.close()",  # as chatd does (upgrade.Takeover.serving)
         "signal.pause()"))
     server = chatd(env={"CHATD_UPGRADE_EXEC": slow})
     server.connect()
