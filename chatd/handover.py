@@ -12,7 +12,8 @@ The conversation (upgrade.py runs both sides)::
     old -> new  {"type": "state", "state": {...}, "fds": N}  + N descriptors
     new -> old  {"type": "ready"}   or {"type": "error", "reason"}
     old -> new  {"type": "commit"}  or {"type": "abort"}
-    new -> old  {"type": "serving"}  every thread started; the old process may exit now
+    new -> old  {"type": "serving"}  every thread started; then the new one closes its end,
+                                     and the old process exits at that EOF
 
 The state is versioned (:data:`STATE_VERSION`): the old process sends it only if the new one
 said in ``hello`` that it reads that version, so an older chatd never misreads a newer state;

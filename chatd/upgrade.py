@@ -15,9 +15,9 @@ The old process (:func:`hand_over`, on its main thread):
    pidfile and every client socket, and waits for ``ready``.
 4. ``commit``: the caller is answered and this process ends with ``os._exit`` (no goodbyes:
    the clients are the new process's now), once the new process says ``serving`` and has
-   closed its end of the channel (or goes away, or :data:`SERVING_SECONDS` pass: so once this
-   process is gone, the new one holds nothing of the handover): tearing down thousands of parked threads takes the
-   kernel tens of milliseconds of CPU, which on a small host would be taken from the new
+   closed its end of the channel (or goes away, or :data:`SERVING_SECONDS` pass), so that
+   once this process is gone the new one holds nothing of the handover. Why wait at all:
+   tearing down thousands of parked threads takes the kernel tens of milliseconds of CPU, which on a small host would be taken from the new
    process while it catches up with what clients sent during the handover (bench/upgrade.py:
    the longest gap). On any failure before the commit (an error or exit of the new process,
    no answer within the timeout) it sends ``abort``, kills the new process, and thaws:
