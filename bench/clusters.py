@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import socket
 import tempfile
@@ -228,27 +229,30 @@ def irc_links(port: int, timeout: float = 5.0) -> int:
 
 
 class Redis(Server):
-    """A throw-away redis-server: free port, loopback only, no RDB snapshots, no AOF."""
+    """A throw-away redis-server: free port, loopback only, no RDB snapshots, no AOF, and a
+    password, as docs/cluster.md deploys it (chatd refuses a TCP Redis without one)."""
 
     name = "redis"
+    password = secrets.token_hex(16)
 
     def command(self) -> list[str]:
         return [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
+                "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
+                "--requirepass", self.password]
 
     def ready(self) -> bool:
         try:
-            return resp_call(self.port, b"PING").startswith(b"+PONG")
+            return resp_call(self.port, b"PING", password=self.password).startswith(b"+PONG")
         except OSError:
             return False
 
     def commands(self) -> int:
-        """Commands run so far, from INFO commandstats (minus the INFO calls themselves)."""
-        reply = resp_call(self.port, b"INFO", b"commandstats").decode(errors="replace")
+        """Commands run so far, from INFO commandstats (minus the INFO and AUTH calls)."""
+        reply = resp_call(self.port, b"INFO", b"commandstats", password=self.password)
         total = 0
-        for line in reply.splitlines():
+        for line in reply.decode(errors="replace").splitlines():
             name, _, stats = line.partition(":")
-            if name.startswith("cmdstat_") and name != "cmdstat_info":
+            if name.startswith("cmdstat_") and name not in ("cmdstat_info", "cmdstat_auth"):
                 total += int(stats.split("calls=", 1)[1].split(",", 1)[0])
         return total
 
@@ -257,13 +261,23 @@ def redis_binary() -> str:
     return shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
-def resp_call(port: int, *args: bytes, timeout: float = 2.0) -> bytes:
-    """One Redis command over RESP on a fresh connection; the raw reply (a bulk string's
-    body, or the status line)."""
+def resp_call(port: int, *args: bytes, timeout: float = 2.0, password: str | None = None) -> bytes:
+    """One Redis command over RESP on a fresh connection (after AUTH when given a password);
+    the raw reply (a bulk string's body, or the status line)."""
     request = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(request)
         data = b""
+        if password:
+            sock.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(password), password.encode()))
+            while b"\r\n" not in data:
+                chunk = sock.recv(64)
+                if not chunk:
+                    return data
+                data += chunk
+            if not data.startswith(b"+OK"):
+                return data
+            data = data.partition(b"\r\n")[2]
+        sock.sendall(request)
         while b"\r\n" not in data:
             chunk = sock.recv(65536)
             if not chunk:
@@ -284,13 +298,18 @@ def resp_call(port: int, *args: bytes, timeout: float = 2.0) -> bytes:
 class ChatdNode(Chatd):
     """One chatd of a cluster: chatd-bench.toml plus a ``[cluster]`` section."""
 
-    def __init__(self, core, index: int, redis_url: str, extra: str = "") -> None:
+    def __init__(self, core, index: int, redis_url: str, extra: str = "",
+                 secret: str = "") -> None:
         self.name = f"chatd-node{index}"
         super().__init__(core)
         self.config = self.workdir / "chatd.toml"
+        secret_file = self.workdir / "cluster.secret"  # the same secret on every node
+        secret_file.touch(0o600)
+        secret_file.write_text(secret)
         self.config.write_text((BENCH / "chatd-bench.toml").read_text()
                                + f'\n[cluster]\nredis_url = "{redis_url}"\n'
-                               f'node_name = "node{index}"\n' + extra)
+                               f'node_name = "node{index}"\n'
+                               f'cluster_secret_file = "{secret_file}"\n' + extra)
 
 
 class ChatdCluster(Cluster):
@@ -302,9 +321,10 @@ class ChatdCluster(Cluster):
         self.redis = Redis(cores[0])
         self.redis.port = free_port()
         self.helpers = [("redis", self.redis)]
-        url = f"redis://127.0.0.1:{self.redis.port}/0"
+        url = f"redis://:{self.redis.password}@127.0.0.1:{self.redis.port}/0"
+        secret = secrets.token_hex(32) + "\n"
         for k in range(self.nodes_count):
-            node = ChatdNode(cores[k], k, url, self.node_extra)
+            node = ChatdNode(cores[k], k, url, self.node_extra, secret)
             node.port = free_port()
             self.nodes.append(node)
 

@@ -43,6 +43,7 @@ import structlog
 from chatd import adminproto
 from chatd.acceptor import Acceptor
 from chatd.adminproto import MAX_REQUEST_BYTES, AdminError, error_line, ok_line
+from chatd.bus import ASKER_UID
 from chatd.protocol import LINE_TOO_LONG, LineFramer, is_valid_name
 from chatd.watch import Watchers
 
@@ -325,6 +326,8 @@ class AdminServer:
             self._refusing.release()
 
     def _serve(self, conn: socket.socket, peer_log) -> None:
+        # who asks, for an action routed to another node to be logged there (bus.ASKER_UID)
+        ASKER_UID.set(structlog.get_context(peer_log).get("uid"))
         try:
             self._converse(conn, self._connections[conn], peer_log)
         except OSError:

@@ -102,7 +102,7 @@ class AdminCommands:
 
     def do_list(self, room: str | None = None, local: bool = False) -> list[dict]:
         """This node's clients, then (unless ``local``) the other nodes' as they tell
-        (redisbus: a node that does not answer in time is shown without its counters)."""
+        (cluster/routing.py: a node that does not answer in time is shown without its counters)."""
         try:
             remote = [] if local else self.ctx.bus.remote_clients(room)
         except ClusterUnavailable as exc:
@@ -240,7 +240,7 @@ class AdminCommands:
 
     def _act(self, action: str, target, args: dict) -> dict:
         """Kick, mute or unmute ``target`` here, or on the node it is on: the reply waits for
-        that node's answer (redisbus.ANSWER_SECONDS at most)."""
+        that node's answer (cluster/routing.py ANSWER_SECONDS at most)."""
         client = self.ctx.hub.lookup(target)
         if client is not None:
             self.carry_out(action, client.id, args)

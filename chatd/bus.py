@@ -8,7 +8,7 @@ change must reach the cluster, and asks it about other nodes' members for ``/who
 
 :class:`LocalBus` is the single node: every question has the answer "nobody else", every
 publication goes nowhere, so the hub behaves exactly as it did before there was a bus.
-redisbus.py is the cluster.
+chatd/cluster/ is the cluster.
 
 The methods the hub calls, and the rules they keep:
 
@@ -36,6 +36,11 @@ out (unique cluster-wide).
 from __future__ import annotations
 
 import itertools
+from contextvars import ContextVar
+
+#: The uid of the operator whose admin request this thread serves (admin.py sets it on each
+#: connection's thread): an action routed to another node is logged there with it.
+ASKER_UID: ContextVar[int | None] = ContextVar("asker_uid", default=None)
 
 
 class ClusterUnavailable(Exception):

@@ -45,6 +45,23 @@ def _log_file_error(path: str, err: OSError) -> str:
     return f"cannot open log file {path}: {reason}"
 
 
+def _gen_cluster_secret(ctx: click.Context, path: str) -> NoReturn:
+    """``--gen-cluster-secret PATH``: a new secret, never over an existing one (every node
+    must share one: copy the file, do not make another). The secret itself is not printed."""
+    from chatd.cluster.secret import write_secret
+
+    try:
+        write_secret(path)
+    except FileExistsError:
+        _fail(ctx, f"{path} exists: every node must use the same secret (remove it first to "
+                   "make a new one)", 1)
+    except OSError as err:
+        _fail(ctx, f"cannot write {path}: {err.strerror or err}", 1)
+    click.echo(f"chatd: wrote a new cluster secret to {path} (mode 0600); give every node a "
+               "copy and name it in [cluster] cluster_secret_file")
+    ctx.exit(0)
+
+
 class _Command(click.Command):
     """A click command that repairs missing std streams before click itself touches them."""
 
@@ -74,14 +91,18 @@ class _Command(click.Command):
 @click.option("--daemon", "daemonize", is_flag=True,
               help="Detach into the background; returns once chatd is listening (exit 0) "
                    "or has failed (exit 1).")
+@click.option("--gen-cluster-secret", "secret_path", metavar="PATH",
+              help="Write a new cluster secret to PATH (mode 0600; it must not exist) and exit.")
 @click.option("--check-config", is_flag=True,
               help="Validate the configuration, print the effective settings and exit.")
 @click.version_option(__version__, "--version", prog_name="chatd", message="%(prog)s %(version)s")
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None, check_config: bool, daemonize: bool,
-         **options: Any) -> None:
+         secret_path: str | None, **options: Any) -> None:
     """Run the chatd chat server in the foreground (connect with `nc HOST PORT`), or in the
     background with --daemon."""
+    if secret_path is not None:
+        _gen_cluster_secret(ctx, secret_path)
     takeover = None
     if not check_config and os.environ.get("CHATD_UPGRADE_FD"):
         from chatd.upgrade import Takeover  # started by an upgrading chatd (upgrade.py)

@@ -76,6 +76,8 @@ class Config:
     redis_url: str | None = None  # None = single node; else the cluster's Redis (docs/cluster.md)
     node_name: str | None = None  # None = HOSTNAME:PORT, resolved at start
     node_timeout: float = 10.0  # seconds a silent node is still believed alive
+    cluster_secret_file: str | None = None  # the key every node seals Redis values with
+    allow_unauthenticated_redis: bool = False  # a redis_url without credentials (not advised)
     history_lines: int = 1000  # lines kept per room (docs: README "Room history"); 0 = none
     history_on_join: int = 10  # lines replayed on /join and on connect; 0 = none
     metrics_host: str = "127.0.0.1"  # the Prometheus endpoint (metrics.py), when metrics_port is set
@@ -122,7 +124,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "admin": ("admin_socket", "admin_group"),
     "tls": ("tls_port", "tls_cert", "tls_key",
             "max_handshakes", "max_handshakes_per_ip", "handshake_timeout"),
-    "cluster": ("redis_url", "node_name", "node_timeout"),
+    "cluster": ("redis_url", "node_name", "node_timeout", "cluster_secret_file",
+                "allow_unauthenticated_redis"),
     "history": ("history_lines", "history_on_join"),
     "metrics": ("metrics_host", "metrics_port"),
 }
@@ -288,6 +291,8 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "redis_url": _redis_url,
     "node_name": _node_name,
     "node_timeout": _number(0, inclusive=False),
+    "cluster_secret_file": _path("none"),
+    "allow_unauthenticated_redis": _boolean,
     "history_lines": _int_range(0, 100000),
     "history_on_join": _int_range(0, 1000),
     "metrics_host": _host,
@@ -300,6 +305,10 @@ def _checked(key: str, value: Any) -> Any:
     try:
         return _CHECKS[key](value)
     except _Invalid as err:
+        if key == "redis_url" and isinstance(value, str):  # never the password
+            from chatd.cluster.secret import redact
+
+            value = redact(value)
         raise ConfigError(f"{_SECTION_OF[key]}.{key}", f"{err} (got {value!r})") from None
 
 
@@ -363,6 +372,9 @@ def load(path: str | None, overrides: Mapping[str, Any] | None = None) -> Config
         raise ConfigError("history.history_on_join",
                           f"must be <= history_lines ({config.history_lines}) "
                           f"(got {config.history_on_join!r})")
+    if config.redis_url and config.cluster_secret_file is None:
+        raise ConfigError("cluster.cluster_secret_file", "required in cluster mode: every node "
+                          "needs the same secret (chatd --gen-cluster-secret PATH writes one)")
     _check_metrics_port(config)
     _check_motd_size(config)
     return config
@@ -417,6 +429,10 @@ def _file_value(key: str, value: Any) -> Any:
     """The TOML spelling of a field value: the inverse of the checks above."""
     if key == "motd":
         return "\n".join(value)
+    if key == "redis_url" and value:
+        from chatd.cluster.secret import redact  # the password is never shown
+
+        return redact(value)
     if value is None:
         return "auto" if key == "log_format" else ""  # every other optional setting is a str
     return value

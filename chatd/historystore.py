@@ -83,7 +83,7 @@ class NullStore:
 
 
 class RedisStore(NullStore):
-    """Cluster mode: ``chatd:history:ROOM`` in Redis (redisbus.py). The bus appends each of
+    """Cluster mode: ``chatd:history:ROOM`` in Redis (chatd/cluster/). The bus appends each of
     this node's lines in the same transaction as the stream entry that carries it, so there
     is nothing to put here; and it read every room's history at start, together with the
     stream position its reader starts from, which is what :meth:`load` hands out."""

@@ -9,7 +9,7 @@ locks**, so a slow or dead client cannot stall anyone who needs the hub.
 Lock order (take them in this order, never the reverse):
 
     Hub._lock  ->  Room.lock  ->  Flusher._lock
-    Hub._lock  ->  RedisBus._lock (cluster mode; queue appends and the remote-member table)
+    Hub._lock  ->  Publisher._lock, Roster._lock (cluster mode: queue appends, the others' members)
 
 Chat messages, the hot path, take only ``Room.lock`` (see :meth:`Hub.say`).
 

@@ -37,6 +37,7 @@ def check(config: Config) -> None:
     _check_host(config)
     _check_metrics_host(config)
     _check_tls(config)
+    _check_cluster(config)
 
 
 def check_reload(config: Config) -> None:
@@ -73,6 +74,34 @@ def _resolve(key: str, host: str, port: int) -> None:
         raise error(key, f"cannot resolve {host!r} ({exc.strerror})") from None
     except UnicodeError:  # the IDNA codec refuses it ("a..b", a label over 63 characters)
         raise ConfigError(key, f"cannot resolve {host!r} (not a valid host name)") from None
+
+
+def _check_cluster(config: Config) -> None:
+    """Cluster mode: a Redis that not every local user can write to (docs/security.md:
+    whoever writes to Redis could deny service), and the secret that seals what is in it."""
+    if not config.redis_url:
+        return
+    from chatd.cluster import secret
+
+    url = config.redis_url
+    if not config.allow_unauthenticated_redis and not secret.has_credentials(url):
+        if url.startswith("unix://"):
+            problem = secret.unix_socket_problem(url)
+            if problem:
+                raise ConfigError("cluster.redis_url", f"{problem}: any local user could write "
+                                  "to Redis (put the socket in a 0700 directory, or give Redis "
+                                  "a password: redis://USER:PASSWORD@..., or set "
+                                  "allow_unauthenticated_redis = true)")
+        else:
+            raise ConfigError("cluster.redis_url", f"{secret.redact(url)} has no credentials: "
+                              "anyone who can reach that port could write to Redis (use "
+                              "redis://USER:PASSWORD@HOST:PORT/DB with requirepass or an ACL "
+                              "user, or unix:///path in a 0700 directory, or set "
+                              "allow_unauthenticated_redis = true)")
+    try:
+        secret.read_secret(config.cluster_secret_file)
+    except secret.SecretError as exc:
+        raise ConfigError("cluster.cluster_secret_file", str(exc)) from None
 
 
 def _check_tls(config: Config) -> None:

@@ -44,7 +44,7 @@ from chatd.bans import BanFileError, BanList
 from chatd import upgrade
 from chatd.bus import LocalBus
 from chatd.client import Client
-from chatd.redisbus import ClusterStartError, RedisBus
+from chatd.cluster import ClusterStartError, RedisBus
 from chatd.fdstore import FdStore, StoreTakeover
 from chatd.daemon import PidFile, PidFileLocked, Readiness, detach, fork_launcher
 from chatd.flusher import Flusher
@@ -86,9 +86,7 @@ class Service:
         self.pidfile: PidFile | None = None  # ours once we serve (run() or a takeover)
         self.started_at = time.time()
         self.flusher = Flusher(config.sendq_bytes)
-        self.bus = (RedisBus(config.redis_url, config.node_name or "", config.node_timeout,
-                             config.history_lines)
-                    if config.redis_url else LocalBus())
+        self.bus = _bus(config)
         self.hub = Hub(self.flusher, self.bus)
         self.history_store = _history_store(config, self.bus)
         self.history = History(self.history_store, config.history_lines, config.history_on_join)
@@ -615,6 +613,21 @@ def _busy_first(restored: list) -> list:
     pending = {fd for fd, _ in poller.poll(0)}
     return sorted(restored, key=lambda pair: not (pair[0].sock.fileno() in pending
                                                    or pair[1]["unread"] or pair[1]["held"]))
+
+
+def _bus(config):
+    """LocalBus on a single node; the cluster's bus when ``redis_url`` is set (its secret was
+    checked by preflight.py: read here again, it may only have gone since)."""
+    if not config.redis_url:
+        return LocalBus()
+    from chatd.cluster.secret import SecretError, read_secret
+
+    try:
+        key = read_secret(config.cluster_secret_file)
+    except SecretError as exc:
+        raise StartupError(f"cluster.cluster_secret_file: {exc}") from None
+    return RedisBus(config.redis_url, config.node_name or "", key, config.node_timeout,
+                    config.history_lines, config.max_line_bytes)
 
 
 def _history_store(config, bus):

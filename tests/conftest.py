@@ -316,6 +316,25 @@ def wait_gone(pid: int, timeout: float) -> bool:
         time.sleep(0.02)
 
 
+def cluster_secret(directory: Path) -> Path:
+    """The test's cluster secret (``chatd --gen-cluster-secret``'s format), made once."""
+    path = directory / "cluster.secret"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, os.urandom(32).hex().encode() + b"\n")
+        os.close(fd)
+    return path
+
+
+def cluster_seal(directory: Path):
+    """chatd's own sealing (chatd/cluster/codec.py) with the test's secret: for a test that
+    plays a node writing to Redis, as opposed to someone without the secret."""
+    from chatd.cluster.codec import Seal
+    from chatd.cluster.secret import read_secret
+
+    return Seal(read_secret(str(cluster_secret(directory))))
+
+
 @pytest.fixture
 def chatd(tmp_path):
     """Factory: ``chatd(server={...}, limits={...}, logging={...}, args=[...]) -> ChatServer``."""
@@ -326,6 +345,10 @@ def chatd(tmp_path):
         # No replay on connect unless a test asks for it ([history]): the greeting of most
         # tests is exact, and room history (test_history.py) is tested where it is the point.
         sections.setdefault("history", {"history_on_join": 0})
+        cluster = sections.get("cluster")
+        if cluster and cluster.get("redis_url") and "cluster_secret_file" not in cluster:
+            # the nodes of one test share a secret, as every node of a cluster must
+            sections["cluster"] = {**cluster, "cluster_secret_file": str(cluster_secret(tmp_path))}
         config.write_text(toml_dumps(sections))
         srv = ChatServer(config, sections, args, env=env, launcher=launcher, pass_fds=pass_fds)
         servers.append(srv)

@@ -90,9 +90,10 @@ class TcpProxy:
     """
 
     def __init__(self, target_port: int, target_host: str = "127.0.0.1",
-                 scheme: str = "redis") -> None:
+                 scheme: str = "redis", auth: str = "") -> None:
         self.target = (target_host, target_port)
         self.scheme = scheme
+        self.auth = auth  # ":PASSWORD@" of the server behind, for url
         self.latency = 0.0
         self.paused = False
         self.accepted = 0
@@ -118,7 +119,7 @@ class TcpProxy:
 
     @property
     def url(self) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.port}/0"
+        return f"{self.scheme}://{self.auth}127.0.0.1:{self.port}/0"
 
     # -- control (test thread) ---------------------------------------------------------------
 
@@ -391,7 +392,8 @@ class TcpProxy:
 
 @pytest.fixture
 def tcp_proxy():
-    """Factory: ``tcp_proxy(target) -> TcpProxy``; ``target`` is a port or has ``.port``.
+    """Factory: ``tcp_proxy(target) -> TcpProxy``; ``target`` is a port or has ``.port`` (and
+    then its ``.auth`` goes into the proxy's url).
 
     The port is read when the proxy starts: after ``RedisServer.restart()`` (same port) the
     proxy's new connections reach the new process."""
@@ -399,7 +401,7 @@ def tcp_proxy():
 
     def start(target, host: str = "127.0.0.1") -> TcpProxy:
         port = target if isinstance(target, int) else target.port
-        proxy = TcpProxy(port, host)
+        proxy = TcpProxy(port, host, auth=getattr(target, "auth", ""))
         proxies.append(proxy)
         return proxy
 

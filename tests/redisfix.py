@@ -1,7 +1,8 @@
 """A real ``redis-server`` per test, for the cluster-mode tests (issue 10, docs/protocol.md §8).
 
 Each :class:`RedisServer` is its own ``redis-server`` process on a free loopback port (and, if
-asked, a Unix socket), started from the command line alone, so it never reads
+asked, a Unix socket), with a password (``requirepass``, random per server: chatd refuses a TCP
+Redis without credentials; ``password=None`` for one without), started from the command line alone, so it never reads
 ``/etc/redis/redis.conf`` and is never the system service. It keeps nothing on disk
 (``--save "" --appendonly no``, ``--dir`` a temporary directory), so a restart is a Redis
 restart without persistence: same port, empty data. It is stopped by pid at teardown.
@@ -9,7 +10,8 @@ restart without persistence: same port, empty data. It is stopped by pid at tear
 Readiness is by condition: the fixture waits (with a deadline) until the server answers PING.
 
 Fixture
-    ``redis_server``  factory: ``redis_server(unix_socket=False, args=()) -> RedisServer``.
+    ``redis_server``  factory: ``redis_server(unix_socket=False, args=(), password=RANDOM)
+                      -> RedisServer``.
                       Skips the test, naming the Debian package ``redis-server``, when the
                       binary is not installed (``make test`` installs it as root). At teardown
                       every server is stopped (SIGTERM, then SIGKILL after a bound) and its
@@ -27,6 +29,7 @@ Class
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -64,18 +67,21 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def ping(port: int, timeout: float = 1.0) -> bool:
-    """True if a Redis on ``port`` answers ``PING`` with ``+PONG`` (one inline command)."""
+def ping(port: int, timeout: float = 1.0, password: str | None = None) -> bool:
+    """True if a Redis on ``port`` answers ``PING`` with ``+PONG`` (inline commands, after
+    ``AUTH`` when it has a password)."""
+    hello, expected = (f"AUTH {password}\r\n".encode(), b"+OK\r\n") if password else (b"", b"")
+    expected += b"+PONG\r\n"
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-            sock.sendall(b"PING\r\n")
+            sock.sendall(hello + b"PING\r\n")
             reply = b""
-            while not reply.endswith(b"\r\n"):
+            while reply.count(b"\r\n") < expected.count(b"\r\n"):
                 chunk = sock.recv(64)
                 if not chunk:
                     return False
                 reply += chunk
-            return reply == b"+PONG\r\n"
+            return reply == expected
     except OSError:
         return False
 
@@ -88,8 +94,10 @@ class RedisServer:
     calls is exactly what chatd (and the test's own clients) sent in between.
     """
 
-    def __init__(self, *, unix_socket: bool = False, args=()) -> None:
+    def __init__(self, *, unix_socket: bool = False, args=(), password: str | None = "") -> None:
         self._binary = redis_server_binary()  # first: a skipped test leaves no directory
+        #: "" (the default): a random one; None: no password at all
+        self.password = secrets.token_hex(8) if password == "" else password
         # Short, because a Unix socket path must fit in 108 bytes (as conftest.py's admin socket).
         self.dir = tempfile.mkdtemp(prefix="redis-")
         self.unix_path = os.path.join(self.dir, "redis.sock") if unix_socket else None
@@ -107,11 +115,17 @@ class RedisServer:
     # -- addresses ---------------------------------------------------------------------------
 
     @property
+    def auth(self) -> str:
+        """``:PASSWORD@`` for a URL, or "" for a server without one."""
+        return f":{self.password}@" if self.password else ""
+
+    @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.auth}127.0.0.1:{self.port}/0"
 
     @property
     def unix_url(self) -> str | None:
+        """The socket's URL, without the password (unix:// URLs carry it as ?password=)."""
         return f"unix://{self.unix_path}" if self.unix_path else None
 
     @property
@@ -129,6 +143,8 @@ class RedisServer:
                 "--daemonize", "no", "--supervised", "no", "--logfile", ""]
         if self.unix_path:
             argv += ["--unixsocket", self.unix_path, "--unixsocketperm", "700"]
+        if self.password:
+            argv += ["--requirepass", self.password]
         return argv + self.extra_args
 
     def start(self) -> RedisServer:
@@ -166,8 +182,8 @@ class RedisServer:
                                          stderr=subprocess.STDOUT, cwd=self.dir)
         deadline = time.monotonic() + READY_TIMEOUT
         while True:
-            if ping(port):
-                self._own += 1
+            if ping(port, password=self.password):
+                self._own += 2 if self.password else 1
                 return True
             if self.proc.poll() is not None:
                 if "Address already in use" in self.log_text()[-2000:]:
@@ -235,6 +251,7 @@ class RedisServer:
         closed at teardown. It talks to the port directly, never through a proxy."""
         redis = redis_module()
         kwargs.setdefault("decode_responses", True)
+        kwargs.setdefault("password", self.password)
         kwargs.setdefault("socket_timeout", 5.0)
         kwargs.setdefault("socket_connect_timeout", 5.0)
         client = redis.Redis(host="127.0.0.1", port=self.port, db=0, **kwargs)
@@ -261,6 +278,10 @@ class RedisServer:
         if self._stats is None:
             self._stats = socket.create_connection(("127.0.0.1", self.port), timeout=5.0)
             self._stats_buf = b""
+            if self.password:
+                self._stats.sendall(f"AUTH {self.password}\r\n".encode())
+                self._own += 1
+                assert self._stats_read_until_crlf() == b"+OK"
         self._stats.sendall(f"INFO {section}\r\n".encode())
         self._own += 1
         header = self._stats_read_until_crlf()
@@ -296,8 +317,8 @@ def redis_server():
     PING). Every server is stopped by pid at teardown."""
     servers: list[RedisServer] = []
 
-    def start(*, unix_socket: bool = False, args=()) -> RedisServer:
-        srv = RedisServer(unix_socket=unix_socket, args=args)
+    def start(*, unix_socket: bool = False, args=(), password: str | None = "") -> RedisServer:
+        srv = RedisServer(unix_socket=unix_socket, args=args, password=password)
         servers.append(srv)
         return srv.start()
 

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import ChatClient, run_in_threads
+from conftest import ChatClient, cluster_seal, cluster_secret, run_in_threads
 from redisfix import free_port, redis_server  # noqa: F401
 
 NODE_TIMEOUT = 1.0  # short, so that a lost node is noticed within the test's deadlines
@@ -154,24 +154,9 @@ def test_bad_stream_entries_are_skipped_and_the_chat_goes_on(cluster):
         client.xadd("chatd:events", fields)
     alice.send_line("still here")
     bob.wait_for("<alice> still here")
-    a.wait_event("cluster_entry_skipped")
+    a.wait_event("cluster_entry_rejected")
     bob.expect_silence()
     assert bob.received.count("<alice> still here") == 1
-
-
-def test_entries_in_the_format_before_are_still_read(cluster):
-    """A node of the version before (``b``: objects with the event as JSON text) may share
-    the stream during a rolling restart: its lines reach this version's clients."""
-    redis, (a, b) = cluster()
-    alice, bob = alice_and_bob(a, b)
-    former = [{"r": "lobby", "e": json.dumps(["Said", "carol", "from an older node"])},
-              {"to": "bob", "e": json.dumps(["PrivateMessage", "carol", "psst"])}]
-    redis.client().xadd("chatd:events", {"o": "old", "b": json.dumps(former)})
-    redis.client().xadd("chatd:events", {"o": "old", "r": "lobby",
-                                         "e": json.dumps(["Said", "carol", "single"])})
-    wait_all(alice, "<carol> from an older node", "<carol> single")
-    bob.wait_for("<carol> from an older node")
-    bob.wait_for(lambda line: "psst" in line)
 
 
 def test_msg_reaches_a_nick_on_another_node(cluster):
@@ -260,16 +245,19 @@ def test_every_line_arrives_exactly_once_in_order_across_nodes(cluster):
 
 
 def test_redis_unreachable_at_start_is_one_line_and_exit_1(tmp_path):
-    url = f"redis://127.0.0.1:{free_port()}/0"
+    url = f"redis://:sesame@127.0.0.1:{free_port()}/0"
     config = tmp_path / "c.toml"
-    config.write_text(f'[cluster]\nredis_url = "{url}"\n')
+    config.write_text(f'[cluster]\nredis_url = "{url}"\n'
+                      f'cluster_secret_file = "{cluster_secret(tmp_path)}"\n')
     result = subprocess.run(
         [sys.executable, "-m", "chatd", "-c", str(config), "--port", "0",
          "--admin-socket", str(tmp_path / "a.sock"), "--state-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert lines[-1].startswith(f"chatd: error: cannot reach Redis at {url}"), lines
+    shown = url.replace("sesame", "***")  # never the password
+    assert lines[-1].startswith(f"chatd: error: cannot reach Redis at {shown}"), lines
+    assert "sesame" not in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "a.sock").exists(), "the admin socket is removed again"
 
@@ -386,7 +374,7 @@ def test_list_shows_other_nodes_clients_with_their_counters(cluster):
     try:
         started = time.monotonic()
         rows = json.loads(ctl(a, "--json", "list"))
-        assert time.monotonic() - started >= 2.0  # redisbus.GATHER_SECONDS
+        assert time.monotonic() - started >= 2.0  # cluster/routing.py GATHER_SECONDS
     finally:
         b.proc.send_signal(signal.SIGCONT)
     (row,) = [r for r in rows if r["nick"] == "bob"]
@@ -427,13 +415,15 @@ def ctl_refused(node, *args: str) -> str:
     return proc.stderr
 
 
-def test_a_routed_kick_is_answered_once_the_other_node_carried_it_out(cluster):
+def test_a_routed_kick_is_answered_once_the_other_node_carried_it_out(cluster, tmp_path):
     """The reply waits for the node that has the client: a node that does not answer is a
     timeout (and the kick still happens once it goes on); a client it no longer has is
     not_found; with the link to Redis down, nothing is sent at all."""
     redis, (a, b) = cluster(node_timeout=30.0)  # b is stopped for longer than the default
     alice, bob = alice_and_bob(a, b)
-    redis.client().hset("chatd:members", "node2|1999999", json.dumps(["ghost", "lobby", "", 0]))
+    key = "node2|1999999"  # a record as node2 writes it (sealed), of a client it no longer has
+    redis.client().hset("chatd:members", key, cluster_seal(tmp_path).seal_hidden(
+        f"chatd:members/{key}", json.dumps(["ghost", "lobby", "", 0])))
     assert ctl_refused(a, "kick", "1999999") == (
         "chatctl: error: no such client 1999999 (it left node2)\n")
     b.proc.send_signal(signal.SIGSTOP)
@@ -441,7 +431,7 @@ def test_a_routed_kick_is_answered_once_the_other_node_carried_it_out(cluster):
         started = time.monotonic()
         assert ctl_refused(a, "kick", "bob", "-r", "late") == (
             "chatctl: error: node node2 did not answer; the kick of bob may still happen there\n")
-        assert time.monotonic() - started >= 3.0  # redisbus.ANSWER_SECONDS
+        assert time.monotonic() - started >= 3.0  # cluster/routing.py ANSWER_SECONDS
     finally:
         b.proc.send_signal(signal.SIGCONT)
     bob.wait_for("*** you were kicked: late")

@@ -49,7 +49,7 @@ def raw_ping(sock: socket.socket) -> bytes:
 def test_server_is_our_own_process_without_persistence(redis_server):
     """Started from the command line on its own port and dir: not the system service, and
     configured to keep nothing (so a restart really is a restart without persistence)."""
-    srv = redis_server()
+    srv = redis_server(password=None)
     assert srv.url == f"redis://127.0.0.1:{srv.port}/0"
     with open(f"/proc/{srv.pid}/cmdline", "rb") as f:
         title = f.read()  # Redis sets its process title to "BINARY HOST:PORT"
@@ -68,7 +68,7 @@ def test_server_is_our_own_process_without_persistence(redis_server):
 
 
 def test_unix_socket(redis_server):
-    srv = redis_server(unix_socket=True)
+    srv = redis_server(unix_socket=True, password=None)
     assert srv.unix_url == f"unix://{srv.unix_path}"
     assert len(srv.unix_path.encode()) < 108
     client = redis.Redis.from_url(srv.unix_url, decode_responses=True)
@@ -80,7 +80,7 @@ def test_unix_socket(redis_server):
 
 
 def test_stop_is_by_pid_and_frees_the_port(redis_server):
-    srv = redis_server()
+    srv = redis_server(password=None)
     pid, port = srv.pid, srv.port
     assert srv.stop() == 0  # SIGTERM: a clean Redis shutdown
     with pytest.raises(ProcessLookupError):
@@ -90,7 +90,7 @@ def test_stop_is_by_pid_and_frees_the_port(redis_server):
 
 def test_stop_kills_a_server_that_ignores_sigterm(redis_server):
     """The bound on a graceful stop: a stopped (SIGSTOP) Redis cannot act on SIGTERM."""
-    srv = redis_server()
+    srv = redis_server(password=None)
     os.kill(srv.pid, signal.SIGSTOP)
     started = time.monotonic()
     assert srv.stop(timeout=0.3) == -signal.SIGKILL
@@ -99,7 +99,7 @@ def test_stop_kills_a_server_that_ignores_sigterm(redis_server):
 
 def test_close_stops_the_server_and_removes_its_directory():
     """What the fixture's teardown does for every server it started."""
-    srv = RedisServer(unix_socket=True).start()
+    srv = RedisServer(unix_socket=True, password=None).start()
     pid, port = srv.pid, srv.port
     srv.close()
     with pytest.raises(ProcessLookupError):
@@ -108,7 +108,7 @@ def test_close_stops_the_server_and_removes_its_directory():
 
 
 def test_restart_keeps_the_port_and_empties_the_data(redis_server):
-    srv = redis_server()
+    srv = redis_server(password=None)
     port, pid = srv.port, srv.pid
     srv.client().set("key", "value")
     srv.restart()
@@ -120,7 +120,7 @@ def test_restart_keeps_the_port_and_empties_the_data(redis_server):
 
 
 def test_kill_then_restart_on_the_same_port(redis_server):
-    srv = redis_server(unix_socket=True)
+    srv = redis_server(unix_socket=True, password=None)
     port = srv.port
     client = no_retry_client(srv.url)
     client.set("key", "value")
@@ -136,7 +136,7 @@ def test_kill_then_restart_on_the_same_port(redis_server):
 
 
 def test_commands_counts_exactly_what_others_sent(redis_server):
-    srv = redis_server()
+    srv = redis_server(password=None)
     client = srv.client()
     client.ping()  # connect (and handshake) before counting
     before, sets_before = srv.commands(), srv.commands("set")
@@ -164,7 +164,7 @@ def test_missing_redis_server_skips_naming_the_package(monkeypatch, tmp_path):
 
 
 def test_ping_through_the_proxy(redis_server, tcp_proxy):
-    srv = redis_server()
+    srv = redis_server(password=None)
     proxy = tcp_proxy(srv)
     assert proxy.url == f"redis://127.0.0.1:{proxy.port}/0" and proxy.port != srv.port
     client = no_retry_client(proxy.url)
@@ -179,7 +179,7 @@ def test_ping_through_the_proxy(redis_server, tcp_proxy):
 def test_pause_times_out_a_command_and_resume_completes_one(redis_server, tcp_proxy):
     """Paused: connections stay open but nothing moves, so a short-timeout command fails; a
     command with a long timeout, sent during the pause, completes once the proxy resumes."""
-    srv = redis_server()
+    srv = redis_server(password=None)
     proxy = tcp_proxy(srv)
     impatient, patient = no_retry_client(proxy.url, 0.5), no_retry_client(proxy.url, 10)
     impatient.ping(), patient.ping()  # both connected before the partition
@@ -202,7 +202,7 @@ def test_pause_times_out_a_command_and_resume_completes_one(redis_server, tcp_pr
 
 
 def test_latency_delays_each_direction(redis_server, tcp_proxy):
-    srv = redis_server()
+    srv = redis_server(password=None)
     proxy = tcp_proxy(srv)
     client = no_retry_client(proxy.url)
     client.ping()
@@ -224,7 +224,7 @@ def test_latency_delays_each_direction(redis_server, tcp_proxy):
 
 
 def test_cut_resets_connections_and_refuses_new_ones_until_restored(redis_server, tcp_proxy):
-    srv = redis_server()
+    srv = redis_server(password=None)
     proxy = tcp_proxy(srv)
     old = raw_connect(proxy.port)
     assert raw_ping(old) == b"+PONG\r\n"
@@ -241,7 +241,7 @@ def test_cut_resets_connections_and_refuses_new_ones_until_restored(redis_server
 
 
 def test_cut_refuse_for_reopens_by_itself(redis_server, tcp_proxy):
-    srv = redis_server()
+    srv = redis_server(password=None)
     proxy = tcp_proxy(srv)
     proxy.cut(refuse_for=0.5)
     started = time.monotonic()
@@ -252,7 +252,7 @@ def test_cut_refuse_for_reopens_by_itself(redis_server, tcp_proxy):
 
 
 def test_cut_without_refusing_keeps_accepting(redis_server, tcp_proxy):
-    srv = redis_server()
+    srv = redis_server(password=None)
     proxy = tcp_proxy(srv)
     raw = raw_connect(proxy.port)
     client = no_retry_client(proxy.url)
@@ -270,7 +270,7 @@ def test_cut_without_refusing_keeps_accepting(redis_server, tcp_proxy):
 def test_redis_restart_behind_the_proxy(redis_server, tcp_proxy):
     """A restarted Redis (same port) closes the proxied connections, and the proxy passes the
     close on; new connections reach the new, empty, process."""
-    srv = redis_server()
+    srv = redis_server(password=None)
     proxy = tcp_proxy(srv)
     raw = raw_connect(proxy.port)
     client = no_retry_client(proxy.url)
@@ -284,7 +284,7 @@ def test_redis_restart_behind_the_proxy(redis_server, tcp_proxy):
 
 
 def test_proxy_close_leaks_no_thread_or_descriptor(redis_server):
-    srv = redis_server()
+    srv = redis_server(password=None)
     fds_before = set(os.listdir("/proc/self/fd"))
     threads_before = threading.active_count()
     proxy = TcpProxy(srv.port)

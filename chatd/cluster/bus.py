@@ -1,0 +1,353 @@
+"""RedisBus: the cluster as the hub sees it (bus.py has the interface and its rules).
+
+This module composes the parts and answers the hub's questions; each part has one job:
+codec.py (the trust boundary: seals and checks whatever crosses Redis), publisher.py (what
+this node tells the others), reader.py (what they tell it), leases.py (who is alive), routing.py
+(admin actions across nodes), roster.py (the others' members as last heard). docs/cluster.md
+describes the keys and the design.
+
+Threads: the publisher and the reader, started by :meth:`RedisBus.start`; claims and guest
+numbers are asked for on the calling session thread (outside the hub lock); admin threads ask
+routing. Locks: the publisher's queue lock and the roster's lock, each taken after the hub lock,
+never before, and never held across I/O.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import structlog
+
+from chatd import wire
+from chatd.bus import ClusterUnavailable
+from chatd.cluster.codec import Rejected, Seal, Validator, room_key, text
+from chatd.cluster.keys import (GUESTS, HISTORY, HISTORY_READ, HISTORY_ROOMS, ID_BLOCK,
+                                ID_BLOCKS, MEMBERS, NICKS, REAP, RELEASE, REPLACE, STREAM, TYPES)
+from chatd.cluster.leases import Leases, member_record, room_line
+from chatd.cluster.link import Link, scrub
+from chatd.cluster.publisher import Publisher
+from chatd.cluster.reader import Reader
+from chatd.cluster.roster import Roster
+from chatd.cluster.routing import ClusterStartError, Routing
+from chatd.history import KINDS, Entry
+from chatd.protocol import fold
+
+log = structlog.get_logger("chatd.cluster")
+
+SOCKET_TIMEOUT = 5.0
+#: Guest numbers above this would make a nick longer than the name rule allows: repaired.
+MAX_GUEST = 10 ** 15
+MAX_ID_BLOCK = 10 ** 11
+
+
+def _connect(url: str):
+    import redis  # only cluster mode needs the client library
+
+    # Bytes, not text: whatever is in Redis is input, and one byte that is not UTF-8 must be
+    # one rejected value (codec.py), not a decoding error inside the client library.
+    return redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT,
+                                socket_connect_timeout=SOCKET_TIMEOUT, decode_responses=False)
+
+
+class RedisBus:
+    def __init__(self, url: str, node: str, secret: bytes, node_timeout: float = 10.0,
+                 history_lines: int = 0, max_line_bytes: int = 1024) -> None:
+        self.link = Link(url, node, Seal(secret), Validator(max_line_bytes))
+        self.history_lines = history_lines  # 0: no history is written
+        self.node_timeout = node_timeout
+        self.roster = Roster()
+        self.publisher = Publisher(self.link, history_lines)
+        self.counters = Counters(self.link)
+        self.leases = Leases(self.link, self.publisher, node_timeout, self.counters)
+        self.publisher.keep_alive = self.leases.keep_alive
+        self.routing = Routing(self.link, self.publisher, self.leases)
+        self.reader = Reader(self.link, self.roster, self.routing, self.publisher.stopping)
+        self._threads: list[threading.Thread] = []
+        self._history: dict[str, list] = {}  # room key -> entries read at start (taken once)
+        self._history_lock = threading.Lock()
+
+    # what the service, status and metrics read
+    node = property(lambda self: self.link.node,
+                    lambda self, value: setattr(self.link, "node", value))
+    address = property(lambda self: self.leases.address,
+                       lambda self, value: setattr(self.leases, "address", value))
+    link_up = property(lambda self: self.link.up)
+    live_nodes = property(lambda self: self.leases.live_nodes)
+    started_at = property(lambda self: self.link.started_at)
+    url = property(lambda self: self.link.shown_url)  # never the password
+
+    # -- lifecycle (the service) --------------------------------------------------------
+
+    def connect(self) -> None:
+        """Reach Redis and read the cluster's state; raises ClusterStartError."""
+        import redis
+
+        link = self.link
+        try:
+            link.redis = _connect(link.url)
+            link.redis.ping()
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            raise ClusterStartError(f"cannot reach Redis at {link.shown_url}: "
+                                    f"{scrub(str(exc), link.url)}") from None
+        except (redis.RedisError, ValueError) as exc:  # reached, but refused: NOAUTH, WRONGPASS
+            raise ClusterStartError(f"Redis at {link.shown_url} refused chatd: "
+                                    f"{scrub(str(exc), link.url)}") from None
+        try:
+            link.scripts = {name: link.redis.register_script(source) for name, source in
+                            (("release", RELEASE), ("replace", REPLACE), ("reap", REAP),
+                             ("history", HISTORY_READ))}
+            self._repair_types()
+            # what a previous run under our name left (killed before it could say goodbye)
+            self.leases.reap(link.node)
+            self.leases.renew()
+            self._load_snapshot()
+        except (redis.RedisError, OSError) as exc:
+            raise ClusterStartError(f"Redis at {link.shown_url} failed while chatd joined: "
+                                    f"{scrub(str(exc), link.url)}") from None
+
+    def _repair_types(self) -> None:
+        """A shared key of the wrong type (keys.TYPES) would fail every command on it: it is
+        deleted, with a warning, before anything reads it."""
+        redis = self.link.redis
+        with redis.pipeline(transaction=False) as pipe:
+            for key in TYPES:
+                pipe.type(key)
+            found = pipe.execute()
+        for (key, expected), kind in zip(TYPES.items(), found):
+            if kind not in (b"none", expected.encode()):
+                self.link.rejected("key", f"{key} is a {text(kind)}, not a {expected}")
+                redis.delete(key)
+
+    def _load_snapshot(self) -> None:
+        """The other nodes' members, the rooms' history and the stream id they belong to, in
+        one transaction. A record that fails its check is skipped (one warning)."""
+        link = self.link
+        with link.redis.pipeline(transaction=True) as pipe:
+            pipe.xrevrange(STREAM, count=1)
+            pipe.hgetall(MEMBERS)
+            if self.history_lines:
+                link.scripts["history"](keys=[HISTORY_ROOMS],
+                                        args=[self.history_lines, HISTORY], client=pipe)
+            last, members, *history = pipe.execute()
+        self.reader.last_id = last[0][0] if last else b"0-0"
+        rows = history[0] if history else []
+        for key, entries in zip(rows[::2], rows[1::2]):
+            try:
+                room = room_key(text(key))
+            except Rejected as exc:
+                link.rejected("history", str(exc))
+                continue
+            self._history[room] = [e for e in (self._history_entry(room, v) for v in entries) if e]
+        for key, value in members.items():
+            try:
+                owner = text(key)
+                node, _ = link.validator.owner(owner)
+                if node != link.node:
+                    nick, room, *_ = link.validator.member(
+                        link.seal.open_hidden(f"{MEMBERS}/{owner}", value))
+                    if room is not None:
+                        self.roster.add(nick, room, node)
+            except Rejected as exc:
+                link.rejected("member", str(exc))
+
+    def _history_entry(self, room: str, value) -> Entry | None:
+        try:
+            ts, shown, event = self.link.validator.history(
+                self.link.seal.open(HISTORY + room, value))
+        except Rejected as exc:
+            self.link.rejected("history", str(exc), room=room)
+            return None
+        return Entry(ts, shown, KINDS[event.__class__], event.nick, event.text)
+
+    def start(self, hub) -> None:
+        self.reader.hub = self.leases.hub = hub
+        for target, name in ((self.publisher.run, "cluster-publish"),
+                             (self.reader.run, "cluster-read")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("cluster_joined", node=self.node, url=self.url, members=len(self.roster))
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Send what is still queued (bounded by ``timeout``), then end both threads."""
+        self.publisher.stop(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
+        self.routing.stop()
+        if self.link.redis is not None:
+            self.link.redis.close()
+
+    # -- the hub's side (see bus.py for the rules) ------------------------------------
+
+    def claim(self, nick: str, client) -> bool:
+        link = self.link
+        if not link.up:  # fail at once, not after a socket timeout per attempt
+            raise ClusterUnavailable("the link to Redis is down")
+        key, owner = fold(nick), link.owner(client.id)
+        claim = link.seal.seal(f"{NICKS}/{key}", owner)
+        try:
+            if link.redis.hsetnx(NICKS, key, claim):
+                return True
+            held = link.redis.hget(NICKS, key)
+            if held is None or held == claim.encode():
+                return held is not None or bool(link.redis.hsetnx(NICKS, key, claim))
+            try:
+                link.validator.owner(link.seal.open(f"{NICKS}/{key}", held))
+                return False  # another node's client has it
+            except Rejected as exc:  # written without the secret: not a claim
+                link.rejected("nick", str(exc), nick=nick)
+                return bool(link.scripts["replace"](keys=[NICKS], args=[key, held, claim]))
+        except Exception as exc:
+            raise ClusterUnavailable(str(exc)) from None
+
+    def release(self, nick: str, client) -> None:
+        self.counters.release(nick, self.link.owner(client.id))
+
+    def guest_number(self) -> int | None:
+        if not self.link.up:
+            raise ClusterUnavailable("the link to Redis is down")
+        try:
+            return self.counters.guest_number()
+        except Exception as exc:
+            raise ClusterUnavailable(str(exc)) from None
+
+    def publish(self, room: str, event) -> None:
+        encoded = wire.dumps(event)
+        keep = None
+        if self.history_lines and event.__class__ in KINDS:  # the stream's encoding, reused
+            keep = (fold(room), f"{time.time():.6f} {room} {encoded}")
+        self.publisher.line(room_line("r", room, encoded), keep)
+
+    def send_private(self, nick: str, event) -> None:
+        """Encrypted (codec.Seal.hide): who reads Redis reads neither the text nor to whom."""
+        line = room_line("to", fold(nick), wire.dumps(event))
+        hidden = self.link.seal.hide(f"{STREAM}/{self.link.node}", line)
+        self.publisher.line(f'["hidden","{hidden}"]')
+
+    def publish_all(self, event) -> None:
+        self.publisher.line('["all",' + wire.dumps(event)[1:])
+
+    def member(self, client) -> None:
+        owner = self.link.owner(client.id)
+        room = client.room.name if client.room is not None else None
+        record = member_record(client.nick, room, client.peer, client.connected_at)
+        self.publisher.write(("hset", (MEMBERS, owner,
+                                       self.link.seal.seal_hidden(f"{MEMBERS}/{owner}", record))))
+
+    def gone(self, client) -> None:
+        self.publisher.write(("hdel", (MEMBERS, self.link.owner(client.id))))
+
+    def remote_members(self, room: str) -> list[str]:
+        return self.roster.members(room)
+
+    def remote_rooms(self) -> dict[str, tuple[str, int]]:
+        return self.roster.rooms()
+
+    def remote_nick(self, nick: str) -> str | None:
+        return self.roster.nick(nick)
+
+    # -- history (historystore.RedisStore) --------------------------------------------
+
+    def stored_history(self, room_key: str, count: int) -> list:
+        """The room's history as read at start (once: afterwards history.py's tail has it)."""
+        with self._history_lock:
+            entries = self._history.pop(room_key, [])
+        return entries[-count:] if count else []
+
+    def purge_history(self, room_key: str) -> None:
+        """Delete the room's history in Redis and have every other node drop its tail."""
+        self.publisher.write(("delete", (HISTORY + room_key,)))
+        self.publisher.write(("srem", (HISTORY_ROOMS, room_key)))
+        self.routing.tell_all("purge", {"room": room_key})
+
+    # -- the admin side (routing.py) ----------------------------------------------------
+
+    def nodes(self) -> list[dict]:
+        return self.routing.nodes()
+
+    def remote_clients(self, room: str | None = None) -> list[dict]:
+        return self.routing.remote_clients(room)
+
+    def locate(self, target):
+        return self.routing.locate(target)
+
+    def route(self, node: str, action: str, client_id: int, args: dict) -> bool | None:
+        return self.routing.route(node, action, client_id, args)
+
+    def ban(self, record: dict) -> None:
+        self.routing.ban(record)
+
+    def unban(self, address: str) -> None:
+        self.routing.unban(address)
+
+    def share_bans(self, records: list[dict]) -> list[dict]:
+        return self.routing.share_bans(records)
+
+    def on_command(self, handler) -> None:
+        """``handler(action, client_id, args)`` carries out what another node's admin asked;
+        it returns whether the client was there (what :meth:`route` waits for)."""
+        self.routing.on_command = handler
+
+    def client_ids(self):
+        return _ClientIds(self.counters)
+
+
+class Counters:
+    """Guest numbers and client-id blocks (``INCR``), and nick releases. A counter that is not
+    a number Redis can increment, or has grown past what a nick or an id may hold, was not
+    written by a node: it is reset with one warning instead of failing every connect."""
+
+    def __init__(self, link) -> None:
+        self.link = link
+
+    def guest_number(self) -> int:
+        return self._incr(GUESTS, MAX_GUEST, lambda: 0)
+
+    def id_block(self) -> int:
+        return self._incr(ID_BLOCKS, MAX_ID_BLOCK, lambda: int(time.time()))
+
+    def _incr(self, key: str, limit: int, reset) -> int:
+        import redis
+
+        redis_ = self.link.redis
+        try:
+            value = int(redis_.incr(key))
+            if 0 < value <= limit:
+                return value
+            problem = f"{value} is out of range"
+        except redis.ResponseError as exc:  # not an integer, or it would overflow
+            problem = str(exc)
+        self.link.rejected("counter", problem, key=key)
+        redis_.set(key, reset())
+        return int(redis_.incr(key))
+
+    def release(self, nick: str, owner: str) -> None:
+        link = self.link
+        try:
+            link.scripts["release"](keys=[NICKS], args=[
+                fold(nick), link.seal.seal(f"{NICKS}/{fold(nick)}", owner)])
+        except Exception as exc:
+            log.warning("cluster_release_failed", nick=nick, error=scrub(str(exc), link.url))
+
+
+class _ClientIds:
+    """The listeners' client ids in cluster mode: blocks of ID_BLOCK taken from Redis as
+    needed (one INCR per million connections, on the accept thread). Guarded by its lock:
+    two listeners share it."""
+
+    def __init__(self, counters: Counters) -> None:
+        self._counters = counters
+        self._lock = threading.Lock()
+        self._next = self._end = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> int:
+        with self._lock:
+            if self._next >= self._end:
+                block = self._counters.id_block()
+                self._next, self._end = block * ID_BLOCK + 1, (block + 1) * ID_BLOCK
+            self._next += 1
+            return self._next - 1

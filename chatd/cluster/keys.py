@@ -1,0 +1,63 @@
+"""The Redis keys of a cluster and the Lua scripts that change several at once (all under
+``chatd:``; docs/cluster.md describes each). Values a node trusts are sealed (codec.py)."""
+
+PREFIX = "chatd:"
+STREAM, MEMBERS, NICKS, GUESTS, NODES, ID_BLOCKS, BANS, HISTORY_ROOMS = (
+    PREFIX + k for k in ("events", "members", "nicks", "guests", "nodes", "id-blocks", "bans",
+                         "history-rooms"))
+HISTORY = PREFIX + "history:"
+ANSWERS = PREFIX + "answers:"
+LEASE = PREFIX + "node:"
+REAPING = PREFIX + "reaping:"
+#: Entries kept in the stream: what a node that lost its link can still catch up on. At 1,000
+#: lines/s over the cluster that is 100 s, more than the 60 s outage docs/cluster.md promises.
+STREAM_LENGTH = 100_000
+ID_BLOCK = 1_000_000
+
+#: The type each shared key must have (anything else was not written by a node: bus.py
+#: deletes it at start, with a warning).
+TYPES = {STREAM: "stream", MEMBERS: "hash", NICKS: "hash", BANS: "hash", NODES: "set",
+         HISTORY_ROOMS: "set", GUESTS: "string", ID_BLOCKS: "string"}
+
+#: Release a nick only if we still hold it (another node may have claimed it since).
+RELEASE = """
+if redis.call('hget', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('hdel', KEYS[1], ARGV[1]) end
+return 0
+"""
+
+#: Replace a nick claim that failed its check (someone without the secret wrote it) only if it
+#: is still that value.
+REPLACE = """
+if redis.call('hget', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('hset', KEYS[1], ARGV[1], ARGV[3]) return 1 end
+return 0
+"""
+
+#: Every room's history, newest ARGV[1] entries: {room key, {entry, ...}, ...} (atomic).
+HISTORY_READ = """
+local out = {}
+for _, room in ipairs(redis.call('smembers', KEYS[1])) do
+  if redis.call('type', ARGV[2] .. room).ok == 'list' then
+    out[#out + 1] = room
+    out[#out + 1] = redis.call('lrange', ARGV[2] .. room, -tonumber(ARGV[1]), -1)
+  end
+end
+return out
+"""
+
+#: Forget a lost node's members (ARGV[8...]: member key, folded nick, sealed claim, ...),
+#: release their nicks if still theirs, append the departures (a sealed entry, ARGV[3..7],
+#: made by the reaping node: none if ARGV[3] is empty) and drop the node, all at once.
+REAP = """
+for i = 8, #ARGV, 3 do
+  redis.call('hdel', KEYS[1], ARGV[i])
+  if ARGV[i + 1] ~= '' and redis.call('hget', KEYS[2], ARGV[i + 1]) == ARGV[i + 2] then
+    redis.call('hdel', KEYS[2], ARGV[i + 1])
+  end
+end
+if ARGV[3] ~= '' then
+  redis.call('xadd', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'o', ARGV[3], 'l', ARGV[4],
+             'n', ARGV[5], 'c', ARGV[6], 's', ARGV[7])
+end
+redis.call('srem', KEYS[4], ARGV[1])
+return (#ARGV - 7) / 3
+"""

@@ -1,0 +1,153 @@
+"""The publisher thread: what this node tells the cluster, sent in one transaction per batch.
+
+The hub queues (``line``, ``write``: list appends under ``_lock``, never I/O, safe under the
+hub lock and a room lock); only the first item of a batch wakes the thread, which lets the
+batch gather for PUBLISH_LINGER, then sends it all in one MULTI/EXEC: the stream entry (a
+sealed batch of lines, one XADD), the member records and the history lines of the same
+batch. The Redis work per message is O(1) per node, never per recipient. While Redis is away
+everything is kept, in order, and tried again every RETRY_SECONDS (docs/cluster.md: an
+outage loses no line). The thread also renews this node's lease (leases.py) when it is due.
+
+``_lock`` guards ``_outgoing`` and ``_first_at``; it is taken after the hub lock, never before.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import structlog
+
+from chatd.cluster.codec import WRITE_ENTRY_BYTES
+from chatd.cluster.keys import HISTORY, HISTORY_ROOMS, STREAM, STREAM_LENGTH
+
+log = structlog.get_logger("chatd.cluster")
+
+RETRY_SECONDS = 0.5
+#: How long the publisher lets a batch gather after its first line (as Kafka's linger.ms):
+#: each batch is one transaction here, one XADD in Redis, one wake-up of every other node's
+#: reader and one flush there, so fewer, larger batches cost every process less per line
+#: (bench/README.md, cluster).
+PUBLISH_LINGER = 0.001
+
+
+class Publisher:
+    def __init__(self, link, history_lines: int) -> None:
+        self.link = link
+        self.history_lines = history_lines
+        self._lock = threading.Lock()
+        # ("line", (JSON text, (room key, history record) or None)), or (pipeline method, args)
+        self._outgoing: list = []
+        self._first_at = 0.0
+        self._wake = threading.Event()
+        self.stopping = threading.Event()
+        self._stop_by = 0.0
+        self.renew_at = 0.0  # monotonic time of the next lease renewal (this thread)
+        self.keep_alive = None  # leases.Leases.keep_alive, set by the bus
+
+    def line(self, text: str, keep: tuple | None = None) -> None:
+        """Queue one stream line (JSON text) and the history record that goes with it."""
+        self.write(("line", (text, keep)))
+
+    def write(self, item: tuple) -> None:
+        """Only the first item of a batch wakes the publisher (it takes them all at once)."""
+        with self._lock:
+            first = not self._outgoing
+            if first:
+                self._first_at = time.monotonic()
+            self._outgoing.append(item)
+        if first:
+            self._wake.set()
+
+    def stop(self, timeout: float) -> None:
+        self._stop_by = time.monotonic() + timeout
+        self.stopping.set()
+        self._wake.set()
+
+    def run(self) -> None:
+        retry_at = 0.0
+        while True:
+            now = time.monotonic()
+            self._wake.wait(max(0.0, max(retry_at, min(self.renew_at, now + 1)) - now)
+                            if not self.stopping.is_set() else RETRY_SECONDS / 5)
+            self._wake.clear()
+            linger = self._first_at + PUBLISH_LINGER - time.monotonic()
+            if linger > 0 and not self.stopping.is_set():
+                time.sleep(linger)  # the batch gathers what else comes meanwhile
+            now = time.monotonic()
+            if self.stopping.is_set() and (not self._outgoing or now >= self._stop_by):
+                return
+            if now < retry_at:
+                continue
+            batch = []
+            try:
+                if now >= self.renew_at:
+                    self.keep_alive()
+                with self._lock:
+                    batch, self._outgoing = self._outgoing, []
+                if batch:
+                    self._send(batch)
+                self.link.report(True)
+            except Exception as exc:
+                with self._lock:
+                    self._outgoing[:0] = batch  # before whatever was queued meanwhile
+                self.link.report(False, exc)
+                retry_at = time.monotonic() + RETRY_SECONDS
+
+    def _send(self, batch: list) -> None:
+        """One transaction (MULTI) for the whole batch. Redis runs every command of it even
+        if one fails, so a failure is sorted out here (:meth:`_failed`), not retried whole:
+        that would send the lines that did go out a second time."""
+        link = self.link
+        lines, by_room, keys = [], {}, []  # keys: the key of each command, in order
+        with link.redis.pipeline(transaction=True) as pipe:
+            for method, args in batch:
+                if method != "line":
+                    getattr(pipe, method)(*args)
+                    keys.append(args[0])
+                    continue
+                lines.append(args[0])
+                if args[1] is not None:  # history: in the transaction of the entry carrying it
+                    by_room.setdefault(args[1][0], []).append(args[1][1])
+            for room_key, records in by_room.items():  # one RPUSH per room per batch, in order
+                key = HISTORY + room_key
+                pipe.rpush(key, *[link.seal.seal(key, record) for record in records])
+                pipe.ltrim(key, -self.history_lines, -1)
+                keys += [key, key]
+            if by_room:
+                pipe.sadd(HISTORY_ROOMS, *by_room)
+                keys.append(HISTORY_ROOMS)
+            for body in _bodies(lines):
+                pipe.xadd(STREAM, link.entry(body), maxlen=STREAM_LENGTH, approximate=True)
+                keys.append(STREAM)
+            results = pipe.execute(raise_on_error=False)
+        failed = [(key, r) for key, r in zip(keys, results) if isinstance(r, Exception)]
+        if failed:
+            self._failed(failed)
+
+    def _failed(self, failed: list) -> None:
+        """A key of the wrong type (someone without the secret wrote it) is deleted with a
+        warning; any other failure is logged. If the stream entry itself failed, no line
+        went out: the batch is tried again (raised). If it did go out, it is not."""
+        for key, error in failed:
+            if "WRONGTYPE" in str(error):
+                self.link.rejected("key", f"{key}: {error}")
+                self.link.redis.delete(key)
+            else:
+                log.warning("cluster_write_failed", key=key, error=str(error)[:200])
+        for key, error in failed:
+            if key == STREAM:
+                raise error
+
+
+def _bodies(lines: list[str]):
+    """The lines as JSON lists of about WRITE_ENTRY_BYTES at most each (counted in characters:
+    a reader takes up to 4 times that in bytes, so UTF-8 never pushes one past its bound)."""
+    start, size = 0, 2
+    for i, line in enumerate(lines):
+        if size + len(line) + 1 > WRITE_ENTRY_BYTES and i > start:
+            yield "[" + ",".join(lines[start:i]) + "]"
+            start, size = i, 2
+        size += len(line) + 1
+    if start < len(lines):
+        yield "[" + ",".join(lines[start:]) + "]"

@@ -1,0 +1,135 @@
+"""The reader thread: other nodes' entries, opened at the trust boundary and handed on.
+
+It blocks in ``XREAD`` from the last id it handled (so a reconnect resumes exactly there),
+opens each entry (codec.py: tag, sequence, size; a bad one is dropped with one rate-limited
+``cluster_entry_rejected`` and the reader goes on: one entry can never wedge it), and gives
+each line to the handler of its kind (:attr:`Reader.handlers`, a table). Consecutive room
+lines for one room go to the hub together (one room lock for the run). Lines:
+
+- ``["r", ROOM, *EVENT]`` a room line (EVENT as wire.py encodes it);
+- ``["hidden", TEXT]`` a private line ``["to", FOLDED NICK, *EVENT]``, encrypted
+  (codec.Seal.hide: whoever reads Redis reads neither the text nor to whom);
+  ``["all", *EVENT]`` an operator's line;
+- ``["cmd", ...]``, ``["re", ...]``, ``["gather", ...]``: admin routing (routing.py).
+
+Entries this node wrote are skipped, but for the departures of a node it reaped (``l`` names
+that node: every node delivers them, this one too); so are the departures the others announced
+for this node while they thought it lost (``l`` is this node): its clients are still here.
+"""
+
+from __future__ import annotations
+
+import json
+
+import structlog
+
+from chatd import events as ev
+from chatd.cluster.codec import Rejected, Replays, name
+from chatd.cluster.keys import STREAM
+
+log = structlog.get_logger("chatd.cluster")
+
+READ_BLOCK_MS = 1000
+READ_COUNT = 1000
+RETRY_SECONDS = 0.5
+ROOM_EVENTS = frozenset((ev.Said, ev.Acted, ev.Joined, ev.Left, ev.Kicked, ev.Renamed,
+                         ev.Announcement))
+
+
+class Reader:
+    def __init__(self, link, roster, routing, stopping) -> None:
+        self.link = link
+        self.roster = roster
+        self.stopping = stopping  # the publisher's stop event: both threads end together
+        self.hub = None
+        self.last_id = b"0-0"
+        self._replays = Replays(link.started_at)
+        self.handlers = {"hidden": self._hidden, "all": self._everyone, "cmd": routing.obey,
+                         "re": routing.answered, "gather": routing.asked}
+
+    def run(self) -> None:
+        link = self.link
+        while not self.stopping.is_set():
+            try:
+                reply = link.redis.xread({STREAM: self.last_id}, count=READ_COUNT,
+                                         block=READ_BLOCK_MS)
+            except Exception as exc:
+                link.report(False, exc)
+                self.stopping.wait(RETRY_SECONDS)
+                continue
+            link.report(True)
+            for _, entries in reply or ():
+                for entry_id, fields in entries:
+                    self.last_id = entry_id
+                    self.entry(entry_id, fields)
+
+    def entry(self, entry_id, fields) -> None:
+        """One stream entry: opened, then its lines in order. Nothing in it ends the reader."""
+        link = self.link
+        try:
+            if fields.get(b"o") == link.node.encode() and not fields.get(b"l"):
+                return  # ours; but the departures of a node we reaped are for us too
+            writer, lost, seq, lines = link.seal.open_entry(fields)
+            self._replays.check(writer, seq)
+        except Rejected as exc:
+            link.rejected("entry", str(exc), entry=_text(entry_id))
+            return
+        if lost == link.node:
+            return
+        try:
+            self._lines(writer, lost or writer, lines)
+        except Exception:  # a bug must not end the reader either
+            log.exception("cluster_entry_failed", entry=_text(entry_id))
+
+    def _lines(self, writer: str, node: str, lines: list) -> None:
+        run_room, run = None, []  # consecutive lines for one room: delivered together
+        validator, hub = self.link.validator, self.hub
+        for item in lines:
+            try:
+                if item.__class__ is not list or not item or item[0].__class__ is not str:
+                    raise Rejected("not a line")
+                if item[0] == "r":
+                    room, event = name(item[1]), validator.event(item[2:])
+                    if event.__class__ not in ROOM_EVENTS:
+                        raise Rejected(f"{event.__class__.__name__} is not a room line")
+                    self.roster.track(event, room, node)
+                    if room != run_room and run:
+                        hub.deliver(run_room, run)
+                        run = []
+                    run_room = room
+                    run.append(event)
+                    continue
+                if run:  # what came before it, first: the batch's order is the senders'
+                    hub.deliver(run_room, run)
+                    run = []
+                handler = self.handlers.get(item[0])
+                if handler is None:
+                    raise Rejected(f"unknown line kind {item[0][:20]!r}")
+                handler(writer, item)
+            except (Rejected, IndexError) as exc:
+                self.link.rejected("line", str(exc) or "too short", node=writer)
+        if run:
+            hub.deliver(run_room, run)
+
+    def _hidden(self, writer: str, item: list) -> None:
+        """``["hidden", TEXT]``: a private line ``["to", FOLDED NICK, *EVENT]``, encrypted."""
+        try:
+            line = json.loads(self.link.seal.reveal(f"{STREAM}/{writer}", item[1]))
+        except ValueError:
+            raise Rejected("not a private line") from None
+        if line.__class__ is not list or len(line) < 3 or line[0] != "to":
+            raise Rejected("not a private line")
+        event = self.link.validator.event(line[2:])
+        if event.__class__ is not ev.PrivateMessage:
+            raise Rejected("not a private line")
+        self.hub.deliver_private(name(line[1]), event)
+
+    def _everyone(self, writer: str, item: list) -> None:
+        event = self.link.validator.event(item[1:])
+        if event.__class__ is not ev.Announcement:
+            raise Rejected("not an operator's line")
+        self.hub.broadcast_local(event)
+
+
+def _text(value) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
