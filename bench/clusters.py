@@ -264,28 +264,17 @@ def redis_binary() -> str:
 def resp_call(port: int, *args: bytes, timeout: float = 2.0, password: str | None = None) -> bytes:
     """One Redis command over RESP on a fresh connection (after AUTH when given a password);
     the raw reply (a bulk string's body, or the status line)."""
-    request = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         data = b""
         if password:
-            sock.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(password), password.encode()))
-            while b"\r\n" not in data:
-                chunk = sock.recv(64)
-                if not chunk:
-                    return data
-                data += chunk
-            if not data.startswith(b"+OK"):
-                return data
-            data = data.partition(b"\r\n")[2]
-        sock.sendall(request)
-        while b"\r\n" not in data:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return data
-            data += chunk
-        if not data.startswith(b"$"):
-            return data
-        head, _, body = data.partition(b"\r\n")
+            sock.sendall(_resp(b"AUTH", password.encode()))
+            line, data = _read_line(sock, data)
+            if not line.startswith(b"+OK"):
+                return line
+        sock.sendall(_resp(*args))
+        head, body = _read_line(sock, data)
+        if not head.startswith(b"$"):
+            return head
         size = int(head[1:])
         while len(body) < size:
             chunk = sock.recv(65536)
@@ -293,6 +282,21 @@ def resp_call(port: int, *args: bytes, timeout: float = 2.0, password: str | Non
                 break
             body += chunk
         return body[:size]
+
+
+def _resp(*args: bytes) -> bytes:
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+
+def _read_line(sock, data: bytes) -> tuple[bytes, bytes]:
+    """(the first line, without CRLF; what came after it) reading from ``sock`` after ``data``."""
+    while b"\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data, b""
+        data += chunk
+    line, _, rest = data.partition(b"\r\n")
+    return line, rest
 
 
 class ChatdNode(Chatd):

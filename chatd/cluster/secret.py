@@ -62,7 +62,7 @@ def write_secret(path: str) -> None:
 
 
 def redact(url: str | None) -> str | None:
-    """``url`` with its password (and a user name's password) shown as ``***``."""
+    """``url`` with its password (``USER:PASSWORD@``, ``?password=``) shown as ``***``."""
     if not url:
         return url
     try:
@@ -70,14 +70,14 @@ def redact(url: str | None) -> str | None:
         password = parts.password
     except ValueError:
         return "<invalid URL>"
-    if password is None and "password=" not in parts.query:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    query = "&".join("password=***" if p.startswith("password=") else p
-                     for p in parts.query.split("&")) if parts.query else ""
-    netloc = f"{user}:***@{host}" if password is not None else parts.netloc
-    return parts._replace(netloc=netloc, query=query).geturl()
+    if password is not None:
+        netloc = f"{parts.username or ''}:***@{parts.netloc.rpartition('@')[2]}"
+        url = url.replace(parts.netloc, netloc, 1)
+    head, mark, query = url.partition("?")
+    if "password=" in query:
+        query = "&".join("password=***" if p.startswith("password=") else p
+                         for p in query.split("&"))
+    return head + mark + query
 
 
 def has_credentials(url: str) -> bool:

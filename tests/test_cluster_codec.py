@@ -1,0 +1,131 @@
+"""The cluster's trust boundary as pure functions (chatd/cluster/codec.py, secret.py): tables,
+and hypothesis for "whatever Redis holds, the answer is a value or Rejected, never a crash".
+The live attacks are in test_cluster_trust.py."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from chatd import events as ev
+from chatd.cluster import secret
+from chatd.cluster.codec import CLOCK_SKEW, Rejected, Replays, Seal, Validator, rows
+
+SEAL = Seal(b"k" * 32)
+OTHER = Seal(b"o" * 32)
+
+
+def raw(entry: dict) -> dict:
+    """An entry's fields as Redis gives them back: bytes."""
+    return {k.encode(): v.encode() for k, v in entry.items()}
+
+
+def test_a_sealed_value_opens_only_with_the_secret_and_at_its_place():
+    value = SEAL.seal("chatd:nicks/alice", "node1|5").encode()
+    assert SEAL.open("chatd:nicks/alice", value) == "node1|5"
+    for seal, context, data in ((OTHER, "chatd:nicks/alice", value),  # another secret
+                                (SEAL, "chatd:nicks/bob", value),  # moved to another field
+                                (SEAL, "chatd:nicks/alice", value[:-1] + b"6"),  # altered
+                                (SEAL, "chatd:nicks/alice", b"node1|5"), (SEAL, "x", b"")):
+        with pytest.raises(Rejected):
+            seal.open(context, data)
+
+
+def test_hidden_values_need_the_secret_and_their_context():
+    hidden = SEAL.seal_hidden("chatd:members/n|1", "10.0.0.1:5")
+    assert "10.0.0.1" not in hidden
+    assert SEAL.open_hidden("chatd:members/n|1", hidden.encode()) == "10.0.0.1:5"
+    with pytest.raises(Rejected):
+        SEAL.reveal("chatd:members/n|2", hidden[32:])
+    with pytest.raises(Rejected):
+        OTHER.reveal("chatd:members/n|1", hidden[32:])
+
+
+def test_an_entry_opens_with_its_fields_bound():
+    entry = raw(SEAL.entry("node1", 123, '[["r","lobby","Said","a","hi"]]'))
+    assert SEAL.open_entry(entry) == ("node1", "", 123, [["r", "lobby", "Said", "a", "hi"]])
+    for field, value in ((b"o", b"node2"), (b"n", b"124"), (b"l", b"node1"), (b"c", b"[]")):
+        with pytest.raises(Rejected, match="bad tag"):
+            SEAL.open_entry({**entry, field: value})
+    with pytest.raises(Rejected, match="no field"):
+        SEAL.open_entry({k: v for k, v in entry.items() if k != b"s"})
+
+
+def test_replays_and_entries_from_before_our_start_are_refused():
+    replays = Replays(started_at=1000.0)
+    floor = int((1000.0 - CLOCK_SKEW) * 1_000_000)
+    with pytest.raises(Rejected):
+        replays.check("node1", floor)  # older than our start, from a node not heard yet
+    replays.check("node1", floor + 5)
+    for seq in (floor + 5, floor + 4):
+        with pytest.raises(Rejected, match="replayed"):
+            replays.check("node1", seq)
+    replays.check("node1", floor + 6)
+    replays.check("node2", floor + 1)  # each writer has its own sequence
+
+
+@pytest.mark.parametrize("decoded, expected", [
+    (["Said", "alice", "hi"], ev.Said("alice", "hi")),
+    (["Acted", "alice", "waves\x1b[2J"], ev.Acted("alice", "waves[2J")),
+    (["Said", "alice", "a\u202eb\x07"], ev.Said("alice", "ab")),
+    (["Left", "bob", "lobby", None], ev.Left("bob", "lobby", None)),
+    (["Left", "bob", "lobby", "quit: \x1b]0;x\x07bye"], ev.Left("bob", "lobby", "quit: ]0;xbye")),
+    (["Renamed", "guest-1", "alice"], ev.Renamed("guest-1", "alice")),
+    (["PrivateMessage", "alice", "psst"], ev.PrivateMessage("alice", "psst")),
+])
+def test_events_are_cleaned_as_client_input(decoded, expected):
+    assert Validator(1024).event(decoded) == expected
+
+
+@pytest.mark.parametrize("decoded", [
+    ["Said", "ro ot", "hi"], ["Said", "-x", "hi"], ["Said", "a" * 25, "hi"], ["Said", 5, "hi"],
+    ["Said", "alice", "x" * 1025], ["Said", "alice", "é" * 600], ["Said", "alice"],
+    ["Joined", "alice", "no room"], ["Motd", "x"], [], "Said", None,
+])
+def test_what_no_client_could_send_is_rejected(decoded):
+    with pytest.raises(Rejected):
+        Validator(1024).event(decoded)
+
+
+def test_gathered_rows_keep_known_scalar_fields_only():
+    assert rows([{"id": 1, "nick": "a\x1bb", "extra": [1], "muted": False}]) == \
+        [{"id": 1, "nick": "ab", "muted": False}]
+    for bad in ({"x": 1}, [1], [{"id": [1]}]):
+        with pytest.raises(Rejected):
+            rows(bad)
+
+
+@given(st.dictionaries(st.sampled_from([b"o", b"l", b"n", b"c", b"s", b"x"]), st.binary()))
+def test_any_entry_opens_or_is_rejected(fields):
+    try:
+        SEAL.open_entry(fields)
+    except Rejected:
+        pass
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+                    lambda inner: st.lists(inner, max_size=5)
+                    | st.dictionaries(st.text(max_size=5), inner, max_size=5), max_leaves=20))
+def test_any_json_value_is_an_event_or_rejected(value):
+    validator = Validator(1024)
+    for decoded in (value, ["Said", value, value], ["Left", value, value, value]):
+        try:
+            validator.event(decoded)
+            validator.member(json.dumps(decoded))
+        except Rejected:
+            pass
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("redis://:pw@h:6379/0", "redis://:***@h:6379/0"),
+    ("redis://chatd:pw@h:6379/0", "redis://chatd:***@h:6379/0"),
+    ("rediss://u:p%40ss@h/0?ssl_ca_certs=/ca.pem", "rediss://u:***@h/0?ssl_ca_certs=/ca.pem"),
+    ("unix:///run/r.sock?password=pw&db=1", "unix:///run/r.sock?password=***&db=1"),
+    ("redis://h:6379/0", "redis://h:6379/0"),
+])
+def test_urls_are_shown_without_their_password(url, shown):
+    assert secret.redact(url) == shown
+    assert secret.has_credentials(url) == (url != "redis://h:6379/0")
