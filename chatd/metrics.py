@@ -156,6 +156,10 @@ class ChatdCollector(Collector):
         if link_up is not None:  # cluster mode only: a single node has no link to lose
             yield _gauge("chatd_cluster_link_up", "1 while this node reaches the cluster's Redis",
                          1 if link_up else 0)
+            yield CounterMetricFamily(
+                "chatd_cluster_rejected", "Values read from Redis that this node refused: no "
+                "cluster secret's tag, a replay, or not what a node could have written "
+                "(cluster_entry_rejected)", value=bus.rejected)
         yield _gauge("chatd_cluster_nodes", "Live nodes in the cluster, this one included "
                      "(1 on a single node)", getattr(bus, "live_nodes", 1))
 

@@ -413,7 +413,8 @@ def test_the_rules_use_only_families_chatd_exports(chatd):
     srv, port = start(chatd)
     exported = {name for name, _ in scrape(port)}
     used = set(re.findall(r"\bchatd_[a-z_]+", (PROMETHEUS_DIR / "chatd-rules.yml").read_text()))
-    used.discard("chatd_cluster_link_up")  # cluster mode only: test_cluster_link_and_node_count
+    used -= {"chatd_cluster_link_up", "chatd_cluster_rejected_total"}  # cluster mode only:
+    # test_cluster_link_and_node_count
     assert used and used <= exported, used - exported
 
 
@@ -456,6 +457,13 @@ def test_cluster_link_and_node_count(chatd, redis_server):  # noqa: F811 - fixtu
     for node, port in nodes:
         samples = wait_metric(port, "chatd_cluster_nodes", lambda v: v == 2)
         assert value(samples, "chatd_cluster_link_up") == 1
+        assert value(samples, "chatd_cluster_rejected_total") == 0
+        assert get(port, "/health")[0] == 200
+    # a value that is not a node's (no cluster secret, not UTF-8) is counted and nothing else:
+    # before issue 22 one such byte wedged every reader and flapped /health to 503
+    redis.client(decode_responses=False).xadd("chatd:events", {b"o": b"x", b"c": b"\xff"})
+    for node, port in nodes:
+        wait_metric(port, "chatd_cluster_rejected_total", lambda v: v == 1)
         assert get(port, "/health")[0] == 200
     redis.stop()
     for node, port in nodes:

@@ -76,6 +76,7 @@ class RedisBus:
     live_nodes = property(lambda self: self.leases.live_nodes)
     started_at = property(lambda self: self.link.started_at)
     url = property(lambda self: self.link.shown_url)  # never the password
+    rejected = property(lambda self: self.link.rejected.total)
 
     # -- lifecycle (the service) --------------------------------------------------------
 
