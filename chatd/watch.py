@@ -45,7 +45,8 @@ WATCHED = frozenset({
     "client_connected", "client_disconnected", "client_refused", "nick_changed", "room_joined",
     "client_kicked", "sendq_exceeded", "excess_flood", "message", "admin_command",
     "config_reloaded", "restart_required", "shutting_down", "upgrade_started", "upgrade_failed",
-    "cluster_link_lost", "cluster_link_restored", "node_lost", "watch_dropped",
+    "cluster_link_lost", "cluster_link_restored", "node_lost", "cluster_entry_rejected",
+    "watch_dropped",
 })
 #: Queued output per watcher (not yet taken by its writer). The writer may hold as much
 #: again, taken and being sent; the socket buffer holds the rest.

@@ -22,6 +22,7 @@ import pytest
 from conftest import cluster_seal, cluster_secret, toml_dumps
 from redisfix import redis_server  # noqa: F401 - a fixture, found by pytest through the import
 from test_cluster import alice_and_bob, cluster, ctl, named  # noqa: F401 - cluster: a fixture
+from test_watch import watching  # noqa: F401 - a fixture
 
 STREAM = "chatd:events"
 
@@ -271,8 +272,9 @@ def test_gathers_are_answered_on_a_bounded_pool(cluster, tmp_path):  # noqa: F81
 # -- secrets ---------------------------------------------------------------------------------
 
 
-def test_the_redis_password_is_never_shown(cluster, tmp_path):  # noqa: F811
+def test_the_redis_password_is_never_shown(cluster, tmp_path, watching):  # noqa: F811
     redis, (a, b) = cluster()
+    watch = watching(a, "--json")
     shown = redis.url.replace(redis.password, "***")
     result = run_chatd(tmp_path, "--check-config", redis_url=redis.url,
                        cluster_secret_file=str(cluster_secret(tmp_path)))
@@ -282,7 +284,9 @@ def test_the_redis_password_is_never_shown(cluster, tmp_path):  # noqa: F811
     status = ctl(a, "--json", "status") + ctl(a, "nodes") + ctl(a, "list")
     redis.kill()
     assert a.wait_event("cluster_link_lost", timeout=10)["url"] == shown
-    for text in (result.stdout + result.stderr, status, a.stderr_text(), b.stderr_text()):
+    assert watch.wait_event("cluster_link_lost")["url"] == shown
+    for text in (result.stdout + result.stderr, status, a.stderr_text(), b.stderr_text(),
+                 "\n".join(watch.lines)):
         assert redis.password not in text
 
 
