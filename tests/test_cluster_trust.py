@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import cluster_seal, cluster_secret, toml_dumps
 from redisfix import redis_server  # noqa: F401 - a fixture, found by pytest through the import
 from test_cluster import alice_and_bob, cluster, ctl, named  # noqa: F401 - cluster: a fixture

@@ -9,6 +9,6 @@ through the interface in chatd/bus.py, exactly as to the single node's LocalBus.
 """
 
 from chatd.cluster.bus import RedisBus
-from chatd.cluster.routing import ClusterStartError
+from chatd.cluster.link import ClusterStartError
 
-__all__ = ["RedisBus", "ClusterStartError"]
+__all__ = ["ClusterStartError", "RedisBus"]

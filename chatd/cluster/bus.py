@@ -22,14 +22,27 @@ import structlog
 from chatd import wire
 from chatd.bus import ClusterUnavailable
 from chatd.cluster.codec import Rejected, Seal, Validator, room_key, text
-from chatd.cluster.keys import (GUESTS, HISTORY, HISTORY_READ, HISTORY_ROOMS, ID_BLOCK,
-                                ID_BLOCKS, MEMBERS, NICKS, REAP, RELEASE, REPLACE, STREAM, TYPES)
+from chatd.cluster.keys import (
+    GUESTS,
+    HISTORY,
+    HISTORY_READ,
+    HISTORY_ROOMS,
+    ID_BLOCK,
+    ID_BLOCKS,
+    MEMBERS,
+    NICKS,
+    REAP,
+    RELEASE,
+    REPLACE,
+    STREAM,
+    TYPES,
+)
 from chatd.cluster.leases import Leases, member_record, room_line
-from chatd.cluster.link import Link, scrub
+from chatd.cluster.link import ClusterStartError, Link, scrub
 from chatd.cluster.publisher import Publisher
 from chatd.cluster.reader import Reader
 from chatd.cluster.roster import Roster
-from chatd.cluster.routing import ClusterStartError, Routing
+from chatd.cluster.routing import Routing
 from chatd.history import KINDS, Entry
 from chatd.protocol import fold
 

@@ -23,8 +23,15 @@ import structlog
 from chatd import events as ev
 from chatd import wire
 from chatd.cluster.codec import Rejected, node_name, text
-from chatd.cluster.keys import (GUESTS, LEASE, MEMBERS, NICKS, NODES, REAPING, STREAM,
-                                STREAM_LENGTH)
+from chatd.cluster.keys import (
+    LEASE,
+    MEMBERS,
+    NICKS,
+    NODES,
+    REAPING,
+    STREAM,
+    STREAM_LENGTH,
+)
 from chatd.protocol import fold
 
 log = structlog.get_logger("chatd.cluster")

@@ -15,6 +15,10 @@ from chatd.cluster.secret import redact
 log = structlog.get_logger("chatd.cluster")
 
 
+class ClusterStartError(Exception):
+    """Redis cannot be reached, or refuses us, at start: one line naming the URL (exit 1)."""
+
+
 class Link:
     def __init__(self, url: str, node: str, seal: Seal, validator: Validator) -> None:
         self.url = url

@@ -32,8 +32,17 @@ import structlog
 
 from chatd import wire
 from chatd.bus import ASKER_UID, ClusterUnavailable
-from chatd.cluster.codec import COMMANDS, GATHERS, Rejected, ban_record, node_name, rows, text
+from chatd.cluster.codec import (
+    COMMANDS,
+    GATHERS,
+    Rejected,
+    ban_record,
+    node_name,
+    rows,
+    text,
+)
 from chatd.cluster.keys import ANSWERS, BANS, LEASE, MEMBERS, NICKS, NODES
+from chatd.cluster.link import ClusterStartError
 from chatd.protocol import fold
 
 log = structlog.get_logger("chatd.cluster")
@@ -49,10 +58,6 @@ ANSWER_TTL = 30
 #: Gathers waiting for an answer thread at most; more are dropped (the asker shows records).
 MAX_GATHERS = 16
 GATHER_THREADS = 2
-
-
-class ClusterStartError(Exception):
-    """Redis cannot be reached, or refuses us, at start: one line naming the URL (exit 1)."""
 
 
 class Routing:
