@@ -54,6 +54,7 @@ class Config:
     max_clients: int = 1024
     max_clients_per_ip: int = 32
     sendq_bytes: int = 262144
+    sndbuf_bytes: int = 131072  # SO_SNDBUF of a chat connection (the kernel's share); 0 = autotune
     recvq_bytes: int = 65536
     rate: float = 5.0
     burst: int = 10
@@ -116,7 +117,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "server": ("host", "port", "server_name", "motd", "state_dir", "pidfile"),
     "limits": (
         "max_clients", "max_clients_per_ip", "sendq_bytes", "recvq_bytes",
-        "rate", "burst", "idle_timeout", "max_line_bytes",
+        "rate", "burst", "idle_timeout", "max_line_bytes", "sndbuf_bytes",
     ),
     "logging": ("log_format", "log_level", "log_file", "log_messages"),
     "admin": ("admin_socket", "admin_group"),
@@ -266,6 +267,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "max_clients": _int_range(1),
     "max_clients_per_ip": _int_range(1),
     "sendq_bytes": _int_range(1024),
+    "sndbuf_bytes": _int_range(0, 16777216),
     "recvq_bytes": _int_range(1),
     "rate": _number(0, inclusive=False),
     "burst": _int_range(1),

@@ -382,7 +382,7 @@ class Hub:
             private_messages += client.private_messages
             lines_out += outbox.lines_out
             bytes_out += outbox.bytes_out
-            queued = outbox.backlog_bytes
+            queued = outbox.queued
             backlog += queued
             if queued > largest:
                 largest = queued
@@ -433,7 +433,7 @@ class Hub:
                 clients = room.members.values()
             rows = [(c.id, c.nick, c.peer, c.ip, c.room.name if c.room is not None else None,
                      c.muted, c.connected_at, c.last_active, c.bytes_in, c.lines_in,
-                     c.outbox.bytes_out, c.outbox.lines_out, c.outbox.backlog_bytes)
+                     c.outbox.bytes_out, c.outbox.lines_out, c.outbox.queued)
                     for c in clients]
         rows.sort()
         return rows
