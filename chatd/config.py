@@ -81,6 +81,7 @@ class Config:
     history_on_join: int = 10  # lines replayed on /join and on connect; 0 = none
     metrics_host: str = "127.0.0.1"  # the Prometheus endpoint (metrics.py), when metrics_port is set
     metrics_port: int = 0  # 0 = no metrics endpoint
+    metrics_interval: float = 1.0  # scrapes closer together get the last collection
     config_path: str | None = None
     # The CLI options given at start, as (field, value) pairs, so that reload() can re-apply
     # them on top of the re-read file. Not part of the settings: excluded from ==, hash, repr.
@@ -125,7 +126,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
             "max_handshakes", "max_handshakes_per_ip", "handshake_timeout"),
     "cluster": ("redis_url", "node_name", "node_timeout"),
     "history": ("history_lines", "history_on_join"),
-    "metrics": ("metrics_host", "metrics_port"),
+    "metrics": ("metrics_host", "metrics_port", "metrics_interval"),
 }
 _SECTION_OF = {key: section for section, keys in SECTIONS.items() for key in keys}
 
@@ -294,6 +295,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "history_on_join": _int_range(0, 1000),
     "metrics_host": _host,
     "metrics_port": _int_range(0, 65535),
+    "metrics_interval": _number(0, inclusive=True),
 }
 
 

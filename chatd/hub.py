@@ -38,6 +38,9 @@ touched; the TLS lock guards memory BIOs only):
       (metrics.py)                                                  Hub._lock copy is done)
     MetricsServer._lock        the open metrics connections and     nothing
       (metrics.py)             their deadlines
+    MetricsServer.             the last collection (body, time);    Hub._lock (for a copy),
+      _collect_lock            held while collecting                ChatdCollector._lock,
+                                                                    AdminServer._lock
     Listener._sessions_lock    live session count, watchdog probe   nothing (a Condition on it
       (server.py)              addresses                            wakes shutdown)
     Service._reload_lock       one reload at a time (SIGHUP and     Hub._lock, through what a

@@ -248,7 +248,8 @@ class Service:
         collector = metrics.ChatdCollector(self.hub, self.admin, self.bus, self.bans,
                                            config=lambda: self.config,
                                            started_at=lambda: self.started_at)
-        return metrics.MetricsServer(sock, metrics.registry_for(collector), self._unhealthy)
+        return metrics.MetricsServer(sock, metrics.registry_for(collector), self._unhealthy,
+                                     interval=lambda: self.config.metrics_interval)
 
     def _unhealthy(self) -> str | None:
         """Why a load balancer should send this node no new clients (``GET /health``: 503
