@@ -79,6 +79,8 @@ class Config:
     node_timeout: float = 10.0  # seconds a silent node is still believed alive
     history_lines: int = 1000  # lines kept per room (docs: README "Room history"); 0 = none
     history_on_join: int = 10  # lines replayed on /join and on connect; 0 = none
+    history_idle_rooms: int = 1000  # tails of rooms nobody is in, kept in memory at most
+    history_idle_bytes: int = 16777216  # ... and their size at most (history.py)
     metrics_host: str = "127.0.0.1"  # the Prometheus endpoint (metrics.py), when metrics_port is set
     metrics_port: int = 0  # 0 = no metrics endpoint
     metrics_interval: float = 1.0  # scrapes closer together get the last collection
@@ -125,7 +127,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "tls": ("tls_port", "tls_cert", "tls_key",
             "max_handshakes", "max_handshakes_per_ip", "handshake_timeout"),
     "cluster": ("redis_url", "node_name", "node_timeout"),
-    "history": ("history_lines", "history_on_join"),
+    "history": ("history_lines", "history_on_join", "history_idle_rooms", "history_idle_bytes"),
     "metrics": ("metrics_host", "metrics_port", "metrics_interval"),
 }
 _SECTION_OF = {key: section for section, keys in SECTIONS.items() for key in keys}
@@ -293,6 +295,8 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "node_timeout": _number(0, inclusive=False),
     "history_lines": _int_range(0, 100000),
     "history_on_join": _int_range(0, 1000),
+    "history_idle_rooms": _int_range(0),
+    "history_idle_bytes": _int_range(0),
     "metrics_host": _host,
     "metrics_port": _int_range(0, 65535),
     "metrics_interval": _number(0, inclusive=True),

@@ -9,6 +9,7 @@ than ``metrics_interval`` are answered from the last collection.
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 
@@ -106,3 +107,105 @@ def test_scrapes_within_metrics_interval_get_the_last_collection(chatd):
     assert value(second, "chatd_lines_received_total") == value(first, "chatd_lines_received_total")
     assert second == first
     wait_metric(port, "chatd_lines_received_total", lambda v: v == sent, timeout=5)
+
+
+# -- history tails of empty rooms -------------------------------------------------------------
+
+
+def status(srv) -> dict:
+    from faults import Admin
+
+    admin = Admin(srv.admin_socket)
+    try:
+        return admin.result("status")
+    finally:
+        admin.close()
+
+
+def walk_rooms(client: ChatClient, names) -> None:
+    """Join each room, say one line there, go on: every room is made, given a tail with a
+    line, and left empty."""
+    for name in names:
+        client.join(name)
+        client.send_line(f"a line in {name}")
+    client.sync(timeout=30)
+
+
+def test_tails_of_empty_rooms_are_bounded_and_read_back_from_the_store(chatd):
+    """Rooms joined and left keep at most ``history_idle_rooms`` tails in memory (on 8fc668b
+    every room name ever joined kept its tail: 48,600 names held 65 MB for good); a dropped
+    room's history comes back from the store when somebody joins it again."""
+    srv = chatd(limits={"rate": 100000.0, "burst": 100000},
+                history={"history_on_join": 10, "history_idle_rooms": 20})
+    walker, other = srv.connect_many(2)
+    walker.join("keep")
+    walker.send_line("first line")
+    walker.send_line("/me second line")
+    walk_rooms(walker, [f"room{i}" for i in range(120)])
+    counts = status(srv)
+    assert counts["history_idle_tails"] <= 20, counts
+    # pinned: the lobby and room119, where the walker is
+    assert counts["history_tails"] <= 22, counts
+    assert counts["history_tails_dropped"] >= 100, counts
+    assert other.join("keep") == 1
+    other.expect("*** history of keep (2 lines)")
+    assert other.read_line().endswith(f"<{walker.nick}> first line")
+    assert other.read_line().endswith(f"* {walker.nick} second line")
+    other.expect("*** end of history")
+
+
+def test_tails_of_empty_rooms_are_bounded_in_bytes(chatd):
+    """``history_idle_bytes`` bounds the idle tails' size whatever their number."""
+    srv = chatd(limits={"rate": 100000.0, "burst": 100000},
+                history={"history_idle_bytes": 20_000})
+    walker = srv.connect()
+    walker.join("big")
+    walker.send_raw(b"".join(f"{i:03d} {'b' * 900}\n".encode() for i in range(30)))  # ~33 KB
+    walk_rooms(walker, [f"room{i}" for i in range(40)])
+    counts = status(srv)
+    assert 0 < counts["history_idle_bytes"] <= 20_000, counts
+    assert counts["history_idle_tails"] < 40, counts  # "big" went first, then the oldest
+
+
+def test_a_slow_history_store_never_holds_the_hub_lock(chatd):
+    """A join that has to read a room's history from SQLite does it without the hub lock:
+    while the read waits for a database another process has locked, other clients' commands
+    that need the hub (/rooms) are answered (on 8fc668b they waited for the read)."""
+    import fcntl
+
+    from faults import wait_until
+
+    srv = chatd(limits={"rate": 100000.0, "burst": 100000})
+    joiner, other = srv.connect_many(2)
+    joiner.send_line("a line, so that the store has a file")
+    other.expect(f"<{joiner.nick}> a line, so that the store has a file")
+    path = f"{srv.state_dir}/history.sqlite3"
+    wait_until(lambda: _rows(path) >= 1, timeout=10, what="the line written to SQLite")
+    # SQLite's WAL read locks (bytes 120-127 of the -shm file; chatd's writer, idle, holds
+    # none of them): a reader retries until they are free
+    fd = os.open(path + "-shm", os.O_RDWR)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 8, 120)
+        joiner.send_line("/join fresh")  # a new name: its tail is read from the store
+        for _ in range(20):  # round trips that need the hub lock, while the join reads
+            other.send_line("/rooms")
+            other.wait_for(lambda line: line.startswith("*** lobby ("))
+            other.sync()
+        assert not any(line.startswith("*** you joined") for line in joiner.received), \
+            "the join did not wait for the store: the test proves nothing"
+    finally:
+        os.close(fd)  # and with it the lock
+    joiner.wait_for("*** you joined fresh (1 member)", timeout=15)
+
+
+def _rows(path: str) -> int:
+    import sqlite3
+
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return conn.execute("SELECT count(*) FROM lines").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0
