@@ -98,6 +98,8 @@ class AdminCommands:
             **self.ctx.hub.stats(),
             "node": self.ctx.bus.node,
             "nodes": 1 + len(self.ctx.bus.nodes()),
+            **(history.counts() if (history := self.ctx.history) is not None and history.lines
+               else {}),
         }
 
     def do_list(self, room: str | None = None, local: bool = False) -> list[dict]:

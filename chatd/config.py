@@ -54,6 +54,7 @@ class Config:
     max_clients: int = 1024
     max_clients_per_ip: int = 32
     sendq_bytes: int = 262144
+    sndbuf_bytes: int = 131072  # SO_SNDBUF of a chat connection (the kernel's share); 0 = autotune
     recvq_bytes: int = 65536
     rate: float = 5.0
     burst: int = 10
@@ -80,8 +81,11 @@ class Config:
     allow_unauthenticated_redis: bool = False  # a redis_url without credentials (not advised)
     history_lines: int = 1000  # lines kept per room (docs: README "Room history"); 0 = none
     history_on_join: int = 10  # lines replayed on /join and on connect; 0 = none
+    history_idle_rooms: int = 1000  # tails of rooms nobody is in, kept in memory at most
+    history_idle_bytes: int = 16777216  # ... and their size at most (history.py)
     metrics_host: str = "127.0.0.1"  # the Prometheus endpoint (metrics.py), when metrics_port is set
     metrics_port: int = 0  # 0 = no metrics endpoint
+    metrics_interval: float = 1.0  # scrapes closer together get the last collection
     config_path: str | None = None
     # The CLI options given at start, as (field, value) pairs, so that reload() can re-apply
     # them on top of the re-read file. Not part of the settings: excluded from ==, hash, repr.
@@ -118,7 +122,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "server": ("host", "port", "server_name", "motd", "state_dir", "pidfile"),
     "limits": (
         "max_clients", "max_clients_per_ip", "sendq_bytes", "recvq_bytes",
-        "rate", "burst", "idle_timeout", "max_line_bytes",
+        "rate", "burst", "idle_timeout", "max_line_bytes", "sndbuf_bytes",
     ),
     "logging": ("log_format", "log_level", "log_file", "log_messages"),
     "admin": ("admin_socket", "admin_group"),
@@ -126,8 +130,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
             "max_handshakes", "max_handshakes_per_ip", "handshake_timeout"),
     "cluster": ("redis_url", "node_name", "node_timeout", "cluster_secret_file",
                 "allow_unauthenticated_redis"),
-    "history": ("history_lines", "history_on_join"),
-    "metrics": ("metrics_host", "metrics_port"),
+    "history": ("history_lines", "history_on_join", "history_idle_rooms", "history_idle_bytes"),
+    "metrics": ("metrics_host", "metrics_port", "metrics_interval"),
 }
 _SECTION_OF = {key: section for section, keys in SECTIONS.items() for key in keys}
 
@@ -269,6 +273,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "max_clients": _int_range(1),
     "max_clients_per_ip": _int_range(1),
     "sendq_bytes": _int_range(1024),
+    "sndbuf_bytes": _int_range(0, 16777216),
     "recvq_bytes": _int_range(1),
     "rate": _number(0, inclusive=False),
     "burst": _int_range(1),
@@ -295,8 +300,11 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "allow_unauthenticated_redis": _boolean,
     "history_lines": _int_range(0, 100000),
     "history_on_join": _int_range(0, 1000),
+    "history_idle_rooms": _int_range(0),
+    "history_idle_bytes": _int_range(0),
     "metrics_host": _host,
     "metrics_port": _int_range(0, 65535),
+    "metrics_interval": _number(0, inclusive=True),
 }
 
 

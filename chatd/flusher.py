@@ -8,14 +8,21 @@ a short lock, appends to a list, and never blocks or touches a client socket. Th
 - never waits on a slow client: what the kernel does not take stays in that client's backlog,
   and the socket is watched with epoll until it is writable again;
 - enforces ``sendq_bytes``: a backlog that would pass it gets the client disconnected with
-  reason ``sendq exceeded`` (from here, a safe place, not from inside whoever posted the line);
+  reason ``sendq exceeded`` (from here, a safe place, not from inside whoever posted the line).
+  What is queued for one client (``submit``, ``submit_private``: replies, private lines,
+  history, ``/who``, ``/rooms``) counts from the moment it is queued, not only once this
+  thread has taken it: a client that asks for 130 KB replies faster than the flusher (or the
+  kernel) takes them is over its limit at the request that passes it, and that request's data
+  is dropped, never held. Room lines are not copied per client (rooms.py) and count once a
+  flush hands them to the backlog;
 - is the only thread that sends on, shuts down or closes a client socket. The session only
   ``recv``s, and hands its socket over (``finish``) when it is done. Keeping close here means a
   file descriptor is never closed while another thread might still write to it.
 
 Thread ownership: :class:`Outbox` objects and ``_writers``/``_lingering`` belong to the flusher
-thread alone. ``_lock`` guards ``_queue`` and ``_sleeping`` only; it is the innermost lock
-(hub lock, then a room lock, then this one).
+thread alone, except ``Outbox.queued_in`` and ``Outbox.over``, which ``_lock`` guards (the
+submitters' side of the count). ``_lock`` guards ``_queue``, ``_sleeping`` and those two; it
+is the innermost lock (hub lock, then a room lock, then this one).
 """
 
 from __future__ import annotations
@@ -52,6 +59,9 @@ class Outbox:
         "linger_until",
         "finished",
         "tls",
+        "queued_in",
+        "queued_out",
+        "over",
     )
 
     def __init__(self, sock: socket.socket) -> None:
@@ -69,6 +79,18 @@ class Outbox:
         self.linger_until = 0.0
         self.finished = False  # the session is done with the socket; close once drained
         self.tls = None  # a TlsChannel on the TLS listener: output is encrypted per client
+        #: Bytes submitted for this client (Flusher._lock) and bytes of those the flusher has
+        #: handled (flusher thread): the difference is what waits in the flusher's queue.
+        #: Two counters with one writer each, so neither side takes the other's lock per item.
+        self.queued_in = 0
+        self.queued_out = 0
+        self.over = False  # a submit passed sendq_bytes: drop the rest (Flusher._lock)
+
+    @property
+    def queued(self) -> int:
+        """Output held for this client: in the flusher's queue and in the backlog (any thread;
+        int reads, so a moment's figure)."""
+        return self.backlog_bytes + self.queued_in - self.queued_out
 
 
 class Flusher:
@@ -120,12 +142,15 @@ class Flusher:
         self._submit((room.remove_reader, outbox, end, self._deliver))
 
     def submit_private(self, outbox: Outbox, data: bytes, lines: int, room, end: int) -> None:
-        self._submit((self._private, outbox, data, lines, room, end))
+        # over the limit, the item still goes (without data): it carries the room's barrier
+        self._submit_counted(outbox, len(data), (self._private, outbox, data, lines, room, end),
+                             (self._private, outbox, None, 0, room, end))
 
     def submit(self, outbox: Outbox, data: bytes, lines: int = 1) -> None:
         """Queue ``data`` (whole encoded lines) for one client. On a TLS connection an empty
         ``data`` sends whatever TLS itself has queued (e.g. a key update reply)."""
-        self._submit((self._deliver, outbox, data, lines))
+        self._submit_counted(outbox, len(data), (self._deliver_queued, outbox, data, lines),
+                             None)
 
     def disconnect(self, outbox: Outbox, reason: Close, notice=None) -> None:
         """End a connection from outside its session (kick, idle, shutdown): send ``notice``
@@ -174,6 +199,28 @@ class Flusher:
         self._submit((self._begin_stop, time.monotonic() + timeout))
         self._thread.join(timeout + 1.0)
         return not self._thread.is_alive()
+
+    def _submit_counted(self, outbox: Outbox, size: int, item: tuple, dropped) -> None:
+        """Queue ``item`` (``size`` bytes for ``outbox``) unless that passes ``sendq_bytes``
+        counting what is queued and backlogged already; then queue ``dropped`` instead (or,
+        if None, one overflow the first time). O(1): two counters and a comparison."""
+        with self._lock:
+            if not outbox.over and outbox.backlog_bytes + outbox.queued_in - outbox.queued_out \
+                    + size <= self.sendq_bytes:
+                outbox.queued_in += size
+            elif dropped is not None:
+                outbox.over = True
+                item = dropped
+            elif not outbox.over:
+                outbox.over = True
+                item = (self._overflow, outbox)
+            else:
+                return
+            self._queue.append(item)
+            wake = self._sleeping
+            self._sleeping = False
+        if wake:
+            os.eventfd_write(self._wake_fd, 1)
 
     def _submit(self, item: tuple) -> None:
         with self._lock:
@@ -238,10 +285,19 @@ class Flusher:
             return -1
         return max(0.0, min(deadlines) - time.monotonic())
 
-    def _private(self, outbox: Outbox, data: bytes, lines: int, room, end: int) -> None:
+    def _private(self, outbox: Outbox, data: bytes | None, lines: int, room, end: int) -> None:
         room.catch_up(outbox, end, self._deliver)
-        self._deliver(outbox, data, lines)
+        if data is None:  # submitted over the limit (_submit_counted)
+            self._overflow(outbox)
+        else:
+            self._deliver_queued(outbox, data, lines)
         room.pass_barrier(outbox)
+
+    def _deliver_queued(self, outbox: Outbox, data, lines: int) -> None:
+        """:meth:`_deliver` of what a submit counted; counted out once it is in the backlog
+        (or sent), so the two sides of the count overlap for a moment rather than miss it."""
+        self._deliver(outbox, data, lines)
+        outbox.queued_out += len(data)
 
     def _deliver(self, outbox: Outbox, data, lines: int) -> None:
         if outbox.dead:
@@ -330,7 +386,8 @@ class Flusher:
         outbox.backlog_bytes = 0
 
     def _overflow(self, outbox: Outbox) -> None:
-        self._end(outbox, SENDQ_EXCEEDED, socket.SHUT_RDWR)
+        if not outbox.dead:  # a submit over the limit may find it ended already
+            self._end(outbox, SENDQ_EXCEEDED, socket.SHUT_RDWR)
 
     def _broken(self, outbox: Outbox) -> None:
         self._end(outbox, RESET, socket.SHUT_RDWR)

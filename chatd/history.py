@@ -9,26 +9,42 @@ offset is: each line is either in the snapshot (posted before) or in the log aft
 survive a restart; it is written by its own thread from a queue, so the chat's hot path pays
 one ``SimpleQueue.put`` per history line and nothing else.
 
-Locks: ``History._lock`` guards the ``_tails`` table (taken under the hub lock when a room is
-created; innermost but for ``Tail.lock``). ``Tail.lock`` guards one tail's deque; it is taken
-under ``Room.lock`` (post, attach) or alone (``/history``, admin history and purge). Nothing
-under either does I/O except the first lookup of a room, which reads its tail from SQLite once.
+Which tails are held: every room that exists holds its tail (*pinned*: :meth:`History.acquire`,
+:meth:`History.release`). A room that empties keeps its tail *idle*, so that a join soon after
+replays it without reading the store; idle tails are also made by lines from another node for
+a room with no member here (cluster mode, :meth:`History.record_remote`) and by admin
+``history``. Idle tails are bounded, whoever made them: at most ``idle_rooms`` of them and
+``idle_bytes`` of their lines (text plus ``ENTRY_BYTES`` a line), least recently used dropped
+first (issue 22: 48,600 room names joined and left held 65 MB for good). A dropped tail is
+read again from the store by the next :meth:`History.acquire`, which waits first until the
+store has written what the tail held when it was dropped (``store.mark()``).
 
-Tails are never dropped while the daemon runs (a room that empties keeps its tail, so
-its history is whole when somebody comes back); memory is rooms x ``history_lines`` lines.
+Locks: ``History._lock`` guards the table (``_tails``, ``_pins``, ``_idle``, ``_unwritten``,
+the counts); it is taken under the hub lock (a room emptied, a remote line) or alone, and
+only ``Tail.lock`` (to size a tail) is taken inside it. ``Tail.lock`` guards one tail's
+deque; it is taken under ``Room.lock`` (post, attach) or alone (``/history``, admin history
+and purge). No store I/O happens under either, nor under the hub lock: :meth:`History.acquire`
+reads the store with no lock held and the hub calls it before taking its own; under the hub
+lock only tails already in memory are used (a store that reads from memory, cluster mode's
+snapshot, is the exception :meth:`History.record_remote` allows).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from typing import NamedTuple
 
 from chatd.events import Acted, Said
 from chatd.protocol import fold
 
 KINDS = {Said: "say", Acted: "me"}
+#: What one entry costs besides its nick and text, roughly (the tuple, its float, two str
+#: headers, the deque slot): what ``history_idle_bytes`` counts per line.
+ENTRY_BYTES = 200
+#: How long a join waits for the store to write a dropped tail's lines before reading it back.
+UNWRITTEN_WAIT = 5.0
 
 
 class Entry(NamedTuple):
@@ -94,6 +110,28 @@ class Tail:
             if store:
                 self.store.put(entry)  # a queue put, in order with the tail
 
+    def record_remote(self, room: str, events: list) -> int:
+        """:meth:`record` of another node's lines; returns how many bytes (as :meth:`size`
+        counts) the tail grew by, the lines pushed out deducted: O(events), not O(lines)."""
+        grown = 0
+        for event in events:
+            kind = KINDS.get(event.__class__)
+            if kind is None:
+                continue
+            with self.lock:
+                entries = self.entries
+                if len(entries) == entries.maxlen:
+                    old = entries[0]
+                    grown -= ENTRY_BYTES + len(old.nick) + len(old.text)
+                entries.append(Entry(time.time(), room, kind, event.nick, event.text))
+            grown += ENTRY_BYTES + len(event.nick) + len(event.text)
+        return grown
+
+    def size(self) -> int:
+        """Bytes the entries hold, as ``history_idle_bytes`` counts them: O(lines)."""
+        with self.lock:
+            return sum(ENTRY_BYTES + len(e.nick) + len(e.text) for e in self.entries)
+
     def last(self, count: int) -> list:
         if count <= 0:
             return []
@@ -111,35 +149,146 @@ class Tail:
 
 
 class History:
-    """Every room's tail, created on first use from the store."""
+    """Every room's tail: pinned while its room exists, idle and bounded after (see the module
+    docstring). The hub calls :meth:`acquire` (no lock held) and :meth:`release`; admin
+    commands :meth:`tail`, :meth:`purge`, :meth:`forget`; the cluster bus
+    :meth:`record_remote` (through the hub)."""
 
-    def __init__(self, store, lines: int, on_join: int) -> None:
+    def __init__(self, store, lines: int, on_join: int, idle_rooms: int = 1000,
+                 idle_bytes: int = 16 * 1024 * 1024) -> None:
         self.store = store
         self.lines = lines
         self.on_join = min(on_join, lines)
+        self.idle_rooms = idle_rooms
+        self.idle_bytes = idle_bytes
         self._lock = threading.Lock()
-        self._tails: dict = {}  # folded room name -> Tail
+        self._tails: dict = {}  # folded room name -> Tail, pinned or idle
+        self._pins: dict = {}  # folded room name -> rooms (and joiners) holding it, > 0
+        self._idle: OrderedDict = OrderedDict()  # folded name -> bytes, least recent first
+        self._idle_total = 0
+        self._unwritten: dict = {}  # folded name -> store mark of a dropped tail
+        self.dropped = 0  # idle tails dropped since start
+
+    def counts(self) -> dict:
+        """What admin ``status`` shows: tails held (pinned and idle), idle ones and their
+        bytes, tails dropped since start."""
+        with self._lock:
+            return {"history_tails": len(self._tails), "history_idle_tails": len(self._idle),
+                    "history_idle_bytes": self._idle_total, "history_tails_dropped": self.dropped}
+
+    def set_idle_bounds(self, rooms: int, size: int) -> None:
+        """A reload's ``history_idle_rooms`` and ``history_idle_bytes``, applied at once."""
+        with self._lock:
+            self.idle_rooms, self.idle_bytes = rooms, size
+            self._drop_over_bound()
+
+    def acquire(self, room: str) -> Tail:
+        """The room's tail, pinned until :meth:`release`. Reads the store if the tail is not
+        in memory: call it with no lock held (the hub calls it before taking its own)."""
+        key = fold(room)
+        with self._lock:
+            tail = self._tails.get(key)
+            if tail is not None:
+                self._pin(key)
+                return tail
+            mark = self._unwritten.pop(key, None)
+        if mark is not None:  # what the dropped tail held must be in the store first
+            mark.wait(UNWRITTEN_WAIT)
+        loaded = self.store.load(key, self.lines)
+        with self._lock:
+            tail = self._tails.get(key)
+            if tail is None:  # else another thread read it meanwhile: that one is the tail
+                tail = self._tails[key] = Tail(self.lines, self.store, loaded)
+            self._pin(key)
+            return tail
+
+    def release(self, room: str) -> None:
+        """The room holding the tail is gone (or a joiner did not need it): the tail turns
+        idle when nobody holds it, and the idle bound applies. No I/O (hub lock held)."""
+        key = fold(room)
+        with self._lock:
+            pins = self._pins[key] - 1
+            if pins:
+                self._pins[key] = pins
+                return
+            del self._pins[key]
+            self._make_idle(key, self._tails[key].size())
 
     def tail(self, room: str) -> Tail:
+        """The room's tail for a look or a purge (admin): not pinned; one not in memory is
+        read from the store (no lock held) and kept idle."""
+        key = fold(room)
+        with self._lock:
+            tail = self._tails.get(key)
+            if tail is not None:
+                if key in self._idle:
+                    self._idle.move_to_end(key)
+                return tail
+        tail = self.acquire(room)
+        self.release(room)
+        return tail
+
+    def purge(self, room: str) -> int:
+        """``chatctl purge``: this node's tail and the store (in a cluster, the store tells
+        the other nodes, which call :meth:`forget`)."""
+        count = self.tail(room).purge(fold(room))
+        self._resize(fold(room))
+        return count
+
+    def forget(self, room: str) -> None:
+        """Another node purged ``room``: drop this node's tail of it (the store is done)."""
+        self.tail(room).purge(fold(room), store=False)
+        self._resize(fold(room))
+
+    def record_remote(self, room: str, events: list) -> None:
+        """Lines from another node for a room with no members here (hub lock held, so no
+        joiner can attach meanwhile): kept in an idle tail, so a later joiner's replay is
+        whole, within the idle bound. A tail not in memory is read from the store here, under
+        the hub lock: only cluster mode gets here, whose store reads from memory."""
         key = fold(room)
         with self._lock:
             tail = self._tails.get(key)
             if tail is None:
                 tail = self._tails[key] = Tail(self.lines, self.store, self.store.load(key, self.lines))
-            return tail
+                self._make_idle(key, tail.size())
+            grown = tail.record_remote(room, events)
+            if key in self._idle:  # it may have been dropped by its own _make_idle
+                self._idle[key] += grown
+                self._idle_total += grown
+                self._idle.move_to_end(key)
+                self._drop_over_bound()
 
-    def purge(self, room: str) -> int:
-        """``chatctl purge``: this node's tail and the store (in a cluster, the store tells
-        the other nodes, which call :meth:`forget`)."""
-        return self.tail(room).purge(fold(room))
+    # -- History._lock held ------------------------------------------------------------------
 
-    def forget(self, room: str) -> None:
-        """Another node purged ``room``: drop this node's tail of it (the store is done)."""
-        self.tail(room).purge(fold(room), store=False)
+    def _pin(self, key: str) -> None:
+        self._pins[key] = self._pins.get(key, 0) + 1
+        size = self._idle.pop(key, None)
+        if size is not None:
+            self._idle_total -= size
 
-    def record_remote(self, room: str, events: list) -> None:
-        """Lines from another node for a room with no members here (hub lock held, so no
-        joiner can attach meanwhile): kept in the tail, so a later joiner's replay is whole."""
-        tail = self.tail(room)
-        for event in events:
-            tail.record(room, event, store=False)
+    def _make_idle(self, key: str, size: int) -> None:
+        self._idle[key] = size
+        self._idle_total += size
+        self._drop_over_bound()
+
+    def _resize(self, key: str) -> None:
+        """An idle tail changed (remote lines, a purge): count it again, as most recent."""
+        with self._lock:
+            if key in self._idle:
+                size = self._tails[key].size()
+                self._idle_total += size - self._idle.pop(key)
+                self._idle[key] = size
+                self._drop_over_bound()
+
+    def _drop_over_bound(self) -> None:
+        while self._idle and (len(self._idle) > self.idle_rooms
+                              or self._idle_total > self.idle_bytes):
+            key, size = self._idle.popitem(last=False)
+            self._idle_total -= size
+            del self._tails[key]
+            self.dropped += 1
+            mark = self.store.mark()  # a queue put: what the store has yet to write of it
+            if mark is not None:
+                self._unwritten[key] = mark
+        if len(self._unwritten) > 2 * max(self.idle_rooms, 64):  # forget the written ones
+            self._unwritten = {k: m for k, m in self._unwritten.items() if not m.is_set()}

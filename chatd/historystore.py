@@ -3,7 +3,9 @@
 The interface every store has (history.py uses nothing else): ``put(entry)`` and
 ``purge(room_key)`` queue work and never block; ``load(room_key, n)`` returns the newest n
 entries, oldest first; ``start()`` / ``stop(timeout)``; ``flush(timeout)`` waits until what
-was queued is written (the upgrade, upgrade.py, so the new process reads every line).
+was queued is written (the upgrade, upgrade.py, so the new process reads every line);
+``mark()`` returns, without waiting, an Event set once what was queued before it is written
+(or None: nothing is ever pending), so that a tail dropped from memory is read back whole.
 Three stores: :class:`NullStore` (history off), :class:`SqliteStore` (one node) and
 :class:`RedisStore` (cluster mode: Redis, written by the bus).
 
@@ -80,6 +82,9 @@ class NullStore:
 
     def flush(self, timeout: float) -> bool:
         return True
+
+    def mark(self):
+        return None
 
 
 class RedisStore(NullStore):
@@ -160,6 +165,16 @@ class SqliteStore:
             self._coalesce.set()
             self._thread.join(timeout)
 
+    def mark(self) -> threading.Event:
+        """Set once everything queued before this call is written (or given up on). A queue
+        put: no waiting, and no hurry for the writer (unlike :meth:`flush`)."""
+        done = threading.Event()
+        if not self._thread.is_alive():
+            done.set()
+        else:
+            self._queue.put(("mark", done))
+        return done
+
     def flush(self, timeout: float) -> bool:
         """Wait up to ``timeout`` until everything queued before this call is written (or
         given up on: a failing disk does not hold anything up). False: not in time."""
@@ -223,12 +238,13 @@ class SqliteStore:
                 except queue.Empty:
                     break
             stop = _STOP in batch
-            work = [item for item in batch if item is not _STOP and item[0] != "flush"]
+            work = [item for item in batch if item is not _STOP and item[0] in ("add", "purge")]
             if work:
                 self._write(work)
             for item in batch:
                 if item is not _STOP and item[0] == "flush":
                     self._coalesce.clear()  # flushed: batches may gather again
+                if item is not _STOP and item[0] in ("flush", "mark"):
                     item[1].set()
             if stop:
                 if self._conn is not None:

@@ -26,7 +26,11 @@ touched; the TLS lock guards memory BIOs only):
     Room.lock (rooms.py)       a room's log, base, queued flag,     Flusher._lock
                                joining offsets, barriers
     Flusher._lock              the flusher's work queue and its     nothing (innermost)
-                               sleeping flag
+                               sleeping flag, queued_in/over of
+                               each outbox
+    History._lock              the tail table: pinned and idle      Tail.lock (to size one);
+      (history.py)             tails, their bytes; never held       the store's queue put
+                               across a store read
     TlsChannel._lock (tls.py)  one connection's SSLObject: the      nothing
                                session decrypts, the flusher
                                encrypts, in turns
@@ -38,6 +42,9 @@ touched; the TLS lock guards memory BIOs only):
       (metrics.py)                                                  Hub._lock copy is done)
     MetricsServer._lock        the open metrics connections and     nothing
       (metrics.py)             their deadlines
+    MetricsServer.             the last collection (body, time);    Hub._lock (for a copy),
+      _collect_lock            held while collecting                ChatdCollector._lock,
+                                                                    AdminServer._lock
     Listener._sessions_lock    live session count, watchdog probe   nothing (a Condition on it
       (server.py)              addresses                            wakes shutdown)
     Service._reload_lock       one reload at a time (SIGHUP and     Hub._lock, through what a
@@ -228,18 +235,26 @@ class Hub:
         return True
 
     def join(self, client, name: str) -> str | None:
-        """Move ``client`` to room ``name`` (created on demand); returns an error text or None."""
-        with self._lock:
-            old = client.room
-            if fold(name) == fold(old.name):
-                return f"you are already in {old.name}"
-            new = self._rooms.get(fold(name)) or self._room(name)
-            self._leave(client, old)
-            self._post(old, None, Left(client.nick, old.name))
-            members = len(new.members) + 1 + len(self._bus.remote_members(new.name))
-            # told before the first line of the new room, and after the old room's last
-            # (the detach above is queued first)
-            self._enter(client, new, (render.line(RoomEntered(new.name, members)), 1))
+        """Move ``client`` to room ``name`` (created on demand); returns an error text or None.
+        The room's history tail is had first, without the hub lock: it may read the store."""
+        tail = self._tail_for(name)
+        try:
+            with self._lock:
+                old = client.room
+                if fold(name) == fold(old.name):
+                    return f"you are already in {old.name}"
+                new = self._rooms.get(fold(name))
+                if new is None:
+                    new, tail = self._room(name, tail), None  # the room holds the tail now
+                self._leave(client, old)
+                self._post(old, None, Left(client.nick, old.name))
+                members = len(new.members) + 1 + len(self._bus.remote_members(new.name))
+                # told before the first line of the new room, and after the old room's last
+                # (the detach above is queued first)
+                self._enter(client, new, (render.line(RoomEntered(new.name, members)), 1))
+        finally:
+            if tail is not None:  # the room existed (or no join): it holds its own
+                self._history.release(name)
         return None
 
     def say(self, client, event) -> None:
@@ -382,7 +397,7 @@ class Hub:
             private_messages += client.private_messages
             lines_out += outbox.lines_out
             bytes_out += outbox.bytes_out
-            queued = outbox.backlog_bytes
+            queued = outbox.queued
             backlog += queued
             if queued > largest:
                 largest = queued
@@ -433,7 +448,7 @@ class Hub:
                 clients = room.members.values()
             rows = [(c.id, c.nick, c.peer, c.ip, c.room.name if c.room is not None else None,
                      c.muted, c.connected_at, c.last_active, c.bytes_in, c.lines_in,
-                     c.outbox.bytes_out, c.outbox.lines_out, c.outbox.backlog_bytes)
+                     c.outbox.bytes_out, c.outbox.lines_out, c.outbox.queued)
                     for c in clients]
         rows.sort()
         return rows
@@ -459,30 +474,45 @@ class Hub:
     def restore(self, client, nick: str, room_name: str) -> None:
         """A client handed over by an upgrade, back in its room under its nick, announced to
         nobody: for everyone else nothing happened."""
+        tail = self._tail_for(room_name)
         with self._lock:
             self._clients[client.id] = client
             self._per_ip[client.ip] = self._per_ip.get(client.ip, 0) + 1
             self._nicks[fold(nick)] = client
             client.nick = nick
-            room = self._rooms.get(fold(room_name)) or self._room(room_name)
+            room = self._rooms.get(fold(room_name))
+            if room is None:
+                room, tail = self._room(room_name, tail), None
             room.members[client.id] = client
             client.room = room
             room.attach(client.outbox)
+        if tail is not None:
+            self._history.release(room_name)
 
     # -- membership (hub lock held) -----------------------------------------------------------
 
-    def _room(self, name: str) -> Room:
+    def _tail_for(self, name: str):
+        """The history tail of room ``name``, held (History.acquire) for a room about to be
+        made, or None (history off). Called *before* the hub lock: it may read the store,
+        and no store I/O runs under the hub lock."""
+        history = self._history  # set once, by use_history
+        if history is None or not history.lines:
+            return None
+        return history.acquire(name)
+
+    def _room(self, name: str, tail=None) -> Room:
+        """A new room; ``tail`` (from :meth:`_tail_for`) is its history, held by the room
+        until it is deleted (_leave)."""
         room = Room(name, self._flusher)
-        self._keep_history(room)
+        if tail is not None:
+            self._keep_history(room, tail)
         self._rooms[fold(name)] = room
         return room
 
-    def _keep_history(self, room: Room) -> None:
-        if self._history is not None and self._history.lines:
-            tail = self._history.tail(room.name)
-            with room.lock:
-                room.tail = tail
-                room.on_join = self._history.on_join
+    def _keep_history(self, room: Room, tail) -> None:
+        with room.lock:
+            room.tail = tail
+            room.on_join = self._history.on_join
 
     def set_replay(self, lines: int) -> None:
         """A reload's ``history_on_join``: what joiners get from now on (an int each room
@@ -496,11 +526,20 @@ class Hub:
 
     def use_history(self, history) -> None:
         """Turn history on once its store is open (service start, after any fork): the
-        rooms that exist already (the lobby) get their tails now."""
+        rooms that exist already (the lobby) get their tails now, read before the lock."""
+        if not history.lines:
+            return
+        with self._lock:
+            names = [room.name for room in self._rooms.values()]
+        tails = {name: history.acquire(name) for name in names}
         with self._lock:
             self._history = history
-            for room in self._rooms.values():
-                self._keep_history(room)
+            for name, tail in tails.items():
+                room = self._rooms.get(fold(name))
+                if room is not None and room.tail is None:
+                    self._keep_history(room, tail)
+                else:
+                    history.release(name)
 
     def _post(self, room: Room, author, event) -> None:
         """A room line for this node's members and, through the bus, the other nodes'."""
@@ -521,3 +560,5 @@ class Hub:
         room.detach(client.outbox)
         if not room.members and room is not self._lobby:
             del self._rooms[fold(room.name)]
+            if room.tail is not None:  # idle now, within history.py's bound (no I/O)
+                self._history.release(room.name)

@@ -17,6 +17,12 @@ nothing for metrics, whether anyone scrapes or not. Who owns what it reads:
     limits, bans, start time, build    the Config in force, the ban list, the service
     =================================  ==================================================
 
+A collection walks every client (``Hub.counters()``): 16 scrapers looping on ``GET /metrics``
+with 3,000 clients kept chatd at 92 % of a core. So a scrape sooner than ``metrics_interval``
+(1 s) after the last collection is answered with that collection's body
+(:meth:`MetricsServer.exposition`), and scrapes that arrive together wait for one collection
+instead of making one each: whatever the scrapers do, chatd collects at most once an interval.
+
 A counter that is a sum over clients can come out a little low for one scrape (a client
 between leaving the hub and its socket being closed); the collector never reports less than
 it reported before, so ``rate()`` sees no false reset.
@@ -188,7 +194,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
-            self._answer(200, CONTENT_TYPE, generate_latest(self.server.registry))
+            self._answer(200, CONTENT_TYPE, self.server.exposition())
         elif path == "/health":
             problem = self.server.health()
             self._answer(503 if problem else 200, "text/plain; charset=utf-8",
@@ -212,8 +218,10 @@ class MetricsServer(socketserver.TCPServer):
     """The endpoint on an already bound, listening ``sock``. ``start()``, ``stop()``,
     ``address``; the service owns it."""
 
-    def __init__(self, sock: socket.socket, registry: CollectorRegistry, health=None) -> None:
-        """``health()``: None when this node takes new clients, else why not (GET /health)."""
+    def __init__(self, sock: socket.socket, registry: CollectorRegistry, health=None,
+                 interval=None) -> None:
+        """``health()``: None when this node takes new clients, else why not (GET /health).
+        ``interval()``: ``metrics_interval`` in force (seconds a collection is reused)."""
         super().__init__(sock.getsockname()[:2], _Handler, bind_and_activate=False)
         self.socket.close()  # TCPServer made one of its own; ours is bound already
         self.socket = sock
@@ -224,8 +232,25 @@ class MetricsServer(socketserver.TCPServer):
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._lock = threading.Lock()  # guards _deadlines
         self._deadlines: dict[socket.socket, float] = {}
+        self.interval = interval or (lambda: 0.0)
+        #: Guards the last collection (body, time). Held while collecting, so concurrent
+        #: scrapes wait for one collection; takes the hub lock (for a copy) inside, never the
+        #: reverse. Innermost but for what the collection itself takes.
+        self._collect_lock = threading.Lock()
+        self._body: bytes | None = None
+        self._collected_at = 0.0
         self._thread = threading.Thread(target=self.serve_forever, args=(POLL_SECONDS,),
                                         name="metrics", daemon=True)
+
+    def exposition(self) -> bytes:
+        """The text format of the last collection if it is younger than ``interval()``, else
+        of a new one (on the calling connection thread)."""
+        with self._collect_lock:
+            now = time.monotonic()
+            if self._body is None or now - self._collected_at >= self.interval():
+                self._body = generate_latest(self.registry)
+                self._collected_at = time.monotonic()
+            return self._body
 
     def start(self) -> None:
         self._thread.start()

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import threading
 
-from chatd.history import block as history_block
+from chatd.history import block as history_block, fit
 from chatd.render import line
 
 
@@ -102,7 +102,9 @@ class Room:
             offset = self._end()
             if self.on_join and self.tail is not None:
                 # the history up to exactly this offset, queued ahead of the attach (history.py)
-                replay = self.tail.last(self.on_join)
+                # within half the joiner's send queue, as /history (counted when queued)
+                replay = fit(self.name, self.tail.last(self.on_join),
+                             self._flusher.sendq_bytes // 2)
                 if replay:
                     self._flusher.submit(outbox, history_block(self.name, replay),
                                          len(replay) + 2)

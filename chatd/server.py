@@ -283,7 +283,7 @@ class Listener:
         if refusal:
             self._refuse(client, refusal, notice)
             return
-        _tune(conn)
+        _tune(conn, config.sndbuf_bytes)
         if self.tls_context is not None:
             client.outbox.tls = TlsChannel(self.tls_context)
             self._refused.flush(due_only=True)  # the tail of a flood that has stopped
@@ -418,9 +418,14 @@ class Listener:
             gate.changed()  # an upgrade waiting for every session to park counts again
 
 
-def _tune(conn: socket.socket) -> None:
-    """Per-connection socket options: no Nagle delay on chat lines, keepalive for dead peers."""
+def _tune(conn: socket.socket, sndbuf: int) -> None:
+    """Per-connection socket options: no Nagle delay on chat lines, keepalive for dead peers,
+    and a fixed send buffer (``sndbuf``, 0 = autotuning): what the kernel holds for a client
+    that does not read is then bounded by chatd's config, not by tcp_wmem (4 MB a socket),
+    and ``sendq_bytes`` is what it says (docs/protocol.md §3)."""
     try:
+        if sndbuf:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         for name, value in _KEEPALIVE.items():

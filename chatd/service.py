@@ -89,7 +89,8 @@ class Service:
         self.bus = _bus(config)
         self.hub = Hub(self.flusher, self.bus)
         self.history_store = _history_store(config, self.bus)
-        self.history = History(self.history_store, config.history_lines, config.history_on_join)
+        self.history = History(self.history_store, config.history_lines, config.history_on_join,
+                               config.history_idle_rooms, config.history_idle_bytes)
         self.bans = BanList(state_dir(config))
         self.notifier = Notifier()
         # systemd's fd store (fdstore.py): under systemd, on a single node (not in cluster mode:
@@ -246,7 +247,8 @@ class Service:
         collector = metrics.ChatdCollector(self.hub, self.admin, self.bus, self.bans,
                                            config=lambda: self.config,
                                            started_at=lambda: self.started_at)
-        return metrics.MetricsServer(sock, metrics.registry_for(collector), self._unhealthy)
+        return metrics.MetricsServer(sock, metrics.registry_for(collector), self._unhealthy,
+                                     interval=lambda: self.config.metrics_interval)
 
     def _unhealthy(self) -> str | None:
         """Why a load balancer should send this node no new clients (``GET /health``: 503
@@ -505,6 +507,7 @@ class Service:
         self.config = new
         self.flusher.sendq_bytes = new.sendq_bytes
         self.hub.set_replay(new.history_on_join)
+        self.history.set_idle_bounds(new.history_idle_rooms, new.history_idle_bytes)
         logsetup.set_level(new.log_level)
         # thread: SIGHUP and chatctl reload both run here, on the main thread (tests check it)
         log.info("config_reloaded", path=new.config_path, thread=threading.current_thread().name)

@@ -44,8 +44,12 @@ def test_client_that_never_reads_does_not_stall_the_room(chatd):
 
     Paced at 5 MB/s (flood control; chatd may hold the whole paste as unread input): unpaced,
     a reader thread starved by a loaded machine for a moment would fall several MB behind and
-    be dropped for sendq itself."""
-    srv = chatd(limits={"rate": 5000.0, "burst": 1000, "recvq_bytes": 32 * 1024 * 1024})
+    be dropped for sendq itself. The same for a moment's stall even paced: what chatd holds
+    for a reader is sendq_bytes plus the kernel's capped send buffer (sndbuf_bytes), about
+    0.1 s of this stream by default, so the reader gets 4 MiB of sendq (the kernel's autotuned
+    buffer gave it that slack before sndbuf_bytes)."""
+    srv = chatd(limits={"rate": 5000.0, "burst": 1000, "recvq_bytes": 32 * 1024 * 1024,
+                        "sendq_bytes": 4 * 1024 * 1024})
     sender, reader = srv.connect_many(2)
     silent = srv.connect(rcvbuf=4096)  # reads its greeting, then never again
     silent_id = srv.client_id(silent)
@@ -102,9 +106,11 @@ def test_sendq_exceeded_by_private_messages(chatd):
     witness.expect("*** guest-3 is now known as silent")
     text = "p" * 900
     gone = "*** silent left lobby (sendq exceeded)"
-    # Enough for the kernel buffers (a few MB on loopback) plus the 64 KiB queue, many times.
-    for _ in range(20):
-        sender.send_raw(b"".join(f"/msg silent {text}\n".encode() for _ in range(1000)))
+    # Enough for the kernel buffers (sndbuf_bytes, doubled by Linux) plus the 64 KiB queue,
+    # many times; in batches whose replies (~46 KB) fit the sender's own 64 KiB queue, which
+    # counts them from the moment they are queued, however far the flusher is behind.
+    for _ in range(400):
+        sender.send_raw(b"".join(f"/msg silent {text}\n".encode() for _ in range(50)))
         lines = sender.sync(timeout=30)
         if gone in lines:
             break

@@ -195,12 +195,13 @@ def test_client_that_stops_reading_mid_broadcast(chatd, book):
     """A client reads the start of a flood (chat lines and admin broadcasts), then stops. It is
     dropped with `sendq exceeded`; three readers get every line, in order, exactly once.
 
-    The flood must outgrow what the kernel buffers for the stalled client (up to tcp_wmem's
-    maximum; about 3.3 MB here) plus sendq_bytes. Flood control paces the sender at 1 MB/s,
-    so a reader falls behind far enough to be dropped only if it is starved for seconds.
+    The flood must outgrow what the kernel buffers for the stalled client (sndbuf_bytes, which
+    Linux doubles; up to tcp_wmem's maximum, about 3.3 MB here, if it were autotuned) plus
+    sendq_bytes. Flood control paces the sender at 1 MB/s, and sendq_bytes is 1 MiB, so a
+    reader falls behind far enough to be dropped only if it is starved for over a second.
     """
     wmem_max = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
-    size, sendq, admin_notices = 1000, 65536, 200
+    size, sendq, admin_notices = 1000, 1024 * 1024, 200
     lines = (wmem_max + sendq) // size + 500
     srv = chatd(limits={"rate": 1000.0, "burst": 1000, "sendq_bytes": sendq,
                         "recvq_bytes": 64 * 1024 * 1024})

@@ -34,10 +34,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start(chatd, **sections):
-    """A chatd with metrics on a free port; returns (server, port)."""
+def start(chatd, interval: float | None = 0.0, **sections):
+    """A chatd with metrics on a free port; returns (server, port). ``interval``: its
+    ``metrics_interval``, 0 (every scrape collects: these tests check values, not the
+    reuse of a collection, test_bounds.py does) or None (the default)."""
     port = free_port()
-    srv = chatd(metrics={"metrics_port": port}, **sections)
+    metrics = {"metrics_port": port}
+    if interval is not None:
+        metrics["metrics_interval"] = interval
+    srv = chatd(metrics=metrics, **sections)
     event = srv.wait_event("metrics_listening")
     assert event["port"] == port and event["host"] == "127.0.0.1"
     return srv, port
