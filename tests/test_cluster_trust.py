@@ -21,6 +21,7 @@ import pytest
 from conftest import cluster_seal, cluster_secret, toml_dumps
 from redisfix import redis_server  # noqa: F401 - a fixture, found by pytest through the import
 from test_cluster import alice_and_bob, cluster, ctl, named  # noqa: F401 - cluster: a fixture
+from test_bounds import status, walk_rooms
 from test_watch import watching  # noqa: F401 - a fixture
 
 STREAM = "chatd:events"
@@ -266,6 +267,23 @@ def test_gathers_are_answered_on_a_bounded_pool(cluster, tmp_path):  # noqa: F81
     assert tasks < 100, tasks
     alice.send_line("after the flood")
     bob.wait_for("<alice> after the flood")
+
+
+def test_lines_for_rooms_without_a_local_member_do_not_pile_up(redis_server, chatd):  # noqa: F811
+    """A remote line for a room nobody here is in gave that room a tail for good (100,000
+    such rooms: +150 MB per node); now those tails are idle ones, bounded like any other."""
+    redis = redis_server()
+    a, b = (chatd(cluster={"redis_url": redis.url, "node_name": f"node{i}", "node_timeout": 1.0},
+                  limits={"rate": 100000.0, "burst": 100000},
+                  history={"history_on_join": 0, "history_idle_rooms": 20}) for i in (1, 2))
+    for node in (a, b):
+        node.wait_event("cluster_joined")
+    walker, watcher = named(b, "walker"), named(a, "watcher")
+    watcher.join("end")
+    walk_rooms(walker, [f"room{i}" for i in range(120)] + ["end"])
+    watcher.wait_for("<walker> a line in end")  # node1 has read every line before it
+    counts = status(a)
+    assert counts["history_idle_tails"] <= 20 and counts["history_tails_dropped"] >= 100, counts
 
 
 # -- secrets ---------------------------------------------------------------------------------
