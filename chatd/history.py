@@ -12,8 +12,8 @@ one ``SimpleQueue.put`` per history line and nothing else.
 Which tails are held: every room that exists holds its tail (*pinned*: :meth:`History.acquire`,
 :meth:`History.release`). A room that empties keeps its tail *idle*, so that a join soon after
 replays it without reading the store; idle tails are also made by lines from another node for
-a room with no member here (cluster mode, :meth:`History.record_remote`) and by admin
-``history``. Idle tails are bounded, whoever made them: at most ``idle_rooms`` of them and
+a room with no member here that had a tail already (cluster mode,
+:meth:`History.record_remote`; a room without one gets none) and by admin ``history``. Idle tails are bounded, whoever made them: at most ``idle_rooms`` of them and
 ``idle_bytes`` of their lines (text plus ``ENTRY_BYTES`` a line), least recently used dropped
 first (issue 22: 48,600 room names joined and left held 65 MB for good). A dropped tail is
 read again from the store by the next :meth:`History.acquire`, which waits first until the
@@ -45,6 +45,8 @@ KINDS = {Said: "say", Acted: "me"}
 ENTRY_BYTES = 200
 #: How long a join waits for the store to write a dropped tail's lines before reading it back.
 UNWRITTEN_WAIT = 5.0
+#: How long a join waits for another thread's read of the same room's tail.
+LOAD_WAIT = 10.0
 
 
 class Entry(NamedTuple):
@@ -91,12 +93,27 @@ def fit(room: str, entries: list, budget: int) -> list:
 class Tail:
     """The newest ``history_lines`` entries of one room (see the module docstring)."""
 
-    __slots__ = ("lock", "entries", "store")
+    __slots__ = ("lock", "entries", "store", "pending", "ready")
 
     def __init__(self, lines: int, store, loaded: list) -> None:
         self.lock = threading.Lock()
         self.entries: deque = deque(loaded, maxlen=lines)
         self.store = store
+        #: While the tail is read from a store that says where it read (cluster mode): the
+        #: other nodes' lines that arrived meanwhile, with their stream position (finish()).
+        self.pending: list | None = None
+        self.ready: threading.Event | None = None  # set once read (None: never loading)
+
+    def finish(self, loaded: list, position) -> None:
+        """The read is done: the tail is what was read, then the lines that arrived meanwhile
+        from after the read's ``position`` (those before it were in what was read)."""
+        with self.lock:
+            entries = deque(loaded, maxlen=self.entries.maxlen)
+            for at, entry in self.pending or ():
+                if position is None or at is None or at > position:
+                    entries.append(entry)
+            self.entries, self.pending = entries, None
+        self.ready.set()
 
     def record(self, room: str, event, store: bool = True) -> None:
         """Called with ``Room.lock`` held: keep ``event`` if it is a history line. ``store``
@@ -110,7 +127,7 @@ class Tail:
             if store:
                 self.store.put(entry)  # a queue put, in order with the tail
 
-    def record_remote(self, room: str, events: list) -> int:
+    def record_remote(self, room: str, events: list, position=None) -> int:
         """:meth:`record` of another node's lines; returns how many bytes (as :meth:`size`
         counts) the tail grew by, the lines pushed out deducted: O(events), not O(lines)."""
         grown = 0
@@ -119,6 +136,10 @@ class Tail:
             if kind is None:
                 continue
             with self.lock:
+                if self.pending is not None:  # being read: finish() sorts it out
+                    self.pending.append((position, Entry(time.time(), room, kind, event.nick,
+                                                         event.text)))
+                    continue
                 entries = self.entries
                 if len(entries) == entries.maxlen:
                     old = entries[0]
@@ -186,12 +207,21 @@ class History:
         """The room's tail, pinned until :meth:`release`. Reads the store if the tail is not
         in memory: call it with no lock held (the hub calls it before taking its own)."""
         key = fold(room)
+        positioned = getattr(self.store, "positioned", False)
         with self._lock:
             tail = self._tails.get(key)
+            if tail is None and positioned:  # in the table before it is read (docstring)
+                tail = self._tails[key] = Tail(self.lines, self.store, [])
+                tail.pending, tail.ready = [], threading.Event()
+                self._pin(key)
+                return self._read_positioned(key, tail)
             if tail is not None:
                 self._pin(key)
-                return tail
             mark = self._unwritten.pop(key, None)
+        if tail is not None:
+            if tail.ready is not None:  # another joiner's read of it: wait for the end
+                tail.ready.wait(LOAD_WAIT)
+            return tail
         if mark is not None:  # what the dropped tail held must be in the store first
             mark.wait(UNWRITTEN_WAIT)
         loaded = self.store.load(key, self.lines)
@@ -240,23 +270,36 @@ class History:
         self.tail(room).purge(fold(room), store=False)
         self._resize(fold(room))
 
-    def record_remote(self, room: str, events: list) -> None:
+    def record_remote(self, room: str, events: list, position=None) -> None:
         """Lines from another node for a room with no members here (hub lock held, so no
-        joiner can attach meanwhile): kept in an idle tail, so a later joiner's replay is
-        whole, within the idle bound. A tail not in memory is read from the store here, under
-        the hub lock: only cluster mode gets here, whose store reads from memory."""
+        joiner can attach meanwhile): kept in the room's tail if it is in memory (idle, or
+        being read). A room without a tail here gets none: its lines are in the cluster's
+        store, where the next joiner's :meth:`acquire` reads them (before issue 22, every
+        such room kept a tail for good: 100,000 of them cost 150 MB)."""
         key = fold(room)
         with self._lock:
             tail = self._tails.get(key)
             if tail is None:
-                tail = self._tails[key] = Tail(self.lines, self.store, self.store.load(key, self.lines))
-                self._make_idle(key, tail.size())
-            grown = tail.record_remote(room, events)
+                return
+            grown = tail.record_remote(room, events, position)
             if key in self._idle:  # it may have been dropped by its own _make_idle
                 self._idle[key] += grown
                 self._idle_total += grown
                 self._idle.move_to_end(key)
                 self._drop_over_bound()
+
+    def _read_positioned(self, key: str, tail: Tail) -> Tail:
+        """Read ``tail`` (pending, pinned, in the table) from a store that says which stream
+        position the read belongs to. ``_lock`` is held on entry and exit, not during the read."""
+        self._lock.release()
+        try:
+            loaded, position = self.store.load_positioned(key, self.lines)
+        except Exception:  # the store logs why; the tail keeps what arrives from now on
+            loaded, position = [], None
+        finally:
+            self._lock.acquire()
+        tail.finish(loaded, position)
+        return tail
 
     # -- History._lock held ------------------------------------------------------------------
 

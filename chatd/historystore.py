@@ -90,8 +90,10 @@ class NullStore:
 class RedisStore(NullStore):
     """Cluster mode: ``chatd:history:ROOM`` in Redis (chatd/cluster/). The bus appends each of
     this node's lines in the same transaction as the stream entry that carries it, so there
-    is nothing to put here; and it read every room's history at start, together with the
-    stream position its reader starts from, which is what :meth:`load` hands out."""
+    is nothing to put here; a read returns the stream position it belongs to
+    (``positioned``), which is how history.py meets the lines the reader delivers exactly."""
+
+    positioned = True
 
     def __init__(self, bus) -> None:
         self.bus = bus
@@ -99,8 +101,8 @@ class RedisStore(NullStore):
     def purge(self, room_key: str) -> None:
         self.bus.purge_history(room_key)
 
-    def load(self, room_key: str, count: int) -> list:
-        return self.bus.stored_history(room_key, count)
+    def load_positioned(self, room_key: str, count: int) -> tuple[list, tuple]:
+        return self.bus.read_history(room_key, count)
 
 
 class SqliteStore:

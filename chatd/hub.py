@@ -286,14 +286,15 @@ class Hub:
             return remote, lambda event: self._bus.send_private(remote, event)
         return None
 
-    def deliver(self, room_name: str, events: list) -> None:
-        """Lines from another node to this node's members of ``room_name`` (the bus's reader)."""
+    def deliver(self, room_name: str, events: list, position=None) -> None:
+        """Lines from another node to this node's members of ``room_name`` (the bus's reader;
+        ``position``: where in the cluster's stream they come from, for the room's history)."""
         with self._lock:
             room = self._rooms.get(fold(room_name))
             if room is not None and room.members:
                 room.post_many(None, events)
             elif self._history is not None and self._history.lines:
-                self._history.record_remote(room_name, events)
+                self._history.record_remote(room_name, events, position)
 
     def deliver_private(self, nick: str, event) -> None:
         """A private line from another node (the bus's reader)."""

@@ -392,6 +392,82 @@ def test_cluster_history_is_one_history_on_every_node(cluster, chatd):
     assert not redis.client().exists("chatd:history:dev")
 
 
+@pytest.mark.parametrize("idle_rooms", [1000, 0])
+def test_a_join_on_another_node_mid_stream_meets_the_live_lines_exactly(cluster, idle_rooms):
+    """alice on node1 posts 600 lines into dev as fast as she can while bob on node2 joins it
+    three times: each time the replay and the live lines are one run, nothing twice, nothing
+    missing. With ``history_idle_rooms = 0`` node2 keeps no tail of dev between the joins, so
+    each join reads it from Redis while the lines stream in (the seam of history.py's
+    positioned read); with 1000 it keeps one."""
+    _, (a, b) = cluster(limits=FAST, history={**ON, "history_idle_rooms": idle_rooms})
+    alice, bob = alice_and_bob(a, b)
+    alice.join("dev")
+    count = 600
+    sender = threading.Thread(target=lambda: alice.send_raw(
+        "".join(f"n {i}\n" for i in range(count)).encode()))
+    sender.start()
+    for _ in range(3):
+        bob.send_line("/join dev")
+        bob.wait_for(lambda line: line.startswith("*** you joined dev"))
+        header = bob.wait_for(lambda line: line.startswith("*** history of dev (")
+                              or line.startswith("<alice> n "))
+        seen = []
+        if header.startswith("*** history"):
+            seen = [bare(bob.read_line()) for _ in range(int(header.split("(")[1].split()[0]))]
+            assert bob.read_line() == "*** end of history"
+        else:
+            seen.append(header)
+        numbers = [int(line.rpartition(" ")[2]) for line in seen]
+        replayed = len(seen) if header.startswith("*** history") else 0
+        # the replay is the 10 lines before the first live one (or all there were)
+        first_live = numbers[replayed] if len(numbers) > replayed else None
+        if first_live is not None:
+            assert replayed == min(10, first_live), (replayed, numbers)
+        while not numbers or numbers[-1] < count // 3 * (_ + 1) and numbers[-1] != count - 1:
+            line = bob.read_line(timeout=10)
+            if line.startswith("<alice> n "):
+                numbers.append(int(line.rpartition(" ")[2]))
+        assert numbers == list(range(numbers[0], numbers[-1] + 1)), numbers
+        bob.send_line("/join lobby")
+    sender.join(10)
+
+
+def test_a_tail_read_from_the_cluster_keeps_only_the_lines_from_after_its_read():
+    """history.py's positioned read, in process: lines delivered while the store is read are
+    kept only if their stream position is after the read's (the others were in the read)."""
+    from chatd.events import Said
+    from chatd.history import Entry, History
+
+    class Store:  # Redis as RedisStore answers: lines, and the stream position they belong to
+        positioned = True
+
+        def __init__(self):
+            self.reading, self.go = threading.Event(), threading.Event()
+
+        def mark(self):
+            return None  # nothing queued: Redis is written by the publisher, not the store
+
+        def load_positioned(self, key, count):
+            self.reading.set()
+            self.go.wait(5)
+            return [Entry(1.0, "dev", "say", "a", "in the read")], (100, 0)
+
+    store = Store()
+    history = History(store, 1000, 10, idle_rooms=0)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(history.acquire("dev")))
+    reader.start()
+    assert store.reading.wait(5)
+    history.record_remote("dev", [Said("a", "in the read")], (100, 0))  # also in the read
+    history.record_remote("dev", [Said("a", "after")], (100, 1))
+    store.go.set()
+    reader.join(5)
+    assert [e.text for e in got[0].last(10)] == ["in the read", "after"]
+    history.release("dev")  # idle_rooms = 0: dropped; a remote line now makes no tail
+    history.record_remote("dev", [Said("a", "nobody here")], (101, 0))
+    assert history.counts()["history_tails"] == 0
+
+
 def _history_size(client: ChatClient, room: str) -> int:
     """How many lines ``/history`` shows (room notices that arrive first are passed over)."""
     client.send_line("/history")

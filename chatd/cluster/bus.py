@@ -21,12 +21,10 @@ import structlog
 
 from chatd import wire
 from chatd.bus import ClusterUnavailable
-from chatd.cluster.codec import Rejected, Seal, Validator, room_key, text
+from chatd.cluster.codec import Rejected, Seal, Validator, text
 from chatd.cluster.keys import (
     GUESTS,
     HISTORY,
-    HISTORY_READ,
-    HISTORY_ROOMS,
     ID_BLOCK,
     ID_BLOCKS,
     MEMBERS,
@@ -40,7 +38,7 @@ from chatd.cluster.keys import (
 from chatd.cluster.leases import Leases, member_record, room_line
 from chatd.cluster.link import ClusterStartError, Link, scrub
 from chatd.cluster.publisher import Publisher
-from chatd.cluster.reader import Reader
+from chatd.cluster.reader import Reader, position
 from chatd.cluster.roster import Roster
 from chatd.cluster.routing import Routing
 from chatd.history import KINDS, Entry
@@ -77,8 +75,6 @@ class RedisBus:
         self.routing = Routing(self.link, self.publisher, self.leases)
         self.reader = Reader(self.link, self.roster, self.routing, self.publisher.stopping)
         self._threads: list[threading.Thread] = []
-        self._history: dict[str, list] = {}  # room key -> entries read at start (taken once)
-        self._history_lock = threading.Lock()
 
     # what the service, status and metrics read
     node = property(lambda self: self.link.node,
@@ -109,8 +105,7 @@ class RedisBus:
                                     f"{scrub(str(exc), link.url)}") from None
         try:
             link.scripts = {name: link.redis.register_script(source) for name, source in
-                            (("release", RELEASE), ("replace", REPLACE), ("reap", REAP),
-                             ("history", HISTORY_READ))}
+                            (("release", RELEASE), ("replace", REPLACE), ("reap", REAP))}
             self._repair_types()
             # what a previous run under our name left (killed before it could say goodbye)
             self.leases.reap(link.node)
@@ -134,25 +129,14 @@ class RedisBus:
                 redis.delete(key)
 
     def _load_snapshot(self) -> None:
-        """The other nodes' members, the rooms' history and the stream id they belong to, in
-        one transaction. A record that fails its check is skipped (one warning)."""
+        """The other nodes' members and the stream id they belong to, in one transaction. A
+        record that fails its check is skipped (one warning)."""
         link = self.link
         with link.redis.pipeline(transaction=True) as pipe:
             pipe.xrevrange(STREAM, count=1)
             pipe.hgetall(MEMBERS)
-            if self.history_lines:
-                link.scripts["history"](keys=[HISTORY_ROOMS],
-                                        args=[self.history_lines, HISTORY], client=pipe)
-            last, members, *history = pipe.execute()
+            last, members = pipe.execute()
         self.reader.last_id = last[0][0] if last else b"0-0"
-        rows = history[0] if history else []
-        for key, entries in zip(rows[::2], rows[1::2]):
-            try:
-                room = room_key(text(key))
-            except Rejected as exc:
-                link.rejected("history", str(exc))
-                continue
-            self._history[room] = [e for e in (self._history_entry(room, v) for v in entries) if e]
         for key, value in members.items():
             try:
                 owner = text(key)
@@ -165,12 +149,29 @@ class RedisBus:
             except Rejected as exc:
                 link.rejected("member", str(exc))
 
-    def _history_entry(self, room: str, value) -> Entry | None:
+    def read_history(self, room_key: str, count: int) -> tuple[list, tuple | None]:
+        """The room's newest ``count`` lines in Redis and the stream position they belong to
+        (one transaction: every line of an entry up to it is in the list, none after it);
+        ([], None) if Redis cannot be asked now (history.py then keeps what arrives)."""
+        link = self.link
+        key = HISTORY + room_key
+        try:
+            with link.redis.pipeline(transaction=True) as pipe:
+                pipe.lrange(key, -count, -1)
+                pipe.xrevrange(STREAM, count=1)
+                values, last = pipe.execute()
+        except Exception as exc:  # the redis client's errors, WRONGTYPE included
+            log.warning("history_read_failed", room=room_key, error=scrub(str(exc), link.url))
+            return [], None
+        entries = [e for e in (self._history_entry(room_key, v) for v in values) if e]
+        return entries, position(last[0][0]) if last else (0, 0)
+
+    def _history_entry(self, room_key: str, value) -> Entry | None:
         try:
             ts, shown, event = self.link.validator.history(
-                self.link.seal.open(HISTORY + room, value))
+                self.link.seal.open(HISTORY + room_key, value))
         except Rejected as exc:
-            self.link.rejected("history", str(exc), room=room)
+            self.link.rejected("history", str(exc), room=room_key)
             return None
         return Entry(ts, shown, KINDS[event.__class__], event.nick, event.text)
 
@@ -263,16 +264,9 @@ class RedisBus:
 
     # -- history (historystore.RedisStore) --------------------------------------------
 
-    def stored_history(self, room_key: str, count: int) -> list:
-        """The room's history as read at start (once: afterwards history.py's tail has it)."""
-        with self._history_lock:
-            entries = self._history.pop(room_key, [])
-        return entries[-count:] if count else []
-
     def purge_history(self, room_key: str) -> None:
         """Delete the room's history in Redis and have every other node drop its tail."""
         self.publisher.write(("delete", (HISTORY + room_key,)))
-        self.publisher.write(("srem", (HISTORY_ROOMS, room_key)))
         self.routing.tell_all("purge", {"room": room_key})
 
     # -- the admin side (routing.py) ----------------------------------------------------

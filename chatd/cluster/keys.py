@@ -2,9 +2,8 @@
 ``chatd:``; docs/cluster.md describes each). Values a node trusts are sealed (codec.py)."""
 
 PREFIX = "chatd:"
-STREAM, MEMBERS, NICKS, GUESTS, NODES, ID_BLOCKS, BANS, HISTORY_ROOMS = (
-    PREFIX + k for k in ("events", "members", "nicks", "guests", "nodes", "id-blocks", "bans",
-                         "history-rooms"))
+STREAM, MEMBERS, NICKS, GUESTS, NODES, ID_BLOCKS, BANS = (
+    PREFIX + k for k in ("events", "members", "nicks", "guests", "nodes", "id-blocks", "bans"))
 HISTORY = PREFIX + "history:"
 ANSWERS = PREFIX + "answers:"
 LEASE = PREFIX + "node:"
@@ -17,7 +16,7 @@ ID_BLOCK = 1_000_000
 #: The type each shared key must have (anything else was not written by a node: bus.py
 #: deletes it at start, with a warning).
 TYPES = {STREAM: "stream", MEMBERS: "hash", NICKS: "hash", BANS: "hash", NODES: "set",
-         HISTORY_ROOMS: "set", GUESTS: "string", ID_BLOCKS: "string"}
+         GUESTS: "string", ID_BLOCKS: "string"}
 
 #: Release a nick only if we still hold it (another node may have claimed it since).
 RELEASE = """
@@ -30,18 +29,6 @@ return 0
 REPLACE = """
 if redis.call('hget', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('hset', KEYS[1], ARGV[1], ARGV[3]) return 1 end
 return 0
-"""
-
-#: Every room's history, newest ARGV[1] entries: {room key, {entry, ...}, ...} (atomic).
-HISTORY_READ = """
-local out = {}
-for _, room in ipairs(redis.call('smembers', KEYS[1])) do
-  if redis.call('type', ARGV[2] .. room).ok == 'list' then
-    out[#out + 1] = room
-    out[#out + 1] = redis.call('lrange', ARGV[2] .. room, -tonumber(ARGV[1]), -1)
-  end
-end
-return out
 """
 
 #: Forget a lost node's members (ARGV[8...]: member key, folded nick, sealed claim, ...),

@@ -19,7 +19,7 @@ import time
 import structlog
 
 from chatd.cluster.codec import WRITE_ENTRY_BYTES
-from chatd.cluster.keys import HISTORY, HISTORY_ROOMS, STREAM, STREAM_LENGTH
+from chatd.cluster.keys import HISTORY, STREAM, STREAM_LENGTH
 
 log = structlog.get_logger("chatd.cluster")
 
@@ -114,9 +114,6 @@ class Publisher:
                 pipe.rpush(key, *[link.seal.seal(key, record) for record in records])
                 pipe.ltrim(key, -self.history_lines, -1)
                 keys += [key, key]
-            if by_room:
-                pipe.sadd(HISTORY_ROOMS, *by_room)
-                keys.append(HISTORY_ROOMS)
             for body in _bodies(lines):
                 pipe.xadd(STREAM, link.entry(body), maxlen=STREAM_LENGTH, approximate=True)
                 keys.append(STREAM)

@@ -27,6 +27,12 @@ from chatd import events as ev
 from chatd.cluster.codec import Rejected, Replays, name
 from chatd.cluster.keys import STREAM
 
+
+def position(entry_id: bytes) -> tuple[int, int]:
+    """A stream entry id (``MS-SEQ``) as a tuple that orders as the stream does."""
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)
+
 log = structlog.get_logger("chatd.cluster")
 
 READ_BLOCK_MS = 1000
@@ -77,11 +83,12 @@ class Reader:
         if lost == link.node:
             return
         try:
-            self._lines(writer, lost or writer, lines)
+            self._lines(writer, lost or writer, lines, position(entry_id))
         except Exception:  # a bug must not end the reader either
             log.exception("cluster_entry_failed", entry=_text(entry_id))
 
-    def _lines(self, writer: str, node: str, lines: list) -> None:
+    def _lines(self, writer: str, node: str, lines: list, at: tuple) -> None:
+        """The entry's lines in order; ``at``: its stream position (history.py's seam)."""
         run_room, run = None, []  # consecutive lines for one room: delivered together
         validator, hub = self.link.validator, self.hub
         for item in lines:
@@ -94,13 +101,13 @@ class Reader:
                         raise Rejected(f"{event.__class__.__name__} is not a room line")
                     self.roster.track(event, room, node)
                     if room != run_room and run:
-                        hub.deliver(run_room, run)
+                        hub.deliver(run_room, run, at)
                         run = []
                     run_room = room
                     run.append(event)
                     continue
                 if run:  # what came before it, first: the batch's order is the senders'
-                    hub.deliver(run_room, run)
+                    hub.deliver(run_room, run, at)
                     run = []
                 handler = self.handlers.get(item[0])
                 if handler is None:
@@ -109,7 +116,7 @@ class Reader:
             except (Rejected, IndexError) as exc:
                 self.link.rejected("line", str(exc) or "too short", node=writer)
         if run:
-            hub.deliver(run_room, run)
+            hub.deliver(run_room, run, at)
 
     def _hidden(self, writer: str, item: list) -> None:
         """``["hidden", TEXT]``: a private line ``["to", FOLDED NICK, *EVENT]``, encrypted."""
