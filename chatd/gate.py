@@ -10,8 +10,10 @@ wait in ``poll()`` on their socket, inside :meth:`Gate.polling`, and read only a
 A session waiting in ``poll()`` is at such a point already: it has not read what is pending
 and it checks the gate before it does. So closing the gate wakes nobody. The upgrade counts
 the sessions in ``poll()`` (``_polling``) and those that came out of it, or out of a pause,
-and found the gate closed (:meth:`park`: they wait until it opens again, after an upgrade that
-failed, or forever: this process exits under them). :meth:`wait_parked` returns once every
+or were about to take the next buffered line, and found the gate closed (:meth:`park`: they
+wait until it opens again, after an upgrade that failed, or forever: this process exits under
+them). The check before each line matters: a session with lines and tokens in hand may not
+reach a read for seconds (session.py ``_drain_lines``). :meth:`wait_parked` returns once every
 live session is one or the other; no thread changes their state while the gate is closed.
 (The first design woke every session through an eventfd to park it: 2.6 s at 5,000 clients,
 5,000 threads fighting for the GIL at once.)

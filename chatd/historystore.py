@@ -19,16 +19,30 @@ changes (moved or replaced) so an operator can intervene without a restart.
 
 A corrupt file at start is moved aside to ``history.sqlite3.corrupt-YYYYMMDDTHHMMSS`` and a
 fresh one is started (``history_corrupt``): losing old history is better than refusing to chat
-or silently overwriting evidence the operator may want to recover.
+or silently overwriting evidence the operator may want to recover. Corrupt means what SQLite
+calls so (SQLITE_CORRUPT, SQLITE_NOTADB) and nothing else: a healthy file that cannot be
+written (mode 0444, a read-only directory or file system, someone else's -wal/-shm) is kept
+where it is, read as it is (read-only, immutable if SQLite cannot share it), and counts as
+``history_write_failed``; moving it aside would throw away history that was never damaged.
+
+The file is opened by chatd with O_NOFOLLOW, created 0600, before SQLite sees it: SQLite
+follows a symbolic link, so a dangling link made a chatd running as root create a 0644 file
+wherever it pointed. A link at start (the file, its -wal or -shm) makes :meth:`check` raise
+:class:`HistoryFileError` and chatd refuse to start (docs/protocol.md §10: the operator must
+see it, and history silently written elsewhere is worse than none); one that appears while
+chatd runs is a write failure like any other.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import queue
 import sqlite3
+import stat
 import threading
 import time
+import urllib.parse
 
 import structlog
 
@@ -39,6 +53,10 @@ from chatd.protocol import fold
 log = structlog.get_logger("chatd.history")
 
 FILENAME = "history.sqlite3"
+#: The files SQLite keeps next to it in WAL mode (made with the main file's mode).
+SIDE_SUFFIXES = ("-wal", "-shm")
+#: The primary result codes that mean the file itself is damaged (sqlite3.h).
+_CORRUPT_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
 #: Queued writes beyond this are dropped (the writer is stuck): memory stays bounded.
 MAX_QUEUED = 200_000
 _BATCH = 5000
@@ -62,8 +80,15 @@ CREATE INDEX IF NOT EXISTS lines_room ON lines (room, id);
 _STOP = object()
 
 
+class HistoryFileError(Exception):
+    """The history file cannot be used safely at start; the message is one line for the operator."""
+
+
 class NullStore:
     """history_lines = 0: nothing is kept anywhere."""
+
+    def check(self) -> None:
+        pass
 
     def put(self, entry) -> None:
         pass
@@ -131,22 +156,46 @@ class SqliteStore:
     def load(self, room_key: str, count: int) -> list:
         """Once per room per process (history.py keeps the tail): a connection of its own,
         read-only, so that a missing file stays missing until there is a line to write."""
-        if not os.path.isfile(self.path):
-            return []
         try:
-            reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
-            try:
-                rows = reader.execute(
-                    "SELECT ts, shown, kind, nick, text FROM lines WHERE room = ? "
-                    "ORDER BY id DESC LIMIT ?", (room_key, count)).fetchall()
-            finally:
-                reader.close()
+            mode = os.lstat(self.path).st_mode
+            if stat.S_ISLNK(mode):  # not followed here either
+                raise OSError(errno.ELOOP, "a symbolic link (not followed)", self.path)
+            if not stat.S_ISREG(mode):
+                return []
+            rows = self._read(room_key, count)
+        except FileNotFoundError:
+            return []
         except (sqlite3.Error, OSError) as err:
             log.warning("history_read_failed", room=room_key, error=str(err))
             return []
         return [Entry(*row) for row in reversed(rows)]
 
+    def _read(self, room_key: str, count: int) -> list:
+        """Read-only. A file this process cannot write (mode 0444, a read-only file system)
+        is read immutable: no locks, no -wal/-shm made with its read-only mode (such an -shm
+        would keep the writer out once the operator makes the file writable again). The same
+        when SQLite cannot share the file otherwise (no -shm in a read-only directory,
+        someone else's -shm). Immutable sees the main file as it is: nothing here writes it."""
+        uri = f"file:{urllib.parse.quote(self.path)}?mode=ro"
+        if not os.access(self.path, os.W_OK):
+            return _select(uri + "&immutable=1", room_key, count)
+        try:
+            return _select(uri, room_key, count)
+        except sqlite3.OperationalError as err:
+            if _corrupt(err):
+                raise
+            return _select(uri + "&immutable=1", room_key, count)
+
     # -- lifetime -------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """At start, before anything is bound (service.py): raise HistoryFileError if the file
+        or its -wal/-shm is a symbolic link (see the module docstring)."""
+        for path in (self.path, *(self.path + suffix for suffix in SIDE_SUFFIXES)):
+            if os.path.islink(path):
+                raise HistoryFileError(
+                    f"history file {path} is a symbolic link: chatd does not follow it "
+                    "(replace the link with the file itself, or remove it)")
 
     def start(self) -> None:
         """Check an existing file (moving a corrupt one aside), then start the writer. Never
@@ -154,9 +203,12 @@ class SqliteStore:
         try:
             if os.path.lexists(self.path):
                 self._open(check=True)
-        except sqlite3.DatabaseError as err:
-            self._move_aside(err)
-        except (sqlite3.Error, OSError) as err:
+        except sqlite3.Error as err:
+            if _corrupt(err):
+                self._move_aside(err)
+            else:  # healthy but not writable (read-only, locked): keep it, read it, say so
+                self._fail(err)
+        except OSError as err:
             self._fail(err)
         self._thread.start()
 
@@ -190,11 +242,27 @@ class SqliteStore:
     # -- the writer thread ----------------------------------------------------------------
 
     def _open(self, check: bool = False) -> None:
+        """Open (creating it 0600) without following a link, then hand it to SQLite by path
+        and make sure SQLite got the same file. Raises OSError or sqlite3.Error."""
         files.makedirs(os.path.dirname(self.path), files.STATE_DIR_MODE)
-        if not os.path.lexists(self.path):  # private like bans.json; -wal/-shm copy its mode
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, files.STATE_FILE_MODE))
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        for suffix in SIDE_SUFFIXES:  # SQLite would follow these too
+            if os.path.islink(self.path + suffix):
+                raise OSError(errno.ELOOP, "a symbolic link (not followed)", self.path + suffix)
         try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         files.STATE_FILE_MODE)  # -wal/-shm are created with its mode
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise OSError(errno.ELOOP, "a symbolic link (not followed)", self.path) from None
+            raise
+        try:
+            opened = _identity(os.fstat(fd))
+        finally:
+            os.close(fd)  # before SQLite locks the file: a close drops the process's locks
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:  # SQLite has opened the file: is it still the one we made sure of?
+            if _inode(self.path) != opened:  # swapped for a link meanwhile: write nothing
+                raise OSError(errno.ESTALE, "replaced while it was being opened", self.path)
             if check:
                 conn.execute("PRAGMA quick_check").fetchone()
             conn.execute("PRAGMA journal_mode=WAL")
@@ -204,13 +272,13 @@ class SqliteStore:
             conn.close()
             raise
         self._conn = conn
-        self._inode = _inode(self.path)
+        self._inode = opened
 
     def _move_aside(self, err) -> None:
         aside = f"{self.path}.corrupt-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
         try:
             os.replace(self.path, aside)
-            for suffix in ("-wal", "-shm"):
+            for suffix in SIDE_SUFFIXES:
                 if os.path.exists(self.path + suffix):
                     os.replace(self.path + suffix, aside + suffix)
             log.warning("history_corrupt", path=self.path, moved_to=aside, error=str(err))
@@ -298,13 +366,33 @@ def _insert(conn, rows: list, touched: set) -> None:
         rows.clear()
 
 
+def _select(uri: str, room_key: str, count: int) -> list:
+    """The newest ``count`` rows of a room, newest first, over a connection of their own."""
+    reader = sqlite3.connect(uri, uri=True)
+    try:
+        return reader.execute("SELECT ts, shown, kind, nick, text FROM lines WHERE room = ? "
+                              "ORDER BY id DESC LIMIT ?", (room_key, count)).fetchall()
+    finally:
+        reader.close()
+
+
+def _corrupt(err: sqlite3.Error) -> bool:
+    """Whether SQLite says the file is damaged (not merely unwritable, locked or missing)."""
+    code = getattr(err, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _CORRUPT_CODES
+
+
 def _key(room: str) -> str:
     return fold(room)
 
 
+def _identity(st: os.stat_result) -> tuple:
+    return (st.st_dev, st.st_ino)
+
+
 def _inode(path: str):
+    """The file at ``path`` itself (a link is not followed: it never matches the file)."""
     try:
-        st = os.stat(path)
+        return _identity(os.lstat(path))
     except OSError:
         return None
-    return (st.st_dev, st.st_ino)

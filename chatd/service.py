@@ -51,7 +51,7 @@ from chatd.flusher import Flusher
 from chatd.gate import Gate
 from chatd.handover import HandoverError
 from chatd.history import History
-from chatd.historystore import NullStore, RedisStore, SqliteStore
+from chatd.historystore import HistoryFileError, NullStore, RedisStore, SqliteStore
 from chatd.hub import Hub
 from chatd.server import Listener, bind
 from chatd.events import SHUTDOWN, ServerShutdown
@@ -112,11 +112,13 @@ class Service:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def bind(self) -> None:
-        """Load bans and bind both sockets; no thread yet. Raises StartupError."""
+        """Load bans, check the history file and bind both sockets; no thread yet. Raises
+        StartupError."""
         config = self.config
         try:
             self.bans.load()
-        except BanFileError as exc:
+            self.history_store.check()  # a symbolic link: refused (historystore.py)
+        except (BanFileError, HistoryFileError) as exc:
             raise StartupError(str(exc)) from None
         gid = grp.getgrnam(config.admin_group).gr_gid if config.admin_group else None
         self._activation, stored = fdstore.split(passed_fds())

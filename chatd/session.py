@@ -200,9 +200,19 @@ class Session:
         return plain
 
     def _drain_lines(self) -> Close | None:
-        """Handle every complete line buffered, one flood token each; a reason ends us."""
+        """Handle every complete line buffered, one flood token each; a reason ends us.
+
+        The gate is checked before each line, not only where we read: a session with lines
+        and tokens in hand (a paste within its burst, or one starved of the CPU so that its
+        tokens pile up) could otherwise go on for seconds without reaching a read, and an
+        upgrade waited for it in vain (issue 22: 248 clients at rate 200, "the sessions did
+        not stop within 10 s"). Between two lines everything read is in the framer (or
+        ``_held``), which is what the handover takes."""
         framer = self.framer
+        gate = self._gate
         while True:
+            if gate is not None and gate.closed:  # a hint; park() decides under its lock
+                gate.park(self)
             raw = self._held if self._held is not None else framer.next_line()
             if raw is None:
                 return None

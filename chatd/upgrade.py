@@ -8,9 +8,9 @@ The old process (:func:`hand_over`, on its main thread):
 2. freezes: the listeners and the admin socket stop accepting (the sockets stay listening:
    the kernel queues newcomers for the new process); TLS clients are told
    ``*** server restarting, please reconnect`` and closed (a TLS session cannot leave the
-   process); every session thread parks between two reads (gate.py), so what a client sends
-   from now on stays in the kernel for the new process; the flusher finishes what is queued
-   and stops writing (flusher.py), so what is not sent yet is known exactly.
+   process); every session thread parks between two reads or two lines (gate.py), so what
+   a client sends from now on stays in the kernel for the new process; the flusher finishes
+   what is queued and stops writing (flusher.py), so what is not sent yet is known exactly.
 3. sends the state (versioned; below) with the listening sockets, the admin socket, the
    pidfile and every client socket, and waits for ``ready``.
 4. ``commit``: the caller is answered and this process ends with ``os._exit`` (no goodbyes:
