@@ -11,10 +11,10 @@ one ``SimpleQueue.put`` per history line and nothing else.
 
 Which tails are held: every room that exists holds its tail (*pinned*: :meth:`History.acquire`,
 :meth:`History.release`). A room that empties keeps its tail *idle*, so that a join soon after
-replays it without reading the store; idle tails are also made by lines from another node for
-a room with no member here that had a tail already (cluster mode,
-:meth:`History.record_remote`; a room without one gets none) and by admin ``history``. Idle tails are bounded, whoever made them: at most ``idle_rooms`` of them and
-``idle_bytes`` of their lines (text plus ``ENTRY_BYTES`` a line), least recently used dropped
+replays it without reading the store (lines from other nodes go on into it, cluster mode:
+:meth:`History.record_remote`; a room without a tail here gets none from them), and so does
+a room admin ``history`` looked at. Idle tails are bounded, whoever made them: at most
+``idle_rooms`` of them and ``idle_bytes`` of their lines (text plus ``ENTRY_BYTES`` a line), least recently used dropped
 first (issue 22: 48,600 room names joined and left held 65 MB for good). A dropped tail is
 read again from the store by the next :meth:`History.acquire`, which waits first until the
 store has written what the tail held when it was dropped (``store.mark()``).

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from chatd import events as ev
 from chatd.cluster import secret
-from chatd.cluster.codec import CLOCK_SKEW, Rejected, Replays, Seal, Validator, rows
+from chatd.cluster.checks import Validator, rows
+from chatd.cluster.codec import CLOCK_SKEW, Rejected, Replays, Seal
 
 SEAL = Seal(b"k" * 32)
 OTHER = Seal(b"o" * 32)
@@ -32,6 +33,18 @@ def test_a_sealed_value_opens_only_with_the_secret_and_at_its_place():
                                 (SEAL, "chatd:nicks/alice", b"node1|5"), (SEAL, "x", b"")):
         with pytest.raises(Rejected):
             seal.open(context, data)
+
+
+def test_the_tag_is_hmac_sha256():
+    """The precomputed pads of Seal.tag make exactly RFC 2104's HMAC (hmac.digest), cut to
+    128 bits."""
+    import hashlib
+    import hmac
+
+    key = hashlib.sha256(b"chatd cluster\n" + b"k" * 32).digest()
+    for context, payload in ((b"chatd:nicks/a", b"node1|5"), (b"", b""), (b"x" * 100, b"y" * 9000)):
+        assert SEAL.tag(context, payload) == \
+            hmac.digest(key, context + b"\n" + payload, "sha256")[:16].hex()
 
 
 def test_hidden_values_need_the_secret_and_their_context():

@@ -53,7 +53,8 @@ def sealed_entry(seal, writer: str, lines: list, seq: int | None = None) -> dict
 # -- authenticated Redis or no cluster -------------------------------------------------------
 
 
-def test_a_tcp_redis_without_credentials_is_refused_unless_allowed(tmp_path, redis_server, chatd):  # noqa: F811
+def test_a_tcp_redis_without_credentials_is_refused_unless_allowed(  # noqa: F811
+        tmp_path, redis_server, chatd):
     redis = redis_server(password=None)
     keys = {"redis_url": redis.url, "cluster_secret_file": str(cluster_secret(tmp_path))}
     for args in (("--check-config",), ()):
@@ -64,7 +65,8 @@ def test_a_tcp_redis_without_credentials_is_refused_unless_allowed(tmp_path, red
     node.wait_event("cluster_joined")
 
 
-def test_a_unix_socket_is_accepted_only_in_a_directory_others_cannot_enter(tmp_path, redis_server, chatd):  # noqa: F811
+def test_a_unix_socket_is_accepted_only_in_a_directory_others_cannot_enter(  # noqa: F811
+        tmp_path, redis_server, chatd):
     redis = redis_server(unix_socket=True, password=None)
     assert stat.S_IMODE(os.stat(redis.dir).st_mode) == 0o700
     keys = {"redis_url": redis.unix_url, "cluster_secret_file": str(cluster_secret(tmp_path))}
@@ -239,7 +241,8 @@ def test_private_lines_and_addresses_cannot_be_read_in_redis(cluster):  # noqa: 
 # -- admin actions across nodes -------------------------------------------------------------
 
 
-def test_routed_actions_are_obeyed_only_from_a_live_node_and_logged_there(cluster, tmp_path):  # noqa: F811
+def test_routed_actions_are_obeyed_only_from_a_live_node_and_logged_there(  # noqa: F811
+        cluster, tmp_path):
     redis, (a, b) = cluster()
     alice, bob = alice_and_bob(a, b)
     bob_id = b.client_id(bob)
@@ -312,6 +315,16 @@ def test_the_redis_password_is_never_shown(cluster, tmp_path, watching):  # noqa
         assert redis.password not in text
 
 
+def test_a_wrong_password_is_refused_not_unreachable(tmp_path, redis_server):  # noqa: F811
+    redis = redis_server()
+    url = redis.url.replace(redis.password, "not-the-password")
+    line = refused(run_chatd(tmp_path, redis_url=url,
+                             cluster_secret_file=str(cluster_secret(tmp_path))), status=1)
+    shown = url.replace("not-the-password", "***")
+    assert line.startswith(f"chatd: error: Redis at {shown} refused chatd: "), line
+    assert "not-the-password" not in line
+
+
 def test_the_cluster_secret_file(tmp_path, redis_server):  # noqa: F811
     path = tmp_path / "secret"
     made = subprocess.run([sys.executable, "-m", "chatd", "--gen-cluster-secret", str(path)],
@@ -322,7 +335,8 @@ def test_the_cluster_secret_file(tmp_path, redis_server):  # noqa: F811
                            capture_output=True, text=True, timeout=30)
     assert again.returncode == 1 and "exists" in again.stderr, again
     url = redis_server().url
-    assert "cluster_secret_file: required in cluster mode" in refused(run_chatd(tmp_path, redis_url=url))
+    line = refused(run_chatd(tmp_path, redis_url=url))
+    assert "cluster_secret_file: required in cluster mode" in line
     path.chmod(0o644)
     line = refused(run_chatd(tmp_path, redis_url=url, cluster_secret_file=str(path)))
     assert f"chmod 600 {path}" in line and path.read_text().strip() not in line

@@ -2,7 +2,8 @@
 
 Redis is a trust boundary here: whoever can write to it may deny service (delete keys) but
 must not speak as anyone or act as an operator. So codec.py seals every value a node trusts
-with the cluster secret and checks everything read back, before the rest of chatd sees it.
+with the cluster secret and opens what is read back, and checks.py validates it, before the
+rest of chatd sees it.
 
 The service makes a :class:`RedisBus` (bus.py) when ``redis_url`` is set; the hub talks to it
 through the interface in chatd/bus.py, exactly as to the single node's LocalBus.

@@ -21,7 +21,8 @@ import structlog
 
 from chatd import wire
 from chatd.bus import ClusterUnavailable
-from chatd.cluster.codec import Rejected, Seal, Validator, text
+from chatd.cluster.checks import Validator
+from chatd.cluster.codec import Rejected, Seal, text
 from chatd.cluster.keys import (
     GUESTS,
     HISTORY,
@@ -97,6 +98,9 @@ class RedisBus:
         try:
             link.redis = _connect(link.url)
             link.redis.ping()
+        except redis.AuthenticationError as exc:  # a ConnectionError, but Redis was reached
+            raise ClusterStartError(f"Redis at {link.shown_url} refused chatd: "
+                                    f"{scrub(str(exc), link.url)}") from None
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             raise ClusterStartError(f"cannot reach Redis at {link.shown_url}: "
                                     f"{scrub(str(exc), link.url)}") from None
@@ -152,9 +156,13 @@ class RedisBus:
     def read_history(self, room_key: str, count: int) -> tuple[list, tuple | None]:
         """The room's newest ``count`` lines in Redis and the stream position they belong to
         (one transaction: every line of an entry up to it is in the list, none after it);
-        ([], None) if Redis cannot be asked now (history.py then keeps what arrives)."""
+        ([], None) if Redis cannot be asked now (history.py then keeps what arrives). An
+        element holds one batch's lines for the room (publisher.py), so the newest ``count``
+        elements hold at least ``count`` lines."""
         link = self.link
         key = HISTORY + room_key
+        if not link.up:  # a join must not wait for a connect timeout
+            return [], None
         try:
             with link.redis.pipeline(transaction=True) as pipe:
                 pipe.lrange(key, -count, -1)
@@ -163,17 +171,26 @@ class RedisBus:
         except Exception as exc:  # the redis client's errors, WRONGTYPE included
             log.warning("history_read_failed", room=room_key, error=scrub(str(exc), link.url))
             return [], None
-        entries = [e for e in (self._history_entry(room_key, v) for v in values) if e]
-        return entries, position(last[0][0]) if last else (0, 0)
+        entries = [e for value in values for e in self._history_entries(room_key, value)]
+        return entries[-count:], position(last[0][0]) if last else (0, 0)
 
-    def _history_entry(self, room_key: str, value) -> Entry | None:
+    def _history_entries(self, room_key: str, value) -> list:
+        """One history list element (lines joined by LF, one tag) as Entries; what fails its
+        check is skipped with a warning (the whole element if its tag does)."""
         try:
-            ts, shown, event = self.link.validator.history(
-                self.link.seal.open(HISTORY + room_key, value))
+            records = self.link.seal.open(HISTORY + room_key, value).split("\n")
         except Rejected as exc:
             self.link.rejected("history", str(exc), room=room_key)
-            return None
-        return Entry(ts, shown, KINDS[event.__class__], event.nick, event.text)
+            return []
+        entries = []
+        for record in records:
+            try:
+                ts, shown, event = self.link.validator.history(record)
+            except Rejected as exc:
+                self.link.rejected("history", str(exc), room=room_key)
+                continue
+            entries.append(Entry(ts, shown, KINDS[event.__class__], event.nick, event.text))
+        return entries
 
     def start(self, hub) -> None:
         self.reader.hub = self.leases.hub = hub

@@ -27,7 +27,10 @@ return 0
 #: Replace a nick claim that failed its check (someone without the secret wrote it) only if it
 #: is still that value.
 REPLACE = """
-if redis.call('hget', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('hset', KEYS[1], ARGV[1], ARGV[3]) return 1 end
+if redis.call('hget', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('hset', KEYS[1], ARGV[1], ARGV[3])
+  return 1
+end
 return 0
 """
 

@@ -15,6 +15,7 @@ but :meth:`alive`, which the reader asks before it obeys a routed admin action.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 
@@ -22,7 +23,8 @@ import structlog
 
 from chatd import events as ev
 from chatd import wire
-from chatd.cluster.codec import Rejected, node_name, text
+from chatd.cluster.checks import node_name
+from chatd.cluster.codec import Rejected, text
 from chatd.cluster.keys import (
     LEASE,
     MEMBERS,
@@ -45,7 +47,13 @@ def member_record(nick: str, room: str | None, peer: str, connected_at: float) -
 def room_line(kind: str, target: str, encoded_event: str) -> str:
     """``[KIND, TARGET, *EVENT]`` as JSON text, from the event's own encoding (wire.dumps):
     the event is encoded once, and reused by the history record."""
-    return f"[{wire.compact(kind)},{wire.compact(target)}," + encoded_event[1:]
+    return _line_head(kind, target) + encoded_event[1:]
+
+
+@functools.lru_cache(maxsize=4096)
+def _line_head(kind: str, target: str) -> str:
+    """``[KIND,TARGET,`` (a few rooms carry nearly every line: encoded once each)."""
+    return f"[{wire.compact(kind)},{wire.compact(target)},"
 
 
 class Leases:

@@ -9,7 +9,8 @@ import time
 
 import structlog
 
-from chatd.cluster.codec import RejectLog, Seal, Sequence, Validator
+from chatd.cluster.checks import Validator
+from chatd.cluster.codec import RejectLog, Seal, Sequence
 from chatd.cluster.secret import redact
 
 log = structlog.get_logger("chatd.cluster")

@@ -29,6 +29,8 @@ RETRY_SECONDS = 0.5
 #: reader and one flush there, so fewer, larger batches cost every process less per line
 #: (bench/README.md, cluster).
 PUBLISH_LINGER = 0.001
+#: The most of one room's history lines a history list element holds (characters).
+HISTORY_CHUNK_BYTES = 64 * 1024
 
 
 class Publisher:
@@ -111,7 +113,7 @@ class Publisher:
                     by_room.setdefault(args[1][0], []).append(args[1][1])
             for room_key, records in by_room.items():  # one RPUSH per room per batch, in order
                 key = HISTORY + room_key
-                pipe.rpush(key, *[link.seal.seal(key, record) for record in records])
+                pipe.rpush(key, *[link.seal.seal(key, chunk) for chunk in _chunks(records)])
                 pipe.ltrim(key, -self.history_lines, -1)
                 keys += [key, key]
             for body in _bodies(lines):
@@ -135,6 +137,21 @@ class Publisher:
         for key, error in failed:
             if key == STREAM:
                 raise error
+
+
+def _chunks(records: list[str]):
+    """A batch's history lines for one room as list elements of up to HISTORY_CHUNK_BYTES:
+    lines joined by LF (a record has none: its event is JSON), one tag each. One element per
+    batch, not per line: a tag and a Redis argument per line cost 1.7 us of a node's CPU at
+    full speed (docs/cluster.md: the list keeps the newest ``history_lines`` elements, so at
+    least that many lines)."""
+    start, size = 0, 0
+    for i, record in enumerate(records):
+        if size + len(record) > HISTORY_CHUNK_BYTES and i > start:
+            yield "\n".join(records[start:i])
+            start, size = i, 0
+        size += len(record) + 1
+    yield "\n".join(records[start:])
 
 
 def _bodies(lines: list[str]):

@@ -24,14 +24,9 @@ import json
 import structlog
 
 from chatd import events as ev
-from chatd.cluster.codec import Rejected, Replays, name
+from chatd.cluster.checks import name
+from chatd.cluster.codec import Rejected, Replays
 from chatd.cluster.keys import STREAM
-
-
-def position(entry_id: bytes) -> tuple[int, int]:
-    """A stream entry id (``MS-SEQ``) as a tuple that orders as the stream does."""
-    ms, _, seq = entry_id.partition(b"-")
-    return int(ms), int(seq or 0)
 
 log = structlog.get_logger("chatd.cluster")
 
@@ -96,7 +91,9 @@ class Reader:
                 if item.__class__ is not list or not item or item[0].__class__ is not str:
                     raise Rejected("not a line")
                 if item[0] == "r":
-                    room, event = name(item[1]), validator.event(item[2:])
+                    room, event = item[1], validator.event(item[2:])
+                    if not validator.is_name(room):
+                        raise Rejected(f"bad room name {str(room)[:40]!r}")
                     if event.__class__ not in ROOM_EVENTS:
                         raise Rejected(f"{event.__class__.__name__} is not a room line")
                     self.roster.track(event, room, node)
@@ -136,6 +133,12 @@ class Reader:
         if event.__class__ is not ev.Announcement:
             raise Rejected("not an operator's line")
         self.hub.broadcast_local(event)
+
+
+def position(entry_id: bytes) -> tuple[int, int]:
+    """A stream entry id (``MS-SEQ``) as a tuple that orders as the stream does."""
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)
 
 
 def _text(value) -> str:

@@ -32,15 +32,8 @@ import structlog
 
 from chatd import wire
 from chatd.bus import ASKER_UID, ClusterUnavailable
-from chatd.cluster.codec import (
-    COMMANDS,
-    GATHERS,
-    Rejected,
-    ban_record,
-    node_name,
-    rows,
-    text,
-)
+from chatd.cluster.checks import COMMANDS, GATHERS, ban_record, node_name, rows
+from chatd.cluster.codec import Rejected, text
 from chatd.cluster.keys import ANSWERS, BANS, LEASE, MEMBERS, NICKS, NODES
 from chatd.cluster.link import ClusterStartError
 from chatd.protocol import fold

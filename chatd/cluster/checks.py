@@ -1,0 +1,253 @@
+"""What a sealed value may say: the checks every line and record read back from Redis passes
+after its tag (codec.py), as client input would.
+
+A tag proves a node wrote a value, not that it is sane (a node of another version, a bug), so
+names follow the nick and room rule, text is sanitised and no longer than a client (or, for an
+operator's text, the admin socket) could have sent, records are type-checked, and a routed
+admin action is one of :data:`COMMANDS` with arguments that pass its check. What fails raises
+codec.Rejected. Pure functions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from chatd import events as ev
+from chatd import wire
+from chatd.cluster.codec import Rejected
+from chatd.protocol import fold, is_valid_name, sanitize
+
+#: Operator text (broadcasts, kick reasons) comes from the admin socket: its request limit.
+MAX_ADMIN_TEXT = 64 * 1024
+MAX_PEER = 64  # "[ipv6]:port" fits
+MAX_NODE = 64  # config.py's node_name rule
+
+def name(value) -> str:
+    """A nick or room name by the clients' rule (docs/protocol.md §1)."""
+    if value.__class__ is not str or not is_valid_name(value):
+        raise Rejected(f"bad name {str(value)[:40]!r}")
+    return value
+
+
+def node_name(value) -> str:
+    if value.__class__ is not str or not 0 < len(value) <= MAX_NODE or not value.isprintable() \
+            or " " in value or "|" in value:
+        raise Rejected(f"bad node name {str(value)[:40]!r}")
+    return value
+
+
+def clean(value, limit: int) -> str:
+    """Text as a client could have sent it: sanitised, at most ``limit`` UTF-8 bytes."""
+    if value.__class__ is not str:
+        raise Rejected("text is not a string")
+    value = sanitize(value)
+    if len(value) > limit // 4 and len(value.encode()) > limit:
+        raise Rejected(f"text of {len(value.encode())} bytes")
+    return value
+
+
+def number(value) -> float:
+    if value.__class__ not in (int, float) or not math.isfinite(value):
+        raise Rejected(f"bad number {str(value)[:40]!r}")
+    return value
+
+
+_SAID, _ACTED = ev.Said, ev.Acted
+
+
+class Validator:
+    """Events and records read back from Redis, checked as client input is. ``max_line``:
+    this node's ``max_line_bytes`` (what a client may send)."""
+
+    def __init__(self, max_line: int) -> None:
+        self.max_line = max_line
+        self._names: set[str] = set()  # valid names seen: the reader thread (start-up before it)
+        self._short = max_line // 4  # characters surely within max_line bytes of UTF-8
+        # event class -> a check per field
+        user, admin = self._user_text, self._admin_text
+        self._rules = {
+            ev.Said: (name, user), ev.Acted: (name, user), ev.Joined: (name, name),
+            ev.Left: (name, name, self._reason), ev.Kicked: (name, admin),
+            ev.Renamed: (name, name), ev.Announcement: (admin,),
+            ev.PrivateMessage: (name, user),
+        }
+
+    def _user_text(self, value) -> str:
+        return clean(value, self.max_line)
+
+    @staticmethod
+    def _admin_text(value) -> str:
+        return clean(value, MAX_ADMIN_TEXT)
+
+    @staticmethod
+    def _reason(value):
+        return None if value is None else clean(value, MAX_ADMIN_TEXT)
+
+    def event(self, decoded):
+        """An event from its decoded JSON list, each field checked; Rejected otherwise."""
+        if decoded.__class__ is list and len(decoded) == 3:  # the common case, cheaply
+            kind, nick, said = decoded
+            cls = _SAID if kind == "Said" else _ACTED if kind == "Acted" else None
+            if cls is not None and said.__class__ is str and len(said) <= self._short \
+                    and said.isprintable() and self.is_name(nick):
+                return cls(nick, said)
+        return self._event(decoded)
+
+    def is_name(self, value) -> bool:
+        """name()'s rule, remembered for the few nicks and rooms of nearly every line
+        (bounded): the reader's per-line check costs a set lookup, not a regex."""
+        if value.__class__ is not str:
+            return False
+        if value in self._names:
+            return True
+        if not is_valid_name(value):
+            return False
+        if len(self._names) >= 4096:
+            self._names.clear()
+        self._names.add(value)
+        return True
+
+    def _event(self, decoded):
+        try:
+            event = wire.from_list(decoded)
+        except wire.WireError as exc:
+            raise Rejected(str(exc)) from None
+        rules = self._rules[event.__class__]
+        values = [getattr(event, f) for f in event.__slots__]
+        checked = [check(v) for check, v in zip(rules, values)]
+        return event if checked == values else event.__class__(*checked)
+
+    def member(self, value: str) -> tuple:
+        """A ``members`` record: (nick, room or None, peer, connected_at)."""
+        try:
+            nick, room, peer, connected_at = json.loads(value)
+        except (ValueError, TypeError):
+            raise Rejected("not a member record") from None
+        if peer.__class__ is not str or len(peer) > MAX_PEER or not peer.isprintable():
+            raise Rejected("bad peer")
+        return name(nick), None if room is None else name(room), peer, number(connected_at)
+
+    def history(self, value: str) -> tuple[float, str, object]:
+        """A history list value ``TS ROOM EVENT`` -> (ts, room, Said or Acted)."""
+        try:
+            ts, room, encoded = value.split(" ", 2)
+            ts, decoded = float(ts), json.loads(encoded)
+        except (ValueError, TypeError):
+            raise Rejected("not a history line") from None
+        event = self.event(decoded)
+        if event.__class__ not in (ev.Said, ev.Acted):
+            raise Rejected("not a room line")
+        return number(ts), name(room), event
+
+    @staticmethod
+    def lease(value: str) -> dict:
+        """A node's lease record: {since, address, clients}."""
+        try:
+            info = json.loads(value)
+            since, address, clients = info["since"], info["address"], info["clients"]
+        except (ValueError, TypeError, KeyError):
+            raise Rejected("not a lease") from None
+        if address.__class__ is not str or len(address) > MAX_PEER or clients.__class__ is not int:
+            raise Rejected("bad lease")
+        return {"since": number(since), "address": sanitize(address), "clients": clients}
+
+    @staticmethod
+    def owner(value: str) -> tuple[str, int]:
+        """A nick claim's or member key's ``node|client id``."""
+        node, _, client_id = value.rpartition("|")
+        if not client_id.isascii() or not client_id.isdigit() or len(client_id) > 18:
+            raise Rejected("bad owner")
+        return node_name(node), int(client_id)
+
+
+def room_key(value) -> str:
+    """A folded room name (history keys, purge)."""
+    if value.__class__ is not str or not is_valid_name(value) or fold(value) != value:
+        raise Rejected(f"bad room key {str(value)[:40]!r}")
+    return value
+
+
+# -- routed admin actions: what their arguments may be ---------------------------------------
+
+
+def _kick_args(args) -> dict:
+    reason = args.get("reason") if isinstance(args, dict) else None
+    return {"reason": None if reason is None else clean(reason, MAX_ADMIN_TEXT)}
+
+
+def _no_args(args) -> dict:
+    return {}
+
+
+def _room_args(args) -> dict:
+    if not isinstance(args, dict):
+        raise Rejected("bad arguments")
+    return {"room": room_key(args.get("room"))}
+
+
+def _rows_args(args) -> dict:
+    room = args.get("room") if isinstance(args, dict) else None
+    if room is not None and (room.__class__ is not str or not is_valid_name(room.lstrip("#"))):
+        raise Rejected("bad room")
+    return {"room": room}
+
+
+def _address_args(args) -> dict:
+    from chatd.bans import parse_network
+
+    address = args.get("address") if isinstance(args, dict) else None
+    try:
+        return {"address": str(parse_network(address))}
+    except (ValueError, TypeError, AttributeError):
+        raise Rejected("bad address") from None
+
+
+def ban_record(record) -> dict:
+    """A ban record (bans.py's ``as_record``) as another node or the ``bans`` hash has it."""
+    if not isinstance(record, dict):
+        raise Rejected("not a ban record")
+    created, expires = record.get("created"), record.get("expires")
+    if not _epoch(created) or expires is not None and not _epoch(expires):
+        raise Rejected("bad ban times")
+    return {**_address_args(record), "reason": clean(record.get("reason", ""), MAX_ADMIN_TEXT),
+            "created": created, "expires": expires}
+
+
+def _epoch(value) -> bool:
+    return value.__class__ in (int, float) and 0 <= value < 253402300800  # before year 9999
+
+
+#: action -> (whose: "client" for one client (its id given), "all" for every node; the
+#: arguments' check). What is not here is not obeyed.
+COMMANDS = {
+    "kick": ("client", _kick_args), "mute": ("client", _no_args), "unmute": ("client", _no_args),
+    "ban": ("all", ban_record), "unban": ("all", _address_args), "purge": ("all", _room_args),
+}
+GATHERS = {"rows": _rows_args}
+
+#: What a gathered ``rows`` answer may hold per client (admincmds._describe), and its size.
+ROW_FIELDS = frozenset(("id", "nick", "peer", "ip", "room", "connected", "connected_at", "idle",
+                        "bytes_in", "bytes_out", "lines_in", "lines_out", "sendq", "muted"))
+MAX_ROWS = 100_000
+
+
+def rows(result) -> list[dict]:
+    """Another node's ``list`` rows: scalars only, text sanitised and short."""
+    if not isinstance(result, list) or len(result) > MAX_ROWS:
+        raise Rejected("not a list of rows")
+    out = []
+    for row in result:
+        if not isinstance(row, dict):
+            raise Rejected("not a row")
+        clean_row = {}
+        for key, value in row.items():
+            if key not in ROW_FIELDS:
+                continue
+            if isinstance(value, str):
+                value = sanitize(value)[:256]
+            elif value is not None and value.__class__ not in (int, float, bool):
+                raise Rejected(f"bad value for {key}")
+            clean_row[key] = value
+        out.append(clean_row)
+    return out
