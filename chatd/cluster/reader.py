@@ -44,12 +44,14 @@ class Reader:
         self.stopping = stopping  # the publisher's stop event: both threads end together
         self.hub = None
         self.last_id = b"0-0"
+        self._me = b"\0"  # the head of this node's own entries (run())
         self._replays = Replays(link.started_at)
         self.handlers = {"hidden": self._hidden, "all": self._everyone, "cmd": routing.obey,
                          "re": routing.answered, "gather": routing.asked}
 
     def run(self) -> None:
         link = self.link
+        self._me = link.node.encode() + b"  "  # our head, lost empty (name settled by now)
         while not self.stopping.is_set():
             try:
                 reply = link.redis.xread({STREAM: self.last_id}, count=READ_COUNT,
@@ -68,7 +70,7 @@ class Reader:
         """One stream entry: opened, then its lines in order. Nothing in it ends the reader."""
         link = self.link
         try:
-            if fields.get(b"o") == link.node.encode() and not fields.get(b"l"):
+            if fields.get(b"h", b"").startswith(self._me):
                 return  # ours; but the departures of a node we reaped are for us too
             writer, lost, seq, lines = link.seal.open_entry(fields)
             self._replays.check(writer, seq)
