@@ -60,6 +60,7 @@ class Config:
     burst: int = 10
     idle_timeout: float = 0.0
     max_line_bytes: int = 1024
+    partial_line_timeout: float = 1.0  # a client that never sent LF: a pause ends its line
     log_messages: bool = False
     log_format: str | None = None  # None = auto: json unless the log output is a terminal
     log_level: str = "info"
@@ -123,6 +124,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "limits": (
         "max_clients", "max_clients_per_ip", "sendq_bytes", "recvq_bytes",
         "rate", "burst", "idle_timeout", "max_line_bytes", "sndbuf_bytes",
+        "partial_line_timeout",
     ),
     "logging": ("log_format", "log_level", "log_file", "log_messages"),
     "admin": ("admin_socket", "admin_group"),
@@ -279,6 +281,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "burst": _int_range(1),
     "idle_timeout": _number(0, inclusive=True),
     "max_line_bytes": _int_range(64, 1048576),
+    "partial_line_timeout": _number(0, inclusive=True),
     "log_messages": _boolean,
     "log_format": _choice(LOG_FORMATS, auto=True),
     "log_level": _choice(LOG_LEVELS),

@@ -55,13 +55,17 @@ class LineFramer:
     pace them (flood control) while ``pending_bytes`` tells how much unread input waits.
     """
 
-    __slots__ = ("max_line_bytes", "_buf", "_pos", "_discarding")
+    __slots__ = ("max_line_bytes", "_buf", "_pos", "_discarding", "seen_lf")
 
     def __init__(self, max_line_bytes: int) -> None:
         self.max_line_bytes = max_line_bytes
         self._buf = b""
         self._pos = 0
         self._discarding = False
+        #: Whether this stream has ended a line with LF yet: a client that never has (the
+        #: teaching client: one send() per message) gets its partial lines taken whole after
+        #: a pause (:meth:`take_partial`, session.py); one that has never does.
+        self.seen_lf = False
 
     @property
     def pending_bytes(self) -> int:
@@ -70,12 +74,28 @@ class LineFramer:
 
     def state(self) -> tuple[bytes, bool]:
         """(the bytes received but not yet returned, whether the rest of a too-long line is
-        being discarded): what an upgrade hands to the next process (upgrade.py)."""
+        being discarded): what an upgrade hands to the next process (upgrade.py), with
+        ``seen_lf``."""
         return self._buf[self._pos:], self._discarding
 
-    def restore(self, unread: bytes, discarding: bool) -> None:
+    def restore(self, unread: bytes, discarding: bool, seen_lf: bool = True) -> None:
         """Take over what :meth:`state` returned in another process."""
         self._buf, self._pos, self._discarding = unread, 0, discarding
+        self.seen_lf = seen_lf
+
+    def take_partial(self) -> bytes | None:
+        """The partial line buffered (no LF yet), as a whole line, or None if there is none
+        (or it is the rest of a line too long, being discarded). The caller decides when: a
+        stream that has never sent LF, after a pause (docs/protocol.md §1). The pause also ends
+        a line too long that was being discarded: for such a stream it is the end of the line."""
+        if self._discarding:
+            self._buf, self._pos, self._discarding = b"", 0, False
+            return None
+        if self.pending_bytes == 0:
+            return None
+        line = self._buf[self._pos:]
+        self._buf, self._pos = b"", 0
+        return line[:-1] if line.endswith(b"\r") else line
 
     def feed(self, data: bytes) -> None:
         if self._pos:
@@ -93,6 +113,7 @@ class LineFramer:
             if end < 0:
                 return self._partial()
             self._pos = end + 1
+            self.seen_lf = True
             if self._discarding:
                 self._discarding = False
                 continue

@@ -145,13 +145,16 @@ class Session:
             if end:
                 return end
             if self._eof:
+                if self._last_partial():
+                    continue
                 return CLOSED
             self._receive(RECV_SIZE)
 
     def _receive(self, size: int) -> None:
         client = self.client
         size = min(size, self._recv_size)
-        self._await_input()
+        if not self._await_input():
+            return  # a partial line was taken whole instead (_held)
         data = client.sock.recv(size)
         if not data:
             self._eof = True
@@ -262,12 +265,37 @@ class Session:
             ready = self._poller.poll(None if timeout is None else timeout * 1000)
         return bool(ready)  # (if the gate closed meanwhile, we come back after a failed upgrade)
 
-    def _await_input(self) -> None:
+    def _await_input(self) -> bool:
         """Wait in poll(), not in recv(), so that an upgrade can stop us between two reads
-        (gate.py); without a gate (tests that build a session alone) recv() simply blocks."""
-        if self._gate is not None:
-            while not self._readable(None):
-                pass
+        (gate.py); without a gate (tests that build a session alone) recv() simply blocks.
+        False: no input came for ``partial_line_timeout`` after a partial line from a client
+        that has never sent LF, and that line is now ``_held``, to be handled as a whole."""
+        timeout = self._partial_timeout()
+        if self._gate is None and timeout is None:
+            return True
+        while not self._readable(timeout):
+            if timeout is not None:
+                self._held = self.framer.take_partial()
+                if self._held is not None:
+                    return False
+                timeout = None
+        return True
+
+    def _partial_timeout(self) -> float | None:
+        """``partial_line_timeout`` if a partial line waits from a client that has never ended
+        a line with LF (SPEC §1: the teaching client sends each message with one send() and
+        no newline); else None: wait for LF as long as it takes, as nc and telnet users need."""
+        framer = self.framer
+        if framer.seen_lf or not framer.pending_bytes or self._held is not None:
+            return None  # (a held line waits for its flood token: it is not replaced)
+        return self.settings.config.partial_line_timeout or None
+
+    def _last_partial(self) -> bool:
+        """At EOF: such a client's last partial line is a line too (held); False if none."""
+        if self.framer.seen_lf or not self.settings.config.partial_line_timeout:
+            return False
+        self._held = self.framer.take_partial()
+        return self._held is not None
 
     # -- an upgrade (upgrade.py) --------------------------------------------------------------
 
@@ -275,13 +303,15 @@ class Session:
         """What a parked session has read and not yet handled, and where it stands."""
         unread, discarding = self.framer.state()
         return {"held": self._held, "unread": unread, "discarding": discarding,
+                "seen_lf": self.framer.seen_lf,
                 "telnet": self.telnet.state() if self.telnet is not None else None,
                 "tokens": self.bucket.tokens}
 
     def take_over(self, state: dict) -> None:
         """Go on from :meth:`handover_state` of the process before the upgrade."""
         self._held = state["held"]
-        self.framer.restore(state["unread"], state["discarding"])
+        # a state from a chatd before seen_lf: taken as seen (a line is never cut in two)
+        self.framer.restore(state["unread"], state["discarding"], state.get("seen_lf", True))
         if state["telnet"] is not None:
             self.telnet = TelnetFilter()
             self.telnet.restore(*state["telnet"])
