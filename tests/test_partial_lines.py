@@ -95,13 +95,20 @@ def test_the_teaching_client_chats_with_an_nc_user_both_ways(chatd):
         nc.close()
 
 
-def test_the_last_partial_line_arrives_when_the_client_closes(chatd):
-    """With a timeout far longer than the test waits, the line can only come from the close."""
-    srv = chatd(limits={"partial_line_timeout": 60})
+def listener_and_teacher(chatd, timeout: float):
+    """A chatd with ``partial_line_timeout``; an LF client (``listener``) and a teaching
+    client (guest-2) in its lobby."""
+    srv = chatd(limits={"partial_line_timeout": timeout})
     listener = srv.connect()
     listener.set_nick("listener")
     teacher = TeachingClient(srv.port)
     listener.wait_for("*** guest-2 joined lobby")
+    return listener, teacher
+
+
+def test_the_last_partial_line_arrives_when_the_client_closes(chatd):
+    """With a timeout far longer than the test waits, the line can only come from the close."""
+    listener, teacher = listener_and_teacher(chatd, 60)
     teacher.send("bye for now")
     teacher.sock.shutdown(socket.SHUT_RDWR)  # what the end of the teaching client's process does
     listener.expect("<guest-2> bye for now", timeout=10)
@@ -130,11 +137,7 @@ def test_a_client_that_has_sent_lf_never_gets_a_line_cut_in_two(chatd):
 
 
 def test_with_partial_line_timeout_off_a_partial_line_waits_for_lf(chatd):
-    srv = chatd(limits={"partial_line_timeout": 0})
-    listener = srv.connect()
-    listener.set_nick("listener")
-    teacher = TeachingClient(srv.port)
-    listener.wait_for("*** guest-2 joined lobby")
+    listener, teacher = listener_and_teacher(chatd, 0)
     teacher.send("no newline yet")
     time.sleep(0.5)  # the silence being tested
     teacher.send(" and now one\n")
