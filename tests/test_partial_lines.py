@@ -47,33 +47,28 @@ class TeachingClient:
     def send(self, message: str) -> None:
         self.sock.send(message.encode())
 
-    def wait_for(self, line: str, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        seen = []
-        while True:
-            try:
-                got = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                pytest.fail(f"the teaching client did not get {line!r}; got {seen}")
-            assert got is not None, f"connection closed before {line!r}; got {seen}"
-            if got == line:
-                return
-            seen.append(got)
+    def wait_for(self, line: str, timeout: float = 10.0) -> list[str]:
+        return read_until(self.lines, line, "the teaching client", timeout)
 
 
-def nc_wait_for(nc: Netcat, line: str, timeout: float = 10.0) -> list[str]:
-    """Read nc's output until ``line``; the lines before it."""
+def read_until(lines: queue.Queue, line: str, who: str, timeout: float = 10.0) -> list[str]:
+    """Take lines (str, or bytes as nc prints them) from ``lines`` until ``line``; the lines
+    before it. None in the queue: the output ended."""
     deadline, seen = time.monotonic() + timeout, []
     while True:
         try:
-            raw = nc.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            got = lines.get(timeout=max(0.0, deadline - time.monotonic()))
         except queue.Empty:
-            pytest.fail(f"nc did not print {line!r}; printed {seen}")
-        assert raw is not None, f"nc's output ended before {line!r}; printed {seen}"
-        text = raw.decode().rstrip("\r\n")
+            pytest.fail(f"{who} did not get {line!r}; got {seen}")
+        assert got is not None, f"{who}'s output ended before {line!r}; got {seen}"
+        text = got.decode().rstrip("\r\n") if isinstance(got, bytes) else got
         if text == line:
             return seen
         seen.append(text)
+
+
+def nc_wait_for(nc: Netcat, line: str, timeout: float = 10.0) -> list[str]:
+    return read_until(nc.lines, line, "nc", timeout)
 
 
 def test_the_teaching_client_chats_with_an_nc_user_both_ways(chatd):
