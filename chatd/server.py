@@ -29,6 +29,7 @@ from chatd.acceptor import Acceptor
 from chatd.client import Client
 from chatd import fdstore, render
 from chatd.events import SHUTDOWN, Error, ServerShutdown
+from chatd.refusal import Lingerer
 from chatd.session import Session
 from chatd.tls import TlsChannel, TlsError
 
@@ -175,6 +176,7 @@ class Listener:
         self._probes: set[tuple] = set()  # source addresses of watchdog probes in flight
         self._handshakes = HandshakeSlots()
         self._refused = Throttled("tls_handshake_refused", "warning")
+        self._lingerer = Lingerer()  # refused sockets: drained a moment, then closed
         self._failed = Throttled("tls_handshake_failed", "info")
         self.address = sock.getsockname()[:2]
         self._acceptor = Acceptor(sock, "accept", self._accepted, self._connect_to_self if passed else None)
@@ -319,8 +321,9 @@ class Listener:
                 conn.send(render.line(notice), socket.MSG_DONTWAIT)
             conn.shutdown(socket.SHUT_WR)
         except OSError:
-            pass
-        conn.close()
+            conn.close()
+            return
+        self._lingerer.hand(conn)  # closed once it has read what the client sent (refusal.py)
 
     def _reset(self, client, reason: str) -> None:
         """Drop a connection over a handshake cap: an RST, at once. It cannot read a word

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import re
 import resource
+import shutil
 import socket
 import struct
+import subprocess
 import threading
 import time
 
@@ -219,3 +221,27 @@ def test_accept_survives_running_out_of_file_descriptors(server):
         early.wait_for(f"*** {late.nick} joined lobby")
     failures = server.find_events("accept_failed")
     assert len(failures) < 100, "accept_failed must back off, not spin"
+
+
+def test_a_refused_client_that_writes_at_once_always_gets_its_refusal(chatd):
+    """SPEC §3: the refusal line is never lost to a reset. Closing a socket with unread input
+    sends an RST, which can destroy the line before the client reads it: `printf 'hi\\n' |
+    nc` to a full server got 0 bytes in 2 of 20 tries. Now chatd shuts its side, reads what
+    the client sent for a moment, then closes. 100 raw clients and 20 real nc runs."""
+    srv = chatd(limits={"max_clients": 1})
+    srv.connect()
+    for _ in range(100):
+        sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        sock.sendall(b"hi\n" * 100)
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+        sock.close()
+        assert data == b"*** error: server full\r\n"
+    nc = shutil.which("nc")
+    if nc is None:
+        pytest.skip("nc not found: install the Debian package netcat-openbsd")
+    for _ in range(20):
+        result = subprocess.run([nc, "127.0.0.1", str(srv.port)], input=b"hi\n",
+                                capture_output=True, timeout=10)
+        assert result.stdout == b"*** error: server full\r\n", result
