@@ -139,3 +139,63 @@ class Screen:
                     chunk = b""
                 assert chunk, f"telnet exited; screen: {self.text!r}"
                 self.text += chunk
+
+
+def test_binary_is_accepted_once_per_change():
+    """RFC 856 BINARY both ways, answered only when it changes (RFC 1143: no loops)."""
+    BINARY = 0
+    telnet = TelnetFilter()
+    assert telnet.feed(bytes([IAC, DO, BINARY, IAC, WILL, BINARY])) == \
+        (b"", bytes([IAC, WILL, BINARY, IAC, DO, BINARY]))
+    assert telnet.feed(bytes([IAC, DO, BINARY, IAC, WILL, BINARY])) == (b"", b"")
+    assert telnet.feed(bytes([IAC, DONT, BINARY, IAC, WONT, BINARY])) == \
+        (b"", bytes([IAC, WONT, BINARY, IAC, DONT, BINARY]))
+    assert telnet.feed(bytes([IAC, WONT, BINARY])) == (b"", b"")
+
+
+@pytest.mark.parametrize("data, text", [
+    (b"\xd1\xff\xf4\xff\xfd\x06", b"\xd1\x83"),  # у: IP inside a character (and DO TM)
+    (b"\xd1\xff\xf5", b"\xd1\x8f"), (b"\xe2\xff\xf3\x93", b"\xe2\x9c\x93"),  # я, ✓
+    (b"\xd0\xff\xed", b"\xd0\x9a"),  # SUSP
+    (b"a\xff\xf4", b"a"), (b"\xd1\x83\xff\xf4", b"\xd1\x83"),  # Ctrl-C outside: dropped
+    (b"\xf0\x9f\xff\xf3", b"\xf0\x9f\x9c"),
+])
+def test_a_command_inside_a_character_is_the_byte_telnet_made_it_from(data, text):
+    for chunk in (None, 1):  # whole, and a byte per read
+        assert run(data, chunk=chunk)[0] == text
+
+
+#: Cyrillic, Greek, Romanian, CJK, a check mark and an emoji: у (d1 83), я (d1 8f), ă (c4 83)
+#: and ✓ (e2 9c 93) are the bytes Debian's telnet sends as IAC IP, AO and BRK when not binary.
+WORLD = "Привет уя Ωμέγα ăîșț 中文字 ✓ 😀"
+
+
+@pytest.mark.skipif(TELNET is None, reason="telnet not found: install the Debian package telnet")
+@pytest.mark.parametrize("binary", [False, True], ids=["default mode", "toggle binary"])
+def test_real_telnet_sends_non_ascii_text_intact(server, binary):
+    """Before: the room saw ``Привет �� Ωμέγα �îșț 中文字 � 😀`` and ``toggle binary`` was
+    refused. Now the mangled bytes are put back, and BINARY is accepted."""
+    bob = server.connect()
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(TELNET, [TELNET, "127.0.0.1", str(server.port)])
+    screen = Screen(fd)
+    try:
+        screen.wait_for(b"*** you are guest-")
+        bob.wait_for(lambda line: line.endswith(" joined lobby"))
+        if binary:
+            os.write(fd, b"\x1d")  # Ctrl-]: telnet's own prompt
+            screen.wait_for(b"telnet>")
+            os.write(fd, b"toggle binary\r")
+            screen.wait_for(b"Negotiating binary mode")
+        for text in (WORLD, "and after it, ascii", WORLD):  # the last: the answers are in
+            os.write(fd, text.encode() + b"\r")
+            line = bob.wait_for(lambda line: line.startswith("<"))
+            assert line.endswith("> " + text), line
+        if binary:
+            screen.wait_for(b"Negotiating binary mode")  # (said before it is in force)
+            assert b"refused" not in screen.text.lower(), screen.text
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(fd)
