@@ -83,7 +83,7 @@ class _Command(click.Command):
 @click.option("--admin-socket", metavar="PATH",
               help="Unix socket for chatctl.  [default: see docs/protocol.md §4; env CHATD_ADMIN_SOCKET]")
 @click.option("--state-dir", metavar="PATH",
-              help="Where bans persist.  [default: $STATE_DIRECTORY, else $XDG_STATE_HOME/chatd or "
+              help="Where bans and room history persist.  [default: $STATE_DIRECTORY, else $XDG_STATE_HOME/chatd or "
                    "~/.local/state/chatd]")
 @click.option("--tls-port", type=int, help="Port of the TLS listener (needs tls_cert/tls_key).")
 @click.option("--pidfile", metavar="PATH",
