@@ -1,4 +1,4 @@
-# make run    install into .venv and run chatd in the foreground on 127.0.0.1:5555
+# make run    install into .venv and run chatd in the foreground on 127.0.0.1:5555 (state in .state/)
 # make test   install into .venv with the test extra and run the test suite (the soak runs its
 #             short CI profile there: CI_SOAK_SECONDS, 15)
 # make fuzz   the fuzz targets, long and randomised (not in CI)
@@ -23,8 +23,10 @@ BENCH_ARGS ?=
 
 .PHONY: run test fuzz soak clean tools bench bench-quick
 
+# Its state (bans, history) stays in the checkout (.state/, git-ignored): never the user's
+# default state directory, whose history a chatd run before (as root, say) would replay.
 run: $(VENV)/.stamp-run
-	$(BIN)/chatd --host 127.0.0.1 --port 5555
+	$(BIN)/chatd --host 127.0.0.1 --port 5555 --state-dir $(CURDIR)/.state
 
 test: $(VENV)/.stamp-test tools
 	CHATD_SOAK_SECONDS=$(CI_SOAK_SECONDS) $(BIN)/python -m pytest $(PYTEST_ARGS)

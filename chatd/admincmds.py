@@ -40,7 +40,7 @@ from chatd.adminproto import AdminError
 from chatd.bans import covers, iso, parse_network
 from chatd.bus import ClusterUnavailable
 from chatd.events import Announcement, Close, YouAreMuted, YouWereKicked
-from chatd.protocol import is_valid_name, sanitize
+from chatd.protocol import fold, is_valid_name, sanitize
 
 DEFAULT_KICK_REASON = "no reason given"
 MAX_BAN_SECONDS = 100 * 365 * 86400  # far enough; keeps expiry times printable (year < 9999)
@@ -150,6 +150,8 @@ class AdminCommands:
         if not 0 < count:
             raise AdminError("bad_args", "history: 'lines' must be > 0")
         entries = history.tail(name).last(min(count, history.lines))
+        if not entries and fold(name) not in {fold(room) for room, _ in self.ctx.hub.rooms()}:
+            raise _no_such_room(name)  # as list says it: nothing was ever said there, nobody is in it
         return {"room": name, "lines": [entry.as_dict() for entry in entries]}
 
     def do_purge(self, room: str) -> dict:

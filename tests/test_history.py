@@ -232,7 +232,9 @@ def test_chatctl_history_and_purge(chatd):
     entries = json.loads(ctl(srv, "history", "den", "-n", "1", "--json"))["lines"]
     assert [(e["kind"], e["nick"], e["text"]) for e in entries] == [("me", "alice", "two")]
     assert ctl(srv, "purge", "den") == "purged 2 lines of den\n"
-    assert ctl(srv, "history", "den") == ""
+    assert ctl(srv, "history", "den") == ""  # alice is in den: it exists, its history is empty
+    # a room that does not exist and has no history: as `list --room` says it, exit 1
+    assert ctl(srv, "history", "nosuch", status=1) == "chatctl: error: no such room nosuch\n"
     bob = srv.connect()
     bob.join("den")
     bob.expect_silence()  # nothing left to replay
