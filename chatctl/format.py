@@ -221,12 +221,12 @@ def shutting_down(result: dict) -> list[str]:
 def upgraded(result: dict) -> list[str]:
     return [f"upgraded: pid {result.get('old_pid')} -> {result.get('new_pid')}, version "
             f"{result.get('old_version')} -> {result.get('new_version')}, "
-            f"{result.get('clients')} clients kept"]
+            f"{count(result.get('clients'), 'client')} kept"]
 
 
 def handed_over(result: dict) -> list[str]:
     return [f"handed over to the fd store: pid {result.get('old_pid')}, "
-            f"{result.get('clients')} clients kept"]
+            f"{count(result.get('clients'), 'client')} kept"]
 
 
 def history(result: dict) -> list[str]:

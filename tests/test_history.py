@@ -28,7 +28,7 @@ ON = {"history_lines": 1000, "history_on_join": 10}  # the defaults
 def read_block(client: ChatClient, room: str, timeout: float = 5.0) -> list[str]:
     """The next lines must be one history block of ``room``; returns its entries."""
     header = client.read_line(timeout)
-    m = re.fullmatch(rf"\*\*\* history of {room} \((\d+) lines\)", header)
+    m = re.fullmatch(rf"\*\*\* history of {room} \((\d+) lines?\)", header)
     assert m, header
     entries = [client.read_line(timeout) for _ in range(int(m.group(1)))]
     assert client.read_line(timeout) == "*** end of history"

@@ -25,7 +25,7 @@ from conftest import ChatClient, wait_gone
 from faults import wait_until
 from test_chatctl import ctl
 
-UPGRADED = re.compile(r"upgraded: pid (\d+) -> (\d+), version (\S+) -> (\S+), (\d+) clients kept")
+UPGRADED = re.compile(r"upgraded: pid (\d+) -> (\d+), version (\S+) -> (\S+), (\d+) clients? kept")
 LIMITS = {"rate": 5000, "burst": 1000, "max_clients_per_ip": 100, "sendq_bytes": 16_000_000,
           "recvq_bytes": 32_000_000, "max_line_bytes": 4096}
 PAD = "x" * 1500  # long lines, so that a client that never reads gets a backlog quickly
