@@ -187,6 +187,9 @@ class Duration(click.ParamType):
         try:
             seconds = fmt.parse_duration(str(value))
         except ValueError:
+            if str(value).strip().rstrip("smhdw") in ("0", "0.0"):  # `-d 0` for "forever"?
+                self.fail(f"{value!r}: a ban lasts longer than 0; leave -d out for a ban with "
+                          "no expiry", param, ctx)
             self.fail(f"{value!r} is not a duration (e.g. 3600, 90m, 12h, 7d)", param, ctx)
         return int(seconds) if seconds.is_integer() else seconds
 

@@ -209,6 +209,9 @@ def muted(result: dict) -> list[str]:
 
 def reloaded(result: dict) -> list[str]:
     restart = result.get("restart_required") or []
+    if "config" in result and result["config"] is None:  # nothing to re-read
+        return ["reloaded (chatd was started without -c: there is no file to re-read; "
+                "its options and defaults are unchanged)"]
     if not restart:
         return ["reloaded"]
     return ["reloaded; restart chatd to apply: " + ", ".join(map(str, restart))]

@@ -353,13 +353,36 @@ def test_ban_bad_input(server):
     # chatctl's own checks are usage errors, before the daemon is asked
     result = invoke(server, "ban", "192.0.2.1", "--duration", "soon", status=2)
     assert "not a duration" in result.stderr
-    invoke(server, "ban", "192.0.2.1", "--duration", "0", status=2)
+    for zero in ("0", "0m"):  # says why, and what to do instead (issue 23 §4)
+        result = invoke(server, "ban", "192.0.2.1", "--duration", zero, status=2)
+        assert "a ban lasts longer than 0; leave -d out for a ban with no expiry" in result.stderr
     assert invoke(server, "bans").stdout == "ADDRESS  EXPIRES  REASON\n"
 
 
 # --------------------------------------------------------------------------------------------
 # reload, shutdown
 # --------------------------------------------------------------------------------------------
+
+
+def test_reload_of_a_chatd_started_without_a_file_says_so(tmp_path):
+    """It said a bare "reloaded" though there was nothing to re-read (issue 23 §4)."""
+    sock = tmp_path / "a.sock"
+    proc = subprocess.Popen([sys.executable, "-m", "chatd", "--port", "0", "--admin-socket",
+                             str(sock), "--state-dir", str(tmp_path / "state")],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd=REPO, env=_env())
+    try:
+        deadline = time.monotonic() + 10
+        while not (sock.exists() and run_chatctl(str(sock), "status").returncode == 0):
+            assert proc.poll() is None and time.monotonic() < deadline, "chatd did not start"
+            time.sleep(0.05)  # how often we look, not a guess at how long it takes
+        result = run_chatctl(str(sock), "reload")
+        assert result.returncode == 0, result
+        assert result.stdout.startswith("reloaded (chatd was started without -c: there is no "
+                                        "file to re-read"), result.stdout
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def test_reload_changes_the_motd(chatd):
