@@ -24,6 +24,7 @@ from __future__ import annotations
 import errno
 import json
 import re
+import sys
 import time
 from typing import Callable
 
@@ -381,9 +382,13 @@ def history(state: State, room: str, lines: int) -> None:
 
 @main.command(short_help="Delete a room's history.")
 @click.argument("room")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask first (asked only on a terminal).")
 @pass_state
-def purge(state: State, room: str) -> None:
-    """Delete every stored line of ROOM, in memory and on disk."""
+def purge(state: State, room: str, yes: bool) -> None:
+    """Delete every stored line of ROOM, in memory and on disk (there is no undo: on a
+    terminal chatctl asks first)."""
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"Delete every stored line of {room}? There is no undo", abort=True)
     state.run("purge", fmt.purged, room=room)
 
 

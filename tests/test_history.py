@@ -7,13 +7,14 @@ import os
 import re
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from datetime import datetime, timezone
 
 import pytest
 
-from conftest import ChatClient
+from conftest import REPO, ChatClient
 from faults import Admin, wait_until
 from redisfix import redis_server  # noqa: F401 - the fixture behind cluster
 from test_chatctl import ctl
@@ -491,3 +492,42 @@ def test_reload_applies_history_on_join_and_names_history_lines(chatd):
     assert result["restart_required"] == ["history.history_lines"]
     bob = ChatClient().connect(srv.port)  # motd None: the replay is split off the greeting
     assert [bare(e) for e in bob.replayed] == [f"<{alice.nick}> two"]
+
+
+def test_chatctl_purge_asks_first_on_a_terminal(chatd):
+    """There is no undo: on a terminal chatctl asks (issue 23 §4); `--yes`, or no terminal
+    (a script), does not."""
+    import pty
+
+    srv = chatd(limits=FAST, history=ON)
+    alice = srv.connect()
+    alice.join("den")
+    alice.send_line("keep me")
+    alice.sync()
+    for answer, purged in ((b"n\r", False), (b"y\r", True)):
+        if not purged:
+            alice.send_line("keep me")
+            alice.sync()
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.execvpe(sys.executable, [sys.executable, "-m", "chatctl", "--socket",
+                                        srv.admin_socket, "purge", "den"],
+                       {**os.environ, "PYTHONPATH": str(REPO)})
+        screen = b""
+        while b"no undo" not in screen:
+            screen += os.read(fd, 1024)
+        os.write(fd, answer)
+        while True:
+            try:
+                chunk = os.read(fd, 1024)
+            except OSError:
+                break
+            if not chunk:
+                break
+            screen += chunk
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+        assert (os.waitstatus_to_exitcode(status) == 0) is purged, screen
+        assert (b"purged" in screen) is purged, screen
+        assert (_history_size(alice, "den") == 0) is purged
+    assert ctl(srv, "purge", "den", "--yes") == "purged 0 lines of den\n"
