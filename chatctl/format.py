@@ -210,8 +210,8 @@ def muted(result: dict) -> list[str]:
 def reloaded(result: dict) -> list[str]:
     restart = result.get("restart_required") or []
     if "config" in result and result["config"] is None:  # nothing to re-read
-        return ["reloaded (chatd was started without -c: there is no file to re-read; "
-                "its options and defaults are unchanged)"]
+        return [("reloaded (chatd was started without -c: there is no file to re-read; "
+                 "its options and defaults are unchanged)")]
     if not restart:
         return ["reloaded"]
     return ["reloaded; restart chatd to apply: " + ", ".join(map(str, restart))]
@@ -222,14 +222,14 @@ def shutting_down(result: dict) -> list[str]:
 
 
 def upgraded(result: dict) -> list[str]:
-    return [f"upgraded: pid {result.get('old_pid')} -> {result.get('new_pid')}, version "
-            f"{result.get('old_version')} -> {result.get('new_version')}, "
-            f"{count(result.get('clients'), 'client')} kept"]
+    return [(f"upgraded: pid {result.get('old_pid')} -> {result.get('new_pid')}, version "
+             f"{result.get('old_version')} -> {result.get('new_version')}, "
+             f"{count(result.get('clients'), 'client')} kept")]
 
 
 def handed_over(result: dict) -> list[str]:
-    return [f"handed over to the fd store: pid {result.get('old_pid')}, "
-            f"{count(result.get('clients'), 'client')} kept"]
+    return [(f"handed over to the fd store: pid {result.get('old_pid')}, "
+             f"{count(result.get('clients'), 'client')} kept")]
 
 
 def history(result: dict) -> list[str]:

@@ -213,14 +213,15 @@ class History:
         positioned = getattr(self.store, "positioned", False)
         with self._lock:
             tail = self._tails.get(key)
-            if tail is None and positioned:  # in the table before it is read (docstring)
+            fresh = tail is None and positioned
+            if fresh:  # in the table before it is read (module docstring)
                 tail = self._tails[key] = Tail(self.lines, self.store, [])
                 tail.pending, tail.ready = [], threading.Event()
-                self._pin(key)
-                return self._read_positioned(key, tail)
             if tail is not None:
                 self._pin(key)
             mark = self._unwritten.pop(key, None)
+        if fresh:
+            return self._read_positioned(key, tail)
         if tail is not None:
             if tail.ready is not None:  # another joiner's read of it: wait for the end
                 tail.ready.wait(LOAD_WAIT)
@@ -293,15 +294,13 @@ class History:
 
     def _read_positioned(self, key: str, tail: Tail) -> Tail:
         """Read ``tail`` (pending, pinned, in the table) from a store that says which stream
-        position the read belongs to. ``_lock`` is held on entry and exit, not during the read."""
-        self._lock.release()
+        position the read belongs to; no lock is held while it reads."""
         try:
             loaded, position = self.store.load_positioned(key, self.lines)
         except Exception:  # the store logs why; the tail keeps what arrives from now on
             loaded, position = [], None
-        finally:
-            self._lock.acquire()
-        tail.finish(loaded, position)
+        with self._lock:  # (record_remote appends to pending under it)
+            tail.finish(loaded, position)
         return tail
 
     # -- History._lock held ------------------------------------------------------------------

@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import threading
 
-from chatd.history import block as history_block, fit
+from chatd.history import block as history_block
+from chatd.history import fit
 from chatd.render import line
 
 

@@ -44,7 +44,7 @@ _DATA, _COMMAND, _OPTION, _SUB, _SUB_IAC = range(5)
 
 
 class TelnetFilter:
-    __slots__ = ("_state", "_verb", "_tail", "_binary")
+    __slots__ = ("_binary", "_state", "_tail", "_verb")
 
     def __init__(self) -> None:
         self._state = _DATA

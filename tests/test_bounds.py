@@ -94,7 +94,7 @@ def test_scrapes_within_metrics_interval_get_the_last_collection(chatd):
     sent = 2  # connect_many: a /who from each
     for attempt in range(5):
         # a fresh collection: one that has every line handled so far (sync: all of them)
-        first = wait_metric(port, "chatd_lines_received_total", lambda v: v == sent)
+        first = wait_metric(port, "chatd_lines_received_total", lambda v, sent=sent: v == sent)
         began = time.monotonic()
         talker.send_line(f"hello {attempt}")
         listener.expect(f"<{talker.nick}> hello {attempt}")

@@ -372,10 +372,12 @@ def test_reload_of_a_chatd_started_without_a_file_says_so(tmp_path):
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, cwd=REPO, env=_env())
     try:
-        deadline = time.monotonic() + 10
-        while not (sock.exists() and run_chatctl(str(sock), "status").returncode == 0):
-            assert proc.poll() is None and time.monotonic() < deadline, "chatd did not start"
-            time.sleep(0.05)  # how often we look, not a guess at how long it takes
+        from faults import wait_until
+
+        wait_until(lambda: proc.poll() is not None
+                   or sock.exists() and run_chatctl(str(sock), "status").returncode == 0,
+                   10, "chatd answering on its admin socket", interval=0.05)
+        assert proc.poll() is None, "chatd exited"
         result = run_chatctl(str(sock), "reload")
         assert result.returncode == 0, result
         assert result.stdout.startswith("reloaded (chatd was started without -c: there is no "

@@ -34,7 +34,7 @@ def run_chatd(tmp_path: Path, *args: str, **cluster_keys) -> subprocess.Complete
     return subprocess.run(
         [sys.executable, "-m", "chatd", "-c", str(config), "--port", "0",
          "--admin-socket", str(tmp_path / "a.sock"), "--state-dir", str(tmp_path), *args],
-        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, check=False)
 
 
 def refused(result: subprocess.CompletedProcess, status: int = 2) -> str:
@@ -53,8 +53,8 @@ def sealed_entry(seal, writer: str, lines: list, seq: int | None = None) -> dict
 # -- authenticated Redis or no cluster -------------------------------------------------------
 
 
-def test_a_tcp_redis_without_credentials_is_refused_unless_allowed(  # noqa: F811
-        tmp_path, redis_server, chatd):
+def test_a_tcp_redis_without_credentials_is_refused_unless_allowed(
+        tmp_path, redis_server, chatd):  # noqa: F811
     redis = redis_server(password=None)
     keys = {"redis_url": redis.url, "cluster_secret_file": str(cluster_secret(tmp_path))}
     for args in (("--check-config",), ()):
@@ -65,8 +65,8 @@ def test_a_tcp_redis_without_credentials_is_refused_unless_allowed(  # noqa: F81
     node.wait_event("cluster_joined")
 
 
-def test_a_unix_socket_is_accepted_only_in_a_directory_others_cannot_enter(  # noqa: F811
-        tmp_path, redis_server, chatd):
+def test_a_unix_socket_is_accepted_only_in_a_directory_others_cannot_enter(
+        tmp_path, redis_server, chatd):  # noqa: F811
     redis = redis_server(unix_socket=True, password=None)
     assert stat.S_IMODE(os.stat(redis.dir).st_mode) == 0o700
     keys = {"redis_url": redis.unix_url, "cluster_secret_file": str(cluster_secret(tmp_path))}
@@ -82,7 +82,7 @@ def test_a_unix_socket_is_accepted_only_in_a_directory_others_cannot_enter(  # n
         assert f"the socket's directory {redis.dir} is {why}" in line, line
     # ...and an unprivileged local user really cannot reach it in its 0700 directory
     probe = subprocess.run(["runuser", "-u", "nobody", "--", "redis-cli", "-s", redis.unix_path,
-                            "PING"], capture_output=True, text=True, timeout=30)
+                            "PING"], capture_output=True, text=True, timeout=30, check=False)
     assert "PONG" not in probe.stdout, probe
 
 
@@ -111,7 +111,8 @@ def _tls_redis(tmp_path: Path, redis_server) -> str:  # noqa: F811
     made = subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
          "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)], capture_output=True, timeout=60)
+         "-keyout", str(key), "-out", str(cert)], capture_output=True, timeout=60,
+        check=False)
     assert made.returncode == 0, made.stderr
     from redisfix import free_port
 
@@ -179,7 +180,7 @@ def test_sealed_lines_are_still_checked_as_client_input(cluster, tmp_path):  # n
     """A node with the secret (another version, a bug) still cannot put escapes on anyone's
     terminal, use a nick no client could have, or send a line longer than a client could."""
     redis, (a, b) = cluster()
-    alice, bob = alice_and_bob(a, b)
+    _alice, bob = alice_and_bob(a, b)
     seal = cluster_seal(tmp_path)
     lines = [["r", "lobby", "Said", "carol", "tab\tok \x1b[2Jbell\x07 \u202eend"],
              ["r", "lobby", "Said", "ro ot", "bad nick"],
@@ -241,10 +242,10 @@ def test_private_lines_and_addresses_cannot_be_read_in_redis(cluster):  # noqa: 
 # -- admin actions across nodes -------------------------------------------------------------
 
 
-def test_routed_actions_are_obeyed_only_from_a_live_node_and_logged_there(  # noqa: F811
-        cluster, tmp_path):
+def test_routed_actions_are_obeyed_only_from_a_live_node_and_logged_there(
+        cluster, tmp_path):  # noqa: F811
     redis, (a, b) = cluster()
-    alice, bob = alice_and_bob(a, b)
+    _alice, bob = alice_and_bob(a, b)
     bob_id = b.client_id(bob)
     seal = cluster_seal(tmp_path)  # node9 has the secret but no lease: not a live node
     redis.client().xadd(STREAM, sealed_entry(seal, "node9", [
@@ -328,11 +329,11 @@ def test_a_wrong_password_is_refused_not_unreachable(tmp_path, redis_server):  #
 def test_the_cluster_secret_file(tmp_path, redis_server):  # noqa: F811
     path = tmp_path / "secret"
     made = subprocess.run([sys.executable, "-m", "chatd", "--gen-cluster-secret", str(path)],
-                          capture_output=True, text=True, timeout=30)
+                          capture_output=True, text=True, timeout=30, check=False)
     assert made.returncode == 0 and path.read_text() not in made.stdout + made.stderr, made
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and len(path.read_text().strip()) == 64
     again = subprocess.run([sys.executable, "-m", "chatd", "--gen-cluster-secret", str(path)],
-                           capture_output=True, text=True, timeout=30)
+                           capture_output=True, text=True, timeout=30, check=False)
     assert again.returncode == 1 and "exists" in again.stderr, again
     url = redis_server().url
     line = refused(run_chatd(tmp_path, redis_url=url))

@@ -396,7 +396,8 @@ def test_cluster_history_is_one_history_on_every_node(cluster, chatd):
 
 
 @pytest.mark.parametrize("idle_rooms", [1000, 0])
-def test_a_join_on_another_node_mid_stream_meets_the_live_lines_exactly(cluster, idle_rooms):
+def test_a_join_on_another_node_mid_stream_meets_the_live_lines_exactly(
+        cluster, idle_rooms):  # noqa: F811
     """alice on node1 posts 600 lines into dev as fast as she can while bob on node2 joins it
     three times: each time the replay and the live lines are one run, nothing twice, nothing
     missing. With ``history_idle_rooms = 0`` node2 keeps no tail of dev between the joins, so
@@ -412,8 +413,8 @@ def test_a_join_on_another_node_mid_stream_meets_the_live_lines_exactly(cluster,
     for _ in range(3):
         bob.send_line("/join dev")
         bob.wait_for(lambda line: line.startswith("*** you joined dev"))
-        header = bob.wait_for(lambda line: line.startswith("*** history of dev (")
-                              or line.startswith("<alice> n "))
+        header = bob.wait_for(lambda line: line.startswith(("*** history of dev (",
+                                                            "<alice> n ")))
         seen = []
         if header.startswith("*** history"):
             seen = [bare(bob.read_line()) for _ in range(int(header.split("(")[1].split()[0]))]

@@ -141,7 +141,7 @@ class Unprivileged:
         self._own(self.state)
         self.servers: list[ChatServer] = []
         probe = subprocess.run([*self.launcher, sys.executable, "-c", "import chatd, structlog"],
-                               cwd=self.base, capture_output=True, text=True,
+                               cwd=self.base, capture_output=True, text=True, check=False,
                                env={**os.environ, "PYTHONPATH": str(REPO)})
         if probe.returncode != 0:
             self.close()
@@ -246,7 +246,7 @@ def test_a_read_only_history_file_is_read_not_moved_aside(unprivileged, how):
     assert_stored(path)
 
 
-def test_a_read_only_file_system_keeps_its_history_readable(tmpfs, chatd):
+def test_a_read_only_file_system_keeps_its_history_readable(tmpfs, chatd):  # noqa: F811
     """As root, on a tmpfs remounted read-only (root's writes fail there too)."""
     disk = tmpfs("state", "1m")
     state = disk / "state"

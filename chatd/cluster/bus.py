@@ -264,8 +264,7 @@ class RedisBus:
         owner = self.link.owner(client.id)
         room = client.room.name if client.room is not None else None
         record = member_record(client.nick, room, client.peer, client.connected_at)
-        self.publisher.write(("hset", (MEMBERS, owner,
-                                       self.link.seal.seal_hidden(f"{MEMBERS}/{owner}", record))))
+        self.publisher.write(("member", (owner, record)))  # sealed by the publisher
 
     def gone(self, client) -> None:
         self.publisher.write(("hdel", (MEMBERS, self.link.owner(client.id))))

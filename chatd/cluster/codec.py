@@ -191,6 +191,11 @@ class Replays:
         self._last[writer] = seq
 
 
+def shown(value, limit: int = 64) -> str:
+    """A value read from Redis as a log line may show it: undecodable bytes replaced, short."""
+    return (value.decode(errors="replace") if isinstance(value, bytes) else str(value))[:limit]
+
+
 def text(value) -> str:
     """Bytes from Redis as text; Rejected for what is not UTF-8."""
     try:

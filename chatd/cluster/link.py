@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from urllib.parse import urlsplit
 
 import structlog
 
@@ -55,8 +56,6 @@ class Link:
 
 def scrub(text: str, url: str) -> str:
     """An error text with the URL's password removed, should a library have quoted it."""
-    from urllib.parse import urlsplit
-
     try:
         password = urlsplit(url).password
     except ValueError:

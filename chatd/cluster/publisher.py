@@ -19,7 +19,8 @@ import time
 import structlog
 
 from chatd.cluster.codec import WRITE_ENTRY_BYTES
-from chatd.cluster.keys import HISTORY, STREAM, STREAM_LENGTH
+from chatd.cluster.link import scrub
+from chatd.cluster.keys import HISTORY, MEMBERS, STREAM, STREAM_LENGTH
 
 log = structlog.get_logger("chatd.cluster")
 
@@ -38,7 +39,8 @@ class Publisher:
         self.link = link
         self.history_lines = history_lines
         self._lock = threading.Lock()
-        # ("line", (JSON text, (room key, history record) or None)), or (pipeline method, args)
+        # ("line", (JSON text, (room key, history record) or None)), ("member", (owner,
+        # record)), or (pipeline method, args)
         self._outgoing: list = []
         self._first_at = 0.0
         self._wake = threading.Event()
@@ -104,6 +106,11 @@ class Publisher:
         lines, by_room, keys = [], {}, []  # keys: the key of each command, in order
         with link.redis.pipeline(transaction=True) as pipe:
             for method, args in batch:
+                if method == "member":  # sealed here, on this thread, not under the hub lock
+                    owner, record = args
+                    pipe.hset(MEMBERS, owner, link.seal.seal_hidden(f"{MEMBERS}/{owner}", record))
+                    keys.append(MEMBERS)
+                    continue
                 if method != "line":
                     getattr(pipe, method)(*args)
                     keys.append(args[0])
@@ -113,11 +120,16 @@ class Publisher:
                     by_room.setdefault(args[1][0], []).append(args[1][1])
             for room_key, records in by_room.items():  # one RPUSH per room per batch, in order
                 key = HISTORY + room_key
-                pipe.rpush(key, *[link.seal.seal(key, chunk) for chunk in _chunks(records)])
+                # one element per batch and room, not per line: a tag and a Redis argument
+                # per line cost 1.7 us of this thread's CPU at full speed (docs/cluster.md);
+                # lines are joined by LF (a record has none: its event is JSON)
+                pipe.rpush(key, *[link.seal.seal(key, "\n".join(run))
+                                  for run in _chunks(records, HISTORY_CHUNK_BYTES)])
                 pipe.ltrim(key, -self.history_lines, -1)
                 keys += [key, key]
-            for body in _bodies(lines):
-                pipe.xadd(STREAM, link.entry(body), maxlen=STREAM_LENGTH, approximate=True)
+            for run in _chunks(lines, WRITE_ENTRY_BYTES):
+                pipe.xadd(STREAM, link.entry("[" + ",".join(run) + "]"), maxlen=STREAM_LENGTH,
+                          approximate=True)
                 keys.append(STREAM)
             results = pipe.execute(raise_on_error=False)
         failed = [(key, r) for key, r in zip(keys, results) if isinstance(r, Exception)]
@@ -133,35 +145,22 @@ class Publisher:
                 self.link.rejected("key", f"{key}: {error}")
                 self.link.redis.delete(key)
             else:
-                log.warning("cluster_write_failed", key=key, error=str(error)[:200])
+                log.warning("cluster_write_failed", key=key,
+                            error=scrub(str(error), self.link.url)[:200])
         for key, error in failed:
             if key == STREAM:
                 raise error
 
 
-def _chunks(records: list[str]):
-    """A batch's history lines for one room as list elements of up to HISTORY_CHUNK_BYTES:
-    lines joined by LF (a record has none: its event is JSON), one tag each. One element per
-    batch, not per line: a tag and a Redis argument per line cost 1.7 us of a node's CPU at
-    full speed (docs/cluster.md: the list keeps the newest ``history_lines`` elements, so at
-    least that many lines)."""
+def _chunks(texts: list[str], limit: int):
+    """``texts`` in order, as runs of about ``limit`` characters at most (one text over it is
+    a run of its own). Characters, not bytes: readers take 4 times the limit in bytes, so
+    UTF-8 never pushes a run past what they accept."""
     start, size = 0, 0
-    for i, record in enumerate(records):
-        if size + len(record) > HISTORY_CHUNK_BYTES and i > start:
-            yield "\n".join(records[start:i])
+    for i, text in enumerate(texts):
+        if size + len(text) + 1 > limit and i > start:
+            yield texts[start:i]
             start, size = i, 0
-        size += len(record) + 1
-    yield "\n".join(records[start:])
-
-
-def _bodies(lines: list[str]):
-    """The lines as JSON lists of about WRITE_ENTRY_BYTES at most each (counted in characters:
-    a reader takes up to 4 times that in bytes, so UTF-8 never pushes one past its bound)."""
-    start, size = 0, 2
-    for i, line in enumerate(lines):
-        if size + len(line) + 1 > WRITE_ENTRY_BYTES and i > start:
-            yield "[" + ",".join(lines[start:i]) + "]"
-            start, size = i, 2
-        size += len(line) + 1
-    if start < len(lines):
-        yield "[" + ",".join(lines[start:]) + "]"
+        size += len(text) + 1
+    if start < len(texts):
+        yield texts[start:]

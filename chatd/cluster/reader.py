@@ -25,7 +25,7 @@ import structlog
 
 from chatd import events as ev
 from chatd.cluster.checks import name
-from chatd.cluster.codec import Rejected, Replays
+from chatd.cluster.codec import Rejected, Replays, shown
 from chatd.cluster.keys import STREAM
 
 log = structlog.get_logger("chatd.cluster")
@@ -75,14 +75,14 @@ class Reader:
             writer, lost, seq, lines = link.seal.open_entry(fields)
             self._replays.check(writer, seq)
         except Rejected as exc:
-            link.rejected("entry", str(exc), entry=_text(entry_id))
+            link.rejected("entry", str(exc), entry=shown(entry_id))
             return
         if lost == link.node:
             return
         try:
             self._lines(writer, lost or writer, lines, position(entry_id))
         except Exception:  # a bug must not end the reader either
-            log.exception("cluster_entry_failed", entry=_text(entry_id))
+            log.exception("cluster_entry_failed", entry=shown(entry_id))
 
     def _lines(self, writer: str, node: str, lines: list, at: tuple) -> None:
         """The entry's lines in order; ``at``: its stream position (history.py's seam)."""
@@ -141,7 +141,3 @@ def position(entry_id: bytes) -> tuple[int, int]:
     """A stream entry id (``MS-SEQ``) as a tuple that orders as the stream does."""
     ms, _, seq = entry_id.partition(b"-")
     return int(ms), int(seq or 0)
-
-
-def _text(value) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)

@@ -33,9 +33,9 @@ import structlog
 from chatd import wire
 from chatd.bus import ASKER_UID, ClusterUnavailable
 from chatd.cluster.checks import COMMANDS, GATHERS, ban_record, node_name, rows
-from chatd.cluster.codec import Rejected, text
+from chatd.cluster.codec import Rejected, shown, text
 from chatd.cluster.keys import ANSWERS, BANS, LEASE, MEMBERS, NICKS, NODES
-from chatd.cluster.link import ClusterStartError
+from chatd.cluster.link import ClusterStartError, scrub
 from chatd.protocol import fold
 
 log = structlog.get_logger("chatd.cluster")
@@ -125,7 +125,7 @@ class Routing:
             try:
                 found.append(ban_record(json.loads(link.seal.open(f"{BANS}/{text(field)}", value))))
             except (Rejected, ValueError) as exc:
-                link.rejected("ban", str(exc), address=text_or_junk(field))
+                link.rejected("ban", str(exc), address=shown(field))
         return found
 
     def nodes(self) -> list[dict]:
@@ -293,14 +293,7 @@ class Routing:
                 pipe.expire(key, ANSWER_TTL)
                 pipe.execute()
         except Exception as exc:  # the asker shows our member records instead
-            log.warning("cluster_answer_failed", action=action, error=str(exc))
+            log.warning("cluster_answer_failed", action=action, error=scrub(str(exc), self.link.url))
         finally:
             with self._lock:
                 self._pending -= 1
-
-
-def text_or_junk(value) -> str:
-    try:
-        return text(value)[:64]
-    except Rejected:
-        return repr(value)[:64]
