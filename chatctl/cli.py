@@ -39,12 +39,26 @@ from chatd.adminproto import ENV_SOCKET, client_socket_path
 
 def _json(result) -> str:
     """Indented JSON, except that a list has one compact object per line: as easy to read and
-    grep, and fast for 10,000 clients (``indent=`` makes CPython skip its C encoder)."""
+    grep, and fast for 10,000 clients (``indent=`` makes CPython skip its C encoder). A list
+    inside an object (``history``'s ``lines``) is printed the same way, so every command that
+    returns rows prints them alike (issue 23)."""
     if isinstance(result, list):
-        encode = json.JSONEncoder(ensure_ascii=False).encode  # one encoder, not one per item
-        items = ",\n  ".join(map(encode, result))
-        return f"[\n  {items}\n]" if result else "[]"
+        return _rows(result, "")
+    if isinstance(result, dict) and any(isinstance(v, list) for v in result.values()):
+        fields = [f"  {json.dumps(key, ensure_ascii=False)}: "
+                  + (_rows(value, "  ") if isinstance(value, list)
+                     else json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  "))
+                  for key, value in result.items()]
+        return "{\n" + ",\n".join(fields) + "\n}"
     return json.dumps(result, indent=2, ensure_ascii=False)
+
+
+def _rows(items: list, margin: str) -> str:
+    """``items`` as a JSON array with one compact item per line, ``margin`` before each line."""
+    if not items:
+        return "[]"
+    encode = json.JSONEncoder(ensure_ascii=False).encode  # one encoder, not one per item
+    return f"[\n{margin}  " + f",\n{margin}  ".join(map(encode, items)) + f"\n{margin}]"
 
 
 def _set_json(ctx: click.Context, _param, value: bool) -> None:
@@ -269,7 +283,7 @@ def status(state: State) -> None:
 def list_(state: State, room: str | None, local: bool) -> None:
     """List connected clients as a table.
 
-    Columns: ID, NICK, PEER (address:port), ROOM, CONNECTED (local time), IDLE (time since
+    Columns: ID, NICK, PEER (address:port), ROOM, CONNECTED (UTC), IDLE (time since
     chatd last received anything from the client), SENDQ (bytes of output waiting to be
     sent to it) and MUTED (yes/no); in cluster mode a last column NODE, and other nodes'
     clients without IDLE, SENDQ and MUTED (only their node has those). A ROOM that does not
@@ -366,7 +380,7 @@ def unban(state: State, address: str) -> None:
 @main.command()
 @pass_state
 def bans(state: State) -> None:
-    """List bans: address, when each expires (local time) and why."""
+    """List bans: address, when each expires (UTC) and why."""
     state.run("bans", fmt.bans)
 
 

@@ -1,7 +1,8 @@
 """chatctl's human output: pure functions from reply results (docs/protocol.md §6 shapes) to lines of text.
 
 No I/O and no click here, so every format is tested as a table; the CLI only picks the
-function and echoes what it returns. Times are shown in the local time zone, durations compactly
+function and echoes what it returns. Times are shown in UTC (``2026-12-06 04:20:00Z``, as chatd
+itself and ``chatctl watch`` show them), durations compactly
 (``1h 02m 03s`` for uptime, ``3m04s`` for a table cell).
 """
 
@@ -10,8 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 #: ``--duration`` units, largest first.
 UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
@@ -53,22 +53,27 @@ def idle(seconds) -> str:
     return f"{secs}s"
 
 
-def local_time(value, never: str = "never") -> str:
-    """An epoch number or an ISO 8601 string -> local ``YYYY-MM-DD HH:MM:SS``; None -> ``never``.
+def utc_time(value, never: str = "never") -> str:
+    """An epoch number or an ISO 8601 string -> ``YYYY-MM-DD HH:MM:SSZ``; None -> ``never``.
 
-    A string that does not parse is shown as it came rather than failing the whole command.
+    One convention everywhere (issue 23): chatd tells a banned client its ban's end in UTC,
+    replays history in UTC and streams UTC events, so chatctl prints UTC too, and says so with the
+    ``Z`` that ``chatctl watch`` uses (one word: a table cell stays two columns), rather than
+    the operator's local time with no zone beside a client's UTC. A string that does not parse
+    is shown as it came rather than failing the whole command.
     """
     if value is None:
         return never
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
-    try:
-        moment = datetime.fromisoformat(str(value))
-    except ValueError:
-        return str(value)
-    if moment.tzinfo is None:  # the daemon speaks UTC
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        moment = datetime.fromtimestamp(value, UTC)
+    else:
+        try:
+            moment = datetime.fromisoformat(str(value))
+        except ValueError:
+            return str(value)
+        if moment.tzinfo is None:  # the daemon speaks UTC
+            moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def count(n, noun: str) -> str:
@@ -154,7 +159,7 @@ def clients(result: list[dict]) -> list[str]:
     for c in result:
         here = "sendq" in c
         row = [c.get("id"), c.get("nick"), c.get("peer"), c.get("room"),
-               local_time(c.get("connected_at", c.get("connected")), never="-"),
+               utc_time(c.get("connected_at", c.get("connected")), never="-"),
                idle(c.get("idle")) if here else "-", c.get("sendq") if here else "-",
                ("yes" if c.get("muted") else "no") if here else "-"]
         rows.append(row + [c.get("node")] if cluster else row)
@@ -168,7 +173,7 @@ def nodes(result: list[dict]) -> list[str]:
 
 
 def bans(result: list[dict]) -> list[str]:
-    rows = [[b.get("address"), local_time(b.get("expires")), b.get("reason") or "-"]
+    rows = [[b.get("address"), utc_time(b.get("expires")), b.get("reason") or "-"]
             for b in result]
     return table(["ADDRESS", "EXPIRES", "REASON"], rows)
 
@@ -194,7 +199,7 @@ def broadcast(result: dict) -> list[str]:
 
 def banned(result: dict) -> list[str]:
     expires = result.get("expires")
-    until = f"until {local_time(expires)}" if expires else "with no expiry"
+    until = f"until {utc_time(expires)}" if expires else "with no expiry"
     gone = count(result.get("disconnected", 0), "client")
     return [f"banned {result.get('address')} {until}, disconnected {gone}"]
 

@@ -9,6 +9,7 @@ in test_chatctl_client.py.
 
 from __future__ import annotations
 
+import calendar
 import json
 import os
 import re
@@ -31,7 +32,8 @@ UNREACHABLE = "chatctl: cannot reach chatd at {path}: {why}\n"
 NO_SOCKET = "no socket (is chatd running?)"
 REFUSED = "connection refused (stale socket: is chatd running?)"
 PERMISSION = "permission denied (run as root or as the chatd user, or join the admin group)"
-LOCAL_TIME = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
+#: chatctl shows every time in UTC, marked as chatctl watch marks it (issue 23: one convention)
+UTC_TIME = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ"
 
 
 # --------------------------------------------------------------------------------------------
@@ -147,14 +149,14 @@ def test_list_three_clients(server):
     assert [r[3] for r in rows] == ["lobby", "lobby", "dev"]
     for row in rows:
         assert len(row) == 9, row  # CONNECTED is two words: date and time
-        assert re.fullmatch(LOCAL_TIME, f"{row[4]} {row[5]}"), row
+        assert re.fullmatch(UTC_TIME, f"{row[4]} {row[5]}"), row
         assert re.fullmatch(r"\d+s|\d+m\d\ds", row[6]), row
         assert row[7].isdigit(), row
         assert row[8] == "no", row
 
 
 def test_list_formatting(server):
-    """Aligned columns, local connect time, compact idle, --room filter, empty table."""
+    """Aligned columns, connect time in UTC, compact idle, --room filter, empty table."""
     assert invoke(server, "list").stdout == \
         "ID  NICK  PEER  ROOM  CONNECTED  IDLE  SENDQ  MUTED\n"
     before = time.time()
@@ -172,8 +174,8 @@ def test_list_formatting(server):
             assert row[i] != " " and row[i - 1] == " ", (name, header, row)
         for end in (header.index("ID") + 2, header.index("IDLE") + 4, header.index("SENDQ") + 5):
             assert row[end - 1] != " " and (end == len(row) or row[end] == " "), (header, row)
-        connected = row[starts[4]:starts[4] + 19]
-        when = time.mktime(time.strptime(connected, "%Y-%m-%d %H:%M:%S"))
+        connected = row[starts[4]:starts[4] + 20]
+        when = calendar.timegm(time.strptime(connected, "%Y-%m-%d %H:%M:%SZ"))
         assert before - 2 <= when <= time.time() + 1, (connected, before)
     dev = lines(invoke(server, "list", "--room", "dev").stdout)
     assert len(dev) == 2 and f" {b.nick} " in dev[1], dev
@@ -313,10 +315,10 @@ def test_ban_network_with_duration(server):
     b = server.connect(source="127.0.0.4")
     before = time.time()
     out = ctl(server, "ban", "127.0.0.0/30", "--duration", "2h")
-    m = re.fullmatch(rf"banned 127\.0\.0\.0/30 until ({LOCAL_TIME}), disconnected 1 client\n",
+    m = re.fullmatch(rf"banned 127\.0\.0\.0/30 until ({UTC_TIME}), disconnected 1 client\n",
                      out)
     assert m, out
-    until = time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S"))
+    until = calendar.timegm(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%SZ"))
     assert before + 7200 - 2 <= until <= time.time() + 7200 + 1
     a.expect_closed()
     b.expect(f"*** {a.nick} left lobby (banned)")
@@ -332,11 +334,13 @@ def test_ban_network_with_duration(server):
 def test_ban_short_duration_option_force_and_what_the_banned_see(server):
     a = server.connect(source="127.0.0.5")
     out = ctl(server, "ban", "127.0.0.5", "-d", "90m", "-r", "spam wave")
-    m = re.fullmatch(rf"banned 127\.0\.0\.5/32 until ({LOCAL_TIME}), disconnected 1 client\n", out)
+    m = re.fullmatch(rf"banned 127\.0\.0\.5/32 until ({UTC_TIME}), disconnected 1 client\n", out)
     assert m, out
     [closing] = a.expect_closed()
     assert re.fullmatch(r"\*\*\* error: banned \(spam wave; until \d{4}-\d\d-\d\d "
                         r"\d\d:\d\d:\d\d UTC\)", closing), closing
+    # one time zone: the operator and the banned client read the same moment, both in UTC
+    assert closing.endswith(f"until {m.group(1)[:-1]} UTC)"), (closing, out)
     assert server.connect(source="127.0.0.5", greet=False).expect_closed() == [closing]
     err = ctl(server, "ban", "127.0.0.1/0", status=1)
     assert err == ("chatctl: error: 127.0.0.1/0 has host bits set; did you mean 0.0.0.0/0? "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -45,15 +44,15 @@ def test_parse_duration_rejects(text):
         fmt.parse_duration(text)
 
 
-def test_local_time():
-    epoch = 1_700_000_000
-    local = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
-    assert fmt.local_time(epoch) == local
-    assert fmt.local_time("2023-11-14T22:13:20Z") == local
-    assert fmt.local_time("2023-11-14T22:13:20+00:00") == local
-    assert fmt.local_time("2023-11-14T22:13:20") == local  # naive means UTC
-    assert fmt.local_time(None) == "never"
-    assert fmt.local_time("garbage") == "garbage"
+def test_utc_time():
+    """UTC, marked Z, whatever the local zone: the zone the daemon tells clients (issue 23)."""
+    shown = "2023-11-14 22:13:20Z"
+    assert fmt.utc_time(1_700_000_000) == shown
+    assert fmt.utc_time("2023-11-14T22:13:20Z") == shown
+    assert fmt.utc_time("2023-11-14T23:13:20+01:00") == shown
+    assert fmt.utc_time("2023-11-14T22:13:20") == shown  # naive means UTC
+    assert fmt.utc_time(None) == "never"
+    assert fmt.utc_time("garbage") == "garbage"
 
 
 def test_table_alignment():

@@ -232,6 +232,11 @@ def test_chatctl_history_and_purge(chatd):
     assert [bare(line) for line in out.splitlines()] == ["<alice> one", "* alice two"]
     entries = json.loads(ctl(srv, "history", "den", "-n", "1", "--json"))["lines"]
     assert [(e["kind"], e["nick"], e["text"]) for e in entries] == [("me", "alice", "two")]
+    # --json prints its rows as list does: one compact object per line (issue 23)
+    shown = ctl(srv, "history", "den", "--json").splitlines()
+    assert shown[:2] == ['{', '  "room": "den",'] and shown[2] == '  "lines": [', shown
+    assert [json.loads(row.rstrip(","))["text"] for row in shown[3:5]] == ["one", "two"]
+    assert shown[5:] == ["  ]", "}"], shown
     assert ctl(srv, "purge", "den") == "purged 2 lines of den\n"
     assert ctl(srv, "history", "den") == ""  # alice is in den: it exists, its history is empty
     # a room that does not exist and has no history: as `list --room` says it, exit 1
