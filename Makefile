@@ -66,7 +66,7 @@ $(VENV)/.stamp-test: pyproject.toml | $(BIN)/python
 # needs one skips and names the package. A policy-rc.d that answers 101 keeps apt from starting
 # (or enabling) a system redis-server on port 6379 or prometheus on 9090 while installing: the
 # tests never use the system services.
-TOOLS := nc:netcat-openbsd ncat:ncat openssl:openssl systemd-analyze:systemd telnet:telnet \
+TOOLS := nc:netcat-openbsd ncat:ncat openssl:openssl systemd-analyze:systemd telnet:telnet socat:socat \
     redis-server:redis-server promtool:prometheus
 
 tools:

@@ -514,7 +514,8 @@ def test_admin_group_dropin_from_readme(fresh: Box):
     ct.systemctl("daemon-reload")
     fresh.start()
     assert ct.run("stat", "-c", "%a %G", "/run/chatd/admin.sock").stdout.split() == ["660", "chatadm"]
-    ok = fresh.chatctl("--socket", "/run/chatd/admin.sock", "--json", "status", user="alice")
+    # as the README says: no --socket; chatctl finds /run/chatd/admin.sock by itself
+    ok = fresh.chatctl("--json", "status", user="alice")
     assert json.loads(ok.stdout)["pid"] == fresh.main_pid()
     denied = fresh.chatctl("--socket", "/run/chatd/admin.sock", "status", user="bob", check=False)
     assert denied.returncode == 3, denied.stderr
