@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -68,6 +69,17 @@ def test_shipped_file_lists_every_key_with_its_default():
     assert in_file == set(SETTING_FIELDS)
     config = load(str(SHIPPED), {})
     assert dataclasses.replace(config, config_path=None) == Config()
+
+
+def test_readme_table_names_every_key_in_its_section():
+    """The README's settings table is where a newcomer looks first (issue 23 found it six keys
+    short): every section and key of the shipped file is in it, on its section's row."""
+    document = tomllib.loads(SHIPPED.read_text(encoding="utf-8"))
+    rows = {m.group(1): m.group(2) for m in re.finditer(
+        r"^\| `\[(\w+)\]` \| (.*) \|$", (REPO / "README.md").read_text(), re.M)}
+    missing = [f"{section}.{key}" for section, table in document.items() for key in table
+               if f"`{key}`" not in rows.get(section, "")]
+    assert not missing, missing
 
 
 def test_describe_round_trips_through_load(tmp_path):
