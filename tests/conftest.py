@@ -62,6 +62,11 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "chatd"))
 def pytest_configure(config):
     if not any(m.startswith("slow:") for m in config.getini("markers")):
         config.addinivalue_line("markers", "slow: takes more than about 5 seconds")
+    # Every chatd a test starts gets its own --state-dir; one started without (a test of the
+    # defaults, a forgotten option) must still never write the user's own state directory,
+    # whose history a later `chatd` would replay to people (issue 23 §4).
+    os.environ.pop("STATE_DIRECTORY", None)
+    os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="chatd-test-state-")
 
 
 # --------------------------------------------------------------------------------------------
