@@ -35,7 +35,7 @@ from chatctl import systemd
 from chatctl.client import DEFAULT_TIMEOUT, AdminClient, AdminError, Unreachable
 from chatctl.errors import CannotReach, InternalError, Lost, Refused, out_of_reach_hint
 from chatd import __version__
-from chatd.adminproto import ENV_SOCKET, client_socket_path
+from chatd.adminproto import ENV_SOCKET, RELOAD_WAIT_SECONDS, client_socket_path
 
 def _json(result) -> str:
     """Indented JSON, except that a list has one compact object per line: as easy to read and
@@ -432,10 +432,12 @@ def reload(state: State) -> None:
     """Re-read the configuration file, as SIGHUP does.
 
     Limits, MOTD and log level apply at once and nobody is disconnected. If the new file is
-    invalid the old settings stay in force and chatctl exits 1 with the reason. Changed
-    listen settings (host, port, tls_port, TLS on or off) need a restart: chatctl names them
-    and still exits 0.
+    invalid the old settings stay in force and chatctl exits 1 with the reason. Settings
+    bound at start (host, port, tls_port, TLS on or off, history_lines, metrics_host,
+    metrics_port) need a restart: chatctl names them and still exits 0. chatctl waits as long
+    as chatd does for its main thread (30 s), whatever --timeout says.
     """
+    state.timeout = max(state.timeout, RELOAD_WAIT_SECONDS + 5)
     state.run("reload", fmt.reloaded)
 
 

@@ -129,7 +129,8 @@ def _give_to_group(path: str, gid: int) -> None:
         os.unlink(path)
         raise AdminSocketError(
             f"cannot give the admin socket to admin_group (gid {gid}): chatd's user must be a "
-            "member (under systemd: SupplementaryGroups=, see systemd/README.md)") from None
+            "member and allowed to chgrp (under systemd: SupplementaryGroups= and "
+            "SystemCallFilter=@chown, see systemd/README.md)") from None
     os.chmod(path, 0o660)
 
 

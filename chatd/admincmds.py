@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from chatd import __version__
-from chatd.adminproto import AdminError
+from chatd.adminproto import RELOAD_WAIT_SECONDS, AdminError
 from chatd.bans import covers, iso, parse_network
 from chatd.bus import ClusterUnavailable
 from chatd.events import Announcement, Close, YouAreMuted, YouWereKicked
@@ -44,8 +44,6 @@ from chatd.protocol import fold, is_valid_name, sanitize
 
 DEFAULT_KICK_REASON = "no reason given"
 MAX_BAN_SECONDS = 100 * 365 * 86400  # far enough; keeps expiry times printable (year < 9999)
-#: How long an admin reload waits for the main thread (a reload reads one small file).
-RELOAD_WAIT_SECONDS = 30.0
 #: Each step of an upgrade (the new process starting, the freeze, its takeover) by default.
 UPGRADE_WAIT_SECONDS = 10.0
 

@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 
 #: A request line longer than this is refused with ``line_too_long`` (and skipped).
 MAX_REQUEST_BYTES = 64 * 1024
+#: How long chatd's ``reload`` waits for its main thread (a reload reads one small file);
+#: chatctl waits that long and a little more for the answer, whatever its ``--timeout``.
+RELOAD_WAIT_SECONDS = 30.0
 
 #: Stable error codes: scripts may rely on these names.
 ERRORS = {
