@@ -16,9 +16,6 @@ import threading
 from chat.protocol import LineSplitter, is_quit
 from chat.supervisor import Supervisor
 
-#: How long to wait, after /quit, for the server to say bye and close.
-QUIT_WAIT = 5.0
-
 
 class PipeDisplay:
     """Server lines to stdout, notices to stderr. A reader that went away (``chat | head``)
@@ -75,4 +72,4 @@ def run(sup: Supervisor, display: PipeDisplay) -> None:
             break
         if finished.is_set():
             break
-    sup.wait(QUIT_WAIT)
+    sup.wait(sup.quit_wait())

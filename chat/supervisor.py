@@ -22,6 +22,11 @@ from chat.protocol import Identity, final_words, refusal
 
 #: Lines typed while disconnected that are kept to send after the reconnect.
 MAX_PENDING = 1000
+#: After /quit, how long a server may take to close: this much, plus the time chatd's
+#: default flood control (5 lines/s, docs/protocol.md §3) needs for the lines we sent on this
+#: connection, which it handles before the /quit (``seq 40 | chat`` takes it 6 s).
+QUIT_WAIT = 5.0
+DEFAULT_RATE = 5.0
 
 
 class Display(Protocol):
@@ -65,6 +70,8 @@ class Supervisor:
         self._link: Link | None = None
         self._ready = False  # restoring commands sent: the user's lines may follow
         self._pending: list[str] = []
+        self._sent = 0  # lines sent on this connection (see QUIT_WAIT)
+        self._told_pending = False
         self._quitting = False
         self._stop = threading.Event()  # wakes a backoff wait when the user quits
         self._final: str | None = None
@@ -88,10 +95,14 @@ class Supervisor:
         with self._lock:
             if self._ready:
                 self._link.send(text)
+                self._sent += 1
                 return
             if len(self._pending) >= MAX_PENDING:
                 self._pending.pop(0)
             self._pending.append(text)
+            tell, self._told_pending = not self._told_pending, True
+        if tell and self.connected.is_set():  # once per outage (at start it is a moment)
+            self.display.notice("*** not connected: what you type is sent once reconnected")
 
     def quit(self, text: str = "/quit") -> None:
         """Leave: send ``text`` (a ``/quit``) and let the server close, or, while not
@@ -105,6 +116,11 @@ class Supervisor:
         self._stop.set()
         if link is not None:
             link.close("quit")
+
+    def quit_wait(self) -> float:
+        """How long to wait for the server to close after :meth:`quit` (QUIT_WAIT)."""
+        with self._lock:
+            return QUIT_WAIT + self._sent / DEFAULT_RATE
 
     def wait(self, timeout: float) -> bool:
         """Until the session is over; at the deadline the connection is closed from our side
@@ -192,6 +208,6 @@ class Supervisor:
         with self._lock:
             for text in [*commands, *self._pending]:
                 self._link.send(text)
-            self._pending = []
-            self._ready = True
+            self._sent = len(commands) + len(self._pending)
+            self._pending, self._ready, self._told_pending = [], True, False
         self.connected.set()

@@ -22,8 +22,6 @@ from chat.render import render
 from chat.supervisor import Supervisor
 
 PROMPT = "> "
-#: How long to wait, after /quit, for the server to say bye and close.
-QUIT_WAIT = 5.0
 
 
 class TerminalDisplay:
@@ -66,9 +64,18 @@ def run(sup: Supervisor) -> None:
                 break
             if text is None:  # the session ended under the prompt
                 break
-            if is_quit(text):
-                sup.quit(text)
+            if not _say(sup, text):
                 break
-            if text.strip():
-                sup.send(text)
-        sup.wait(QUIT_WAIT)
+        sup.wait(sup.quit_wait())
+
+
+def _say(sup: Supervisor, text: str) -> bool:
+    """Send what was entered, a line at a time (a paste may hold several); False after a
+    /quit among them."""
+    for line in text.splitlines():
+        if is_quit(line):
+            sup.quit(line)
+            return False
+        if line.strip():
+            sup.send(line)
+    return True

@@ -371,6 +371,27 @@ def test_printf_into_chat(server):
     assert result.stderr == b""
 
 
+def test_eof_waits_while_flood_control_paces_the_lines_before_quit(server):
+    """40 lines at chatd's default rate (5 lines/s after a burst of 10) take it 6 s: with a
+    fixed 5 s wait for the close after /quit, chat hung up before the server said bye."""
+    bob = server.connect()
+    lines = "".join(f"line {i}\n" for i in range(40)).encode()
+    proc = subprocess.Popen([*CHAT, "127.0.0.1", str(server.port), "--nick", "x"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=chat_env())
+    try:
+        out, err = proc.communicate(lines, timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, err
+    assert out.endswith(b"*** bye\n"), out
+    for i in range(40):
+        bob.wait_for(f"<x> line {i}", timeout=15)
+    bob.expect("*** x left lobby (quit)")
+
+
 # -- reconnecting ------------------------------------------------------------------------------
 
 
