@@ -38,6 +38,8 @@ def tls_context(insecure: bool) -> ssl.SSLContext:
 
 
 def exit_status(outcome: Outcome | None) -> int:
+    if outcome is not None and outcome.kind == "error":
+        click.echo(f"chat: internal error: {outcome.reason}", err=True)
     return 0 if outcome is None or outcome.kind == "quit" else 1
 
 

@@ -107,16 +107,27 @@ class Identity:
         self.greeted, self.nick, self.room, self._awaiting = False, None, LOBBY, []
 
 
+#: A line longer than this is passed on in pieces: a server that never sends LF must not
+#: make the client hold its output forever (chatd's longest lines, a /who of a crowded
+#: room, are far shorter).
+MAX_LINE = 4 * 1024 * 1024
+
+
 class LineSplitter:
     """Bytes from the socket to whole lines (LF-terminated, a CR before the LF dropped), as
     bytes: pipe mode passes them on exactly as received."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_line: int = MAX_LINE) -> None:
         self._partial = b""
+        self._max = max_line
 
     def feed(self, data: bytes) -> list[bytes]:
         *lines, self._partial = (self._partial + data).split(b"\n")
-        return [line[:-1] if line.endswith(b"\r") else line for line in lines]
+        lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+        while len(self._partial) > self._max:
+            lines.append(self._partial[:self._max])
+            self._partial = self._partial[self._max:]
+        return lines
 
     def rest(self) -> bytes:
         """A last line the server did not end (the connection closed)."""

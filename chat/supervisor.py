@@ -42,7 +42,8 @@ class Display(Protocol):
 @dataclass(frozen=True)
 class Outcome:
     """How the session ended: ``quit`` (the user's choice), ``failed`` (the first connection
-    could not be made; ``reason`` says why) or ``ended`` (kicked or banned: ``reason``)."""
+    could not be made; ``reason`` says why), ``ended`` (kicked or banned: ``reason``) or
+    ``error`` (a bug in chat: ``reason``)."""
 
     kind: str
     reason: str = ""
@@ -140,6 +141,8 @@ class Supervisor:
     def _run(self) -> None:
         try:
             self.outcome = self._sessions()
+        except Exception as exc:  # noqa: BLE001 - a bug: one line from the CLI, no traceback
+            self.outcome = Outcome("error", f"{type(exc).__name__}: {exc}")
         finally:
             self.done.set()
 
