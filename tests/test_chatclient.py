@@ -14,6 +14,7 @@ import pty
 import random
 import re
 import select
+import shutil
 import signal
 import socket
 import struct
@@ -31,6 +32,7 @@ from chat.protocol import Identity, LineSplitter, final_words, is_quit, refusal
 from chat.render import NOTICE, RESET, nick_colour, render, use_colour
 from conftest import REPO
 from faults import wait_until
+from test_tls import start_tls
 
 CHAT = [sys.executable, "-m", "chat"]
 
@@ -256,6 +258,7 @@ def test_lines_arrive_above_a_half_typed_line_which_is_sent_whole(server, termin
     at = term.wait_for(re.compile(rb"\d\d:\d\d\S* <\S*bob\S*> meanwhile 2"), since=at)
     # prompt_toolkit drew the prompt again below the new lines, with the text as it was
     term.wait_for(b"half a li", since=at)
+    assert all(f"> meanwhile {i}\r\n".encode() in term.screen for i in range(3)), term.screen
     assert b"\x1b[36m*** you are now alice" in term.screen, "notices in colour on a terminal"
     term.type(b"ne\r")
     bob.expect("<alice> half a line")
@@ -284,7 +287,7 @@ def test_ctrl_c_and_ctrl_d_leave_with_status_0(server, terminal, key, reason):
 
 
 class Piped:
-    """``chat`` with pipes for stdin, stdout and stderr; a thread collects stdout."""
+    """``chat`` with pipes for stdin, stdout and stderr; two threads collect the output."""
 
     def __init__(self, *args, **env) -> None:
         self.proc = subprocess.Popen([*CHAT, *args], stdin=subprocess.PIPE,
@@ -474,10 +477,8 @@ def test_a_refusing_server_is_one_line_with_its_reason(chatd):
 
 @pytest.fixture
 def tls_server(chatd, tmp_path):
-    pytest.importorskip("test_tls")
-    from test_tls import start_tls
-
-    if not __import__("shutil").which("openssl"):
+    """A chatd with a TLS listener and a self-signed certificate for localhost."""
+    if shutil.which("openssl") is None:
         pytest.skip("needs the openssl binary (Debian package openssl)")
     return start_tls(chatd, tmp_path)
 
