@@ -35,7 +35,7 @@ ON_A_TERMINAL = {"nc": b"\r", "socat": b"", "telnet": b"", "chat": b""}
 def _section_lines() -> tuple[str, list[str]]:
     """The Connecting section's prose and its indented command lines (comments dropped)."""
     text = README.read_text()
-    section = text.split("\n## Connecting\n", 1)[1].split("\n## ", 1)[0]
+    section = text.split("\n## Connecting\n", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
     commands = [line.split("  #", 1)[0].strip() for line in section.splitlines()
                 if line.startswith("    ") and line.strip()]
     return section, commands

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import select
 import shutil
 import signal
@@ -121,7 +122,11 @@ def test_real_telnet_hears_the_room_after_ctrl_c(server):
 
 
 class Screen:
-    """What telnet prints on its terminal, read from the pty's master side."""
+    """What a terminal client (telnet, and the README's others) prints on its terminal, read
+    from the pty's master side. :meth:`wait_for` looks at the text without its colour and
+    cursor escapes (CSI sequences), as a person reads it."""
+
+    CSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -129,7 +134,7 @@ class Screen:
 
     def wait_for(self, wanted: bytes, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
-        while wanted not in self.text:
+        while wanted not in self.CSI.sub(b"", self.text):
             remaining = deadline - time.monotonic()
             assert remaining > 0, f"telnet never showed {wanted!r}; screen: {self.text!r}"
             if select.select([self.fd], [], [], remaining)[0]:
