@@ -64,19 +64,23 @@ def _gen_cluster_secret(ctx: click.Context, path: str) -> NoReturn:
 
 def _dry_start(ctx: click.Context, config) -> NoReturn:
     """What an upgrade runs first (reexec.py): everything a start checks short of binding
-    (the config and the log file above, the bans file here) and every module a serving chatd
-    imports; one line on stdout says so. Nothing is bound, written or started."""
+    (the config and the log file above; the bans file and the history file here) and every
+    module a serving chatd imports; one line on stdout says so. Nothing is bound, written or
+    started."""
     from chatd.bans import BanFileError, BanList
 
     try:
+        from chatd.historystore import HistoryFileError, SqliteStore
         from chatd.reexec import dry_start_report
         from chatd.service import state_dir
 
         BanList(state_dir(config)).load()
+        if config.history_lines and not config.redis_url:
+            SqliteStore(state_dir(config), config.history_lines).check()
         report = dry_start_report(config)
     except ImportError as err:
         _fail(ctx, f"cannot import {err.name or err}: {err}", 1)
-    except BanFileError as err:
+    except (BanFileError, HistoryFileError) as err:
         _fail(ctx, str(err), 1)
     click.echo(report)
     ctx.exit(0)

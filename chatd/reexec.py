@@ -6,7 +6,7 @@ prompt back while the child writes into it, Ctrl-C no longer reaches it), change
 pidfile, a supervisor or ``kill $(cat …)`` knows, and was named ``python`` (the child ran
 ``python /path/bin/chatd``). exec keeps the pid, the parent, the session, the process group
 and the controlling terminal, and takes its name from the executable's file name: the
-installed ``chatd`` script gives ``chatd`` (``pgrep -x``, ``pidof``, ``ps -C``).
+installed ``chatd`` script gives ``chatd`` (``pgrep -x``, ``ps -C``, ``pidof -x``).
 
 The old image (:func:`exec_in_place`, on the main thread):
 
@@ -15,7 +15,7 @@ The old image (:func:`exec_in_place`, on the main thread):
    preflight, log file, bans file), imports what a serving chatd imports, prints one JSON line
    (its version, the state versions it reads) and exits 0. Nothing has been disturbed yet: on
    any failure chatctl gets the reason and this process serves on (SPEC §9).
-2. freezes exactly as a handover to a new process does (upgrade.py ``_freeze``) and writes
+2. freezes exactly as a handover to a new process does (upgrade.py ``freeze``) and writes
    the same versioned state to a memfd, plus where each descriptor already is (they keep
    their numbers across exec) and the admin connection that asked, which the new image answers;
 3. makes those descriptors inheritable, unblocks every signal (a blocked mask survives execve:
@@ -50,6 +50,8 @@ import structlog
 
 from chatd import __version__
 from chatd.handover import READABLE_STATE_VERSIONS, STATE_VERSION, HandoverError
+from chatd.upgrade import (ENV_EXECUTABLE, UpgradeFailed, build_state, freeze, thaw,
+                           unpacked)
 
 log = structlog.get_logger("chatd.reexec")
 
@@ -63,8 +65,6 @@ def executable(start_directory: str) -> list[str]:
     (tests, packaging), else the script this process was started as if it is one named
     ``chatd``, else ``chatd`` on PATH, else this Python with ``-m chatd`` (named ``python``:
     the last resort of a chatd started as ``python -m chatd`` with none installed)."""
-    from chatd.upgrade import ENV_EXECUTABLE
-
     override = os.environ.get(ENV_EXECUTABLE)
     if override:
         return [override]
@@ -77,18 +77,22 @@ def executable(start_directory: str) -> list[str]:
 
 def dry_start_report(config) -> str:
     """cli.py, in the dry start: import what this config makes a serving chatd import, and
-    say so (what :func:`dry_start` reads). Raises ImportError."""
+    say so (what :func:`dry_start` reads), with what the running chatd must check for it:
+    cluster mode, and the addresses of the TLS and metrics listeners (the running chatd
+    binds those it does not have yet: :func:`_listen_anew`). Raises ImportError."""
     import chatd.service  # everything a serving chatd needs
     if config.metrics_port:
         import chatd.metrics  # noqa: F401  (lazy in the service: prometheus_client)
-    return json.dumps({"dry_start": "ok", "version": __version__,
-                       "state_versions": list(READABLE_STATE_VERSIONS)})
+    return json.dumps({
+        "dry_start": "ok", "version": __version__,
+        "state_versions": list(READABLE_STATE_VERSIONS), "cluster": bool(config.redis_url),
+        "tls_listener": [config.host, config.tls_port] if config.tls_cert else None,
+        "metrics": ([config.metrics_host, config.metrics_port] if config.metrics_port
+                    else None)})
 
 
 def dry_start(command: list[str], start_directory: str, timeout: float) -> dict:
     """Step 1: run the new chatd's dry start; -> its report. Raises UpgradeFailed."""
-    from chatd.upgrade import UpgradeFailed
-
     argv = [*command, *sys.argv[1:]]
     env = dict(os.environ, **{ENV_DRY_START: "1"})
     try:
@@ -113,55 +117,83 @@ def dry_start(command: list[str], start_directory: str, timeout: float) -> dict:
     if STATE_VERSION not in report.get("state_versions", ()):
         raise UpgradeFailed(f"the new chatd ({report.get('version')}) cannot read state "
                             f"version {STATE_VERSION}")
+    if report.get("cluster"):
+        raise UpgradeFailed("the config file now turns cluster mode on: restart chatd for that")
     return report
+
+
+def _listen_anew(service, report: dict) -> dict[str, socket.socket]:
+    """The listeners the new config turns on (TLS, metrics), bound now, by the running chatd:
+    an address in use fails the upgrade here, with nothing disturbed, rather than the new
+    image after exec. -> {state key: socket}."""
+    from chatd.server import bind
+    bound: dict[str, socket.socket] = {}
+    for key, held, what in (("tls_listener", service.tls_listener, " (TLS)"),
+                            ("metrics", service.metrics, " (metrics)")):
+        address = report.get(key)
+        if address is None or held is not None:
+            continue
+        try:
+            bound[key] = bind(*address, backlog=64 if key == "metrics" else 1024)
+        except OSError as exc:
+            for sock in bound.values():
+                sock.close()
+            raise UpgradeFailed(f"cannot listen on {address[0]}:{address[1]}{what}: "
+                                f"{exc.strerror or exc}") from None
+    return bound
 
 
 def exec_in_place(service, timeout: float, asker=None) -> NoReturn:
     """The whole upgrade in place, old side (module docstring); returns only by raising
     UpgradeFailed, with this process serving on. ``asker``: (admin connection, request id)
     of the chatctl that asked, answered by the new image."""
-    from chatd import upgrade
-
     command = executable(service.start_directory)
-    dry_start(command, service.start_directory, timeout)
-    parked, backlogs = upgrade._freeze(service, timeout)
+    new_listeners = _listen_anew(service, dry_start(command, service.start_directory, timeout))
+    frozen = time.monotonic()  # clients wait from here until the new image serves
     try:
-        state, fds, _ = upgrade._state(service, parked, backlogs)
-        if asker is not None:
-            fds.append(asker[0].fileno())
-        state["exec"] = {"fds": fds, "started": time.monotonic(),
-                         "asker": None if asker is None else {"fd": len(fds) - 1, "id": asker[1]}}
-        log.info("upgrade_exec", executable=command[0], clients=len(state["clients"]))
-        _exec([*command, *sys.argv[1:]], service.start_directory, state, fds)
-    except BaseException:
-        upgrade._thaw(service)
-        raise
+        parked, backlogs = freeze(service, timeout)  # thawed again if it fails
+        try:
+            state, fds, _ = build_state(service, parked, backlogs)
+            for key, sock in new_listeners.items():
+                fds.append(sock.fileno())
+                state[key] = len(fds) - 1
+            if asker is not None:
+                fds.append(asker[0].fileno())
+            state["exec"] = {"fds": fds, "frozen": frozen, "asker": None if asker is None
+                             else {"fd": len(fds) - 1, "id": asker[1]}}
+            log.info("upgrade_exec", executable=command[0], clients=len(state["clients"]))
+            _exec([*command, *sys.argv[1:]], service.start_directory, state, fds)
+        except BaseException:
+            thaw(service)
+            raise
+    finally:  # reached only on a failure: a successful exec does not return
+        for sock in new_listeners.values():
+            sock.close()
 
 
 def _exec(argv: list[str], directory: str, state: dict, fds: list[int]) -> NoReturn:
     """Step 3: execve with the state in a memfd; raises UpgradeFailed with nothing changed."""
-    from chatd.upgrade import UpgradeFailed
-
     memfd = os.memfd_create("chatd-upgrade-state", 0)  # no MFD_CLOEXEC: the new image reads it
-    view = memoryview(json.dumps(state, separators=(",", ":")).encode())
-    while view:
-        view = view[os.write(memfd, view):]
-    env = dict(os.environ, **{ENV_STATE: str(memfd)})
     here = os.getcwd()
-    mask = signal.pthread_sigmask(signal.SIG_SETMASK, ())
-    for fd in fds:
-        os.set_inheritable(fd, True)
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, ())
     try:
+        view = memoryview(json.dumps(state, separators=(",", ":")).encode())
+        while view:
+            view = view[os.write(memfd, view):]
+        env = dict(os.environ, **{ENV_STATE: str(memfd)})
+        for fd in fds:
+            os.set_inheritable(fd, True)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
         os.chdir(directory)
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())  # a blocked mask survives execve
         os.execve(argv[0], argv, env)
     except OSError as exc:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         for fd in fds:
             os.set_inheritable(fd, False)
         os.close(memfd)
         os.chdir(here)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         raise UpgradeFailed(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
 
 
@@ -217,7 +249,7 @@ class ExecTakeover:
         result = {"old_pid": state["pid"], "new_pid": os.getpid(),
                   "old_version": state["chatd_version"], "new_version": __version__,
                   "clients": len(state["clients"]), "via": "exec",
-                  "seconds": round(time.monotonic() - state["exec"]["started"], 3)}
+                  "seconds": round(time.monotonic() - state["exec"]["frozen"], 3)}
         admin.adopt(conn, "upgrade", request_id, result)
 
     def fail(self, reason: str) -> None:
@@ -237,7 +269,5 @@ class ExecTakeover:
 
     def clients(self):
         """(record, socket) of every client handed over, bytes unpacked."""
-        from chatd.upgrade import unpacked
-
         for record in self.state["clients"]:
             yield unpacked(record), self.sock(record["fd"])

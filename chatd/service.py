@@ -50,10 +50,10 @@ from chatd.daemon import PidFile, PidFileLocked, Readiness, detach, fork_launche
 from chatd.flusher import Flusher
 from chatd.gate import Gate
 from chatd.handover import HandoverError
-from chatd.reexec import ExecTakeover
 from chatd.history import History
 from chatd.historystore import HistoryFileError, NullStore, RedisStore, SqliteStore
 from chatd.hub import Hub
+from chatd.reexec import ExecTakeover
 from chatd.server import Listener, bind
 from chatd.events import SHUTDOWN, ServerShutdown
 from chatd.systemd import Notifier, as_sockets, passed_fds, unit_name

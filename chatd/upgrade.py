@@ -5,15 +5,15 @@ and the ways that go through systemd; the upgrade itself execs the new chatd in 
 
 What every way shares, on the old side (main thread):
 
-- the **freeze** (:func:`_freeze`): the listeners and the admin socket stop accepting (the
+- the **freeze** (:func:`freeze`): the listeners and the admin socket stop accepting (the
   sockets stay listening: the kernel queues newcomers for whoever serves next); TLS clients
   are told ``*** server restarting, please reconnect`` and closed (a TLS session cannot leave
   the process); every session thread parks between two reads or two lines (gate.py), so what
   a client sends from now on stays in the kernel; the flusher finishes what is queued and
   stops writing (flusher.py), so what is not sent yet is known exactly; queued room history
-  is written out. :func:`_thaw` undoes it on any failure: sessions, flusher, listeners and
+  is written out. :func:`thaw` undoes it on any failure: sessions, flusher, listeners and
   admin go on as if nothing had happened.
-- the **state** (:func:`_state`, versioned: handover.py): listening sockets, admin socket,
+- the **state** (:func:`build_state`, versioned: handover.py): listening sockets, admin socket,
   pidfile, and every plain client with nick, room, mute, counters, input not yet handled and
   output not yet sent, with the descriptors it refers to.
 
@@ -44,7 +44,7 @@ from typing import NoReturn
 
 import structlog
 
-from chatd import __version__, fdstore, reexec
+from chatd import __version__, fdstore
 from chatd.bus import LocalBus
 from chatd.events import RESTARTING, ServerRestarting
 from chatd.handover import (ENV_FD, READABLE_STATE_VERSIONS, STATE_VERSION, Channel,
@@ -104,6 +104,8 @@ def _hand_over(service, timeout: float, asker) -> NoReturn:
     if service.notifier.enabled or service.listener.passed:
         raise UpgradeFailed("under systemd, use systemctl restart chatd (it keeps every client "
                             "through the fd store)")
+    from chatd import reexec  # it imports this module
+
     try:
         reexec.exec_in_place(service, timeout, asker)
     except (UpgradeFailed, OSError) as exc:
@@ -132,7 +134,7 @@ def _check_next(timeout: float) -> None:
                             f"{argv[0]} --check-config exited with status {proc.returncode}")
 
 
-def _freeze(service, timeout: float) -> tuple[list, dict]:
+def freeze(service, timeout: float) -> tuple[list, dict]:
     """Stop every source of change (see the module docstring); -> (parked sessions, unsent
     output by outbox). On failure everything is thawed again."""
     try:
@@ -162,12 +164,12 @@ def _freeze(service, timeout: float) -> tuple[list, dict]:
         if not service.history_store.flush(timeout):  # the new process reads it from the file
             log.warning("history_unsaved", timeout=timeout)
     except BaseException:
-        _thaw(service)
+        thaw(service)
         raise
     return parked, backlogs
 
 
-def _thaw(service) -> None:
+def thaw(service) -> None:
     service.flusher.thaw()
     if service.gate.closed:
         service.gate.open()
@@ -177,7 +179,7 @@ def _thaw(service) -> None:
     log.info("upgrade_resumed")
 
 
-def _state(service, parked: list, backlogs: dict) -> tuple[dict, list[int], list[str]]:
+def build_state(service, parked: list, backlogs: dict) -> tuple[dict, list[int], list[str]]:
     """Everything the new process needs, as JSON, and the descriptors it refers to (by index),
     with the name each has in systemd's fd store (fdstore.py)."""
     fds: list[int] = []
@@ -255,14 +257,14 @@ def hand_to_store(service, timeout: float = UPGRADE_SECONDS) -> dict:
     except UpgradeFailed as exc:
         log.error("upgrade_failed", reason=str(exc))
         raise
-    parked, backlogs = _freeze(service, timeout)
+    parked, backlogs = freeze(service, timeout)
     try:
-        state, _, names = _state(service, parked, backlogs)
+        state, _, names = build_state(service, parked, backlogs)
         state.update(fdnames=names, final=True)
         if not store.save(state):
             raise UpgradeFailed("systemd did not take the state into the fd store")
     except BaseException as exc:
-        _thaw(service)
+        thaw(service)
         if isinstance(exc, UpgradeFailed):
             log.error("upgrade_failed", reason=str(exc))
         raise

@@ -119,6 +119,7 @@ def chatd_executable() -> str:
             script.write(f"#!{sys.executable}\nimport sys\nfrom chatd.cli import main\n"
                          "if __name__ == '__main__':\n    sys.exit(main())\n")
         os.chmod(path, 0o755)
+        os.chmod(directory, 0o755)  # chatd run as another user (test_history_file.py) too
         _EXECUTABLE.append(path)
     return _EXECUTABLE[0]
 

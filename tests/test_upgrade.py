@@ -16,13 +16,11 @@ import json
 import os
 import re
 import signal
-import subprocess
+import socket
 import sys
 import threading
 import time
 from pathlib import Path
-
-import pytest
 
 from conftest import ChatClient, wait_gone
 from faults import wait_until
@@ -45,7 +43,7 @@ def upgrade(server, *args: str) -> re.Match:
 
 
 def comm(pid: int) -> str:
-    """The process's name, as ``pgrep -x``, ``pidof`` and ``ps -C`` see it."""
+    """The process's name, as ``pgrep -x`` and ``ps -C`` see it."""
     return Path(f"/proc/{pid}/comm").read_text().strip()
 
 
@@ -165,7 +163,8 @@ def test_ten_upgrades_in_a_row_with_traffic_leak_nothing(chatd):
         bob.wait_for(f"<alice> after {k}", timeout=10)
         # chatctl's admin connection, answered by the new image, ends right after: count then
         wait_until(lambda: fds_and_threads(server.pid)[1] == threads, 10,
-                   lambda: f"{fds_and_threads(server.pid)} after upgrade {k}, {threads} threads")
+                   lambda k=k: f"{fds_and_threads(server.pid)} after upgrade {k}, "
+                               f"{threads} threads")
         figures.append(fds_and_threads(server.pid))
     said = [line for line in bob.received if line.startswith("<alice> ")]
     assert said == [f"<alice> {when} {k}" for k in range(10) for when in ("before", "after")]
@@ -214,6 +213,21 @@ def test_an_invalid_config_file_fails_the_upgrade_and_the_old_chatd_serves_on(ch
     assert not server.find_events("upgrade_frozen")  # the dry start refused: nothing disturbed
 
 
+def test_a_listener_the_new_config_adds_on_an_address_in_use_fails_the_upgrade(chatd):
+    """Metrics turned on in the config file, on a port someone else holds: the running chatd
+    binds what the new config adds before anything is disturbed (reexec.py), so this fails
+    there and not in the new image after exec, where it would take every client along."""
+    server = chatd()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server.config_path.write_text(f"[metrics]\nmetrics_port = {port}\n")
+        err = _refused(server)
+    assert f"cannot listen on 127.0.0.1:{port} (metrics)" in err, err
+    assert not server.find_events("upgrade_frozen")
+
+
 def executable(tmp_path, name: str, body: str) -> str:
     path = tmp_path / name
     path.write_text(f"#!{sys.executable}\n{body}\n")
@@ -243,11 +257,11 @@ def test_an_executable_gone_after_its_dry_start_fails_the_upgrade_and_thaws(chat
     """The dry start succeeds, and the executable is gone when chatd execs it (the package
     was being replaced, say): execve fails after the freeze, so everything thaws, output
     included (chat goes on in _refused), and a later shutdown still reaches every client."""
-    vanishing = executable(tmp_path, "chatd-vanishing", "\n".join([
-        "import json, os, sys",
-        "assert os.environ['CHATD_UPGRADE_DRY_START'] == '1'",
-        "os.unlink(sys.argv[0])",
-        "print(json.dumps({'dry_start': 'ok', 'version': 'vanishing', 'state_versions': [1]}))"]))
+    vanishing = executable(tmp_path, "chatd-vanishing", (
+        "import json, os, sys\n"
+        "assert os.environ['CHATD_UPGRADE_DRY_START'] == '1'\n"
+        "os.unlink(sys.argv[0])\n"
+        "print(json.dumps({'dry_start': 'ok', 'version': 'vanishing', 'state_versions': [1]}))"))
     server = chatd(env={"CHATD_UPGRADE_EXEC": vanishing})
     err = _refused(server)
     assert f"cannot run {vanishing}: No such file or directory" in err, err

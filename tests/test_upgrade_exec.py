@@ -128,8 +128,9 @@ def test_a_foreground_chatd_keeps_its_terminal_its_pid_and_its_name(tmp_path):
         alice.send_line("after")
         terminal.wait_for(lambda: len(terminal.events("listening")) == 2)
         assert comm(pid) == "chatd"
-        assert str(pid) in subprocess.run(["pgrep", "-x", "chatd"], capture_output=True,
-                                          text=True, check=False).stdout.split()
+        for finder in (["pgrep", "-x", "chatd"], ["pidof", "-x", "chatd"]):
+            assert str(pid) in subprocess.run(finder, capture_output=True, text=True,
+                                              check=False).stdout.split(), finder
         assert process_group(pid) == foreground == os.tcgetpgrp(master)
         assert shell.poll() is None and "EXITED" not in terminal.text()  # still waiting
         for line in ("<alice> before", "<alice> half a line, whole", "<alice> after"):
