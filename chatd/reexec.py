@@ -12,10 +12,12 @@ The old image (:func:`exec_in_place`, on the main thread):
 
 1. **dry start**: runs the new executable as a child with the same arguments and
    ``CHATD_UPGRADE_DRY_START=1``: it loads and checks the config as a start would (file,
-   preflight, log file, bans file), imports what a serving chatd imports, prints one JSON line
-   (its version, the state versions it reads) and exits 0. Nothing has been disturbed yet: on
-   any failure chatctl gets the reason and this process serves on (SPEC §9).
-2. freezes exactly as a handover to a new process does (upgrade.py ``freeze``) and writes
+   preflight, log file, bans file, history file), imports what a serving chatd imports,
+   prints one JSON line (its version, the state versions it reads, the listeners its config
+   wants) and exits 0. Listeners the new config turns on (TLS, metrics) are bound here, by
+   this process, so that an address in use fails now. Nothing has been disturbed yet: on any
+   failure chatctl gets the reason and this process serves on (SPEC §9).
+2. freezes as every upgrade does (upgrade.py ``freeze``) and writes
    the same versioned state to a memfd, plus where each descriptor already is (they keep
    their numbers across exec) and the admin connection that asked, which the new image answers;
 3. makes those descriptors inheritable, unblocks every signal (a blocked mask survives execve:
@@ -31,7 +33,8 @@ a crash of the new image while it takes over cannot be undone (the clients go wi
 is why the dry start proves first that the new code imports and accepts the config; what is
 left is a bug in the takeover itself. Threads: execve discards every other thread; none needs
 joining, since the freeze has parked the sessions, stopped the flusher between two writes and
-written the history out.
+written the history out. The cost: the new interpreter starts and imports while clients wait
+(0.15-0.2 s here, docs/protocol.md §9), where a new process could do that before the freeze.
 """
 
 from __future__ import annotations
@@ -50,8 +53,7 @@ import structlog
 
 from chatd import __version__
 from chatd.handover import READABLE_STATE_VERSIONS, STATE_VERSION, HandoverError
-from chatd.upgrade import (ENV_EXECUTABLE, UpgradeFailed, build_state, freeze, thaw,
-                           unpacked)
+from chatd.upgrade import ENV_EXECUTABLE, UpgradeFailed, build_state, freeze, thaw, unpacked
 
 log = structlog.get_logger("chatd.reexec")
 
@@ -255,6 +257,11 @@ class ExecTakeover:
     def fail(self, reason: str) -> None:
         """The takeover failed after exec (cli.py): tell the chatctl that asked; this process
         exits next and its clients with it (module docstring)."""
+        if self.state is None:  # failed before reading it (the config, say): who asked?
+            try:
+                self.receive()
+            except HandoverError:
+                return
         if self._asker is None:
             return
         from chatd.adminproto import error_line

@@ -59,12 +59,13 @@ ENV_EXECUTABLE = "CHATD_UPGRADE_EXEC"
 
 
 class UpgradeFailed(Exception):
-    """Why the upgrade did not happen (one line); the old process serves on."""
+    """Why the upgrade did not happen (one line); the running chatd serves on."""
 
 
 def command() -> list[str]:
-    """The new chatd's command line: this one's, so the new process reads the same config
-    file with the same options, from the executable installed now."""
+    """The command line of the chatd systemd starts next, for :func:`_check_next`: this one's,
+    so it reads the same config file with the same options, from the executable installed
+    now. (Outside systemd, reexec.executable() finds the chatd to exec.)"""
     argv = list(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])
     replacement = os.environ.get(ENV_EXECUTABLE)
     if replacement:
@@ -108,9 +109,10 @@ def _hand_over(service, timeout: float, asker) -> NoReturn:
 
     try:
         reexec.exec_in_place(service, timeout, asker)
-    except (UpgradeFailed, OSError) as exc:
-        raise UpgradeFailed(str(exc) if isinstance(exc, UpgradeFailed)
-                            else exc.strerror or str(exc)) from None
+    except UpgradeFailed:
+        raise
+    except OSError as exc:
+        raise UpgradeFailed(exc.strerror or str(exc)) from None
     except Exception as exc:  # a bug: this process serves on all the same (thawed)
         log.exception("upgrade_crashed")
         raise UpgradeFailed(f"internal error: {exc}") from None
@@ -123,7 +125,7 @@ def _check_next(timeout: float) -> None:
     argv = [*command(), "--check-config"]
     try:
         proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=timeout)
+                              timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise UpgradeFailed(f"{argv[0]} --check-config did not finish within {timeout:g} s") from None
     except OSError as exc:

@@ -274,6 +274,25 @@ def test_an_executable_gone_after_its_dry_start_fails_the_upgrade_and_thaws(chat
     assert not server.find_events("sessions_left")
 
 
+def test_a_crash_after_the_exec_is_not_undone_but_chatctl_hears_of_it(chatd, tmp_path):
+    """The trade-off of exec in place (reexec.py): new code that passes its dry start and
+    then fails while taking over takes the clients with it; chatctl gets the reason."""
+    crashing = executable(tmp_path, "chatd-crashing", (
+        "import json, os, sys\n"
+        "if os.environ.get('CHATD_UPGRADE_DRY_START'):\n"
+        "    print(json.dumps({'dry_start': 'ok', 'version': 'crashing', 'state_versions': [1]}))\n"
+        "    sys.exit(0)\n"
+        "from chatd.reexec import ExecTakeover\n"
+        "ExecTakeover.from_environment().fail('crashed while taking over')\n"
+        "sys.exit(1)"))
+    server = chatd(env={"CHATD_UPGRADE_EXEC": crashing})
+    alice = server.connect()
+    err = ctl(server, "upgrade", status=1, timeout=60)
+    assert "the new chatd failed after exec: crashed while taking over" in err, err
+    assert server.proc.wait(10) == 1
+    alice.expect_closed()
+
+
 def test_a_chatd_without_a_dry_start_is_refused(chatd, tmp_path):
     """A chatd that starts but does not confirm a dry start (one from before exec in place)
     could not take over after exec: refused before anything is disturbed."""

@@ -87,6 +87,13 @@ def upgrade_in_place(admin_socket: str, pid: int) -> re.Match:
     return m
 
 
+def blocked_or_ignored(pid: int, signum: int) -> bool:
+    """Is ``signum`` blocked or ignored by ``pid``'s main thread? (Both survive an exec.)"""
+    status = dict(line.split(":\t", 1) for line in
+                  Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line)
+    return any(int(status[key], 16) >> (signum - 1) & 1 for key in ("SigBlk", "SigIgn"))
+
+
 def process_group(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[2])
 
@@ -132,6 +139,7 @@ def test_a_foreground_chatd_keeps_its_terminal_its_pid_and_its_name(tmp_path):
             assert str(pid) in subprocess.run(finder, capture_output=True, text=True,
                                               check=False).stdout.split(), finder
         assert process_group(pid) == foreground == os.tcgetpgrp(master)
+        assert not blocked_or_ignored(pid, signal.SIGINT)
         assert shell.poll() is None and "EXITED" not in terminal.text()  # still waiting
         for line in ("<alice> before", "<alice> half a line, whole", "<alice> after"):
             bob.expect(line)
