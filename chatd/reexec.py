@@ -176,8 +176,9 @@ def exec_in_place(service, timeout: float, asker=None) -> NoReturn:
 def _exec(argv: list[str], directory: str, state: dict, fds: list[int]) -> NoReturn:
     """Step 3: execve with the state in a memfd; raises UpgradeFailed with nothing changed."""
     memfd = os.memfd_create("chatd-upgrade-state", 0)  # no MFD_CLOEXEC: the new image reads it
-    here = os.getcwd()
+    here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # to come back to
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+    step = f"cannot write the state for {argv[0]}"
     try:
         view = memoryview(json.dumps(state, separators=(",", ":")).encode())
         while view:
@@ -187,7 +188,9 @@ def _exec(argv: list[str], directory: str, state: dict, fds: list[int]) -> NoRet
             os.set_inheritable(fd, True)
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
+        step = f"cannot change to {directory}, where chatd was started"
         os.chdir(directory)
+        step = f"cannot run {argv[0]}"
         signal.pthread_sigmask(signal.SIG_SETMASK, ())  # a blocked mask survives execve
         os.execve(argv[0], argv, env)
     except OSError as exc:
@@ -195,8 +198,9 @@ def _exec(argv: list[str], directory: str, state: dict, fds: list[int]) -> NoRet
         for fd in fds:
             os.set_inheritable(fd, False)
         os.close(memfd)
-        os.chdir(here)
-        raise UpgradeFailed(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
+        os.fchdir(here)
+        os.close(here)
+        raise UpgradeFailed(f"{step}: {exc.strerror or exc}") from None
 
 
 class ExecTakeover:

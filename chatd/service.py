@@ -83,7 +83,7 @@ class Service:
         self.takeover = takeover
         #: Where chatd was started: an upgrade runs the new chatd from there (its arguments
         #: may be relative), also once a daemon has moved to / (reexec.py).
-        self.start_directory = os.getcwd()
+        self.start_directory = _current_directory()
         self.gate = Gate()  # where an upgrade parks the sessions (gate.py)
         self.pidfile: PidFile | None = None  # ours once we serve (run() or a takeover)
         self.started_at = time.time()
@@ -653,6 +653,14 @@ def _history_store(config, bus):
     if config.redis_url:
         return RedisStore(bus)
     return SqliteStore(state_dir(config), config.history_lines)
+
+
+def _current_directory() -> str:
+    """The working directory, or / if it has been removed (getcwd fails then)."""
+    try:
+        return os.getcwd()
+    except OSError:
+        return "/"
 
 
 def _raise_file_limit() -> None:
