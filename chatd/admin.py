@@ -37,6 +37,7 @@ import stat
 import struct
 import threading
 import time
+from contextvars import ContextVar
 
 import structlog
 
@@ -57,6 +58,10 @@ REFUSE_SECONDS = 1.0  # a refused peer's total time to send its request and read
 MAX_REFUSING = 16
 _SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13; not in every Python
 _UCRED = struct.Struct("3i")  # pid, uid, gid
+#: On a connection thread running a command: (its connection, the request's id). An upgrade
+#: execs with it and the new image answers (service.request_upgrade, reexec.py).
+ASKING: ContextVar[tuple[socket.socket, object] | None] = ContextVar("admin_asking",
+                                                                    default=None)
 
 
 class AdminSocketError(Exception):
@@ -222,6 +227,20 @@ class AdminServer:
                 os.unlink(self.path)
         except OSError:
             pass
+
+    def adopt(self, conn: socket.socket, command: str, request_id, result) -> None:
+        """After an upgrade in place (reexec.py): answer the request the image before this
+        one took on ``conn``, then serve the connection like any other."""
+        try:
+            pid, uid, _ = peer_credentials(conn)
+            conn.settimeout(IDLE_SECONDS)
+            conn.sendall(ok_line(request_id, result))
+        except OSError:  # chatctl gave up meanwhile
+            conn.close()
+            return
+        log.info("admin_command", command=command, outcome="ok", uid=uid, pid=pid)
+        self._count(command, "ok")
+        self._accepted(conn, None)
 
     def _accepted(self, conn: socket.socket, _addr) -> None:
         """On the accept thread: credentials and a slot, or a refusal; never waits for the peer."""
@@ -431,6 +450,7 @@ class AdminServer:
             if cmd == "watch":
                 result, after = self._subscribe(conn, peer_log, **request.args)
             else:
+                ASKING.set((conn, request_id))
                 result, after = self._commands.run(request.cmd, request.args)
         except AdminError as exc:
             peer_log.info("admin_command", command=cmd, outcome=exc.code, message=exc.message)

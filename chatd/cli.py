@@ -62,6 +62,30 @@ def _gen_cluster_secret(ctx: click.Context, path: str) -> NoReturn:
     ctx.exit(0)
 
 
+def _dry_start(ctx: click.Context, config) -> NoReturn:
+    """What an upgrade runs first (reexec.py): everything a start checks short of binding
+    (the config and the log file above; the bans file and the history file here) and every
+    module a serving chatd imports; one line on stdout says so. Nothing is bound, written or
+    started."""
+    from chatd.bans import BanFileError, BanList
+
+    try:
+        from chatd.historystore import HistoryFileError, SqliteStore
+        from chatd.reexec import dry_start_report
+        from chatd.service import state_dir
+
+        BanList(state_dir(config)).load()
+        if config.history_lines and not config.redis_url:
+            SqliteStore(state_dir(config), config.history_lines).check()
+        report = dry_start_report(config)
+    except ImportError as err:
+        _fail(ctx, f"cannot import {err.name or err}: {err}", 1)
+    except (BanFileError, HistoryFileError) as err:
+        _fail(ctx, str(err), 1)
+    click.echo(report)
+    ctx.exit(0)
+
+
 class _Command(click.Command):
     """A click command that repairs missing std streams before click itself touches them."""
 
@@ -104,8 +128,14 @@ def main(ctx: click.Context, config_path: str | None, check_config: bool, daemon
     if secret_path is not None:
         _gen_cluster_secret(ctx, secret_path)
     takeover = None
-    if not check_config and os.environ.get("CHATD_UPGRADE_FD"):
-        from chatd.upgrade import Takeover  # started by an upgrading chatd (upgrade.py)
+    dry_start = os.environ.pop("CHATD_UPGRADE_DRY_START", None) == "1"
+    if not check_config and os.environ.get("CHATD_UPGRADE_STATE"):
+        # exec'd in place by an upgrade (reexec.py)
+        from chatd.reexec import ExecTakeover
+
+        takeover = ctx.obj = ExecTakeover.from_environment()
+    elif not check_config and os.environ.get("CHATD_UPGRADE_FD"):
+        from chatd.upgrade import Takeover  # started by a chatd from before issue 23 §4
 
         takeover = ctx.obj = Takeover.from_environment()
     try:
@@ -124,6 +154,8 @@ def main(ctx: click.Context, config_path: str | None, check_config: bool, daemon
         log.configure(config.log_format, config.log_level, config.log_file)
     except OSError as err:
         _fail(ctx, _log_file_error(config.log_file, err), 1)
+    if dry_start:  # an upgrade asks whether this chatd would start (reexec.py)
+        _dry_start(ctx, config)
     # Imported here so that --version and --check-config work without the server's modules.
     from chatd.service import StartupError, run
 

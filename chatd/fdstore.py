@@ -221,7 +221,7 @@ class StoreTakeover:
     def ready(self) -> None:
         """Nobody to tell: the previous process is gone."""
 
-    def serving(self) -> None:
+    def serving(self, admin=None) -> None:
         """Nobody to tell, as for :meth:`ready`."""
 
     def fail(self, reason: str) -> None:

@@ -1,4 +1,8 @@
-"""The upgrade handover's wire: messages and descriptors between the old and the new chatd.
+"""The upgrade handover's wire: messages and descriptors between the old and the new chatd,
+as a chatd from before issue 23 §4 speaks it: it starts its successor as a child and hands
+over on a socket pair. This chatd upgrades in place instead (reexec.py) and speaks only the new
+process's side (upgrade.Takeover), for the one upgrade from such a chatd to this one. The
+state's versions (:data:`STATE_VERSION`) are shared by every way of handing over.
 
 The two processes talk over one Unix stream socket pair made by the old process (the new one
 inherits its end; ``CHATD_UPGRADE_FD`` names it). A message is a 4-byte big-endian length and

@@ -38,7 +38,7 @@ import structlog
 from chatd import __version__, adminproto, fdstore
 from chatd import config as config_module
 from chatd import log as logsetup
-from chatd.admin import AdminServer, AdminSocketError, bind_admin_socket
+from chatd.admin import ASKING, AdminServer, AdminSocketError, bind_admin_socket
 from chatd.admincmds import AdminCommands, AdminContext
 from chatd.bans import BanFileError, BanList
 from chatd import upgrade
@@ -53,6 +53,7 @@ from chatd.handover import HandoverError
 from chatd.history import History
 from chatd.historystore import HistoryFileError, NullStore, RedisStore, SqliteStore
 from chatd.hub import Hub
+from chatd.reexec import ExecTakeover
 from chatd.server import Listener, bind
 from chatd.events import SHUTDOWN, ServerShutdown
 from chatd.systemd import Notifier, as_sockets, passed_fds, unit_name
@@ -80,8 +81,9 @@ class Service:
         """``takeover``: an upgrade.Takeover when this process takes over from another."""
         self.config = config
         self.takeover = takeover
-        #: After we handed over (upgrade.py): the new process's channel, until it serves.
-        self.successor = None
+        #: Where chatd was started: an upgrade runs the new chatd from there (its arguments
+        #: may be relative), also once a daemon has moved to / (reexec.py).
+        self.start_directory = _current_directory()
         self.gate = Gate()  # where an upgrade parks the sessions (gate.py)
         self.pidfile: PidFile | None = None  # ours once we serve (run() or a takeover)
         self.started_at = time.time()
@@ -327,16 +329,21 @@ class Service:
         if self.takeover is not None:
             log.info("resumed", clients=len(restored), old_pid=self.takeover.state["pid"],
                      old_version=self.takeover.state["chatd_version"], version=__version__,
-                     **({"via": "fdstore", "final": self.takeover.state.get("final"),
-                         "new_connections": len(self._orphans)}
-                        if isinstance(self.takeover, StoreTakeover) else {}))
+                     **self._resumed_how())
         log.info("listening", host=host, port=port, tls_port=tls_port, admin_socket=self.admin.path,
                  bans=len(self.bans.active()), version=__version__, pid=os.getpid())
         if self.metrics is not None:  # after `listening`: the first event once listening
             self.metrics.start()
         if self.takeover is not None:
-            self.takeover.serving()
+            self.takeover.serving(self.admin)
         self.notifier.notify(READY="1", STATUS=self.housekeeper.status_line())
+
+    def _resumed_how(self) -> dict:
+        """The ``resumed`` event's fields that say how this process took over."""
+        if isinstance(self.takeover, StoreTakeover):
+            return {"via": "fdstore", "final": self.takeover.state.get("final"),
+                    "new_connections": len(self._orphans)}
+        return {"via": "exec"} if isinstance(self.takeover, ExecTakeover) else {}
 
     def _resume(self, restored: list) -> None:
         """Start the threads of the clients taken over, busy ones first, in batches: started
@@ -409,35 +416,37 @@ class Service:
     def request_upgrade(self, timeout: float, store: bool = False):
         """Have the main thread upgrade (as SIGUSR2 does), or with ``store`` hand everything
         to systemd's fd store for a restart (``chatctl systemd-stop``), and wait; for admin
-        threads. Returns (ok, result or reason, call this once the reply is sent)."""
-        request = _UpgradeRequest(timeout, store)
+        threads. Returns (ok, result or reason, call this once the reply is sent). An upgrade
+        that succeeds execs (reexec.py): this thread is gone then, and the new image answers
+        the connection that asked (admin.ASKING, set by the admin thread)."""
+        request = _UpgradeRequest(timeout, store, ASKING.get())
         self._events.put(request)
         ok, outcome = request.wait(4 * timeout + 5)
         return ok, outcome, request.replied.set
 
     def _upgrade(self, event) -> None:
-        """Main thread: hand everything to a new process (or to systemd's fd store, or have
-        chatctl restart us through systemd: upgrade.py); once handed, this process ends."""
+        """Main thread: exec the new chatd in place (upgrade.py, reexec.py: on success this
+        never returns), or hand everything to systemd's fd store and end, or have chatctl
+        restart us through systemd."""
         asked = isinstance(event, _UpgradeRequest)  # else SIGUSR2
         timeout = event.timeout if asked else upgrade.UPGRADE_SECONDS
         try:
             if asked and event.store:
                 result = upgrade.hand_to_store(self, timeout)
             else:
-                result = upgrade.hand_over(self, timeout, restart_ok=asked)
+                result = upgrade.hand_over(self, timeout, restart_ok=asked,
+                                           asker=event.asker if asked else None)
         except upgrade.UpgradeFailed as exc:
             if asked:
                 event.finish((False, str(exc)))
             return
+        if not asked:
+            return  # SIGUSR2 outside systemd execs or fails; under systemd it is refused
+        event.finish((True, result))
         if "restart_unit" in result:  # chatctl has systemd restart us (upgrade.py)
-            event.finish((True, result))
             return
-        if isinstance(event, _UpgradeRequest):
-            event.finish((True, result))
-            event.replied.wait(upgrade.UPGRADE_SECONDS)  # chatctl hears it from us
-        upgrade.await_successor(self)
-        os._exit(0)  # nothing to clean up: every socket, the pidfile and the admin socket
-        #              are the new process's now
+        event.replied.wait(upgrade.UPGRADE_SECONDS)  # handed to the store: chatctl hears it
+        os._exit(0)  # nothing to clean up: every socket is in systemd's fd store now
 
     def request_reload(self, timeout: float) -> tuple[bool, str, list[str]]:
         """Have the main thread reload (as SIGHUP does) and wait for the outcome; for admin
@@ -591,10 +600,11 @@ class _UpgradeRequest(_Completion):
     """An upgrade asked for by an admin thread; ``replied`` is set once chatctl has its
     answer, so that a successful upgrade ends this process only after that."""
 
-    def __init__(self, timeout: float, store: bool = False) -> None:
+    def __init__(self, timeout: float, store: bool = False, asker=None) -> None:
         super().__init__()
         self.timeout = timeout
         self.store = store  # to systemd's fd store (a restart), not to a new process
+        self.asker = asker  # (admin connection, request id): answered after an exec
         self.replied = threading.Event()
 
 
@@ -645,6 +655,14 @@ def _history_store(config, bus):
     return SqliteStore(state_dir(config), config.history_lines)
 
 
+def _current_directory() -> str:
+    """The working directory, or / if it has been removed (getcwd fails then)."""
+    try:
+        return os.getcwd()
+    except OSError:
+        return "/"
+
+
 def _raise_file_limit() -> None:
     """One descriptor per client: take the whole hard limit we were given (the soft one is
     often 1024, below max_clients). After detaching, so python-daemon's close loop stays short."""
@@ -676,7 +694,7 @@ def run(config, daemonize: bool = False, takeover=None) -> int:
     reported through the readiness pipe instead (the launcher prints it and exits 1).
     """
     if takeover is not None:  # an upgrade: the old process's sockets and pidfile (upgrade.py)
-        return _run_taken_over(config, takeover)
+        return _run_taken_over(config, takeover, daemonize)
     pidfile = PidFile(config.pidfile) if config.pidfile else None
     if pidfile is not None:
         try:
@@ -711,11 +729,15 @@ def run(config, daemonize: bool = False, takeover=None) -> int:
             pidfile.release()
 
 
-def _run_taken_over(config, takeover) -> int:
-    """Take over from an upgrading chatd and serve. In the foreground whatever the options
-    say: the old process detached already, if it was asked to."""
+def _run_taken_over(config, takeover, daemonize: bool = False) -> int:
+    """Take over from an upgrading chatd and serve. Never detaches: a daemon that execs
+    itself in place (reexec.py) is detached already, as is the old process a chatd from
+    before issue 23 upgrades from; such a daemon goes back to / (it execs from the directory
+    it was started from)."""
     service = Service(config, takeover)
     service.bind()  # a StartupError reaches the old process through cli.py
+    if daemonize:
+        os.chdir("/")
     service.launch()
     try:
         return service.serve()

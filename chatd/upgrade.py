@@ -1,47 +1,46 @@
-"""``chatctl upgrade`` and SIGUSR2: a new chatd takes over every connection, nobody is dropped.
+"""``chatctl upgrade`` and SIGUSR2: the installed chatd takes over every connection, nobody is
+dropped (SPEC §9, docs/protocol.md §9). This module holds what every way of upgrading shares,
+and the ways that go through systemd; the upgrade itself execs the new chatd in place
+(reexec.py: same pid, same terminal, named ``chatd``).
 
-The old process (:func:`hand_over`, on its main thread):
+What every way shares, on the old side (main thread):
 
-1. starts the installed ``chatd`` again, with the same arguments and a socket pair to talk
-   over (handover.py), and waits for its ``hello``: the new config is valid and the new code
-   imports. Nothing has been disturbed yet, so a failure here costs nothing.
-2. freezes: the listeners and the admin socket stop accepting (the sockets stay listening:
-   the kernel queues newcomers for the new process); TLS clients are told
-   ``*** server restarting, please reconnect`` and closed (a TLS session cannot leave the
-   process); every session thread parks between two reads or two lines (gate.py), so what
-   a client sends from now on stays in the kernel for the new process; the flusher finishes
-   what is queued and stops writing (flusher.py), so what is not sent yet is known exactly.
-3. sends the state (versioned; below) with the listening sockets, the admin socket, the
-   pidfile and every client socket, and waits for ``ready``.
-4. ``commit``: the caller is answered and this process ends with ``os._exit`` (no goodbyes:
-   the clients are the new process's now), once the new process says ``serving`` and has
-   closed its end of the channel (or goes away, or :data:`SERVING_SECONDS` pass), so that
-   once this process is gone the new one holds nothing of the handover. Why wait at all:
-   tearing down thousands of parked threads takes the kernel tens of milliseconds of CPU, which on a small host would be taken from the new
-   process while it catches up with what clients sent during the handover (bench/upgrade.py:
-   the longest gap). On any failure before the commit (an error or exit of the new process,
-   no answer within the timeout) it sends ``abort``, kills the new process, and thaws:
-   sessions, flusher, listeners and admin go on as if nothing had happened.
+- the **freeze** (:func:`freeze`): the listeners and the admin socket stop accepting (the
+  sockets stay listening: the kernel queues newcomers for whoever serves next); TLS clients
+  are told ``*** server restarting, please reconnect`` and closed (a TLS session cannot leave
+  the process); every session thread parks between two reads or two lines (gate.py), so what
+  a client sends from now on stays in the kernel; the flusher finishes what is queued and
+  stops writing (flusher.py), so what is not sent yet is known exactly; queued room history
+  is written out. :func:`thaw` undoes it on any failure: sessions, flusher, listeners and
+  admin go on as if nothing had happened.
+- the **state** (:func:`build_state`, versioned: handover.py): listening sockets, admin socket,
+  pidfile, and every plain client with nick, room, mute, counters, input not yet handled and
+  output not yet sent, with the descriptors it refers to.
 
-The new process (:class:`Takeover`, used by service.py): says ``hello``, receives the state,
-rebuilds clients, rooms and sessions *without starting a thread*, says ``ready``, and only on
-``commit`` starts reading and writing. So at every moment exactly one process reads and
-writes the clients: nothing is read twice, dropped or sent twice.
+The ways (docs/protocol.md §9 says what each mode does):
+
+- foreground and ``--daemon``: exec in place (reexec.py), after a dry start of the new code;
+- under systemd: ``chatctl upgrade`` has the installed chatd check the config
+  (:func:`_check_next`) and chatctl restarts the unit; the restart (``chatctl systemd-stop``)
+  leaves the freeze's state in systemd's fd store (:func:`hand_to_store`, fdstore.py),
+  because systemd must stay the parent of the main process (docs/protocol.md §9.1).
+
+:class:`Takeover` is the new side of the handover chatd did before issue 23 §4 (the old
+process started a new one and handed over on a socket pair: handover.py): a chatd from before
+then upgrading to this one still starts it that way, and it takes over as it always did.
 
 Not handed over (docs/protocol.md §9): TLS sessions; clients that were already leaving (their
-last lines, if still unsent). Cluster mode is refused for now. Under systemd the same freeze
-and state go through systemd's fd store instead (:func:`hand_to_store`, fdstore.py), because
-systemd must stay the parent of the main process (docs/protocol.md §9).
+last lines, if still unsent). Cluster mode is refused for now.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
+from typing import NoReturn
 
 import structlog
 
@@ -53,21 +52,20 @@ from chatd.handover import (ENV_FD, READABLE_STATE_VERSIONS, STATE_VERSION, Chan
 
 log = structlog.get_logger("chatd.upgrade")
 
-#: How long each step may take by default: the new process's start, the freeze, its takeover.
+#: How long each step may take by default: the new chatd's dry start, the freeze.
 UPGRADE_SECONDS = 10.0
-#: How long the old process waits for the new one's ``serving`` before it exits all the same.
-SERVING_SECONDS = 5.0
 #: Environment: run this instead of the chatd this process was started as (tests, packaging).
 ENV_EXECUTABLE = "CHATD_UPGRADE_EXEC"
 
 
 class UpgradeFailed(Exception):
-    """Why the upgrade did not happen (one line); the old process serves on."""
+    """Why the upgrade did not happen (one line); the running chatd serves on."""
 
 
 def command() -> list[str]:
-    """The new chatd's command line: this one's, so the new process reads the same config
-    file with the same options, from the executable installed now."""
+    """The command line of the chatd systemd starts next, for :func:`_check_next`: this one's,
+    so it reads the same config file with the same options, from the executable installed
+    now. (Outside systemd, reexec.executable() finds the chatd to exec.)"""
     argv = list(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])
     replacement = os.environ.get(ENV_EXECUTABLE)
     if replacement:
@@ -75,8 +73,11 @@ def command() -> list[str]:
     return argv
 
 
-def hand_over(service, timeout: float = UPGRADE_SECONDS, restart_ok: bool = False) -> dict:
-    """The whole upgrade, old side; returns what chatctl prints, raises UpgradeFailed.
+def hand_over(service, timeout: float = UPGRADE_SECONDS, restart_ok: bool = False,
+              asker=None) -> dict:
+    """The whole upgrade, old side: execs the new chatd in place (reexec.py), so it returns
+    only under systemd, or by raising UpgradeFailed with this process serving on. ``asker``:
+    (admin connection, request id) of the chatctl that asked, which the new image answers.
 
     Under systemd with an fd store and ``restart_ok`` (chatctl asked, not SIGUSR2) nothing is
     handed over here: once the installed chatd has accepted the config, the result names the
@@ -84,7 +85,6 @@ def hand_over(service, timeout: float = UPGRADE_SECONDS, restart_ok: bool = Fals
     the store (:func:`hand_to_store`). systemd must stay the parent of its main process, so a
     new process cannot simply take over (docs/protocol.md §9.1)."""
     log.info("upgrade_started", pid=os.getpid(), version=__version__)
-    started = time.monotonic()
     try:
         if restart_ok and service.fd_store.unit and (service.notifier.enabled
                                                      or service.listener.passed):
@@ -92,60 +92,30 @@ def hand_over(service, timeout: float = UPGRADE_SECONDS, restart_ok: bool = Fals
             log.info("upgrade_through_systemd", unit=service.fd_store.unit)
             return {"old_pid": os.getpid(), "old_version": __version__,
                     "restart_unit": service.fd_store.unit}
-        result = _hand_over(service, timeout)
+        _hand_over(service, timeout, asker)
     except UpgradeFailed as exc:
         log.error("upgrade_failed", reason=str(exc))
         raise
-    result["seconds"] = round(time.monotonic() - started, 3)
-    return result
 
 
-def _hand_over(service, timeout: float) -> dict:
+def _hand_over(service, timeout: float, asker) -> NoReturn:
     if not isinstance(service.bus, LocalBus):
         raise UpgradeFailed("upgrade is not available in cluster mode yet; restart the nodes "
                             "one at a time")
     if service.notifier.enabled or service.listener.passed:
         raise UpgradeFailed("under systemd, use systemctl restart chatd (it keeps every client "
                             "through the fd store)")
-    new = _spawn()
+    from chatd import reexec  # it imports this module
+
     try:
-        hello = new.channel.receive(timeout, ("hello",))
-        if STATE_VERSION not in hello.get("state_versions", ()):
-            raise UpgradeFailed(f"the new chatd ({hello.get('version')}) cannot read state "
-                                f"version {STATE_VERSION}")
-        frozen = _freeze(service, timeout)
-        try:
-            state, fds, _ = _state(service, *frozen)
-            new.channel.send({"type": "state", "state": state, "fds": len(fds)}, fds)
-            new.channel.receive(timeout, ("ready",))
-            new.channel.send({"type": "commit"})
-        except BaseException:
-            _thaw(service)
-            raise
-    except (HandoverError, UpgradeFailed, OSError) as exc:
-        raise UpgradeFailed(new.abort(exc)) from None
-    except Exception as exc:  # a bug: this process serves on all the same
+        reexec.exec_in_place(service, timeout, asker)
+    except UpgradeFailed:
+        raise
+    except OSError as exc:
+        raise UpgradeFailed(exc.strerror or str(exc)) from None
+    except Exception as exc:  # a bug: this process serves on all the same (thawed)
         log.exception("upgrade_crashed")
-        raise UpgradeFailed(new.abort(RuntimeError(f"internal error: {exc}"))) from None
-    service.successor = new.channel
-    return {"old_pid": os.getpid(), "new_pid": new.proc.pid, "old_version": __version__,
-            "new_version": hello.get("version"), "clients": len(state["clients"])}
-
-
-def await_successor(service, timeout: float = SERVING_SECONDS) -> None:
-    """After the commit: wait until the new process serves (see the module docstring). Its
-    failing or hanging changes nothing for this process, which exits next either way."""
-    channel = service.successor
-    if channel is None:
-        return
-    deadline = time.monotonic() + timeout
-    try:
-        channel.receive(timeout, ("serving",))
-        # it closes its end right after: once we are gone, it holds nothing of the handover
-        channel.wait_closed(max(0.0, deadline - time.monotonic()))
-    except HandoverError:
-        pass
-    channel.close()
+        raise UpgradeFailed(f"internal error: {exc}") from None
 
 
 def _check_next(timeout: float) -> None:
@@ -155,7 +125,7 @@ def _check_next(timeout: float) -> None:
     argv = [*command(), "--check-config"]
     try:
         proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=timeout)
+                              timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise UpgradeFailed(f"{argv[0]} --check-config did not finish within {timeout:g} s") from None
     except OSError as exc:
@@ -166,51 +136,7 @@ def _check_next(timeout: float) -> None:
                             f"{argv[0]} --check-config exited with status {proc.returncode}")
 
 
-class _NewProcess:
-    def __init__(self, proc: subprocess.Popen, channel: Channel) -> None:
-        self.proc = proc
-        self.channel = channel
-
-    def abort(self, exc: Exception) -> str:
-        """End the new process; returns the reason to report."""
-        try:
-            self.channel.send({"type": "abort"})
-        except OSError:
-            pass
-        status = self.proc.poll()
-        if status is None:
-            try:
-                status = self.proc.wait(0.5)  # it may be exiting with its own error
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.channel.close()
-        reason = str(exc)
-        # its end of the channel closed under us (sending the state to a process that died
-        # after reading its first part is a broken pipe: once in 8 runs of the crash test)
-        lost = isinstance(exc, (BrokenPipeError, ConnectionResetError)) \
-            or "went away" in reason or reason.startswith("the handover failed")
-        if status is not None and status != -signal.SIGKILL and lost:  # its end of the pair
-            reason = f"the new chatd exited with status {status} before it was ready"
-        return reason
-
-
-def _spawn() -> _NewProcess:
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    argv = command()
-    env = dict(os.environ, **{ENV_FD: str(theirs.fileno())})
-    try:
-        proc = subprocess.Popen(argv, pass_fds=[theirs.fileno()], env=env,
-                                stdin=subprocess.DEVNULL)
-    except OSError as exc:
-        ours.close()
-        raise UpgradeFailed(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
-    finally:
-        theirs.close()
-    return _NewProcess(proc, Channel(ours))
-
-
-def _freeze(service, timeout: float) -> tuple[list, dict]:
+def freeze(service, timeout: float) -> tuple[list, dict]:
     """Stop every source of change (see the module docstring); -> (parked sessions, unsent
     output by outbox). On failure everything is thawed again."""
     try:
@@ -240,12 +166,12 @@ def _freeze(service, timeout: float) -> tuple[list, dict]:
         if not service.history_store.flush(timeout):  # the new process reads it from the file
             log.warning("history_unsaved", timeout=timeout)
     except BaseException:
-        _thaw(service)
+        thaw(service)
         raise
     return parked, backlogs
 
 
-def _thaw(service) -> None:
+def thaw(service) -> None:
     service.flusher.thaw()
     if service.gate.closed:
         service.gate.open()
@@ -255,7 +181,7 @@ def _thaw(service) -> None:
     log.info("upgrade_resumed")
 
 
-def _state(service, parked: list, backlogs: dict) -> tuple[dict, list[int], list[str]]:
+def build_state(service, parked: list, backlogs: dict) -> tuple[dict, list[int], list[str]]:
     """Everything the new process needs, as JSON, and the descriptors it refers to (by index),
     with the name each has in systemd's fd store (fdstore.py)."""
     fds: list[int] = []
@@ -333,14 +259,14 @@ def hand_to_store(service, timeout: float = UPGRADE_SECONDS) -> dict:
     except UpgradeFailed as exc:
         log.error("upgrade_failed", reason=str(exc))
         raise
-    parked, backlogs = _freeze(service, timeout)
+    parked, backlogs = freeze(service, timeout)
     try:
-        state, _, names = _state(service, parked, backlogs)
+        state, _, names = build_state(service, parked, backlogs)
         state.update(fdnames=names, final=True)
         if not store.save(state):
             raise UpgradeFailed("systemd did not take the state into the fd store")
     except BaseException as exc:
-        _thaw(service)
+        thaw(service)
         if isinstance(exc, UpgradeFailed):
             log.error("upgrade_failed", reason=str(exc))
         raise
@@ -350,7 +276,10 @@ def hand_to_store(service, timeout: float = UPGRADE_SECONDS) -> dict:
 
 
 class Takeover:
-    """The new process's side of the handover (see the module docstring)."""
+    """The new process's side of the handover of a chatd from before issue 23 §4, which starts
+    its successor as a child (module docstring): ``hello``, the state and its descriptors,
+    ``ready``, and only on ``commit`` does this process start reading and writing, so that at
+    every moment exactly one process reads and writes the clients."""
 
     def __init__(self, fd: int) -> None:
         self.channel = Channel.from_fd(fd)
@@ -394,9 +323,10 @@ class Takeover:
         if message["type"] == "abort":
             raise HandoverError("the old chatd gave up the upgrade")
 
-    def serving(self) -> None:
+    def serving(self, admin=None) -> None:
         """Every thread runs: the old process may exit now (its exit no longer competes with
-        our catching up). A process that is gone already is no concern of ours."""
+        our catching up). A process that is gone already is no concern of ours. (``admin``:
+        reexec.ExecTakeover's interface; the old process answers its chatctl itself.)"""
         try:
             self.channel.send({"type": "serving"})
         except OSError:

@@ -1,9 +1,9 @@
 """Shared test helpers: the real ``chatd`` as a subprocess, and a line-oriented TCP chat client.
 
-The live tests use the real thing at the edges (STYLE.md principle 10): ``python -m chatd`` in a
-subprocess on ``--port 0``, real TCP sockets, and readiness by condition. Nothing here sleeps to
-synchronise; every wait is for a condition and has a deadline, so a loaded machine only makes the
-suite slower, never flaky.
+The live tests use the real thing at the edges (STYLE.md principle 10): ``chatd`` (a script
+like the installed one, :func:`chatd_executable`) in a subprocess on ``--port 0``, real TCP
+sockets, and readiness by condition. Nothing here sleeps to synchronise; every wait is for a
+condition and has a deadline, so a loaded machine only makes the suite slower, never flaky.
 
 Fixtures
     ``chatd``   factory: ``chatd(limits={"rate": 100}, server={"motd": "hi"}, args=[...])``
@@ -109,6 +109,26 @@ def _matches(event: dict, name: str, fields: dict) -> bool:
     return True
 
 
+_EXECUTABLE: list[str] = []
+
+
+def chatd_executable() -> str:
+    """A ``chatd`` script like the one pip installs (a shebang to this Python, ``main()``),
+    made once per test run: chatd runs as itself, named ``chatd`` (``/proc/PID/comm``), and an
+    upgrade execs it again (chatd/reexec.py). ``PYTHONPATH`` (:class:`ChatServer`) makes it
+    import this checkout's code."""
+    if not _EXECUTABLE:
+        directory = tempfile.mkdtemp(prefix="chatd-bin-")
+        path = os.path.join(directory, "chatd")
+        with open(path, "w") as script:
+            script.write(f"#!{sys.executable}\nimport sys\nfrom chatd.cli import main\n"
+                         "if __name__ == '__main__':\n    sys.exit(main())\n")
+        os.chmod(path, 0o755)
+        os.chmod(directory, 0o755)  # chatd run as another user (test_history_file.py) too
+        _EXECUTABLE.append(path)
+    return _EXECUTABLE[0]
+
+
 class ChatServer:
     """One ``chatd`` subprocess, logging JSON to a pipe that a thread collects.
 
@@ -149,7 +169,7 @@ class ChatServer:
         # --state-dir (e.g. to restart on the same state).
         self.state_dir = os.path.join(self._rundir, "state")
         defaults = [] if "--state-dir" in args else ["--state-dir", self.state_dir]
-        self.argv = [*launcher, sys.executable, "-m", "chatd", "-c", str(config_path),
+        self.argv = [*launcher, chatd_executable(), "-c", str(config_path),
                      "--port", "0", "--log-format", "json", *defaults, *args]
         self.proc = subprocess.Popen(
             self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

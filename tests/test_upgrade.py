@@ -1,10 +1,13 @@
-"""Upgrade without dropping anyone (docs/protocol.md §9, chatd/upgrade.py): real processes.
+"""Upgrade without dropping anyone (docs/protocol.md §9, chatd/upgrade.py, chatd/reexec.py):
+real processes.
 
 ``chatctl upgrade`` (and SIGUSR2) against a real chatd with real clients mid-traffic: every
-client stays connected, every line arrives exactly once and in order across the handover, a
+client stays connected, every line arrives exactly once and in order across the upgrade, a
 half-sent line arrives whole, a client that never reads keeps its backlog (neither lost nor
-doubled), and the new process serves new connections and the admin socket. And the ways it
-can fail: the old process serves on, chatctl exits 1 with the reason.
+doubled), and the new code serves new connections and the admin socket, in the same process
+(exec in place: same pid, named ``chatd``). And the ways it can fail: the dry start refuses,
+or the exec itself fails; chatd serves on as it was, chatctl exits 1 with the reason.
+(Terminal, --daemon: test_upgrade_exec.py.)
 """
 
 from __future__ import annotations
@@ -13,13 +16,11 @@ import json
 import os
 import re
 import signal
-import subprocess
+import socket
 import sys
 import threading
 import time
 from pathlib import Path
-
-import pytest
 
 from conftest import ChatClient, wait_gone
 from faults import wait_until
@@ -32,13 +33,18 @@ PAD = "x" * 1500  # long lines, so that a client that never reads gets a backlog
 
 
 def upgrade(server, *args: str) -> re.Match:
-    """``chatctl upgrade`` must succeed; the server object follows the new pid."""
+    """``chatctl upgrade`` must succeed, in place: the same pid, still named chatd."""
     out = ctl(server, "upgrade", *args, timeout=60).strip()
     m = UPGRADED.fullmatch(out)
     assert m, out
-    assert int(m[1]) == server.pid, (m[1], server.pid)
-    server.succeeded_by(int(m[2]))
+    assert int(m[1]) == int(m[2]) == server.pid, (m[0], server.pid)
+    assert comm(server.pid) == "chatd"
     return m
+
+
+def comm(pid: int) -> str:
+    """The process's name, as ``pgrep -x`` and ``ps -C`` see it."""
+    return Path(f"/proc/{pid}/comm").read_text().strip()
 
 
 def send_paced(client: ChatClient, word: str, count: int, gap: float = 0.01,
@@ -116,7 +122,7 @@ def test_upgrade_mid_traffic_keeps_every_client_and_every_line(chatd):
     half.send_raw(b"ne, whole\r\n")
     for thread in threads:
         thread.join(30)
-    assert old.wait(10) == 0  # the old process is gone, cleanly
+    assert old.poll() is None  # the same process, its new image serving
     for client in [*watchers, half, *senders]:
         room_senders = alpha_senders if rooms[client] == "alpha" else beta_senders
         for sender in room_senders:
@@ -143,23 +149,27 @@ def test_upgrade_mid_traffic_keeps_every_client_and_every_line(chatd):
 
 
 def test_ten_upgrades_in_a_row_with_traffic_leak_nothing(chatd):
+    """Each image upgrades to the next, and holds what the one before held."""
     server = chatd(limits=LIMITS)
     alice, bob = server.connect_many(2)
     rename(alice, "alice")
     bob.wait_for(lambda line: line.endswith(" is now known as alice"))
+    threads = fds_and_threads(server.pid)[1]
     figures = []
     for k in range(10):
         alice.send_line(f"before {k}")
-        old = int(upgrade(server)[1])
+        upgrade(server)
         alice.send_line(f"after {k}")
         bob.wait_for(f"<alice> after {k}", timeout=10)
-        # chatctl is answered at the commit; the new process closes its channel to the old one
-        # once it serves, and the old one exits only then: count after that
-        assert wait_gone(old, 10), f"the old chatd {old} is still there"
+        # chatctl's admin connection, answered by the new image, ends right after: count then
+        wait_until(lambda: fds_and_threads(server.pid)[1] == threads, 10,
+                   lambda k=k: f"{fds_and_threads(server.pid)} after upgrade {k}, "
+                               f"{threads} threads")
         figures.append(fds_and_threads(server.pid))
     said = [line for line in bob.received if line.startswith("<alice> ")]
     assert said == [f"<alice> {when} {k}" for k in range(10) for when in ("before", "after")]
     assert len(set(figures)) == 1, figures  # descriptors and threads: the same every time
+    assert len(server.find_events("resumed", via="exec", old_pid=server.pid)) == 10
     bob.send_line("/who")
     bob.expect("*** in lobby: alice, " + bob.nick)
 
@@ -167,13 +177,13 @@ def test_ten_upgrades_in_a_row_with_traffic_leak_nothing(chatd):
 def test_sigusr2_upgrades_too(chatd):
     server = chatd()
     alice = server.connect()
-    old = server.proc
-    old.send_signal(signal.SIGUSR2)
+    server.proc.send_signal(signal.SIGUSR2)
     event = server.wait_event("resumed", timeout=20)
-    assert event["old_pid"] == old.pid
-    assert old.wait(10) == 0
-    # the new process logs ``resumed`` just before ``listening``: wait for the latter too
-    server.succeeded_by(server.wait_event("listening", pid=lambda p: p != old.pid)["pid"])
+    assert event["old_pid"] == server.pid and event["via"] == "exec"
+    # the new image logs ``resumed`` just before ``listening``: wait for the latter too
+    wait_until(lambda: len(server.find_events("listening", pid=server.pid)) == 2, 10,
+               "the new image listening")
+    assert server.proc.poll() is None and comm(server.pid) == "chatd"
     alice.send_line("/who")
     alice.expect(f"*** in lobby: {alice.nick}")
     assert server.connect().nick != alice.nick
@@ -200,19 +210,22 @@ def test_an_invalid_config_file_fails_the_upgrade_and_the_old_chatd_serves_on(ch
     server.config_path.write_text("[limits]\nrate = -1\n")
     err = _refused(server)
     assert "rate" in err, err
+    assert not server.find_events("upgrade_frozen")  # the dry start refused: nothing disturbed
 
 
-def stand_in(version: str, *lines: str) -> str:
-    """A stand-in new chatd's script: it says ``hello`` as ``version`` (handover.py), then
-    runs ``lines`` with ``channel`` at hand."""
-    return "\n".join([
-        "import os, signal, sys",
-        "from chatd.handover import READABLE_STATE_VERSIONS, Channel",
-        "signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])",  # for sigwait()
-        "channel = Channel.from_fd(int(os.environ['CHATD_UPGRADE_FD']))",
-        f"channel.send({{'type': 'hello', 'pid': os.getpid(), 'version': {version!r},",
-        "              'state_versions': list(READABLE_STATE_VERSIONS)})",
-        *lines])
+def test_a_listener_the_new_config_adds_on_an_address_in_use_fails_the_upgrade(chatd):
+    """Metrics turned on in the config file, on a port someone else holds: the running chatd
+    binds what the new config adds before anything is disturbed (reexec.py), so this fails
+    there and not in the new image after exec, where it would take every client along."""
+    server = chatd()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server.config_path.write_text(f"[metrics]\nmetrics_port = {port}\n")
+        err = _refused(server)
+    assert f"cannot listen on 127.0.0.1:{port} (metrics)" in err, err
+    assert not server.find_events("upgrade_frozen")
 
 
 def executable(tmp_path, name: str, body: str) -> str:
@@ -227,7 +240,8 @@ def test_a_chatd_that_fails_at_import_fails_the_upgrade(chatd, tmp_path):
                         "except ImportError as exc:\n    raise SystemExit(f'ImportError: {exc}')")
     server = chatd(env={"CHATD_UPGRADE_EXEC": broken})
     err = _refused(server)
-    assert "exited with status 1 before it was ready" in err, err
+    assert "ImportError: No module named 'chatd_is_not_installed_here'" in err, err
+    assert not server.find_events("upgrade_frozen")  # the dry start refused: nothing disturbed
 
 
 def test_a_chatd_that_hangs_fails_the_upgrade(chatd, tmp_path):
@@ -239,18 +253,20 @@ def test_a_chatd_that_hangs_fails_the_upgrade(chatd, tmp_path):
     assert time.monotonic() - started < 20
 
 
-def test_a_chatd_that_crashes_after_the_freeze_fails_the_upgrade(chatd, tmp_path):
-    """The new chatd takes the state (the old one has frozen its sessions and its output by
-    then) and dies: everything thaws, output included (chat goes on in _refused), and a later
-    shutdown still reaches every client."""
-    crashing = executable(tmp_path, "chatd-crashing", stand_in(
-        "crashing",
-        "channel.receive(10, ('state',))",
-        "sys.exit('crashed while taking over')"))
-    server = chatd(env={"CHATD_UPGRADE_EXEC": crashing})
+def test_an_executable_gone_after_its_dry_start_fails_the_upgrade_and_thaws(chatd, tmp_path):
+    """The dry start succeeds, and the executable is gone when chatd execs it (the package
+    was being replaced, say): execve fails after the freeze, so everything thaws, output
+    included (chat goes on in _refused), and a later shutdown still reaches every client."""
+    vanishing = executable(tmp_path, "chatd-vanishing", (
+        "import json, os, sys\n"
+        "assert os.environ['CHATD_UPGRADE_DRY_START'] == '1'\n"
+        "os.unlink(sys.argv[0])\n"
+        "print(json.dumps({'dry_start': 'ok', 'version': 'vanishing', 'state_versions': [1]}))"))
+    server = chatd(env={"CHATD_UPGRADE_EXEC": vanishing})
     err = _refused(server)
-    assert "exited with status 1 before it was ready" in err, err
+    assert f"cannot run {vanishing}: No such file or directory" in err, err
     server.wait_event("upgrade_frozen")
+    server.wait_event("upgrade_resumed")
     alice = server.connect()
     server.proc.send_signal(signal.SIGTERM)
     assert "*** server shutting down" in alice.expect_closed()
@@ -258,36 +274,42 @@ def test_a_chatd_that_crashes_after_the_freeze_fails_the_upgrade(chatd, tmp_path
     assert not server.find_events("sessions_left")
 
 
-def test_the_old_chatd_exits_once_the_new_one_serves(chatd, tmp_path):
-    """After the commit the old process waits for ``serving`` (upgrade.py: its exit, thousands
-    of threads torn down, would take CPU from the new one catching up). A stand-in new chatd
-    that says it only when told to shows both halves: not before, and promptly after."""
-    slow = executable(tmp_path, "chatd-slow-to-serve", stand_in(
-        "slow",
-        "state = channel.receive(10, ('state',))",
-        "fds = channel.receive_fds(state['fds'], 10)",
-        "channel.send({'type': 'ready'})",
-        "channel.receive(10, ('commit',))",
-        "signal.sigwait([signal.SIGUSR1])",
-        "channel.send({'type': 'serving'})",
-        "channel.close()",  # as chatd does (upgrade.Takeover.serving)
-        "signal.pause()"))
-    server = chatd(env={"CHATD_UPGRADE_EXEC": slow})
-    server.connect()
-    old = server.proc
-    upgrade(server)  # chatctl is answered at the commit
-    with pytest.raises(subprocess.TimeoutExpired):  # a second of it: it waits, and would 5 s
-        old.wait(1)
-    os.kill(server.pid, signal.SIGUSR1)
-    assert old.wait(3) == 0  # well before upgrade.SERVING_SECONDS
+def test_a_crash_after_the_exec_is_not_undone_but_chatctl_hears_of_it(chatd, tmp_path):
+    """The trade-off of exec in place (reexec.py): new code that passes its dry start and
+    then fails while taking over takes the clients with it; chatctl gets the reason."""
+    crashing = executable(tmp_path, "chatd-crashing", (
+        "import json, os, sys\n"
+        "if os.environ.get('CHATD_UPGRADE_DRY_START'):\n"
+        "    print(json.dumps({'dry_start': 'ok', 'version': 'crashing', 'state_versions': [1]}))\n"
+        "    sys.exit(0)\n"
+        "from chatd.reexec import ExecTakeover\n"
+        "ExecTakeover.from_environment().fail('crashed while taking over')\n"
+        "sys.exit(1)"))
+    server = chatd(env={"CHATD_UPGRADE_EXEC": crashing})
+    alice = server.connect()
+    err = ctl(server, "upgrade", status=1, timeout=60)
+    assert "the new chatd failed after exec: crashed while taking over" in err, err
+    assert server.proc.wait(10) == 1
+    alice.expect_closed()
 
 
-def test_the_pidfile_moves_to_the_new_process(chatd, tmp_path):
+def test_a_chatd_without_a_dry_start_is_refused(chatd, tmp_path):
+    """A chatd that starts but does not confirm a dry start (one from before exec in place)
+    could not take over after exec: refused before anything is disturbed."""
+    mute = executable(tmp_path, "chatd-old", "print('chatd 0.0.1')")
+    server = chatd(env={"CHATD_UPGRADE_EXEC": mute})
+    err = _refused(server)
+    assert "did not confirm its dry start" in err, err
+    assert not server.find_events("upgrade_frozen")
+
+
+def test_the_pidfile_names_the_same_live_pid_after_an_upgrade(chatd, tmp_path):
     pidfile = tmp_path / "chatd.pid"
     server = chatd(args=["--pidfile", str(pidfile)])
-    assert int(pidfile.read_text()) == server.pid
+    pid = server.pid
+    assert int(pidfile.read_text()) == pid
     upgrade(server)
-    assert int(pidfile.read_text()) == server.pid
+    assert int(pidfile.read_text()) == pid == server.pid
     server.terminate()
     assert wait_gone(server.pid, 5)
     assert not pidfile.exists()
