@@ -44,7 +44,6 @@ from chatd.bans import BanFileError, BanList
 from chatd import upgrade
 from chatd.bus import LocalBus
 from chatd.client import Client
-from chatd.cluster import ClusterStartError, RedisBus
 from chatd.fdstore import FdStore, StoreTakeover
 from chatd.daemon import PidFile, PidFileLocked, Readiness, detach, fork_launcher
 from chatd.flusher import Flusher
@@ -279,8 +278,10 @@ class Service:
     def _join_cluster(self) -> None:
         """Reach Redis (cluster mode only). After detaching: python-daemon would close the
         connection's socket. On failure nothing has started yet; the sockets are let go."""
-        if not isinstance(self.bus, RedisBus):
+        if isinstance(self.bus, LocalBus):
             return
+        from chatd.cluster import ClusterStartError  # cluster mode only: see _bus
+
         host, port = self.listener.address
         self.bus.address = f"{host}:{port}"
         if not self.bus.node:  # docs/protocol.md §8: HOSTNAME:PORT unless node_name is set
@@ -635,6 +636,9 @@ def _bus(config):
     checked by preflight.py: read here again, it may only have gone since)."""
     if not config.redis_url:
         return LocalBus()
+    # Imported only here: a single node never loads the cluster package (and redis-py), which
+    # is 25 ms of every start and of every upgrade's pause (docs/protocol.md §9).
+    from chatd.cluster import RedisBus
     from chatd.cluster.secret import SecretError, read_secret
 
     try:
