@@ -43,7 +43,8 @@ import time
 import structlog
 
 from chatd import __version__
-from chatd.handover import READABLE_STATE_VERSIONS, STATE_VERSION, HandoverError
+from chatd.handover import (READABLE_STATE_VERSIONS, STATE_VERSION, HandoverError,
+                            InheritedState)
 
 log = structlog.get_logger("chatd.fdstore")
 
@@ -171,14 +172,13 @@ def running_state(service, clients: list) -> dict:
     }
 
 
-class StoreTakeover:
+class StoreTakeover(InheritedState):
     """upgrade.Takeover's interface over what systemd passed back from the store."""
 
     def __init__(self, stored: dict[str, int], activation: list[int]) -> None:
+        super().__init__()
         self._stored = stored
         self._activation = activation
-        self.state: dict | None = None
-        self.fds: list[int] = []
         self.passed = False  # the listener is socket activation's (chatd.socket)
         self.inherited_states: list[str] = []
 
@@ -214,12 +214,6 @@ class StoreTakeover:
             os.close(fd)
         self.state = state
         return state
-
-    def sock(self, index: int) -> socket.socket:
-        return socket.socket(fileno=self.fds[index])
-
-    def ready(self) -> None:
-        """Nobody to tell: the previous process is gone."""
 
     def serving(self, admin=None) -> None:
         """Nobody to tell, as for :meth:`ready`."""

@@ -43,6 +43,22 @@ ENV_FD = "CHATD_UPGRADE_FD"
 _LENGTH = struct.Struct(">I")
 
 
+class InheritedState:
+    """A takeover with no partner process to talk to (the fd store's, the exec's): the state
+    and its descriptors are already here. Subclasses fill ``state`` and ``fds`` in
+    ``receive()``; a socket is made from a descriptor by its index in ``fds``."""
+
+    def __init__(self) -> None:
+        self.state: dict | None = None
+        self.fds: list[int] = []
+
+    def sock(self, index: int) -> socket.socket:
+        return socket.socket(fileno=self.fds[index])
+
+    def ready(self) -> None:
+        """Nobody to tell, and nobody to roll back to."""
+
+
 class HandoverError(Exception):
     """The other side went away, timed out or said something we cannot use (one line)."""
 

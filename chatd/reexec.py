@@ -52,7 +52,8 @@ from typing import NoReturn
 import structlog
 
 from chatd import __version__
-from chatd.handover import READABLE_STATE_VERSIONS, STATE_VERSION, HandoverError
+from chatd.handover import (READABLE_STATE_VERSIONS, STATE_VERSION, HandoverError,
+                            InheritedState)
 from chatd.upgrade import ENV_EXECUTABLE, UpgradeFailed, build_state, freeze, thaw, unpacked
 
 log = structlog.get_logger("chatd.reexec")
@@ -203,13 +204,12 @@ def _exec(argv: list[str], directory: str, state: dict, fds: list[int]) -> NoRet
         raise UpgradeFailed(f"{step}: {exc.strerror or exc}") from None
 
 
-class ExecTakeover:
+class ExecTakeover(InheritedState):
     """The new image's side (module docstring), with upgrade.Takeover's interface."""
 
     def __init__(self, fd: int) -> None:
+        super().__init__()
         self._fd = fd
-        self.state: dict | None = None
-        self.fds: list[int] = []
         self._asker: tuple[socket.socket, object] | None = None
 
     @classmethod
@@ -237,12 +237,6 @@ class ExecTakeover:
             self._asker = (self.sock(asker["fd"]), asker["id"])
         self.state = state
         return state
-
-    def sock(self, index: int) -> socket.socket:
-        return socket.socket(fileno=self.fds[index])
-
-    def ready(self) -> None:
-        """Nobody to tell, and nobody to roll back to (module docstring)."""
 
     def serving(self, admin=None) -> None:
         """Every thread runs: answer the chatctl that asked for the upgrade, as the old

@@ -230,17 +230,22 @@ class Terminal:
         os.close(self.fd)
 
 
+def _kept(make):
+    """``make`` as a fixture's factory that also remembers what it made, to end it after."""
+    made = []
+
+    def start(*args, **env):
+        made.append(make(*args, **env))
+        return made[-1]
+
+    return start, made
+
+
 @pytest.fixture
 def terminal():
-    started = []
-
-    def start(*args, **env) -> Terminal:
-        term = Terminal(args, **env)
-        started.append(term)
-        return term
-
+    start, made = _kept(lambda *args, **env: Terminal(args, **env))
     yield start
-    for term in started:
+    for term in made:
         term.close()
 
 
@@ -335,15 +340,9 @@ class Piped:
 
 @pytest.fixture
 def piped():
-    started = []
-
-    def start(*args, **env) -> Piped:
-        chat = Piped(*args, **env)
-        started.append(chat)
-        return chat
-
+    start, made = _kept(Piped)
     yield start
-    for chat in started:
+    for chat in made:
         chat.kill()
 
 
