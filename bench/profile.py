@@ -43,7 +43,9 @@ def main(argv=None) -> int:
     p.add_argument("--paced", type=float, help="messages/s per sender (default: full speed)")
     p.add_argument("--seconds", type=float, default=10.0, help="paced: how long")
     p.add_argument("--messages", type=int, default=20000, help="full speed: per sender")
-    p.add_argument("--rate", type=int, default=997, help="py-spy samples per second")
+    p.add_argument("--rate", type=int, default=997,
+                   help="py-spy samples per second; 0: no py-spy, /proc figures only (py-spy's "
+                   "own CPU competes with the nodes; threads are then told apart by CPU only)")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--out", type=Path, help="keep the raw profiles here")
     args = p.parse_args(argv)
@@ -68,6 +70,8 @@ def main(argv=None) -> int:
             if not name.startswith("node") and member is not server:
                 continue
             before[name] = _tasks(member.pid)
+            if not args.rate:
+                continue
             path = out / f"{name}.txt"
             spies.append((name, subprocess.Popen(
                 [py_spy, "record", "--pid", str(member.pid), "--rate", str(args.rate),
@@ -92,7 +96,10 @@ def main(argv=None) -> int:
                                       "lat_cross_max_ms", "process_cpu", "redis_commands_per_message")}
     print(json.dumps({"sent": sent, **keep}))
     total, total_inclusive, threads_total = (collections.Counter() for _ in range(3))
-    seconds = 1.0 / args.rate
+    seconds = 1.0 / (args.rate or 1)
+    if not args.rate:
+        for name, tasks in before.items():
+            _report_tasks(name, tasks, after.get(name, {}), {}, sent)
     for name, _, path in spies:
         if not path.exists():
             print(f"{name}: no profile written", file=sys.stderr)
@@ -171,7 +178,7 @@ def _report_tasks(name: str, before: dict, after: dict, kinds: dict, sent: int) 
     totals: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0, 0, 0, 0])
     for tid, now in after.items():
         was = before.get(tid, (0, 0, 0, 0))
-        row = totals[kinds.get(tid, "unsampled")]
+        row = totals[kinds.get(tid) or ("unsampled" if kinds else f"thread {tid}")]
         for i in range(4):
             row[i] += now[i] - was[i]
         row[4] += 1
@@ -180,6 +187,8 @@ def _report_tasks(name: str, before: dict, after: dict, kinds: dict, sent: int) 
           f"{cpu / tick / sent * 1e6:.1f} us per message sent")
     for kind, (user, system, vol, invol, count) in sorted(totals.items(),
                                                           key=lambda kv: -kv[1][0] - kv[1][1]):
+        if not user + system + vol:
+            continue
         print(f"   {kind:<16} x{count:<4} user {user / tick / sent * 1e6:6.1f} us/msg  "
               f"sys {system / tick / sent * 1e6:6.1f} us/msg  sleeps {vol / sent:5.2f}/msg  "
               f"preempted {invol / sent:5.2f}/msg")

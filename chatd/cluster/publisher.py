@@ -19,8 +19,9 @@ import time
 import structlog
 
 from chatd.cluster.codec import WRITE_ENTRY_BYTES
-from chatd.cluster.link import scrub
 from chatd.cluster.keys import HISTORY, MEMBERS, STREAM, STREAM_LENGTH
+from chatd.cluster.lane import Lane, pack, transaction
+from chatd.cluster.link import scrub
 
 log = structlog.get_logger("chatd.cluster")
 
@@ -32,6 +33,8 @@ RETRY_SECONDS = 0.5
 PUBLISH_LINGER = 0.001
 #: The most of one room's history lines a history list element holds (characters).
 HISTORY_CHUNK_BYTES = 64 * 1024
+#: What the bus queues besides lines and member records, as Redis commands.
+WRITES = {"hset": b"HSET", "hdel": b"HDEL", "delete": b"DEL"}
 
 
 class Publisher:
@@ -48,6 +51,7 @@ class Publisher:
         self._stop_by = 0.0
         self.renew_at = 0.0  # monotonic time of the next lease renewal (this thread)
         self.keep_alive = None  # leases.Leases.keep_alive, set by the bus
+        self._lane: Lane | None = None  # this thread's connection for its batches (_send)
 
     def line(self, text: str, keep: tuple | None = None) -> None:
         """Queue one stream line (JSON text) and the history record that goes with it."""
@@ -80,6 +84,8 @@ class Publisher:
                 time.sleep(linger)  # the batch gathers what else comes meanwhile
             now = time.monotonic()
             if self.stopping.is_set() and (not self._outgoing or now >= self._stop_by):
+                if self._lane is not None:
+                    self._lane.close()
                 return
             if now < retry_at:
                 continue
@@ -99,39 +105,45 @@ class Publisher:
                 retry_at = time.monotonic() + RETRY_SECONDS
 
     def _send(self, batch: list) -> None:
-        """One transaction (MULTI) for the whole batch. Redis runs every command of it even
-        if one fails, so a failure is sorted out here (:meth:`_failed`), not retried whole:
-        that would send the lines that did go out a second time."""
-        link = self.link
-        lines, by_room, keys = [], {}, []  # keys: the key of each command, in order
-        with link.redis.pipeline(transaction=True) as pipe:
-            for method, args in batch:
-                if method == "member":  # sealed here, on this thread, not under the hub lock
-                    owner, record = args
-                    pipe.hset(MEMBERS, owner, link.seal.seal_hidden(f"{MEMBERS}/{owner}", record))
-                    keys.append(MEMBERS)
-                    continue
-                if method != "line":
-                    getattr(pipe, method)(*args)
-                    keys.append(args[0])
-                    continue
+        """One transaction (MULTI) for the whole batch, written and read back through this
+        thread's lane (lane.py: redis-py's pipeline cost more CPU than the round trip). Redis
+        runs every command of it even if one fails, so a failure is sorted out here
+        (:meth:`_failed`), not retried whole: that would send the lines that did go out a
+        second time."""
+        seal = self.link.seal
+        lines, by_room = [], {}
+        commands, keys = [], []  # keys: the key of each command, in order
+
+        def command(key: str, *args) -> None:
+            commands.append(pack(*(a if a.__class__ is bytes else str(a).encode() for a in args)))
+            keys.append(key)
+
+        for method, args in batch:
+            if method == "line":
                 lines.append(args[0])
                 if args[1] is not None:  # history: in the transaction of the entry carrying it
                     by_room.setdefault(args[1][0], []).append(args[1][1])
-            for room_key, records in by_room.items():  # one RPUSH per room per batch, in order
-                key = HISTORY + room_key
-                # one element per batch and room, not per line: a tag and a Redis argument
-                # per line cost 1.7 us of this thread's CPU at full speed (docs/cluster.md);
-                # lines are joined by LF (a record has none: its event is JSON)
-                pipe.rpush(key, *[link.seal.seal(key, "\n".join(run))
-                                  for run in _chunks(records, HISTORY_CHUNK_BYTES)])
-                pipe.ltrim(key, -self.history_lines, -1)
-                keys += [key, key]
-            for run in _chunks(lines, WRITE_ENTRY_BYTES):
-                pipe.xadd(STREAM, link.entry("[" + ",".join(run) + "]"), maxlen=STREAM_LENGTH,
-                          approximate=True)
-                keys.append(STREAM)
-            results = pipe.execute(raise_on_error=False)
+            elif method == "member":  # sealed here, on this thread, not under the hub lock
+                owner, record = args
+                command(MEMBERS, b"HSET", MEMBERS, owner, seal.seal_hidden(f"{MEMBERS}/{owner}", record))
+            else:  # ("hset" | "hdel" | "delete", (key, ...))
+                command(args[0], WRITES[method], *args)
+        for room_key, records in by_room.items():  # one RPUSH per room per batch, in order
+            key = HISTORY + room_key
+            # one element per batch and room, not per line: a tag and a Redis argument
+            # per line cost 1.7 us of this thread's CPU at full speed (docs/cluster.md);
+            # lines are joined by LF (a record has none: its event is JSON)
+            command(key, b"RPUSH", key, *[seal.seal(key, "\n".join(run))
+                                          for run in _chunks(records, HISTORY_CHUNK_BYTES)])
+            command(key, b"LTRIM", key, -self.history_lines, -1)
+        for run in _chunks(lines, WRITE_ENTRY_BYTES):
+            fields = self.link.entry("[" + ",".join(run) + "]")
+            command(STREAM, b"XADD", STREAM, b"MAXLEN", b"~", STREAM_LENGTH, b"*",
+                    b"h", fields["h"], b"c", fields["c"])
+        if self._lane is None:
+            self._lane = Lane(self.link.redis)
+        packed, replies = transaction(commands)
+        results = self._lane.call(packed, replies)[-1] or []
         failed = [(key, r) for key, r in zip(keys, results) if isinstance(r, Exception)]
         if failed:
             self._failed(failed)

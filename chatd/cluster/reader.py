@@ -27,11 +27,13 @@ from chatd import events as ev
 from chatd.cluster.checks import name
 from chatd.cluster.codec import Rejected, Replays, shown
 from chatd.cluster.keys import STREAM
+from chatd.cluster.lane import Lane, pack
 
 log = structlog.get_logger("chatd.cluster")
 
-READ_BLOCK_MS = 1000
-READ_COUNT = 1000
+READ_BLOCK_MS = b"1000"
+READ_COUNT = b"1000"
+STREAM_KEY = STREAM.encode()
 RETRY_SECONDS = 0.5
 ROOM_EVENTS = frozenset((ev.Said, ev.Acted, ev.Joined, ev.Left, ev.Kicked, ev.Renamed,
                          ev.Announcement))
@@ -52,19 +54,23 @@ class Reader:
     def run(self) -> None:
         link = self.link
         self._me = link.node.encode() + b"  "  # our head, lost empty (name settled by now)
-        while not self.stopping.is_set():
-            try:
-                reply = link.redis.xread({STREAM: self.last_id}, count=READ_COUNT,
-                                         block=READ_BLOCK_MS)
-            except Exception as exc:
-                link.report(False, exc)
-                self.stopping.wait(RETRY_SECONDS)
-                continue
-            link.report(True)
-            for _, entries in reply or ():
+        lane = Lane(link.redis)  # this thread's own connection (lane.py: CPU per XREAD)
+        try:
+            while not self.stopping.is_set():
+                try:
+                    [reply] = lane.call(pack(b"XREAD", b"COUNT", READ_COUNT, b"BLOCK",
+                                             READ_BLOCK_MS, b"STREAMS", STREAM_KEY, self.last_id))
+                    entries = _entries(reply)
+                except Exception as exc:
+                    link.report(False, exc)
+                    self.stopping.wait(RETRY_SECONDS)
+                    continue
+                link.report(True)
                 for entry_id, fields in entries:
                     self.last_id = entry_id
                     self.entry(entry_id, fields)
+        finally:
+            lane.close()
 
     def entry(self, entry_id, fields) -> None:
         """One stream entry: opened, then its lines in order. Nothing in it ends the reader."""
@@ -135,6 +141,17 @@ class Reader:
         if event.__class__ is not ev.Announcement:
             raise Rejected("not an operator's line")
         self.hub.broadcast_local(event)
+
+
+def _entries(reply) -> list[tuple[bytes, dict]]:
+    """``XREAD``'s raw reply (nil, or ``[[stream, [[id, [field, value, ...]], ...]]]``; a
+    map ``{stream: [...]}`` under RESP3, which redis-py may negotiate) -> ``[(id, {field:
+    value})]``. Redis builds this shape itself, whatever was written into the stream;
+    anything else is a broken connection, and raises."""
+    if reply is None:
+        return []
+    [(_, entries)] = reply.items() if reply.__class__ is dict else reply
+    return [(entry_id, dict(zip(flat[::2], flat[1::2]))) for entry_id, flat in entries]
 
 
 def position(entry_id: bytes) -> tuple[int, int]:
