@@ -195,3 +195,34 @@ def test_a_daemon_keeps_its_pid_its_pidfile_and_its_name(tmp_path):
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
         shutil.rmtree(rundir, ignore_errors=True)
+
+
+@pytest.mark.parametrize("data", [
+    b'{"version": 1}',  # JSON, as the spawn handover writes: not this path's format
+    b"chatd-upgrade-state marshal 4\n\x00garbage",
+    b"chatd-upgrade-state marshal 4\n" + __import__("marshal").dumps([1, 2], 4),  # not a dict
+    b"",
+])
+def test_an_exec_state_that_is_not_one_is_refused_in_one_line(data):
+    """What the new image reads from the memfd is checked before use: a HandoverError (one
+    line, which chatctl is told), never a traceback from marshal."""
+    from chatd.handover import HandoverError
+    from chatd.reexec import ExecTakeover
+
+    fd = os.memfd_create("test-state", 0)
+    os.write(fd, data)
+    with pytest.raises(HandoverError, match="unreadable|not one this chatd reads"):
+        ExecTakeover(fd).receive()
+
+
+def test_the_exec_state_round_trips_through_its_format():
+    """The state as the old image writes it (reexec._exec's encoding) reads back whole."""
+    import marshal
+
+    from chatd.reexec import STATE_MAGIC, ExecTakeover
+
+    state = {"version": 1, "clients": [{"id": 7, "nick": "ana", "backlog": "", "idle": 1.5}],
+             "exec": {"fds": [], "frozen": 1.0, "asker": None}}
+    fd = os.memfd_create("test-state", 0)
+    os.write(fd, STATE_MAGIC + marshal.dumps(state, 4))
+    assert ExecTakeover(fd).receive() == state
