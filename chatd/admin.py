@@ -45,7 +45,8 @@ from chatd import adminproto
 from chatd.acceptor import Acceptor
 from chatd.adminproto import MAX_REQUEST_BYTES, AdminError, error_line, ok_line
 from chatd.bus import ASKER_UID
-from chatd.protocol import LINE_TOO_LONG, LineFramer, is_valid_name
+from chatd.line.framing import LINE_TOO_LONG, LineFramer
+from chatd.text import is_valid_name
 from chatd.watch import Watchers
 
 log = structlog.get_logger("chatd.admin")

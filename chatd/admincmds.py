@@ -40,7 +40,7 @@ from chatd.adminproto import RELOAD_WAIT_SECONDS, AdminError
 from chatd.bans import covers, iso, parse_network
 from chatd.bus import ClusterUnavailable
 from chatd.events import Announcement, Close, YouAreMuted, YouWereKicked
-from chatd.protocol import fold, is_valid_name, sanitize
+from chatd.text import fold, is_valid_name, sanitize
 
 DEFAULT_KICK_REASON = "no reason given"
 MAX_BAN_SECONDS = 100 * 365 * 86400  # far enough; keeps expiry times printable (year < 9999)

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 
 from chatd import files
 from chatd.events import Banned
-from chatd.protocol import sanitize
+from chatd.text import sanitize
 
 FILE_NAME = "bans.json"
 FORMAT_VERSION = 1

@@ -17,7 +17,8 @@ from typing import Any, NoReturn
 
 import click
 
-from chatd import __version__, adminproto, config as configmod, log, preflight
+from chatd import __version__, adminproto, log, preflight
+from chatd import config as configmod
 
 
 def _ensure_std_streams() -> None:

@@ -43,8 +43,12 @@ import time
 import structlog
 
 from chatd import __version__
-from chatd.handover import (READABLE_STATE_VERSIONS, STATE_VERSION, HandoverError,
-                            InheritedState)
+from chatd.handover import (
+    READABLE_STATE_VERSIONS,
+    STATE_VERSION,
+    HandoverError,
+    InheritedState,
+)
 
 log = structlog.get_logger("chatd.fdstore")
 

@@ -35,8 +35,8 @@ import time
 
 import structlog
 
-from chatd import render
 from chatd.events import RESET, SENDQ_EXCEEDED, Close
+from chatd.line import render
 
 log = structlog.get_logger("chatd.flusher")
 

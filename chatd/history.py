@@ -37,7 +37,7 @@ from collections import OrderedDict, deque
 from typing import NamedTuple
 
 from chatd.events import Acted, Said
-from chatd.protocol import fold
+from chatd.text import fold
 
 KINDS = {Said: "say", Acted: "me"}
 #: What one entry costs besides its nick and text, roughly (the tuple, its float, two str

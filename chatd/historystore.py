@@ -48,7 +48,7 @@ import structlog
 
 from chatd import files
 from chatd.history import Entry
-from chatd.protocol import fold
+from chatd.text import fold
 
 log = structlog.get_logger("chatd.history")
 

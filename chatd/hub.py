@@ -65,13 +65,21 @@ from __future__ import annotations
 import itertools
 import threading
 
-from chatd import render
 from chatd.bus import ClusterUnavailable, LocalBus
+from chatd.events import (
+    Joined,
+    Left,
+    NickChanged,
+    NickRevoked,
+    NickUnchanged,
+    Renamed,
+    RoomEntered,
+    YouAre,
+)
 from chatd.history import block, fit
-from chatd.events import (Joined, Left, NickChanged, NickRevoked, NickUnchanged, Renamed,
-                          RoomEntered, YouAre)
-from chatd.protocol import fold
+from chatd.line import render
 from chatd.rooms import Room
+from chatd.text import fold
 
 LOBBY = "lobby"
 _COUNTERS = ("lines_in", "lines_out", "bytes_in", "bytes_out")

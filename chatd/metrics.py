@@ -48,8 +48,11 @@ from http.server import BaseHTTPRequestHandler
 
 import structlog
 from prometheus_client import generate_latest
-from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
-                                    InfoMetricFamily)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+)
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from chatd import __version__

@@ -53,9 +53,20 @@ from typing import NoReturn
 import structlog
 
 from chatd import __version__
-from chatd.handover import (READABLE_STATE_VERSIONS, STATE_VERSION, HandoverError,
-                            InheritedState)
-from chatd.upgrade import ENV_EXECUTABLE, UpgradeFailed, build_state, freeze, thaw, unpacked
+from chatd.handover import (
+    READABLE_STATE_VERSIONS,
+    STATE_VERSION,
+    HandoverError,
+    InheritedState,
+)
+from chatd.upgrade import (
+    ENV_EXECUTABLE,
+    UpgradeFailed,
+    build_state,
+    freeze,
+    thaw,
+    unpacked,
+)
 
 log = structlog.get_logger("chatd.reexec")
 

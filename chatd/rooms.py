@@ -37,7 +37,7 @@ import threading
 
 from chatd.history import block as history_block
 from chatd.history import fit
-from chatd.render import line
+from chatd.line.render import line
 
 
 class Room:

@@ -25,10 +25,11 @@ import time
 
 import structlog
 
+from chatd import fdstore
 from chatd.acceptor import Acceptor
 from chatd.client import Client
-from chatd import fdstore, render
 from chatd.events import SHUTDOWN, Error, ServerShutdown
+from chatd.line import render
 from chatd.refusal import Lingerer
 from chatd.session import Session
 from chatd.tls import TlsChannel, TlsError

@@ -35,17 +35,17 @@ import time
 
 import structlog
 
-from chatd import __version__, adminproto, fdstore
+from chatd import __version__, adminproto, fdstore, upgrade
 from chatd import config as config_module
 from chatd import log as logsetup
 from chatd.admin import ASKING, AdminServer, AdminSocketError, bind_admin_socket
 from chatd.admincmds import AdminCommands, AdminContext
 from chatd.bans import BanFileError, BanList
-from chatd import upgrade
 from chatd.bus import LocalBus
 from chatd.client import Client
-from chatd.fdstore import FdStore, StoreTakeover
 from chatd.daemon import PidFile, PidFileLocked, Readiness, detach, fork_launcher
+from chatd.events import SHUTDOWN, ServerShutdown
+from chatd.fdstore import FdStore, StoreTakeover
 from chatd.flusher import Flusher
 from chatd.gate import Gate
 from chatd.handover import HandoverError
@@ -54,7 +54,6 @@ from chatd.historystore import HistoryFileError, NullStore, RedisStore, SqliteSt
 from chatd.hub import Hub
 from chatd.reexec import ExecTakeover
 from chatd.server import Listener, bind
-from chatd.events import SHUTDOWN, ServerShutdown
 from chatd.systemd import Notifier, as_sockets, passed_fds, unit_name
 from chatd.tls import server_context
 from chatd.watchdog import Housekeeper

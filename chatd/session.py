@@ -2,7 +2,7 @@
 
 The session thread is the only one that ``recv``s on its socket. It never sends: replies and
 room lines are queued with the flusher (flusher.py). Flood control lives here: lines are taken
-from the :class:`~chatd.protocol.LineFramer` one token at a time; while the bucket is empty
+from the :class:`~chatd.line.framing.LineFramer` one token at a time; while the bucket is empty
 the thread keeps reading (bounded by ``recvq_bytes``) so that input is delayed, not dropped,
 and a client whose unread input keeps growing past the bound is disconnected (``excess flood``).
 Telnet negotiation is taken out of the input before framing (telnet.py) and answered through
@@ -23,11 +23,13 @@ import time
 import structlog
 
 from chatd.bus import ClusterUnavailable
-from chatd.commands import CLUSTER_UNAVAILABLE, dispatch
 from chatd.events import CLOSED, EXCESS_FLOOD, RESET, Close, Error, Motd, Said, Welcome
-from chatd.protocol import LINE_TOO_LONG, LineFramer, Message, decode, parse
+from chatd.line.commands import CLUSTER_UNAVAILABLE, dispatch
+from chatd.line.framing import LINE_TOO_LONG, LineFramer
+from chatd.line.parse import Message, parse
+from chatd.line.telnet import TelnetFilter
 from chatd.ratelimit import TokenBucket
-from chatd.telnet import TelnetFilter
+from chatd.text import decode
 from chatd.tls import TlsError
 
 #: The most one recv() asks for: a sender's whole burst in one call.

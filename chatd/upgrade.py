@@ -47,8 +47,15 @@ import structlog
 from chatd import __version__, fdstore
 from chatd.bus import LocalBus
 from chatd.events import RESTARTING, ServerRestarting
-from chatd.handover import (ENV_FD, READABLE_STATE_VERSIONS, STATE_VERSION, Channel,
-                            HandoverError, pack_bytes, unpack_bytes)
+from chatd.handover import (
+    ENV_FD,
+    READABLE_STATE_VERSIONS,
+    STATE_VERSION,
+    Channel,
+    HandoverError,
+    pack_bytes,
+    unpack_bytes,
+)
 
 log = structlog.get_logger("chatd.upgrade")
 

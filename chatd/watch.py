@@ -38,7 +38,7 @@ import threading
 import time
 
 from chatd import log as chatd_log
-from chatd.protocol import fold
+from chatd.text import fold
 
 #: Events a watcher sees: what an operator watches for. Others stay in the log only.
 WATCHED = frozenset({

@@ -13,7 +13,7 @@ import socket
 import pytest
 from structlog.testing import capture_logs
 
-from chatd.protocol import NAME_RULE
+from chatd.text import NAME_RULE
 from chatd.events import SHUTDOWN, Banned, Close, Error, ServerShutdown, YouWereKicked
 from inproc import crlf, make_world, world  # noqa: F401
 

@@ -89,11 +89,11 @@ def test_readme_module_table_names_every_module():
     readme = (REPO / "README.md").read_text()
     rows = dict(re.findall(r"^\| `([\w/.]+)` \| (.*) \|$", readme, re.M))
     missing = []
-    for package in ("chatd", "chatctl", "chat", "chatd/cluster"):
+    for package in ("chatd", "chatctl", "chat", "chatd/cluster", "chatd/line"):
         for path in sorted((REPO / package).glob("*.py")):
             if path.name in ("__init__.py", "__main__.py"):
                 continue
-            if package in ("chat", "chatd/cluster"):  # one row, naming its modules
+            if package in ("chat", "chatd/cluster", "chatd/line"):  # one row, naming its modules
                 if f"`{path.stem}`" not in rows.get(f"{package}/", ""):
                     missing.append(f"{package}/{path.name}")
             elif f"{package}/{path.name}" not in rows:

@@ -34,7 +34,9 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 
 from chatd import adminproto
 from chatd.adminproto import AdminError, Request, parse_request
-from chatd.protocol import LINE_TOO_LONG, Command, LineFramer, Message, decode, parse, sanitize
+from chatd.line.framing import LINE_TOO_LONG, LineFramer
+from chatd.line.parse import Command, Message, parse
+from chatd.text import decode, sanitize
 from conftest import ConnectionClosed, run_in_threads
 from faults import CONTROL, Admin, book, check_line, proc_figures, reset, settle  # noqa: F401
 

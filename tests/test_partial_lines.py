@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from chatd.protocol import LINE_TOO_LONG, LineFramer
+from chatd.line.framing import LINE_TOO_LONG, LineFramer
 from test_nc import Netcat, pytestmark  # noqa: F401 - skips without nc, as test_nc does
 
 

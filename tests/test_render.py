@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from chatd import events as ev
-from chatd import render
+from chatd.line import render
 
 TABLE = [
     (ev.Said("bob", "hi there"), "<bob> hi there"),

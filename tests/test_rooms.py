@@ -14,7 +14,7 @@ import os
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chatd import render
+from chatd.line import render
 from chatd.events import Said
 from chatd.rooms import Room
 

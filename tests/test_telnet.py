@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chatd.telnet import TelnetFilter
+from chatd.line.telnet import TelnetFilter
 from conftest import read_until
 
 IAC, DONT, DO, WONT, WILL, SB, SE, IP, AYT, TM = 255, 254, 253, 252, 251, 250, 240, 244, 246, 6

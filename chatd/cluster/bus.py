@@ -43,7 +43,7 @@ from chatd.cluster.reader import Reader, position
 from chatd.cluster.roster import Roster
 from chatd.cluster.routing import Routing
 from chatd.history import KINDS, Entry
-from chatd.protocol import fold
+from chatd.text import fold
 
 log = structlog.get_logger("chatd.cluster")
 

@@ -16,7 +16,7 @@ import math
 from chatd import events as ev
 from chatd import wire
 from chatd.cluster.codec import Rejected
-from chatd.protocol import fold, is_valid_name, sanitize
+from chatd.text import fold, is_valid_name, sanitize
 
 #: Operator text (broadcasts, kick reasons) comes from the admin socket: its request limit.
 MAX_ADMIN_TEXT = 64 * 1024

@@ -34,7 +34,7 @@ from chatd.cluster.keys import (
     STREAM,
     STREAM_LENGTH,
 )
-from chatd.protocol import fold
+from chatd.text import fold
 
 log = structlog.get_logger("chatd.cluster")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 
 from chatd import events as ev
-from chatd.protocol import fold
+from chatd.text import fold
 
 _CHAT = (ev.Said, ev.Acted, ev.Announcement)
 

@@ -36,7 +36,7 @@ from chatd.cluster.checks import COMMANDS, GATHERS, ban_record, node_name, rows
 from chatd.cluster.codec import Rejected, shown, text
 from chatd.cluster.keys import ANSWERS, BANS, LEASE, MEMBERS, NICKS, NODES
 from chatd.cluster.link import ClusterStartError, scrub
-from chatd.protocol import fold
+from chatd.text import fold
 
 log = structlog.get_logger("chatd.cluster")
 admin_log = structlog.get_logger("chatd.admin")

@@ -10,7 +10,7 @@ rendered once however many members it reaches.
 from __future__ import annotations
 
 from chatd import events as ev
-from chatd.protocol import CRLF
+from chatd.line.framing import CRLF
 
 
 def _members(count: int) -> str:

@@ -14,10 +14,18 @@ from dataclasses import dataclass
 from typing import Callable
 
 from chatd.bus import ClusterUnavailable
-from chatd.events import (Acted, Bye, Close, HelpLine, Members, PrivateMessage, PrivateSent,
-                          RoomListed)
-from chatd.protocol import NAME_RULE, Command, is_valid_name, split_word
-
+from chatd.events import (
+    Acted,
+    Bye,
+    Close,
+    HelpLine,
+    Members,
+    PrivateMessage,
+    PrivateSent,
+    RoomListed,
+)
+from chatd.line.parse import Command, split_word
+from chatd.text import NAME_RULE, is_valid_name
 
 CLUSTER_UNAVAILABLE = "cluster unavailable, try again"
 

@@ -1,34 +1,11 @@
-"""The chat wire protocol as pure functions: bytes in, lines and commands out.
+"""The line protocol's framing: a TCP byte stream cut into lines, whatever the segmentation.
 
-Nothing here touches a socket or a clock, so every rule of docs/protocol.md §1 that concerns bytes and text
-(framing, CRLF, UTF-8 replacement, control-character stripping, long lines, command words, name
-rules) can be tested as a table and fuzzed on its own. The session thread feeds received bytes to
-a :class:`LineFramer` and hands each decoded line to :func:`parse`.
+Pure (no socket, no clock): the session thread feeds what it received to a
+:class:`LineFramer` and takes lines out at its own pace (docs/protocol.md §1.2). The admin
+socket frames its JSON requests with it too.
 """
 
 from __future__ import annotations
-
-import re
-from dataclasses import dataclass
-
-#: C0 controls except TAB, DEL, and C1 controls. They would let one client drive other people's
-#: terminals (ANSI escapes, bells, cursor moves), so they never leave the sender's session.
-#: With them go the invisible format characters that rewrite how *other* text looks: the bidi
-#: embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069) and marks (U+200E,
-#: U+200F, U+061C), which can make "<bob> hi" render as someone else's line; the line and
-#: paragraph separators (U+2028, U+2029), which some terminals treat as newlines; and U+FEFF
-#: (a BOM some clients put at the start of what they send). Joiners (U+200C, U+200D) stay:
-#: emoji sequences need them.
-_CONTROL_CHARS = re.compile(
-    "[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e"
-    "\u2066-\u2069\ufeff]")
-#: Lone surrogates cannot be encoded as UTF-8. Decoded bytes never contain them, but text that
-#: arrives as JSON (admin commands: "\ud800") can.
-_SURROGATES = re.compile("[\ud800-\udfff]")
-
-#: Nicks and room names share one rule (docs/protocol.md §1).
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,23}")
-NAME_RULE = "1-24 characters of A-Z a-z 0-9 _ -, not starting with - or a digit"
 
 CRLF = b"\r\n"
 
@@ -133,62 +110,3 @@ class LineFramer:
             return None
         self._discarding = True
         return LINE_TOO_LONG
-
-
-def decode(raw: bytes) -> str:
-    """Raw line bytes to display-safe text: invalid UTF-8 replaced, controls removed."""
-    return sanitize(raw.decode("utf-8", "replace"))
-
-
-def sanitize(text: str) -> str:
-    """``text`` without control and bidi/format characters (TAB kept), safe to show on others'
-    terminals. (Every character removed is non-printable to Python, so the fast path holds.)"""
-    if text.isprintable():
-        return text
-    return _SURROGATES.sub("\ufffd", _CONTROL_CHARS.sub("", text))
-
-
-def is_valid_name(name: str) -> bool:
-    return _NAME.fullmatch(name) is not None
-
-
-def fold(name: str) -> str:
-    """The case-insensitive key under which a nick or room name is unique."""
-    return name.casefold()
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """A line that goes to the sender's room as chat text."""
-
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Command:
-    """A ``/word args`` line; ``name`` is lower-cased, ``args`` has its outer spaces removed."""
-
-    name: str
-    args: str
-
-
-def parse(text: str) -> Message | Command | None:
-    """Classify one decoded line. Empty (or all-blank) lines give ``None`` and are ignored."""
-    if not text.strip():
-        return None
-    if not text.startswith("/"):
-        return Message(text)
-    if text.startswith("//"):
-        return Message(text[1:])
-    word, args = split_word(text[1:])
-    return Command(word.lower(), args)
-
-
-_WORD = re.compile(r"[^ \t]*")
-
-
-def split_word(text: str) -> tuple[str, str]:
-    """``"bob  hi there"`` -> ``("bob", "hi there")``: the first word (ended by a space or a
-    TAB: telnet users and pasted text use both) and the rest without its outer whitespace."""
-    word = _WORD.match(text).group()
-    return word, text[len(word):].strip()
