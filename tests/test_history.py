@@ -537,3 +537,28 @@ def test_chatctl_purge_asks_first_on_a_terminal(chatd):
         assert (b"purged" in screen) is purged, screen
         assert (_history_size(alice, "den") == 0) is purged
     assert ctl(srv, "purge", "den", "--yes") == "purged 0 lines of den\n"
+
+
+def test_a_join_waits_for_the_reader_to_hand_on_what_its_history_read_covers():
+    """cluster/reader.py's caught_up: the history read from Redis may be ahead of what this
+    node's reader has handed on; the join waits until the reader passes the read's position
+    (then older lines land in the tail's pending list and are sorted out), and no longer
+    than its bound when the reader is stuck. Seen before the wait: a joiner got lines 84-93
+    replayed, then 0, 1, 2... live."""
+    from chatd.cluster.reader import Reader
+
+    reader = Reader.__new__(Reader)  # only the progress half: no link, no thread of its own
+    reader.handled = (0, 0)
+    reader._progress = threading.Condition(threading.Lock())
+    reader._waiting = 0
+    assert reader.caught_up((0, 0), 0.0)  # nothing to wait for
+    assert not reader.caught_up((5, 0), 0.05)  # stuck reader: the bound, then on
+    waited = []
+    joiner = threading.Thread(target=lambda: waited.append(reader.caught_up((7, 1), 10)))
+    joiner.start()
+    wait_until(lambda: reader._waiting == 1, what="the join to wait")
+    reader._handled((7, 0))
+    assert not waited  # (7, 0) is before (7, 1)
+    reader._handled((7, 1))
+    joiner.join(10)
+    assert waited == [True]

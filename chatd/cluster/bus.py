@@ -48,6 +48,8 @@ from chatd.text import fold
 log = structlog.get_logger("chatd.cluster")
 
 SOCKET_TIMEOUT = 5.0
+#: How long a join that read history from Redis waits for the reader to reach that point.
+CATCH_UP_SECONDS = 2.0
 #: Guest numbers above this would make a nick longer than the name rule allows: repaired.
 MAX_GUEST = 10 ** 15
 MAX_ID_BLOCK = 10 ** 11
@@ -140,7 +142,7 @@ class RedisBus:
             pipe.xrevrange(STREAM, count=1)
             pipe.hgetall(MEMBERS)
             last, members = pipe.execute()
-        self.reader.last_id = last[0][0] if last else b"0-0"
+        self.reader.start_at(last[0][0] if last else b"0-0")
         for key, value in members.items():
             try:
                 owner = text(key)
@@ -172,7 +174,12 @@ class RedisBus:
             log.warning("history_read_failed", room=room_key, error=scrub(str(exc), link.url))
             return [], None
         entries = [e for value in values for e in self._history_entries(room_key, value)]
-        return entries[-count:], position(last[0][0]) if last else (0, 0)
+        at = position(last[0][0]) if last else (0, 0)
+        # Lines up to `at` that the reader has not handed on yet would reach the joiner live
+        # after this replay; once it has, they are in the tail's pending list, sorted out by
+        # position (history.py). Bounded: a reader cut off from Redis does not hold a join.
+        self.reader.caught_up(at, CATCH_UP_SECONDS)
+        return entries[-count:], at
 
     def _history_entries(self, room_key: str, value) -> list:
         """One history list element (lines joined by LF, one tag) as Entries; what fails its

@@ -20,6 +20,7 @@ for this node while they thought it lost (``l`` is this node): its clients are s
 from __future__ import annotations
 
 import json
+import threading
 
 import structlog
 
@@ -46,6 +47,12 @@ class Reader:
         self.stopping = stopping  # the publisher's stop event: both threads end together
         self.hub = None
         self.last_id = b"0-0"
+        #: The stream position of the last entry handed on (or skipped), for a join that read
+        #: history up to a position and must not meet older lines live after it (caught_up).
+        #: Written by this thread under _progress, which also wakes those waiting for it.
+        self.handled = (0, 0)
+        self._progress = threading.Condition(threading.Lock())
+        self._waiting = 0  # joins waiting in caught_up(), under _progress
         self._me = b"\0"  # the head of this node's own entries (run())
         self._replays = Replays(link.started_at)
         self.handlers = {"hidden": self._hidden, "all": self._everyone, "cmd": routing.obey,
@@ -69,8 +76,34 @@ class Reader:
                 for entry_id, fields in entries:
                     self.last_id = entry_id
                     self.entry(entry_id, fields)
+                if entries:
+                    self._handled(position(self.last_id))
         finally:
             lane.close()
+
+    def start_at(self, entry_id: bytes) -> None:
+        """Where reading starts (the bus's snapshot): everything up to it counts as handled."""
+        self.last_id = entry_id
+        self.handled = position(entry_id)
+
+    def _handled(self, at: tuple[int, int]) -> None:
+        with self._progress:
+            self.handled = at
+            if self._waiting:
+                self._progress.notify_all()
+
+    def caught_up(self, at: tuple[int, int], timeout: float) -> bool:
+        """Wait (at most ``timeout``) until every entry up to ``at`` has been handed on. A
+        join reads a room's history from Redis up to the stream's newest entry, which this
+        reader may not have handed on yet: without the wait, those older lines would reach
+        the joiner live after its replay, twice and out of order. Never called on this
+        thread (it would wait for itself)."""
+        with self._progress:
+            self._waiting += 1
+            try:
+                return self._progress.wait_for(lambda: self.handled >= at, timeout)
+            finally:
+                self._waiting -= 1
 
     def entry(self, entry_id, fields) -> None:
         """One stream entry: opened, then its lines in order. Nothing in it ends the reader."""
