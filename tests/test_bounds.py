@@ -14,7 +14,6 @@ import socket
 import time
 
 import pytest
-
 from conftest import ChatClient
 
 LINE = "h" * 110  # a history line of ~130 bytes as replayed: /history 1000 is ~130 KB

@@ -26,13 +26,13 @@ import time
 from datetime import datetime
 
 import pytest
+from conftest import REPO
+from faults import wait_until
+from test_tls import start_tls
 
 from chat.backoff import Backoff
 from chat.protocol import Identity, LineSplitter, final_words, is_quit, refusal
 from chat.render import NOTICE, RESET, nick_colour, render, use_colour
-from conftest import REPO
-from faults import wait_until
-from test_tls import start_tls
 
 CHAT = [sys.executable, "-m", "chat"]
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from conftest import cluster_seal, cluster_secret, toml_dumps
 from redisfix import redis_server  # noqa: F401 - a fixture, found by pytest through the import
-from test_cluster import alice_and_bob, cluster, ctl, named  # noqa: F401 - cluster: a fixture
 from test_bounds import status, walk_rooms
+from test_cluster import alice_and_bob, cluster, ctl, named  # noqa: F401 - cluster: a fixture
 from test_watch import watching  # noqa: F401 - a fixture
 
 STREAM = "chatd:events"

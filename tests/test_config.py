@@ -76,7 +76,7 @@ def test_readme_table_names_every_key_in_its_section():
     short): every section and key of the shipped file is in it, on its section's row."""
     document = tomllib.loads(SHIPPED.read_text(encoding="utf-8"))
     rows = {m.group(1): m.group(2) for m in re.finditer(
-        r"^\| `\[(\w+)\]` \| (.*) \|$", (REPO / "README.md").read_text(), re.M)}
+        r"^\| `\[(\w+)\]` \| (.*) \|$", (REPO / "README.md").read_text(), re.MULTILINE)}
     missing = [f"{section}.{key}" for section, table in document.items() for key in table
                if f"`{key}`" not in rows.get(section, "")]
     assert not missing, missing
@@ -87,7 +87,7 @@ def test_readme_module_table_names_every_module():
     modules missing from it): every module of chatd/, chatctl/ and chat/ has a row, a cluster module
     or the client's is named in its package's row."""
     readme = (REPO / "README.md").read_text()
-    rows = dict(re.findall(r"^\| `([\w/.]+)` \| (.*) \|$", readme, re.M))
+    rows = dict(re.findall(r"^\| `([\w/.]+)` \| (.*) \|$", readme, re.MULTILINE))
     missing = []
     for package in ("chatd", "chatctl", "chat", "chatd/cluster", "chatd/line"):
         for path in sorted((REPO / package).glob("*.py")):

@@ -15,9 +15,9 @@ import threading
 import time
 
 import pytest
+from test_nc import Netcat, pytestmark  # noqa: F401 - skips without nc, as test_nc does
 
 from chatd.line.framing import LINE_TOO_LONG, LineFramer
-from test_nc import Netcat, pytestmark  # noqa: F401 - skips without nc, as test_nc does
 
 
 class TeachingClient:

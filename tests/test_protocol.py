@@ -10,9 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chatd.line.framing import LINE_TOO_LONG, LineFramer
-
 from chatd.line.parse import Command, Message, parse, split_word
-
 from chatd.text import decode, fold, is_valid_name
 
 TOO_LONG = LINE_TOO_LONG

@@ -21,7 +21,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from faults import wait_until
 from test_telnet import Screen
 

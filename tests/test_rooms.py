@@ -14,8 +14,8 @@ import os
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chatd.line import render
 from chatd.events import Said
+from chatd.line import render
 from chatd.rooms import Room
 
 

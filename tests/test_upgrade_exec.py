@@ -22,7 +22,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
 from conftest import REPO, ChatClient, chatd_executable, wait_gone
 from test_chatctl import ctl
 from test_service import subreaper  # noqa: F401  (a fixture: the daemon is re-parented to us)

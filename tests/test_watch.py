@@ -19,11 +19,11 @@ import threading
 import time
 
 import pytest
+from conftest import REPO, TRACEBACK, toml_dumps
+from test_chatctl import ctl
 
 from chatctl import format as fmt
 from chatd import watch
-from conftest import REPO, TRACEBACK, toml_dumps
-from test_chatctl import ctl
 
 
 class Watch:
@@ -334,15 +334,15 @@ def test_final_lines_say_so():
 @pytest.mark.parametrize("event, shown", [
     ({"timestamp": "2026-12-03T09:40:01.123456Z", "event": "room_joined", "client_id": 3,
       "peer": "127.0.0.1:4000", "room": "dev", "nick": "alice", "left": "lobby"},
-     "2026-12-03 09:40:01Z  room_joined  nick=alice room=dev client_id=3 peer=127.0.0.1:4000 "
-     "left=lobby"),
+     ("2026-12-03 09:40:01Z  room_joined  nick=alice room=dev client_id=3 peer=127.0.0.1:4000 "
+      "left=lobby")),
     ({"timestamp": "2026-12-03T09:40:02.5Z", "event": "client_kicked", "nick": "bob",
       "reason": "no spam, please"},
      '2026-12-03 09:40:02Z  client_kicked  nick=bob reason="no spam, please"'),
     ({"timestamp": "2026-12-03T09:40:03Z", "event": "admin_command", "command": "ban",
       "args": {"address": "192.0.2.7"}, "outcome": "ok", "uid": 0, "pid": 7},
-     '2026-12-03 09:40:03Z  admin_command  command=ban outcome=ok args={"address":"192.0.2.7"} '
-     "uid=0 pid=7"),
+     ('2026-12-03 09:40:03Z  admin_command  command=ban outcome=ok args={"address":"192.0.2.7"} '
+      "uid=0 pid=7")),
     ({"timestamp": "2026-12-03T09:40:04Z", "event": "shutdown"}, "2026-12-03 09:40:04Z  shutdown"),
 ])
 def test_human_format(event, shown):

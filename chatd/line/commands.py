@@ -10,8 +10,8 @@ Runs on that client's session thread.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from chatd.bus import ClusterUnavailable
 from chatd.events import (
@@ -66,7 +66,7 @@ def do_nick(session, name: str) -> None:
 
 
 def do_join(session, name: str) -> None:
-    name = name[1:] if name.startswith("#") else name
+    name = name.removeprefix("#")
     if not name:
         session.error(f"invalid room name ({NAME_RULE})")
         return

@@ -32,7 +32,7 @@ class LineFramer:
     pace them (flood control) while ``pending_bytes`` tells how much unread input waits.
     """
 
-    __slots__ = ("max_line_bytes", "_buf", "_pos", "_discarding", "seen_lf")
+    __slots__ = ("_buf", "_discarding", "_pos", "max_line_bytes", "seen_lf")
 
     def __init__(self, max_line_bytes: int) -> None:
         self.max_line_bytes = max_line_bytes
