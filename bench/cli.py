@@ -22,7 +22,8 @@ from pathlib import Path
 
 from bench import chat, history, report, scale, upgrade
 from bench.clusters import SERVERS, redis_binary
-from bench.servers import BENCH, SERVERS as SINGLE, VENV_BIN, ngircd_binary, source_digest
+from bench.servers import BENCH, VENV_BIN, ngircd_binary, source_digest
+from bench.servers import SERVERS as SINGLE
 
 WORKLOADS = ("fanout", "connect", "slow", "admin", "metrics", "cluster", "history", "upgrade")
 #: What runs without --workloads: cluster only means something with a multi-node server,

@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 
 from bench.scale import admin_request
-from bench.servers import BENCH, SERVERS as SINGLE, Chatd, Ngircd, Server, ServerError, free_port
+from bench.servers import BENCH, Chatd, Ngircd, Server, ServerError, free_port
+from bench.servers import SERVERS as SINGLE
 
 LINK_PASSWORD = "benchlink"
 

@@ -31,8 +31,8 @@ from bench import chat
 from bench.cli import prepare
 
 #: Threads chatd does not name, known by a frame of theirs (named ones go by their name).
-THREADS = {"Session.run (chatd/session.py)": "session",
-           "Service.serve (chatd/service.py)": "main"}
+THREADS = {"Session.run (chatd/core/session.py)": "session",
+           "Service.serve (chatd/lifecycle/service.py)": "main"}
 
 
 def main(argv=None) -> int:

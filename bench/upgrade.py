@@ -3,7 +3,7 @@
 A crowd of N clients sits in the lobby (crowd.py, the connect workload's clients). In room
 ``gap`` one client posts numbered lines at a steady rate (200 lines/s) and another reads them;
 then ``chatctl --json upgrade`` has the installed chatd take everything over (in place, same
-pid: chatd/reexec.py). Reported:
+pid: chatd/lifecycle/reexec.py). Reported:
 
 - ``handover_ms``: chatd's own figure (``seconds`` in the reply: from the freeze to the new
   code serving), and ``chatctl_ms``, the whole command as the operator sees it (the dry start

@@ -35,7 +35,8 @@ from chatctl import systemd
 from chatctl.client import DEFAULT_TIMEOUT, AdminClient, AdminError, Unreachable
 from chatctl.errors import CannotReach, InternalError, Lost, Refused, out_of_reach_hint
 from chatd import __version__
-from chatd.adminproto import ENV_SOCKET, RELOAD_WAIT_SECONDS, client_socket_path
+from chatd.admin.protocol import ENV_SOCKET, RELOAD_WAIT_SECONDS, client_socket_path
+
 
 def _json(result) -> str:
     """Indented JSON, except that a list has one compact object per line: as easy to read and

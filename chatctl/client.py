@@ -23,7 +23,7 @@ import json
 import socket
 import time
 
-from chatd.adminproto import AdminError, MalformedReply, parse_reply, request_line
+from chatd.admin.protocol import AdminError, MalformedReply, parse_reply, request_line
 
 __all__ = ["AdminClient", "AdminError", "Unreachable", "DEFAULT_TIMEOUT"]
 

@@ -12,7 +12,7 @@ import json
 import click
 
 from chatctl.client import Unreachable
-from chatd.adminproto import SYSTEMD_SOCKET, out_of_reach
+from chatd.admin.protocol import SYSTEMD_SOCKET, out_of_reach
 
 EXIT_REFUSED = 1
 EXIT_UNREACHABLE = 3

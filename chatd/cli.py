@@ -17,8 +17,9 @@ from typing import Any, NoReturn
 
 import click
 
-from chatd import __version__, adminproto, log, preflight
+from chatd import __version__, log, preflight
 from chatd import config as configmod
+from chatd.admin import protocol as adminproto
 
 
 def _ensure_std_streams() -> None:
@@ -68,12 +69,12 @@ def _dry_start(ctx: click.Context, config) -> NoReturn:
     (the config and the log file above; the bans file and the history file here) and every
     module a serving chatd imports; one line on stdout says so. Nothing is bound, written or
     started."""
-    from chatd.bans import BanFileError, BanList
+    from chatd.store.bans import BanFileError, BanList
 
     try:
-        from chatd.historystore import HistoryFileError, SqliteStore
-        from chatd.reexec import dry_start_report
-        from chatd.service import state_dir
+        from chatd.lifecycle.reexec import dry_start_report
+        from chatd.lifecycle.service import state_dir
+        from chatd.store.history import HistoryFileError, SqliteStore
 
         BanList(state_dir(config)).load()
         if config.history_lines and not config.redis_url:
@@ -132,11 +133,13 @@ def main(ctx: click.Context, config_path: str | None, check_config: bool, daemon
     dry_start = os.environ.pop("CHATD_UPGRADE_DRY_START", None) == "1"
     if not check_config and os.environ.get("CHATD_UPGRADE_STATE"):
         # exec'd in place by an upgrade (reexec.py)
-        from chatd.reexec import ExecTakeover
+        from chatd.lifecycle.reexec import ExecTakeover
 
         takeover = ctx.obj = ExecTakeover.from_environment()
     elif not check_config and os.environ.get("CHATD_UPGRADE_FD"):
-        from chatd.upgrade import Takeover  # started by a chatd from before issue 23 §4
+        from chatd.lifecycle.upgrade import (
+            Takeover,  # started by a chatd from before issue 23 §4
+        )
 
         takeover = ctx.obj = Takeover.from_environment()
     try:
@@ -158,7 +161,7 @@ def main(ctx: click.Context, config_path: str | None, check_config: bool, daemon
     if dry_start:  # an upgrade asks whether this chatd would start (reexec.py)
         _dry_start(ctx, config)
     # Imported here so that --version and --check-config work without the server's modules.
-    from chatd.service import StartupError, run
+    from chatd.lifecycle.service import StartupError, run
 
     if daemonize and config.log_file is None and takeover is None:
         click.echo("chatd: warning: --daemon without --log-file: the daemon's logs are discarded",

@@ -115,7 +115,7 @@ _EXECUTABLE: list[str] = []
 def chatd_executable() -> str:
     """A ``chatd`` script like the one pip installs (a shebang to this Python, ``main()``),
     made once per test run: chatd runs as itself, named ``chatd`` (``/proc/PID/comm``), and an
-    upgrade execs it again (chatd/reexec.py). ``PYTHONPATH`` (:class:`ChatServer`) makes it
+    upgrade execs it again (chatd/lifecycle/reexec.py). ``PYTHONPATH`` (:class:`ChatServer`) makes it
     import this checkout's code."""
     if not _EXECUTABLE:
         directory = tempfile.mkdtemp(prefix="chatd-bin-")

@@ -46,7 +46,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, ChatClient
 
 ROOT = os.geteuid() == 0

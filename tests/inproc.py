@@ -34,12 +34,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from chatd.client import Client
 from chatd.config import Config
-from chatd.events import Motd, Welcome
-from chatd.flusher import Flusher
-from chatd.hub import Hub
-from chatd.session import Session
+from chatd.core.client import Client
+from chatd.core.events import Motd, Welcome
+from chatd.core.flusher import Flusher
+from chatd.core.hub import Hub
+from chatd.core.session import Session
 
 #: Upper bound for any wait. Tests normally settle in milliseconds; this only bounds a failure.
 DEADLINE = 3.0

@@ -21,11 +21,11 @@ from datetime import datetime
 from types import SimpleNamespace
 
 import pytest
-
-from chatd.adminproto import daemon_socket_path
-from chatd.service import state_dir
 from conftest import REPO, run_in_threads
 from faults import Admin
+
+from chatd.admin.protocol import daemon_socket_path
+from chatd.lifecycle.service import state_dir
 
 
 def ok(reply: dict):

@@ -16,10 +16,10 @@ import sys
 import tempfile
 
 import pytest
-
-from chatd.admin import MAX_CONNECTIONS, REQUEST_SECONDS, RESERVED
 from conftest import REPO, TRACEBACK
 from faults import Admin
+
+from chatd.admin.server import MAX_CONNECTIONS, REQUEST_SECONDS, RESERVED
 
 #: Run as an admin_group member: hold N admin connections, one of them trickling a byte every
 #: 0.9 s, report how many the daemon turned away as busy, then hold the rest until stdin closes.

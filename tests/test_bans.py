@@ -1,4 +1,4 @@
-"""BanList (chatd/bans.py) in a temporary state directory: matching, expiry, persistence.
+"""BanList (chatd/store/bans.py) in a temporary state directory: matching, expiry, persistence.
 
 Everything goes through the public API and the file it writes: a second BanList loading the
 first one's file is how a restart sees the bans. The list reads the wall clock itself, so
@@ -12,9 +12,17 @@ import json
 import os
 
 import pytest
-
-from chatd.bans import FILE_NAME, FORMAT_VERSION, Ban, BanFileError, BanList, covers, parse_network
 from inproc import wait_until
+
+from chatd.store.bans import (
+    FILE_NAME,
+    FORMAT_VERSION,
+    Ban,
+    BanFileError,
+    BanList,
+    covers,
+    parse_network,
+)
 
 
 @pytest.fixture

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import REPO, TRACEBACK, toml_dumps
 
 from chatctl.cli import main as chatctl_main
 from chatd import __version__
-from conftest import REPO, TRACEBACK, toml_dumps
 
 UNREACHABLE = "chatctl: cannot reach chatd at {path}: {why}\n"
 NO_SOCKET = "no socket (is chatd running?)"

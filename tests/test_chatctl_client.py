@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from chatctl.cli import main as chatctl_main
 from chatctl.client import AdminClient, AdminError, Unreachable
-from chatd.adminproto import error_line, ok_line, parse_request
+from chatd.admin.protocol import error_line, ok_line, parse_request
 
 
 def invoke(path: str, *args: str, status: int):

@@ -15,7 +15,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import ChatClient, cluster_seal, cluster_secret, run_in_threads
 from redisfix import free_port, redis_server  # noqa: F401
 

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chatd import events as ev
 from chatd.cluster import secret
 from chatd.cluster.checks import Validator, rows
 from chatd.cluster.codec import CLOCK_SKEW, Rejected, Replays, Seal
+from chatd.core import events as ev
 
 SEAL = Seal(b"k" * 32)
 OTHER = Seal(b"o" * 32)

@@ -12,7 +12,6 @@ import threading
 import time
 
 import pytest
-
 from proxy import tcp_proxy  # noqa: F401 - fixture
 from redisfix import redis_server  # noqa: F401 - fixture
 from test_cluster import cluster, greeted, named, wait_all  # noqa: F401 - fixture

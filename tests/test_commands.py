@@ -1,6 +1,6 @@
 """The slash commands and chat lines of docs/protocol.md §1, through a real Session in-process.
 
-Each client is a real :class:`chatd.session.Session` on a socketpair; a test hands it one
+Each client is a real :class:`chatd.core.session.Session` on a socketpair; a test hands it one
 received line at a time (``conn.line(b"/who")``: what the reader loop does after framing and
 flood control) and asserts the exact bytes every peer then has. ``/quit`` runs the real reader
 loop on its own thread, since ending the connection is the reader loop's job.
@@ -11,11 +11,18 @@ from __future__ import annotations
 import socket
 
 import pytest
+from inproc import crlf, make_world, world  # noqa: F401
 from structlog.testing import capture_logs
 
+from chatd.core.events import (
+    SHUTDOWN,
+    Banned,
+    Close,
+    Error,
+    ServerShutdown,
+    YouWereKicked,
+)
 from chatd.text import NAME_RULE
-from chatd.events import SHUTDOWN, Banned, Close, Error, ServerShutdown, YouWereKicked
-from inproc import crlf, make_world, world  # noqa: F401
 
 HELP = crlf(
     "*** /nick NAME - change your nick",

@@ -7,7 +7,6 @@ import threading
 import time
 
 import pytest
-
 from conftest import run_in_threads
 
 MESSAGE = re.compile(r"<(guest-\d+)> m (\d+) ")

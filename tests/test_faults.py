@@ -35,11 +35,27 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, TRACEBACK, ChatClient, run_in_threads, toml_dumps
-from faults import (ROOT, Admin, FileLoggedChatd, Swarm, book, can_vanish,  # noqa: F401
-                    check_line, fill, in_flight, pad_log_to_page_end, proc_figures, reset,
-                    server_socket, settle, ss_established, tmpfs, vanish, wait_until)
+from faults import (  # noqa: F401
+    ROOT,
+    Admin,
+    FileLoggedChatd,
+    Swarm,
+    book,
+    can_vanish,
+    check_line,
+    fill,
+    in_flight,
+    pad_log_to_page_end,
+    proc_figures,
+    reset,
+    server_socket,
+    settle,
+    ss_established,
+    tmpfs,
+    vanish,
+    wait_until,
+)
 
 
 def faults(book, fault: str, injected: int, **extra) -> None:

@@ -9,8 +9,8 @@ import subprocess
 import sys
 
 from chatctl.systemd import job_type
-from chatd import fdstore
-from chatd.systemd import passed_fds, unit_name
+from chatd.lifecycle import fdstore
+from chatd.lifecycle.systemd import passed_fds, unit_name
 
 
 def test_names_split_socket_activation_from_the_store():
@@ -31,7 +31,7 @@ def test_store_size_reads_fdstore_strictly():
 
 def _passed_in_child(names: str | None) -> str:
     """passed_fds() in a child that systemd-style got one descriptor as fd 3."""
-    code = ("import os; from chatd.systemd import passed_fds; "
+    code = ("import os; from chatd.lifecycle.systemd import passed_fds; "
             "print(passed_fds(), sorted(k for k in os.environ if k.startswith('LISTEN_')))")
     env = dict(os.environ, LISTEN_FDS="1")
     if names is not None:

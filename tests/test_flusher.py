@@ -1,4 +1,4 @@
-"""The Flusher (chatd/flusher.py) in-process, over socketpairs: the exact bytes each peer gets.
+"""The Flusher (chatd/core/flusher.py) in-process, over socketpairs: the exact bytes each peer gets.
 
 No hub here: lines are queued with ``submit`` / ``disconnect`` / ``finish`` as the hub and the
 sessions do, and the test reads the far end of each client's socketpair. A peer that "does not
@@ -13,9 +13,16 @@ import socket
 import time
 
 import pytest
-
-from chatd.events import RESET, SENDQ_EXCEEDED, SHUTDOWN, Close, Error, YouWereKicked
 from inproc import DEADLINE, SMALL_SNDBUF, crlf, make_world, wait_until, world  # noqa: F401
+
+from chatd.core.events import (
+    RESET,
+    SENDQ_EXCEEDED,
+    SHUTDOWN,
+    Close,
+    Error,
+    YouWereKicked,
+)
 
 
 def lines(count: int, width: int = 60) -> list[bytes]:

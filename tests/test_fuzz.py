@@ -28,17 +28,17 @@ import os
 import socket
 
 import pytest
+from conftest import ConnectionClosed, run_in_threads
+from faults import CONTROL, Admin, book, check_line, proc_figures, reset, settle  # noqa: F401
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 
-from chatd import adminproto
-from chatd.adminproto import AdminError, Request, parse_request
+from chatd.admin import protocol as adminproto
+from chatd.admin.protocol import AdminError, Request, parse_request
 from chatd.line.framing import LINE_TOO_LONG, LineFramer
 from chatd.line.parse import Command, Message, parse
 from chatd.text import decode, sanitize
-from conftest import ConnectionClosed, run_in_threads
-from faults import CONTROL, Admin, book, check_line, proc_figures, reset, settle  # noqa: F401
 
 LONG = os.environ.get("CHATD_FUZZ") == "long"
 

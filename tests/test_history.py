@@ -13,7 +13,6 @@ import time
 from datetime import datetime, timezone
 
 import pytest
-
 from conftest import REPO, ChatClient
 from faults import Admin, wait_until
 from redisfix import redis_server  # noqa: F401 - the fixture behind cluster
@@ -444,8 +443,8 @@ def test_a_join_on_another_node_mid_stream_meets_the_live_lines_exactly(
 def test_a_tail_read_from_the_cluster_keeps_only_the_lines_from_after_its_read():
     """history.py's positioned read, in process: lines delivered while the store is read are
     kept only if their stream position is after the read's (the others were in the read)."""
-    from chatd.events import Said
-    from chatd.history import Entry, History
+    from chatd.core.events import Said
+    from chatd.core.history import Entry, History
 
     class Store:  # Redis as RedisStore answers: lines, and the stream position they belong to
         positioned = True

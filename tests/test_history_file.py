@@ -1,4 +1,4 @@
-"""The history file itself (docs/protocol.md §10, chatd/historystore.py): links, modes, and a
+"""The history file itself (docs/protocol.md §10, chatd/store/history.py): links, modes, and a
 healthy file that cannot be written. Real daemons over real TCP; where file permissions are
 the point, chatd runs as the unprivileged user ``nobody`` (root ignores permission bits) or
 on a file system remounted read-only (which stops root too).
@@ -24,7 +24,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, ChatClient, ChatServer, toml_dumps
 from faults import ROOT, tmpfs, wait_until  # noqa: F401 - tmpfs is a fixture
 from test_history import FAST, bare, read_block

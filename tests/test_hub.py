@@ -11,9 +11,9 @@ import socket
 import threading
 
 import pytest
-
-from chatd.events import Announcement, Close, Motd, Said, Welcome
 from inproc import DEADLINE, GREETING_LINES, SMALL_SNDBUF, crlf, make_world, world  # noqa: F401
+
+from chatd.core.events import Announcement, Close, Motd, Said, Welcome
 
 # -- admission --------------------------------------------------------------------------------
 

@@ -18,10 +18,9 @@ import urllib.error
 import urllib.request
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 from conftest import REPO
 from faults import Admin, wait_until
+from prometheus_client.parser import text_string_to_metric_families
 from redisfix import redis_server  # noqa: F401 - a fixture
 from test_service import daemon_paths, subreaper  # noqa: F401 - fixtures
 

@@ -16,7 +16,6 @@ import threading
 import time
 
 import pytest
-
 from faults import wait_until
 from proxy import TcpProxy, tcp_proxy  # noqa: F401 - a fixture, found by pytest through the import
 from redisfix import RedisServer, ping, redis_module, redis_server  # noqa: F401 - ditto

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from chatd import events as ev
+from chatd.core import events as ev
 from chatd.line import render
 
 TABLE = [

@@ -14,13 +14,13 @@ import os
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chatd.events import Said
+from chatd.core.events import Said
+from chatd.core.rooms import Room
 from chatd.line import render
-from chatd.rooms import Room
 
 
 class FakeFlusher:
-    """Queues work as chatd.flusher.Flusher does; ``deliver`` records what each outbox got."""
+    """Queues work as chatd.core.flusher.Flusher does; ``deliver`` records what each outbox got."""
 
     def __init__(self) -> None:
         self.queue: list = []

@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 
 import pytest
-
-from chatd.systemd import Notifier, passed_fds
 from conftest import REPO, read_until
 from faults import Admin, wait_until
+
+from chatd.lifecycle.systemd import Notifier, passed_fds
 
 PR_SET_CHILD_SUBREAPER = 36
 

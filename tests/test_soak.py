@@ -45,7 +45,6 @@ import threading
 import time
 
 import pytest
-
 from conftest import ChatClient, ConnectionClosed, run_in_threads, toml_dumps
 from faults import Admin, book, proc_figures, reset, settle  # noqa: F401
 

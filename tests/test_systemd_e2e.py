@@ -27,10 +27,9 @@ import time
 import tomllib
 from dataclasses import dataclass
 
-import pytest
-
 import e2e_build
 import nspawn
+import pytest
 from conftest import REPO, TRACEBACK, ChatClient
 from test_upgrade import lines_of, send_paced
 

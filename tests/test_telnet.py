@@ -17,11 +17,11 @@ import socket
 import time
 
 import pytest
+from conftest import read_until
 from hypothesis import given
 from hypothesis import strategies as st
 
 from chatd.line.telnet import TelnetFilter
-from conftest import read_until
 
 IAC, DONT, DO, WONT, WILL, SB, SE, IP, AYT, TM = 255, 254, 253, 252, 251, 250, 240, 244, 246, 6
 ECHO, NAWS = 1, 31

@@ -16,7 +16,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO, ChatClient
 from faults import proc_figures, settle, wait_until
 
@@ -170,7 +169,9 @@ def test_shutdown_reaches_tls_clients(tls_server):
 def test_upgrade_asks_tls_clients_to_reconnect_and_keeps_plain_ones(tls_server):
     """SPEC §9: a TLS session cannot leave the process, so its client is told and closed;
     the plain client stays, and the new process serves TLS on the same port."""
-    from test_upgrade import upgrade  # (test_upgrade imports conftest; no cycle with us)
+    from test_upgrade import (
+        upgrade,  # (test_upgrade imports conftest; no cycle with us)
+    )
 
     plain = tls_server.connect()
     secure = tls_client(tls_server)

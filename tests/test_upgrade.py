@@ -1,4 +1,4 @@
-"""Upgrade without dropping anyone (docs/protocol.md §9, chatd/upgrade.py, chatd/reexec.py):
+"""Upgrade without dropping anyone (docs/protocol.md §9, chatd/lifecycle/upgrade.py, chatd/lifecycle/reexec.py):
 real processes.
 
 ``chatctl upgrade`` (and SIGUSR2) against a real chatd with real clients mid-traffic: every
@@ -282,7 +282,7 @@ def test_a_crash_after_the_exec_is_not_undone_but_chatctl_hears_of_it(chatd, tmp
         "if os.environ.get('CHATD_UPGRADE_DRY_START'):\n"
         "    print(json.dumps({'dry_start': 'ok', 'version': 'crashing', 'state_versions': [1]}))\n"
         "    sys.exit(0)\n"
-        "from chatd.reexec import ExecTakeover\n"
+        "from chatd.lifecycle.reexec import ExecTakeover\n"
         "ExecTakeover.from_environment().fail('crashed while taking over')\n"
         "sys.exit(1)"))
     server = chatd(env={"CHATD_UPGRADE_EXEC": crashing})

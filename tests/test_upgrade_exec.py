@@ -1,4 +1,4 @@
-"""An upgrade keeps the process: its pid, its name, its terminal (issue 23 §4, chatd/reexec.py).
+"""An upgrade keeps the process: its pid, its name, its terminal (issue 23 §4, chatd/lifecycle/reexec.py).
 
 A chatd started from a shell on a terminal (``make run``) is upgraded with ``chatctl upgrade``:
 the shell must go on waiting for it (no prompt while chatd writes into the terminal), Ctrl-C
@@ -205,8 +205,8 @@ def test_a_daemon_keeps_its_pid_its_pidfile_and_its_name(tmp_path):
 def test_an_exec_state_that_is_not_one_is_refused_in_one_line(data):
     """What the new image reads from the memfd is checked before use: a HandoverError (one
     line, which chatctl is told), never a traceback from marshal."""
-    from chatd.handover import HandoverError
-    from chatd.reexec import ExecTakeover
+    from chatd.lifecycle.handover import HandoverError
+    from chatd.lifecycle.reexec import ExecTakeover
 
     fd = os.memfd_create("test-state", 0)
     os.write(fd, data)
@@ -218,7 +218,7 @@ def test_the_exec_state_round_trips_through_its_format():
     """The state as the old image writes it (reexec._exec's encoding) reads back whole."""
     import marshal
 
-    from chatd.reexec import STATE_MAGIC, ExecTakeover
+    from chatd.lifecycle.reexec import STATE_MAGIC, ExecTakeover
 
     state = {"version": 1, "clients": [{"id": 7, "nick": "ana", "backlog": "", "idle": 1.5}],
              "exec": {"fds": [], "frozen": 1.0, "asker": None}}

@@ -1,4 +1,4 @@
-"""An upgrade while every session is busy with input in hand (issue 22 §3, chatd/gate.py).
+"""An upgrade while every session is busy with input in hand (issue 22 §3, chatd/core/gate.py).
 
 A session with lines buffered and a flood token for each handled them one after another and
 checked the upgrade gate only where it read next: with many such sessions the upgrade waited
@@ -18,7 +18,6 @@ import threading
 import time
 
 import pytest
-
 from conftest import ChatClient
 from faults import wait_until
 from test_upgrade import upgrade

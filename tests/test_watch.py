@@ -23,7 +23,13 @@ from conftest import REPO, TRACEBACK, toml_dumps
 from test_chatctl import ctl
 
 from chatctl import format as fmt
-from chatd import watch
+from chatd.admin import watch
+
+
+def _interruptible() -> None:
+    """Ctrl-C as a terminal gives it: a suite started in the background by a non-interactive
+    shell inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class Watch:
@@ -36,7 +42,7 @@ class Watch:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "chatctl", "--socket", socket_path, "watch", *args],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, cwd=REPO, env=env)
+            text=True, cwd=REPO, env=env, preexec_fn=_interruptible)
         self.lines: list[str] = []
         self._cond = threading.Condition()
         self._done = False

@@ -6,7 +6,7 @@ with the cluster secret and opens what is read back, and checks.py validates it,
 rest of chatd sees it.
 
 The service makes a :class:`RedisBus` (bus.py) when ``redis_url`` is set; the hub talks to it
-through the interface in chatd/bus.py, exactly as to the single node's LocalBus.
+through the interface in chatd/core/bus.py, exactly as to the single node's LocalBus.
 """
 
 from chatd.cluster.bus import RedisBus

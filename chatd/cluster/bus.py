@@ -19,8 +19,7 @@ import time
 
 import structlog
 
-from chatd import wire
-from chatd.bus import ClusterUnavailable
+from chatd.cluster import wire
 from chatd.cluster.checks import Validator
 from chatd.cluster.codec import Rejected, Seal, text
 from chatd.cluster.keys import (
@@ -42,7 +41,8 @@ from chatd.cluster.publisher import Publisher
 from chatd.cluster.reader import Reader, position
 from chatd.cluster.roster import Roster
 from chatd.cluster.routing import Routing
-from chatd.history import KINDS, Entry
+from chatd.core.bus import ClusterUnavailable
+from chatd.core.history import KINDS, Entry
 from chatd.text import fold
 
 log = structlog.get_logger("chatd.cluster")

@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 import math
 
-from chatd import events as ev
-from chatd import wire
+from chatd.cluster import wire
 from chatd.cluster.codec import Rejected
+from chatd.core import events as ev
 from chatd.text import fold, is_valid_name, sanitize
 
 #: Operator text (broadcasts, kick reasons) comes from the admin socket: its request limit.
@@ -194,7 +194,7 @@ def _rows_args(args) -> dict:
 
 
 def _address_args(args) -> dict:
-    from chatd.bans import parse_network
+    from chatd.store.bans import parse_network
 
     address = args.get("address") if isinstance(args, dict) else None
     try:

@@ -21,8 +21,7 @@ import time
 
 import structlog
 
-from chatd import events as ev
-from chatd import wire
+from chatd.cluster import wire
 from chatd.cluster.checks import node_name
 from chatd.cluster.codec import Rejected, text
 from chatd.cluster.keys import (
@@ -34,6 +33,7 @@ from chatd.cluster.keys import (
     STREAM,
     STREAM_LENGTH,
 )
+from chatd.core import events as ev
 from chatd.text import fold
 
 log = structlog.get_logger("chatd.cluster")

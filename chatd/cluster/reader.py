@@ -24,11 +24,11 @@ import threading
 
 import structlog
 
-from chatd import events as ev
 from chatd.cluster.checks import name
 from chatd.cluster.codec import Rejected, Replays, shown
 from chatd.cluster.keys import STREAM
 from chatd.cluster.lane import Lane, pack
+from chatd.core import events as ev
 
 log = structlog.get_logger("chatd.cluster")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 
-from chatd import events as ev
+from chatd.core import events as ev
 from chatd.text import fold
 
 _CHAT = (ev.Said, ev.Acted, ev.Announcement)

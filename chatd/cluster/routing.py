@@ -30,12 +30,12 @@ from concurrent.futures import TimeoutError as NoAnswer
 
 import structlog
 
-from chatd import wire
-from chatd.bus import ASKER_UID, ClusterUnavailable
+from chatd.cluster import wire
 from chatd.cluster.checks import COMMANDS, GATHERS, ban_record, node_name, rows
 from chatd.cluster.codec import Rejected, shown, text
 from chatd.cluster.keys import ANSWERS, BANS, LEASE, MEMBERS, NICKS, NODES
 from chatd.cluster.link import ClusterStartError, scrub
+from chatd.core.bus import ASKER_UID, ClusterUnavailable
 from chatd.text import fold
 
 log = structlog.get_logger("chatd.cluster")

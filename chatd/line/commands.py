@@ -1,7 +1,7 @@
 """The slash commands of docs/protocol.md §1 as a table: name -> handler, usage, help.
 
 The table checks arity once (``needs_args``) so handlers stay short. A handler gets the
-:class:`~chatd.session.Session` of the client that typed the command (it uses ``session.client``,
+:class:`~chatd.core.session.Session` of the client that typed the command (it uses ``session.client``,
 ``session.hub``, ``session.reply()``, ``session.error()``, ``session.may_speak()``,
 ``session.log``) and the argument text, already decoded and stripped of control characters.
 Handlers reply with events (events.py), never with text: how a line looks is render.py's.
@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from chatd.bus import ClusterUnavailable
-from chatd.events import (
+from chatd.core.bus import ClusterUnavailable
+from chatd.core.events import (
     Acted,
     Bye,
     Close,

@@ -9,7 +9,7 @@ rendered once however many members it reaches.
 
 from __future__ import annotations
 
-from chatd import events as ev
+from chatd.core import events as ev
 from chatd.line.framing import CRLF
 
 

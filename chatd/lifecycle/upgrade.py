@@ -44,10 +44,11 @@ from typing import NoReturn
 
 import structlog
 
-from chatd import __version__, fdstore
-from chatd.bus import LocalBus
-from chatd.events import RESTARTING, ServerRestarting
-from chatd.handover import (
+from chatd import __version__
+from chatd.core.bus import LocalBus
+from chatd.core.events import RESTARTING, ServerRestarting
+from chatd.lifecycle import fdstore
+from chatd.lifecycle.handover import (
     ENV_FD,
     READABLE_STATE_VERSIONS,
     STATE_VERSION,
@@ -112,7 +113,7 @@ def _hand_over(service, timeout: float, asker) -> NoReturn:
     if service.notifier.enabled or service.listener.passed:
         raise UpgradeFailed("under systemd, use systemctl restart chatd (it keeps every client "
                             "through the fd store)")
-    from chatd import reexec  # it imports this module
+    from chatd.lifecycle import reexec  # it imports this module
 
     try:
         reexec.exec_in_place(service, timeout, asker)

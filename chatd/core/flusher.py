@@ -35,7 +35,7 @@ import time
 
 import structlog
 
-from chatd.events import RESET, SENDQ_EXCEEDED, Close
+from chatd.core.events import RESET, SENDQ_EXCEEDED, Close
 from chatd.line import render
 
 log = structlog.get_logger("chatd.flusher")

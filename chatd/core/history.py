@@ -36,7 +36,7 @@ import time
 from collections import OrderedDict, deque
 from typing import NamedTuple
 
-from chatd.events import Acted, Said
+from chatd.core.events import Acted, Said
 from chatd.text import fold
 
 KINDS = {Said: "say", Acted: "me"}

@@ -65,8 +65,8 @@ from __future__ import annotations
 import itertools
 import threading
 
-from chatd.bus import ClusterUnavailable, LocalBus
-from chatd.events import (
+from chatd.core.bus import ClusterUnavailable, LocalBus
+from chatd.core.events import (
     Joined,
     Left,
     NickChanged,
@@ -76,9 +76,9 @@ from chatd.events import (
     RoomEntered,
     YouAre,
 )
-from chatd.history import block, fit
+from chatd.core.history import block, fit
+from chatd.core.rooms import Room
 from chatd.line import render
-from chatd.rooms import Room
 from chatd.text import fold
 
 LOBBY = "lobby"

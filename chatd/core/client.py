@@ -20,7 +20,7 @@ from __future__ import annotations
 import socket
 import time
 
-from chatd.flusher import Outbox
+from chatd.core.flusher import Outbox
 
 
 class Client:

@@ -1,6 +1,6 @@
 """The TCP listener: accept, admit (bans, limits), and start one session thread per client.
 
-Accepting runs on an :class:`~chatd.acceptor.Acceptor` thread, which survives resets and
+Accepting runs on an :class:`~chatd.net.acceptor.Acceptor` thread, which survives resets and
 ``EMFILE``. A refused client gets its one error line with a non-blocking send on a fresh,
 empty socket, so refusing never blocks the accept thread.
 
@@ -25,14 +25,14 @@ import time
 
 import structlog
 
-from chatd import fdstore
-from chatd.acceptor import Acceptor
-from chatd.client import Client
-from chatd.events import SHUTDOWN, Error, ServerShutdown
+from chatd.core.client import Client
+from chatd.core.events import SHUTDOWN, Error, ServerShutdown
+from chatd.core.session import Session
+from chatd.lifecycle import fdstore
 from chatd.line import render
-from chatd.refusal import Lingerer
-from chatd.session import Session
-from chatd.tls import TlsChannel, TlsError
+from chatd.net.acceptor import Acceptor
+from chatd.net.refusal import Lingerer
+from chatd.net.tls import TlsChannel, TlsError
 
 log = structlog.get_logger("chatd.server")
 

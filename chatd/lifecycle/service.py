@@ -12,7 +12,7 @@ loop then calls :meth:`reload` or shuts down, and does housekeeping (watchdog.py
 events. The admin socket queues the same events (:meth:`request_reload` waits for the main
 thread to finish the reload and hands back its outcome), so a signal and a command always run
 the same code on the same thread. Admin commands see the service only through the narrow
-:class:`~chatd.admincmds.AdminContext` built in :meth:`_admin_context`.
+:class:`~chatd.admin.commands.AdminContext` built in :meth:`_admin_context`.
 
 Sessions read ``service.config`` for their limits; a reload replaces it with a new, fully
 validated Config value (assigning an attribute is atomic), never mutating the old one.
@@ -35,28 +35,36 @@ import time
 
 import structlog
 
-from chatd import __version__, adminproto, fdstore, upgrade
+from chatd import __version__
 from chatd import config as config_module
 from chatd import log as logsetup
-from chatd.admin import ASKING, AdminServer, AdminSocketError, bind_admin_socket
-from chatd.admincmds import AdminCommands, AdminContext
-from chatd.bans import BanFileError, BanList
-from chatd.bus import LocalBus
-from chatd.client import Client
-from chatd.daemon import PidFile, PidFileLocked, Readiness, detach, fork_launcher
-from chatd.events import SHUTDOWN, ServerShutdown
-from chatd.fdstore import FdStore, StoreTakeover
-from chatd.flusher import Flusher
-from chatd.gate import Gate
-from chatd.handover import HandoverError
-from chatd.history import History
-from chatd.historystore import HistoryFileError, NullStore, RedisStore, SqliteStore
-from chatd.hub import Hub
-from chatd.reexec import ExecTakeover
-from chatd.server import Listener, bind
-from chatd.systemd import Notifier, as_sockets, passed_fds, unit_name
-from chatd.tls import server_context
-from chatd.watchdog import Housekeeper
+from chatd.admin import protocol as adminproto
+from chatd.admin.commands import AdminCommands, AdminContext
+from chatd.admin.server import ASKING, AdminServer, AdminSocketError, bind_admin_socket
+from chatd.core.bus import LocalBus
+from chatd.core.client import Client
+from chatd.core.events import SHUTDOWN, ServerShutdown
+from chatd.core.flusher import Flusher
+from chatd.core.gate import Gate
+from chatd.core.history import History
+from chatd.core.hub import Hub
+from chatd.lifecycle import fdstore, upgrade
+from chatd.lifecycle.daemon import (
+    PidFile,
+    PidFileLocked,
+    Readiness,
+    detach,
+    fork_launcher,
+)
+from chatd.lifecycle.fdstore import FdStore, StoreTakeover
+from chatd.lifecycle.handover import HandoverError
+from chatd.lifecycle.housekeeping import Housekeeper
+from chatd.lifecycle.reexec import ExecTakeover
+from chatd.lifecycle.systemd import Notifier, as_sockets, passed_fds, unit_name
+from chatd.net.listener import Listener, bind
+from chatd.net.tls import server_context
+from chatd.store.bans import BanFileError, BanList
+from chatd.store.history import HistoryFileError, NullStore, RedisStore, SqliteStore
 
 log = structlog.get_logger("chatd")
 
@@ -241,7 +249,7 @@ class Service:
         """The Prometheus endpoint on ``sock`` (metrics.py), reading this service's counters.
         Imported here: prometheus_client is needed only when metrics are on."""
         try:
-            from chatd import metrics
+            from chatd.admin import metrics
         except ImportError as exc:
             sock.close()
             raise StartupError(f"metrics.metrics_port is set but {exc.name or exc} cannot be "

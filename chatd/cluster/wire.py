@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from chatd import events as ev
+from chatd.core import events as ev
 
 #: What one node tells another's clients: room lines, departures, operator lines, private lines.
 SHARED = {cls.__name__: cls for cls in (

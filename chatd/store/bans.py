@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from chatd import files
-from chatd.events import Banned
+from chatd.core.events import Banned
 from chatd.text import sanitize
 
 FILE_NAME = "bans.json"

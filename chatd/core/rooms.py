@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import threading
 
-from chatd.history import block as history_block
-from chatd.history import fit
+from chatd.core.history import block as history_block
+from chatd.core.history import fit
 from chatd.line.render import line
 
 

@@ -18,7 +18,7 @@ import time
 
 import structlog
 
-from chatd.events import Close, Error
+from chatd.core.events import Close, Error
 
 log = structlog.get_logger("chatd.watchdog")
 

@@ -56,7 +56,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from chatd import __version__
-from chatd.events import CLOSE_KINDS
+from chatd.core.events import CLOSE_KINDS
 
 log = structlog.get_logger("chatd.metrics")
 

@@ -22,15 +22,24 @@ import time
 
 import structlog
 
-from chatd.bus import ClusterUnavailable
-from chatd.events import CLOSED, EXCESS_FLOOD, RESET, Close, Error, Motd, Said, Welcome
+from chatd.core.bus import ClusterUnavailable
+from chatd.core.events import (
+    CLOSED,
+    EXCESS_FLOOD,
+    RESET,
+    Close,
+    Error,
+    Motd,
+    Said,
+    Welcome,
+)
+from chatd.core.ratelimit import TokenBucket
 from chatd.line.commands import CLUSTER_UNAVAILABLE, dispatch
 from chatd.line.framing import LINE_TOO_LONG, LineFramer
 from chatd.line.parse import Message, parse
 from chatd.line.telnet import TelnetFilter
-from chatd.ratelimit import TokenBucket
+from chatd.net.tls import TlsError
 from chatd.text import decode
-from chatd.tls import TlsError
 
 #: The most one recv() asks for: a sender's whole burst in one call.
 RECV_SIZE = 65536

@@ -19,7 +19,7 @@ first). A connection must send a complete request within ``IDLE_SECONDS`` of the
 Threads: an accept thread (acceptor.py), one short-lived thread per admin connection (at most
 ``MAX_CONNECTIONS``, plus the evicted ones on their way out) and per refusal being drained. A
 connection thread parses requests (adminproto.py), runs them through
-:class:`~chatd.admincmds.AdminCommands` and writes replies; only it reads or writes its socket
+:class:`~chatd.admin.commands.AdminCommands` and writes replies; only it reads or writes its socket
 (an eviction or stop() only shuts it down). ``_lock`` guards ``_connections`` and the slots in it.
 
 A ``watch`` request (docs/protocol.md §11) turns its connection into a subscription: once the
@@ -41,13 +41,13 @@ from contextvars import ContextVar
 
 import structlog
 
-from chatd import adminproto
-from chatd.acceptor import Acceptor
-from chatd.adminproto import MAX_REQUEST_BYTES, AdminError, error_line, ok_line
-from chatd.bus import ASKER_UID
+from chatd.admin import protocol as adminproto
+from chatd.admin.protocol import MAX_REQUEST_BYTES, AdminError, error_line, ok_line
+from chatd.admin.watch import Watchers
+from chatd.core.bus import ASKER_UID
 from chatd.line.framing import LINE_TOO_LONG, LineFramer
+from chatd.net.acceptor import Acceptor
 from chatd.text import is_valid_name
-from chatd.watch import Watchers
 
 log = structlog.get_logger("chatd.admin")
 

@@ -53,13 +53,13 @@ from typing import NoReturn
 import structlog
 
 from chatd import __version__
-from chatd.handover import (
+from chatd.lifecycle.handover import (
     READABLE_STATE_VERSIONS,
     STATE_VERSION,
     HandoverError,
     InheritedState,
 )
-from chatd.upgrade import (
+from chatd.lifecycle.upgrade import (
     ENV_EXECUTABLE,
     UpgradeFailed,
     build_state,
@@ -101,9 +101,9 @@ def dry_start_report(config) -> str:
     say so (what :func:`dry_start` reads), with what the running chatd must check for it:
     cluster mode, and the addresses of the TLS and metrics listeners (the running chatd
     binds those it does not have yet: :func:`_listen_anew`). Raises ImportError."""
-    import chatd.service  # everything a serving chatd needs
+    import chatd.lifecycle.service  # everything a serving chatd needs
     if config.metrics_port:
-        import chatd.metrics  # noqa: F401  (lazy in the service: prometheus_client)
+        import chatd.admin.metrics  # noqa: F401  (lazy in the service: prometheus_client)
     return json.dumps({
         "dry_start": "ok", "version": __version__,
         "state_versions": list(READABLE_STATE_VERSIONS), "cluster": bool(config.redis_url),
@@ -147,7 +147,7 @@ def _listen_anew(service, report: dict) -> dict[str, socket.socket]:
     """The listeners the new config turns on (TLS, metrics), bound now, by the running chatd:
     an address in use fails the upgrade here, with nothing disturbed, rather than the new
     image after exec. -> {state key: socket}."""
-    from chatd.server import bind
+    from chatd.net.listener import bind
     bound: dict[str, socket.socket] = {}
     for key, held, what in (("tls_listener", service.tls_listener, " (TLS)"),
                             ("metrics", service.metrics, " (metrics)")):
@@ -288,7 +288,7 @@ class ExecTakeover(InheritedState):
                 return
         if self._asker is None:
             return
-        from chatd.adminproto import error_line
+        from chatd.admin.protocol import error_line
 
         conn, request_id = self._asker
         try:

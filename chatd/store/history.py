@@ -47,7 +47,7 @@ import urllib.parse
 import structlog
 
 from chatd import files
-from chatd.history import Entry
+from chatd.core.history import Entry
 from chatd.text import fold
 
 log = structlog.get_logger("chatd.history")

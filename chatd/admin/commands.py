@@ -1,5 +1,5 @@
 """The admin commands (docs/protocol.md §6): one method each, taking the validated ``args`` and returning a
-JSON-able result or raising :class:`~chatd.adminproto.AdminError`.
+JSON-able result or raising :class:`~chatd.admin.protocol.AdminError`.
 
 Arguments arrive already checked against ``adminproto.COMMANDS`` (names and types), so a handler
 only checks meaning (does the client exist, is the address valid). Handlers run on an admin
@@ -36,10 +36,10 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from chatd import __version__
-from chatd.adminproto import RELOAD_WAIT_SECONDS, AdminError
-from chatd.bans import covers, iso, parse_network
-from chatd.bus import ClusterUnavailable
-from chatd.events import Announcement, Close, YouAreMuted, YouWereKicked
+from chatd.admin.protocol import RELOAD_WAIT_SECONDS, AdminError
+from chatd.core.bus import ClusterUnavailable
+from chatd.core.events import Announcement, Close, YouAreMuted, YouWereKicked
+from chatd.store.bans import covers, iso, parse_network
 from chatd.text import fold, is_valid_name, sanitize
 
 DEFAULT_KICK_REASON = "no reason given"

@@ -43,7 +43,7 @@ import time
 import structlog
 
 from chatd import __version__
-from chatd.handover import (
+from chatd.lifecycle.handover import (
     READABLE_STATE_VERSIONS,
     STATE_VERSION,
     HandoverError,
@@ -150,7 +150,7 @@ class FdStore:
 def running_state(service, clients: list) -> dict:
     """What a crash would leave for the next process: upgrade.py's state for every registered
     plain client, with nothing in flight (the kernel keeps what clients send meanwhile)."""
-    from chatd.upgrade import client_record  # upgrade.py imports this module
+    from chatd.lifecycle.upgrade import client_record  # upgrade.py imports this module
 
     names: list[str] = []
 
@@ -227,7 +227,7 @@ class StoreTakeover(InheritedState):
 
     def clients(self):
         """(record, socket) of every client in the state whose connection the store kept."""
-        from chatd.upgrade import unpacked
+        from chatd.lifecycle.upgrade import unpacked
 
         for record in self.state["clients"]:
             if self.fds[record["fd"]] >= 0:
