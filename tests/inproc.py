@@ -40,6 +40,7 @@ from chatd.core.events import Motd, Welcome
 from chatd.core.flusher import Flusher
 from chatd.core.hub import Hub
 from chatd.core.session import Session
+from chatd.line.protocol import LINE
 
 #: Upper bound for any wait. Tests normally settle in milliseconds; this only bounds a failure.
 DEADLINE = 3.0
@@ -201,7 +202,7 @@ class World:
         ours, theirs = socket.socketpair(socket.AF_UNIX, sock_type)
         if sndbuf is not None:
             ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
-        client = Client(next(self._ids), ours, (ip, next(self._ports)))
+        client = Client(next(self._ids), ours, (ip, next(self._ports)), LINE)
         conn = Conn(self, client, Peer(theirs))
         self.conns.append(conn)
         self.flusher.adopt()

@@ -11,7 +11,8 @@ Field ownership (who writes; everyone may read a plain attribute, which is atomi
 - ``last_active``, ``bytes_in``, ``lines_in``: the session thread only (counters for
   ``idle_timeout`` and the admin ``list``); ``room_messages``, ``private_messages``: the
   session thread too (Hub.say, /msg), for the metrics (metrics.py reads them at a scrape).
-- ``outbox``: created here, then owned by the flusher thread (see flusher.py).
+- ``outbox``: created here, then owned by the flusher thread (see flusher.py); it carries the
+  client's protocol (core/protocol.py), which renders every event the client is told.
 - the rest is set once by the accept thread before the session starts.
 """
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 import socket
 import time
 
-from chatd.core.flusher import Outbox
+from chatd.core.outbox import Outbox
 
 
 class Client:
@@ -41,7 +42,7 @@ class Client:
         "outbox",
     )
 
-    def __init__(self, client_id: int, sock: socket.socket, addr: tuple) -> None:
+    def __init__(self, client_id: int, sock: socket.socket, addr: tuple, protocol) -> None:
         self.id = client_id
         self.sock = sock
         self.ip = addr[0]
@@ -55,7 +56,7 @@ class Client:
         self.room_messages = 0  # lines and /me actions said to its room
         self.private_messages = 0  # /msg sent
         self.muted = False
-        self.outbox = Outbox(sock)
+        self.outbox = Outbox(sock, protocol)
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"<Client {self.id} {self.nick or '?'} {self.peer}>"

@@ -19,10 +19,13 @@ a short lock, appends to a list, and never blocks or touches a client socket. Th
   ``recv``s, and hands its socket over (``finish``) when it is done. Keeping close here means a
   file descriptor is never closed while another thread might still write to it.
 
-Thread ownership: :class:`Outbox` objects and ``_writers``/``_lingering`` belong to the flusher
-thread alone, except ``Outbox.queued_in`` and ``Outbox.over``, which ``_lock`` guards (the
-submitters' side of the count). ``_lock`` guards ``_queue``, ``_sleeping`` and those two; it
-is the innermost lock (hub lock, then a room lock, then this one).
+The flusher knows writing, not rooms: a room queues its own work with :meth:`Flusher.call`
+(rooms.py), and that work writes through :meth:`Flusher.deliver` and :meth:`Flusher.deliver_many`.
+
+Thread ownership: :class:`Outbox` objects (outbox.py) and ``_writers``/``_lingering`` belong to
+the flusher thread alone, except ``Outbox.queued_in`` and ``Outbox.over``, which ``_lock``
+guards (the submitters' side of the count). ``_lock`` guards ``_queue``, ``_sleeping`` and
+those two; it is the innermost lock (hub lock, then a room lock, then this one).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import time
 import structlog
 
 from chatd.core.events import RESET, SENDQ_EXCEEDED, Close
-from chatd.line import render
+from chatd.core.outbox import Outbox, State
 
 log = structlog.get_logger("chatd.flusher")
 
@@ -44,58 +47,10 @@ log = structlog.get_logger("chatd.flusher")
 LINGER_SECONDS = 2.0
 
 
-class Outbox:
-    """Per-client output state, owned by the flusher thread (only it reads or writes these)."""
-
-    __slots__ = (
-        "sock",
-        "fd",
-        "backlog",
-        "backlog_bytes",
-        "bytes_out",
-        "lines_out",
-        "close_reason",
-        "dead",
-        "linger_until",
-        "finished",
-        "tls",
-        "queued_in",
-        "queued_out",
-        "over",
-    )
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.backlog: list = []  # bytes / memoryview chunks the kernel has not taken yet
-        self.backlog_bytes = 0
-        self.bytes_out = 0
-        self.lines_out = 0
-        #: Why the flusher ended this connection (sendq, kick, shutdown...; an events.Close),
-        #: read by the session after its recv returns. Written by the flusher thread only,
-        #: before it wakes the session with shutdown(), so the session always sees it.
-        self.close_reason: Close | None = None
-        self.dead = False  # no more output: overflowed, broken or closed
-        self.linger_until = 0.0
-        self.finished = False  # the session is done with the socket; close once drained
-        self.tls = None  # a TlsChannel on the TLS listener: output is encrypted per client
-        #: Bytes submitted for this client (Flusher._lock) and bytes of those the flusher has
-        #: handled (flusher thread): the difference is what waits in the flusher's queue.
-        #: Two counters with one writer each, so neither side takes the other's lock per item.
-        self.queued_in = 0
-        self.queued_out = 0
-        self.over = False  # a submit passed sendq_bytes: drop the rest (Flusher._lock)
-
-    @property
-    def queued(self) -> int:
-        """Output held for this client: in the flusher's queue and in the backlog (any thread;
-        int reads, so a moment's figure)."""
-        return self.backlog_bytes + self.queued_in - self.queued_out
-
-
 class Flusher:
-    """Runs the writer thread. Callers use the ``submit_*``, ``disconnect`` and ``finish``
-    methods from any thread; ``start``/``stop`` belong to the service."""
+    """Runs the writer thread. Callers use ``call``, ``submit``, ``disconnect`` and ``finish``
+    from any thread; ``deliver``/``deliver_many`` from work running on the flusher thread;
+    ``start``/``stop`` belong to the service."""
 
     def __init__(self, sendq_bytes: int) -> None:
         #: Replaced by a reload; read by the flusher thread (an int assignment is atomic).
@@ -129,34 +84,22 @@ class Flusher:
         self._epoll.register(self._wake_fd, select.EPOLLIN)
         self._thread.start()
 
-    # Room work: see rooms.py. These are called with the room's lock held, which is what
-    # keeps the queue in the order things happened in the room.
-
-    def submit_room(self, room) -> None:
-        self._submit((room.flush, self._deliver, self._deliver_many))
-
-    def submit_attach(self, room, outbox: Outbox, offset: int) -> None:
-        self._submit((room.add_reader, outbox, offset))
-
-    def submit_detach(self, room, outbox: Outbox, end: int) -> None:
-        self._submit((room.remove_reader, outbox, end, self._deliver))
-
-    def submit_private(self, outbox: Outbox, data: bytes, lines: int, room, end: int) -> None:
-        # over the limit, the item still goes (without data): it carries the room's barrier
-        self._submit_counted(outbox, len(data), (self._private, outbox, data, lines, room, end),
-                             (self._private, outbox, None, 0, room, end))
+    def call(self, fn, *args) -> None:
+        """Run ``fn(*args)`` on the flusher thread, in queue order. Rooms queue their flushes,
+        attaches and detaches this way while holding their lock, which keeps the queue in the
+        order things happened in the room (rooms.py)."""
+        self._submit((fn, *args))
 
     def submit(self, outbox: Outbox, data: bytes, lines: int = 1) -> None:
         """Queue ``data`` (whole encoded lines) for one client. On a TLS connection an empty
         ``data`` sends whatever TLS itself has queued (e.g. a key update reply)."""
-        self._submit_counted(outbox, len(data), (self._deliver_queued, outbox, data, lines),
-                             None)
+        self._submit_counted(outbox, len(data), (self._deliver_queued, outbox, data, lines))
 
     def disconnect(self, outbox: Outbox, reason: Close, notice=None) -> None:
         """End a connection from outside its session (kick, idle, shutdown): send ``notice``
         (an event, rendered here on the caller's thread), then wake the session, which cleans
         up and calls :meth:`finish`."""
-        data = render.line(notice) if notice is not None else None
+        data = outbox.protocol.line(notice) if notice is not None else None
         self._submit((self._disconnect, outbox, reason, data))
 
     def finish(self, outbox: Outbox, linger: bool) -> None:
@@ -200,20 +143,17 @@ class Flusher:
         self._thread.join(timeout + 1.0)
         return not self._thread.is_alive()
 
-    def _submit_counted(self, outbox: Outbox, size: int, item: tuple, dropped) -> None:
+    def _submit_counted(self, outbox: Outbox, size: int, item: tuple) -> None:
         """Queue ``item`` (``size`` bytes for ``outbox``) unless that passes ``sendq_bytes``
-        counting what is queued and backlogged already; then queue ``dropped`` instead (or,
-        if None, one overflow the first time). O(1): two counters and a comparison."""
+        counting what is queued and backlogged already; then queue one overflow the first
+        time, and nothing after. O(1): two counters and a comparison."""
         with self._lock:
             if not outbox.over and outbox.backlog_bytes + outbox.queued_in - outbox.queued_out \
                     + size <= self.sendq_bytes:
                 outbox.queued_in += size
-            elif dropped is not None:
-                outbox.over = True
-                item = dropped
             elif not outbox.over:
                 outbox.over = True
-                item = (self._overflow, outbox)
+                item = (self._fail, outbox, SENDQ_EXCEEDED)
             else:
                 return
             self._queue.append(item)
@@ -285,43 +225,37 @@ class Flusher:
             return -1
         return max(0.0, min(deadlines) - time.monotonic())
 
-    def _private(self, outbox: Outbox, data: bytes | None, lines: int, room, end: int) -> None:
-        room.catch_up(outbox, end, self._deliver)
-        if data is None:  # submitted over the limit (_submit_counted)
-            self._overflow(outbox)
-        else:
-            self._deliver_queued(outbox, data, lines)
-        room.pass_barrier(outbox)
-
     def _deliver_queued(self, outbox: Outbox, data, lines: int) -> None:
-        """:meth:`_deliver` of what a submit counted; counted out once it is in the backlog
+        """:meth:`deliver` of what a submit counted; counted out once it is in the backlog
         (or sent), so the two sides of the count overlap for a moment rather than miss it."""
-        self._deliver(outbox, data, lines)
+        self.deliver(outbox, data, lines)
         outbox.queued_out += len(data)
 
-    def _deliver(self, outbox: Outbox, data, lines: int) -> None:
-        if outbox.dead:
+    def deliver(self, outbox: Outbox, data, lines: int) -> None:
+        """Send ``data`` (``lines`` whole lines) to one client, or add it to its backlog, or
+        end the client if that passes ``sendq_bytes``. Flusher thread only; never blocks."""
+        if not outbox.state.writable:
             return
         if outbox.tls is not None:
             try:
                 data = outbox.tls.encrypt(data)
             except Exception:  # a TLS error on one connection ends that connection only
-                self._broken(outbox)
+                self._fail(outbox, RESET)
                 return
             if not data:
                 return
         outbox.lines_out += lines
         if outbox.backlog:
             if outbox.backlog_bytes + len(data) > self.sendq_bytes:
-                self._overflow(outbox)
+                self._fail(outbox, SENDQ_EXCEEDED)
                 return
             outbox.backlog.append(data)
             outbox.backlog_bytes += len(data)
             return
         self._send(outbox, data)
 
-    def _deliver_many(self, outboxes, skip, data: bytes, lines: int) -> None:
-        """:meth:`_deliver` of one buffer to many readers but those in ``skip`` (a room flush
+    def deliver_many(self, outboxes, skip, data: bytes, lines: int) -> None:
+        """:meth:`deliver` of one buffer to many readers but those in ``skip`` (a room flush
         to 10,000 members; ``skip`` holds the authors of lines in ``data``).
 
         The common case, a plain connection with nothing queued, goes straight to the send;
@@ -331,8 +265,8 @@ class Flusher:
         for outbox in outboxes:
             if outbox in skip:  # its own lines are in data: rooms.py sends it the rest
                 continue
-            if outbox.backlog or outbox.tls is not None or outbox.dead:
-                self._deliver(outbox, data, lines)
+            if outbox.backlog or outbox.tls is not None or outbox.state is not State.OPEN:
+                self.deliver(outbox, data, lines)
             else:
                 outbox.lines_out += lines
                 self._send(outbox, data)
@@ -345,14 +279,14 @@ class Flusher:
         except BlockingIOError:
             sent = 0
         except OSError:
-            self._broken(outbox)
+            self._fail(outbox, RESET)
             return
         outbox.bytes_out += sent
         if sent == len(data):
             return
         rest = memoryview(data)[sent:]
         if len(rest) > self.sendq_bytes:
-            self._overflow(outbox)
+            self._fail(outbox, SENDQ_EXCEEDED)
             return
         outbox.backlog.append(rest)
         outbox.backlog_bytes = len(rest)
@@ -367,7 +301,7 @@ class Flusher:
         except BlockingIOError:
             return
         except OSError:
-            self._broken(outbox)
+            self._fail(outbox, RESET)
             return
         outbox.bytes_out += sent
         if sent < len(data):
@@ -375,7 +309,7 @@ class Flusher:
             outbox.backlog_bytes = len(data) - sent
             return
         self._drop_backlog(outbox)
-        if outbox.finished:
+        if outbox.state is State.LINGERING:
             self._close(outbox)
 
     def _drop_backlog(self, outbox: Outbox) -> None:
@@ -385,42 +319,41 @@ class Flusher:
         outbox.backlog = []
         outbox.backlog_bytes = 0
 
-    def _overflow(self, outbox: Outbox) -> None:
-        if not outbox.dead:  # a submit over the limit may find it ended already
-            self._end(outbox, SENDQ_EXCEEDED, socket.SHUT_RDWR)
+    # -- how a connection ends (outbox.py draws the states) ----------------------------------
 
-    def _broken(self, outbox: Outbox) -> None:
-        self._end(outbox, RESET, socket.SHUT_RDWR)
-
-    def _end(self, outbox: Outbox, reason: Close, how: int) -> None:
-        """Stop all output to this client and wake its session so it cleans up."""
+    def _fail(self, outbox: Outbox, reason: Close) -> None:
+        """No more output (overflow, reset, a TLS error); wake the session so it cleans up, or
+        close at once if it is done already."""
+        if outbox.state >= State.DEAD:  # a submit over the limit may find it ended already
+            return
         if outbox.close_reason is None:
             outbox.close_reason = reason
-        outbox.dead = True
-        self._drop_backlog(outbox)
-        if outbox.finished:
+        if outbox.state is State.LINGERING:
             self._close(outbox)
             return
+        outbox.state = State.DEAD
+        self._drop_backlog(outbox)
         try:
-            outbox.sock.shutdown(how)
+            outbox.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass  # already disconnected: the session's recv has returned or will
 
     def _disconnect(self, outbox: Outbox, reason: Close, notice: bytes | None) -> None:
-        if outbox.dead or outbox.finished or outbox.close_reason:
+        if outbox.state is not State.OPEN:
             return  # already ending
         outbox.close_reason = reason
+        outbox.state = State.CLOSING
         if notice:
-            self._deliver(outbox, notice, 1)
-        if not outbox.dead:  # keep the write side open: the notice and backlog still drain
+            self.deliver(outbox, notice, 1)
+        if outbox.state is State.CLOSING:  # keep the write side open: the notice drains
             try:
                 outbox.sock.shutdown(socket.SHUT_RD)
             except OSError:
                 pass
 
     def _finish(self, outbox: Outbox, linger: bool) -> None:
-        outbox.finished = True
-        if outbox.backlog and linger and not outbox.dead:
+        if outbox.backlog and linger and outbox.state.writable:
+            outbox.state = State.LINGERING
             outbox.linger_until = time.monotonic() + LINGER_SECONDS
             self._lingering.add(outbox)
         else:
@@ -432,11 +365,11 @@ class Flusher:
             self._close(outbox)
 
     def _close(self, outbox: Outbox) -> None:
-        if outbox.sock is None:
+        if outbox.state is State.CLOSED:
             return
         self._drop_backlog(outbox)
         self._lingering.discard(outbox)
-        outbox.dead = True
+        outbox.state = State.CLOSED
         self.closed_lines_out += outbox.lines_out  # before the close a peer could see
         self.closed_bytes_out += outbox.bytes_out
         outbox.sock.close()

@@ -70,23 +70,14 @@ class Entry(NamedTuple):
                 "room": self.room, "kind": self.kind, "nick": self.nick, "text": self.text}
 
 
-def block(room: str, entries: list) -> bytes:
-    """The SPEC §10 replay: header, one line per entry, footer, CRLF-terminated. The header
-    counts as member counts do: ``(1 line)``, ``(2 lines)`` (issue 23: SPEC's "(N lines)" read
-    "(1 lines)" for one)."""
-    n = len(entries)
-    lines = [f"*** history of {room} ({n} line{'' if n == 1 else 's'})", *(e.line() for e in entries),
-             "*** end of history"]
-    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
-
-
-def fit(room: str, entries: list, budget: int) -> list:
+def fit(room: str, entries: list, budget: int, block) -> list:
     """The newest ``entries`` whose replay fits ``budget`` bytes (a replay must never
-    overflow the client's send queue and get it disconnected)."""
-    size = len(block(room, []))
+    overflow the client's send queue and get it disconnected); ``block(room, entries)`` is the
+    client's protocol's replay, whose size is its empty block's plus one line per entry."""
+    size = empty = len(block(room, []))
     kept = 0
     for entry in reversed(entries):
-        size += len(entry.line().encode("utf-8")) + 2
+        size += len(block(room, [entry])) - empty
         if size > budget:
             break
         kept += 1

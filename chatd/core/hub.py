@@ -76,9 +76,8 @@ from chatd.core.events import (
     RoomEntered,
     YouAre,
 )
-from chatd.core.history import block, fit
+from chatd.core.history import fit
 from chatd.core.rooms import Room
-from chatd.line import render
 from chatd.text import fold
 
 LOBBY = "lobby"
@@ -135,7 +134,7 @@ class Hub:
         with self._lock:
             client.nick = nick
             events = [greeting[0], YouAre(nick), *greeting[1:]]
-            self._enter(client, self._lobby, (render.lines(events), len(events)))
+            self._enter(client, self._lobby, (client.outbox.protocol.lines(events), len(events)))
         return nick
 
     def remove(self, client, reason=None) -> None:
@@ -259,7 +258,8 @@ class Hub:
                 members = len(new.members) + 1 + len(self._bus.remote_members(new.name))
                 # told before the first line of the new room, and after the old room's last
                 # (the detach above is queued first)
-                self._enter(client, new, (render.line(RoomEntered(new.name, members)), 1))
+                entered = client.outbox.protocol.line(RoomEntered(new.name, members))
+                self._enter(client, new, (entered, 1))
         finally:
             if tail is not None:  # the room existed (or no join): it holds its own
                 self._history.release(name)
@@ -279,8 +279,9 @@ class Hub:
         room = client.room
         if room.tail is None:
             return False
-        entries = fit(room.name, room.tail.last(count), self._flusher.sendq_bytes // 2)
-        room.send_private(client.outbox, block(room.name, entries), len(entries) + 2)
+        history = client.outbox.protocol.history
+        entries = fit(room.name, room.tail.last(count), self._flusher.sendq_bytes // 2, history)
+        room.send_private(client.outbox, history(room.name, entries), len(entries) + 2)
         return True
 
     def recipient(self, nick: str):
@@ -312,7 +313,7 @@ class Hub:
 
     def send_to(self, client, *events) -> None:
         """Events for ``client`` alone, ordered after every room line posted before them."""
-        data = render.lines(events)
+        data = client.outbox.protocol.lines(events)
         room = client.room  # may be stale if it is moving: then it simply has nothing to add
         if room is None:
             self._flusher.submit(client.outbox, data, len(events))
@@ -492,9 +493,8 @@ class Hub:
             room = self._rooms.get(fold(room_name))
             if room is None:
                 room, tail = self._room(room_name, tail), None
-            room.members[client.id] = client
             client.room = room
-            room.attach(client.outbox)
+            room.enter(client)
         if tail is not None:
             self._history.release(room_name)
 
@@ -557,16 +557,14 @@ class Hub:
 
     def _enter(self, client, room: Room, first: tuple[bytes, int] | None = None) -> None:
         """``first``: the joiner's own lines that come before the room's (Room.attach)."""
-        room.members[client.id] = client
         client.room = room
-        room.attach(client.outbox, first)
+        room.enter(client, first)
         self._post(room, client.outbox, Joined(client.nick, room.name))
         self._bus.member(client)
 
     def _leave(self, client, room: Room) -> None:
-        del room.members[client.id]
         client.room = None
-        room.detach(client.outbox)
+        room.leave(client)
         if not room.members and room is not self._lobby:
             del self._rooms[fold(room.name)]
             if room.tail is not None:  # idle now, within history.py's bound (no I/O)

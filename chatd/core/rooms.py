@@ -1,14 +1,16 @@
 """A room and its fan-out log: how one message reaches every member for O(1) sender work.
 
 A sender does not copy a message into each member's queue. It appends the event, with its line
-rendered once (render.py), to the room's ``log`` and, if the room is not already waiting,
-queues the room with the flusher. Each member (a *reader*, in the flusher's words) has an
+rendered once per protocol spoken in the room, to the room's ``log`` and, if the room is not
+already waiting, queues the room's flush with the flusher. Each member (a *reader*, in the flusher's words) has an
 offset into the log. When the flusher takes the room it joins the entries from an offset to
 the end once, for all readers at that offset (normally all of them), and hands that one buffer
 to each reader in one ``send``; a reader that wrote some of those entries gets a buffer without
 them (docs/protocol.md §1: no echo). Under load the log gathers many lines between flushes, so
 the per-recipient cost is paid per batch, not per message, and joins and leaves cost no extra
-pass: they only add or drop a reader.
+pass: they only add or drop a reader. Readers at one offset who speak different protocols get
+one joined buffer per protocol; a protocol whose first member joined after a line was posted
+renders that line when a flush first needs it (the flusher thread).
 
 Offsets are global indexes (``base`` is the index of ``log[0]``), so entries every reader has
 passed can be dropped from the front without renumbering.
@@ -25,8 +27,8 @@ Who may touch what:
 - ``members`` (client id -> Client) is guarded by the hub lock.
 - ``readers`` (outbox -> offset) belongs to the flusher thread alone.
 
-Every change of a reader's position goes through the flusher's queue in order with the room's
-flushes, captured under ``lock`` at the moment it happened: a member receives exactly the lines
+Every change of a reader's position goes through the flusher's queue (``flusher.call``) in order
+with the room's flushes, captured under ``lock`` at the moment it happened: a member receives exactly the lines
 posted while it was a member, and a private line to it arrives after every room line posted
 before the private line was sent.
 """
@@ -35,20 +37,18 @@ from __future__ import annotations
 
 import threading
 
-from chatd.core.history import block as history_block
 from chatd.core.history import fit
-from chatd.line.render import line
 
 
 class Room:
     __slots__ = ("name", "members", "lock", "log", "base", "queued", "joining", "barriers",
-                 "readers", "_flusher", "tail", "on_join")
+                 "readers", "_flusher", "tail", "on_join", "protocols", "_speakers")
 
     def __init__(self, name: str, flusher) -> None:
         self.name = name
         self.members: dict = {}  # client id -> Client; hub lock
         self.lock = threading.Lock()
-        self.log: list = []  # (author outbox or None, event, rendered line)
+        self.log: list = []  # (author outbox or None, event, {protocol: rendered line})
         self.base = 0
         self.queued = False
         self.joining: dict = {}  # outbox -> [offset, ...] not yet attached by the flusher
@@ -57,6 +57,10 @@ class Room:
         self._flusher = flusher
         self.tail = None  # history.Tail, or None: no history; appended to under ``lock``
         self.on_join = 0  # history lines replayed to a joiner
+        #: The protocols of the members, each once: what a post renders for. A tuple replaced
+        #: whole (hub lock) so that posts, which do not take the hub lock, read it as it was.
+        self.protocols: tuple = ()
+        self._speakers: dict = {}  # protocol -> members speaking it; hub lock
 
     def _end(self) -> int:
         return self.base + len(self.log)
@@ -64,23 +68,24 @@ class Room:
     def post(self, author, event) -> None:
         """Deliver ``event`` to every member but ``author`` (an outbox, or None for everyone).
 
-        The line is rendered once, here, before the lock is taken; the log keeps it next to the
-        event. Never blocks on I/O. The room is queued while the lock is held, so the flusher's
-        queue order matches the order in which lines entered the log.
+        The line is rendered once per protocol, here, before the lock is taken; the log keeps
+        it next to the event. Never blocks on I/O. The flush is queued while the lock is held,
+        so the flusher's queue order matches the order in which lines entered the log.
         """
-        data = line(event)
+        rendered = {protocol: protocol.line(event) for protocol in self.protocols}
         with self.lock:
-            self.log.append((author, event, data))
+            self.log.append((author, event, rendered))
             if self.tail is not None:
                 self.tail.record(self.name, event)
             if not self.queued:
                 self.queued = True
-                self._flusher.submit_room(self)
+                self._flusher.call(self.flush)
 
     def post_many(self, author, events: list) -> None:
         """:meth:`post` of several events under one taking of the lock (lines from another
         node arrive in batches)."""
-        entries = [(author, event, line(event)) for event in events]
+        protocols = self.protocols
+        entries = [(author, event, {p: p.line(event) for p in protocols}) for event in events]
         with self.lock:
             self.log.extend(entries)
             if self.tail is not None:  # another node's lines (the hub's deliver): stored there
@@ -88,7 +93,29 @@ class Room:
                     self.tail.record(self.name, event, store=False)
             if not self.queued:
                 self.queued = True
-                self._flusher.submit_room(self)
+                self._flusher.call(self.flush)
+
+    def enter(self, client, first: tuple[bytes, int] | None = None) -> None:
+        """``client`` becomes a member and reads from now on (hub lock held; see attach)."""
+        self.members[client.id] = client
+        protocol = client.outbox.protocol
+        speakers = self._speakers.get(protocol, 0)
+        self._speakers[protocol] = speakers + 1
+        if not speakers:
+            self.protocols = tuple(self._speakers)
+        self.attach(client.outbox, first)
+
+    def leave(self, client) -> None:
+        """``client`` is a member no more; it gets what was posted up to now (hub lock held)."""
+        del self.members[client.id]
+        protocol = client.outbox.protocol
+        speakers = self._speakers[protocol] - 1
+        if speakers:
+            self._speakers[protocol] = speakers
+        else:
+            del self._speakers[protocol]
+            self.protocols = tuple(self._speakers)
+        self.detach(client.outbox)
 
     def attach(self, outbox, first: tuple[bytes, int] | None = None) -> None:
         """``outbox`` reads from now on (caller holds the hub lock and added the member).
@@ -104,13 +131,13 @@ class Room:
             if self.on_join and self.tail is not None:
                 # the history up to exactly this offset, queued ahead of the attach (history.py)
                 # within half the joiner's send queue, as /history (counted when queued)
+                history = outbox.protocol.history
                 replay = fit(self.name, self.tail.last(self.on_join),
-                             self._flusher.sendq_bytes // 2)
+                             self._flusher.sendq_bytes // 2, history)
                 if replay:
-                    self._flusher.submit(outbox, history_block(self.name, replay),
-                                         len(replay) + 2)
+                    self._flusher.submit(outbox, history(self.name, replay), len(replay) + 2)
             self.joining.setdefault(outbox, []).append(offset)
-            self._flusher.submit_attach(self, outbox, offset)
+            self._flusher.call(self.add_reader, outbox, offset)
             # A flush already queued may run before the attach and pass this reader by; so
             # the next post queues a flush of its own, behind the attach.
             self.queued = False
@@ -120,22 +147,26 @@ class Room:
         with self.lock:
             end = self._end()
             self.barriers.setdefault(outbox, []).append(end)
-            self._flusher.submit_detach(self, outbox, end)
+            self._flusher.call(self.remove_reader, outbox, end)
 
     def send_private(self, outbox, data: bytes, lines: int) -> None:
         """Queue a private line for a member, after the room lines posted before it (and
-        before those posted after it)."""
+        before those posted after it): the member's reading stops at a barrier here, catches
+        up to it, gets the line (counted against its send queue), and passes the barrier."""
         with self.lock:
             end = self._end()
             self.barriers.setdefault(outbox, []).append(end)
-            self._flusher.submit_private(outbox, data, lines, self, end)
-            self.queued = False  # lines posted from now on need a flush behind this item
+            self._flusher.call(self.catch_up, outbox, end)
+            self._flusher.submit(outbox, data, lines)
+            self._flusher.call(self.pass_barrier, outbox)
+            self.queued = False  # lines posted from now on need a flush behind these items
 
     # -- the flusher thread's side ------------------------------------------------------------
-    # ``deliver(outbox, data, lines)`` is the flusher's: it sends or backlogs, never blocks.
+    # ``flusher.deliver(outbox, data, lines)`` sends or backlogs, never blocks.
 
-    def flush(self, deliver, deliver_many) -> None:
-        """Hand every reader what was posted since its offset, one buffer per reader."""
+    def flush(self) -> None:
+        """Hand every reader what was posted since its offset: one buffer per group of readers
+        at one offset speaking one protocol."""
         with self.lock:
             self.queued = False
             base, log, end = self.base, self.log, self._end()
@@ -144,20 +175,22 @@ class Room:
         for outbox, offset in self.readers.items():
             stop = stops.get(outbox, end)
             if offset < stop:
-                groups.setdefault((offset, stop), []).append(outbox)
+                groups.setdefault((offset, stop, outbox.protocol), []).append(outbox)
         readers = self.readers
-        for (offset, stop), outboxes in groups.items():
+        deliver_many = self._flusher.deliver_many
+        for (offset, stop, protocol), outboxes in groups.items():
             entries = log[offset - base:stop - base]  # only the flusher drops entries
             for outbox in outboxes:
                 readers[outbox] = stop
             authors = {e[0] for e in entries}
             for outbox in authors.intersection(outboxes):
-                _deliver_except(deliver, outbox, entries)
+                self._deliver_except(outbox, entries)
             # no per-flush copy of a 10,000-reader group: allocations that size stay in RSS
-            deliver_many(outboxes, authors, b"".join([e[2] for e in entries]), len(entries))
+            deliver_many(outboxes, authors, b"".join([e[2].get(protocol) or _text(e, protocol) for e in entries]),
+                         len(entries))
         self._trim()
 
-    def catch_up(self, outbox, end: int, deliver) -> None:
+    def catch_up(self, outbox, end: int) -> None:
         """One reader gets what was posted from its offset up to ``end``."""
         offset = self.readers.get(outbox)
         if offset is None or offset >= end:
@@ -165,15 +198,15 @@ class Room:
         with self.lock:
             entries = self.log[offset - self.base:end - self.base]
         self.readers[outbox] = end
-        _deliver_except(deliver, outbox, entries)
+        self._deliver_except(outbox, entries)
 
     def add_reader(self, outbox, offset: int) -> None:
         with self.lock:
             _pop_first(self.joining, outbox)
         self.readers[outbox] = offset
 
-    def remove_reader(self, outbox, end: int, deliver) -> None:
-        self.catch_up(outbox, end, deliver)
+    def remove_reader(self, outbox, end: int) -> None:
+        self.catch_up(outbox, end)
         self.readers.pop(outbox, None)
         self.pass_barrier(outbox)
         self._trim()
@@ -193,6 +226,12 @@ class Room:
                 del self.log[:low - self.base]
                 self.base = low
 
+    def _deliver_except(self, outbox, entries) -> None:
+        protocol = outbox.protocol
+        others = [_text(e, protocol) for e in entries if e[0] is not outbox]
+        if others:
+            self._flusher.deliver(outbox, b"".join(others), len(others))
+
 
 def _pop_first(table: dict, outbox) -> None:
     queue = table[outbox]
@@ -201,7 +240,11 @@ def _pop_first(table: dict, outbox) -> None:
         del table[outbox]
 
 
-def _deliver_except(deliver, outbox, entries) -> None:
-    own = [e[2] for e in entries if e[0] is not outbox]
-    if own:
-        deliver(outbox, b"".join(own), len(own))
+def _text(entry: tuple, protocol) -> bytes:
+    """The entry's line in ``protocol``, rendered now if no member spoke it when it was posted
+    (flusher thread: only it reads the log's renderings after the post)."""
+    rendered = entry[2]
+    text = rendered.get(protocol)
+    if text is None:
+        text = rendered[protocol] = protocol.line(entry[1])
+    return text

@@ -61,6 +61,7 @@ from chatd.lifecycle.handover import HandoverError
 from chatd.lifecycle.housekeeping import Housekeeper
 from chatd.lifecycle.reexec import ExecTakeover
 from chatd.lifecycle.systemd import Notifier, as_sockets, passed_fds, unit_name
+from chatd.line.protocol import LINE
 from chatd.net.listener import Listener, bind
 from chatd.net.tls import server_context
 from chatd.store.bans import BanFileError, BanList
@@ -210,7 +211,7 @@ class Service:
         now = time.monotonic()
         restored = []
         for record, sock in self.takeover.clients():
-            client = Client(record["id"], sock, (record["ip"], 0))
+            client = Client(record["id"], sock, (record["ip"], 0), LINE)
             client.peer = record["peer"]
             client.connected_at = record["connected_at"]
             client.last_active = now - record["idle"]

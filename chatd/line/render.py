@@ -70,3 +70,13 @@ def line(event) -> bytes:
 def lines(events) -> bytes:
     """Several events as one buffer, so they leave in one send."""
     return "".join([_FORMATS[e.__class__](e) + "\r\n" for e in events]).encode("utf-8")
+
+
+def history(room: str, entries: list) -> bytes:
+    """The SPEC §10 replay: header, one line per entry, footer, CRLF-terminated. The header
+    counts as member counts do: ``(1 line)``, ``(2 lines)`` (issue 23: SPEC's "(N lines)" read
+    "(1 lines)" for one)."""
+    n = len(entries)
+    lines = [f"*** history of {room} ({n} line{'' if n == 1 else 's'})", *(e.line() for e in entries),
+             "*** end of history"]
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8")

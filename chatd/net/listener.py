@@ -30,6 +30,7 @@ from chatd.core.events import SHUTDOWN, Error, ServerShutdown
 from chatd.core.session import Session
 from chatd.lifecycle import fdstore
 from chatd.line import render
+from chatd.line.protocol import LINE
 from chatd.net.acceptor import Acceptor
 from chatd.net.refusal import Lingerer
 from chatd.net.tls import TlsChannel, TlsError
@@ -271,7 +272,7 @@ class Listener:
     def _admit(self, conn: socket.socket, addr: tuple) -> None:
         """Bans and limits on the accept thread: cheap checks only, nothing that blocks."""
         config = self.settings.config
-        client = Client(next(self._ids), conn, addr)
+        client = Client(next(self._ids), conn, addr, LINE)
         ban = self.bans.match(client.ip)
         if ban is not None:
             refusal, notice = "banned", ban.notice()
@@ -305,7 +306,7 @@ class Listener:
             self.settings.fd_store.forget(fdstore.client_name(client_id))
             conn.close()
             return
-        client = Client(client_id, conn, addr)
+        client = Client(client_id, conn, addr, LINE)
         refusal = self.hub.admit(client, self.settings.config.max_clients,
                                  self.settings.config.max_clients_per_ip)
         if refusal:
