@@ -12,9 +12,9 @@ import tomllib
 from collections.abc import Mapping
 from typing import Any
 
-from chatd.config import preflight
 from chatd.config.errors import ConfigError, Invalid
 from chatd.config.model import Config
+from chatd.config.preflight import check_reload
 from chatd.config.rules import RULES
 from chatd.config.settings import SECTIONS, SETTING
 
@@ -47,7 +47,7 @@ def reload(config: Config) -> Config:
     preflight-checked for what a reload applies (the TLS files; preflight.py): the one step
     here that looks beyond the TOML file. Raises ConfigError; the caller keeps `config`."""
     new = load(config.config_path, dict(config.cli_overrides))
-    preflight.check_reload(new)
+    check_reload(new)
     return new
 
 

@@ -7,6 +7,7 @@ in etc/chatd.toml and README's settings table, which tests compare with this tab
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +49,7 @@ class Setting:
     option: Option | None = None
     secret: bool = False
     unset: str = ""
-    spell: Any = None  # Callable[[field value], file value], when the check reshaped it
+    spell: Callable[[Any], Any] | None = None  # field value -> file value, if the check reshaped it
 
     def shown(self, value: Any) -> Any:
         """``value`` as it may be printed (errors, --check-config): never a secret's password."""
@@ -67,6 +68,7 @@ class Setting:
 
 
 def _path(name: str, section: str, empty_means: str, option: Option | None = None) -> Setting:
+    """An optional path setting: "" in the file is None (``empty_means``)."""
     return Setting(name, section, "str | None", None, checks.path(empty_means), option)
 
 
