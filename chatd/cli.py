@@ -17,9 +17,11 @@ from typing import Any, NoReturn
 
 import click
 
-from chatd import __version__, log, preflight
+from chatd import __version__, log
 from chatd import config as configmod
 from chatd.admin import protocol as adminproto
+from chatd.config import preflight
+from chatd.config.settings import SETTINGS, Setting
 
 
 def _ensure_std_streams() -> None:
@@ -88,6 +90,24 @@ def _dry_start(ctx: click.Context, config) -> NoReturn:
     ctx.exit(0)
 
 
+def _setting_option(setting: Setting) -> Any:
+    """The click option the settings table gives `setting` (its name is the Config field)."""
+    option = setting.option
+    shown = setting.default if option.default is True else option.default
+    kind = click.Choice(option.choices, case_sensitive=option.case_sensitive) \
+        if option.choices else option.type
+    return click.option(option.flag, setting.name, type=kind, metavar=option.metavar,
+                        help=f"{option.help}  [default: {shown}]" if shown else option.help)
+
+
+def _setting_options(command: Any) -> Any:
+    """Every setting that has a command-line option, in the table's order."""
+    for setting in reversed(SETTINGS):
+        if setting.option is not None:
+            command = _setting_option(setting)(command)
+    return command
+
+
 class _Command(click.Command):
     """A click command that repairs missing std streams before click itself touches them."""
 
@@ -99,21 +119,7 @@ class _Command(click.Command):
 @click.command(cls=_Command, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-c", "--config", "config_path", metavar="PATH",
               help="TOML configuration file (see etc/chatd.toml); options below win over it.")
-@click.option("--host", help="Address to listen on.  [default: 127.0.0.1]")
-@click.option("--port", type=int, help="TCP port; 0 picks a free port.  [default: 5555]")
-@click.option("--log-format", type=click.Choice(configmod.LOG_FORMATS),
-              help="Log line format.  [default: json unless stderr is a terminal]")
-@click.option("--log-level", type=click.Choice(configmod.LOG_LEVELS, case_sensitive=False),
-              help="Minimum level logged.  [default: info]")
-@click.option("--log-file", metavar="PATH", help="Append logs to this file instead of stderr.")
-@click.option("--admin-socket", metavar="PATH",
-              help="Unix socket for chatctl.  [default: see docs/protocol.md §4; env CHATD_ADMIN_SOCKET]")
-@click.option("--state-dir", metavar="PATH",
-              help="Where bans and room history persist.  [default: $STATE_DIRECTORY, else $XDG_STATE_HOME/chatd or "
-                   "~/.local/state/chatd]")
-@click.option("--tls-port", type=int, help="Port of the TLS listener (needs tls_cert/tls_key).")
-@click.option("--pidfile", metavar="PATH",
-              help="Write and lock a pidfile; a live one makes chatd refuse to start.")
+@_setting_options
 @click.option("--daemon", "daemonize", is_flag=True,
               help="Detach into the background; returns once chatd is listening (exit 0) "
                    "or has failed (exit 1).")

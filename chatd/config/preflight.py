@@ -1,12 +1,12 @@
 """Preflight: the checks of a configuration that need the world outside the TOML file (files,
 DNS), so that a config which cannot start is refused as a config error, naming its key.
 
-`config.load()` stays pure (it reads only the TOML file): reload, tests and --check-config build
+`load()` stays pure (it reads only the TOML file): reload, tests and --check-config build
 Config values freely. These checks are separate, and run by:
 
 - `chatd --check-config` and `chatd` itself (cli.py) before starting: :func:`check`, all of them,
   so both refuse a bad config with the same line and exit 2 (not 1, later, half-started);
-- a reload (`config.reload()`): :func:`check_reload`, only for the keys a reload applies, i.e.
+- a reload (`reload()`, load.py): :func:`check_reload`, only for the keys a reload applies, i.e.
   the TLS files (a renewed certificate is loaded then); a reload that fails keeps the old config.
 
 Nothing here binds a socket, so an address in use or a privileged port are still found at
@@ -20,9 +20,10 @@ import socket
 import ssl
 import stat
 
-from chatd.config import Config, ConfigError
+from chatd.config.errors import ConfigError
+from chatd.config.model import Config
 
-__all__ = ["check", "check_reload", "TransientError"]
+__all__ = ["TransientError", "check", "check_reload"]
 
 
 class TransientError(ConfigError):
@@ -81,6 +82,7 @@ def _check_cluster(config: Config) -> None:
     whoever writes to Redis could deny service), and the secret that seals what is in it."""
     if not config.redis_url:
         return
+    # Imported only in cluster mode: the cluster package loads its whole bus.
     from chatd.cluster import secret
 
     url = config.redis_url
