@@ -19,7 +19,8 @@ import pytest
 from conftest import REPO, TRACEBACK
 from faults import Admin
 
-from chatd.admin.server import MAX_CONNECTIONS, REQUEST_SECONDS, RESERVED
+from chatd.admin.conversation import REQUEST_SECONDS
+from chatd.admin.server import MAX_CONNECTIONS, RESERVED
 
 #: Run as an admin_group member: hold N admin connections, one of them trickling a byte every
 #: 0.9 s, report how many the daemon turned away as busy, then hold the rest until stdin closes.

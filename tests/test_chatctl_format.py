@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chatctl import format as fmt
-from chatctl.cli import Duration, Target
+from chatctl.params import Duration, Target
 
 
 def test_target_and_duration_conversion():

@@ -23,7 +23,7 @@ Locks (both innermost: nothing is taken while holding them, no I/O under them):
 
 The end of a watch: the peer hangs up (or sends anything: a watch connection takes no more
 requests), the queue overflows, or chatd ends every watcher with a final event: ``shutdown``
-when it stops, ``restarting`` when an upgrade pauses the admin socket (admin.py).
+when it stops, ``restarting`` when an upgrade pauses the admin socket (server.py).
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ import threading
 import time
 
 from chatd import log as chatd_log
-from chatd.text import fold
+from chatd.admin.protocol import AdminError
+from chatd.text import fold, is_valid_name
 
 #: Events a watcher sees: what an operator watches for. Others stay in the log only.
 WATCHED = frozenset({
@@ -271,3 +272,39 @@ class Watchers:
             if watcher.wants(rooms):
                 line = line or event_line(fields)
                 watcher.offer(line)
+
+
+# -- the ``watch`` admin command -------------------------------------------------------------------
+
+def do_watch(ctx, room: str | None = None) -> tuple[dict, Subscription]:
+    """Subscribed before the reply goes out, so no event between the two is missed: the
+    events queued meanwhile follow the reply, streamed by the connection's own thread."""
+    name = room.removeprefix("#") if room else room
+    if name is not None and not is_valid_name(name):
+        raise AdminError("bad_args", f"watch: invalid room {room[:64]!r}")
+    subscription = Subscription(ctx.watchers, name)
+    return {"watching": True, "room": name}, subscription
+
+
+class Subscription:
+    """A watch's follow-up: once the reply is sent, :meth:`run` turns the connection into the
+    watcher's writer until the watch ends; :meth:`abandon` unsubscribes instead, for a reply
+    that could not be sent."""
+
+    def __init__(self, watchers: Watchers, room: str | None) -> None:
+        self._watchers = watchers
+        self.room = room
+        self._watcher = watchers.subscribe(room)
+
+    def run(self, conn: socket.socket, peer_log) -> None:
+        try:
+            how, unsent = self._watcher.serve(conn)
+        finally:
+            self._watchers.unsubscribe(self._watcher)
+        if how == "dropped":
+            peer_log.warning("watch_dropped", reason="too slow", room=self.room)
+            self._watcher.farewell(conn, unsent)
+        conn.shutdown(socket.SHUT_RDWR)  # the watch is over: so is the connection
+
+    def abandon(self) -> None:
+        self._watchers.unsubscribe(self._watcher)
