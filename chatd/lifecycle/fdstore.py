@@ -101,9 +101,20 @@ class FdStore:
         if self.enabled:
             self.forget(client_name(client_id))
 
-    def inherit(self, names: list[str]) -> None:
-        """State memfds a previous process left: removed once ours is written."""
-        self._states.extend(names)
+    def start(self, sources: Sources, inherited: list[str]) -> None:
+        """Our listening sockets into the store (socket activation's stay with chatd.socket),
+        and a first state, which replaces the ones a previous process left (``inherited``)."""
+        if not self.enabled:
+            return
+        self._states.extend(inherited)
+        listener = sources.listener
+        kept = ((LISTEN, None if listener.passed else listener.sock),
+                (LISTEN_TLS, sources.tls_listener and sources.tls_listener.sock),
+                (METRICS, sources.metrics))
+        for name, what in kept:
+            if what is not None:
+                self.keep(name, what.fileno())
+        self.save_if_changed(sources)
 
     def save_if_changed(self, sources: Sources) -> None:
         """The housekeeper's tick: write the state if a client came, went, or changed nick, room

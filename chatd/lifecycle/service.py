@@ -5,13 +5,12 @@ does everything that can fail for a reason the operator must fix (bans file, adm
 TCP address) and starts no thread; :meth:`Service.launch` starts the threads and announces
 readiness (the ``listening`` event, systemd's READY=1, the daemon's readiness pipe).
 
-Threads: the main thread runs :meth:`Service.serve`, one ``handle_<name>`` per event. Signal
-handlers only queue an event's name (they run between bytecodes of the main thread, so they
-must not take locks or log); admin threads queue requests (requests.py) and wait for the main
-thread's outcome, so a signal and a command always run the same code on the same thread.
-Housekeeping runs between events. The other parts see the service only through narrow views:
-admin commands an AdminContext, upgrades a frozen.UpgradeContext, the housekeeper a
-HousekeepingContext, the fd store state.Sources, sessions and listeners core's Settings.
+Threads: the main thread runs :meth:`Service.serve`, one ``handle_<name>`` per event that
+signals and admin threads queue (requests.py), so a signal and a command always run the same
+code on the same thread; housekeeping runs between events. The other parts see the service
+only through narrow views: admin commands an AdminContext, upgrades a frozen.UpgradeContext,
+the housekeeper a HousekeepingContext, the fd store state.Sources, sessions and listeners
+core's Settings.
 
 Sessions read ``settings.config`` for their limits; a reload replaces it with a new, fully
 validated Config value (assigning an attribute is atomic), never mutating the old one.
@@ -237,8 +236,10 @@ class Service:
         self._join_cluster()
         self._events.install_signal_handlers()
         tune_process()
-        inherited = self.inherited
-        restored = self._take_over() if inherited is not None else []
+        inherited, restored = self.inherited, []
+        if inherited is not None:  # the clients rebuilt, then the old process lets go of them
+            restored = inherited.clients(self.hub, self.flusher)
+            self.pidfile = inherited.commit() or self.pidfile  # its pidfile is ours now
         self.history_store.start()  # opens the file (never fails: history.py)
         self.hub.use_history(self.history)
         self.flusher.start()
@@ -248,7 +249,8 @@ class Service:
         start_clients(self.listener, restored)
         for client_id, sock in inherited.orphans if inherited is not None else ():
             self.listener.readmit(client_id, sock)  # kept by the fd store, unknown to its state
-        self._fill_fd_store()
+        self.fd_store.start(self._sources(),
+                            inherited.inherited_states() if inherited is not None else [])
         self.admin.start()
         self.housekeeper = Housekeeper(self._housekeeping_context(), self.notifier)
         host, port = self.listener.address
@@ -262,31 +264,6 @@ class Service:
         if inherited is not None:
             inherited.serving(self.admin)
         self.notifier.notify(READY="1", STATUS=self.housekeeper.status_line())
-
-    def _take_over(self) -> list:
-        """Rebuild the handed-over clients, and return once the old process has let go of
-        them (its commit), with its pidfile ours; raises StartupError if it gave up."""
-        restored = self.inherited.clients(self.hub, self.flusher)
-        pidfile = self.inherited.commit()
-        if pidfile is not None:
-            self.pidfile = pidfile
-        return restored
-
-    def _fill_fd_store(self) -> None:
-        """Our listening sockets into systemd's fd store (if any), and a first state, which
-        replaces the one a previous process left (fdstore.py)."""
-        store = self.fd_store
-        if not store.enabled:
-            return
-        if self.inherited is not None:
-            store.inherit(self.inherited.inherited_states())
-        kept = ((fdstore.LISTEN, None if self.listener.passed else self.listener.sock),
-                (fdstore.LISTEN_TLS, self.tls_listener and self.tls_listener.sock),
-                (fdstore.METRICS, self.metrics))
-        for name, what in kept:
-            if what is not None:
-                store.keep(name, what.fileno())
-        store.save_if_changed(self._sources())
 
     # -- the main thread ----------------------------------------------------------------------
 

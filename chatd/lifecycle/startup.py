@@ -112,7 +112,7 @@ def _launch_detached(service, pidfile) -> None:
     except Exception as exc:
         readiness.report(f"cannot start: {exc}")
         raise
-    host, port = service.listener.address
+    _, port = service.listener.address
     readiness.report(f"READY pid={os.getpid()} port={port}")
 
 
