@@ -9,7 +9,7 @@ a short lock, appends to a list, and never blocks or touches a client socket. Th
   and the socket is watched with epoll until it is writable again;
 - enforces ``sendq_bytes``: a backlog that would pass it gets the client disconnected with
   reason ``sendq exceeded`` (from here, a safe place, not from inside whoever posted the line).
-  What is queued for one client (``submit``, ``submit_private``: replies, private lines,
+  What is queued for one client (``submit``: replies, private lines,
   history, ``/who``, ``/rooms``) counts from the moment it is queued, not only once this
   thread has taken it: a client that asks for 130 KB replies faster than the flusher (or the
   kernel) takes them is over its limit at the request that passes it, and that request's data

@@ -34,6 +34,7 @@ from chatd.core.events import (
     Welcome,
 )
 from chatd.core.ratelimit import TokenBucket
+from chatd.core.settings import Settings
 from chatd.line.commands import CLUSTER_UNAVAILABLE, dispatch
 from chatd.line.framing import LINE_TOO_LONG, LineFramer
 from chatd.line.parse import Message, parse
@@ -58,7 +59,7 @@ class Session:
     __slots__ = ("client", "hub", "flusher", "settings", "framer", "bucket", "telnet",
                  "_eof", "_poller", "_end", "_recv_size", "_held", "_gate")
 
-    def __init__(self, client, hub, flusher, settings) -> None:
+    def __init__(self, client, hub, flusher, settings: Settings) -> None:
         """``settings.config`` is the current Config; a reload swaps it, and we re-read it."""
         self.client = client
         self.hub = hub

@@ -42,13 +42,9 @@ import time
 
 import structlog
 
-from chatd import __version__
-from chatd.lifecycle.handover import (
-    READABLE_STATE_VERSIONS,
-    STATE_VERSION,
-    HandoverError,
-    InheritedState,
-)
+from chatd.lifecycle import state as schema
+from chatd.lifecycle.handover import HandoverError, InheritedState
+from chatd.lifecycle.state import ClientRecord, HandoverState, Sources
 
 log = structlog.get_logger("chatd.fdstore")
 
@@ -56,7 +52,7 @@ log = structlog.get_logger("chatd.fdstore")
 LISTEN, LISTEN_TLS, METRICS = "listen", "listen-tls", "metrics"
 CLIENT_PREFIX, STATE_PREFIX = "client-", "state-"
 #: What a session starts from when the state says nothing about it (after a crash).
-FRESH_SESSION = {"held": None, "unread": "", "discarding": False, "telnet": None,
+FRESH_SESSION = {"held": None, "unread": b"", "discarding": False, "telnet": None,
                  "tokens": 1e9}  # the rate limiter's bucket full (it clamps to its burst)
 
 
@@ -99,34 +95,48 @@ class FdStore:
             self.keep(client_name(client.id), client.sock.fileno())
 
     def forget_client(self, client) -> None:
+        self.forget_id(client.id)
+
+    def forget_id(self, client_id: int) -> None:
         if self.enabled:
-            self.forget(client_name(client.id))
+            self.forget(client_name(client_id))
 
-    def inherit(self, names: list[str]) -> None:
-        """State memfds a previous process left: removed once ours is written."""
-        self._states.extend(names)
+    def start(self, sources: Sources, inherited: list[str]) -> None:
+        """Our listening sockets into the store (socket activation's stay with chatd.socket),
+        and a first state, which replaces the ones a previous process left (``inherited``)."""
+        if not self.enabled:
+            return
+        self._states.extend(inherited)
+        listener = sources.listener
+        kept = ((LISTEN, None if listener.passed else listener.sock),
+                (LISTEN_TLS, sources.tls_listener and sources.tls_listener.sock),
+                (METRICS, sources.metrics))
+        for name, what in kept:
+            if what is not None:
+                self.keep(name, what.fileno())
+        self.save_if_changed(sources)
 
-    def save_if_changed(self, service) -> None:
+    def save_if_changed(self, sources: Sources) -> None:
         """The housekeeper's tick: write the state if a client came, went, or changed nick, room
         or mute since the last one (counters alone do not make a write)."""
         if not self.enabled:
             return
-        clients = service.hub.clients()
+        clients = sources.hub.clients()
         fingerprint = hash(tuple((c.id, c.nick, c.room.name if c.room else None, c.muted)
                                  for c in clients))
         if fingerprint != self._fingerprint:
-            state = running_state(service, clients)
+            state = running_state(sources, clients)
             if self.save(state):
                 self._fingerprint = fingerprint
-                log.debug("fdstore_saved", clients=len(state["clients"]),
-                          rooms=sorted({record["room"] for record in state["clients"]}))
+                log.debug("fdstore_saved", clients=len(state.clients),
+                          rooms=sorted({record.room for record in state.clients}))
 
-    def save(self, state: dict) -> bool:
+    def save(self, state: HandoverState) -> bool:
         """Put ``state`` in the store as a new memfd, then remove the older ones."""
         if not self.enabled:
             return False
-        state = dict(state, saved_at=time.time())
-        data = json.dumps(state, separators=(",", ":")).encode()
+        state.saved_at = time.time()
+        data = json.dumps(schema.write(state), separators=(",", ":")).encode()
         self._serial += 1
         name = f"{STATE_PREFIX}{os.getpid()}-{self._serial}"
         fd = os.memfd_create("chatd-state", os.MFD_CLOEXEC)
@@ -147,33 +157,24 @@ class FdStore:
         return True
 
 
-def running_state(service, clients: list) -> dict:
-    """What a crash would leave for the next process: upgrade.py's state for every registered
+def running_state(sources: Sources, clients: list) -> HandoverState:
+    """What a crash would leave for the next process: the upgrade's state for every registered
     plain client, with nothing in flight (the kernel keeps what clients send meanwhile)."""
-    from chatd.lifecycle.upgrade import client_record  # upgrade.py imports this module
-
-    names: list[str] = []
-
-    def ref(name: str) -> int:
-        names.append(name)
-        return len(names) - 1
-
+    names = schema.Descriptors()
     now = time.monotonic()
-    records = [client_record(client, now, ref(client_name(client.id)), "", FRESH_SESSION)
+    records = [ClientRecord.of(client, now, names.add(client_name(client.id)), b"", FRESH_SESSION)
                for client in clients
                if client.nick and client.room is not None and client.outbox.tls is None]
-    flusher = service.flusher
-    return {
-        "version": STATE_VERSION, "chatd_version": __version__, "pid": os.getpid(),
-        "started_at": service.started_at,
-        "next_client_id": max((client.id for client in clients), default=0) + 1,
-        "listener": ref(LISTEN), "tls_listener": ref(LISTEN_TLS) if service.tls_listener else None,
-        "admin": None, "pidfile": None,
-        "metrics": ref(METRICS) if service.metrics is not None else None,
-        "hub": service.hub.handover_state(),
-        "closed_out": [flusher.closed_lines_out, flusher.closed_bytes_out],
-        "clients": records, "fdnames": names, "final": False,
-    }
+    flusher = sources.flusher
+    return HandoverState(
+        started_at=sources.started_at,
+        next_client_id=max((client.id for client in clients), default=0) + 1,
+        listener=names.add(LISTEN),
+        tls_listener=names.add(LISTEN_TLS) if sources.tls_listener else None,
+        metrics=names.add(METRICS) if sources.metrics is not None else None,
+        hub=sources.hub.handover_state(),
+        closed_out=[flusher.closed_lines_out, flusher.closed_bytes_out],
+        clients=records, fdnames=names.names, final=False)
 
 
 class StoreTakeover(InheritedState):
@@ -199,8 +200,8 @@ class StoreTakeover(InheritedState):
                 continue
             if newest is None or candidate.get("saved_at", 0) > newest.get("saved_at", 0):
                 newest = candidate
-        state = newest if newest is not None else _empty_state()
-        if state.get("version") not in READABLE_STATE_VERSIONS:
+        state = newest if newest is not None else schema.write(_empty_state())
+        if not schema.readable(state):
             raise HandoverError(f"the fd store holds state version {state.get('version')}, "
                                 "which this chatd does not read")
         self.fds = [self._stored.pop(name, -1) for name in state["fdnames"]]
@@ -224,14 +225,6 @@ class StoreTakeover(InheritedState):
 
     def fail(self, reason: str) -> None:
         """Nobody to tell (cli.py calls this on a takeover that cannot start)."""
-
-    def clients(self):
-        """(record, socket) of every client in the state whose connection the store kept."""
-        from chatd.lifecycle.upgrade import unpacked
-
-        for record in self.state["clients"]:
-            if self.fds[record["fd"]] >= 0:
-                yield unpacked(record), self.sock(record["fd"])
 
     def orphans(self) -> list[tuple[int, socket.socket]]:
         """Kept client connections the state does not know: (their id, socket)."""
@@ -261,9 +254,8 @@ def _read_memfd(fd: int) -> dict:
     return state
 
 
-def _empty_state() -> dict:
+def _empty_state() -> HandoverState:
     """Descriptors kept but no state to go with them (a crash before the first write)."""
-    return {"version": STATE_VERSION, "chatd_version": None, "pid": None,
-            "started_at": time.time(), "next_client_id": 1, "listener": 0, "tls_listener": None,
-            "admin": None, "pidfile": None, "metrics": None, "hub": {"guest_next": 1, "departed": {}},
-            "closed_out": [0, 0], "clients": [], "fdnames": [LISTEN], "final": False}
+    return HandoverState(started_at=time.time(), next_client_id=1, listener=0,
+                         hub={"guest_next": 1, "departed": {}}, closed_out=[0, 0], clients=[],
+                         pid=None, chatd_version=None, fdnames=[LISTEN], final=False)

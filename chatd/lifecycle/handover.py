@@ -2,7 +2,7 @@
 as a chatd from before issue 23 §4 speaks it: it starts its successor as a child and hands
 over on a socket pair. This chatd upgrades in place instead (reexec.py) and speaks only the new
 process's side (upgrade.Takeover), for the one upgrade from such a chatd to this one. The
-state's versions (:data:`STATE_VERSION`) are shared by every way of handing over.
+state it carries is state.py's, shared by every way of handing over.
 
 The two processes talk over one Unix stream socket pair made by the old process (the new one
 inherits its end; ``CHATD_UPGRADE_FD`` names it). A message is a 4-byte big-endian length and
@@ -19,23 +19,19 @@ The conversation (upgrade.py runs both sides)::
     new -> old  {"type": "serving"}  every thread started; then the new one closes its end,
                                      and the old process exits at that EOF
 
-The state is versioned (:data:`STATE_VERSION`): the old process sends it only if the new one
+The state is versioned (state.STATE_VERSION): the old process sends it only if the new one
 said in ``hello`` that it reads that version, so an older chatd never misreads a newer state;
 the upgrade fails instead and the old process serves on. Bytes inside the state (unread
-input, unsent output) are base64 strings (:func:`pack_bytes`).
+input, unsent output) are base64 strings (state.pack_bytes).
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import socket
 import struct
 import time
 
-#: The state layout this chatd writes; READABLE are the ones it can read.
-STATE_VERSION = 1
-READABLE_STATE_VERSIONS = (1,)
 FDS_PER_BATCH = 250
 MAX_MESSAGE_BYTES = 1 << 30
 ENV_FD = "CHATD_UPGRADE_FD"
@@ -61,14 +57,6 @@ class InheritedState:
 
 class HandoverError(Exception):
     """The other side went away, timed out or said something we cannot use (one line)."""
-
-
-def pack_bytes(data: bytes | None) -> str | None:
-    return None if data is None else base64.b64encode(data).decode("ascii")
-
-
-def unpack_bytes(text: str | None) -> bytes | None:
-    return None if text is None else base64.b64decode(text)
 
 
 class Channel:

@@ -9,12 +9,16 @@ checks that the parts a wedged server would lose still work —
 - the accept thread accepted a probe connection (the listener still accepts).
 
 If any check fails the ping is skipped and ``watchdog_failed`` is logged, so systemd's
-WatchdogSec notices and restarts chatd. Runs in the main thread only.
+WatchdogSec notices and restarts chatd. Runs in the main thread only, and sees the service
+only through :class:`HousekeepingContext`.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -26,9 +30,20 @@ STATUS_SECONDS = 2.0
 CHECK_TIMEOUT = 1.0
 
 
+@dataclass(frozen=True)
+class HousekeepingContext:
+    """What the periodic duties use of the service (built by it)."""
+
+    hub: Any
+    flusher: Any
+    listener: Any  # the plain listener: its address, its probe
+    config: Callable[[], Any]  # the Config in force now (a reload swaps it)
+    save_state: Callable[[], None]  # the fd store's state, if clients changed (fdstore.py)
+
+
 class Housekeeper:
-    def __init__(self, service, notifier) -> None:
-        self.service = service
+    def __init__(self, ctx: HousekeepingContext, notifier) -> None:
+        self.ctx = ctx
         self.notifier = notifier
         self._next_ping = 0.0
         self._pings_queued = 0
@@ -38,7 +53,7 @@ class Housekeeper:
     def tick(self) -> None:
         now = time.monotonic()
         self._reap_idle(now)
-        self.service.fd_store.save_if_changed(self.service)  # no-op without systemd's store
+        self.ctx.save_state()  # no-op without systemd's store
         if now >= self._next_status:
             self._next_status = now + STATUS_SECONDS
             self.update_status()
@@ -52,8 +67,8 @@ class Housekeeper:
                 log.error("watchdog_failed", problem=problem)
 
     def status_line(self) -> str:
-        host, port = self.service.listener.address
-        stats = self.service.hub.stats()
+        host, port = self.ctx.listener.address
+        stats = self.ctx.hub.stats()
         return f"listening on {host}:{port}, {stats['clients']} clients, {stats['rooms']} rooms"
 
     def update_status(self, force: bool = False) -> None:
@@ -66,23 +81,23 @@ class Housekeeper:
 
     def check(self) -> str | None:
         """None when the server is healthy, else what is wrong."""
-        service = self.service
-        if not service.hub.responsive(CHECK_TIMEOUT):
+        ctx = self.ctx
+        if not ctx.hub.responsive(CHECK_TIMEOUT):
             return "hub lock not available"
-        if service.flusher.pongs < self._pings_queued:
+        if ctx.flusher.pongs < self._pings_queued:
             return "flusher did not run its previous ping"
         self._pings_queued += 1
-        service.flusher.ping()
-        if not service.listener.probe(CHECK_TIMEOUT):
+        ctx.flusher.ping()
+        if not ctx.listener.probe(CHECK_TIMEOUT):
             return "listener did not accept a probe connection"
         return None
 
     def _reap_idle(self, now: float) -> None:
-        idle_timeout = self.service.config.idle_timeout
+        idle_timeout = self.ctx.config().idle_timeout
         if idle_timeout <= 0:
             return
         limit = now - idle_timeout
         reason, notice = Close("idle"), Error("idle timeout")
-        for client in self.service.hub.clients():
+        for client in self.ctx.hub.clients():
             if client.last_active < limit:
-                self.service.flusher.disconnect(client.outbox, reason, notice)
+                self.ctx.flusher.disconnect(client.outbox, reason, notice)

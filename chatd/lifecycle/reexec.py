@@ -17,7 +17,7 @@ The old image (:func:`exec_in_place`, on the main thread):
    wants) and exits 0. Listeners the new config turns on (TLS, metrics) are bound here, by
    this process, so that an address in use fails now. Nothing has been disturbed yet: on any
    failure chatctl gets the reason and this process serves on (SPEC §9).
-2. freezes as every upgrade does (upgrade.py ``freeze``) and writes
+2. freezes as every upgrade does (Service.quiesce, through frozen.UpgradeContext) and writes
    the same versioned state to a memfd, plus where each descriptor already is (they keep
    their numbers across exec) and the admin connection that asked, which the new image answers;
 3. makes those descriptors inheritable, unblocks every signal (a blocked mask survives execve:
@@ -53,23 +53,22 @@ from typing import NoReturn
 import structlog
 
 from chatd import __version__
-from chatd.lifecycle.handover import (
+from chatd.admin.protocol import error_line
+from chatd.lifecycle import state as schema
+from chatd.lifecycle.frozen import UpgradeContext, UpgradeFailed, frozen_state
+from chatd.lifecycle.handover import HandoverError, InheritedState
+from chatd.lifecycle.state import (
     READABLE_STATE_VERSIONS,
     STATE_VERSION,
-    HandoverError,
-    InheritedState,
+    Asker,
+    ExecRecord,
 )
-from chatd.lifecycle.upgrade import (
-    ENV_EXECUTABLE,
-    UpgradeFailed,
-    build_state,
-    freeze,
-    thaw,
-    unpacked,
-)
+from chatd.net.listener import bind
 
 log = structlog.get_logger("chatd.reexec")
 
+#: Environment: run this instead of the chatd this process was started as (tests, packaging).
+ENV_EXECUTABLE = "CHATD_UPGRADE_EXEC"
 #: Environment: the new image's dry start (cli.py), and the memfd holding the state.
 ENV_DRY_START = "CHATD_UPGRADE_DRY_START"
 ENV_STATE = "CHATD_UPGRADE_STATE"
@@ -143,14 +142,13 @@ def dry_start(command: list[str], start_directory: str, timeout: float) -> dict:
     return report
 
 
-def _listen_anew(service, report: dict) -> dict[str, socket.socket]:
+def _listen_anew(sources: schema.Sources, report: dict) -> dict[str, socket.socket]:
     """The listeners the new config turns on (TLS, metrics), bound now, by the running chatd:
     an address in use fails the upgrade here, with nothing disturbed, rather than the new
     image after exec. -> {state key: socket}."""
-    from chatd.net.listener import bind
     bound: dict[str, socket.socket] = {}
-    for key, held, what in (("tls_listener", service.tls_listener, " (TLS)"),
-                            ("metrics", service.metrics, " (metrics)")):
+    for key, held, what in (("tls_listener", sources.tls_listener, " (TLS)"),
+                            ("metrics", sources.metrics, " (metrics)")):
         address = report.get(key)
         if address is None or held is not None:
             continue
@@ -164,28 +162,30 @@ def _listen_anew(service, report: dict) -> dict[str, socket.socket]:
     return bound
 
 
-def exec_in_place(service, timeout: float, asker=None) -> NoReturn:
+def exec_in_place(ctx: UpgradeContext, timeout: float, asker=None) -> NoReturn:
     """The whole upgrade in place, old side (module docstring); returns only by raising
     UpgradeFailed, with this process serving on. ``asker``: (admin connection, request id)
     of the chatctl that asked, answered by the new image."""
-    command = executable(service.start_directory)
-    new_listeners = _listen_anew(service, dry_start(command, service.start_directory, timeout))
+    directory = ctx.start_directory
+    command = executable(directory)
+    new_listeners = _listen_anew(ctx.sources, dry_start(command, directory, timeout))
     frozen = time.monotonic()  # clients wait from here until the new image serves
     try:
-        parked, backlogs = freeze(service, timeout)  # thawed again if it fails
+        parked, backlogs = ctx.quiesce(timeout)  # resumed again if it fails
         try:
-            state, fds, _ = build_state(service, parked, backlogs)
+            state, descriptors = frozen_state(ctx.sources, parked, backlogs)
+            fds = descriptors.fds
             for key, sock in new_listeners.items():
                 fds.append(sock.fileno())
-                state[key] = len(fds) - 1
+                setattr(state, key, len(fds) - 1)
             if asker is not None:
                 fds.append(asker[0].fileno())
-            state["exec"] = {"fds": fds, "frozen": frozen, "asker": None if asker is None
-                             else {"fd": len(fds) - 1, "id": asker[1]}}
-            log.info("upgrade_exec", executable=command[0], clients=len(state["clients"]))
-            _exec([*command, *sys.argv[1:]], service.start_directory, state, fds)
+            state.exec = ExecRecord(fds, frozen,
+                                    None if asker is None else Asker(len(fds) - 1, asker[1]))
+            log.info("upgrade_exec", executable=command[0], clients=len(state.clients))
+            _exec([*command, *sys.argv[1:]], directory, schema.write(state), fds)
         except BaseException:
-            thaw(service)
+            ctx.resume()
             raise
     finally:  # reached only on a failure: a successful exec does not return
         for sock in new_listeners.values():
@@ -252,15 +252,16 @@ class ExecTakeover(InheritedState):
                 raise ValueError("not an upgrade state")
         except (OSError, ValueError, EOFError, TypeError) as exc:
             raise HandoverError(f"the upgrade state is unreadable: {exc}") from None
-        if state.get("version") not in READABLE_STATE_VERSIONS:
+        if not schema.readable(state):
             raise HandoverError(f"state version {state.get('version')} is not one this chatd "
                                 "reads")
-        self.fds = state["exec"]["fds"]
+        exec_ = schema.read_exec(state)
+        self.fds = exec_.fds
         for fd in self.fds:  # close-on-exec again, as every descriptor of ours is
             os.set_inheritable(fd, False)
-        asker = state["exec"]["asker"]
+        asker = exec_.asker
         if asker is not None:
-            self._asker = (self.sock(asker["fd"]), asker["id"])
+            self._asker = (self.sock(asker.fd), asker.id)
         self.state = state
         return state
 
@@ -271,11 +272,11 @@ class ExecTakeover(InheritedState):
             return
         conn, request_id = self._asker
         self._asker = None
-        state = self.state
-        result = {"old_pid": state["pid"], "new_pid": os.getpid(),
-                  "old_version": state["chatd_version"], "new_version": __version__,
-                  "clients": len(state["clients"]), "via": "exec",
-                  "seconds": round(time.monotonic() - state["exec"]["frozen"], 3)}
+        origin = schema.origin(self.state)
+        result = {"old_pid": origin["old_pid"], "new_pid": os.getpid(),
+                  "old_version": origin["old_version"], "new_version": __version__,
+                  "clients": origin["clients"], "via": "exec",
+                  "seconds": round(time.monotonic() - schema.read_exec(self.state).frozen, 3)}
         admin.adopt(conn, "upgrade", request_id, result)
 
     def fail(self, reason: str) -> None:
@@ -288,8 +289,6 @@ class ExecTakeover(InheritedState):
                 return
         if self._asker is None:
             return
-        from chatd.admin.protocol import error_line
-
         conn, request_id = self._asker
         try:
             conn.settimeout(1.0)
@@ -297,8 +296,3 @@ class ExecTakeover(InheritedState):
                                     f"the new chatd failed after exec: {reason}"))
         except OSError:
             pass
-
-    def clients(self):
-        """(record, socket) of every client handed over, bytes unpacked."""
-        for record in self.state["clients"]:
-            yield unpacked(record), self.sock(record["fd"])

@@ -5,15 +5,15 @@ and the ways that go through systemd; the upgrade itself execs the new chatd in 
 
 What every way shares, on the old side (main thread):
 
-- the **freeze** (:func:`freeze`): the listeners and the admin socket stop accepting (the
+- the **freeze** (Service.quiesce, through frozen.UpgradeContext): the listeners and the admin socket stop accepting (the
   sockets stay listening: the kernel queues newcomers for whoever serves next); TLS clients
   are told ``*** server restarting, please reconnect`` and closed (a TLS session cannot leave
   the process); every session thread parks between two reads or two lines (gate.py), so what
   a client sends from now on stays in the kernel; the flusher finishes what is queued and
   stops writing (flusher.py), so what is not sent yet is known exactly; queued room history
-  is written out. :func:`thaw` undoes it on any failure: sessions, flusher, listeners and
+  is written out. Service.resume undoes it on any failure: sessions, flusher, listeners and
   admin go on as if nothing had happened.
-- the **state** (:func:`build_state`, versioned: handover.py): listening sockets, admin socket,
+- the **state** (frozen.frozen_state, versioned: state.py): listening sockets, admin socket,
   pidfile, and every plain client with nick, room, mute, counters, input not yet handled and
   output not yet sent, with the descriptors it refers to.
 
@@ -45,29 +45,18 @@ from typing import NoReturn
 import structlog
 
 from chatd import __version__
-from chatd.core.bus import LocalBus
-from chatd.core.events import RESTARTING, ServerRestarting
-from chatd.lifecycle import fdstore
-from chatd.lifecycle.handover import (
-    ENV_FD,
-    READABLE_STATE_VERSIONS,
-    STATE_VERSION,
-    Channel,
-    HandoverError,
-    pack_bytes,
-    unpack_bytes,
+from chatd.lifecycle import reexec
+from chatd.lifecycle import state as schema
+from chatd.lifecycle.frozen import (
+    UPGRADE_SECONDS,
+    UpgradeContext,
+    UpgradeFailed,
+    frozen_state,
 )
+from chatd.lifecycle.handover import ENV_FD, Channel, HandoverError
+from chatd.lifecycle.reexec import ENV_EXECUTABLE
 
 log = structlog.get_logger("chatd.upgrade")
-
-#: How long each step may take by default: the new chatd's dry start, the freeze.
-UPGRADE_SECONDS = 10.0
-#: Environment: run this instead of the chatd this process was started as (tests, packaging).
-ENV_EXECUTABLE = "CHATD_UPGRADE_EXEC"
-
-
-class UpgradeFailed(Exception):
-    """Why the upgrade did not happen (one line); the running chatd serves on."""
 
 
 def command() -> list[str]:
@@ -81,7 +70,7 @@ def command() -> list[str]:
     return argv
 
 
-def hand_over(service, timeout: float = UPGRADE_SECONDS, restart_ok: bool = False,
+def hand_over(ctx: UpgradeContext, timeout: float = UPGRADE_SECONDS, restart_ok: bool = False,
               asker=None) -> dict:
     """The whole upgrade, old side: execs the new chatd in place (reexec.py), so it returns
     only under systemd, or by raising UpgradeFailed with this process serving on. ``asker``:
@@ -94,29 +83,26 @@ def hand_over(service, timeout: float = UPGRADE_SECONDS, restart_ok: bool = Fals
     new process cannot simply take over (docs/protocol.md §9.1)."""
     log.info("upgrade_started", pid=os.getpid(), version=__version__)
     try:
-        if restart_ok and service.fd_store.unit and (service.notifier.enabled
-                                                     or service.listener.passed):
+        if restart_ok and ctx.fd_store.unit and ctx.under_systemd:
             _check_next(timeout)
-            log.info("upgrade_through_systemd", unit=service.fd_store.unit)
+            log.info("upgrade_through_systemd", unit=ctx.fd_store.unit)
             return {"old_pid": os.getpid(), "old_version": __version__,
-                    "restart_unit": service.fd_store.unit}
-        _hand_over(service, timeout, asker)
+                    "restart_unit": ctx.fd_store.unit}
+        _hand_over(ctx, timeout, asker)
     except UpgradeFailed as exc:
         log.error("upgrade_failed", reason=str(exc))
         raise
 
 
-def _hand_over(service, timeout: float, asker) -> NoReturn:
-    if not isinstance(service.bus, LocalBus):
+def _hand_over(ctx: UpgradeContext, timeout: float, asker) -> NoReturn:
+    if ctx.cluster:
         raise UpgradeFailed("upgrade is not available in cluster mode yet; restart the nodes "
                             "one at a time")
-    if service.notifier.enabled or service.listener.passed:
+    if ctx.under_systemd:
         raise UpgradeFailed("under systemd, use systemctl restart chatd (it keeps every client "
                             "through the fd store)")
-    from chatd.lifecycle import reexec  # it imports this module
-
     try:
-        reexec.exec_in_place(service, timeout, asker)
+        reexec.exec_in_place(ctx, timeout, asker)
     except UpgradeFailed:
         raise
     except OSError as exc:
@@ -144,119 +130,12 @@ def _check_next(timeout: float) -> None:
                             f"{argv[0]} --check-config exited with status {proc.returncode}")
 
 
-def freeze(service, timeout: float) -> tuple[list, dict]:
-    """Stop every source of change (see the module docstring); -> (parked sessions, unsent
-    output by outbox). On failure everything is thawed again."""
-    try:
-        for listener in service.listeners():
-            listener.pause()
-        service.admin.pause()
-        if service.tls_listener is not None:
-            notice = ServerRestarting()
-            for client in service.hub.clients():
-                if client.outbox.tls is not None:
-                    service.flusher.disconnect(client.outbox, RESTARTING, notice)
-            if service.tls_listener.wait_sessions(timeout):
-                raise UpgradeFailed(f"TLS clients did not leave within {timeout:g} s")
-        closed = time.monotonic()
-        service.gate.close()
-        parked = service.gate.wait_parked(lambda: service.listener.live_sessions, timeout)
-        if parked is None:
-            raise UpgradeFailed(f"the sessions did not stop within {timeout:g} s")
-        sessions_stopped = time.monotonic()
-        backlogs = service.flusher.freeze(timeout)
-        if backlogs is None:
-            raise UpgradeFailed(f"output did not stop within {timeout:g} s")
-        log.info("upgrade_frozen", sessions=len(parked),
-                 unsent_bytes=sum(len(data) for data in backlogs.values()),
-                 parking_ms=round((sessions_stopped - closed) * 1000, 1),
-                 output_ms=round((time.monotonic() - sessions_stopped) * 1000, 1))
-        if not service.history_store.flush(timeout):  # the new process reads it from the file
-            log.warning("history_unsaved", timeout=timeout)
-    except BaseException:
-        thaw(service)
-        raise
-    return parked, backlogs
-
-
-def thaw(service) -> None:
-    service.flusher.thaw()
-    if service.gate.closed:
-        service.gate.open()
-    for listener in service.listeners():
-        listener.resume()
-    service.admin.resume()
-    log.info("upgrade_resumed")
-
-
-def build_state(service, parked: list, backlogs: dict) -> tuple[dict, list[int], list[str]]:
-    """Everything the new process needs, as JSON, and the descriptors it refers to (by index),
-    with the name each has in systemd's fd store (fdstore.py)."""
-    fds: list[int] = []
-    names: list[str] = []
-
-    def fd(sock_or_fd, name: str) -> int:
-        fds.append(sock_or_fd if isinstance(sock_or_fd, int) else sock_or_fd.fileno())
-        names.append(name)
-        return len(fds) - 1
-
-    now = time.monotonic()
-    clients = []
-    for session in parked:
-        client = session.client
-        session_state = session.handover_state()
-        for key in ("held", "unread"):
-            session_state[key] = pack_bytes(session_state[key])
-        clients.append(client_record(client, now, fd(client.sock, fdstore.client_name(client.id)),
-                                     pack_bytes(backlogs.get(client.outbox, b"")), session_state))
-    pidfile = service.pidfile
-    tls = service.tls_listener
-    state = {
-        "version": STATE_VERSION, "chatd_version": __version__, "pid": os.getpid(),
-        "started_at": service.started_at, "next_client_id": next(service.client_ids),
-        "listener": fd(service.listener.sock, fdstore.LISTEN),
-        "tls_listener": fd(tls.sock, fdstore.LISTEN_TLS) if tls else None,
-        "admin": {"fd": fd(service.admin.sock, "admin"), "path": service.admin.path,
-                  "inode": service.admin.inode},
-        "pidfile": {"fd": fd(pidfile.fd, "pidfile"), "path": pidfile.path} if pidfile else None,
-        # the metrics endpoint's socket (None: off); an older chatd ignores it
-        "metrics": fd(service.metrics.socket, fdstore.METRICS) if service.metrics else None,
-        "hub": service.hub.handover_state(),
-        "closed_out": [service.flusher.closed_lines_out, service.flusher.closed_bytes_out],
-        "clients": clients,
-    }
-    return state, fds, names
-
-
-def client_record(client, now: float, fd_index: int, backlog: str, session: dict) -> dict:
-    """One client in the state: who it is, its counters, its unsent output and its session."""
-    outbox = client.outbox
-    return {
-        "id": client.id, "fd": fd_index, "ip": client.ip, "peer": client.peer,
-        "nick": client.nick, "room": client.room.name, "muted": client.muted,
-        "connected_at": client.connected_at, "idle": now - client.last_active,
-        "bytes_in": client.bytes_in, "lines_in": client.lines_in,
-        "room_messages": client.room_messages, "private_messages": client.private_messages,
-        "bytes_out": outbox.bytes_out, "lines_out": outbox.lines_out,
-        "backlog": backlog, "session": session}
-
-
-def unpacked(record: dict) -> dict:
-    """A client record with its bytes (backlog, session input) decoded."""
-    record = dict(record, backlog=unpack_bytes(record["backlog"]))
-    session = dict(record["session"])
-    for key in ("held", "unread"):
-        session[key] = unpack_bytes(session[key])
-    record["session"] = session
-    return record
-
-
-def hand_to_store(service, timeout: float = UPGRADE_SECONDS) -> dict:
+def hand_to_store(ctx: UpgradeContext, timeout: float = UPGRADE_SECONDS) -> dict:
     """A restart under systemd (``chatctl systemd-stop``): freeze as for an upgrade and leave
     everything in systemd's fd store (fdstore.py) for the process systemd starts next. Returns
     what chatctl prints; on failure (UpgradeFailed) everything is thawed and this process
     serves on, so the stop that follows ends it the usual way."""
-    store = service.fd_store
+    store = ctx.fd_store
     if not store.enabled:
         raise UpgradeFailed("systemd gives this chatd no fd store (FileDescriptorStoreMax= and "
                             "FDSTORE= in the unit, see systemd/chatd.service)")
@@ -267,20 +146,20 @@ def hand_to_store(service, timeout: float = UPGRADE_SECONDS) -> dict:
     except UpgradeFailed as exc:
         log.error("upgrade_failed", reason=str(exc))
         raise
-    parked, backlogs = freeze(service, timeout)
+    parked, backlogs = ctx.quiesce(timeout)
     try:
-        state, _, names = build_state(service, parked, backlogs)
-        state.update(fdnames=names, final=True)
+        state, fds = frozen_state(ctx.sources, parked, backlogs)
+        state.fdnames, state.final = fds.names, True
         if not store.save(state):
             raise UpgradeFailed("systemd did not take the state into the fd store")
     except BaseException as exc:
-        thaw(service)
+        ctx.resume()
         if isinstance(exc, UpgradeFailed):
             log.error("upgrade_failed", reason=str(exc))
         raise
-    log.info("handed_to_fdstore", clients=len(state["clients"]),
+    log.info("handed_to_fdstore", clients=len(state.clients),
              seconds=round(time.monotonic() - started, 3))
-    return {"old_pid": os.getpid(), "clients": len(state["clients"])}
+    return {"old_pid": os.getpid(), "clients": len(state.clients)}
 
 
 class Takeover:
@@ -309,13 +188,13 @@ class Takeover:
     def receive(self, timeout: float = UPGRADE_SECONDS) -> dict:
         """Say hello, take the state and its descriptors; raises HandoverError."""
         self.channel.send({"type": "hello", "pid": os.getpid(), "version": __version__,
-                           "state_versions": list(READABLE_STATE_VERSIONS)})
+                           "state_versions": list(schema.READABLE_STATE_VERSIONS)})
         message = self.channel.receive(timeout, ("state", "abort"))
         if message["type"] == "abort":
             raise HandoverError("the old chatd gave up the upgrade")
         state = message["state"]
         self.fds = self.channel.receive_fds(int(message["fds"]), timeout)
-        if state.get("version") not in READABLE_STATE_VERSIONS:
+        if not schema.readable(state):
             raise HandoverError(f"state version {state.get('version')} is not one this chatd "
                                 "reads")
         self.state = state
@@ -340,8 +219,3 @@ class Takeover:
         except OSError:
             pass
         self.channel.close()
-
-    def clients(self):
-        """(record, socket) of every client handed over, bytes unpacked."""
-        for record in self.state["clients"]:
-            yield unpacked(record), self.sock(record["fd"])

@@ -21,17 +21,17 @@ import _thread
 import socket
 import struct
 import threading
-import time
 
 import structlog
 
 from chatd.core.client import Client
 from chatd.core.events import SHUTDOWN, Error, ServerShutdown
 from chatd.core.session import Session
-from chatd.lifecycle import fdstore
+from chatd.core.settings import Settings
 from chatd.line import render
 from chatd.line.protocol import LINE
 from chatd.net.acceptor import Acceptor
+from chatd.net.handshakes import HandshakeSlots, Throttled
 from chatd.net.refusal import Lingerer
 from chatd.net.tls import TlsChannel, TlsError
 
@@ -41,10 +41,6 @@ log = structlog.get_logger("chatd.server")
 _KEEPALIVE = {"TCP_KEEPIDLE": 60, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 6}
 #: SO_LINGER on, zero seconds: close() sends an RST and frees the socket at once.
 _RESET = struct.pack("ii", 1, 0)
-#: At most one line per this many seconds for each kind of handshake trouble (see Throttled).
-THROTTLE_SECONDS = 10.0
-HANDSHAKES_FULL = "too many handshakes"
-HANDSHAKES_FROM_IP = "too many handshakes from your address"
 
 
 def bind(host: str, port: int, backlog: int = 1024) -> socket.socket:
@@ -62,93 +58,6 @@ def bind(host: str, port: int, backlog: int = 1024) -> socket.socket:
     return sock
 
 
-class Throttled:
-    """A log event that a flood cannot turn into a flood of log lines.
-
-    The first occurrence after a quiet ``interval`` is logged at once; later ones are only
-    counted, and go out as one line with the next occurrence after the interval, or with
-    :meth:`flush`. ``count`` in a line is how many occurrences it stands for (itself
-    included); the other fields are the latest occurrence's. Any thread may call these; the
-    lock guards the counter only, the line is logged outside it.
-    """
-
-    def __init__(self, event: str, level: str, interval: float = THROTTLE_SECONDS) -> None:
-        self._event = event
-        self._level = level
-        self._interval = interval
-        self._lock = threading.Lock()
-        self._count = 0
-        self._next = 0.0
-        self._fields: dict = {}
-
-    def note(self, **fields) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._count += 1
-            self._fields = fields
-            if now < self._next:
-                return
-        self.flush()
-
-    def flush(self, due_only: bool = False) -> None:
-        """Log what was counted (only once the interval is over, with ``due_only``)."""
-        now = time.monotonic()
-        with self._lock:
-            if not self._count or (due_only and now < self._next):
-                return
-            count, fields = self._count, self._fields
-            self._count, self._next = 0, now + self._interval
-        getattr(log, self._level)(self._event, count=count, **fields)
-
-
-class HandshakeSlots:
-    """TLS connections whose handshake is under way, in all and per address.
-
-    The accept thread takes a slot, the connection's own thread gives it back; ``stop()``
-    closes the set and gets the connections still in it, to end them. ``_lock`` guards the
-    maps and ``closed`` and is never held while doing anything else.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pending: dict = {}  # client id -> Client
-        self._per_ip: dict = {}  # ip -> pending handshakes from it
-        self.closed = False
-
-    def take(self, client, total: int, per_ip: int) -> str | None:
-        """A slot for ``client``, or why there is none."""
-        with self._lock:
-            if len(self._pending) >= total:
-                return HANDSHAKES_FULL
-            count = self._per_ip.get(client.ip, 0)
-            if count >= per_ip:
-                return HANDSHAKES_FROM_IP
-            self._pending[client.id] = client
-            self._per_ip[client.ip] = count + 1
-        return None
-
-    def give_back(self, client) -> bool:
-        """Free ``client``'s slot; False once the listener is stopping."""
-        with self._lock:
-            if self._pending.pop(client.id, None) is not None:
-                left = self._per_ip[client.ip] - 1
-                if left:
-                    self._per_ip[client.ip] = left
-                else:
-                    del self._per_ip[client.ip]
-            return not self.closed
-
-    def close(self) -> list:
-        """No more handshakes; returns the clients still handshaking."""
-        with self._lock:
-            self.closed = True
-            return list(self._pending.values())
-
-    def reopen(self) -> None:
-        with self._lock:
-            self.closed = False
-
-
 class Listener:
     """Owns the listening socket and the accept thread. ``start()``, ``stop()``,
     ``wait_sessions()``.
@@ -159,7 +68,7 @@ class Listener:
     counts, so shutdown can wait for them.
     """
 
-    def __init__(self, sock: socket.socket, hub, flusher, bans, settings, ids,
+    def __init__(self, sock: socket.socket, hub, flusher, bans, settings: Settings, ids,
                  tls_context=None, passed: bool = False) -> None:
         """``ids`` hands out client ids (shared by all listeners); ``tls_context`` makes this
         the TLS listener (a reload may replace it: new connections use the new one);
@@ -303,7 +212,7 @@ class Listener:
         try:
             addr = conn.getpeername()
         except OSError:  # gone meanwhile
-            self.settings.fd_store.forget(fdstore.client_name(client_id))
+            self.settings.fd_store.forget_id(client_id)
             conn.close()
             return
         client = Client(client_id, conn, addr, LINE)
@@ -418,7 +327,7 @@ class Listener:
             self._live -= 1
             if self._live == 0:
                 self._sessions_done.notify_all()
-        gate = getattr(self.settings, "gate", None)
+        gate = self.settings.gate
         if gate is not None:
             gate.changed()  # an upgrade waiting for every session to park counts again
 
