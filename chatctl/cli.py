@@ -26,7 +26,7 @@ import json
 import re
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import click
 

@@ -32,8 +32,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from chatd import __version__
 from chatd.admin.protocol import RELOAD_WAIT_SECONDS, AdminError
