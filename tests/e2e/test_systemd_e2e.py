@@ -1,8 +1,8 @@
 """chatd under a real systemd: the shipped units, installed as systemd/README.md says, in a
-minimal Debian booted with systemd-nspawn (tests/nspawn.py, tests/e2e_build.py).
+minimal Debian booted with systemd-nspawn (tests/support/nspawn.py, tests/support/e2e_build.py).
 
 The container shares the host's network, so the chat clients here are the usual
-:class:`conftest.ChatClient` on 127.0.0.1:PORT; ``systemctl``, ``chatctl`` and ``journalctl``
+:class:`support.client.ChatClient` on 127.0.0.1:PORT; ``systemctl``, ``chatctl`` and ``journalctl``
 run inside. The units are installed byte for byte (checked); the only test-specific things are
 the configuration's port and MOTD, a drop-in moving chatd.socket to the same port, and, in the
 tests that say so, drop-ins of the kind an operator would write (a short WatchdogSec, the

@@ -1,6 +1,6 @@
 """Cluster mode (docs/cluster.md, docs/protocol.md §8): real chatd nodes on one real Redis.
 
-Each test starts its own ``redis-server`` (tests/redisfix.py: free port, no persistence, stopped
+Each test starts its own ``redis-server`` (tests/support/redisfix.py: free port, no persistence, stopped
 by pid) and two or three chatd processes configured with its URL; clients talk to whichever node
 over real TCP. Lines that cross nodes arrive a moment after local ones, so every expectation
 here waits for its line (with a deadline) instead of assuming an order between nodes.

@@ -1,7 +1,7 @@
 """Cluster faults (docs/cluster.md "What is lost when"): real nodes, a real Redis, real faults.
 
 A node killed with SIGKILL mid-traffic, a node cut off from a Redis that stays up (a paused
-tests/proxy.py between them), and a slow link to Redis. Every wait has a deadline; the only
+tests/support/proxy.py between them), and a slow link to Redis. Every wait has a deadline; the only
 sleeps pace senders (so that the fault lands mid-traffic), never stand in for a condition.
 """
 

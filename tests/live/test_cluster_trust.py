@@ -4,7 +4,7 @@ service, but must not speak as anyone, act as an operator, or wedge or crash a n
 Against real ``redis-server`` processes and real chatd nodes. The attacker is a Redis client
 that has the Redis password but not the cluster secret (``redis.client()``, or ``redis-cli``);
 a test that plays a *node* (it has the secret, as a node of another version or with a bug
-would) seals with chatd's own codec (conftest.cluster_seal).
+would) seals with chatd's own codec (support.daemon.cluster_seal).
 """
 
 from __future__ import annotations

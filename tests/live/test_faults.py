@@ -8,11 +8,11 @@ goes to the figures table printed at the end of the run.
 Not here because they already have their test:
 
 - EMFILE during accept (RLIMIT_NOFILE lowered on the running daemon):
-  tests/test_limits.py::test_accept_survives_running_out_of_file_descriptors
+  tests/live/test_limits.py::test_accept_survives_running_out_of_file_descriptors
 - a client that never reads at all:
-  tests/test_fanout.py::test_client_that_never_reads_does_not_stall_the_room
+  tests/live/test_fanout.py::test_client_that_never_reads_does_not_stall_the_room
 - a file where the state directory should be:
-  tests/test_admin.py::test_unwritable_state_directory_reports_the_ban_as_not_saved
+  tests/live/test_admin.py::test_unwritable_state_directory_reports_the_ban_as_not_saved
 
 Tests that need root (TCP_REPAIR, pidfd_getfd on the daemon, tmpfs mounts) skip with the reason
 otherwise.

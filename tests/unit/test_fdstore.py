@@ -1,6 +1,6 @@
 """The pure parts of the systemd fd store support: names, LISTEN_FDNAMES, the unit's name, the
 job type chatctl systemd-stop reads. The store itself is exercised by a real systemd in
-tests/test_systemd_e2e.py (restart, kill -9)."""
+tests/e2e/test_systemd_e2e.py (restart, kill -9)."""
 
 from __future__ import annotations
 
