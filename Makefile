@@ -1,6 +1,6 @@
 # make run    install into .venv and run chatd in the foreground on 127.0.0.1:5555 (state in .state/)
-# make test   install into .venv with the test extra and run the test suite (the soak runs its
-#             short CI profile there: CI_SOAK_SECONDS, 15)
+# make test   install into .venv with the test extra, lint with ruff and run the test suite (the
+#             soak runs its short CI profile there: CI_SOAK_SECONDS, 15)
 # make fuzz   the fuzz targets, long and randomised (not in CI)
 # make soak   the soak test for CHATD_SOAK_SECONDS (default 600; not in CI)
 # make bench  benchmark chatd against ngircd and a naive server (bench/README.md; about 25 min)
@@ -29,16 +29,17 @@ run: $(VENV)/.stamp-run
 	$(BIN)/chatd --host 127.0.0.1 --port 5555 --state-dir $(CURDIR)/.state
 
 test: $(VENV)/.stamp-test tools
+	$(BIN)/ruff check chatd chatctl chat tests bench
 	CHATD_SOAK_SECONDS=$(CI_SOAK_SECONDS) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # CHATD_FUZZ=long: thousands of inputs per target instead of hundreds, and a different random
 # sequence each run (make test is derandomized, so CI always tries the same inputs).
 fuzz: $(VENV)/.stamp-test
-	CHATD_FUZZ=long $(BIN)/python -m pytest tests/test_fuzz.py \
+	CHATD_FUZZ=long $(BIN)/python -m pytest tests/live/test_fuzz.py \
 	    --hypothesis-show-statistics --timeout=0 $(PYTEST_ARGS)
 
 soak: $(VENV)/.stamp-test
-	CHATD_SOAK_SECONDS=$(CHATD_SOAK_SECONDS) $(BIN)/python -m pytest tests/test_soak.py \
+	CHATD_SOAK_SECONDS=$(CHATD_SOAK_SECONDS) $(BIN)/python -m pytest tests/live/test_soak.py \
 	    -m slow $(PYTEST_ARGS)
 
 # Debian's own python3 needs the python3-venv package for `-m venv`; install it when we can.

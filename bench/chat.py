@@ -313,7 +313,7 @@ class Scraper:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="scraper", daemon=True)
 
-    def start(self) -> "Scraper":
+    def start(self) -> Scraper:
         self._thread.start()
         return self
 

@@ -97,7 +97,7 @@ class Cluster:
         """Links between nodes lost so far (None: this kind cannot tell)."""
         return None
 
-    def start(self, timeout: float = 20.0) -> "Cluster":
+    def start(self, timeout: float = 20.0) -> Cluster:
         self.build()
         try:
             for _, member in [*self.helpers, *reversed(list(enumerate(self.nodes)))]:
@@ -333,7 +333,7 @@ class ChatdCluster(Cluster):
             node.port = free_port()
             self.nodes.append(node)
 
-    def start(self, timeout: float = 20.0) -> "Cluster":
+    def start(self, timeout: float = 20.0) -> Cluster:
         super().start(timeout)
         self.source = self.nodes[0].source
         return self

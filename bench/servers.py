@@ -123,7 +123,7 @@ class Server:
     def ports(self) -> list[int]:
         return [self.port]
 
-    def members(self) -> list[tuple[str, "Server"]]:
+    def members(self) -> list[tuple[str, Server]]:
         """The processes that make up this server, labelled, for per-process CPU."""
         return [(self.name, self)]
 
@@ -150,7 +150,7 @@ class Server:
         except OSError:
             return False
 
-    def start(self, timeout: float = 20.0) -> "Server":
+    def start(self, timeout: float = 20.0) -> Server:
         self.port = self.port or free_port()
         cmd = self.command()
         if self.core is not None:
@@ -222,7 +222,7 @@ class Chatd(Server):
     name = "chatd"
     config = BENCH / "chatd-bench.toml"
 
-    def start(self, timeout: float = 20.0) -> "Server":
+    def start(self, timeout: float = 20.0) -> Server:
         self.source = source_digest("chatd", "chatctl")
         return super().start(timeout)
 
@@ -258,7 +258,7 @@ class ChatdMetrics(Chatd):
 
     name = "chatd-metrics"
 
-    def start(self, timeout: float = 20.0) -> "Server":
+    def start(self, timeout: float = 20.0) -> Server:
         self.metrics_port = free_port()
         self.config = self.workdir / "chatd-bench.toml"
         self.config.write_text((BENCH / "chatd-bench.toml").read_text()

@@ -187,7 +187,7 @@ class AdminClient:
             # The daemon hung up before reading us (its SO_PEERCRED check does that). What it
             # said before closing is still readable; the read below reports it.
             pass
-        except socket.timeout:
+        except TimeoutError:
             raise Unreachable("error", self.path, f"no reply within {self.timeout:g}s") from None
         except OSError as exc:
             raise Unreachable("error", self.path, _strerror(exc)) from None
@@ -206,7 +206,7 @@ class AdminClient:
             self._sock.settimeout(remaining)
             try:
                 chunk = self._sock.recv(1 << 20)
-            except socket.timeout:
+            except TimeoutError:
                 continue  # the deadline check above reports it
             except ConnectionResetError:
                 chunk = b""

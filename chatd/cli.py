@@ -74,7 +74,7 @@ def _dry_start(ctx: click.Context, config) -> NoReturn:
     from chatd.store.bans import BanFileError, BanList
 
     try:
-        from chatd.lifecycle.reexec import dry_start_report
+        from chatd.lifecycle.drystart import dry_start_report
         from chatd.lifecycle.service import state_dir
         from chatd.store.history import HistoryFileError, SqliteStore
 

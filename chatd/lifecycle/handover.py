@@ -86,7 +86,7 @@ class Channel:
             if length > MAX_MESSAGE_BYTES:
                 raise HandoverError(f"a handover message of {length} bytes")
             message = json.loads(self._exactly(length))
-        except socket.timeout:
+        except TimeoutError:
             raise HandoverError(f"no answer within {timeout:g} s") from None
         except (OSError, ValueError) as exc:
             raise HandoverError(f"the handover failed: {exc}") from None
@@ -105,7 +105,7 @@ class Channel:
                 self.sock.settimeout(max(0.001, deadline - time.monotonic()))
                 if not self.sock.recv(4096):
                     return
-        except socket.timeout:
+        except TimeoutError:
             raise HandoverError(f"still open after {timeout:g} s") from None
         except OSError as exc:
             raise HandoverError(f"the handover failed: {exc}") from None
@@ -119,7 +119,7 @@ class Channel:
                 if not data:
                     raise HandoverError("the other chatd went away while sending descriptors")
                 fds.extend(batch)
-        except socket.timeout:
+        except TimeoutError:
             raise HandoverError(f"descriptors did not arrive within {timeout:g} s") from None
         except OSError as exc:
             raise HandoverError(f"the handover failed: {exc}") from None

@@ -58,7 +58,6 @@ from chatd.lifecycle import state as schema
 from chatd.lifecycle.frozen import UpgradeContext, UpgradeFailed, frozen_state
 from chatd.lifecycle.handover import HandoverError, InheritedState
 from chatd.lifecycle.state import (
-    READABLE_STATE_VERSIONS,
     STATE_VERSION,
     Asker,
     ExecRecord,
@@ -93,22 +92,6 @@ def executable(start_directory: str) -> list[str]:
         return [started_as]
     found = shutil.which("chatd")
     return [found] if found else [sys.executable, "-m", "chatd"]
-
-
-def dry_start_report(config) -> str:
-    """cli.py, in the dry start: import what this config makes a serving chatd import, and
-    say so (what :func:`dry_start` reads), with what the running chatd must check for it:
-    cluster mode, and the addresses of the TLS and metrics listeners (the running chatd
-    binds those it does not have yet: :func:`_listen_anew`). Raises ImportError."""
-    import chatd.lifecycle.service  # everything a serving chatd needs
-    if config.metrics_port:
-        import chatd.admin.metrics  # noqa: F401  (lazy in the service: prometheus_client)
-    return json.dumps({
-        "dry_start": "ok", "version": __version__,
-        "state_versions": list(READABLE_STATE_VERSIONS), "cluster": bool(config.redis_url),
-        "tls_listener": [config.host, config.tls_port] if config.tls_cert else None,
-        "metrics": ([config.metrics_host, config.metrics_port] if config.metrics_port
-                    else None)})
 
 
 def dry_start(command: list[str], start_directory: str, timeout: float) -> dict:

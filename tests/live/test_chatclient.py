@@ -1,0 +1,505 @@
+"""``chat``, the terminal client (docs/protocol.md §15, SPEC §15).
+
+Its pure parts as tables (the renderer, the backoff, what the server's lines mean); then the
+real ``python -m chat`` against a real chatd: on a pseudo-terminal (prompt_toolkit, with
+lines arriving while a line is half typed), as a pipe, across a server restart, failing to
+connect, and over TLS with a self-signed certificate.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import random
+import re
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import termios
+import threading
+import time
+from datetime import datetime
+
+import pytest
+from support.paths import REPO
+from support.waiting import wait_until
+from test_tls import start_tls
+
+from chat.backoff import Backoff
+from chat.protocol import Identity, LineSplitter, final_words, is_quit, refusal
+from chat.render import NOTICE, RESET, nick_colour, render, use_colour
+
+CHAT = [sys.executable, "-m", "chat"]
+
+
+def chat_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "CHAT_PASSWORD")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    return {**env, **extra}
+
+
+# -- the renderer ------------------------------------------------------------------------------
+
+AT = datetime(2026, 12, 6, 9, 5, 59)
+
+
+@pytest.mark.parametrize("line, plain", [
+    ("<bob> hi there", "09:05 <bob> hi there"),
+    ("*** you are now alice", "09:05 *** you are now alice"),
+    ("tab\tkept, \x1b[31mescape\x07 and \u202ebidi\u2066 gone\x9b",
+     "09:05 tab\tkept, [31mescape and bidi gone"),
+])
+def test_render_without_colour_is_time_and_printable_text(line, plain):
+    assert render(line, AT, colour=False) == plain
+
+
+def test_render_colours_by_the_shape_of_the_line():
+    bob = nick_colour("bob")
+    table = {
+        "<bob> hi": f"<{bob}bob{RESET}> hi",
+        "* bob waves": f"* {bob}bob{RESET} waves",
+        "*bob* psst": f"\x1b[1m*{bob}bob{RESET}\x1b[1m*{RESET} psst",
+        "*** bob joined lobby": f"{NOTICE}*** bob joined lobby{RESET}",
+        "*** error: no such nick x": f"\x1b[31m*** error: no such nick x{RESET}",
+        "plain text": "plain text",
+    }
+    for line, coloured in table.items():
+        assert render(line, AT, colour=True) == f"\x1b[2m09:05{RESET} {coloured}", line
+    assert nick_colour("Bob") == bob, "one colour per nick, whatever its case"
+    assert "\x1b[31m" not in {nick_colour(f"n{i}") for i in range(100)}, "red is for errors"
+
+
+@pytest.mark.parametrize("tty, environ, colour", [
+    (True, {}, True),
+    (True, {"NO_COLOR": "1"}, False),
+    (True, {"NO_COLOR": "anything"}, False),
+    (True, {"NO_COLOR": ""}, True),  # no-color.org: set and not empty
+    (False, {}, False),
+])
+def test_colour_only_on_a_terminal_without_no_color(tty, environ, colour):
+    assert use_colour(tty, environ) is colour
+
+
+# -- the backoff -------------------------------------------------------------------------------
+
+
+def test_backoff_doubles_to_a_cap_with_jitter_and_restarts_after_a_lasting_connection():
+    backoff = Backoff(rng=random.Random(7))
+    delays = [backoff.next_delay() for _ in range(10)]
+    for delay, base in zip(delays, [0.5, 1, 2, 4, 8, 16, 30, 30, 30, 30]):
+        assert base * 0.8 - 0.05 <= delay <= min(30, base * 1.2 + 0.05), delays
+    assert len({Backoff(rng=random.Random(s)).next_delay() for s in range(20)}) > 1, \
+        "jitter: clients dropped together do not all come back together"
+    backoff.connected(lasted=2.0)
+    assert backoff.next_delay() >= 24, "a connection that did not last keeps the delay"
+    backoff.connected(lasted=60.0)
+    assert backoff.next_delay() <= 0.6, "one that lasted starts again from 0.5 s"
+
+
+# -- what the server's lines mean --------------------------------------------------------------
+
+
+def test_identity_follows_the_servers_replies_and_restores_nick_and_room():
+    me = Identity(wanted_nick="alice", wanted_room="#dev")
+    assert me.feed("*** welcome to chatd") is None
+    assert me.feed("*** you are guest-3") == "greeted"
+    assert me.restore() == ["/nick alice", "/join #dev"]
+    assert me.feed("*** Type /help for the list of commands.") is None
+    assert me.feed("*** you are now alice") is None
+    assert me.feed("*** alice joined lobby") is None  # not a reply
+    assert me.feed("*** you joined dev (2 members)") == "restored"
+    assert (me.nick, me.room) == ("alice", "dev")
+    # later in the session the user renames and moves: those are what a reconnect restores
+    me.feed("<bob> *** you are now mallory")  # a user's line never counts
+    me.feed("*** you are now alice2")
+    me.feed("*** you joined ops (1 member)")
+    me.reset()
+    assert me.feed("*** you are guest-1") == "greeted"
+    assert me.restore() == ["/nick alice2", "/join ops"]
+    assert me.feed("*** error: nick alice2 is already in use") is None  # the nick's reply
+    assert me.feed("*** you joined ops (1 member)") == "restored"
+    assert (me.nick, me.room, me.wanted_nick) == ("guest-1", "ops", "alice2")
+
+
+def test_identity_restores_nothing_a_user_did_not_choose():
+    me = Identity()
+    me.feed("*** you are guest-7")
+    assert me.restore() == [], "a guest nick is not taken back: the server hands out another"
+    me = Identity(wanted_room="Lobby")
+    me.feed("*** you are guest-1")
+    assert me.restore() == [], "the greeting puts us in the lobby already"
+
+
+def test_server_lines_that_end_a_session_or_refuse_one():
+    assert final_words("*** you were kicked: spam") == "you were kicked"
+    assert final_words("*** error: banned (abuse; until 2026-12-07 00:00:00 UTC)") == "banned"
+    assert final_words("*** bob was kicked (spam)") is None
+    assert final_words("*** server shutting down") is None  # a restart: come back
+    assert refusal("*** error: server full") == "server full"
+    assert refusal("*** welcome to chatd") is None
+    assert [is_quit(t) for t in ["/quit", "/QUIT bye", "/quit\tnow", "//quit", "/quitter"]] == \
+        [True, True, True, False, False]
+
+
+def test_line_splitter_takes_crlf_and_lf_and_keeps_the_bytes():
+    lines = LineSplitter()
+    assert lines.feed(b"*** a\r\n<b> \xc3") == [b"*** a"]
+    assert lines.feed(b"\xa9\r") == []
+    assert lines.feed(b"\nc\n") == [b"<b> \xc3\xa9", b"c"]
+    assert lines.feed(b"partial\r") == [] and lines.rest() == b"partial"
+    capped = LineSplitter(max_line=4)
+    assert capped.feed(b"0123456789") == [b"0123", b"4567"], "a server that never ends a line"
+    assert capped.feed(b"\n") == [b"89"]
+
+
+# -- on a terminal -----------------------------------------------------------------------------
+
+
+class Terminal:
+    """``chat`` on a pseudo-terminal of its own (80x24, TERM=xterm), and what it showed."""
+
+    def __init__(self, args, **env) -> None:
+        # No cursor-position requests: the test's "terminal" would never answer them.
+        environ = chat_env(TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1", **env)
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: set the window size, become chat
+            fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+            os.execve(sys.executable, [*CHAT, *args], environ)
+        self.screen = b""
+        self.status: int | None = None
+
+    def _read(self, timeout: float) -> bool:
+        if not select.select([self.fd], [], [], max(0.0, timeout))[0]:
+            return True
+        try:
+            chunk = os.read(self.fd, 65536)
+        except OSError:  # EIO: the child is gone
+            chunk = b""
+        self.screen += chunk
+        return bool(chunk)
+
+    def wait_for(self, wanted: bytes | re.Pattern, since: int = 0, timeout: float = 15.0) -> int:
+        """Until ``wanted`` is on screen after offset ``since``; returns where it ends."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = (re.compile(re.escape(wanted)) if isinstance(wanted, bytes) else wanted
+                     ).search(self.screen, since)
+            if found:
+                return found.end()
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"never showed {wanted!r}; screen: {self.screen[-3000:]!r}"
+            assert self._read(remaining), f"chat exited before {wanted!r}: {self.screen[-3000:]!r}"
+
+    def wait_prompt(self, timeout: float = 15.0) -> None:
+        """Until the prompt is up: prompt_toolkit has put the terminal in raw mode and turned
+        bracketed paste on (off again when a prompt ends). A Ctrl-D typed before that is the
+        tty's end-of-file, not a key."""
+        deadline = time.monotonic() + timeout
+        while self.screen.rfind(b"\x1b[?2004h") <= self.screen.rfind(b"\x1b[?2004l"):
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"no prompt; screen: {self.screen[-3000:]!r}"
+            assert self._read(remaining), f"chat exited: {self.screen[-3000:]!r}"
+
+    def type(self, data: bytes) -> None:
+        os.write(self.fd, data)
+
+    def wait_exit(self, timeout: float = 15.0) -> int:
+        deadline = time.monotonic() + timeout
+        while self.status is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.status = os.waitstatus_to_exitcode(status)
+                break
+            assert time.monotonic() < deadline, f"chat still running; screen: {self.screen[-3000:]!r}"
+            self._read(0.05)
+        while self._read(0):  # the rest of what it printed
+            pass
+        assert b"Traceback" not in self.screen, self.screen.decode("utf-8", "replace")
+        return self.status
+
+    def close(self) -> None:
+        if self.status is None:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        os.close(self.fd)
+
+
+def _kept(make):
+    """``make`` as a fixture's factory that also remembers what it made, to end it after."""
+    made = []
+
+    def start(*args, **env):
+        made.append(make(*args, **env))
+        return made[-1]
+
+    return start, made
+
+
+@pytest.fixture
+def terminal():
+    start, made = _kept(lambda *args, **env: Terminal(args, **env))
+    yield start
+    for term in made:
+        term.close()
+
+
+def test_lines_arrive_above_a_half_typed_line_which_is_sent_whole(server, terminal):
+    bob = server.connect()
+    bob.set_nick("bob")
+    term = terminal("127.0.0.1", str(server.port), "--nick", "alice")
+    term.wait_for(b"you are now alice")
+    term.wait_prompt()
+    bob.wait_for("*** guest-2 is now known as alice")
+    term.type(b"half a li")  # no Enter: the line is being typed
+    at = term.wait_for(b"half a li")
+    for i in range(3):
+        bob.send_line(f"meanwhile {i}")
+    at = term.wait_for(re.compile(rb"\d\d:\d\d\S* <\S*bob\S*> meanwhile 2"), since=at)
+    # prompt_toolkit drew the prompt again below the new lines, with the text as it was
+    term.wait_for(b"half a li", since=at)
+    assert all(f"> meanwhile {i}\r\n".encode() in term.screen for i in range(3)), term.screen
+    assert b"\x1b[36m*** you are now alice" in term.screen, "notices in colour on a terminal"
+    term.type(b"ne\r")
+    bob.expect("<alice> half a line")
+    term.type(b"/quit see you\r")
+    bob.expect("*** alice left lobby (quit: see you)")
+    assert term.wait_exit() == 0
+
+
+@pytest.mark.parametrize("key, reason", [(b"\x03", "Ctrl-C"), (b"\x04", "Ctrl-D")])
+def test_ctrl_c_and_ctrl_d_leave_with_status_0(server, terminal, key, reason):
+    bob = server.connect()
+    term = terminal("127.0.0.1", str(server.port), "--nick", "carol", NO_COLOR="1")
+    term.wait_for(b"you are now carol")
+    bob.wait_for("*** guest-2 is now known as carol")
+    bob.send_line("hello carol")
+    # NO_COLOR: the time and the line, no colour around them
+    term.wait_for(re.compile(rb"\d\d:\d\d <guest-1> hello carol"))
+    term.wait_prompt()
+    assert NOTICE.encode() not in term.screen
+    term.type(key)
+    assert term.wait_exit() == 0, reason
+    bob.expect("*** carol left lobby (quit)")
+
+
+# -- as a pipe ---------------------------------------------------------------------------------
+
+
+class Piped:
+    """``chat`` with pipes for stdin, stdout and stderr; two threads collect the output."""
+
+    def __init__(self, *args, **env) -> None:
+        self.proc = subprocess.Popen([*CHAT, *args], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env=chat_env(**env))
+        self.out = b""
+        self.err = b""
+        self._lock = threading.Lock()
+        self._collectors = [threading.Thread(target=self._collect, args=(pipe, name), daemon=True)
+                            for pipe, name in ((self.proc.stdout, "out"), (self.proc.stderr, "err"))]
+        for thread in self._collectors:
+            thread.start()
+
+    def _collect(self, pipe, name) -> None:
+        while chunk := pipe.read1(65536):
+            with self._lock:
+                setattr(self, name, getattr(self, name) + chunk)
+
+    def type(self, text: str) -> None:
+        self.proc.stdin.write(text.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def wait_out(self, wanted: bytes, timeout: float = 15.0) -> None:
+        wait_until(lambda: wanted in self.out, timeout,
+                   lambda: f"{wanted!r} on stdout; got {self.out!r}, stderr {self.err!r}")
+
+    def wait_err(self, wanted: bytes, timeout: float = 15.0) -> None:
+        wait_until(lambda: wanted in self.err, timeout,
+                   lambda: f"{wanted!r} on stderr; got {self.err!r}, stdout {self.out[-500:]!r}")
+
+    def finish(self, timeout: float = 15.0) -> int:
+        if not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        status = self.proc.wait(timeout)
+        for thread in self._collectors:  # the pipes are at EOF: the rest is collected
+            thread.join(5)
+        assert b"Traceback" not in self.err, self.err.decode()
+        return status
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def piped():
+    start, made = _kept(Piped)
+    yield start
+    for chat in made:
+        chat.kill()
+
+
+def test_pipe_mode_sends_stdin_prints_lines_as_received_and_quits_at_eof(server, piped):
+    bob = server.connect()
+    bob.set_nick("bob")
+    chat = piped("127.0.0.1", str(server.port), "--nick", "x")
+    chat.wait_out(b"*** you are now x\n")
+    bob.wait_for("*** guest-2 is now known as x")
+    chat.type("hello")
+    bob.expect("<x> hello")
+    bob.send_line("hi x, \u00e9t\u00e9 \u2713")
+    chat.wait_out("<bob> hi x, \u00e9t\u00e9 \u2713\n".encode())
+    assert chat.finish() == 0, chat.err
+    bob.expect("*** x left lobby (quit)")
+    assert chat.out.startswith(b"*** welcome to chatd\n*** you are guest-2\n"), chat.out
+    assert b"\x1b" not in chat.out and b"\r" not in chat.out, "exactly as received, no colour"
+    assert chat.out.endswith(b"*** bye\n"), chat.out
+    assert chat.err == b""
+
+
+def test_printf_into_chat(server):
+    bob = server.connect()
+    result = subprocess.run([*CHAT, "127.0.0.1", str(server.port), "--nick", "x", "--room",
+                             "#dev"], input=b"hello\n/who\n", capture_output=True, timeout=30,
+                            env=chat_env(), check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith(b"*** you are now x\n*** you joined dev (1 member)\n"
+                                  b"*** in dev: x\n*** bye\n"), result.stdout
+    bob.wait_for("*** x left lobby")
+    assert result.stderr == b""
+
+
+def test_eof_waits_while_flood_control_paces_the_lines_before_quit(server):
+    """40 lines at chatd's default rate (5 lines/s after a burst of 10) take it 6 s: with a
+    fixed 5 s wait for the close after /quit, chat hung up before the server said bye."""
+    bob = server.connect()
+    lines = "".join(f"line {i}\n" for i in range(40)).encode()
+    proc = subprocess.Popen([*CHAT, "127.0.0.1", str(server.port), "--nick", "x"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=chat_env())
+    try:
+        out, err = proc.communicate(lines, timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, err
+    assert out.endswith(b"*** bye\n"), out
+    for i in range(40):
+        bob.wait_for(f"<x> line {i}", timeout=15)
+    bob.expect("*** x left lobby (quit)")
+
+
+# -- reconnecting ------------------------------------------------------------------------------
+
+
+def members(client, room: str) -> str:
+    client.send_line("/who")
+    return client.wait_for(lambda line: line.startswith(f"*** in {room}: "))
+
+
+def test_a_server_restart_ends_in_a_reconnect_with_the_same_nick_and_room(chatd, piped):
+    first = chatd()
+    port = first.port
+    chat = piped("127.0.0.1", str(port), "--nick", "dora", "--room", "dev")
+    chat.wait_out(b"*** you joined dev (1 member)\n")
+    chat.type("/nick dora2")  # changed during the session: this one is restored
+    chat.wait_out(b"*** you are now dora2\n")
+    assert first.terminate() == 0
+    chat.wait_err(b"*** connection lost (")
+    second = chatd(args=["--port", str(port)])
+    chat.wait_err(b"*** reconnected as dora2 in dev\n")
+    eve = second.connect()
+    eve.join("dev")
+    assert members(eve, "dev") == f"*** in dev: dora2, {eve.nick}"
+    chat.type("back again")
+    eve.expect("<dora2> back again")
+    assert chat.finish() == 0
+    # one line per event: lost, then a failure or more while the server was down, then back
+    notices = chat.err.decode().splitlines()
+    assert notices[0].startswith("*** connection lost"), notices
+    assert notices[-1] == "*** reconnected as dora2 in dev", notices
+    assert all(re.fullmatch(r"\*\*\* cannot reconnect: .*; reconnecting in \d+\.\d s…", n)
+               for n in notices[1:-1]), notices
+
+
+def test_a_kicked_client_does_not_come_back(server, piped):
+    chat = piped("127.0.0.1", str(server.port), "--nick", "fred")
+    chat.wait_out(b"*** you are now fred\n")
+    cid = server.wait_event("client_connected")["client_id"]
+    subprocess.run([sys.executable, "-m", "chatctl", "--socket", server.admin_socket, "kick",
+                    str(cid), "-r", "flooding"], check=True, capture_output=True, timeout=30,
+                   env=chat_env())
+    assert chat.proc.wait(15) == 1
+    chat.finish()
+    assert chat.out.endswith(b"*** you were kicked: flooding\n"), chat.out
+    assert chat.err == b"*** not reconnecting: you were kicked\n"
+
+
+# -- failing to connect ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_no_server_is_one_line_and_status_1():
+    port = free_port()
+    result = subprocess.run([*CHAT, "127.0.0.1", str(port)], stdin=subprocess.DEVNULL,
+                            capture_output=True, timeout=30, env=chat_env(), check=False)
+    assert result.returncode == 1
+    assert result.stderr == f"chat: cannot connect to 127.0.0.1:{port}: Connection refused\n".encode()
+    assert result.stdout == b""
+
+
+def test_a_refusing_server_is_one_line_with_its_reason(chatd):
+    srv = chatd(limits={"max_clients_per_ip": 1})
+    srv.connect()
+    result = subprocess.run([*CHAT, "127.0.0.1", str(srv.port)], stdin=subprocess.DEVNULL,
+                            capture_output=True, timeout=30, env=chat_env(), check=False)
+    assert result.returncode == 1
+    assert result.stderr == (f"chat: cannot connect to 127.0.0.1:{srv.port}: too many "
+                             "connections from your address\n").encode()
+
+
+# -- TLS ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_server(chatd, tmp_path):
+    """A chatd with a TLS listener and a self-signed certificate for localhost."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl binary (Debian package openssl)")
+    return start_tls(chatd, tmp_path)
+
+
+def test_tls_checks_the_certificate(tls_server):
+    result = subprocess.run([*CHAT, "--tls", "localhost", str(tls_server.tls_port)],
+                            stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+                            env=chat_env(), check=False)
+    assert result.returncode == 1
+    lines = result.stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"chat: cannot connect to localhost:{tls_server.tls_port}: certificate verify failed: "), lines
+
+
+def test_tls_insecure_works_and_warns_once(tls_server):
+    bob = tls_server.connect()
+    result = subprocess.run([*CHAT, "--tls", "--insecure", "127.0.0.1", str(tls_server.tls_port),
+                             "--nick", "tess"], input=b"over tls\n/who\n", capture_output=True,
+                            timeout=30, env=chat_env(), check=False)
+    assert result.returncode == 0, result.stderr
+    bob.wait_for("<tess> over tls")
+    assert f"*** in lobby: {bob.nick}, tess\n*** bye\n".encode() in result.stdout, result.stdout
+    warning = result.stderr.decode().splitlines()
+    assert len(warning) == 1 and warning[0].startswith("chat: warning: --insecure"), warning
+    tls_server.wait_event("client_connected", tls=True)

@@ -1,0 +1,416 @@
+"""Cluster mode (docs/cluster.md, docs/protocol.md §8): real chatd nodes on one real Redis.
+
+Each test starts its own ``redis-server`` (tests/support/redisfix.py: free port, no persistence, stopped
+by pid) and two or three chatd processes configured with its URL; clients talk to whichever node
+over real TCP. Lines that cross nodes arrive a moment after local ones, so every expectation
+here waits for its line (with a deadline) instead of assuming an order between nodes.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+from support.client import ChatClient
+from support.cluster import NODE_TIMEOUT, alice_and_bob, ctl, greeted, named, wait_all
+from support.daemon import cluster_seal, cluster_secret
+from support.redisfix import free_port
+from support.traffic import run_in_threads
+
+
+def who_until(client: ChatClient, members: int, timeout: float = 20.0) -> None:
+    """``/who`` until the lobby has ``members`` (a join on another node reaches this one a
+    moment later: one answer may come before it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        client.send_line("/who")
+        who = client.wait_for(lambda line: line.startswith("*** in lobby: "), timeout)
+        if who.count(",") == members - 1:
+            return
+        assert time.monotonic() < deadline, f"{client!r}: {who}"
+        client.wait_for(lambda line: line.endswith(" joined lobby")
+                        or " is now known as " in line, max(0.1, deadline - time.monotonic()))
+
+
+# -- one chat across nodes ------------------------------------------------------------------
+
+
+def test_room_lines_cross_nodes_both_ways(cluster):
+    _, (a, b) = cluster()
+    alice, bob = alice_and_bob(a, b)
+    alice.send_line("hello from node1")
+    bob.wait_for("<alice> hello from node1")
+    bob.send_line("/me waves from node2")
+    alice.wait_for("* bob waves from node2")
+    assert not [line for line in alice.received if line.startswith("<alice>")], "no echo"
+
+
+def test_who_rooms_and_join_count_every_node(cluster):
+    _, (a, b) = cluster()
+    alice = named(a, "alice")
+    bob = named(b, "bob")
+    carol = named(b, "carol")
+    alice.wait_for(lambda line: line.endswith("is now known as carol"))
+    alice.send_line("/who")
+    alice.wait_for("*** in lobby: alice, bob, carol")
+    bob.send_line("/join dev")
+    bob.wait_for("*** you joined dev (1 member)")
+    alice.wait_for("*** bob left lobby")
+    alice.send_line("/join dev")
+    alice.wait_for("*** you joined dev (2 members)")
+    bob.wait_for("*** alice joined dev")
+    carol.send_line("/rooms")
+    carol.wait_for("*** dev (2 members)")
+    carol.expect("*** lobby (1 member)")
+
+
+def test_room_lines_reach_only_that_rooms_members_on_other_nodes(cluster):
+    _, (a, b) = cluster()
+    alice = named(a, "alice")
+    bob = named(b, "bob")
+    carol = named(b, "carol")
+    for client in (alice, bob):
+        client.send_line("/join dev")
+        client.wait_for(lambda line: line.startswith("*** you joined dev"))
+    alice.wait_for("*** bob joined dev")
+    wait_all(carol, "*** alice left lobby", "*** bob left lobby")  # one local, one remote
+    alice.send_line("dev only")
+    bob.wait_for("<alice> dev only")
+    carol.send_line("lobby only")
+    carol.expect_silence()
+    bob.send_line("/who")
+    bob.wait_for("*** in dev: alice, bob")
+    assert "<alice> dev only" not in carol.received
+
+
+def test_bad_stream_entries_are_skipped_and_the_chat_goes_on(cluster):
+    """Whatever else writes to the stream, a node's reader logs what it cannot use and goes
+    on: the next good line is delivered, once."""
+    redis, (a, b) = cluster()
+    alice, bob = alice_and_bob(a, b)
+    client = redis.client()
+    for fields in ({"o": "x", "c": "not json"}, {"o": "x", "c": '[["r"], ["nope", 1], 7]'},
+                   {"o": "x", "c": '[["r", "lobby", "Said", 5, {"a": 1}]]'},
+                   {"o": "x", "c": '[["cmd", "node1", "kick"]]'}, {"o": "x", "junk": "1"}):
+        client.xadd("chatd:events", fields)
+    alice.send_line("still here")
+    bob.wait_for("<alice> still here")
+    a.wait_event("cluster_entry_rejected")
+    bob.expect_silence()
+    assert bob.received.count("<alice> still here") == 1
+
+
+def test_msg_reaches_a_nick_on_another_node(cluster):
+    _, (a, b) = cluster()
+    alice, bob = alice_and_bob(a, b)
+    alice.send_line("/msg BOB psst")
+    alice.wait_for("*** -> bob: psst")
+    bob.wait_for("*alice* psst")
+    bob.send_line("/msg alice back")
+    alice.wait_for("*bob* back")
+    bob.send_line("/msg nobody x")
+    bob.wait_for("*** error: no such nick nobody")
+
+
+# -- nicks are unique cluster-wide ----------------------------------------------------------
+
+
+def test_a_nick_taken_on_one_node_is_taken_on_all(cluster):
+    _, (a, b) = cluster()
+    alice = named(a, "alice")
+    other = greeted(b)
+    other.send_line("/nick ALICE")
+    other.wait_for("*** error: nick ALICE is already in use")
+    alice.close()
+    a.wait_event("client_disconnected", nick="alice")  # logged after the claim is released
+    other.send_line("/nick alice")
+    other.wait_for("*** you are now alice")
+
+
+def test_guest_nicks_are_unique_across_nodes(cluster):
+    _, nodes = cluster()
+    clients = run_in_threads(lambda i: nodes[i % 2].connect(), list(range(30)), timeout=30)
+    nicks = [c.nick for c in clients]
+    assert len(set(n.casefold() for n in nicks)) == len(nicks), nicks
+
+
+def test_racing_for_the_same_nicks_from_two_nodes_exactly_one_wins_each(cluster):
+    _, (a, b) = cluster(limits={"max_clients_per_ip": 100})
+    left = [greeted(a) for _ in range(50)]
+    right = [greeted(b) for _ in range(50)]
+    wanted = [f"n{i}" for i in range(50)]
+
+    def take(pair):
+        client, nick = pair
+        client.send_line(f"/nick {nick}")
+        return client.wait_for(lambda line: line.startswith(("*** you are now", "*** error: nick")),
+                               timeout=20)
+
+    replies = run_in_threads(take, list(zip(left + right, wanted + wanted)), timeout=60)
+    for i, nick in enumerate(wanted):
+        won = [r for r in (replies[i], replies[50 + i]) if r == f"*** you are now {nick}"]
+        assert len(won) == 1, (nick, replies[i], replies[50 + i])
+
+
+# -- delivery: exactly once, in order per sender ----------------------------------------------
+
+
+def test_every_line_arrives_exactly_once_in_order_across_nodes(cluster):
+    _, (a, b) = cluster(limits={"rate": 1000, "burst": 1000})
+    clients = [named(node, f"{name}{i}") for node, name in ((a, "a"), (b, "b")) for i in range(10)]
+    for client in clients:  # everyone has seen everyone join: the room is complete everywhere
+        who_until(client, 20)
+    senders = clients[::4]  # a0 a4 a8 b2 b6
+    count = 50
+
+    def send(client):
+        for k in range(count):
+            client.send_line(f"{client.nick} {k}")
+
+    run_in_threads(send, senders, timeout=30)
+    for client in clients:
+        expected = {s.nick: [f"<{s.nick}> {s.nick} {k}" for k in range(count)]
+                    for s in senders if s is not client}
+        total = sum(map(len, expected.values()))
+        got: list[str] = []
+        while len(got) < total:
+            line = client.read_line(timeout=20)
+            if line.startswith("<"):
+                got.append(line)
+        for nick, lines in expected.items():
+            assert [g for g in got if g.startswith(f"<{nick}> ")] == lines, (client.nick, nick)
+        client.expect_silence()
+
+
+# -- start, stop, loss -----------------------------------------------------------------------
+
+
+def test_redis_unreachable_at_start_is_one_line_and_exit_1(tmp_path):
+    url = f"redis://:sesame@127.0.0.1:{free_port()}/0"
+    config = tmp_path / "c.toml"
+    config.write_text(f'[cluster]\nredis_url = "{url}"\n'
+                      f'cluster_secret_file = "{cluster_secret(tmp_path)}"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "chatd", "-c", str(config), "--port", "0",
+         "--admin-socket", str(tmp_path / "a.sock"), "--state-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    shown = url.replace("sesame", "***")  # never the password
+    assert lines[-1].startswith(f"chatd: error: cannot reach Redis at {shown}"), lines
+    assert "sesame" not in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "a.sock").exists(), "the admin socket is removed again"
+
+
+def test_a_node_that_stops_announces_its_clients_leaving(cluster):
+    _, (a, b) = cluster()
+    alice, bob = alice_and_bob(a, b)
+    assert b.terminate() == 0
+    alice.wait_for("*** bob left lobby (server shutting down)")
+    alice.send_line("/who")
+    alice.wait_for("*** in lobby: alice")
+
+
+def test_a_killed_node_is_announced_lost_and_its_nicks_are_freed(cluster):
+    _, (a, b) = cluster()
+    alice, _ = alice_and_bob(a, b)
+    b.terminate(sig=signal.SIGKILL)
+    alice.wait_for("*** bob left lobby (node lost)", timeout=10 * NODE_TIMEOUT + 5)
+    a.wait_event("node_lost", node="node2")
+    alice.send_line("/nick bob")
+    alice.wait_for("*** you are now bob")
+    assert alice.received.count("*** bob left lobby (node lost)") == 1
+
+
+def test_a_node_restarted_under_its_name_clears_what_its_last_run_left(cluster, chatd):
+    redis, (a, b) = cluster(node_timeout=60)  # long: only the restart itself can clear bob
+    alice, _ = alice_and_bob(a, b)
+    b.terminate(sig=signal.SIGKILL)
+    again = chatd(cluster={"redis_url": redis.url, "node_name": "node2", "node_timeout": 60})
+    again.wait_event("cluster_joined")
+    alice.wait_for("*** bob left lobby (node lost)", timeout=10)
+    named(again, "bob")
+
+
+# -- Redis lost and back ----------------------------------------------------------------------
+
+
+def test_redis_restart_mid_traffic_loses_no_line_and_says_cluster_unavailable(cluster):
+    redis, (a, b) = cluster(limits={"rate": 1000, "burst": 1000})
+    alice = named(a, "alice")
+    carol = named(a, "carol")
+    bob = named(b, "bob")
+    wait_all(alice, "*** guest-2 is now known as carol",
+             "*** guest-3 is now known as bob")
+    for k in range(5):
+        alice.send_line(f"before {k}")
+    wait_all(bob, *(f"<alice> before {k}" for k in range(5)))
+    redis.kill()
+    for node in (a, b):
+        node.wait_event("cluster_link_lost", timeout=10)
+    for k in range(20):  # both sides talk while the link is down
+        alice.send_line(f"during {k}")
+        bob.send_line(f"meanwhile {k}")
+    carol.wait_for("<alice> during 19")  # this node's own members are served on
+    alice.send_line("/nick alicia")
+    alice.wait_for("*** error: cluster unavailable, try again")
+    newcomer = ChatClient().connect(a.port, greet=False)  # no nick can be promised unique
+    assert newcomer.expect_closed() == ["*** error: cluster unavailable, try again"]
+    redis.restart()
+    for node in (a, b):
+        node.wait_event("cluster_link_restored", timeout=15)
+    bob.wait_for("<alice> during 19", timeout=15)
+    alice.wait_for("<bob> meanwhile 19", timeout=15)
+    for client, sender, word in ((bob, "alice", "during"), (alice, "bob", "meanwhile"),
+                                 (carol, "bob", "meanwhile")):
+        if client is carol:
+            client.wait_for("<bob> meanwhile 19", timeout=15)
+        lines = [line for line in client.received if line.startswith(f"<{sender}> ")]
+        assert lines[-20:] == [f"<{sender}> {word} {k}" for k in range(20)], (client.nick, lines)
+        assert len(lines) == len(set(lines)), "nothing twice"
+    # the nicks were claimed again: bob's node still refuses "alice"
+    a.wait_event("cluster_reasserted", timeout=15)
+    b.wait_event("cluster_reasserted", timeout=15)
+    other = greeted(b)
+    other.send_line("/nick alice")
+    other.wait_for("*** error: nick alice is already in use")
+
+
+# -- chatctl across the cluster ---------------------------------------------------------------
+
+
+def test_chatctl_list_nodes_and_status_see_the_whole_cluster(cluster):
+    _, (a, b) = cluster()
+    alice, _ = alice_and_bob(a, b)
+    rows = json.loads(ctl(a, "--json", "list"))
+    assert {(r["nick"], r["node"]) for r in rows} == {("alice", "node1"), ("bob", "node2")}
+    assert len({r["id"] for r in rows}) == 2, "client ids are unique cluster-wide"
+    table = ctl(a, "list").splitlines()
+    assert table[0].split()[-1] == "NODE" and any(line.split()[-1] == "node2" for line in table)
+    assert [r["nick"] for r in json.loads(ctl(a, "--json", "list", "--local"))] == ["alice"]
+    nodes = json.loads(ctl(b, "--json", "nodes"))
+    assert [n["node"] for n in nodes] == ["node2", "node1"]
+    assert nodes[1]["address"] == f"127.0.0.1:{a.port}"
+    status = json.loads(ctl(a, "--json", "status"))
+    assert (status["node"], status["nodes"]) == ("node1", 2)
+
+
+def test_list_shows_other_nodes_clients_with_their_counters(cluster):
+    """Each node answers for its own clients (idle, sendq, muted, bytes); one that does not
+    answer in time is shown from its member records, without them."""
+    _, (a, b) = cluster(node_timeout=30.0)  # b is stopped below for longer than the default
+    alice, bob = alice_and_bob(a, b)
+    bob.send_line("/join dev")
+    alice.wait_for("*** bob left lobby")
+    ctl(a, "mute", "bob")
+    bob.wait_for("*** you are muted")
+    (row,) = [r for r in json.loads(ctl(a, "--json", "list")) if r["nick"] == "bob"]
+    assert (row["node"], row["room"], row["muted"], row["sendq"]) == ("node2", "dev", True, 0)
+    assert row["bytes_in"] > 0 and row["lines_in"] >= 2 and row["idle"] >= 0, row
+    assert [r["nick"] for r in json.loads(ctl(a, "--json", "list", "--room", "dev"))] == ["bob"]
+    assert [line.split()[-2:] for line in ctl(a, "list").splitlines() if "bob" in line] == [
+        ["yes", "node2"]]
+    b.proc.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        rows = json.loads(ctl(a, "--json", "list"))
+        assert time.monotonic() - started >= 2.0  # cluster/routing.py GATHER_SECONDS
+    finally:
+        b.proc.send_signal(signal.SIGCONT)
+    (row,) = [r for r in rows if r["nick"] == "bob"]
+    assert (row["node"], row["room"]) == ("node2", "dev") and "sendq" not in row, row
+
+
+def test_kick_mute_and_broadcast_reach_a_client_on_another_node(cluster):
+    _, (a, b) = cluster()
+    alice = named(a, "alice")
+    bob = named(b, "bob")
+    carol = named(b, "carol")
+    wait_all(alice, "*** guest-2 is now known as bob", "*** guest-3 is now known as carol")
+    assert "muted bob" in ctl(a, "mute", "bob")
+    bob.wait_for("*** you are muted")
+    bob.send_line("hello?")
+    bob.wait_for("*** error: you are muted")
+    ctl(a, "unmute", "bob")
+    bob.wait_for("*** you are no longer muted")
+    ctl(a, "broadcast", "maintenance at noon")
+    for client in (alice, bob, carol):
+        client.wait_for("*** [admin] maintenance at noon")
+    carol.send_line("/join dev")
+    carol.wait_for("*** you joined dev (1 member)")
+    ctl(a, "broadcast", "--room", "dev", "dev only")  # dev exists on node2 alone
+    carol.wait_for("*** [admin] dev only")
+    assert "kicked bob" in ctl(a, "kick", "bob", "-r", "spam")
+    bob.wait_for("*** you were kicked: spam")
+    bob.expect_closed()
+    alice.wait_for("*** bob was kicked (spam)")
+    assert "*** [admin] dev only" not in alice.received
+
+
+def ctl_refused(node, *args: str) -> str:
+    """``chatctl ARGS`` on ``node`` that chatd refuses: exit 1, one line; that line."""
+    proc = subprocess.run([sys.executable, "-m", "chatctl", "--socket", node.admin_socket, *args],
+                          capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc
+    return proc.stderr
+
+
+def test_a_routed_kick_is_answered_once_the_other_node_carried_it_out(cluster, tmp_path):
+    """The reply waits for the node that has the client: a node that does not answer is a
+    timeout (and the kick still happens once it goes on); a client it no longer has is
+    not_found; with the link to Redis down, nothing is sent at all."""
+    redis, (a, b) = cluster(node_timeout=30.0)  # b is stopped for longer than the default
+    alice, bob = alice_and_bob(a, b)
+    key = "node2|1999999"  # a record as node2 writes it (sealed), of a client it no longer has
+    redis.client().hset("chatd:members", key, cluster_seal(tmp_path).seal_hidden(
+        f"chatd:members/{key}", json.dumps(["ghost", "lobby", "", 0])))
+    assert ctl_refused(a, "kick", "1999999") == (
+        "chatctl: error: no such client 1999999 (it left node2)\n")
+    b.proc.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        assert ctl_refused(a, "kick", "bob", "-r", "late") == (
+            "chatctl: error: node node2 did not answer; the kick of bob may still happen there\n")
+        assert time.monotonic() - started >= 3.0  # cluster/routing.py ANSWER_SECONDS
+    finally:
+        b.proc.send_signal(signal.SIGCONT)
+    bob.wait_for("*** you were kicked: late")
+    alice.wait_for("*** bob was kicked (late)")
+    carol = named(b, "carol")
+    alice.wait_for("*** guest-3 is now known as carol")  # (bob was guest-2)
+    redis.kill()
+    a.wait_event("cluster_link_lost", timeout=10)
+    assert ctl_refused(a, "mute", "carol").startswith(
+        "chatctl: error: cannot reach the other nodes: ")
+    carol.send_line("not muted")
+    carol.expect_silence()
+    assert "*** you are muted" not in carol.received
+
+
+def test_a_ban_set_on_one_node_is_in_force_on_all_and_survives_their_restart(cluster, chatd):
+    redis, (a, b) = cluster()
+    there = b.connect(source="127.0.0.7")
+    there.sync()
+    ctl(a, "ban", "127.0.0.7", "-r", "spam wave")
+    there.wait_for("*** error: banned (spam wave)")
+    there.expect_closed()
+    refused = ChatClient().connect(b.port, source="127.0.0.7", greet=False)
+    assert refused.expect_closed() == ["*** error: banned (spam wave)"]
+    # a node that starts later, with an empty state directory, enforces it too
+    c = chatd(cluster={"redis_url": redis.url, "node_name": "node3", "node_timeout": NODE_TIMEOUT})
+    c.wait_event("cluster_joined")
+    late = ChatClient().connect(c.port, source="127.0.0.7", greet=False)
+    assert late.expect_closed() == ["*** error: banned (spam wave)"]
+    ctl(b, "unban", "127.0.0.7")
+    deadline = time.monotonic() + 10  # node1 hears of the unban through the stream
+    while True:
+        probe = ChatClient().connect(a.port, source="127.0.0.7", greet=False)
+        first = probe.read_line()
+        probe.abort()
+        if first.startswith("*** welcome to "):
+            break
+        assert first.startswith("*** error: banned") and time.monotonic() < deadline, first
