@@ -11,7 +11,7 @@ import json
 
 import chatd.lifecycle.service  # noqa: F401  (everything a serving chatd needs: the proof)
 from chatd import __version__
-from chatd.lifecycle.reexec import READABLE_STATE_VERSIONS
+from chatd.lifecycle.state import READABLE_STATE_VERSIONS
 
 
 def dry_start_report(config) -> str:
