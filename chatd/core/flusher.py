@@ -39,7 +39,7 @@ import time
 import structlog
 
 from chatd.core.events import RESET, SENDQ_EXCEEDED, Close
-from chatd.core.outbox import Outbox, State
+from chatd.core.outbox import CLOSED, CLOSING, DEAD, LINGERING, OPEN, Outbox
 
 log = structlog.get_logger("chatd.flusher")
 
@@ -234,7 +234,7 @@ class Flusher:
     def deliver(self, outbox: Outbox, data, lines: int) -> None:
         """Send ``data`` (``lines`` whole lines) to one client, or add it to its backlog, or
         end the client if that passes ``sendq_bytes``. Flusher thread only; never blocks."""
-        if not outbox.state.writable:
+        if outbox.state > LINGERING:
             return
         if outbox.tls is not None:
             try:
@@ -265,7 +265,7 @@ class Flusher:
         for outbox in outboxes:
             if outbox in skip:  # its own lines are in data: rooms.py sends it the rest
                 continue
-            if outbox.backlog or outbox.tls is not None or outbox.state is not State.OPEN:
+            if outbox.backlog or outbox.tls is not None or outbox.state != OPEN:
                 self.deliver(outbox, data, lines)
             else:
                 outbox.lines_out += lines
@@ -309,7 +309,7 @@ class Flusher:
             outbox.backlog_bytes = len(data) - sent
             return
         self._drop_backlog(outbox)
-        if outbox.state is State.LINGERING:
+        if outbox.state == LINGERING:
             self._close(outbox)
 
     def _drop_backlog(self, outbox: Outbox) -> None:
@@ -324,14 +324,14 @@ class Flusher:
     def _fail(self, outbox: Outbox, reason: Close) -> None:
         """No more output (overflow, reset, a TLS error); wake the session so it cleans up, or
         close at once if it is done already."""
-        if outbox.state >= State.DEAD:  # a submit over the limit may find it ended already
+        if outbox.state >= DEAD:  # a submit over the limit may find it ended already
             return
         if outbox.close_reason is None:
             outbox.close_reason = reason
-        if outbox.state is State.LINGERING:
+        if outbox.state == LINGERING:
             self._close(outbox)
             return
-        outbox.state = State.DEAD
+        outbox.state = DEAD
         self._drop_backlog(outbox)
         try:
             outbox.sock.shutdown(socket.SHUT_RDWR)
@@ -339,21 +339,21 @@ class Flusher:
             pass  # already disconnected: the session's recv has returned or will
 
     def _disconnect(self, outbox: Outbox, reason: Close, notice: bytes | None) -> None:
-        if outbox.state is not State.OPEN:
+        if outbox.state != OPEN:
             return  # already ending
         outbox.close_reason = reason
-        outbox.state = State.CLOSING
+        outbox.state = CLOSING
         if notice:
             self.deliver(outbox, notice, 1)
-        if outbox.state is State.CLOSING:  # keep the write side open: the notice drains
+        if outbox.state == CLOSING:  # keep the write side open: the notice drains
             try:
                 outbox.sock.shutdown(socket.SHUT_RD)
             except OSError:
                 pass
 
     def _finish(self, outbox: Outbox, linger: bool) -> None:
-        if outbox.backlog and linger and outbox.state.writable:
-            outbox.state = State.LINGERING
+        if outbox.backlog and linger and outbox.state <= LINGERING:
+            outbox.state = LINGERING
             outbox.linger_until = time.monotonic() + LINGER_SECONDS
             self._lingering.add(outbox)
         else:
@@ -365,11 +365,11 @@ class Flusher:
             self._close(outbox)
 
     def _close(self, outbox: Outbox) -> None:
-        if outbox.state is State.CLOSED:
+        if outbox.state == CLOSED:
             return
         self._drop_backlog(outbox)
         self._lingering.discard(outbox)
-        outbox.state = State.CLOSED
+        outbox.state = CLOSED
         self.closed_lines_out += outbox.lines_out  # before the close a peer could see
         self.closed_bytes_out += outbox.bytes_out
         outbox.sock.close()
