@@ -39,6 +39,7 @@ import time
 import structlog
 
 from chatd.core.events import RESET, SENDQ_EXCEEDED, Close
+from chatd.core.freeze import Freezable
 from chatd.core.outbox import CLOSED, CLOSING, DEAD, LINGERING, OPEN, Outbox
 
 log = structlog.get_logger("chatd.flusher")
@@ -47,7 +48,7 @@ log = structlog.get_logger("chatd.flusher")
 LINGER_SECONDS = 2.0
 
 
-class Flusher:
+class Flusher(Freezable):
     """Runs the writer thread. Callers use ``call``, ``submit``, ``disconnect`` and ``finish``
     from any thread; ``deliver``/``deliver_many`` from work running on the flusher thread;
     ``start``/``stop`` belong to the service."""
@@ -113,29 +114,6 @@ class Flusher:
     def adopt(self) -> None:
         """Count a new connection, so stop() knows how many are still open."""
         self._submit((self._adopt,))
-
-    def freeze(self, timeout: float) -> dict | None:
-        """Stop all output once everything queued before now has been done, and return each
-        connection's output not yet sent (outbox -> bytes); None if the flusher did not get
-        there within ``timeout``. For an upgrade (upgrade.py): what is returned is sent by the
-        next process, so this one must not send a byte more until :meth:`thaw`."""
-        request = _FreezeRequest()
-        self._submit((self._freeze, request))
-        if request.done.wait(timeout):
-            return request.backlogs
-        with self._lock:
-            request.cancelled = True
-        return request.backlogs if request.done.is_set() else None
-
-    def thaw(self) -> None:
-        """Go on after :meth:`freeze` (the upgrade failed)."""
-        with self._lock:
-            self._frozen = False
-            self._queue.insert(0, (self._thaw,))
-            wake = self._sleeping
-            self._sleeping = False
-        if wake:
-            os.eventfd_write(self._wake_fd, 1)
 
     def stop(self, timeout: float) -> bool:
         """Close what is left once drained (bounded by ``timeout``), then end the thread."""
@@ -376,21 +354,6 @@ class Flusher:
         outbox.sock = None
         self._open -= 1
 
-    def _freeze(self, request: _FreezeRequest) -> None:
-        with self._lock:
-            if request.cancelled:  # freeze() gave up waiting for us
-                return
-            self._frozen = True
-        for fd in self._writers:
-            self._epoll.modify(fd, 0)  # level-triggered EPOLLOUT would spin while frozen
-        for outbox in self._writers.values():
-            request.backlogs[outbox] = b"".join(outbox.backlog)
-        request.done.set()
-
-    def _thaw(self) -> None:
-        for fd in self._writers:
-            self._epoll.modify(fd, select.EPOLLOUT)
-
     def _pong(self) -> None:
         self.pongs += 1
 
@@ -402,15 +365,3 @@ class Flusher:
         self._stop_deadline = deadline
         for outbox in self._lingering:
             outbox.linger_until = min(outbox.linger_until, deadline)
-
-
-class _FreezeRequest:
-    """One freeze(): the flusher fills ``backlogs`` and sets ``done``, unless ``cancelled``
-    (set under Flusher._lock by a freeze() that stopped waiting) says nobody waits any more."""
-
-    __slots__ = ("backlogs", "done", "cancelled")
-
-    def __init__(self) -> None:
-        self.backlogs: dict = {}
-        self.done = threading.Event()
-        self.cancelled = False

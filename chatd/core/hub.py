@@ -6,58 +6,9 @@ reply) are queued while it is held, so every client sees changes in the order th
 Queuing is an append to a list (rooms.py, flusher.py); **no socket I/O ever happens under these
 locks**, so a slow or dead client cannot stall anyone who needs the hub.
 
-Lock order (take them in this order, never the reverse):
-
-    Hub._lock  ->  Room.lock  ->  Flusher._lock
-    Hub._lock  ->  Publisher._lock, Roster._lock (cluster mode: queue appends, the others' members)
-
-Chat messages, the hot path, take only ``Room.lock`` (see :meth:`Hub.say`).
-
-Every lock in chatd, what it guards, and what may be taken while holding it. None of them is
-ever held across socket I/O (the admin connection lock is released before its socket is
-touched; the TLS lock guards memory BIOs only):
-
-    =========================  ===================================  ===========================
-    lock                       guards                               may take inside
-    =========================  ===================================  ===========================
-    Hub._lock                  clients, nicks, rooms, per-IP        Room.lock, Flusher._lock
-                               counts, ``Room.members``,
-                               ``client.nick``/``client.room``
-    Room.lock (rooms.py)       a room's log, base, queued flag,     Flusher._lock
-                               joining offsets, barriers
-    Flusher._lock              the flusher's work queue and its     nothing (innermost)
-                               sleeping flag, queued_in/over of
-                               each outbox
-    History._lock              the tail table: pinned and idle      Tail.lock (to size one);
-      (history.py)             tails, their bytes; never held       the store's queue put
-                               across a store read
-    TlsChannel._lock (tls.py)  one connection's SSLObject: the      nothing
-                               session decrypts, the flusher
-                               encrypts, in turns
-    BanList._lock (bans.py)    writers of the ban tuple and its     nothing (readers take none:
-                               file (add, remove, save)             the tuple is replaced whole)
-    AdminServer._lock          the admin connection table and the   nothing
-                               command counts (metrics)
-    ChatdCollector._lock       the highest counter values reported  nothing (taken after a
-      (metrics.py)                                                  Hub._lock copy is done)
-    MetricsServer._lock        the open metrics connections and     nothing
-      (metrics.py)             their deadlines
-    MetricsServer.             the last collection (body, time);    Hub._lock (for a copy),
-      _collect_lock            held while collecting                ChatdCollector._lock,
-                                                                    AdminServer._lock
-    Listener._sessions_lock    live session count, watchdog probe   nothing (a Condition on it
-      (server.py)              addresses                            wakes shutdown)
-    Service._reload_lock       one reload at a time (SIGHUP and     Hub._lock, through what a
-                               ``chatctl reload`` run the same      reload reads
-                               code)
-    _Sink.lock (log.py)        the log stream: one whole event      nothing (a log call under
-                               per write, reopen on SIGHUP          any lock above is fine)
-    Watchers._lock (watch.py)  the watcher tuple's replacement,     log.py's tap lock (to attach
-                               the log tap's attachment             or detach the tap)
-    Watcher._lock (watch.py)   one watcher's queue and state; the   nothing (taken by the log
-                               wake-up pipe's descriptors           tap, under any lock above)
-    _TAPS_LOCK (log.py)        the taps and the level they imply    nothing
-    =========================  ===================================  ===========================
+Lock order: ``Hub._lock -> Room.lock -> Flusher._lock`` (and ``Hub._lock -> Publisher._lock,
+Roster._lock`` in cluster mode), never the reverse; chat messages, the hot path, take only
+``Room.lock`` (:meth:`Hub.say`). docs/DEVELOPING.md lists every lock in chatd.
 """
 
 from __future__ import annotations
@@ -66,6 +17,7 @@ import itertools
 import threading
 
 from chatd.core.bus import ClusterUnavailable, LocalBus
+from chatd.core.census import Census
 from chatd.core.events import (
     Joined,
     Left,
@@ -81,15 +33,9 @@ from chatd.core.rooms import Room
 from chatd.text import fold
 
 LOBBY = "lobby"
-_COUNTERS = ("lines_in", "lines_out", "bytes_in", "bytes_out")
 
 
-def _traffic(client) -> tuple[int, int, int, int]:
-    outbox = client.outbox
-    return client.lines_in, outbox.lines_out, client.bytes_in, outbox.bytes_out
-
-
-class Hub:
+class Hub(Census):
     def __init__(self, flusher, bus=None) -> None:
         """``bus`` carries what crosses nodes (bus.py); the default is a single node. Room
         history is off until :meth:`use_history` (the service, once its store is open)."""
@@ -361,125 +307,7 @@ class Hub:
                 if room.members:
                     room.post(None, event)
 
-    def client_count(self) -> int:
-        """Clients admitted (stats() without walking them: for /health)."""
-        with self._lock:
-            return len(self._clients)
-
-    def stats(self) -> dict:
-        with self._lock:
-            totals = dict(self._departed, lines_out=self._flusher.closed_lines_out,
-                          bytes_out=self._flusher.closed_bytes_out)
-            for client in self._clients.values():
-                for key, value in zip(_COUNTERS, _traffic(client)):
-                    totals[key] += value
-            return {"clients": len(self._clients), "rooms": len(self._rooms), **totals}
-
-    def counters(self) -> dict:
-        """What a metrics scrape reads (metrics.py): the totals of :meth:`stats`, plus
-        ``room_messages`` and ``private_messages`` (chat messages sent), ``disconnects``
-        (Close kind -> count), ``sendq_bytes`` (output queued for every client) and
-        ``sendq_max_bytes`` (the fullest queue).
-
-        The hub lock is held only to copy the client list and three small values; the sums
-        over the clients are taken after, from plain int attributes (atomic reads). A client
-        that leaves meanwhile is counted as it was at the copy, so a total may come out a
-        little off for one scrape (metrics.py keeps counters from going backwards).
-        """
-        flusher = self._flusher
-        # before the copy: the flusher closes a client only after it has left the hub, so
-        # none is counted twice; one that left just before the copy and is closed just after
-        # this read is in neither for one scrape
-        lines_out, bytes_out = flusher.closed_lines_out, flusher.closed_bytes_out
-        with self._lock:
-            clients = list(self._clients.values())
-            rooms = len(self._rooms)
-            departed = dict(self._departed)
-            room_messages, private_messages = self._departed_messages.values()
-            disconnects = dict(self._disconnects)
-        lines_in, bytes_in = departed["lines_in"], departed["bytes_in"]
-        backlog = largest = 0
-        for client in clients:
-            outbox = client.outbox
-            lines_in += client.lines_in
-            bytes_in += client.bytes_in
-            room_messages += client.room_messages
-            private_messages += client.private_messages
-            lines_out += outbox.lines_out
-            bytes_out += outbox.bytes_out
-            queued = outbox.queued
-            backlog += queued
-            if queued > largest:
-                largest = queued
-        return {"clients": len(clients), "rooms": rooms, "lines_in": lines_in,
-                "lines_out": lines_out, "bytes_in": bytes_in, "bytes_out": bytes_out,
-                "room_messages": room_messages, "private_messages": private_messages,
-                "disconnects": disconnects, "sendq_bytes": backlog, "sendq_max_bytes": largest}
-
-    def who(self, client) -> tuple[str, list[str]]:
-        """The members of ``client``'s room, on every node."""
-        with self._lock:
-            room = client.room
-            nicks = [c.nick for c in room.members.values()]
-        return room.name, sorted(nicks + self._bus.remote_members(room.name), key=fold)
-
-    def rooms(self) -> list[tuple[str, int]]:
-        """Every room with its member count, on every node."""
-        counts = dict(self._bus.remote_rooms())  # folded name -> (name, count)
-        with self._lock:
-            for key, room in self._rooms.items():
-                name, remote = counts.get(key, (room.name, 0))
-                counts[key] = (room.name, remote + len(room.members))
-        return sorted(counts.values(), key=lambda item: fold(item[0]))
-
-    def responsive(self, timeout: float) -> bool:
-        """Whether the lock can be had within ``timeout`` (the watchdog's deadlock check)."""
-        if not self._lock.acquire(timeout=timeout):
-            return False
-        self._lock.release()
-        return True
-
-    def clients(self) -> list:
-        with self._lock:
-            return list(self._clients.values())
-
-    def snapshot(self, room_name: str | None = None) -> list[tuple] | None:
-        """Every client (or one room's members) as plain tuples, read under the lock so that
-        nick and room agree with each other (a client moving rooms has ``room`` None for a
-        moment): ``(id, nick, peer, ip, room, muted, connected_at, last_active, bytes_in,
-        lines_in, bytes_out, lines_out, sendq)``, by id. None: there is no such room."""
-        with self._lock:
-            if room_name is None:
-                clients = self._clients.values()
-            else:
-                room = self._rooms.get(fold(room_name.lstrip("#")))
-                if room is None:
-                    return None
-                clients = room.members.values()
-            rows = [(c.id, c.nick, c.peer, c.ip, c.room.name if c.room is not None else None,
-                     c.muted, c.connected_at, c.last_active, c.bytes_in, c.lines_in,
-                     c.outbox.bytes_out, c.outbox.lines_out, c.outbox.queued)
-                    for c in clients]
-        rows.sort()
-        return rows
-
     # -- an upgrade (upgrade.py) ----------------------------------------------------------------
-
-    def handover_state(self) -> dict:
-        """What the next process needs besides the clients themselves: for an upgrade every
-        session is parked, for the fd store's running state (fdstore.py) this is a moment's."""
-        with self._lock:
-            guest_next = next(self._guest_numbers)
-            self._guest_numbers = itertools.count(guest_next)  # taken back: we may serve on
-            return {"guest_next": guest_next, "departed": dict(self._departed),
-                    "departed_messages": dict(self._departed_messages)}
-
-    def take_over(self, state: dict) -> None:
-        """Go on from :meth:`handover_state` of the process before the upgrade."""
-        with self._lock:
-            self._guest_numbers = itertools.count(int(state["guest_next"]))
-            self._departed.update(state["departed"])
-            self._departed_messages.update(state.get("departed_messages", {}))  # since 13
 
     def restore(self, client, nick: str, room_name: str) -> None:
         """A client handed over by an upgrade, back in its room under its nick, announced to

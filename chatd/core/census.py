@@ -1,0 +1,141 @@
+"""What the hub's state adds up to: counts, totals, listings (chatctl status and list, /who,
+/rooms, /metrics, the watchdog's lock probe), and the totals an upgrade carries over.
+
+A mixin of :class:`~chatd.core.hub.Hub`, kept apart because nothing here changes the chat:
+each view copies what it needs under the hub lock and does the rest after.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from chatd.text import fold
+
+_COUNTERS = ("lines_in", "lines_out", "bytes_in", "bytes_out")
+
+
+def _traffic(client) -> tuple[int, int, int, int]:
+    outbox = client.outbox
+    return client.lines_in, outbox.lines_out, client.bytes_in, outbox.bytes_out
+
+
+class Census:
+    """Read-only views of the hub's maps (``_clients``, ``_rooms``, the departed counts)."""
+
+    def client_count(self) -> int:
+        """Clients admitted (stats() without walking them: for /health)."""
+        with self._lock:
+            return len(self._clients)
+
+    def stats(self) -> dict:
+        with self._lock:
+            totals = dict(self._departed, lines_out=self._flusher.closed_lines_out,
+                          bytes_out=self._flusher.closed_bytes_out)
+            for client in self._clients.values():
+                for key, value in zip(_COUNTERS, _traffic(client)):
+                    totals[key] += value
+            return {"clients": len(self._clients), "rooms": len(self._rooms), **totals}
+
+    def counters(self) -> dict:
+        """What a metrics scrape reads (metrics.py): the totals of :meth:`stats`, plus
+        ``room_messages`` and ``private_messages`` (chat messages sent), ``disconnects``
+        (Close kind -> count), ``sendq_bytes`` (output queued for every client) and
+        ``sendq_max_bytes`` (the fullest queue).
+
+        The hub lock is held only to copy the client list and three small values; the sums
+        over the clients are taken after, from plain int attributes (atomic reads). A client
+        that leaves meanwhile is counted as it was at the copy, so a total may come out a
+        little off for one scrape (metrics.py keeps counters from going backwards).
+        """
+        flusher = self._flusher
+        # before the copy: the flusher closes a client only after it has left the hub, so
+        # none is counted twice; one that left just before the copy and is closed just after
+        # this read is in neither for one scrape
+        lines_out, bytes_out = flusher.closed_lines_out, flusher.closed_bytes_out
+        with self._lock:
+            clients = list(self._clients.values())
+            rooms = len(self._rooms)
+            departed = dict(self._departed)
+            room_messages, private_messages = self._departed_messages.values()
+            disconnects = dict(self._disconnects)
+        lines_in, bytes_in = departed["lines_in"], departed["bytes_in"]
+        backlog = largest = 0
+        for client in clients:
+            outbox = client.outbox
+            lines_in += client.lines_in
+            bytes_in += client.bytes_in
+            room_messages += client.room_messages
+            private_messages += client.private_messages
+            lines_out += outbox.lines_out
+            bytes_out += outbox.bytes_out
+            queued = outbox.queued
+            backlog += queued
+            if queued > largest:
+                largest = queued
+        return {"clients": len(clients), "rooms": rooms, "lines_in": lines_in,
+                "lines_out": lines_out, "bytes_in": bytes_in, "bytes_out": bytes_out,
+                "room_messages": room_messages, "private_messages": private_messages,
+                "disconnects": disconnects, "sendq_bytes": backlog, "sendq_max_bytes": largest}
+
+    def who(self, client) -> tuple[str, list[str]]:
+        """The members of ``client``'s room, on every node."""
+        with self._lock:
+            room = client.room
+            nicks = [c.nick for c in room.members.values()]
+        return room.name, sorted(nicks + self._bus.remote_members(room.name), key=fold)
+
+    def rooms(self) -> list[tuple[str, int]]:
+        """Every room with its member count, on every node."""
+        counts = dict(self._bus.remote_rooms())  # folded name -> (name, count)
+        with self._lock:
+            for key, room in self._rooms.items():
+                name, remote = counts.get(key, (room.name, 0))
+                counts[key] = (room.name, remote + len(room.members))
+        return sorted(counts.values(), key=lambda item: fold(item[0]))
+
+    def responsive(self, timeout: float) -> bool:
+        """Whether the lock can be had within ``timeout`` (the watchdog's deadlock check)."""
+        if not self._lock.acquire(timeout=timeout):
+            return False
+        self._lock.release()
+        return True
+
+    def clients(self) -> list:
+        with self._lock:
+            return list(self._clients.values())
+
+    def snapshot(self, room_name: str | None = None) -> list[tuple] | None:
+        """Every client (or one room's members) as plain tuples, read under the lock so that
+        nick and room agree with each other (a client moving rooms has ``room`` None for a
+        moment): ``(id, nick, peer, ip, room, muted, connected_at, last_active, bytes_in,
+        lines_in, bytes_out, lines_out, sendq)``, by id. None: there is no such room."""
+        with self._lock:
+            if room_name is None:
+                clients = self._clients.values()
+            else:
+                room = self._rooms.get(fold(room_name.lstrip("#")))
+                if room is None:
+                    return None
+                clients = room.members.values()
+            rows = [(c.id, c.nick, c.peer, c.ip, c.room.name if c.room is not None else None,
+                     c.muted, c.connected_at, c.last_active, c.bytes_in, c.lines_in,
+                     c.outbox.bytes_out, c.outbox.lines_out, c.outbox.queued)
+                    for c in clients]
+        rows.sort()
+        return rows
+
+    def handover_state(self) -> dict:
+        """What the next process needs besides the clients themselves: for an upgrade every
+        session is parked, for the fd store's running state (fdstore.py) this is a moment's."""
+        with self._lock:
+            guest_next = next(self._guest_numbers)
+            self._guest_numbers = itertools.count(guest_next)  # taken back: we may serve on
+            return {"guest_next": guest_next, "departed": dict(self._departed),
+                    "departed_messages": dict(self._departed_messages)}
+
+    def take_over(self, state: dict) -> None:
+        """Go on from :meth:`handover_state` of the process before the upgrade."""
+        with self._lock:
+            self._guest_numbers = itertools.count(int(state["guest_next"]))
+            self._departed.update(state["departed"])
+            self._departed_messages.update(state.get("departed_messages", {}))  # since 13
