@@ -243,7 +243,7 @@ class Flusher(Freezable):
         for outbox in outboxes:
             if outbox in skip:  # its own lines are in data: rooms.py sends it the rest
                 continue
-            if outbox.backlog or outbox.tls is not None or outbox.state != OPEN:
+            if outbox.backlog or outbox.tls is not None or outbox.state:  # not OPEN (0)
                 self.deliver(outbox, data, lines)
             else:
                 outbox.lines_out += lines

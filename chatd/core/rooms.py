@@ -72,7 +72,7 @@ class Room:
         it next to the event. Never blocks on I/O. The flush is queued while the lock is held,
         so the flusher's queue order matches the order in which lines entered the log.
         """
-        rendered = {protocol: protocol.line(event) for protocol in self.protocols}
+        rendered = _render(self.protocols, event)
         with self.lock:
             self.log.append((author, event, rendered))
             if self.tail is not None:
@@ -85,7 +85,7 @@ class Room:
         """:meth:`post` of several events under one taking of the lock (lines from another
         node arrive in batches)."""
         protocols = self.protocols
-        entries = [(author, event, {p: p.line(event) for p in protocols}) for event in events]
+        entries = [(author, event, _render(protocols, event)) for event in events]
         with self.lock:
             self.log.extend(entries)
             if self.tail is not None:  # another node's lines (the hub's deliver): stored there
@@ -186,8 +186,7 @@ class Room:
             for outbox in authors.intersection(outboxes):
                 self._deliver_except(outbox, entries)
             # no per-flush copy of a 10,000-reader group: allocations that size stay in RSS
-            deliver_many(outboxes, authors, b"".join([e[2].get(protocol) or _text(e, protocol) for e in entries]),
-                         len(entries))
+            deliver_many(outboxes, authors, b"".join(_texts(entries, protocol)), len(entries))
         self._trim()
 
     def catch_up(self, outbox, end: int) -> None:
@@ -228,7 +227,10 @@ class Room:
 
     def _deliver_except(self, outbox, entries) -> None:
         protocol = outbox.protocol
-        others = [_text(e, protocol) for e in entries if e[0] is not outbox]
+        try:  # one pass in the common case, as _texts
+            others = [e[2][protocol] for e in entries if e[0] is not outbox]
+        except KeyError:
+            others = _texts([e for e in entries if e[0] is not outbox], protocol)
         if others:
             self._flusher.deliver(outbox, b"".join(others), len(others))
 
@@ -240,11 +242,25 @@ def _pop_first(table: dict, outbox) -> None:
         del table[outbox]
 
 
-def _text(entry: tuple, protocol) -> bytes:
-    """The entry's line in ``protocol``, rendered now if no member spoke it when it was posted
-    (flusher thread: only it reads the log's renderings after the post)."""
-    rendered = entry[2]
-    text = rendered.get(protocol)
-    if text is None:
-        text = rendered[protocol] = protocol.line(entry[1])
-    return text
+def _render(protocols: tuple, event) -> dict:
+    """``event`` rendered once per protocol of the room (a room speaks one, nearly always:
+    that case skips the comprehension, which costs a call frame per post)."""
+    if len(protocols) == 1:
+        protocol = protocols[0]
+        return {protocol: protocol.line(event)}
+    return {protocol: protocol.line(event) for protocol in protocols}
+
+
+def _texts(entries: list, protocol) -> list:
+    """The entries' lines in ``protocol``. Those posted before the protocol's first member
+    joined are rendered now (flusher thread: only it reads the log's renderings after the
+    post); the common case is one subscript per entry, as the fan-out reads every entry once
+    per group and once per author in it."""
+    try:
+        return [e[2][protocol] for e in entries]
+    except KeyError:
+        for entry in entries:
+            rendered = entry[2]
+            if protocol not in rendered:
+                rendered[protocol] = protocol.line(entry[1])
+        return [e[2][protocol] for e in entries]
