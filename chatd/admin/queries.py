@@ -126,23 +126,22 @@ class _IsoSeconds(dict):
         return text
 
 
-def _describe(row: tuple, now: float, when: _IsoSeconds) -> dict:
-    """One ``Hub.snapshot`` row -> the ``list`` entry (formatted outside the hub lock)."""
-    (client_id, nick, peer, ip, room, muted, connected_at, last_active, bytes_in, lines_in,
-     bytes_out, lines_out, sendq) = row
+def _describe(row, now: float, when: _IsoSeconds) -> dict:
+    """One ``Hub.snapshot`` row (census.Row) -> the ``list`` entry (formatted outside the hub
+    lock)."""
     return {
-        "id": client_id,
-        "nick": nick,
-        "peer": peer,
-        "ip": ip,
-        "room": room,
-        "connected": when[int(connected_at)],
-        "connected_at": round(connected_at, 3),
-        "idle": round(max(0.0, now - last_active), 1),
-        "bytes_in": bytes_in,
-        "bytes_out": bytes_out,
-        "lines_in": lines_in,
-        "lines_out": lines_out,
-        "sendq": sendq,
-        "muted": muted,
+        "id": row.id,
+        "nick": row.nick,
+        "peer": row.peer,
+        "ip": row.ip,
+        "room": row.room,
+        "connected": when[int(row.connected_at)],
+        "connected_at": round(row.connected_at, 3),
+        "idle": round(max(0.0, now - row.last_active), 1),
+        "bytes_in": row.bytes_in,
+        "bytes_out": row.bytes_out,
+        "lines_in": row.lines_in,
+        "lines_out": row.lines_out,
+        "sendq": row.sendq,
+        "muted": row.muted,
     }

@@ -237,14 +237,14 @@ class Watchers:
             first = not self._watchers
             self._watchers = (*self._watchers, watcher)
             if first:
-                chatd_log.add_tap(self.publish)
+                chatd_log.add_tap(self.tap)
         return watcher
 
     def unsubscribe(self, watcher: Watcher) -> None:
         with self._lock:
             self._watchers = tuple(w for w in self._watchers if w is not watcher)
             if not self._watchers:
-                chatd_log.remove_tap(self.publish)
+                chatd_log.remove_tap(self.tap)
             self._gone.notify_all()
         watcher.close()
 
@@ -257,7 +257,7 @@ class Watchers:
         with self._lock:
             self._gone.wait_for(lambda: not self._watchers, timeout)
 
-    def publish(self, event_dict: dict) -> None:
+    def tap(self, event_dict: dict) -> None:
         """The log tap (log.py): copy a watched event to every watcher that wants it."""
         name = event_dict.get("event")
         if name not in WATCHED:

@@ -148,10 +148,10 @@ class RedisBus:
                 owner = text(key)
                 node, _ = link.validator.owner(owner)
                 if node != link.node:
-                    nick, room, *_ = link.validator.member(
+                    member = link.validator.member(
                         link.seal.open_hidden(f"{MEMBERS}/{owner}", value))
-                    if room is not None:
-                        self.roster.add(nick, room, node)
+                    if member.rooms:
+                        self.roster.add(member.nick, member.rooms, node)
             except Rejected as exc:
                 link.rejected("member", str(exc))
 
@@ -270,7 +270,8 @@ class RedisBus:
     def member(self, client) -> None:
         owner = self.link.owner(client.id)
         room = client.room.name if client.room is not None else None
-        record = member_record(client.nick, room, client.peer, client.connected_at)
+        record = member_record(client.nick, room, client.peer, client.connected_at,
+                               tuple(r.name for r in client.rooms), client.account)
         self.publisher.write(("member", (owner, record)))  # sealed by the publisher
 
     def gone(self, client) -> None:

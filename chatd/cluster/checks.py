@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import math
+from typing import NamedTuple
 
 from chatd.cluster import wire
 from chatd.cluster.codec import Rejected
 from chatd.core import events as ev
+from chatd.core.membership import MAX_ROOMS
 from chatd.text import fold, is_valid_name, sanitize
 
 #: Operator text (broadcasts, kick reasons) comes from the admin socket: its request limit.
@@ -28,6 +30,17 @@ def name(value) -> str:
     if value.__class__ is not str or not is_valid_name(value):
         raise Rejected(f"bad name {str(value)[:40]!r}")
     return value
+
+
+def optional_name(value) -> str | None:
+    return None if value is None else name(value)
+
+
+def names(value, limit: int) -> tuple[str, ...]:
+    """A list of at most ``limit`` names."""
+    if value.__class__ is not list or len(value) > limit:
+        raise Rejected("bad list of names")
+    return tuple(map(name, value))
 
 
 def node_name(value) -> str:
@@ -54,6 +67,17 @@ def number(value) -> float:
 
 
 _SAID, _ACTED = ev.Said, ev.Acted
+
+
+class Member(NamedTuple):
+    """A checked member record: another node's client."""
+
+    nick: str
+    room: str | None  # its current room
+    peer: str
+    connected_at: float
+    rooms: tuple[str, ...]  # every room it is in
+    account: str | None
 
 
 class Validator:
@@ -118,15 +142,18 @@ class Validator:
         checked = [check(v) for check, v in zip(rules, values)]
         return event if checked == values else event.__class__(*checked)
 
-    def member(self, value: str) -> tuple:
-        """A ``members`` record: (nick, room or None, peer, connected_at)."""
+    def member(self, value: str) -> Member:
+        """A ``members`` record (leases.member_record): four fields, or six with the rooms
+        and the account."""
         try:
-            nick, room, peer, connected_at = json.loads(value)
+            nick, room, peer, connected_at, *rest = json.loads(value)
+            rooms, account = rest if rest else ([] if room is None else [room], None)
         except (ValueError, TypeError):
             raise Rejected("not a member record") from None
         if peer.__class__ is not str or len(peer) > MAX_PEER or not peer.isprintable():
             raise Rejected("bad peer")
-        return name(nick), None if room is None else name(room), peer, number(connected_at)
+        return Member(name(nick), optional_name(room), peer, number(connected_at),
+                      names(rooms, MAX_ROOMS), optional_name(account))
 
     def history(self, value: str) -> tuple[float, str, object]:
         """A history list value ``TS ROOM EVENT`` -> (ts, room, Said or Acted)."""

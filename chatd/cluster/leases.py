@@ -39,9 +39,15 @@ from chatd.text import fold
 log = structlog.get_logger("chatd.cluster")
 
 
-def member_record(nick: str, room: str | None, peer: str, connected_at: float) -> str:
-    """A ``members`` hash value (sealed by the caller): what other nodes show of a client."""
-    return json.dumps([nick, room, peer, round(connected_at, 3)])
+def member_record(nick: str, room: str | None, peer: str, connected_at: float,
+                  rooms: tuple = (), account: str | None = None) -> str:
+    """A ``members`` hash value (sealed by the caller): what other nodes show of a client.
+    Four fields (the format of chatd before rooms and accounts, which a node of that version
+    reads) unless the client is in more rooms than its current one or logged in; then six."""
+    record = [nick, room, peer, round(connected_at, 3)]
+    if account is not None or len(rooms) > 1 or (rooms and rooms[0] != room):
+        record += [list(rooms), account]
+    return json.dumps(record)
 
 
 def room_line(kind: str, target: str, encoded_event: str) -> str:
@@ -141,15 +147,15 @@ class Leases:
                 continue
             field = text(key)
             try:
-                nick, room, *_ = link.validator.member(
-                    link.seal.open_hidden(f"{MEMBERS}/{field}", value))
+                member = link.validator.member(link.seal.open_hidden(f"{MEMBERS}/{field}", value))
             except Rejected as exc:
                 link.rejected("member", str(exc), node=node)
                 triples += [field, "", ""]
                 continue
+            nick = member.nick
             triples += [field, fold(nick), link.seal.seal(f"{NICKS}/{fold(nick)}", field)]
-            if room is not None:
-                lines.append(room_line("r", room, wire.dumps(ev.Left(nick, room, "node lost"))))
+            lines += [room_line("r", room, wire.dumps(ev.Left(nick, room, "node lost")))
+                      for room in member.rooms]
         entry = link.seal.entry(link.node, link.sequence.next(), "[" + ",".join(lines) + "]",
                                 lost=node) if lines else None
         fields = [entry["h"], entry["c"]] if entry else ["", ""]
@@ -169,13 +175,13 @@ class Leases:
         link = self.link
         if link.redis.getdel(REAPING + link.node) is not None:
             self._was_reaped = True
-        rows = [row for row in self.hub.snapshot() if row[1] and row[4]]
+        rows = [row for row in self.hub.snapshot() if row.nick and row.rooms]
         kept, lost = self._reclaim_nicks(rows)
         for row in lost:
             self.revoke(row[0], row[1])
         if self._was_reaped and kept:
-            lines = [room_line("r", room, wire.dumps(ev.Joined(nick, room)))
-                     for _, nick, _, _, room, *_ in kept]
+            lines = [room_line("r", room, wire.dumps(ev.Joined(row.nick, room)))
+                     for row in kept for room in row.rooms]
             link.redis.xadd(STREAM, link.entry("[" + ",".join(lines) + "]"),
                             maxlen=STREAM_LENGTH, approximate=True)
         log.warning("cluster_reasserted", node=link.node, members=len(rows),
@@ -188,12 +194,13 @@ class Leases:
         link = self.link
         claims = []
         with link.redis.pipeline(transaction=True) as pipe:
-            for client_id, nick, peer, _, room, _, connected_at, *_ in rows:
-                owner = link.owner(client_id)
+            for row in rows:
+                owner, nick = link.owner(row.id), row.nick
                 claim = link.seal.seal(f"{NICKS}/{fold(nick)}", owner)
                 claims.append(claim.encode())
-                pipe.hset(MEMBERS, owner, link.seal.seal_hidden(
-                    f"{MEMBERS}/{owner}", member_record(nick, room, peer, connected_at)))
+                record = member_record(nick, row.room, row.peer, row.connected_at, row.rooms,
+                                       row.account)
+                pipe.hset(MEMBERS, owner, link.seal.seal_hidden(f"{MEMBERS}/{owner}", record))
                 pipe.hsetnx(NICKS, fold(nick), claim)
                 pipe.hget(NICKS, fold(nick))
             replies = pipe.execute()

@@ -139,13 +139,13 @@ class Reader:
                         raise Rejected(f"{event.__class__.__name__} is not a room line")
                     self.roster.track(event, room, node)
                     if room != run_room and run:
-                        hub.deliver(run_room, run, at)
+                        hub.receive_lines(run_room, run, at)
                         run = []
                     run_room = room
                     run.append(event)
                     continue
                 if run:  # what came before it, first: the batch's order is the senders'
-                    hub.deliver(run_room, run, at)
+                    hub.receive_lines(run_room, run, at)
                     run = []
                 handler = self.handlers.get(item[0])
                 if handler is None:
@@ -154,7 +154,7 @@ class Reader:
             except (Rejected, IndexError) as exc:
                 self.link.rejected("line", str(exc) or "too short", node=writer)
         if run:
-            hub.deliver(run_room, run, at)
+            hub.receive_lines(run_room, run, at)
 
     def _hidden(self, writer: str, item: list) -> None:
         """``["hidden", TEXT]``: a private line ``["to", FOLDED NICK, *EVENT]``, encrypted."""
@@ -167,13 +167,13 @@ class Reader:
         event = self.link.validator.event(line[2:])
         if event.__class__ is not ev.PrivateMessage:
             raise Rejected("not a private line")
-        self.hub.deliver_private(name(line[1]), event)
+        self.hub.receive_private(name(line[1]), event)
 
     def _everyone(self, writer: str, item: list) -> None:
         event = self.link.validator.event(item[1:])
         if event.__class__ is not ev.Announcement:
             raise Rejected("not an operator's line")
-        self.hub.broadcast_local(event)
+        self.hub.receive_broadcast(event)
 
 
 def _entries(reply) -> list[tuple[bytes, dict]]:

@@ -3,7 +3,8 @@
 
 Filled at start from the member records (bus.py) and kept in step by the reader thread with
 the joins, departures and renames the other nodes announce. ``_lock`` guards ``_remote``
-(folded nick -> (nick, room, node)); it is taken after the hub lock, never before.
+(folded nick -> (nick, folded room -> room, node)): a client may be in several rooms, and is
+forgotten when it has left the last. It is taken after the hub lock, never before.
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ _CHAT = (ev.Said, ev.Acted, ev.Announcement)
 class Roster:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._remote: dict[str, tuple[str, str, str]] = {}
+        self._remote: dict[str, tuple[str, dict[str, str], str]] = {}
 
     def __len__(self) -> int:
         return len(self._remote)
 
-    def add(self, nick: str, room: str, node: str) -> None:
+    def add(self, nick: str, rooms, node: str) -> None:
+        """``nick`` of ``node`` in ``rooms`` (names), as its member record says."""
         with self._lock:
-            self._remote[fold(nick)] = (nick, room, node)
+            self._remote[fold(nick)] = (nick, {fold(room): room for room in rooms}, node)
 
     def track(self, event, room: str, node: str) -> None:
         """One room line from ``node``: a join, departure or rename changes the table."""
@@ -34,31 +36,45 @@ class Roster:
             return  # the common case: a line, no change of membership
         with self._lock:
             if event.__class__ is ev.Joined:
-                self._remote[fold(event.nick)] = (event.nick, room, node)
+                self._enter(event.nick, room, node)
             elif event.__class__ in (ev.Left, ev.Kicked):
-                self._forget(event.nick, node)
+                self._leave(event.nick, room, node)
             elif event.__class__ is ev.Renamed:
-                self._forget(event.old, node)
-                self._remote[fold(event.new)] = (event.new, room, node)
+                entry = self._remote.get(fold(event.old))
+                if entry is not None and entry[2] == node:
+                    del self._remote[fold(event.old)]
+                    self._remote[fold(event.new)] = (event.new, entry[1], node)
+                self._enter(event.new, room, node)  # a rename is said in each of its rooms
 
-    def _forget(self, nick: str, node: str) -> None:
-        """Drop ``nick`` if ``node`` holds it here (``_lock`` held): after a nick was revoked
-        the same nick may have meant another node's client."""
+    def _enter(self, nick: str, room: str, node: str) -> None:
         entry = self._remote.get(fold(nick))
-        if entry is not None and entry[2] == node:
+        if entry is None or entry[2] != node or entry[0] != nick:
+            entry = self._remote[fold(nick)] = (nick, {}, node)
+        entry[1][fold(room)] = room
+
+    def _leave(self, nick: str, room: str, node: str) -> None:
+        """``nick`` left ``room``; forgotten once in no room, and only if ``node`` holds it
+        here (``_lock`` held): after a nick was revoked the same nick may have meant another
+        node's client."""
+        entry = self._remote.get(fold(nick))
+        if entry is None or entry[2] != node:
+            return
+        entry[1].pop(fold(room), None)
+        if not entry[1]:
             del self._remote[fold(nick)]
 
     def members(self, room: str) -> list[str]:
         key = fold(room)
         with self._lock:
-            return [nick for nick, where, _ in self._remote.values() if fold(where) == key]
+            return [nick for nick, rooms, _ in self._remote.values() if key in rooms]
 
     def rooms(self) -> dict[str, tuple[str, int]]:
         counts: dict[str, tuple[str, int]] = {}
         with self._lock:
-            for _, room, _ in self._remote.values():
-                name, count = counts.get(fold(room), (room, 0))
-                counts[fold(room)] = (name, count + 1)
+            for _, rooms, _ in self._remote.values():
+                for key, room in rooms.items():
+                    name, count = counts.get(key, (room, 0))
+                    counts[key] = (name, count + 1)
         return counts
 
     def nick(self, nick: str) -> str | None:

@@ -180,15 +180,16 @@ class Routing:
                 node, client_id = link.validator.owner(owner)
                 if node not in nodes:
                     continue
-                nick, where, peer, connected_at = link.validator.member(
+                member = link.validator.member(
                     link.seal.open_hidden(f"{MEMBERS}/{owner}", value))
             except Rejected as exc:
                 link.rejected("member", str(exc))
                 continue
-            if room is not None and fold(where or "") != fold(room.lstrip("#")):
+            if room is not None and fold(room.lstrip("#")) not in map(fold, member.rooms):
                 continue
-            found.append({"id": client_id, "nick": nick, "peer": peer, "room": where,
-                          "connected_at": connected_at, "node": node})
+            found.append({"id": client_id, "nick": member.nick, "peer": member.peer,
+                          "room": member.room, "connected_at": member.connected_at,
+                          "node": node})
         return found
 
     def _gather(self, action: str, args: dict, nodes: set) -> dict:
@@ -232,7 +233,7 @@ class Routing:
                 value = link.redis.hget(MEMBERS, owner)
                 if node != link.node and value is not None:
                     nick = link.validator.member(
-                        link.seal.open_hidden(f"{MEMBERS}/{owner}", value))[0]
+                        link.seal.open_hidden(f"{MEMBERS}/{owner}", value)).nick
                     return node, client_id, nick
         except Rejected as exc:
             link.rejected("member", str(exc))

@@ -8,6 +8,7 @@ each view copies what it needs under the hub lock and does the rest after.
 from __future__ import annotations
 
 import itertools
+from typing import NamedTuple
 
 from chatd.text import fold
 
@@ -17,6 +18,27 @@ _COUNTERS = ("lines_in", "lines_out", "bytes_in", "bytes_out")
 def _traffic(client) -> tuple[int, int, int, int]:
     outbox = client.outbox
     return client.lines_in, outbox.lines_out, client.bytes_in, outbox.bytes_out
+
+
+class Row(NamedTuple):
+    """One client as :meth:`Census.snapshot` copies it: plain values, read under the hub lock
+    so that nick and rooms agree with each other."""
+
+    id: int
+    nick: str
+    peer: str
+    ip: str
+    room: str | None  # its current room (None for a moment while it moves)
+    muted: bool
+    connected_at: float
+    last_active: float
+    bytes_in: int
+    lines_in: int
+    bytes_out: int
+    lines_out: int
+    sendq: int
+    rooms: tuple[str, ...]  # every room it is in, the current one among them
+    account: str | None
 
 
 class Census:
@@ -104,11 +126,9 @@ class Census:
         with self._lock:
             return list(self._clients.values())
 
-    def snapshot(self, room_name: str | None = None) -> list[tuple] | None:
-        """Every client (or one room's members) as plain tuples, read under the lock so that
-        nick and room agree with each other (a client moving rooms has ``room`` None for a
-        moment): ``(id, nick, peer, ip, room, muted, connected_at, last_active, bytes_in,
-        lines_in, bytes_out, lines_out, sendq)``, by id. None: there is no such room."""
+    def snapshot(self, room_name: str | None = None) -> list[Row] | None:
+        """Every client (or one room's members) as :class:`Row`, by id. None: there is no
+        such room."""
         with self._lock:
             if room_name is None:
                 clients = self._clients.values()
@@ -117,14 +137,15 @@ class Census:
                 if room is None:
                     return None
                 clients = room.members.values()
-            rows = [(c.id, c.nick, c.peer, c.ip, c.room.name if c.room is not None else None,
-                     c.muted, c.connected_at, c.last_active, c.bytes_in, c.lines_in,
-                     c.outbox.bytes_out, c.outbox.lines_out, c.outbox.queued)
+            rows = [Row(c.id, c.nick, c.peer, c.ip, c.room.name if c.room is not None else None,
+                        c.muted, c.connected_at, c.last_active, c.bytes_in, c.lines_in,
+                        c.outbox.bytes_out, c.outbox.lines_out, c.outbox.queued,
+                        tuple(r.name for r in c.rooms), c.account)
                     for c in clients]
         rows.sort()
         return rows
 
-    def handover_state(self) -> dict:
+    def handover_totals(self) -> dict:
         """What the next process needs besides the clients themselves: for an upgrade every
         session is parked, for the fd store's running state (fdstore.py) this is a moment's."""
         with self._lock:
@@ -133,8 +154,8 @@ class Census:
             return {"guest_next": guest_next, "departed": dict(self._departed),
                     "departed_messages": dict(self._departed_messages)}
 
-    def take_over(self, state: dict) -> None:
-        """Go on from :meth:`handover_state` of the process before the upgrade."""
+    def resume_totals(self, state: dict) -> None:
+        """Go on from :meth:`handover_totals` of the process before the upgrade."""
         with self._lock:
             self._guest_numbers = itertools.count(int(state["guest_next"]))
             self._departed.update(state["departed"])

@@ -2,8 +2,10 @@
 
 Field ownership (who writes; everyone may read a plain attribute, which is atomic in CPython):
 
-- ``nick`` and ``room``: the client's own session thread, always while holding the hub lock,
-  so code holding the hub lock sees them consistent with the hub's maps. One exception, also
+- ``nick``, ``room`` and ``rooms``: the client's own session thread, always while holding the
+  hub lock, so code holding the hub lock sees them consistent with the hub's maps. ``rooms``
+  (folded name -> Room) is every room the client is a member of; ``room`` is the one its
+  plain chat lines go to (the line protocol's current room, which is its only one). One exception, also
   under the hub lock: in cluster mode the bus may give the client a guest nick when its nick
   was taken elsewhere while this node was cut off (Hub.revoke_nick); a line the session is
   posting at that very moment still carries the old nick.
@@ -11,6 +13,8 @@ Field ownership (who writes; everyone may read a plain attribute, which is atomi
 - ``last_active``, ``bytes_in``, ``lines_in``: the session thread only (counters for
   ``idle_timeout`` and the admin ``list``); ``room_messages``, ``private_messages``: the
   session thread too (Hub.say, /msg), for the metrics (metrics.py reads them at a scrape).
+- ``account``: the account the client is logged in to, or None (a guest); written by its
+  session thread under the hub lock, carried by an upgrade and in the cluster's member records.
 - ``outbox``: created here, then owned by the flusher thread (see flusher.py); it carries the
   client's protocol (core/protocol.py), which renders every event the client is told.
 - the rest is set once by the accept thread before the session starts.
@@ -32,6 +36,8 @@ class Client:
         "ip",
         "nick",
         "room",
+        "rooms",
+        "account",
         "connected_at",
         "last_active",
         "bytes_in",
@@ -49,6 +55,8 @@ class Client:
         self.peer = f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
         self.nick = ""
         self.room = None
+        self.rooms: dict = {}
+        self.account: str | None = None
         self.connected_at = time.time()
         self.last_active = time.monotonic()
         self.bytes_in = 0

@@ -1,4 +1,6 @@
-"""Shared chat state: who is connected, their nicks, the rooms and who is in them.
+"""Shared chat state: who is connected, their nicks, the rooms and who is in them (who is in
+which room is membership.py's part of the hub; the counts and listings census.py's). What
+arrives from other nodes comes in through the ``receive_*`` methods (the bus's reader).
 
 One object, one lock. Every method that reads or changes the maps below takes ``_lock``, and the
 notices that belong to a change (``joined``, ``left``, ``is now known as``, the joiner's own
@@ -25,17 +27,17 @@ from chatd.core.events import (
     NickRevoked,
     NickUnchanged,
     Renamed,
-    RoomEntered,
     YouAre,
 )
 from chatd.core.history import fit
-from chatd.core.rooms import Room
+from chatd.core.membership import Membership
+from chatd.core.rooms import send_private
 from chatd.text import fold
 
 LOBBY = "lobby"
 
 
-class Hub(Census):
+class Hub(Census, Membership):
     def __init__(self, flusher, bus=None) -> None:
         """``bus`` carries what crosses nodes (bus.py); the default is a single node. Room
         history is off until :meth:`use_history` (the service, once its store is open)."""
@@ -102,8 +104,7 @@ class Hub(Census):
             self._departed_messages["private"] += client.private_messages
             if reason is not None:
                 self._disconnects[reason.kind] = self._disconnects.get(reason.kind, 0) + 1
-            room = client.room
-            if room is not None:
+            for room in client.rooms:
                 self._leave(client, room)
                 farewell = reason.farewell(client.nick, room.name) if reason else None
                 if farewell is not None:
@@ -158,7 +159,8 @@ class Hub(Census):
                 self._nicks[fold(new)] = client
                 client.nick = new
                 self.send_to(client, NickChanged(new))
-                self._post(client.room, client.outbox, Renamed(old, new))
+                for room in client.rooms:
+                    self._post(room, client.outbox, Renamed(old, new))
                 self._bus.member(client)
         if other_key:
             self._bus.release(new if taken or revoked else old, client)
@@ -180,41 +182,20 @@ class Hub(Census):
                 del self._nicks[fold(old)]
             self._nicks[fold(new)] = client
             client.nick = new
-            room = client.room
             self.send_to(client, NickRevoked(old, new))
-            room.post(client.outbox, Renamed(old, new))
-            self._bus.publish(room.name, Joined(new, room.name) if reaped else Renamed(old, new))
+            for room in client.rooms:
+                room.post(client.outbox, Renamed(old, new))
+                self._bus.publish(room.name,
+                                  Joined(new, room.name) if reaped else Renamed(old, new))
             self._bus.member(client)
         return True
 
-    def join(self, client, name: str) -> str | None:
-        """Move ``client`` to room ``name`` (created on demand); returns an error text or None.
-        The room's history tail is had first, without the hub lock: it may read the store."""
-        tail = self._tail_for(name)
-        try:
-            with self._lock:
-                old = client.room
-                if fold(name) == fold(old.name):
-                    return f"you are already in {old.name}"
-                new = self._rooms.get(fold(name))
-                if new is None:
-                    new, tail = self._room(name, tail), None  # the room holds the tail now
-                self._leave(client, old)
-                self._post(old, None, Left(client.nick, old.name))
-                members = len(new.members) + 1 + len(self._bus.remote_members(new.name))
-                # told before the first line of the new room, and after the old room's last
-                # (the detach above is queued first)
-                entered = client.outbox.protocol.line(RoomEntered(new.name, members))
-                self._enter(client, new, (entered, 1))
-        finally:
-            if tail is not None:  # the room existed (or no join): it holds its own
-                self._history.release(name)
-        return None
-
-    def say(self, client, event) -> None:
-        """A chat line (events.Said or Acted) to the sender's room. Only the session thread of
-        ``client`` moves it between rooms, so reading ``client.room`` here needs no hub lock."""
-        room = client.room
+    def say(self, client, event, room=None) -> None:
+        """A chat line (events.Said or Acted) to ``room``, one of the sender's, by default its
+        current one. Only the session thread of ``client`` moves it between rooms, so reading
+        ``client.room`` here needs no hub lock."""
+        if room is None:
+            room = client.room
         room.post(client.outbox, event)
         client.room_messages += 1  # the same thread, hence no lock (metrics.py reads it)
         self._bus.publish(room.name, event)
@@ -241,7 +222,7 @@ class Hub(Census):
             return remote, lambda event: self._bus.send_private(remote, event)
         return None
 
-    def deliver(self, room_name: str, events: list, position=None) -> None:
+    def receive_lines(self, room_name: str, events: list, position=None) -> None:
         """Lines from another node to this node's members of ``room_name`` (the bus's reader;
         ``position``: where in the cluster's stream they come from, for the room's history)."""
         with self._lock:
@@ -251,7 +232,7 @@ class Hub(Census):
             elif self._history is not None and self._history.lines:
                 self._history.record_remote(room_name, events, position)
 
-    def deliver_private(self, nick: str, event) -> None:
+    def receive_private(self, nick: str, event) -> None:
         """A private line from another node (the bus's reader)."""
         target = self.find(nick)
         if target is not None:
@@ -259,12 +240,13 @@ class Hub(Census):
 
     def send_to(self, client, *events) -> None:
         """Events for ``client`` alone, ordered after every room line posted before them."""
-        data = client.outbox.protocol.lines(events)
-        room = client.room  # may be stale if it is moving: then it simply has nothing to add
-        if room is None:
-            self._flusher.submit(client.outbox, data, len(events))
+        outbox = client.outbox
+        data = outbox.protocol.lines(events)
+        rooms = client.rooms  # may be stale if it is moving: then one has nothing to add
+        if rooms:
+            send_private(rooms, outbox, data, len(events))
         else:
-            room.send_private(client.outbox, data, len(events))
+            self._flusher.submit(outbox, data, len(events))
 
     def find(self, nick: str):
         with self._lock:
@@ -300,100 +282,9 @@ class Hub(Census):
         self._bus.publish(room_name.lstrip("#"), event)
         return count + remote.get(key, ("", 0))[1]
 
-    def broadcast_local(self, event) -> None:
+    def receive_broadcast(self, event) -> None:
         """Another node's operator line to every room of this node (the bus's reader)."""
         with self._lock:
             for room in self._rooms.values():
                 if room.members:
                     room.post(None, event)
-
-    # -- an upgrade (upgrade.py) ----------------------------------------------------------------
-
-    def restore(self, client, nick: str, room_name: str) -> None:
-        """A client handed over by an upgrade, back in its room under its nick, announced to
-        nobody: for everyone else nothing happened."""
-        tail = self._tail_for(room_name)
-        with self._lock:
-            self._clients[client.id] = client
-            self._per_ip[client.ip] = self._per_ip.get(client.ip, 0) + 1
-            self._nicks[fold(nick)] = client
-            client.nick = nick
-            room = self._rooms.get(fold(room_name))
-            if room is None:
-                room, tail = self._room(room_name, tail), None
-            client.room = room
-            room.enter(client)
-        if tail is not None:
-            self._history.release(room_name)
-
-    # -- membership (hub lock held) -----------------------------------------------------------
-
-    def _tail_for(self, name: str):
-        """The history tail of room ``name``, held (History.acquire) for a room about to be
-        made, or None (history off). Called *before* the hub lock: it may read the store,
-        and no store I/O runs under the hub lock."""
-        history = self._history  # set once, by use_history
-        if history is None or not history.lines:
-            return None
-        return history.acquire(name)
-
-    def _room(self, name: str, tail=None) -> Room:
-        """A new room; ``tail`` (from :meth:`_tail_for`) is its history, held by the room
-        until it is deleted (_leave)."""
-        room = Room(name, self._flusher)
-        if tail is not None:
-            self._keep_history(room, tail)
-        self._rooms[fold(name)] = room
-        return room
-
-    def _keep_history(self, room: Room, tail) -> None:
-        with room.lock:
-            room.tail = tail
-            room.on_join = self._history.on_join
-
-    def set_replay(self, lines: int) -> None:
-        """A reload's ``history_on_join``: what joiners get from now on (an int each room
-        reads under its lock; a join at this very moment may get the old count)."""
-        with self._lock:
-            if self._history is None or not self._history.lines:
-                return
-            self._history.on_join = min(lines, self._history.lines)
-            for room in self._rooms.values():
-                room.on_join = self._history.on_join
-
-    def use_history(self, history) -> None:
-        """Turn history on once its store is open (service start, after any fork): the
-        rooms that exist already (the lobby) get their tails now, read before the lock."""
-        if not history.lines:
-            return
-        with self._lock:
-            names = [room.name for room in self._rooms.values()]
-        tails = {name: history.acquire(name) for name in names}
-        with self._lock:
-            self._history = history
-            for name, tail in tails.items():
-                room = self._rooms.get(fold(name))
-                if room is not None and room.tail is None:
-                    self._keep_history(room, tail)
-                else:
-                    history.release(name)
-
-    def _post(self, room: Room, author, event) -> None:
-        """A room line for this node's members and, through the bus, the other nodes'."""
-        room.post(author, event)
-        self._bus.publish(room.name, event)
-
-    def _enter(self, client, room: Room, first: tuple[bytes, int] | None = None) -> None:
-        """``first``: the joiner's own lines that come before the room's (Room.attach)."""
-        client.room = room
-        room.enter(client, first)
-        self._post(room, client.outbox, Joined(client.nick, room.name))
-        self._bus.member(client)
-
-    def _leave(self, client, room: Room) -> None:
-        client.room = None
-        room.leave(client)
-        if not room.members and room is not self._lobby:
-            del self._rooms[fold(room.name)]
-            if room.tail is not None:  # idle now, within history.py's bound (no I/O)
-                self._history.release(room.name)

@@ -154,12 +154,31 @@ class Room:
         before those posted after it): the member's reading stops at a barrier here, catches
         up to it, gets the line (counted against its send queue), and passes the barrier."""
         with self.lock:
-            end = self._end()
-            self.barriers.setdefault(outbox, []).append(end)
-            self._flusher.call(self.catch_up, outbox, end)
+            self._hold(outbox)
             self._flusher.submit(outbox, data, lines)
             self._flusher.call(self.pass_barrier, outbox)
             self.queued = False  # lines posted from now on need a flush behind these items
+
+    def hold(self, outbox) -> None:
+        """For a private line to a member of several rooms (:func:`send_private`): its reading here
+        stops at a barrier and catches up to it; the line is queued in its last room, then
+        :meth:`release` lets it read on. Each room's barrier is taken under that room's lock
+        before the line is queued, so the line follows every room line posted before it."""
+        with self.lock:
+            self._hold(outbox)
+
+    def release(self, outbox) -> None:
+        """The end of :meth:`hold`: pass the barrier, then flush, since lines posted in this
+        room meanwhile stopped at it and may have no flush queued behind it."""
+        with self.lock:
+            self._flusher.call(self.pass_barrier, outbox)
+            self.queued = True
+            self._flusher.call(self.flush)
+
+    def _hold(self, outbox) -> None:
+        end = self._end()
+        self.barriers.setdefault(outbox, []).append(end)
+        self._flusher.call(self.catch_up, outbox, end)
 
     # -- the flusher thread's side ------------------------------------------------------------
     # ``flusher.deliver(outbox, data, lines)`` sends or backlogs, never blocks.
@@ -233,6 +252,17 @@ class Room:
             others = _texts([e for e in entries if e[0] is not outbox], protocol)
         if others:
             self._flusher.deliver(outbox, b"".join(others), len(others))
+
+
+def send_private(rooms, outbox, data: bytes, lines: int) -> None:
+    """A private line to a member of ``rooms`` (one or more): after every line posted before
+    it in each of them, before every line posted after it (Room.hold)."""
+    *others, last = rooms
+    for room in others:
+        room.hold(outbox)
+    last.send_private(outbox, data, lines)
+    for room in others:
+        room.release(outbox)
 
 
 def _pop_first(table: dict, outbox) -> None:

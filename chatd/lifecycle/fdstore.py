@@ -117,13 +117,13 @@ class FdStore:
         self.save_if_changed(sources)
 
     def save_if_changed(self, sources: Sources) -> None:
-        """The housekeeper's tick: write the state if a client came, went, or changed nick, room
-        or mute since the last one (counters alone do not make a write)."""
+        """The housekeeper's tick: write the state if a client came, went, or changed nick,
+        rooms, account or mute since the last one (counters alone do not make a write)."""
         if not self.enabled:
             return
         clients = sources.hub.clients()
-        fingerprint = hash(tuple((c.id, c.nick, c.room.name if c.room else None, c.muted)
-                                 for c in clients))
+        fingerprint = hash(tuple((c.id, c.nick, c.account, c.muted,
+                                  *(room.name for room in c.rooms)) for c in clients))
         if fingerprint != self._fingerprint:
             state = running_state(sources, clients)
             if self.save(state):
@@ -172,7 +172,7 @@ def running_state(sources: Sources, clients: list) -> HandoverState:
         listener=names.add(LISTEN),
         tls_listener=names.add(LISTEN_TLS) if sources.tls_listener else None,
         metrics=names.add(METRICS) if sources.metrics is not None else None,
-        hub=sources.hub.handover_state(),
+        hub=sources.hub.handover_totals(),
         closed_out=[flusher.closed_lines_out, flusher.closed_bytes_out],
         clients=records, fdnames=names.names, final=False)
 

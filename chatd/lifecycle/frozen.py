@@ -67,7 +67,7 @@ def frozen_state(sources: Sources, parked: list, backlogs: dict) -> tuple[Handov
         admin=AdminRecord(fds.add("admin", admin.sock), admin.path, admin.inode),
         pidfile=PidfileRecord(fds.add("pidfile", pidfile.fd), pidfile.path) if pidfile else None,
         metrics=fds.add(fdstore.METRICS, metrics.socket) if metrics else None,
-        hub=sources.hub.handover_state(),
+        hub=sources.hub.handover_totals(),
         closed_out=[flusher.closed_lines_out, flusher.closed_bytes_out],
         clients=clients)
     return state, fds

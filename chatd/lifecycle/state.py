@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from chatd import __version__
+from chatd.text import is_valid_name
 
 #: The state layout this chatd writes; READABLE are the ones it can read.
 STATE_VERSION = 1
@@ -53,6 +54,10 @@ class ClientRecord:
     lines_out: int
     backlog: bytes
     session: dict
+    #: Every room it is in, ``room`` (its current one) first; an older chatd wrote none.
+    rooms: list[str] = field(default_factory=list)
+    account: str | None = None
+    protocol: str = "line"  # the name of what it speaks (core/protocol.py)
 
     @classmethod
     def of(cls, client, now: float, fd: int, backlog: bytes, session: dict) -> ClientRecord:
@@ -64,7 +69,8 @@ class ClientRecord:
                    room_messages=client.room_messages,
                    private_messages=client.private_messages,
                    bytes_out=outbox.bytes_out, lines_out=outbox.lines_out,
-                   backlog=backlog, session=session)
+                   backlog=backlog, session=session, rooms=rooms_of(client),
+                   account=client.account, protocol=outbox.protocol.name)
 
     def write(self) -> dict:
         session = dict(self.session)
@@ -77,7 +83,8 @@ class ClientRecord:
             "bytes_in": self.bytes_in, "lines_in": self.lines_in,
             "room_messages": self.room_messages, "private_messages": self.private_messages,
             "bytes_out": self.bytes_out, "lines_out": self.lines_out,
-            "backlog": pack_bytes(self.backlog), "session": session}
+            "backlog": pack_bytes(self.backlog), "session": session,
+            "rooms": list(self.rooms), "account": self.account, "protocol": self.protocol}
 
     @classmethod
     def read(cls, record: dict) -> ClientRecord:
@@ -92,7 +99,29 @@ class ClientRecord:
                    room_messages=record.get("room_messages", 0),
                    private_messages=record.get("private_messages", 0),
                    bytes_out=record["bytes_out"], lines_out=record["lines_out"],
-                   backlog=unpack_bytes(record["backlog"]), session=session)
+                   backlog=unpack_bytes(record["backlog"]), session=session,
+                   # an older chatd knew one room per client and no accounts (issue 24)
+                   rooms=_names(record.get("rooms")) or [record["room"]],
+                   account=_optional_name(record.get("account")),
+                   protocol=str(record.get("protocol", "line")))
+
+
+def rooms_of(client) -> list[str]:
+    """The client's rooms by name, its current room first (the one a line client is in)."""
+    current = client.room
+    return [room.name for room in sorted(client.rooms, key=lambda room: room is not current)]
+
+
+def _names(value) -> list[str]:
+    """A list of names from a state dict (a file: input like any other), or [] if it is not
+    one."""
+    if value.__class__ is not list or not all(_optional_name(v) for v in value):
+        return []
+    return value
+
+
+def _optional_name(value) -> str | None:
+    return value if value.__class__ is str and is_valid_name(value) else None
 
 
 class AdminRecord(NamedTuple):

@@ -10,6 +10,8 @@ import select
 import socket
 import time
 
+import structlog
+
 from chatd.core.client import Client
 from chatd.lifecycle import state as schema
 from chatd.lifecycle.daemon import PidFile
@@ -19,6 +21,10 @@ from chatd.lifecycle.reexec import ExecTakeover
 from chatd.lifecycle.startup import StartupError
 from chatd.line.protocol import LINE
 
+log = structlog.get_logger("chatd.takeover")
+
+#: The protocols a handed-over client may speak, by name (ClientRecord.protocol).
+PROTOCOLS = {LINE.name: LINE}
 #: After an upgrade, threads start RESUME_BATCH at a time, RESUME_PAUSE apart (start_clients).
 RESUME_BATCH = 100
 RESUME_PAUSE = 0.001
@@ -70,14 +76,20 @@ class Inherited:
         """The clients handed over, back in the hub and with their unsent output queued; no
         thread runs yet. Returns (client, session state) pairs for the listener."""
         state = self.state
-        hub.take_over(state.hub)
+        hub.resume_totals(state.hub)
         flusher.closed_lines_out, flusher.closed_bytes_out = state.closed_out
         now = time.monotonic()
         restored = []
         for record in state.clients:
             if self.source.fds[record.fd] < 0:
                 continue  # a connection the fd store did not keep
-            client = Client(record.id, self.source.sock(record.fd), (record.ip, 0), LINE)
+            protocol = PROTOCOLS.get(record.protocol)
+            if protocol is None:  # from a chatd that spoke more: this one cannot serve it
+                log.warning("client_protocol_unknown", client_id=record.id,
+                            protocol=record.protocol[:32])
+                self.source.sock(record.fd).close()
+                continue
+            client = Client(record.id, self.source.sock(record.fd), (record.ip, 0), protocol)
             client.peer = record.peer
             client.connected_at = record.connected_at
             client.last_active = now - record.idle
@@ -89,7 +101,7 @@ class Inherited:
             client.outbox.lines_out = record.lines_out
             if record.backlog:  # before any room line: it was due first
                 flusher.submit(client.outbox, record.backlog, 0)
-            hub.restore(client, record.nick, record.room)
+            hub.restore(client, record.nick, record.rooms, record.account)
             restored.append((client, record.session))
         return restored
 

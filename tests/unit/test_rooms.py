@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from chatd.core.events import Said
@@ -111,3 +111,111 @@ def test_every_member_gets_exactly_what_was_posted_while_it_was_in(ops):
     assert room.log == [], "entries every reader has passed are dropped"
     assert set(room.readers) == {readers[p] for p in inside}
     assert room.joining == {} and room.barriers == {}
+
+
+
+ROOMS = ["x", "y"]
+FEW = PEOPLE[:3]  # fewer people: more of the examples put one in both rooms
+two_rooms = st.one_of(
+    st.tuples(st.just("post"), st.sampled_from(FEW), st.sampled_from(ROOMS)),
+    st.tuples(st.just("toggle"), st.sampled_from(FEW), st.sampled_from(ROOMS)),
+    st.tuples(st.just("private"), st.sampled_from(FEW), st.just("")),  # hold the others
+    st.tuples(st.just("send"), st.sampled_from(FEW), st.just("")),  # the line, release
+    st.tuples(st.just("step"), st.integers(1, 3), st.just("")),
+)
+
+
+class TwoRooms:
+    """The model's state: who is in which room, what each should get, private lines held."""
+
+    def __init__(self) -> None:
+        self.flusher = FakeFlusher()
+        self.rooms = {name: Room(name, self.flusher) for name in ROOMS}
+        self.readers = {p: Reader(p) for p in FEW}
+        self.inside: dict[str, list[str]] = {p: [] for p in FEW}  # in the order entered
+        self.expected = {p: {r: [] for r in ROOMS} for p in FEW}
+        self.sending: dict[str, tuple[int, list[Room]]] = {}  # held, not sent: (when, rooms)
+        self.privates: dict[str, list[tuple[int, int, bytes]]] = {p: [] for p in FEW}
+        self.number: dict[bytes, int] = {}  # line -> when it was posted or sent
+
+    def step(self, n: int, count: int, _) -> None:
+        for _ in range(count):
+            self.flusher.step()
+
+    def toggle(self, n: int, person: str, where: str) -> None:
+        if where in self.inside[person]:
+            self.inside[person].remove(where)
+            self.rooms[where].leave(self.readers[person])
+        else:
+            self.inside[person].append(where)
+            self.rooms[where].enter(self.readers[person])
+
+    def post(self, n: int, person: str, where: str) -> None:
+        if where not in self.inside[person]:
+            return
+        event = Said(person, f"{where}{n}")
+        line = self.number_of(LINE.line(event), n)
+        self.rooms[where].post(self.readers[person], event)
+        for other in FEW:
+            if other != person and where in self.inside[other]:
+                self.expected[other][where].append(line)
+
+    def private(self, n: int, person: str, _) -> None:
+        """rooms.send_private's first step: the rooms it reads (as hub.send_to reads
+        client.rooms) and the holds; :meth:`send` does the rest, later."""
+        if self.inside[person] and person not in self.sending:
+            held = [self.rooms[r] for r in self.inside[person]]
+            for room in held[:-1]:
+                room.hold(self.readers[person])
+            self.sending[person] = (n, held)
+
+    def send(self, n: int, person: str, _) -> None:
+        if person not in self.sending:
+            return
+        began, held = self.sending.pop(person)
+        line = self.number_of(f"{n} private to {person}\n".encode(), n)
+        *others, last = held
+        last.send_private(self.readers[person], line, 1)
+        for room in others:
+            room.release(self.readers[person])
+        self.privates[person].append((began, n, line))
+
+    def number_of(self, line: bytes, n: int) -> bytes:
+        self.number[line] = n
+        return line
+
+
+@settings(max_examples=int(os.environ.get("ROOM_EXAMPLES", "1000")))
+@given(st.lists(two_rooms, max_size=60))
+# a line posted in a held room before the release: only a flush after it hands that line over
+@example([("toggle", "a", "x"), ("toggle", "a", "y"), ("toggle", "b", "x"),
+          ("private", "a", ""), ("post", "b", "x"), ("send", "a", "")])
+def test_a_member_of_two_rooms_gets_each_rooms_lines_and_private_lines_in_place(ops):
+    """The membership seam: a client in several rooms (an IRC client) gets each room's lines
+    as a member of that room alone would, and a private line after every line posted in any
+    of its rooms before it was sent, before any posted after. rooms.send_private's steps run
+    apart here, as threads may interleave them: others post (and the member moves) between
+    the hold and the rest."""
+    model = TwoRooms()
+    for n, (op, arg, where) in enumerate(ops):
+        getattr(model, op)(n, arg, where)
+    for person in list(model.sending):
+        model.send(len(ops), person, "")
+    model.flusher.drain()
+    for person in FEW:
+        _check(model.flusher.got.get(model.readers[person], []), model.expected[person],
+               model.privates[person], model.number)
+    for room in model.rooms.values():
+        assert room.log == [] and room.joining == {} and room.barriers == {}
+
+
+def _check(got: list[bytes], expected: dict, privates: list, number: dict) -> None:
+    """One member's lines: each room's exactly, each private line in its place."""
+    for room in ROOMS:
+        assert [line for line in got if line.split(b" ", 1)[1].startswith(room.encode())] \
+            == expected[room], room
+    assert [line for line in got if b"private" in line] == [p for *_, p in privates]
+    for began, sent, private in privates:
+        at = got.index(private)
+        assert all(number[line] < sent for line in got[:at]), private
+        assert all(number[line] > began for line in got[at + 1:]), private

@@ -1,0 +1,186 @@
+"""Who is in which room: the membership seam of the hub (a mixin of :class:`~chatd.core.hub.Hub`).
+
+A client may be a member of several rooms (``client.rooms``, a tuple replaced whole under the
+hub lock, so that a thread without the lock reads it as it was). The line protocol keeps one
+current room (``client.room``) and moves it with :meth:`join`; a protocol whose clients sit in
+several rooms at once uses :meth:`enter` and :meth:`part`. Rooms are made on first entry and
+dropped when their last member leaves (the lobby stays); each holds its history tail meanwhile.
+
+Every method here that changes membership takes the hub lock; those starting with ``_`` expect
+it held. A history tail may read the store, so it is had before the lock (:meth:`_tail_for`).
+"""
+
+from __future__ import annotations
+
+from chatd.core.events import Joined, Left, RoomEntered
+from chatd.core.rooms import Room
+from chatd.text import fold
+
+#: The most rooms one client may be in at once (enter() refuses more; a member record from
+#: another node with more is rejected). The line protocol's clients are in one.
+MAX_ROOMS = 64
+
+
+class Membership:
+    """Room membership over the hub's ``_rooms`` (folded name -> Room), ``_lock`` and ``_bus``."""
+
+    def join(self, client, name: str) -> str | None:
+        """Move ``client`` from its current room to room ``name`` (created on demand); returns
+        an error text or None."""
+        tail = self._tail_for(name)
+        try:
+            with self._lock:
+                old = client.room
+                if fold(name) == fold(old.name):
+                    return f"you are already in {old.name}"
+                new = self._rooms.get(fold(name))
+                if new is None:
+                    new, tail = self._room(name, tail), None  # the room holds the tail now
+                self._leave(client, old)
+                self._post(old, None, Left(client.nick, old.name))
+                # told before the first line of the new room, and after the old room's last
+                # (the detach above is queued first)
+                self._enter(client, new, self._entered(client, new))
+        finally:
+            if tail is not None:  # the room existed (or no join): it holds its own
+                self._history.release(name)
+        return None
+
+    def enter(self, client, name: str) -> str | None:
+        """``client`` becomes a member of room ``name`` too, staying in its other rooms;
+        returns an error text or None."""
+        tail = self._tail_for(name)
+        try:
+            with self._lock:
+                room = self._rooms.get(fold(name))
+                if room is not None and room in client.rooms:
+                    return f"you are already in {room.name}"
+                if len(client.rooms) >= MAX_ROOMS:
+                    return f"you are in too many rooms (at most {MAX_ROOMS})"
+                if room is None:
+                    room, tail = self._room(name, tail), None
+                self._enter(client, room, self._entered(client, room))
+        finally:
+            if tail is not None:
+                self._history.release(name)
+        return None
+
+    def part(self, client, name: str, reason: str | None = None) -> str | None:
+        """``client`` leaves room ``name`` and stays in its others; returns an error text or
+        None. The room hears why (``reason``), the client nothing: its protocol answers it."""
+        with self._lock:
+            room = self._rooms.get(fold(name))
+            if room is None or room not in client.rooms:
+                return f"you are not in {name}"
+            self._leave(client, room)
+            self._post(room, None, Left(client.nick, room.name, reason))
+        return None
+
+    def _entered(self, client, room: Room) -> tuple[bytes, int]:
+        """The joiner's own ``*** you joined`` line, with the members on every node."""
+        members = len(room.members) + 1 + len(self._bus.remote_members(room.name))
+        return client.outbox.protocol.line(RoomEntered(room.name, members)), 1
+
+    # -- an upgrade (upgrade.py) ----------------------------------------------------------------
+
+    def restore(self, client, nick: str, room_names: list[str], account: str | None = None) -> None:
+        """A client handed over by an upgrade, back in its rooms (its current one first) under
+        its nick, announced to nobody: for everyone else nothing happened."""
+        tails = {name: self._tail_for(name) for name in room_names}
+        with self._lock:
+            self._clients[client.id] = client
+            self._per_ip[client.ip] = self._per_ip.get(client.ip, 0) + 1
+            self._nicks[fold(nick)] = client
+            client.nick = nick
+            client.account = account
+            for name in room_names:
+                room = self._rooms.get(fold(name))
+                if room is None:
+                    room, tails[name] = self._room(name, tails[name]), None
+                if room not in client.rooms:
+                    self._add(client, room)
+                    room.enter(client)
+        for name, tail in tails.items():
+            if tail is not None:
+                self._history.release(name)
+
+    # -- membership (hub lock held) -----------------------------------------------------------
+
+    def _tail_for(self, name: str):
+        """The history tail of room ``name``, held (History.acquire) for a room about to be
+        made, or None (history off). Called *before* the hub lock: it may read the store,
+        and no store I/O runs under the hub lock."""
+        history = self._history  # set once, by use_history
+        if history is None or not history.lines:
+            return None
+        return history.acquire(name)
+
+    def _room(self, name: str, tail=None) -> Room:
+        """A new room; ``tail`` (from :meth:`_tail_for`) is its history, held by the room
+        until it is deleted (_leave)."""
+        room = Room(name, self._flusher)
+        if tail is not None:
+            self._keep_history(room, tail)
+        self._rooms[fold(name)] = room
+        return room
+
+    def _keep_history(self, room: Room, tail) -> None:
+        with room.lock:
+            room.tail = tail
+            room.on_join = self._history.on_join
+
+    def set_replay(self, lines: int) -> None:
+        """A reload's ``history_on_join``: what joiners get from now on (an int each room
+        reads under its lock; a join at this very moment may get the old count)."""
+        with self._lock:
+            if self._history is None or not self._history.lines:
+                return
+            self._history.on_join = min(lines, self._history.lines)
+            for room in self._rooms.values():
+                room.on_join = self._history.on_join
+
+    def use_history(self, history) -> None:
+        """Turn history on once its store is open (service start, after any fork): the
+        rooms that exist already (the lobby) get their tails now, read before the lock."""
+        if not history.lines:
+            return
+        with self._lock:
+            names = [room.name for room in self._rooms.values()]
+        tails = {name: history.acquire(name) for name in names}
+        with self._lock:
+            self._history = history
+            for name, tail in tails.items():
+                room = self._rooms.get(fold(name))
+                if room is not None and room.tail is None:
+                    self._keep_history(room, tail)
+                else:
+                    history.release(name)
+
+    def _post(self, room: Room, author, event) -> None:
+        """A room line for this node's members and, through the bus, the other nodes'."""
+        room.post(author, event)
+        self._bus.publish(room.name, event)
+
+    def _enter(self, client, room: Room, first: tuple[bytes, int] | None = None) -> None:
+        """``first``: the joiner's own lines that come before the room's (Room.attach)."""
+        self._add(client, room)
+        room.enter(client, first)
+        self._post(room, client.outbox, Joined(client.nick, room.name))
+        self._bus.member(client)
+
+    @staticmethod
+    def _add(client, room: Room) -> None:
+        client.rooms = (*client.rooms, room)
+        if client.room is None:
+            client.room = room
+
+    def _leave(self, client, room: Room) -> None:
+        rooms = tuple(r for r in client.rooms if r is not room)
+        client.rooms = rooms
+        if client.room is room:
+            client.room = rooms[0] if rooms else None
+        room.leave(client)
+        if not room.members and room is not self._lobby:
+            del self._rooms[fold(room.name)]
+            if room.tail is not None:  # idle now, within history.py's bound (no I/O)
+                self._history.release(room.name)
