@@ -32,6 +32,12 @@ CLOSED = 4  # the socket is closed
 STATE_NAMES = ("open", "closing", "lingering", "dead", "closed")  # for debugging and logs
 
 
+class ChannelError(Exception):
+    """What ``Outbox.tls`` raises when the peer's records cannot be read (net/tls.py's
+    ``TlsError`` is one): the session ends the connection and logs the message, so core
+    catches it without knowing the transport."""
+
+
 class Outbox:
     """Per-client output state, owned by the flusher thread, except ``queued_in`` and
     ``over``, which the flusher's lock guards (the submitters' side of the count)."""
@@ -67,7 +73,9 @@ class Outbox:
         #: Why the flusher ended this connection (sendq, kick, shutdown...), or None.
         self.close_reason: Close | None = None
         self.linger_until = 0.0
-        self.tls = None  # a TlsChannel on the TLS listener: output is encrypted per client
+        #: A TlsChannel (net/tls.py) on the TLS listener: output is encrypted per client, input
+        #: decrypted by the session (``decrypt``, raising :class:`ChannelError`).
+        self.tls = None
         #: Bytes submitted for this client (Flusher._lock) and bytes of those the flusher has
         #: handled (flusher thread): the difference is what waits in the flusher's queue.
         #: Two counters with one writer each, so neither side takes the other's lock per item.

@@ -1,14 +1,16 @@
-"""One client's reader thread: receive, frame, pace, dispatch; clean up when it ends.
+"""One client's reader thread: receive, decrypt, pace, hand lines over; clean up when it ends.
 
 The session thread is the only one that ``recv``s on its socket. It never sends: replies and
-room lines are queued with the flusher (flusher.py). Flood control lives here: lines are taken
-from the :class:`~chatd.line.framing.LineFramer` one token at a time; while the bucket is empty
-the thread keeps reading (bounded by ``recvq_bytes``) so that input is delayed, not dropped,
-and a client whose unread input keeps growing past the bound is disconnected (``excess flood``).
-Telnet negotiation is taken out of the input before framing (telnet.py) and answered through
-the flusher, so a telnet user's Ctrl-C never reaches the room as text.
+room lines are queued with the flusher (flusher.py). It knows no protocol: the client's
+protocol object (protocol.py, on the outbox) makes the session's *reader*, which frames what
+was received, says what a line over the limit or a partial line is, and handles each complete
+line (for the line protocol: chatd/line/reader.py, with telnet negotiation taken out and the
+command table). Flood control lives here: lines are taken from the reader one token at a time;
+while the bucket is empty the thread keeps reading (bounded by ``recvq_bytes``) so that input
+is delayed, not dropped, and a client whose unread input keeps growing past the bound is
+disconnected (``excess flood``).
 
-Replies and notices are events (events.py), rendered once by render.py. A connection ends,
+Replies and notices are events (events.py), rendered by the protocol. A connection ends,
 for one of the reasons in ``events.CLOSE_KINDS``, when the peer closes or resets, when the client quits or floods, or when
 another thread asks the flusher to end it (sendq, kick, idle, shutdown), which shuts down the
 socket's read side so that ``recv`` returns here. Either way :meth:`Session.run` removes the
@@ -23,24 +25,10 @@ import time
 import structlog
 
 from chatd.core.bus import ClusterUnavailable
-from chatd.core.events import (
-    CLOSED,
-    EXCESS_FLOOD,
-    RESET,
-    Close,
-    Error,
-    Motd,
-    Said,
-    Welcome,
-)
+from chatd.core.events import CLOSED, EXCESS_FLOOD, RESET, Close, Error
+from chatd.core.outbox import ChannelError
 from chatd.core.ratelimit import TokenBucket
 from chatd.core.settings import Settings
-from chatd.line.commands import CLUSTER_UNAVAILABLE, dispatch
-from chatd.line.framing import LINE_TOO_LONG, LineFramer
-from chatd.line.parse import Message, parse
-from chatd.line.telnet import TelnetFilter
-from chatd.net.tls import TlsError
-from chatd.text import decode
 
 #: The most one recv() asks for: a sender's whole burst in one call.
 RECV_SIZE = 65536
@@ -56,7 +44,7 @@ _log = structlog.get_logger("chatd.session")
 
 
 class Session:
-    __slots__ = ("client", "hub", "flusher", "settings", "framer", "bucket", "telnet",
+    __slots__ = ("client", "hub", "flusher", "settings", "reader", "bucket", "_handle",
                  "_eof", "_poller", "_end", "_recv_size", "_held", "_gate")
 
     def __init__(self, client, hub, flusher, settings: Settings) -> None:
@@ -66,14 +54,16 @@ class Session:
         self.flusher = flusher
         self.settings = settings
         config = settings.config
-        self.framer = LineFramer(config.max_line_bytes)
         self.bucket = TokenBucket(config.rate, config.burst, time.monotonic())
-        self.telnet: TelnetFilter | None = None  # made when the first 0xFF byte arrives
+        #: The input side of the client's protocol (protocol.py ``Reader``): framing, and what
+        #: a line does; ``_handle`` is its ``handle``, bound once for the per-line path.
+        self.reader = client.outbox.protocol.reader(self)
+        self._handle = self.reader.handle
         self._eof = False
         self._poller = None
         self._end: Close | None = None  # set by /quit and by what ends the session from here
         self._recv_size = IDLE_RECV_SIZE  # see IDLE_RECV_SIZE
-        self._held = None  # the line taken from the framer that waits for a flood token
+        self._held = None  # the line taken from the reader that waits for a flood token
         self._gate = getattr(settings, "gate", None)  # gate.py: where an upgrade parks us
 
     @property
@@ -142,13 +132,14 @@ class Session:
         tls = self.client.outbox.tls is not None
         try:
             if not resumed:
-                nick = self.hub.register(self.client, [Welcome(config.server_name),
-                                                       *map(Motd, config.motd)])
+                nick = self.hub.register(self.client,
+                                         self.client.outbox.protocol.greeting(config))
                 # logged once in the lobby, so that it can say with which nick (watch.py)
                 self.log.info("client_connected", tls=tls, nick=nick, room=self.client.room.name)
         except ClusterUnavailable:  # no nick can be handed out that is sure to be unique
             self.log.info("client_connected", tls=tls)
-            self.error(CLUSTER_UNAVAILABLE)  # not in a room: goes straight to the flusher
+            # not in a room: goes straight to the flusher
+            self.error(self.client.outbox.protocol.cluster_unavailable)
             return Close("cluster")
         while True:
             if self._end:
@@ -185,26 +176,14 @@ class Session:
             self.log.info("tls_on_plain_port")
             self._end = Close("tls_plain")
             return
-        if self.telnet is not None or b"\xff" in data:
-            data = self._telnet(data)
         config = self.settings.config  # limits follow a reload from the next read on
         self.bucket.rate, self.bucket.burst = config.rate, config.burst
-        self.framer.max_line_bytes = config.max_line_bytes
-        self.framer.feed(data)
-
-    def _telnet(self, data: bytes) -> bytes:
-        """Telnet commands out of ``data`` (telnet.py); their answers go out via the flusher."""
-        if self.telnet is None:
-            self.telnet = TelnetFilter()
-        data, answer = self.telnet.feed(data)
-        if answer:
-            self.flusher.submit(self.client.outbox, answer, 0)
-        return data
+        self.reader.feed(data)  # (the reader's own limits too)
 
     def _decrypt(self, tls, raw: bytes) -> bytes | None:
         try:
             plain, tls_output = tls.decrypt(raw)
-        except TlsError as exc:
+        except ChannelError as exc:
             self.log.warning("tls_error", error=str(exc))
             self._end = Close("tls_error")
             return None
@@ -221,25 +200,28 @@ class Session:
         and tokens in hand (a paste within its burst, or one starved of the CPU so that its
         tokens pile up) could otherwise go on for seconds without reaching a read, and an
         upgrade waited for it in vain (issue 22: 248 clients at rate 200, "the sessions did
-        not stop within 10 s"). Between two lines everything read is in the framer (or
-        ``_held``), which is what the handover takes."""
-        framer = self.framer
+        not stop within 10 s"). Between two lines everything read is in the reader (or
+        ``_held``), which is what the handover takes.
+
+        The hot path of every chat line: what the loop calls is bound to locals once."""
+        reader = self.reader
+        next_line, too_long, handle = reader.next_line, reader.too_long, self._handle
         gate = self._gate
         while True:
             if gate is not None and gate.closed:  # a hint; park() decides under its lock
                 gate.park(self)
-            raw = self._held if self._held is not None else framer.next_line()
+            raw = self._held if self._held is not None else next_line()
             if raw is None:
                 return None
-            if raw is LINE_TOO_LONG:
-                self.error(f"line too long (max {framer.max_line_bytes} bytes)")
+            if raw is too_long:
+                self.error(reader.line_too_long())
                 continue
             self._held = raw  # an upgrade while we pace must not lose it
             end = self._pace()
             if end:
                 return end
             self._held = None
-            self._handle(raw)
+            handle(raw)
             if self._end:
                 return self._end
 
@@ -255,10 +237,10 @@ class Session:
                     continue
                 time.sleep(min(delay, 0.25))
             elif self._readable(delay):
-                room = self.settings.config.recvq_bytes - self.framer.pending_bytes
+                room = self.settings.config.recvq_bytes - self.reader.pending_bytes
                 if room <= 0:
                     self.log.warning("excess_flood", nick=self.client.nick,
-                                     recvq=self.framer.pending_bytes)
+                                     recvq=self.reader.pending_bytes)
                     self.error("excess flood")
                     return EXCESS_FLOOD
                 self._receive(min(room, RECV_SIZE))
@@ -280,65 +262,36 @@ class Session:
     def _await_input(self) -> bool:
         """Wait in poll(), not in recv(), so that an upgrade can stop us between two reads
         (gate.py); without a gate (tests that build a session alone) recv() simply blocks.
-        False: no input came for ``partial_line_timeout`` after a partial line from a client
-        that has never sent LF, and that line is now ``_held``, to be handled as a whole."""
-        timeout = self._partial_timeout()
+        False: no input came for the reader's ``partial_timeout`` after a partial line (the
+        line protocol's rule: from a client that has never sent LF), and that line is now
+        ``_held``, to be handled as a whole."""
+        # (a held line waits for its flood token: it is not replaced)
+        timeout = self.reader.partial_timeout() if self._held is None else None
         if self._gate is None and timeout is None:
             return True
         while not self._readable(timeout):
             if timeout is not None:
-                self._held = self.framer.take_partial()
+                self._held = self.reader.take_partial()
                 if self._held is not None:
                     return False
                 timeout = None
         return True
 
-    def _partial_timeout(self) -> float | None:
-        """``partial_line_timeout`` if a partial line waits from a client that has never ended
-        a line with LF (SPEC §1: the teaching client sends each message with one send() and
-        no newline); else None: wait for LF as long as it takes, as nc and telnet users need."""
-        framer = self.framer
-        if framer.seen_lf or not framer.pending_bytes or self._held is not None:
-            return None  # (a held line waits for its flood token: it is not replaced)
-        return self.settings.config.partial_line_timeout or None
-
     def _last_partial(self) -> bool:
-        """At EOF: such a client's last partial line is a line too (held); False if none."""
-        if self.framer.seen_lf or not self.settings.config.partial_line_timeout:
-            return False
-        self._held = self.framer.take_partial()
+        """At EOF: a partial line the reader takes as a line is ``_held``; False if none."""
+        self._held = self.reader.last_partial()
         return self._held is not None
 
     # -- an upgrade (upgrade.py) --------------------------------------------------------------
 
     def handover_state(self) -> dict:
-        """What a parked session has read and not yet handled, and where it stands."""
-        unread, discarding = self.framer.state()
-        return {"held": self._held, "unread": unread, "discarding": discarding,
-                "seen_lf": self.framer.seen_lf,
-                "telnet": self.telnet.state() if self.telnet is not None else None,
-                "tokens": self.bucket.tokens}
+        """What a parked session has read and not yet handled, and where it stands: ``held``,
+        the reader's keys (the line protocol's: ``unread``, ``discarding``, ``seen_lf``,
+        ``telnet``), ``tokens``. Upgrades between versions read this format."""
+        return {"held": self._held, **self.reader.state(), "tokens": self.bucket.tokens}
 
     def take_over(self, state: dict) -> None:
         """Go on from :meth:`handover_state` of the process before the upgrade."""
         self._held = state["held"]
-        # a state from a chatd before seen_lf: taken as seen (a line is never cut in two)
-        self.framer.restore(state["unread"], state["discarding"], state.get("seen_lf", True))
-        if state["telnet"] is not None:
-            self.telnet = TelnetFilter()
-            self.telnet.restore(*state["telnet"])
+        self.reader.restore(state)
         self.bucket.restore(state["tokens"], time.monotonic())
-
-    def _handle(self, raw: bytes) -> None:
-        text = decode(raw)
-        parsed = parse(text)
-        if parsed is None:
-            return
-        self.client.lines_in += 1
-        if parsed.__class__ is Message:
-            if not self.may_speak():
-                return
-            self.hub.say(self.client, Said(self.client.nick, parsed.text))
-            self.log_message(parsed.text)
-        else:
-            dispatch(self, parsed)

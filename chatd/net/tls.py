@@ -19,12 +19,15 @@ import ssl
 import threading
 import time
 
+from chatd.core.outbox import ChannelError
+
 #: The default bound; the listener passes ``handshake_timeout`` from the config.
 HANDSHAKE_SECONDS = 5.0
 
 
-class TlsError(Exception):
-    """The TLS handshake or a record failed; the message is short, for the log."""
+class TlsError(ChannelError):
+    """The TLS handshake or a record failed; the message is short, for the log. A
+    ChannelError, which is what the session (core) catches from ``decrypt``."""
 
 
 def server_context(cert: str, key: str) -> ssl.SSLContext:

@@ -45,7 +45,8 @@ from support.waiting import wait_until
 
 #: Upper bound for any wait. Tests normally settle in milliseconds; this only bounds a failure.
 DEADLINE = 3.0
-#: What the harness's register() greets with (Session._serve builds the same shape).
+#: What the harness's register() greets with (LINE.greeting, which Session._serve sends, builds
+#: the same shape).
 GREETING = [Welcome("chatd"), Motd("Type /help for the list of commands.")]
 #: The same greeting as the lines a client reads.
 GREETING_LINES = ["*** welcome to chatd", "*** Type /help for the list of commands."]

@@ -152,3 +152,20 @@ def test_no_new_import_cycles():
     new = sorted(cycle_edges(graph) - known_edges())
     cycles = [" -> ".join([a, *path_between(graph, b, a)]) for a, b in new]
     assert not new, "import cycles:\n" + "\n".join(cycles)
+
+
+#: What core must never import (issue 24): core speaks events and knows no protocol (line), no
+#: transport (net: TLS, listeners), no process (lifecycle), no operator side (admin) and no
+#: cluster (core/bus.py is its interface); each of those plugs into core, not the reverse.
+CORE = "chatd.core"
+NOT_IN_CORE = ("chatd.line", "chatd.net", "chatd.lifecycle", "chatd.admin", "chatd.cluster")
+
+
+def test_core_imports_no_wing():
+    """Each core module's own import statements, anywhere in it (a function's too)."""
+    modules = module_files()
+    wrong = sorted(f"{name} imports {target}" for name, path in modules.items()
+                   if name == CORE or name.startswith(CORE + ".")
+                   for target in imported(name, path, modules)
+                   if any(target == wing or target.startswith(wing + ".") for wing in NOT_IN_CORE))
+    assert not wrong, "core imports a wing:\n" + "\n".join(wrong)
