@@ -76,7 +76,8 @@ def _dry_start(ctx: click.Context, config) -> NoReturn:
     try:
         from chatd.lifecycle.drystart import dry_start_report
         from chatd.lifecycle.service import state_dir
-        from chatd.store.history import HistoryFileError, SqliteStore
+        from chatd.store.history import HistoryFileError
+        from chatd.store.sqlite import SqliteStore
 
         BanList(state_dir(config)).load()
         if config.history_lines and not config.redis_url:
@@ -116,6 +117,33 @@ class _Command(click.Command):
         return super().main(*args, **kwargs)
 
 
+def _upgrade_takeover(ctx: click.Context):
+    """The takeover an upgrade started this process for (its environment says), or None. The
+    failure path (cli's _fail) tells the old process through ``ctx.obj``."""
+    if os.environ.get("CHATD_UPGRADE_STATE"):  # exec'd in place by an upgrade (reexec.py)
+        from chatd.lifecycle.reexec import ExecTakeover
+
+        ctx.obj = ExecTakeover.from_environment()
+    elif os.environ.get("CHATD_UPGRADE_FD"):  # started by a chatd from before issue 23 §4
+        from chatd.lifecycle.upgrade import Takeover
+
+        ctx.obj = Takeover.from_environment()
+    return ctx.obj
+
+
+def _load_config(ctx: click.Context, config_path, options: dict, check_config: bool):
+    """The config, checked; a bad one ends chatd with one line (status 2; 1 if the trouble is
+    transient and we were starting)."""
+    try:
+        config = configmod.load(config_path, options)
+        preflight.check(config)
+    except preflight.TransientError as err:  # DNS down for now: not the config's fault
+        _fail(ctx, str(err), 2 if check_config else 1)
+    except configmod.ConfigError as err:
+        _fail(ctx, str(err), 2)
+    return config
+
+
 @click.command(cls=_Command, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-c", "--config", "config_path", metavar="PATH",
               help="TOML configuration file (see etc/chatd.toml); options below win over it.")
@@ -135,26 +163,9 @@ def main(ctx: click.Context, config_path: str | None, check_config: bool, daemon
     background with --daemon."""
     if secret_path is not None:
         _gen_cluster_secret(ctx, secret_path)
-    takeover = None
     dry_start = os.environ.pop("CHATD_UPGRADE_DRY_START", None) == "1"
-    if not check_config and os.environ.get("CHATD_UPGRADE_STATE"):
-        # exec'd in place by an upgrade (reexec.py)
-        from chatd.lifecycle.reexec import ExecTakeover
-
-        takeover = ctx.obj = ExecTakeover.from_environment()
-    elif not check_config and os.environ.get("CHATD_UPGRADE_FD"):
-        from chatd.lifecycle.upgrade import (
-            Takeover,  # started by a chatd from before issue 23 §4
-        )
-
-        takeover = ctx.obj = Takeover.from_environment()
-    try:
-        config = configmod.load(config_path, options)
-        preflight.check(config)
-    except preflight.TransientError as err:  # DNS down for now: not the config's fault
-        _fail(ctx, str(err), 2 if check_config else 1)
-    except configmod.ConfigError as err:
-        _fail(ctx, str(err), 2)
+    takeover = None if check_config else _upgrade_takeover(ctx)
+    config = _load_config(ctx, config_path, options, check_config)
     if check_config:
         defaults = {"state_dir": configmod.default_state_dir(),
                     "admin_socket": adminproto.daemon_socket_path()}

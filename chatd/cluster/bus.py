@@ -286,7 +286,7 @@ class RedisBus:
     def remote_nick(self, nick: str) -> str | None:
         return self.roster.nick(nick)
 
-    # -- history (historystore.RedisStore) --------------------------------------------
+    # -- history (store/history.py: RedisStore) --------------------------------------------
 
     def purge_history(self, room_key: str) -> None:
         """Delete the room's history in Redis and have every other node drop its tail."""

@@ -44,6 +44,17 @@ class Row(NamedTuple):
 class Census:
     """Read-only views of the hub's maps (``_clients``, ``_rooms``, the departed counts)."""
 
+    def _count_departure(self, client, reason) -> None:
+        """A client leaves (hub lock held): its input and messages join the lifetime totals
+        (its output is counted by the flusher when it closes the socket), and ``reason`` (an
+        events.Close, or None) the disconnects by kind."""
+        self._departed["lines_in"] += client.lines_in
+        self._departed["bytes_in"] += client.bytes_in
+        self._departed_messages["room"] += client.room_messages
+        self._departed_messages["private"] += client.private_messages
+        if reason is not None:
+            self._disconnects[reason.kind] = self._disconnects.get(reason.kind, 0) + 1
+
     def client_count(self) -> int:
         """Clients admitted (stats() without walking them: for /health)."""
         with self._lock:

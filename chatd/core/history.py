@@ -5,7 +5,7 @@ reader offset is taken under ``Room.lock`` (rooms.py ``attach``); a line enters 
 under the same lock. So every history line is appended to its room's :class:`Tail` while that
 lock is held, and the joiner's replay is a snapshot of the tail taken at the very moment its
 offset is: each line is either in the snapshot (posted before) or in the log after the offset
-(posted after), never both, never neither. SQLite (historystore.py) only makes the tails
+(posted after), never both, never neither. SQLite (store/sqlite.py) only makes the tails
 survive a restart; it is written by its own thread from a queue, so the chat's hot path pays
 one ``SimpleQueue.put`` per history line and nothing else.
 

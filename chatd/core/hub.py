@@ -98,23 +98,24 @@ class Hub(Census, Membership):
                 del self._per_ip[client.ip]
             if client.nick and self._nicks.get(fold(client.nick)) is client:
                 del self._nicks[fold(client.nick)]
-            self._departed["lines_in"] += client.lines_in  # output: counted by the flusher
-            self._departed["bytes_in"] += client.bytes_in  # when it closes the socket
-            self._departed_messages["room"] += client.room_messages
-            self._departed_messages["private"] += client.private_messages
-            if reason is not None:
-                self._disconnects[reason.kind] = self._disconnects.get(reason.kind, 0) + 1
+            self._count_departure(client, reason)
             for room in client.rooms:
                 self._leave(client, room)
-                farewell = reason.farewell(client.nick, room.name) if reason else None
-                if farewell is not None:
-                    room.post(None, farewell)
-                # other nodes' members hear of every departure, shutdown included
-                self._bus.publish(room.name, farewell or Left(client.nick, room.name,
-                                                              reason.text if reason else None))
+                self._farewell(client, room, reason)
             self._bus.gone(client)
         if client.nick:
             self._bus.release(client.nick, client)
+
+    def _farewell(self, client, room, reason) -> None:
+        """Why ``client`` left (hub lock held): told to ``room`` if the reason has a farewell;
+        other nodes' members hear of every departure, shutdown included."""
+        if reason is None:
+            self._bus.publish(room.name, Left(client.nick, room.name, None))
+            return
+        farewell = reason.farewell(client.nick, room.name)
+        if farewell is not None:
+            room.post(None, farewell)
+        self._bus.publish(room.name, farewell or Left(client.nick, room.name, reason.text))
 
     def _guest_nick(self, client) -> str:
         """A free ``guest-N``, held in ``_nicks`` (and claimed on the bus) for ``client``."""

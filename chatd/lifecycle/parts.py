@@ -10,7 +10,8 @@ import socket
 from chatd.core.bus import LocalBus
 from chatd.lifecycle.startup import StartupError, state_dir
 from chatd.store.bans import BanFileError
-from chatd.store.history import NullStore, RedisStore, SqliteStore
+from chatd.store.history import NullStore, RedisStore
+from chatd.store.sqlite import SqliteStore
 
 
 def bus(config):

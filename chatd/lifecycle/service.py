@@ -110,7 +110,7 @@ class Service:
         yet. Raises StartupError."""
         try:
             self.bans.load()
-            self.history_store.check()  # a symbolic link: refused (historystore.py)
+            self.history_store.check()  # a symbolic link: refused (store/sqlite.py)
         except (BanFileError, HistoryFileError) as exc:
             raise StartupError(str(exc)) from None
         gid = grp.getgrnam(self.config.admin_group).gr_gid if self.config.admin_group else None

@@ -1,4 +1,4 @@
-"""The history file itself (docs/protocol.md §10, chatd/store/history.py): links, modes, and a
+"""The history file itself (docs/protocol.md §10, chatd/store/sqlite.py): links, modes, and a
 healthy file that cannot be written. Real daemons over real TCP; where file permissions are
 the point, chatd runs as the unprivileged user ``nobody`` (root ignores permission bits) or
 on a file system remounted read-only (which stops root too).
