@@ -9,7 +9,7 @@ import tempfile
 from hypothesis import settings
 
 pytest_plugins = [
-    "support.daemon",  # chatd, server
+    "support.daemon",  # chatd, server, pair, trio
     "support.inproc",  # make_world, world
     "support.redisfix",  # redis_server
     "support.proxy",  # tcp_proxy

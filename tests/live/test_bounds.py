@@ -86,7 +86,7 @@ def test_scrapes_within_metrics_interval_get_the_last_collection(chatd):
     collection, though traffic flowed in between; one after it gets a new one (on 8fc668b
     every scrape walked every client: 16 looping scrapers with 3,000 clients took 92 % of a
     core)."""
-    from test_metrics import scrape, start, value, wait_metric
+    from support.metrics import scrape, start, value, wait_metric
 
     srv, port = start(chatd, interval=None, limits={"rate": 1000.0, "burst": 1000})
     talker, listener = srv.connect_many(2)

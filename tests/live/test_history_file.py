@@ -27,9 +27,9 @@ import pytest
 from support.client import ChatClient
 from support.daemon import ChatServer, toml_dumps
 from support.faults import ROOT
+from support.history import FAST, bare, read_block
 from support.paths import REPO
 from support.waiting import wait_until
-from test_history import FAST, bare, read_block
 from test_upgrade import _refused
 
 NAME = "history.sqlite3"

@@ -21,10 +21,10 @@ import sys
 import time
 from pathlib import Path
 
+from support.chatctl import ctl
 from support.client import ChatClient
 from support.traffic import lines_of, send_paced
 from support.waiting import wait_gone, wait_until
-from test_chatctl import ctl
 
 UPGRADED = re.compile(r"upgraded: pid (\d+) -> (\d+), version (\S+) -> (\S+), (\d+) clients? kept")
 LIMITS = {"rate": 5000, "burst": 1000, "max_clients_per_ip": 100, "sendq_bytes": 16_000_000,

@@ -22,11 +22,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from support.chatctl import ctl
 from support.client import ChatClient
 from support.daemon import chatd_executable
 from support.paths import REPO
 from support.waiting import wait_gone
-from test_chatctl import ctl
 from test_upgrade import UPGRADED, comm, rename
 
 

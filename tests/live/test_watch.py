@@ -15,10 +15,10 @@ import signal
 import socket
 
 import pytest
+from support.chatctl import ctl
 from support.daemon import toml_dumps
 from support.waiting import wait_until
 from support.watch import Watch
-from test_chatctl import ctl
 
 from chatctl import format as fmt
 from chatd.admin import watch

@@ -42,3 +42,15 @@ class Admin:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def ok(reply: dict):
+    """The result of a raw reply that must be a success."""
+    assert reply["ok"] is True, reply
+    return reply["result"]
+
+
+def error_code(reply: dict) -> str:
+    """The error code of a raw reply that must be a failure."""
+    assert reply["ok"] is False, reply
+    return reply["error"]["code"]

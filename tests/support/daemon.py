@@ -12,6 +12,9 @@ Fixtures
                 closed, the daemon is killed if still running, and the test fails if the daemon
                 printed (or logged) a Python traceback.
     ``server``  ``chatd()`` with the default configuration.
+    ``pair``    alice and bob on ``server``, in the lobby, named, every notice consumed
+                (test_chat*.py; a module may define its own ``pair``, as test_framing.py does).
+    ``trio``    ``pair`` and carol.
 
 :class:`ChatServer` has ``.port``, ``.events``, ``.lines``, ``.wait_event()``,
 ``.find_events()``, ``.connect()`` (a :class:`support.client.ChatClient`), ``.connect_many()``,
@@ -295,6 +298,14 @@ class ChatServer:
         return None
 
 
+def start_raw(*args, timeout: float = 15.0) -> subprocess.CompletedProcess:
+    """Run chatd expecting it to fail at start (it must not reach `listening`)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "chatd", "--port", "0", *args],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
 def cluster_secret(directory: Path) -> Path:
     """The test's cluster secret (``chatd --gen-cluster-secret``'s format), made once."""
     path = directory / "cluster.secret"
@@ -344,3 +355,28 @@ def chatd(tmp_path):
 def server(chatd) -> ChatServer:
     """A daemon with the default configuration."""
     return chatd()
+
+
+@pytest.fixture
+def pair(server):
+    """alice (guest-1) and bob (guest-2) in the lobby, every notice so far consumed."""
+    alice, bob = server.connect_many(2)
+    alice.set_nick("alice")
+    bob.expect("*** guest-1 is now known as alice")
+    bob.set_nick("bob")
+    alice.expect("*** guest-2 is now known as bob")
+    return alice, bob
+
+
+@pytest.fixture
+def trio(pair, server):
+    """alice, bob and carol (guest-3) in the lobby, every notice so far consumed."""
+    alice, bob = pair
+    carol = server.connect()
+    carol.sync()
+    alice.expect("*** guest-3 joined lobby")
+    bob.expect("*** guest-3 joined lobby")
+    carol.set_nick("carol")
+    alice.expect("*** guest-3 is now known as carol")
+    bob.expect("*** guest-3 is now known as carol")
+    return alice, bob, carol

@@ -66,3 +66,8 @@ BOOK = FigureBook()
 def book(request) -> FigureBook:
     """The run's :class:`FigureBook` (loaded for every test through tests/conftest.py)."""
     return BOOK.attach(request.config)
+
+
+def faults(book, fault: str, injected: int, **extra) -> None:
+    """One row of the "faults" table: how many faults of a kind a test injected."""
+    book.add("faults", fault=fault, injected=injected, **extra)
