@@ -2,28 +2,32 @@
 
 A sender does not copy a message into each member's queue. It appends the event, with its line
 rendered once per protocol spoken in the room, to the room's ``log`` and, if the room is not
-already waiting, queues the room's flush with the flusher. Each member (a *reader*, in the flusher's words) has an
-offset into the log. When the flusher takes the room it joins the entries from an offset to
+already waiting, queues the room's flush with the flusher. Each member (a *reader*, in the
+flusher's words) has an offset into the log. When the flusher takes the room it joins the entries from an offset to
 the end once, for all readers at that offset (normally all of them), and hands that one buffer
 to each reader in one ``send``; a reader that wrote some of those entries gets a buffer without
 them (docs/protocol.md §1: no echo). Under load the log gathers many lines between flushes, so
 the per-recipient cost is paid per batch, not per message, and joins and leaves cost no extra
 pass: they only add or drop a reader. Readers at one offset who speak different protocols get
-one joined buffer per protocol; a protocol whose first member joined after a line was posted
-renders that line when a flush first needs it (the flusher thread).
+one joined buffer per protocol. An entry holds its text in the room's first protocol; the
+others' texts wait in ``renders``, and a protocol whose first member joined after a line was
+posted renders that line when a flush first needs it (the flusher thread). ``plain_since``
+says from which offset on every entry is in one protocol, so that a room of one protocol (nearly
+every room) is flushed as before the protocol seam: no table is read, one subscript a line.
 
 Offsets are global indexes (``base`` is the index of ``log[0]``), so entries every reader has
 passed can be dropped from the front without renumbering.
 
 Who may touch what:
 
-- ``lock`` guards ``log``, ``base``, ``queued``, ``joining`` and ``barriers``: offsets the
-  flusher has been told about but not reached in its queue yet. A flush must not drop entries
-  a joiner still needs (``joining``), and must not give a reader entries posted after a
-  *barrier*: the moment it left the room, or was sent a private line that is still queued
-  (``barriers``; the queued item removes it when the flusher gets there). Lists, in order,
-  because a client may leave and come back before the flusher catches up.
-  Nothing under it does socket I/O; it is taken after the hub lock, before the flusher's.
+- ``lock`` guards ``log``, ``base``, ``queued``, ``renders``, ``plain_*``, ``joining`` and
+  ``barriers``: offsets the flusher has been told about but not reached in its queue yet. A
+  flush must not drop entries a joiner still needs (``joining``), and must not give a reader
+  entries posted after a *barrier*: the moment it left the room, or was sent a private line
+  that is still queued (``barriers``; the queued item removes it when the flusher gets
+  there). Lists, in order, because a client may leave and come back before the flusher
+  catches up. Nothing under it does socket I/O; it is taken after the hub lock, before the
+  flusher's.
 - ``members`` (client id -> Client) is guarded by the hub lock.
 - ``readers`` (outbox -> offset) belongs to the flusher thread alone.
 
@@ -42,13 +46,14 @@ from chatd.core.history import fit
 
 class Room:
     __slots__ = ("name", "members", "lock", "log", "base", "queued", "joining", "barriers",
-                 "readers", "_flusher", "tail", "on_join", "protocols", "_speakers")
+                 "readers", "_flusher", "tail", "on_join", "speaking", "_speakers", "renders",
+                 "plain_since", "plain_protocol")
 
     def __init__(self, name: str, flusher) -> None:
         self.name = name
         self.members: dict = {}  # client id -> Client; hub lock
         self.lock = threading.Lock()
-        self.log: list = []  # (author outbox or None, event, {protocol: rendered line})
+        self.log: list = []  # (author outbox or None, event, its text, the text's protocol)
         self.base = 0
         self.queued = False
         self.joining: dict = {}  # outbox -> [offset, ...] not yet attached by the flusher
@@ -57,10 +62,17 @@ class Room:
         self._flusher = flusher
         self.tail = None  # history.Tail, or None: no history; appended to under ``lock``
         self.on_join = 0  # history lines replayed to a joiner
-        #: The protocols of the members, each once: what a post renders for. A tuple replaced
-        #: whole (hub lock) so that posts, which do not take the hub lock, read it as it was.
-        self.protocols: tuple = ()
+        #: What a post renders for, as (the first protocol of the members, its renderer, the
+        #: other protocols spoken here): replaced whole (hub lock) so that posts, which do not
+        #: take the hub lock, read it as it was.
+        self.speaking: tuple = _SILENT
         self._speakers: dict = {}  # protocol -> members speaking it; hub lock
+        #: offset -> {protocol: text}: an entry's text in the room's other protocols (lock).
+        self.renders: dict = {}
+        #: Every entry from offset ``plain_since`` on has its text in ``plain_protocol``, so a
+        #: flush for readers of it reads no render table (lock).
+        self.plain_since = 0
+        self.plain_protocol = None
 
     def _end(self) -> int:
         return self.base + len(self.log)
@@ -72,9 +84,13 @@ class Room:
         it next to the event. Never blocks on I/O. The flush is queued while the lock is held,
         so the flusher's queue order matches the order in which lines entered the log.
         """
-        rendered = _render(self.protocols, event)
+        protocol, render, others = self.speaking
+        text = render(event)
+        others = {q: q.line(event) for q in others} if others else None
         with self.lock:
-            self.log.append((author, event, rendered))
+            if others is not None or protocol is not self.plain_protocol:
+                self._note(protocol, [others])
+            self.log.append((author, event, text, protocol))
             if self.tail is not None:
                 self.tail.record(self.name, event)
             if not self.queued:
@@ -84,9 +100,12 @@ class Room:
     def post_many(self, author, events: list) -> None:
         """:meth:`post` of several events under one taking of the lock (lines from another
         node arrive in batches)."""
-        protocols = self.protocols
-        entries = [(author, event, _render(protocols, event)) for event in events]
+        protocol, render, others = self.speaking
+        entries = [(author, event, render(event), protocol) for event in events]
+        others = [{q: q.line(event) for q in others} for event in events] if others else None
         with self.lock:
+            if others is not None or protocol is not self.plain_protocol:
+                self._note(protocol, others or [None])
             self.log.extend(entries)
             if self.tail is not None:  # another node's lines (the hub's deliver): stored there
                 for event in events:
@@ -95,6 +114,16 @@ class Room:
                 self.queued = True
                 self._flusher.call(self.flush)
 
+    def _note(self, protocol, others: list) -> None:
+        """Entries about to be appended (lock held) are in ``protocol``, and ``others`` (one
+        dict or None each) holds their texts in the room's other protocols."""
+        end = self.base + len(self.log)
+        if protocol is not self.plain_protocol:
+            self.plain_since, self.plain_protocol = end, protocol
+        for offset, texts in enumerate(others, end):
+            if texts is not None:
+                self.renders[offset] = texts
+
     def enter(self, client, first: tuple[bytes, int] | None = None) -> None:
         """``client`` becomes a member and reads from now on (hub lock held; see attach)."""
         self.members[client.id] = client
@@ -102,7 +131,7 @@ class Room:
         speakers = self._speakers.get(protocol, 0)
         self._speakers[protocol] = speakers + 1
         if not speakers:
-            self.protocols = tuple(self._speakers)
+            self.speaking = _speaking(tuple(self._speakers))
         self.attach(client.outbox, first)
 
     def leave(self, client) -> None:
@@ -114,7 +143,7 @@ class Room:
             self._speakers[protocol] = speakers
         else:
             del self._speakers[protocol]
-            self.protocols = tuple(self._speakers)
+            self.speaking = _speaking(tuple(self._speakers))
         self.detach(client.outbox)
 
     def attach(self, outbox, first: tuple[bytes, int] | None = None) -> None:
@@ -160,7 +189,7 @@ class Room:
             self.queued = False  # lines posted from now on need a flush behind these items
 
     def hold(self, outbox) -> None:
-        """For a private line to a member of several rooms (:func:`send_private`): its reading here
+        """For a private line to a member of several rooms (:func:`send_private`): reading here
         stops at a barrier and catches up to it; the line is queued in its last room, then
         :meth:`release` lets it read on. Each room's barrier is taken under that room's lock
         before the line is queued, so the line follows every room line posted before it."""
@@ -190,6 +219,7 @@ class Room:
             self.queued = False
             base, log, end = self.base, self.log, self._end()
             stops = {outbox: ends[0] for outbox, ends in self.barriers.items()}
+            plain = self.plain_since, self.plain_protocol
         groups: dict[tuple, list] = {}
         for outbox, offset in self.readers.items():
             stop = stops.get(outbox, end)
@@ -201,11 +231,13 @@ class Room:
             entries = log[offset - base:stop - base]  # only the flusher drops entries
             for outbox in outboxes:
                 readers[outbox] = stop
+            if protocol is not plain[1] or offset < plain[0]:
+                entries = self._in(protocol, entries, offset)
             authors = {e[0] for e in entries}
             for outbox in authors.intersection(outboxes):
                 self._deliver_except(outbox, entries)
             # no per-flush copy of a 10,000-reader group: allocations that size stay in RSS
-            deliver_many(outboxes, authors, b"".join(_texts(entries, protocol)), len(entries))
+            deliver_many(outboxes, authors, b"".join([e[2] for e in entries]), len(entries))
         self._trim()
 
     def catch_up(self, outbox, end: int) -> None:
@@ -215,7 +247,10 @@ class Room:
             return
         with self.lock:
             entries = self.log[offset - self.base:end - self.base]
+            plain = self.plain_since, self.plain_protocol
         self.readers[outbox] = end
+        if outbox.protocol is not plain[1] or offset < plain[0]:
+            entries = self._in(outbox.protocol, entries, offset)
         self._deliver_except(outbox, entries)
 
     def add_reader(self, outbox, offset: int) -> None:
@@ -243,13 +278,31 @@ class Room:
             if low > self.base:
                 del self.log[:low - self.base]
                 self.base = low
+                if self.renders:
+                    for offset in [o for o in self.renders if o < low]:
+                        del self.renders[offset]
+
+    def _in(self, protocol, entries: list, offset: int) -> list:
+        """``entries`` (from ``offset``) as entries whose text is in ``protocol``: from the
+        render table, or rendered now for a protocol whose first member joined after the
+        line was posted (the flusher thread; the table is the room lock's)."""
+        with self.lock:
+            renders = self.renders
+            texts = []
+            for index, entry in enumerate(entries, offset):
+                if entry[3] is protocol:
+                    texts.append(entry)
+                    continue
+                others = renders.setdefault(index, {})
+                text = others.get(protocol)
+                if text is None:
+                    text = others[protocol] = protocol.line(entry[1])
+                texts.append((entry[0], entry[1], text, protocol))
+        return texts
 
     def _deliver_except(self, outbox, entries) -> None:
-        protocol = outbox.protocol
-        try:  # one pass in the common case, as _texts
-            others = [e[2][protocol] for e in entries if e[0] is not outbox]
-        except KeyError:
-            others = _texts([e for e in entries if e[0] is not outbox], protocol)
+        """``entries`` (their texts in ``outbox``'s protocol) but those ``outbox`` wrote."""
+        others = [e[2] for e in entries if e[0] is not outbox]
         if others:
             self._flusher.deliver(outbox, b"".join(others), len(others))
 
@@ -265,32 +318,22 @@ def send_private(rooms, outbox, data: bytes, lines: int) -> None:
         room.release(outbox)
 
 
+def _silent(event) -> None:
+    return None  # a room with no members renders nothing (its lines reach other nodes)
+
+
+_SILENT = (None, _silent, ())
+
+
+def _speaking(protocols: tuple) -> tuple:
+    """``Room.speaking`` for members speaking ``protocols`` (in the order they came)."""
+    if not protocols:
+        return _SILENT
+    return protocols[0], protocols[0].line, protocols[1:]
+
+
 def _pop_first(table: dict, outbox) -> None:
     queue = table[outbox]
     del queue[0]
     if not queue:
         del table[outbox]
-
-
-def _render(protocols: tuple, event) -> dict:
-    """``event`` rendered once per protocol of the room (a room speaks one, nearly always:
-    that case skips the comprehension, which costs a call frame per post)."""
-    if len(protocols) == 1:
-        protocol = protocols[0]
-        return {protocol: protocol.line(event)}
-    return {protocol: protocol.line(event) for protocol in protocols}
-
-
-def _texts(entries: list, protocol) -> list:
-    """The entries' lines in ``protocol``. Those posted before the protocol's first member
-    joined are rendered now (flusher thread: only it reads the log's renderings after the
-    post); the common case is one subscript per entry, as the fan-out reads every entry once
-    per group and once per author in it."""
-    try:
-        return [e[2][protocol] for e in entries]
-    except KeyError:
-        for entry in entries:
-            rendered = entry[2]
-            if protocol not in rendered:
-                rendered[protocol] = protocol.line(entry[1])
-        return [e[2][protocol] for e in entries]

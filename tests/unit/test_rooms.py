@@ -20,12 +20,25 @@ from chatd.core.rooms import Room
 from chatd.line.protocol import LINE
 
 
+class Shouting:
+    """A second protocol (the seam's: rooms render each line once per protocol spoken)."""
+
+    name = "shouting"
+
+    @staticmethod
+    def line(event) -> bytes:
+        return LINE.line(event).upper()
+
+
+SHOUTING = Shouting()
+
+
 class Reader:
     """An outbox as rooms.py sees one: a name for the test, and its protocol."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, protocol=LINE) -> None:
         self.name = name
-        self.protocol = LINE
+        self.protocol = protocol
         self.id = name
         self.outbox = self
 
@@ -77,11 +90,15 @@ operation = st.one_of(
 
 
 @settings(max_examples=int(os.environ.get("ROOM_EXAMPLES", "400")))  # 20,000 passed once
-@given(st.lists(operation, max_size=60))
-def test_every_member_gets_exactly_what_was_posted_while_it_was_in(ops):
+@given(st.lists(operation, max_size=60), st.sets(st.sampled_from(PEOPLE)))
+# the room's first protocol changes under a reader: its lines come from the render table
+@example([("toggle", "a"), ("post", "a"), ("toggle", "b"), ("toggle", "a"), ("toggle", "a"),
+          ("post", "b")], {"b"})
+def test_every_member_gets_exactly_what_was_posted_while_it_was_in(ops, shouting):
+    """``shouting``: the readers who speak the second protocol; the others speak LINE."""
     flusher = FakeFlusher()
     room = Room("lobby", flusher)
-    readers = {p: Reader(p) for p in PEOPLE}
+    readers = {p: Reader(p, SHOUTING if p in shouting else LINE) for p in PEOPLE}
     inside: set[str] = set()
     expected: dict[str, list[bytes]] = {p: [] for p in PEOPLE}
     for n, (op, arg) in enumerate(ops):
@@ -97,10 +114,9 @@ def test_every_member_gets_exactly_what_was_posted_while_it_was_in(ops):
                 room.enter(readers[arg])
         elif op == "post" and arg in inside:
             event = Said(arg, str(n))
-            line = LINE.line(event)
             room.post(readers[arg], event)
             for person in inside - {arg}:
-                expected[person].append(line)
+                expected[person].append(readers[person].protocol.line(event))
         elif op == "private" and arg in inside:
             line = f"{n} private to {arg}\n".encode()
             room.send_private(readers[arg], line, 1)
@@ -108,7 +124,7 @@ def test_every_member_gets_exactly_what_was_posted_while_it_was_in(ops):
     flusher.drain()
     for person in PEOPLE:
         assert flusher.got.get(readers[person], []) == expected[person], person
-    assert room.log == [], "entries every reader has passed are dropped"
+    assert room.log == [] and room.renders == {}, "entries every reader has passed are dropped"
     assert set(room.readers) == {readers[p] for p in inside}
     assert room.joining == {} and room.barriers == {}
 
