@@ -4,11 +4,11 @@ Field ownership (who writes; everyone may read a plain attribute, which is atomi
 
 - ``nick``, ``room`` and ``rooms``: the client's own session thread, always while holding the
   hub lock, so code holding the hub lock sees them consistent with the hub's maps. ``rooms``
-  (folded name -> Room) is every room the client is a member of; ``room`` is the one its
-  plain chat lines go to (the line protocol's current room, which is its only one). One exception, also
-  under the hub lock: in cluster mode the bus may give the client a guest nick when its nick
-  was taken elsewhere while this node was cut off (Hub.revoke_nick); a line the session is
-  posting at that very moment still carries the old nick.
+  (a tuple of Room, replaced whole) is every room the client is a member of; ``room`` is the
+  one its plain chat lines go to (the line protocol's current room, its only one). One
+  exception, also under the hub lock: in cluster mode the bus may give the client a guest
+  nick when its nick was taken elsewhere while this node was cut off (Hub.revoke_nick); a
+  line the session is posting at that very moment still carries the old nick.
 - ``muted``: admin threads (a bool flag the session reads before delivering a message).
 - ``last_active``, ``bytes_in``, ``lines_in``: the session thread only (counters for
   ``idle_timeout`` and the admin ``list``); ``room_messages``, ``private_messages``: the

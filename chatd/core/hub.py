@@ -64,7 +64,7 @@ class Hub(Census, Membership):
     # -- admission and lifetime ---------------------------------------------------------------
 
     def admit(self, client, max_clients: int, max_per_ip: int) -> str | None:
-        """Count ``client`` in, or return why it is refused (the docs/protocol.md §3 error text)."""
+        """Count ``client`` in, or return why it is refused (docs/protocol.md §3's error)."""
         with self._lock:
             if len(self._clients) >= max_clients:
                 return "server full"
@@ -254,7 +254,7 @@ class Hub(Census, Membership):
             return self._nicks.get(fold(nick))
 
     def lookup(self, target: int | str):
-        """A client by id (an int, or a string of digits: nicks never start with a digit) or nick."""
+        """A client by id (an int, or a string of digits: no nick starts with one) or nick."""
         if isinstance(target, str) and target.isascii() and target.isdigit():  # not "²"
             target = int(target)
         with self._lock:

@@ -3,17 +3,19 @@
 A sender does not copy a message into each member's queue. It appends the event, with its line
 rendered once per protocol spoken in the room, to the room's ``log`` and, if the room is not
 already waiting, queues the room's flush with the flusher. Each member (a *reader*, in the
-flusher's words) has an offset into the log. When the flusher takes the room it joins the entries from an offset to
-the end once, for all readers at that offset (normally all of them), and hands that one buffer
-to each reader in one ``send``; a reader that wrote some of those entries gets a buffer without
-them (docs/protocol.md §1: no echo). Under load the log gathers many lines between flushes, so
-the per-recipient cost is paid per batch, not per message, and joins and leaves cost no extra
-pass: they only add or drop a reader. Readers at one offset who speak different protocols get
-one joined buffer per protocol. An entry holds its text in the room's first protocol; the
-others' texts wait in ``renders``, and a protocol whose first member joined after a line was
-posted renders that line when a flush first needs it (the flusher thread). ``plain_since``
-says from which offset on every entry is in one protocol, so that a room of one protocol (nearly
-every room) is flushed as before the protocol seam: no table is read, one subscript a line.
+flusher's words) has an offset into the log. When the flusher takes the room it joins the
+entries from an offset to the end once, for all readers at that offset (normally all of them),
+and hands that one buffer to each reader in one ``send``; a reader that wrote some of those
+entries gets a buffer without them (docs/protocol.md §1: no echo). Under load the log gathers
+many lines between flushes, so the per-recipient cost is paid per batch, not per message, and
+joins and leaves cost no extra pass: they only add or drop a reader.
+
+Readers at one offset who speak different protocols get one joined buffer per protocol. An
+entry holds its text in the room's first protocol; the others' texts wait in ``renders``, and
+a protocol whose first member joined after a line was posted renders that line when a flush
+first needs it (the flusher thread). ``plain_since`` says from which offset on every entry is
+in one protocol, so that a room of one protocol (nearly every room) is flushed as before the
+protocol seam: no table is read, one subscript a line.
 
 Offsets are global indexes (``base`` is the index of ``log[0]``), so entries every reader has
 passed can be dropped from the front without renumbering.
@@ -31,10 +33,10 @@ Who may touch what:
 - ``members`` (client id -> Client) is guarded by the hub lock.
 - ``readers`` (outbox -> offset) belongs to the flusher thread alone.
 
-Every change of a reader's position goes through the flusher's queue (``flusher.call``) in order
-with the room's flushes, captured under ``lock`` at the moment it happened: a member receives exactly the lines
-posted while it was a member, and a private line to it arrives after every room line posted
-before the private line was sent.
+Every change of a reader's position goes through the flusher's queue (``flusher.call``) in
+order with the room's flushes, captured under ``lock`` at the moment it happened: a member
+receives exactly the lines posted while it was a member, and a private line to it arrives
+after every room line posted before the private line was sent.
 """
 
 from __future__ import annotations

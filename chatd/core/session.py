@@ -11,9 +11,9 @@ is delayed, not dropped, and a client whose unread input keeps growing past the 
 disconnected (``excess flood``).
 
 Replies and notices are events (events.py), rendered by the protocol. A connection ends,
-for one of the reasons in ``events.CLOSE_KINDS``, when the peer closes or resets, when the client quits or floods, or when
-another thread asks the flusher to end it (sendq, kick, idle, shutdown), which shuts down the
-socket's read side so that ``recv`` returns here. Either way :meth:`Session.run` removes the
+for one of the reasons in ``events.CLOSE_KINDS``, when the peer closes or resets, when the
+client quits or floods, or when another thread asks the flusher to end it (sendq, kick, idle,
+shutdown), which shuts down the socket's read side so that ``recv`` returns here. Either way :meth:`Session.run` removes the
 client from the hub, tells the room, and hands the socket to the flusher to close.
 """
 

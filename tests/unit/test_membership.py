@@ -66,11 +66,17 @@ def test_parting_the_current_room_makes_another_current_and_the_last_deletes_it(
     assert world.hub.rooms() == [("lobby", 0), ("ops", 1)]
 
 
-def test_a_private_line_follows_the_lines_of_every_room_it_is_in(world):
+def _in_two_rooms(world):
+    """a in the lobby and dev, b in the lobby, c in dev; what they were told so far taken."""
     a, b, c = world.connected(3)
     world.hub.enter(a.client, "dev")
     world.hub.join(c.client, "dev")
     a.take(), b.take(), c.take()
+    return a, b, c
+
+
+def test_a_private_line_follows_the_lines_of_every_room_it_is_in(world):
+    a, b, c = _in_two_rooms(world)
     world.hub.say(b.client, Said(b.nick, "lobby 1"))
     world.hub.say(c.client, Said(c.nick, "dev 1"))
     world.hub.send_to(a.client, Said("server", "private"))
@@ -83,10 +89,7 @@ def test_a_private_line_follows_the_lines_of_every_room_it_is_in(world):
 
 
 def test_remove_says_farewell_in_every_room(world):
-    a, b, c = world.connected(3)
-    world.hub.enter(a.client, "dev")
-    world.hub.join(c.client, "dev")
-    a.take(), b.take(), c.take()
+    a, b, c = _in_two_rooms(world)
     world.hub.remove(a.client, CLOSED)
     assert b.take() == crlf("*** guest-1 left lobby (connection closed)")
     assert c.take() == crlf("*** guest-1 left dev (connection closed)")
@@ -95,10 +98,7 @@ def test_remove_says_farewell_in_every_room(world):
 
 
 def test_a_rename_is_told_in_every_room(world):
-    a, b, c = world.connected(3)
-    world.hub.enter(a.client, "dev")
-    world.hub.join(c.client, "dev")
-    a.take(), b.take(), c.take()
+    a, b, c = _in_two_rooms(world)
     assert world.hub.rename(a.client, "alice") is None
     assert b.take() == c.take() == crlf("*** guest-1 is now known as alice")
 
