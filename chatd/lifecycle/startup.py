@@ -57,6 +57,7 @@ def _tune_gc() -> None:
     every thread at once."""
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
+    gc.enable()  # off in an upgrade's new image until here (chatd/__init__.py)
 
 
 def _raise_file_limit() -> None:
