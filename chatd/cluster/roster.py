@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 
 from chatd.core import events as ev
+from chatd.core.membership import MAX_ROOMS
 from chatd.text import fold
 
 _CHAT = (ev.Said, ev.Acted, ev.Announcement)
@@ -47,10 +48,13 @@ class Roster:
                 self._enter(event.new, room, node)  # a rename is said in each of its rooms
 
     def _enter(self, nick: str, room: str, node: str) -> None:
+        """``nick`` of ``node`` is in ``room`` too; a client is in at most MAX_ROOMS rooms, and
+        joins past that (a node of another kind, a bug) are not kept."""
         entry = self._remote.get(fold(nick))
         if entry is None or entry[2] != node or entry[0] != nick:
             entry = self._remote[fold(nick)] = (nick, {}, node)
-        entry[1][fold(room)] = room
+        if len(entry[1]) < MAX_ROOMS:
+            entry[1][fold(room)] = room
 
     def _leave(self, nick: str, room: str, node: str) -> None:
         """``nick`` left ``room``; forgotten once in no room, and only if ``node`` holds it

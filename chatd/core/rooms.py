@@ -86,9 +86,9 @@ class Room:
         it next to the event. Never blocks on I/O. The flush is queued while the lock is held,
         so the flusher's queue order matches the order in which lines entered the log.
         """
-        protocol, render, others = self.speaking
+        protocol, render, other_protocols = self.speaking
         text = render(event)
-        others = {q: q.line(event) for q in others} if others else None
+        others = {q: q.line(event) for q in other_protocols} if other_protocols else None
         with self.lock:
             if others is not None or protocol is not self.plain_protocol:
                 self._note(protocol, [others])
@@ -102,9 +102,10 @@ class Room:
     def post_many(self, author, events: list) -> None:
         """:meth:`post` of several events under one taking of the lock (lines from another
         node arrive in batches)."""
-        protocol, render, others = self.speaking
+        protocol, render, other_protocols = self.speaking
         entries = [(author, event, render(event), protocol) for event in events]
-        others = [{q: q.line(event) for q in others} for event in events] if others else None
+        others = [{q: q.line(event) for q in other_protocols} for event in events] \
+            if other_protocols else None
         with self.lock:
             if others is not None or protocol is not self.plain_protocol:
                 self._note(protocol, others or [None])

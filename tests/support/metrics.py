@@ -6,11 +6,12 @@ test_metrics_config.py and test_bounds.py."""
 from __future__ import annotations
 
 import socket
-import time
 import urllib.error
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from support.waiting import wait_until
 
 
 def free_port() -> int:
@@ -60,11 +61,14 @@ def value(samples: dict, name: str, **labels) -> float:
 
 def wait_metric(port: int, name: str, predicate, timeout: float = 10.0, **labels) -> dict:
     """Scrape until ``predicate(value)``; returns that scrape."""
-    deadline = time.monotonic() + timeout
-    while True:
-        samples = scrape(port)
-        got = samples.get((name, tuple(sorted(labels.items()))))
-        if got is not None and predicate(got):
-            return samples
-        assert time.monotonic() < deadline, f"{name}{labels} is {got} after {timeout}s"
-        time.sleep(0.02)
+    key = (name, tuple(sorted(labels.items())))
+    last: dict = {}
+
+    def matched():
+        last.update(samples=scrape(port))
+        got = last["samples"].get(key)
+        return got is not None and predicate(got)
+
+    wait_until(matched, timeout,
+               what=lambda: f"{name}{labels} (it is {last['samples'].get(key)})")
+    return last["samples"]

@@ -4,11 +4,10 @@ they are back to a baseline, naming the leak (``client-17``, ``socket:[...]``) i
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+from support.waiting import wait_until
 
 
 @dataclass(frozen=True)
@@ -70,13 +69,12 @@ def settle(pid: int, baseline: Figures, timeout: float = 15.0, what: str = "") -
     client is: "exact" is the right tolerance. On timeout the message lists the threads and
     descriptors, which names the leak (``client-17``, ``socket:[…]``).
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        now = proc_figures(pid)
-        if now.threads == baseline.threads and now.fds == baseline.fds:
-            return now
-        if time.monotonic() >= deadline:
-            pytest.fail(f"{what or 'daemon'} did not return to baseline within {timeout}s: "
-                        f"baseline {baseline}, now {now}\nthreads: {thread_names(pid)}\n"
-                        f"fds: {fd_targets(pid)}")
-        time.sleep(0.02)
+    last: dict = {}
+
+    def back():
+        now = last["now"] = proc_figures(pid)
+        return now if now.threads == baseline.threads and now.fds == baseline.fds else None
+
+    return wait_until(back, timeout, what=lambda: (
+        f"{what or 'daemon'} to return to baseline {baseline}, now {last['now']}\n"
+        f"threads: {thread_names(pid)}\nfds: {fd_targets(pid)}"))

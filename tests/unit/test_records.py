@@ -109,3 +109,10 @@ def test_a_handover_record_carries_rooms_and_account_both_ways():
 def test_a_handover_record_with_bad_rooms_falls_back_to_its_room(rooms, account):
     record = ClientRecord.read(_record(rooms=rooms, account=account))
     assert (record.rooms, record.account) == (["dev"], None)
+
+
+def test_the_roster_keeps_a_remote_client_in_at_most_max_rooms():
+    roster = Roster()
+    for n in range(MAX_ROOMS + 10):
+        roster.track(ev.Joined("alice", f"r{n}"), f"r{n}", "n2")
+    assert len(roster.rooms()) == MAX_ROOMS and roster.members(f"r{MAX_ROOMS}") == []
