@@ -27,14 +27,16 @@ import structlog
 from chatd.cluster.checks import name
 from chatd.cluster.codec import Rejected, Replays, shown
 from chatd.cluster.keys import STREAM
-from chatd.cluster.lane import Lane, pack
+from chatd.cluster.lane import Lane, bulk
 from chatd.core import events as ev
 
 log = structlog.get_logger("chatd.cluster")
 
 READ_BLOCK_MS = b"1000"
 READ_COUNT = b"1000"
-STREAM_KEY = STREAM.encode()
+#: The XREAD command but for the id to read after, packed once.
+XREAD = b"*8\r\n" + b"".join(bulk(arg) for arg in (
+    b"XREAD", b"COUNT", READ_COUNT, b"BLOCK", READ_BLOCK_MS, b"STREAMS", STREAM.encode()))
 RETRY_SECONDS = 0.5
 ROOM_EVENTS = frozenset((ev.Said, ev.Acted, ev.Joined, ev.Left, ev.Kicked, ev.Renamed,
                          ev.Announcement))
@@ -65,8 +67,7 @@ class Reader:
         try:
             while not self.stopping.is_set():
                 try:
-                    [reply] = lane.call(pack(b"XREAD", b"COUNT", READ_COUNT, b"BLOCK",
-                                             READ_BLOCK_MS, b"STREAMS", STREAM_KEY, self.last_id))
+                    [reply] = lane.call(XREAD + bulk(self.last_id))
                     entries = _entries(reply)
                 except Exception as exc:
                     link.report(False, exc)

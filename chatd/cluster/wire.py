@@ -32,10 +32,18 @@ class WireError(ValueError):
 _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
+#: A string as a JSON string (the C function json.dumps itself ends in).
+_STRING = json.encoder.encode_basestring
+
+
 def dumps(event) -> str:
-    cls = type(event)
-    fields = [getattr(event, name) for name in cls.__slots__]  # the fields, in order
-    return _ENCODE([cls.__name__, *fields])
+    """What ``compact([class name, *fields])`` gives, built by hand from the strings' own
+    encodings: every relayed line is encoded here, on its sender's session thread, and the
+    encoder object's machinery cost more than the text (4.4 against 1.6 us a line)."""
+    cls = event.__class__
+    return '["' + cls.__name__ + '",' + ",".join([  # (class names need no escaping)
+        _STRING(value) if value.__class__ is str else _ENCODE(value)
+        for value in [getattr(event, name) for name in cls.__slots__]]) + "]"
 
 
 def compact(value) -> str:

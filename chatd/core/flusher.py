@@ -46,6 +46,10 @@ log = structlog.get_logger("chatd.flusher")
 
 #: How long a closing client may take to drain its last lines (quit, kick, shutdown).
 LINGER_SECONDS = 2.0
+#: The least time from one take of the work queue to the next. A take after a quiet spell
+#: runs at once; under steady traffic what comes within the hold leaves in one send per
+#: recipient, not one send per line (issue 28: a send is most of what a delivery costs).
+HOLD_SECONDS = 0.001
 
 
 class Flusher(Freezable):
@@ -161,11 +165,16 @@ class Flusher(Freezable):
             os.close(self._wake_fd)
 
     def _loop(self) -> None:
+        taken_at = -HOLD_SECONDS
         while not self._stopped():
+            hold = taken_at + HOLD_SECONDS - time.monotonic()
+            if hold > 0:  # (a sleep, not epoll: its timeout is whole milliseconds)
+                time.sleep(hold)
             with self._lock:
                 items = self._queue if not self._frozen else []
                 if items:
                     self._queue = []
+                    taken_at = time.monotonic()
                 idle = not items
                 self._sleeping = idle
             for k, item in enumerate(items):
