@@ -31,6 +31,8 @@ RETRY_SECONDS = 0.5
 #: reader and one flush there, so fewer, larger batches cost every process less per line
 #: (bench/README.md, cluster).
 PUBLISH_LINGER = 0.001
+#: How long the replies of a batch may wait to be read when no batch follows it.
+SETTLE_SECONDS = 0.005
 #: The most of one room's history lines a history list element holds (characters).
 HISTORY_CHUNK_BYTES = 64 * 1024
 #: What the bus queues besides lines and member records, as Redis commands.
@@ -57,7 +59,8 @@ class Publisher:
         self.renew_at = 0.0  # monotonic time of the next lease renewal (this thread)
         self.keep_alive = None  # leases.Leases.keep_alive, set by the bus
         self._lane: Lane | None = None  # this thread's connection for its batches (_send)
-        self._unread: tuple = ((), 0)  # the keys and reply count of the batch sent last
+        self._sent: list = []  # the batch sent last, until its replies are read (_settle)
+        self._unread: tuple = ((), 0)  # its keys and how many replies it has
 
     def line(self, text: str, keep: tuple | None = None) -> None:
         """Queue one stream line (JSON text) and the history record that goes with it."""
@@ -79,51 +82,55 @@ class Publisher:
         self._wake.set()
 
     def run(self) -> None:
-        """Wait for a first item, let the batch gather, send it; then, while lines keep
-        coming, sleep a linger and send what gathered meanwhile, reading the previous batch's
-        replies only then (they are in by now). A batch under steady traffic so costs this
-        thread one sleep, not three wake-ups (the first line, the linger, the replies)."""
+        """Wait for a batch's first item, let the batch gather for PUBLISH_LINGER, send it.
+        The replies of a batch are read when the next one goes (they are in by then), or
+        SETTLE_SECONDS after it if none does: a batch under steady traffic costs this thread
+        two wake-ups (the first line, the linger), not three (and the replies)."""
         retry_at = 0.0
         while True:
             now = time.monotonic()
-            self._wake.wait(max(0.0, max(retry_at, min(self.renew_at, now + 1)) - now)
-                            if not self.stopping.is_set() else RETRY_SECONDS / 5)
+            if self.stopping.is_set():
+                timeout = RETRY_SECONDS / 5
+            elif self._sent:
+                timeout = SETTLE_SECONDS
+            else:
+                timeout = max(0.0, max(retry_at, min(self.renew_at, now + 1)) - now)
+            self._wake.wait(timeout)
             self._wake.clear()
             linger = self._first_at + PUBLISH_LINGER - time.monotonic()
             if linger > 0 and not self.stopping.is_set():
                 time.sleep(linger)  # the batch gathers what else comes meanwhile
             now = time.monotonic()
             if self.stopping.is_set() and (not self._outgoing or now >= self._stop_by):
+                if self._sent and now < self._stop_by:
+                    self._cycle()  # (the last batch's replies: whether it went)
                 if self._lane is not None:
                     self._lane.close()
                 return
-            if now >= retry_at and not self._run():
+            if now >= retry_at and not self._cycle():
                 retry_at = time.monotonic() + RETRY_SECONDS
 
-    def _run(self) -> bool:
-        """Batches for as long as lines keep coming within a linger of the last send; False
-        if Redis failed us (what was not known to be written is queued again, in order)."""
-        sent: list = []  # the batch whose replies are still to be read
+    def _cycle(self) -> bool:
+        """Read the replies of the batch sent last, then send what is queued; False if Redis
+        failed us (what is not known to be written is queued again, in order)."""
         batch: list = []
         try:
-            while True:
-                if time.monotonic() >= self.renew_at:
-                    self.keep_alive()
-                with self._lock:
-                    batch, self._outgoing = self._outgoing, []
-                if sent:
-                    self._settle()
-                sent = []
-                self.link.report(True)
-                if not batch:
-                    return True
+            if time.monotonic() >= self.renew_at:
+                self.keep_alive()
+            with self._lock:
+                batch, self._outgoing = self._outgoing, []
+            if self._sent:
+                self._settle()
+                self._sent = []
+            if batch:
                 self._send(batch)
-                sent, batch = batch, []
-                if not self.stopping.is_set():  # (stopping: what is left goes at once)
-                    time.sleep(PUBLISH_LINGER)
+                self._sent = batch
+            self.link.report(True)
+            return True
         except Exception as exc:
             with self._lock:
-                self._outgoing[:0] = sent + batch  # before whatever was queued meanwhile
+                self._outgoing[:0] = self._sent + batch  # before whatever came meanwhile
+            self._sent = []
             if self._lane is not None:
                 self._lane.close()  # (replies half read: the next batch starts afresh)
             self.link.report(False, exc)
