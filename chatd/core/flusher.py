@@ -74,6 +74,8 @@ class Flusher(Freezable):
         #: thaw(). Guarded by _lock, like the queue it holds back.
         self._frozen = False
         self.pongs = 0  # pings processed; written by the flusher thread, read by the watchdog
+        #: When the flusher thread last took its queue (monotonic; that thread's alone).
+        self.taken_at = -HOLD_SECONDS
         #: Output of connections already closed (lines, bytes): counted when the socket is
         #: closed, not when the client leaves the hub, so what drains while lingering counts.
         #: Written by the flusher thread, read by Hub.stats (an int read is atomic).
@@ -165,16 +167,13 @@ class Flusher(Freezable):
             os.close(self._wake_fd)
 
     def _loop(self) -> None:
-        taken_at = -HOLD_SECONDS
         while not self._stopped():
-            hold = taken_at + HOLD_SECONDS - time.monotonic()
-            if hold > 0:  # (a sleep, not epoll: its timeout is whole milliseconds)
-                time.sleep(hold)
+            _hold(self.taken_at)
             with self._lock:
                 items = self._queue if not self._frozen else []
                 if items:
                     self._queue = []
-                    taken_at = time.monotonic()
+                    self.taken_at = time.monotonic()
                 idle = not items
                 self._sleeping = idle
             for k, item in enumerate(items):
@@ -374,3 +373,11 @@ class Flusher(Freezable):
         self._stop_deadline = deadline
         for outbox in self._lingering:
             outbox.linger_until = min(outbox.linger_until, deadline)
+
+
+def _hold(taken_at: float) -> None:
+    """Wait until HOLD_SECONDS after the last take (a sleep, not epoll: epoll's timeout is
+    whole milliseconds). What is queued meanwhile joins the next take."""
+    hold = taken_at + HOLD_SECONDS - time.monotonic()
+    if hold > 0:
+        time.sleep(hold)

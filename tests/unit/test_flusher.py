@@ -23,6 +23,7 @@ from chatd.core.events import (
     Error,
     YouWereKicked,
 )
+from chatd.core.flusher import HOLD_SECONDS
 
 
 def lines(count: int, width: int = 60) -> list[bytes]:
@@ -96,6 +97,23 @@ def test_stop_cuts_a_lingering_drain_short(make_world):
 
 
 # -- delivery ---------------------------------------------------------------------------------
+
+
+def test_work_queued_during_a_take_waits_out_the_hold(world):
+    """The flusher takes its queue at most once per HOLD_SECONDS, so what comes while it
+    works leaves together (issue 28). Without the hold the second call runs at once."""
+    taken, ran = [], []
+
+    def second():
+        ran.append(time.monotonic())
+
+    def first():  # on the flusher thread, inside a take
+        taken.append(world.flusher.taken_at)
+        world.flusher.call(second)
+
+    world.flusher.call(first)
+    wait_until(lambda: ran, DEADLINE, "the second call")
+    assert ran[0] >= taken[0] + HOLD_SECONDS
 
 
 def test_submit_delivers_exact_bytes(world):
