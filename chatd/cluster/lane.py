@@ -12,8 +12,8 @@ So a :class:`Lane` keeps redis-py for everything that is hard (the connection it
 a Unix socket, TLS, AUTH with a password or an ACL user, the protocol handshake), takes one
 connection of its own from the client's pool settings, and then writes commands itself
 (:func:`pack`: RESP is an array of bulk strings) and reads the replies with hiredis's parser
-straight from that connection's socket: redis-py's reply path is three Python layers and a
-poll per reply, 28 against 21 us of CPU per ``XREAD`` here (issue 28). One thread owns each
+straight from that connection's socket: redis-py's reply path is three Python layers for each
+reply, 28 against 21 us of CPU per ``XREAD`` here (issue 28). One thread owns each
 lane (the publisher its own, the reader its own), so a connection is never shared. A failure
 of any kind drops the connection (a half-read reply would leave the next one out of step)
 and raises; the caller's retry opens a new one.
