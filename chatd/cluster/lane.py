@@ -36,7 +36,13 @@ def bulk(arg: bytes) -> bytes:
 
 def pack(*args: bytes) -> bytes:
     """One command as RESP: ``*N``, then each argument as a bulk string."""
-    return b"*%d\r\n" % len(args) + b"".join([bulk(arg) for arg in args])
+    return head(len(args), *args)
+
+
+def head(count: int, *args: bytes) -> bytes:
+    """The start of a command of ``count`` arguments, its first ``args`` packed: a hot
+    command is packed once up to its values, which each call adds with :func:`bulk`."""
+    return b"*%d\r\n" % count + b"".join([bulk(arg) for arg in args])
 
 
 def transaction(commands: list[bytes]) -> tuple[bytes, int]:

@@ -20,7 +20,7 @@ import structlog
 
 from chatd.cluster.codec import WRITE_ENTRY_BYTES
 from chatd.cluster.keys import HISTORY, MEMBERS, STREAM, STREAM_LENGTH
-from chatd.cluster.lane import Lane, bulk, pack, transaction
+from chatd.cluster.lane import Lane, bulk, head, pack, transaction
 from chatd.cluster.link import scrub
 
 log = structlog.get_logger("chatd.cluster")
@@ -39,8 +39,7 @@ HISTORY_CHUNK_BYTES = 64 * 1024
 WRITES = {"hset": b"HSET", "hdel": b"HDEL", "delete": b"DEL"}
 #: A stream entry's XADD up to its head field's value, and its body's field name: packed once
 #: (every batch has one; packing each argument anew cost this thread 4 us a batch).
-XADD = b"*10\r\n" + b"".join(bulk(arg) for arg in (
-    b"XADD", STREAM.encode(), b"MAXLEN", b"~", b"%d" % STREAM_LENGTH, b"*", b"h"))
+XADD = head(10, b"XADD", STREAM.encode(), b"MAXLEN", b"~", b"%d" % STREAM_LENGTH, b"*", b"h")
 C_FIELD = bulk(b"c")
 
 
@@ -59,8 +58,9 @@ class Publisher:
         self.renew_at = 0.0  # monotonic time of the next lease renewal (this thread)
         self.keep_alive = None  # leases.Leases.keep_alive, set by the bus
         self._lane: Lane | None = None  # this thread's connection for its batches (_send)
-        self._sent: list = []  # the batch sent last, until its replies are read (_settle)
-        self._unread: tuple = ((), 0)  # its keys and how many replies it has
+        #: The batch sent last, until its replies are read (_settle): (batch, the key of
+        #: each command, how many replies), or None.
+        self._sent: tuple | None = None
 
     def line(self, text: str, keep: tuple | None = None) -> None:
         """Queue one stream line (JSON text) and the history record that goes with it."""
@@ -91,7 +91,7 @@ class Publisher:
             now = time.monotonic()
             if self.stopping.is_set():
                 timeout = RETRY_SECONDS / 5
-            elif self._sent:
+            elif self._sent is not None:
                 timeout = SETTLE_SECONDS
             else:
                 timeout = max(0.0, max(retry_at, min(self.renew_at, now + 1)) - now)
@@ -102,7 +102,7 @@ class Publisher:
                 time.sleep(linger)  # the batch gathers what else comes meanwhile
             now = time.monotonic()
             if self.stopping.is_set() and (not self._outgoing or now >= self._stop_by):
-                if self._sent and now < self._stop_by:
+                if self._sent is not None and now < self._stop_by:
                     self._cycle()  # (the last batch's replies: whether it went)
                 if self._lane is not None:
                     self._lane.close()
@@ -119,27 +119,28 @@ class Publisher:
                 self.keep_alive()
             with self._lock:
                 batch, self._outgoing = self._outgoing, []
-            if self._sent:
-                self._settle()
-                self._sent = []
+            if self._sent is not None:
+                self._settle(*self._sent[1:])
+                self._sent = None
             if batch:
-                self._send(batch)
-                self._sent = batch
+                self._sent = (batch, *self._send(batch))
             self.link.report(True)
             return True
         except Exception as exc:
+            unsent = self._sent[0] if self._sent is not None else []
             with self._lock:
-                self._outgoing[:0] = self._sent + batch  # before whatever came meanwhile
-            self._sent = []
+                self._outgoing[:0] = unsent + batch  # before whatever came meanwhile
+            self._sent = None
             if self._lane is not None:
                 self._lane.close()  # (replies half read: the next batch starts afresh)
             self.link.report(False, exc)
             return False
 
-    def _send(self, batch: list) -> None:
-        """One transaction (MULTI) for the whole batch, written and read back through this
-        thread's lane (lane.py: redis-py's pipeline cost more CPU than the round trip). Redis
-        runs every command of it even if one fails, so a failure is sorted out here
+    def _send(self, batch: list) -> tuple[list, int]:
+        """One transaction (MULTI) for the whole batch, written through this thread's lane
+        (lane.py: redis-py's pipeline cost more CPU than the round trip); returns the key of
+        each command and how many replies come back, for :meth:`_settle`. Redis runs every
+        command of it even if one fails, so a failure is sorted out there
         (:meth:`_failed`), not retried whole: that would send the lines that did go out a
         second time."""
         seal = self.link.seal
@@ -177,11 +178,11 @@ class Publisher:
             self._lane = Lane(self.link.redis)
         packed, replies = transaction(commands)
         self._lane.send(packed)
-        self._unread = (keys, replies)
+        return keys, replies
 
-    def _settle(self) -> None:
-        """Read the replies of the batch sent last (raises if its stream entry failed)."""
-        keys, replies = self._unread
+    def _settle(self, keys: list, replies: int) -> None:
+        """Read the replies of the batch sent last (``keys``: the key of each of its
+        commands); raises if its stream entry failed."""
         results = self._lane.read(replies)[-1] or []
         failed = [(key, r) for key, r in zip(keys, results) if isinstance(r, Exception)]
         if failed:

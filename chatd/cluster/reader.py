@@ -27,7 +27,7 @@ import structlog
 from chatd.cluster.checks import name
 from chatd.cluster.codec import Rejected, Replays, shown
 from chatd.cluster.keys import STREAM
-from chatd.cluster.lane import Lane, bulk
+from chatd.cluster.lane import Lane, bulk, head
 from chatd.core import events as ev
 
 log = structlog.get_logger("chatd.cluster")
@@ -35,8 +35,8 @@ log = structlog.get_logger("chatd.cluster")
 READ_BLOCK_MS = b"1000"
 READ_COUNT = b"1000"
 #: The XREAD command but for the id to read after, packed once.
-XREAD = b"*8\r\n" + b"".join(bulk(arg) for arg in (
-    b"XREAD", b"COUNT", READ_COUNT, b"BLOCK", READ_BLOCK_MS, b"STREAMS", STREAM.encode()))
+XREAD = head(8, b"XREAD", b"COUNT", READ_COUNT, b"BLOCK", READ_BLOCK_MS, b"STREAMS",
+             STREAM.encode())
 RETRY_SECONDS = 0.5
 ROOM_EVENTS = frozenset((ev.Said, ev.Acted, ev.Joined, ev.Left, ev.Kicked, ev.Renamed,
                          ev.Announcement))
