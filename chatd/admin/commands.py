@@ -54,6 +54,7 @@ class AdminContext:
     bus: Any  # bus.py: the other nodes (LocalBus on a single node: there are none)
     upgrade: Callable[[float, bool], tuple] = None
     history: Any = None  # history.History: room tails (None or lines = 0: history is off)
+    accounts: Any = None  # chatd.accounts.Accounts; None: no accounts here (cluster mode)
     watchers: Watchers = field(default_factory=Watchers)
 
 

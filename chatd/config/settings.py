@@ -18,6 +18,8 @@ __all__ = ["LOG_FORMATS", "LOG_LEVELS", "SECTIONS", "SETTING", "SETTINGS", "Opti
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("json", "console")
+ACCOUNT_MODES = ("open", "closed")
+PLAINTEXT_RULES = ("local", "allow", "deny")
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +149,13 @@ SETTINGS: tuple[Setting, ...] = (
     # tails of rooms nobody is in, kept in memory at most, and their size at most
     Setting("history_idle_rooms", "history", "int", 1000, checks.int_range(0)),
     Setting("history_idle_bytes", "history", "int", 16777216, checks.int_range(0)),
+    # [accounts] (docs/protocol.md §12): who needs an account, and how passwords may travel
+    # open: guests chat, anyone may register; closed: only operator-made accounts chat
+    Setting("mode", "accounts", "str", "open", checks.choice(ACCOUNT_MODES)),
+    # local: TLS or loopback peers only; allow: anywhere; deny: TLS only
+    Setting("plaintext_passwords", "accounts", "str", "local", checks.choice(PLAINTEXT_RULES)),
+    # closed mode: seconds a connection has to log in
+    Setting("login_timeout", "accounts", "float", 60.0, checks.number(0, inclusive=False)),
     # [metrics]: the Prometheus endpoint (admin/metrics.py), on when metrics_port is set
     Setting("metrics_host", "metrics", "str", "127.0.0.1", checks.host),
     Setting("metrics_port", "metrics", "int", 0, checks.int_range(0, 65535)),  # 0 = none

@@ -205,6 +205,56 @@ class Bye:
     """The last line before a ``/quit`` closes the connection."""
 
 
+# -- accounts (docs/protocol.md §12) -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LoginRequired:
+    """Closed mode: what a new connection is told after the welcome."""
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """The reply to ``/register``: the current nick is an account now, and logged in."""
+
+    account: str
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedIn:
+    account: str
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedOut:
+    """The reply to ``/logout`` (open mode): the connection is a guest again, named ``nick``."""
+
+    nick: str
+
+
+@dataclass(frozen=True, slots=True)
+class NickReclaimed:
+    """The nick's owner logged in: this connection, which held it, is the guest ``new`` now."""
+
+    owner: str
+    new: str
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordChanged:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedInElsewhere:
+    """The last line of a connection whose account logged in on another one."""
+
+
+@dataclass(frozen=True, slots=True)
+class AccountDisabled:
+    """The last line of a connection whose account an operator disabled."""
+
+
 # -- why a connection ended -------------------------------------------------------------------
 
 
@@ -238,6 +288,10 @@ CLOSE_KINDS: dict[str, CloseKind] = {
     "tls_error": CloseKind("tls error"),
     "internal": CloseKind("internal error"),
     "cluster": CloseKind("cluster unavailable"),
+    "elsewhere": CloseKind("logged in elsewhere"),
+    "disabled": CloseKind("account disabled"),
+    "login": CloseKind("login required"),
+    "logout": CloseKind("logged out"),
 }
 
 

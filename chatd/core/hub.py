@@ -30,6 +30,7 @@ from chatd.core.events import (
     YouAre,
 )
 from chatd.core.history import fit
+from chatd.core.identity import Identity
 from chatd.core.membership import Membership
 from chatd.core.rooms import send_private
 from chatd.text import fold
@@ -37,7 +38,7 @@ from chatd.text import fold
 LOBBY = "lobby"
 
 
-class Hub(Census, Membership):
+class Hub(Census, Membership, Identity):
     def __init__(self, flusher, bus=None) -> None:
         """``bus`` carries what crosses nodes (bus.py); the default is a single node. Room
         history is off until :meth:`use_history` (the service, once its store is open)."""
@@ -47,6 +48,7 @@ class Hub(Census, Membership):
         self._lock = threading.Lock()
         self._clients: dict = {}  # client id -> Client
         self._nicks: dict = {}  # folded nick -> Client
+        self._accounts: dict = {}  # folded account name -> its one Client (identity.py)
         self._rooms: dict = {}  # folded room name -> Room
         self._per_ip: dict = {}  # ip -> number of clients
         self._guest_numbers = itertools.count(1)
@@ -89,22 +91,31 @@ class Hub(Census, Membership):
         """Forget ``client``; tell its room why it went (``reason``, an events.Close; None or a
         reason without a farewell: say nothing)."""
         with self._lock:
-            if self._clients.pop(client.id, None) is None:
+            if not self._forget(client, reason):
                 return
-            left = self._per_ip[client.ip] - 1
-            if left:
-                self._per_ip[client.ip] = left
-            else:
-                del self._per_ip[client.ip]
-            if client.nick and self._nicks.get(fold(client.nick)) is client:
-                del self._nicks[fold(client.nick)]
-            self._count_departure(client, reason)
-            for room in client.rooms:
-                self._leave(client, room)
-                self._farewell(client, room, reason)
-            self._bus.gone(client)
         if client.nick:
             self._bus.release(client.nick, client)
+
+    def _forget(self, client, reason) -> bool:
+        """:meth:`remove` under the hub lock (also a login's older connection, identity.py):
+        False if ``client`` was gone already."""
+        if self._clients.pop(client.id, None) is None:
+            return False
+        left = self._per_ip[client.ip] - 1
+        if left:
+            self._per_ip[client.ip] = left
+        else:
+            del self._per_ip[client.ip]
+        if client.nick and self._nicks.get(fold(client.nick)) is client:
+            del self._nicks[fold(client.nick)]
+        if client.account and self._accounts.get(fold(client.account)) is client:
+            del self._accounts[fold(client.account)]
+        self._count_departure(client, reason)
+        for room in client.rooms:
+            self._leave(client, room)
+            self._farewell(client, room, reason)
+        self._bus.gone(client)
+        return True
 
     def _farewell(self, client, room, reason) -> None:
         """Why ``client`` left (hub lock held): told to ``room`` if the reason has a farewell;

@@ -90,9 +90,12 @@ class Membership:
         with self._lock:
             self._clients[client.id] = client
             self._per_ip[client.ip] = self._per_ip.get(client.ip, 0) + 1
-            self._nicks[fold(nick)] = client
+            if nick:  # (a pending client of a closed server has none yet: identity.py)
+                self._nicks[fold(nick)] = client
             client.nick = nick
             client.account = account
+            if account:
+                self._accounts[fold(account)] = client
             for name in room_names:
                 room = self._rooms.get(fold(name))
                 if room is None:

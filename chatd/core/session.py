@@ -131,7 +131,10 @@ class Session:
         config = self.settings.config
         tls = self.client.outbox.tls is not None
         try:
-            if not resumed:
+            if not resumed and self._must_log_in():
+                self.hub.greet_pending(self.client, self.client.outbox.protocol.greeting(config))
+                self.log.info("client_connected", tls=tls, pending=True)
+            elif not resumed:
                 nick = self.hub.register(self.client,
                                          self.client.outbox.protocol.greeting(config))
                 # logged once in the lobby, so that it can say with which nick (watch.py)
@@ -152,6 +155,12 @@ class Session:
                     continue
                 return CLOSED
             self._receive(RECV_SIZE)
+
+    def _must_log_in(self) -> bool:
+        """A closed server (docs/protocol.md §12): the client gets no nick and no room until
+        it logs in (identity.py), and housekeeping ends it after ``login_timeout``."""
+        accounts = getattr(self.settings, "accounts", None)
+        return accounts is not None and accounts.closed
 
     def _receive(self, size: int) -> None:
         client = self.client

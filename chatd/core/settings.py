@@ -26,6 +26,9 @@ class Settings(Protocol):
     config: Any  # the Config in force now
     gate: Gate | None  # where an upgrade parks the sessions; None: nothing parks them
     fd_store: ConnectionKeeper
+    #: chatd.accounts.Accounts (logins, registration); None: no accounts here (cluster mode,
+    #: for now) and every client is a guest.
+    accounts: Any
 
 
 @dataclass
@@ -35,3 +38,4 @@ class LiveSettings:
     config: Any
     gate: Gate | None
     fd_store: ConnectionKeeper
+    accounts: Any = None

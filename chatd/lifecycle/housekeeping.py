@@ -53,6 +53,7 @@ class Housekeeper:
     def tick(self) -> None:
         now = time.monotonic()
         self._reap_idle(now)
+        self._reap_pending()
         self.ctx.save_state()  # no-op without systemd's store
         if now >= self._next_status:
             self._next_status = now + STATUS_SECONDS
@@ -91,6 +92,18 @@ class Housekeeper:
         if not ctx.listener.probe(CHECK_TIMEOUT):
             return "listener did not accept a probe connection"
         return None
+
+    def _reap_pending(self) -> None:
+        """A closed server's connections that have not logged in within ``login_timeout``
+        (docs/protocol.md §12): told ``login required`` and closed. Pending = no nick yet."""
+        config = self.ctx.config()
+        if config.mode != "closed":
+            return
+        limit = time.time() - config.login_timeout
+        reason, notice = Close("login"), Error("login required")
+        for client in self.ctx.hub.clients():
+            if not client.nick and client.connected_at < limit:
+                self.ctx.flusher.disconnect(client.outbox, reason, notice)
 
     def _reap_idle(self, now: float) -> None:
         idle_timeout = self.ctx.config().idle_timeout

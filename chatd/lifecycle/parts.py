@@ -42,6 +42,18 @@ def history_store(config, bus):
     return SqliteStore(state_dir(config), config.history_lines)
 
 
+def accounts(config, current):
+    """Accounts (SPEC §12) in state_dir's SQLite file on a single node; None in cluster mode,
+    which has no shared store for them yet (a node's own file would let one nick belong to
+    two people). ``current()`` is the Config in force now. Open it with ``.store.open()``."""
+    if config.redis_url:
+        return None
+    from chatd.accounts import Accounts
+    from chatd.store.accounts import SqliteAccounts
+
+    return Accounts(SqliteAccounts(state_dir(config)), current)
+
+
 def join_cluster(bus, bans, address: tuple) -> None:
     """Reach Redis and share the bans (cluster mode only); raises StartupError."""
     from chatd.cluster import ClusterStartError  # cluster mode only: see bus()

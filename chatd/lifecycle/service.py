@@ -55,6 +55,7 @@ from chatd.lifecycle.state import Sources
 from chatd.lifecycle.systemd import Notifier, passed_fds, unit_name
 from chatd.lifecycle.takeover import Inherited, start_clients
 from chatd.net.listener import Listener
+from chatd.store.accounts import AccountFileError
 from chatd.store.bans import BanFileError, BanList
 from chatd.store.history import HistoryFileError
 
@@ -90,7 +91,9 @@ class Service:
         # the cluster would have to hand over its leases too)
         self.fd_store = FdStore(self.notifier, fdstore.store_size() > 0
                                 and isinstance(self.bus, LocalBus), unit_name())
-        self.settings = LiveSettings(config, self.gate, self.fd_store)  # sessions' view
+        self.accounts = parts.accounts(config, lambda: self.config)  # None in cluster mode
+        self.settings = LiveSettings(config, self.gate, self.fd_store,  # sessions' view
+                                     self.accounts)
         self.inherited: Inherited | None = None  # what bind() took over (takeover.py)
         self._activation: list[int] = []  # socket activation's descriptors (bind())
         self.housekeeper: Housekeeper | None = None
@@ -111,7 +114,9 @@ class Service:
         try:
             self.bans.load()
             self.history_store.check()  # a symbolic link: refused (store/sqlite.py)
-        except (BanFileError, HistoryFileError) as exc:
+            if self.accounts is not None:
+                self.accounts.store.open()  # a corrupt file: refused (store/accounts.py)
+        except (BanFileError, HistoryFileError, AccountFileError) as exc:
             raise StartupError(str(exc)) from None
         gid = grp.getgrnam(self.config.admin_group).gr_gid if self.config.admin_group else None
         self._activation, stored = fdstore.split(passed_fds())
@@ -182,7 +187,7 @@ class Service:
                             config=lambda: self.config, reload=self._events.request_reload,
                             request_shutdown=self._events.request_shutdown, facts=facts,
                             bus=self.bus, upgrade=self._events.request_upgrade,
-                            history=self.history)
+                            history=self.history, accounts=self.accounts)
 
     def _sources(self) -> Sources:
         return Sources(hub=self.hub, flusher=self.flusher, listener=self.listener,
@@ -342,6 +347,8 @@ class Service:
         self.bus.stop(max(0.1, deadline - time.monotonic()))  # the departures reach the cluster
         self.flusher.stop(max(0.1, deadline - time.monotonic()))
         self.history_store.stop(max(0.1, deadline - time.monotonic()))
+        if self.accounts is not None:
+            self.accounts.store.close()
         if left:
             log.warning("sessions_left", count=left)
         log.info("shutdown", uptime=round(time.time() - self.started_at, 3))

@@ -24,8 +24,9 @@ from chatd.core.events import (
     PrivateSent,
     RoomListed,
 )
+from chatd.line import accounts
 from chatd.line.parse import Command, split_word
-from chatd.text import NAME_RULE, is_valid_name
+from chatd.text import NAME_RULE, fold, is_valid_name
 
 CLUSTER_UNAVAILABLE = "cluster unavailable, try again"
 
@@ -36,11 +37,15 @@ class Spec:
     usage: str
     help: str
     needs_args: bool = False
+    #: Listed by /help only where there are accounts (not in cluster mode, for now).
+    account: bool = False
 
 
 def dispatch(session, command: Command) -> None:
     spec = COMMANDS.get(command.name)
-    if spec is None:
+    if not session.client.nick and command.name not in accounts.BEFORE_LOGIN:
+        session.error(accounts.LOGIN_FIRST)  # a closed server's connection, not logged in
+    elif spec is None:
         session.error(f"unknown command /{command.name} (try /help)")
     elif spec.needs_args and not command.args:
         session.error(f"usage: {spec.usage}")
@@ -53,6 +58,9 @@ def do_nick(session, name: str) -> None:
         session.error(f"invalid nick {name} ({NAME_RULE})")
         return
     old = session.client.nick
+    if _owned_by_another(session, name):
+        session.error(f"nick {name} is registered; /login {name} PASSWORD")
+        return
     try:
         problem = session.hub.rename(session.client, name)
     except ClusterUnavailable:
@@ -63,6 +71,16 @@ def do_nick(session, name: str) -> None:
         room = session.client.room
         session.log.info("nick_changed", old=old, new=name, nick=name,
                          room=room.name if room is not None else None)
+
+
+def _owned_by_another(session, name: str) -> bool:
+    """Whether ``name`` is an account that is not the client's own (a store read, before
+    any lock; SPEC §12: a registered nick cannot be taken by anyone else)."""
+    registry = session.settings.accounts
+    if registry is None or fold(name) in (fold(session.client.nick),
+                                          fold(session.client.account or "")):
+        return False
+    return registry.registered(name)
 
 
 def do_join(session, name: str) -> None:
@@ -137,8 +155,10 @@ def do_quit(session, reason: str) -> None:
 
 
 def do_help(session, _args: str) -> None:
+    accounts_here = session.settings.accounts is not None
     session.reply(
-        *(HelpLine(spec.usage, spec.help) for spec in COMMANDS.values()),
+        *(HelpLine(spec.usage, spec.help) for spec in COMMANDS.values()
+          if accounts_here or not spec.account),
         HelpLine("//TEXT", "send a message that starts with /"),
     )
 
@@ -151,6 +171,14 @@ COMMANDS: dict[str, Spec] = {
     "msg": Spec(do_msg, "/msg NICK TEXT", "send a private message", needs_args=True),
     "me": Spec(do_me, "/me TEXT", "describe an action", needs_args=True),
     "history": Spec(do_history, "/history [N]", "show the last N lines of this room (20)"),
+    "register": Spec(accounts.do_register, "/register PASSWORD", "make your nick an account",
+                     needs_args=True, account=True),
+    "login": Spec(accounts.do_login, "/login NICK PASSWORD", "log in to your account",
+                  needs_args=True, account=True),
+    "logout": Spec(accounts.do_logout, "/logout", "log out (a guest again)",
+                   account=True),
+    "password": Spec(accounts.do_password, "/password OLD NEW", "change your password",
+                     needs_args=True, account=True),
     "quit": Spec(do_quit, "/quit [REASON]", "leave the server"),
     "help": Spec(do_help, "/help", "show this list"),
 }

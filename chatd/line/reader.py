@@ -12,6 +12,7 @@ Runs on the client's session thread only, like the session: nothing here is shar
 from __future__ import annotations
 
 from chatd.core.events import Said
+from chatd.line import accounts
 from chatd.line.commands import dispatch
 from chatd.line.framing import LINE_TOO_LONG, LineFramer
 from chatd.line.parse import Message, parse
@@ -96,6 +97,9 @@ class LineReader:
         client.lines_in += 1
         if parsed.__class__ is Message:
             session = self.session
+            if not client.nick or client.lines_in == 1:  # not yet logged in, or a first line
+                if _before_chat(session, parsed.text):
+                    return
             if not session.may_speak():
                 return
             self.hub.say(client, Said(client.nick, parsed.text))
@@ -120,3 +124,16 @@ class LineReader:
         if state["telnet"] is not None:
             self.telnet = TelnetFilter()
             self.telnet.restore(*state["telnet"])
+
+
+def _before_chat(session, text: str) -> bool:
+    """Whether a line that is not a command is something else after all: a first line
+    ``PASS NICK:PASSWORD`` (a login, never chat, never logged), or text from a closed server's
+    connection that has not logged in (refused). The per-line path pays one test for this."""
+    if session.client.lines_in == 1 and text[:5].upper() == "PASS ":
+        accounts.pass_line(session, text)
+        return True
+    if not session.client.nick:
+        session.error(accounts.LOGIN_FIRST)
+        return True
+    return False

@@ -54,6 +54,14 @@ _FORMATS = {
     ev.ServerShutdown: lambda e: "*** server shutting down",
     ev.ServerRestarting: lambda e: "*** server restarting, please reconnect",
     ev.Bye: lambda e: "*** bye",
+    ev.LoginRequired: lambda e: "*** this server needs an account: /login NICK PASSWORD",
+    ev.Registered: lambda e: f"*** registered {e.account}",
+    ev.LoggedIn: lambda e: f"*** logged in as {e.account}",
+    ev.LoggedOut: lambda e: f"*** logged out; you are now {e.nick}",
+    ev.NickReclaimed: lambda e: f"*** you are now {e.new} ({e.owner} logged in)",
+    ev.PasswordChanged: lambda e: "*** password changed",
+    ev.LoggedInElsewhere: lambda e: "*** logged in elsewhere",
+    ev.AccountDisabled: lambda e: "*** your account was disabled",
 }
 
 

@@ -38,18 +38,15 @@ import urllib.parse
 
 import structlog
 
-from chatd import files
 from chatd.core.history import Entry
+from chatd.store import sqlfile
 from chatd.store.history import HistoryFileError
+from chatd.store.sqlfile import SIDE_SUFFIXES
 from chatd.text import fold
 
 log = structlog.get_logger("chatd.history")
 
 FILENAME = "history.sqlite3"
-#: The files SQLite keeps next to it in WAL mode (made with the main file's mode).
-SIDE_SUFFIXES = ("-wal", "-shm")
-#: The primary result codes that mean the file itself is damaged (sqlite3.h).
-_CORRUPT_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
 #: Queued writes beyond this are dropped (the writer is stuck): memory stays bounded.
 MAX_QUEUED = 200_000
 _BATCH = 5000
@@ -125,7 +122,7 @@ class SqliteStore:
         try:
             return _select(uri, room_key, count)
         except sqlite3.OperationalError as err:
-            if _corrupt(err):
+            if sqlfile.corrupt(err):
                 raise
             return _select(uri + "&immutable=1", room_key, count)
 
@@ -134,11 +131,11 @@ class SqliteStore:
     def check(self) -> None:
         """At start, before anything is bound (service.py): raise HistoryFileError if the file
         or its -wal/-shm is a symbolic link (see the module docstring)."""
-        for path in (self.path, *(self.path + suffix for suffix in SIDE_SUFFIXES)):
-            if os.path.islink(path):
-                raise HistoryFileError(
-                    f"history file {path} is a symbolic link: chatd does not follow it "
-                    "(replace the link with the file itself, or remove it)")
+        path = sqlfile.links(self.path)
+        if path is not None:
+            raise HistoryFileError(
+                f"history file {path} is a symbolic link: chatd does not follow it "
+                "(replace the link with the file itself, or remove it)")
 
     def start(self) -> None:
         """Check an existing file (moving a corrupt one aside), then start the writer. Never
@@ -147,7 +144,7 @@ class SqliteStore:
             if os.path.lexists(self.path):
                 self._open(check=True)
         except sqlite3.Error as err:
-            if _corrupt(err):
+            if sqlfile.corrupt(err):
                 self._move_aside(err)
             else:  # healthy but not writable (read-only, locked): keep it, read it, say so
                 self._fail(err)
@@ -185,27 +182,10 @@ class SqliteStore:
     # -- the writer thread ----------------------------------------------------------------
 
     def _open(self, check: bool = False) -> None:
-        """Open (creating it 0600) without following a link, then hand it to SQLite by path
-        and make sure SQLite got the same file. Raises OSError or sqlite3.Error."""
-        files.makedirs(os.path.dirname(self.path), files.STATE_DIR_MODE)
-        for suffix in SIDE_SUFFIXES:  # SQLite would follow these too
-            if os.path.islink(self.path + suffix):
-                raise OSError(errno.ELOOP, "a symbolic link (not followed)", self.path + suffix)
+        """Open (creating it 0600) without following a link (sqlfile.py), then set it up.
+        Raises OSError or sqlite3.Error."""
+        conn, opened = sqlfile.connect_private(self.path)
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         files.STATE_FILE_MODE)  # -wal/-shm are created with its mode
-        except OSError as err:
-            if err.errno == errno.ELOOP:
-                raise OSError(errno.ELOOP, "a symbolic link (not followed)", self.path) from None
-            raise
-        try:
-            opened = _identity(os.fstat(fd))
-        finally:
-            os.close(fd)  # before SQLite locks the file: a close drops the process's locks
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        try:  # SQLite has opened the file: is it still the one we made sure of?
-            if _inode(self.path) != opened:  # swapped for a link meanwhile: write nothing
-                raise OSError(errno.ESTALE, "replaced while it was being opened", self.path)
             if check:
                 conn.execute("PRAGMA quick_check").fetchone()
             conn.execute("PRAGMA journal_mode=WAL")
@@ -276,7 +256,7 @@ class SqliteStore:
 
     def _write(self, work: list) -> None:
         try:
-            if self._conn is not None and _inode(self.path) != self._inode:
+            if self._conn is not None and sqlfile.inode(self.path) != self._inode:
                 self._conn.close()  # moved or replaced under us: write to what is there now
                 self._conn = None
             if self._conn is None:
@@ -329,23 +309,7 @@ def _select(uri: str, room_key: str, count: int) -> list:
         reader.close()
 
 
-def _corrupt(err: sqlite3.Error) -> bool:
-    """Whether SQLite says the file is damaged (not merely unwritable, locked or missing)."""
-    code = getattr(err, "sqlite_errorcode", None)
-    return code is not None and code & 0xFF in _CORRUPT_CODES
-
 
 def _key(room: str) -> str:
     return fold(room)
 
-
-def _identity(st: os.stat_result) -> tuple:
-    return (st.st_dev, st.st_ino)
-
-
-def _inode(path: str):
-    """The file at ``path`` itself (a link is not followed: it never matches the file)."""
-    try:
-        return _identity(os.lstat(path))
-    except OSError:
-        return None

@@ -161,7 +161,7 @@ class World:
 
     def __init__(self, sendq_bytes: int = 262144, start: bool = True, **config_fields) -> None:
         self.config = replace(Config(), sendq_bytes=sendq_bytes, **config_fields)
-        self.settings = SimpleNamespace(config=self.config)  # what Session reads: .config
+        self.settings = SimpleNamespace(config=self.config, accounts=None)  # what Session reads
         self.flusher = Flusher(sendq_bytes)
         self.hub = Hub(self.flusher)
         self.conns: list[Conn] = []

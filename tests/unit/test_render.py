@@ -44,6 +44,14 @@ TABLE = [
     (ev.ServerShutdown(), "*** server shutting down"),
     (ev.ServerRestarting(), "*** server restarting, please reconnect"),
     (ev.Bye(), "*** bye"),
+    (ev.LoginRequired(), "*** this server needs an account: /login NICK PASSWORD"),
+    (ev.Registered("alice"), "*** registered alice"),
+    (ev.LoggedIn("alice"), "*** logged in as alice"),
+    (ev.LoggedOut("guest-4"), "*** logged out; you are now guest-4"),
+    (ev.NickReclaimed("alice", "guest-9"), "*** you are now guest-9 (alice logged in)"),
+    (ev.PasswordChanged(), "*** password changed"),
+    (ev.LoggedInElsewhere(), "*** logged in elsewhere"),
+    (ev.AccountDisabled(), "*** your account was disabled"),
 ]
 
 

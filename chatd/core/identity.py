@@ -1,0 +1,141 @@
+"""Who a connection is: the identity seam of the hub (a mixin of :class:`~chatd.core.hub.Hub`).
+
+A client is a guest, or logged in to an account (``client.account``); the account's name is
+its nick while it is logged in, and nobody else may hold that nick (SPEC §12). The hub keeps
+``_accounts`` (folded account name -> Client) beside ``_nicks``, under the same lock: at most
+one connection per account, so the account's rooms and what it missed (a later step) have one
+owner. Passwords are never seen here: the accounts package has checked them, on the session's
+thread and outside every lock, before :meth:`log_in` is called.
+
+A connection to a closed server is *pending* until it logs in: counted (admit), but with no
+nick and in no room (:meth:`greet_pending`); its first login gives it both.
+
+Every method takes the hub lock; the guest nick a displaced holder gets is claimed before it,
+as ``_guest_nick`` does everywhere (it may ask the cluster).
+"""
+
+from __future__ import annotations
+
+from chatd.core.bus import ClusterUnavailable
+from chatd.core.events import (
+    Close,
+    LoggedIn,
+    LoggedInElsewhere,
+    LoggedOut,
+    LoginRequired,
+    NickReclaimed,
+    Renamed,
+    YouAre,
+)
+from chatd.text import fold
+
+#: Why the older connection of an account that logged in again ends.
+ELSEWHERE = Close("elsewhere")
+
+
+class Identity:
+    """Accounts over the hub's ``_nicks``, ``_accounts``, ``_lock``, ``_flusher`` and ``_bus``."""
+
+    def greet_pending(self, client, greeting: list) -> None:
+        """Closed mode: ``client`` is counted but gets no nick and no room until it logs in;
+        it is told the welcome (``greeting[0]``) and that it must log in."""
+        self.send_to(client, greeting[0], LoginRequired())
+
+    def log_in(self, client, name: str, notice=None, greeting: list = ()) -> str | None:
+        """``client`` proved it is account ``name``: it takes the nick ``name``. A guest holding
+        the nick becomes another guest; the account's older connection is closed ("logged in
+        elsewhere"). ``notice`` is what the client is told (``LoggedIn`` by default);
+        ``greeting`` (a pending client's): the events told after it, before it enters the
+        lobby. Returns an error text, or None. Raises bus.ClusterUnavailable when the holder
+        needs a guest nick and the cluster cannot hand one out."""
+        key = fold(name)
+        old_nick = client.nick  # only this client's session thread changes it
+        holder = self.find(name)
+        spare = None  # a guest nick for a holder that is not this account
+        if holder is not None and holder is not client and fold(holder.account or "") != key:
+            spare = self._guest_nick(holder)
+        elif holder is None and not self._bus.claim(name, client):
+            return f"nick {name} is in use on another node"
+        with self._lock:
+            problem, spare = self._take(client, name, spare, notice or LoggedIn(name), greeting)
+        self._unreserve(spare)
+        if problem is None and old_nick and fold(old_nick) != key:
+            self._bus.release(old_nick, client)
+        return problem
+
+    def log_out(self, client) -> str | None:
+        """``/logout`` on an open server: the connection is a guest again (a guest nick: the
+        account's nick stays its own). Returns the new nick, or None if the cluster cannot
+        hand one out."""
+        try:
+            spare = self._guest_nick(client)
+        except ClusterUnavailable:
+            return None
+        with self._lock:
+            if client.account is not None and self._accounts.get(fold(client.account)) is client:
+                del self._accounts[fold(client.account)]
+            client.account = None
+            old = client.nick
+            self._rename_locked(client, spare, LoggedOut(spare))
+        self._bus.release(old, client)
+        return spare
+
+    def by_account(self, name: str):
+        """The connection logged in to account ``name`` on this node, or None."""
+        with self._lock:
+            return self._accounts.get(fold(name))
+
+    # -- hub lock held --------------------------------------------------------------------------
+
+    def _take(self, client, name: str, spare: str | None, notice, greeting) -> tuple:
+        """:meth:`log_in` under the lock: -> (error text or None, the spare guest nick if it
+        was not used)."""
+        key = fold(name)
+        elder = self._accounts.get(key)
+        if elder is not None and elder is not client:
+            self._flusher.disconnect(elder.outbox, ELSEWHERE, LoggedInElsewhere())
+            self._forget(elder, ELSEWHERE)
+        holder = self._nicks.get(key)
+        if holder is not None and holder is not client:
+            if spare is None or self._nicks.get(fold(spare)) is not holder:
+                return f"nick {name} is in use, try again", spare
+            self._rename_locked(holder, spare, NickReclaimed(name, spare))
+            spare = None
+        if client.account is not None and self._accounts.get(fold(client.account)) is client:
+            del self._accounts[fold(client.account)]
+        self._accounts[key] = client
+        client.account = name
+        if not client.nick:  # pending: its nick, then the lobby
+            client.nick = name
+            self._nicks[key] = client
+            events = [notice, YouAre(name), *greeting]
+            self._enter(client, self._lobby, (client.outbox.protocol.lines(events), len(events)))
+        elif client.nick != name:
+            self._rename_locked(client, name, notice)
+        else:
+            self.send_to(client, notice)
+            self._bus.member(client)
+        return None, spare
+
+    def _rename_locked(self, client, new: str, notice) -> None:
+        """``client`` is ``new`` now (claimed already); it is told ``notice``, its rooms see it
+        renamed."""
+        old = client.nick
+        if self._nicks.get(fold(old)) is client:
+            del self._nicks[fold(old)]
+        self._nicks[fold(new)] = client
+        client.nick = new
+        self.send_to(client, notice)
+        for room in client.rooms:
+            self._post(room, client.outbox, Renamed(old, new))
+        self._bus.member(client)
+
+    def _unreserve(self, spare: str | None) -> None:
+        """Give back a guest nick reserved for a holder that kept its nick after all (the
+        hub lock not held)."""
+        if spare is None:
+            return
+        with self._lock:
+            holder = self._nicks.pop(fold(spare), None)
+        if holder is not None:
+            self._bus.release(spare, holder)

@@ -1,0 +1,181 @@
+"""Accounts on one node: ``state_dir/accounts.sqlite3`` (stdlib sqlite3, WAL, 0600).
+
+One row an account: its name as registered, the folded name as the key, the password's hash
+(chatd/accounts/passwords.py: never the password), when it was made, when it last logged in,
+and whether an operator disabled it. Opened at start, before anything is bound: a file that is
+a symbolic link, cannot be opened or is corrupt makes chatd refuse to start (``AccountFileError``),
+as a corrupt bans file does. Starting without the accounts would let anyone take every
+registered nick, and shut every user of a closed server out.
+
+Threads: session threads (login, /register, /password) and admin threads call in. ``_lock``
+guards the one connection; it is a leaf, never held with the hub lock or any other, and
+nothing here is ever called under the hub lock (docs/DEVELOPING.md). Each call is one short
+statement on a small table, so the lock is held for well under a millisecond; the password
+hashing, which takes tens of milliseconds, runs before the store is asked (accounts.py).
+A write that fails (full disk, the file made read-only) raises :class:`AccountStoreError`:
+the user is told the change did not happen, nothing is half done.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from dataclasses import dataclass
+
+from chatd.store import sqlfile
+from chatd.text import fold
+
+FILENAME = "accounts.sqlite3"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS accounts (
+    key TEXT PRIMARY KEY,        -- folded name
+    name TEXT NOT NULL,          -- as registered
+    hash TEXT NOT NULL,          -- argon2id (or scrypt) PHC string
+    created REAL NOT NULL,       -- UTC epoch seconds
+    last_login REAL,             -- UTC epoch seconds; NULL: never
+    disabled INTEGER NOT NULL DEFAULT 0
+);
+"""
+_COLUMNS = "name, hash, created, last_login, disabled"
+
+
+class AccountFileError(Exception):
+    """The accounts file cannot be used at start; the message is one line for the operator."""
+
+
+class AccountStoreError(Exception):
+    """A read or write of the accounts failed while serving; one line, no secret in it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    name: str
+    hash: str
+    created: float
+    last_login: float | None = None
+    disabled: bool = False
+
+    @property
+    def key(self) -> str:
+        return fold(self.name)
+
+
+class SqliteAccounts:
+    """The single node's accounts (see the module docstring)."""
+
+    def __init__(self, state_dir: str) -> None:
+        self.path = os.path.join(state_dir, FILENAME)
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None  # guarded by _lock
+
+    def open(self) -> None:
+        """At start (service.bind): open or create the file and check it. Raises
+        AccountFileError with what the operator must fix."""
+        link = sqlfile.links(self.path)
+        if link is not None:
+            raise AccountFileError(f"accounts file {link} is a symbolic link: chatd does not "
+                                   "follow it (replace the link with the file itself)")
+        try:
+            conn, _ = sqlfile.connect_private(self.path)
+        except (OSError, sqlite3.Error) as exc:
+            raise AccountFileError(f"cannot open accounts file {self.path}: {_why(exc)}") from None
+        try:
+            if conn.execute("PRAGMA quick_check").fetchone() != ("ok",):
+                raise sqlite3.DatabaseError("quick_check failed")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise AccountFileError(f"accounts file {self.path} cannot be used ({_why(exc)}); "
+                                   "fix or restore it, chatd leaves it untouched") from None
+        with self._lock:
+            self._conn = conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def get(self, name: str) -> Account | None:
+        rows = self._run(f"SELECT {_COLUMNS} FROM accounts WHERE key = ?", (fold(name),))
+        return _account(rows[0]) if rows else None
+
+    def all(self) -> list[Account]:
+        rows = self._run(f"SELECT {_COLUMNS} FROM accounts ORDER BY key", ())
+        return [_account(row) for row in rows]
+
+    def count(self) -> int:
+        return self._run("SELECT COUNT(*) FROM accounts", ())[0][0]
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def create(self, account: Account) -> bool:
+        """Add ``account``; False if the name is taken (exactly one of two racing wins)."""
+        try:
+            self._run("INSERT INTO accounts (key, name, hash, created, last_login, disabled) "
+                      "VALUES (?, ?, ?, ?, ?, ?)",
+                      (account.key, account.name, account.hash, account.created,
+                       account.last_login, int(account.disabled)))
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    def set_hash(self, name: str, hashed: str) -> bool:
+        return self._change("UPDATE accounts SET hash = ? WHERE key = ?", (hashed, fold(name)))
+
+    def set_disabled(self, name: str, disabled: bool) -> bool:
+        return self._change("UPDATE accounts SET disabled = ? WHERE key = ?",
+                            (int(disabled), fold(name)))
+
+    def set_last_login(self, name: str, when: float) -> bool:
+        return self._change("UPDATE accounts SET last_login = ? WHERE key = ?", (when, fold(name)))
+
+    def delete(self, name: str) -> bool:
+        return self._change("DELETE FROM accounts WHERE key = ?", (fold(name),))
+
+    # -- the one way in ---------------------------------------------------------------------
+
+    def _change(self, sql: str, params: tuple) -> bool:
+        """One write; whether it found its row."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                return conn.execute(sql, params).rowcount > 0
+            except sqlite3.Error as exc:
+                raise AccountStoreError(f"accounts file: {_why(exc)}") from None
+
+    def _run(self, sql: str, params: tuple) -> list:
+        """One statement's rows. IntegrityError passes through (create() wants it)."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                return conn.execute(sql, params).fetchall()
+            except sqlite3.IntegrityError:
+                raise
+            except sqlite3.Error as exc:
+                raise AccountStoreError(f"accounts file: {_why(exc)}") from None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise AccountStoreError("accounts file is closed")
+        return self._conn
+
+
+def _account(row) -> Account:
+    """A row as an Account. The file is input too: a row whose fields have the wrong types
+    (an edit by hand, another program) is an error, not a crash."""
+    name, hashed, created, last_login, disabled = row
+    if not (isinstance(name, str) and isinstance(hashed, str)
+            and isinstance(created, (int, float))
+            and (last_login is None or isinstance(last_login, (int, float)))):
+        raise AccountStoreError("accounts file: a row has fields of the wrong type")
+    return Account(name, hashed, float(created),
+                   None if last_login is None else float(last_login), bool(disabled))
+
+
+def _why(exc: BaseException) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
