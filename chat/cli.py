@@ -43,8 +43,18 @@ def exit_status(outcome: Outcome | None) -> int:
     return 0 if outcome is None or outcome.kind == "quit" else 1
 
 
+def password_for(account: str) -> str:
+    """``--login``'s password: ``CHAT_PASSWORD``, or asked on the terminal without echo."""
+    password = os.environ.get("CHAT_PASSWORD")
+    if password:
+        return password
+    if not sys.stdin.isatty():
+        raise click.UsageError("--login needs CHAT_PASSWORD when stdin is not a terminal")
+    return click.prompt(f"password for {account}", hide_input=True, err=True)
+
+
 def _chat(host: str, port: int, context: ssl.SSLContext | None, nick: str | None,
-          room: str | None) -> int:
+          room: str | None, login: tuple[str, str] | None = None) -> int:
     terminal = sys.stdin.isatty() and sys.stdout.isatty()
     if terminal:
         from chat import terminal as face  # prompt_toolkit only where it is used
@@ -53,7 +63,7 @@ def _chat(host: str, port: int, context: ssl.SSLContext | None, nick: str | None
         from chat import pipe as face
         display = face.PipeDisplay()
     sup = Supervisor(Target(host, port, context), display,
-                     Identity(wanted_nick=nick, wanted_room=room))
+                     Identity(wanted_nick=nick, wanted_room=room, login=login))
     sup.start()
     try:
         if not sup.wait_connected():
@@ -80,14 +90,17 @@ def _chat(host: str, port: int, context: ssl.SSLContext | None, nick: str | None
               help="With --tls: do not check the server's certificate (a test server).")
 @click.option("--nick", metavar="NAME", help="Take this nick once connected.")
 @click.option("--room", metavar="ROOM", help="Join this room once connected.")
+@click.option("--login", metavar="NAME",
+              help="Log in to account NAME on every connection (the password is asked for "
+                   "without echo, or read from CHAT_PASSWORD).")
 def main(host: str, port: int | None, tls: bool, insecure: bool, nick: str | None,
-         room: str | None) -> None:
+         room: str | None, login: str | None) -> None:
     """Chat with a chatd server at HOST PORT (default 127.0.0.1 5555).
 
     On a terminal: a prompt with line editing and history, each line with its time. Otherwise
     stdin's lines are sent and the server's lines printed as received; EOF sends /quit.
-    /quit, Ctrl-D and Ctrl-C leave. A dropped connection is made again, with the same nick
-    and room.
+    /quit, Ctrl-D and Ctrl-C leave. A dropped connection is made again, with the same nick,
+    login and room.
     """
     if insecure and not tls:
         raise click.UsageError("--insecure needs --tls")
@@ -97,8 +110,9 @@ def main(host: str, port: int | None, tls: bool, insecure: bool, nick: str | Non
     if insecure:
         click.echo("chat: warning: --insecure: the server's certificate is not checked; "
                    "anyone on the way can read and change this chat", err=True)
+    credentials = (login, password_for(login)) if login else None
     try:
-        status = _chat(host, port, context, nick, room)
+        status = _chat(host, port, context, nick, room, credentials)
     except KeyboardInterrupt:
         status = 0
     except Exception as exc:  # noqa: BLE001 - one line, never a traceback

@@ -21,12 +21,16 @@ _YOU_ARE = re.compile(r"\*\*\* you are (\S+)")
 # "you are now X", and the cluster's "your nick OLD was taken ...; you are now X"
 _YOU_ARE_NOW = re.compile(r"\*\*\* (?:you|your nick \S+ was taken .*; you) are now (\S+)(?: \(.*\))?")
 _JOINED = re.compile(r"\*\*\* you joined (\S+) \(\d+ members?\)")
+_LOGGED_IN = re.compile(r"\*\*\* (?:logged in as|registered) (\S+)")
+#: A closed server's greeting has no nick: this line takes the place of ``*** you are NICK``.
+NEEDS_ACCOUNT = "*** this server needs an account: "
 _ERROR = "*** error: "
 _QUIT = re.compile(r"/quit(?:[ \t]|$)", re.IGNORECASE)
 
 #: The client's own lines for these replies; the first reply to each restoring command is one.
 _NICK_REPLIES = ("*** you are now ", "*** you are already ", _ERROR)
 _JOIN_REPLIES = ("*** you joined ", _ERROR)
+_LOGIN_REPLIES = ("*** logged in as ", _ERROR)
 
 
 def refusal(line: str) -> str | None:
@@ -41,7 +45,13 @@ def final_words(line: str) -> str | None:
         return "you were kicked"
     if line == "*** error: banned" or line.startswith("*** error: banned ("):
         return "banned"
-    return None
+    return _ENDINGS.get(line)
+
+
+#: Server lines after which coming back would fight someone (docs/protocol.md §12): the same
+#: account logged in on another connection, or an operator disabled it.
+_ENDINGS = {"*** logged in elsewhere": "logged in elsewhere",
+            "*** your account was disabled": "your account was disabled"}
 
 
 def is_quit(text: str) -> bool:
@@ -66,6 +76,9 @@ class Identity:
 
     wanted_nick: str | None = None
     wanted_room: str | None = None
+    #: ``--login``: (account, password), logged in again on every connection; the password
+    #: is only ever sent, never shown.
+    login: tuple[str, str] | None = None
     nick: str | None = None
     room: str = LOBBY
     greeted: bool = False
@@ -82,10 +95,17 @@ class Identity:
         if not self.greeted and (m := _YOU_ARE.fullmatch(line)):
             self.greeted, self.nick, self.room = True, m.group(1), LOBBY
             return "greeted"
+        if not self.greeted and line.startswith(NEEDS_ACCOUNT):  # a closed server
+            self.greeted = True
+            return "greeted"
         return None
 
     def _note(self, line: str) -> None:
-        if m := _YOU_ARE_NOW.fullmatch(line):
+        if m := _LOGGED_IN.fullmatch(line):
+            self.nick = m.group(1)
+            if self.wanted_nick and self.wanted_nick.lower() == self.nick.lower():
+                self.wanted_nick = self.nick
+        elif m := _YOU_ARE_NOW.fullmatch(line):
             self.nick = self.wanted_nick = m.group(1)
         elif m := _JOINED.fullmatch(line):
             self.room = self.wanted_room = m.group(1)
@@ -94,7 +114,13 @@ class Identity:
         """The commands that take back nick and room on a fresh connection (none if the
         server's greeting already has them), in the order to send them."""
         commands = []
-        if self.wanted_nick and self.wanted_nick != self.nick:
+        if self.login is not None:
+            name, password = self.login
+            commands.append(f"/login {name} {password}")
+            self._awaiting.append(_LOGIN_REPLIES)
+            self.wanted_nick = self.wanted_nick or name
+        if self.wanted_nick and self.wanted_nick != self.nick and (
+                self.login is None or self.wanted_nick.lower() != self.login[0].lower()):
             commands.append(f"/nick {self.wanted_nick}")
             self._awaiting.append(_NICK_REPLIES)
         if self.wanted_room and room_name(self.wanted_room).lower() != self.room.lower():

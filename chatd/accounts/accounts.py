@@ -72,6 +72,8 @@ class Accounts:
         self.config = config
         self.passwords = hasher or passwords.Passwords()
         self.clock = clock
+        #: The TLS listener's port, once bound (service.py), for the plaintext refusal.
+        self.tls_port: int | None = None
         self.attempts = Window()
         self.failures = FailureLog()
         self._lock = threading.Lock()
@@ -86,11 +88,10 @@ class Accounts:
     def refuse_plaintext(self, ip: str, tls: bool) -> str | None:
         """Why a password may not be sent over this connection (SPEC §12
         ``plaintext_passwords``), or None."""
-        config = self.config()
-        rule = config.plaintext_passwords
+        rule = self.config().plaintext_passwords
         if tls or rule == "allow" or (rule == "local" and is_local(ip)):
             return None
-        where = f"TLS port {config.tls_port}" if config.tls_cert else "this server has no TLS port"
+        where = f"TLS port {self.tls_port}" if self.tls_port else "this server has no TLS port"
         return f"passwords need an encrypted connection ({where})"
 
     def registered(self, nick: str) -> bool:

@@ -159,6 +159,8 @@ class Service:
             context = binding.tls_context(config)
             self.tls_listener = self._listener(tls_sock or binding.tls_socket(config),
                                                tls_context=context)
+        if self.tls_listener is not None and self.accounts is not None:
+            self.accounts.tls_port = self.tls_listener.address[1]  # what refusals name
         if config.metrics_port:
             self.metrics = parts.metrics_server(metrics_sock or binding.metrics_socket(config),
                                                self.hub, self.admin, self.bus, self.bans,

@@ -2,18 +2,19 @@
 
 One row an account: its name as registered, the folded name as the key, the password's hash
 (chatd/accounts/passwords.py: never the password), when it was made, when it last logged in,
-and whether an operator disabled it. Opened at start, before anything is bound: a file that is
-a symbolic link, cannot be opened or is corrupt makes chatd refuse to start (``AccountFileError``),
-as a corrupt bans file does. Starting without the accounts would let anyone take every
-registered nick, and shut every user of a closed server out.
+and whether an operator disabled it. An existing file is checked at start, before anything is
+bound: one that is a symbolic link, cannot be opened or is corrupt makes chatd refuse to start
+(``AccountFileError``), as a corrupt bans file does; starting without the accounts would let
+anyone take every registered nick, and shut every user of a closed server out. A missing file
+is made at the first account (a server nobody registers on writes nothing).
 
 Threads: session threads (login, /register, /password) and admin threads call in. ``_lock``
-guards the one connection; it is a leaf, never held with the hub lock or any other, and
-nothing here is ever called under the hub lock (docs/DEVELOPING.md). Each call is one short
-statement on a small table, so the lock is held for well under a millisecond; the password
-hashing, which takes tens of milliseconds, runs before the store is asked (accounts.py).
-A write that fails (full disk, the file made read-only) raises :class:`AccountStoreError`:
-the user is told the change did not happen, nothing is half done.
+guards the one connection (None until the file exists); it is a leaf, never held with the hub
+lock or any other, and nothing here is ever called under the hub lock (docs/DEVELOPING.md).
+Each call is one short statement on a small table, so the lock is held for well under a
+millisecond; the password hashing, which takes tens of milliseconds, runs before the store is
+asked (accounts.py). A write that fails (full disk, the file made read-only) raises
+:class:`AccountStoreError`: the user is told the change did not happen, nothing is half done.
 """
 
 from __future__ import annotations
@@ -70,27 +71,35 @@ class SqliteAccounts:
         self._conn: sqlite3.Connection | None = None  # guarded by _lock
 
     def open(self) -> None:
-        """At start (service.bind): open or create the file and check it. Raises
-        AccountFileError with what the operator must fix."""
+        """At start (service.bind): check and open an existing file. Raises AccountFileError
+        with what the operator must fix. A missing file is made at the first account, as
+        history's is at its first line: a server nobody registers on writes nothing."""
         link = sqlfile.links(self.path)
         if link is not None:
             raise AccountFileError(f"accounts file {link} is a symbolic link: chatd does not "
                                    "follow it (replace the link with the file itself)")
+        if not os.path.lexists(self.path):
+            return
         try:
-            conn, _ = sqlfile.connect_private(self.path)
+            conn = self._connect()
         except (OSError, sqlite3.Error) as exc:
-            raise AccountFileError(f"cannot open accounts file {self.path}: {_why(exc)}") from None
+            raise AccountFileError(f"accounts file {self.path} cannot be used ({_why(exc)}); "
+                                   "fix or restore it, chatd leaves it untouched") from None
+        with self._lock:
+            self._conn = conn
+
+    def _connect(self) -> sqlite3.Connection:
+        """The file opened (made 0600 if missing), checked, with its table."""
+        conn, _ = sqlfile.connect_private(self.path)
         try:
             if conn.execute("PRAGMA quick_check").fetchone() != ("ok",):
                 raise sqlite3.DatabaseError("quick_check failed")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
+        except BaseException:
             conn.close()
-            raise AccountFileError(f"accounts file {self.path} cannot be used ({_why(exc)}); "
-                                   "fix or restore it, chatd leaves it untouched") from None
-        with self._lock:
-            self._conn = conn
+            raise
+        return conn
 
     def close(self) -> None:
         with self._lock:
@@ -109,7 +118,8 @@ class SqliteAccounts:
         return [_account(row) for row in rows]
 
     def count(self) -> int:
-        return self._run("SELECT COUNT(*) FROM accounts", ())[0][0]
+        rows = self._run("SELECT COUNT(*) FROM accounts", ())
+        return rows[0][0] if rows else 0
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -119,7 +129,7 @@ class SqliteAccounts:
             self._run("INSERT INTO accounts (key, name, hash, created, last_login, disabled) "
                       "VALUES (?, ?, ?, ?, ?, ?)",
                       (account.key, account.name, account.hash, account.created,
-                       account.last_login, int(account.disabled)))
+                       account.last_login, int(account.disabled)), write=True)
         except sqlite3.IntegrityError:
             return False
         return True
@@ -142,16 +152,19 @@ class SqliteAccounts:
     def _change(self, sql: str, params: tuple) -> bool:
         """One write; whether it found its row."""
         with self._lock:
-            conn = self._connection()
+            conn = self._connection(write=True)
             try:
                 return conn.execute(sql, params).rowcount > 0
             except sqlite3.Error as exc:
                 raise AccountStoreError(f"accounts file: {_why(exc)}") from None
 
-    def _run(self, sql: str, params: tuple) -> list:
-        """One statement's rows. IntegrityError passes through (create() wants it)."""
+    def _run(self, sql: str, params: tuple, write: bool = False) -> list:
+        """One statement's rows ([] from a file not made yet). IntegrityError passes through
+        (create() wants it)."""
         with self._lock:
-            conn = self._connection()
+            conn = self._connection(write)
+            if conn is None:
+                return []
             try:
                 return conn.execute(sql, params).fetchall()
             except sqlite3.IntegrityError:
@@ -159,9 +172,13 @@ class SqliteAccounts:
             except sqlite3.Error as exc:
                 raise AccountStoreError(f"accounts file: {_why(exc)}") from None
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise AccountStoreError("accounts file is closed")
+    def _connection(self, write: bool) -> sqlite3.Connection | None:
+        """The open file; a write makes it first if it is missing (None: no file to read)."""
+        if self._conn is None and write:
+            try:
+                self._conn = self._connect()
+            except (OSError, sqlite3.Error) as exc:
+                raise AccountStoreError(f"accounts file {self.path}: {_why(exc)}") from None
         return self._conn
 
 

@@ -312,6 +312,43 @@ def test_a_server_restart_ends_in_a_reconnect_with_the_same_nick_and_room(chatd,
                for n in notices[1:-1]), notices
 
 
+def test_login_is_taken_back_after_a_restart_and_a_second_login_ends_the_first(chatd, piped,
+                                                                              tmp_path):
+    state = str(tmp_path / "state")
+    first = chatd(args=["--state-dir", state])
+    port = first.port
+    owner = first.connect()
+    owner.set_nick("dora")
+    owner.send_line("/register dora-pass-1")
+    owner.expect("*** registered dora")
+    owner.close()
+    chat = piped("127.0.0.1", str(port), "--login", "dora", "--room", "dev",
+                 CHAT_PASSWORD="dora-pass-1")
+    chat.wait_out(b"*** logged in as dora\n")
+    chat.wait_out(b"*** you joined dev (1 member)\n")
+    assert first.terminate() == 0
+    second = chatd(args=["--port", str(port), "--state-dir", state])
+    chat.wait_err(b"*** reconnected as dora in dev\n")
+    eve = second.connect()
+    eve.join("dev")
+    chat.type("logged in again")
+    eve.expect("<dora> logged in again")
+    other = second.connect()  # the same account elsewhere: this chat must not come back
+    other.send_line("/login dora dora-pass-1")
+    other.wait_for("*** logged in as dora")
+    chat.wait_err(b"*** not reconnecting: logged in elsewhere\n")
+    assert chat.finish() == 1
+    assert b"dora-pass-1" not in chat.out + chat.err
+
+
+def test_login_without_a_terminal_needs_chat_password(server):
+    result = subprocess.run([*CHAT, "127.0.0.1", str(server.port), "--login", "dora"],
+                            input=b"", capture_output=True, timeout=30, env=chat_env(),
+                            check=False)
+    assert result.returncode == 2
+    assert b"--login needs CHAT_PASSWORD when stdin is not a terminal" in result.stderr
+
+
 def test_a_kicked_client_does_not_come_back(server, piped):
     chat = piped("127.0.0.1", str(server.port), "--nick", "fred")
     chat.wait_out(b"*** you are now fred\n")

@@ -109,6 +109,22 @@ def test_identity_restores_nothing_a_user_did_not_choose():
     assert me.restore() == [], "the greeting puts us in the lobby already"
 
 
+def test_identity_logs_in_again_on_every_connection_and_in_a_closed_servers_greeting():
+    me = Identity(wanted_room="dev", login=("alice", "s3cret-pw"))
+    assert me.feed("*** you are guest-4") == "greeted"
+    assert me.restore() == ["/login alice s3cret-pw", "/join dev"]
+    assert me.feed("*** guest-9 joined lobby") is None  # not a reply
+    assert me.feed("*** logged in as alice") is None
+    assert me.feed("*** you joined dev (1 member)") == "restored"
+    assert (me.nick, me.room) == ("alice", "dev")
+    me.reset()  # a closed server: no nick in the greeting
+    assert me.feed("*** welcome to team") is None
+    assert me.feed("*** this server needs an account: /login NICK PASSWORD") == "greeted"
+    assert me.restore() == ["/login alice s3cret-pw", "/join dev"]
+    assert me.feed("*** error: login failed") is None  # the login's reply: shown, not fatal
+    assert me.feed("*** error: login required: /login NICK PASSWORD") == "restored"
+
+
 def test_server_lines_that_end_a_session_or_refuse_one():
     assert final_words("*** you were kicked: spam") == "you were kicked"
     assert final_words("*** error: banned (abuse; until 2026-12-07 00:00:00 UTC)") == "banned"
