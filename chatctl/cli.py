@@ -1,11 +1,12 @@
 """chatctl's command line (click): the root group, its options and exit statuses.
 
 Runs in the main thread of a short-lived process. The commands are in :mod:`chatctl.queries`,
-:mod:`chatctl.actions`, :mod:`chatctl.control` and :mod:`chatctl.watch`, what they share in
-:mod:`chatctl.state`; talking to the socket belongs to :class:`chatctl.client.AdminClient`
-(which never prints), the human formats to :mod:`chatctl.format` (pure functions), the failure
-messages to :mod:`chatctl.errors`. Each command only builds the request's arguments and picks
-a format. The exit statuses are the contract of docs/protocol.md §7:
+:mod:`chatctl.actions`, :mod:`chatctl.control`, :mod:`chatctl.watch` and
+:mod:`chatctl.accounts`, what they share in :mod:`chatctl.state`; talking to the socket
+belongs to :class:`chatctl.client.AdminClient` (which never prints), the human formats to
+:mod:`chatctl.format` (pure functions), the failure messages to :mod:`chatctl.errors`. Each
+command only builds the request's arguments and picks a format. The exit statuses are the
+contract of docs/protocol.md §7:
 
     0  done
     1  the daemon answered and refused (``chatctl: error: MESSAGE`` on stderr)
@@ -26,7 +27,7 @@ import errno
 
 import click
 
-from chatctl import actions, control, queries, watch
+from chatctl import accounts, actions, control, queries, watch
 from chatctl.client import DEFAULT_TIMEOUT
 from chatctl.errors import InternalError
 from chatctl.state import State, one_line
@@ -83,6 +84,7 @@ def main(ctx: click.Context, socket_path: str | None, as_json: bool, timeout: fl
       chatctl kick alice -r "flooding the lobby"
       chatctl broadcast --room dev maintenance in 5 minutes
       chatctl ban 203.0.113.0/24 -d 12h -r "spam wave"
+      chatctl account add alice
       sudo chatctl --json list | jq -r '.[].nick'
 
     \b
@@ -106,7 +108,7 @@ def main(ctx: click.Context, socket_path: str | None, as_json: bool, timeout: fl
     ctx.call_on_close(ctx.obj.close)
 
 
-for _topic in (queries, actions, control, watch):
+for _topic in (queries, actions, control, watch, accounts):
     for _command in _topic.COMMANDS:
         main.add_command(_command)
 

@@ -148,12 +148,14 @@ def status(result: dict) -> list[str]:
     return key_values([(k, v) for k, v in pairs if v is not None])
 
 
-CLIENT_HEADERS = ["ID", "NICK", "PEER", "ROOM", "CONNECTED", "IDLE", "SENDQ", "MUTED"]
+CLIENT_HEADERS = ["ID", "NICK", "PEER", "ROOM", "CONNECTED", "IDLE", "SENDQ", "MUTED", "ACCOUNT"]
 
 
 def clients(result: list[dict]) -> list[str]:
     """The client table; in cluster mode (rows carry a node) with a last column NODE. A row
-    from a node that did not answer in time has no IDLE, SENDQ or MUTED (shown as -)."""
+    from a node that did not answer in time has no IDLE, SENDQ or MUTED (shown as -); a
+    guest (logged in to no account) has ACCOUNT -. ACCOUNT comes after the older contract's
+    columns, as MUTED did, so scripts that cut the first ones still work."""
     cluster = any(c.get("node") for c in result)
     rows = []
     for c in result:
@@ -161,7 +163,7 @@ def clients(result: list[dict]) -> list[str]:
         row = [c.get("id"), c.get("nick"), c.get("peer"), c.get("room"),
                utc_time(c.get("connected_at", c.get("connected")), never="-"),
                idle(c.get("idle")) if here else "-", c.get("sendq") if here else "-",
-               ("yes" if c.get("muted") else "no") if here else "-"]
+               ("yes" if c.get("muted") else "no") if here else "-", c.get("account") or "-"]
         rows.append(row + [c.get("node")] if cluster else row)
     return table(CLIENT_HEADERS + (["NODE"] if cluster else []), rows, right=(0, 5, 6))
 
@@ -249,6 +251,45 @@ def history(result: dict) -> list[str]:
 
 def purged(result: dict) -> list[str]:
     return [f"purged {count(result['purged'], 'line')} of {result['room']}"]
+
+
+# -- chatctl account -------------------------------------------------------------------------
+
+
+def accounts(result: list[dict]) -> list[str]:
+    rows = [[a.get("name"), utc_time(a.get("created"), never="-"), utc_time(a.get("last_login")),
+             a.get("state"), "yes" if a.get("online") else "no"] for a in result]
+    return table(["NAME", "CREATED", "LAST-LOGIN", "STATE", "ONLINE"], rows)
+
+
+def account(result: dict) -> list[str]:
+    return key_values([("name", result.get("name")),
+                       ("created", utc_time(result.get("created"), never="-")),
+                       ("last login", utc_time(result.get("last_login"))),
+                       ("state", result.get("state")),
+                       ("online", "yes" if result.get("online") else "no")])
+
+
+def account_added(result: dict) -> list[str]:
+    return [f"added account {result.get('name')}"]
+
+
+def account_passwd(result: dict) -> list[str]:
+    return [f"changed the password of account {result.get('name')}"]
+
+
+def account_disabled(result: dict) -> list[str]:
+    gone = count(result.get("disconnected", 0), "client")
+    return [f"disabled account {result.get('name')}, disconnected {gone}"]
+
+
+def account_enabled(result: dict) -> list[str]:
+    return [f"enabled account {result.get('name')}"]
+
+
+def account_deleted(result: dict) -> list[str]:
+    gone = count(result.get("disconnected", 0), "client")
+    return [f"deleted account {result.get('name')}, disconnected {gone}"]
 
 
 # -- chatctl watch ---------------------------------------------------------------------------

@@ -47,13 +47,28 @@ def _set_json(ctx: click.Context, _param, value: bool) -> None:
         ctx.find_object(State).as_json = True
 
 
+def _json_option() -> click.Option:
+    return click.Option(["--json"], is_flag=True, expose_value=False, callback=_set_json,
+                        help="Print the result as JSON.")
+
+
 class Command(click.Command):
     """Every command also takes --json after its name (``chatctl list --json``)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.params.append(click.Option(["--json"], is_flag=True, expose_value=False,
-                                        callback=_set_json, help="Print the result as JSON."))
+        self.params.append(_json_option())
+
+
+class Group(click.Group):
+    """A group of commands (``chatctl account …``): it takes --json after its name too,
+    and so do its commands (:class:`Command`)."""
+
+    command_class = Command
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.params.append(_json_option())
 
 
 def one_line(text: str) -> str:
@@ -117,3 +132,5 @@ class State:
 pass_state = click.make_pass_decorator(State)
 #: How a command module declares a command: it takes ``--json`` after its name too.
 command = partial(click.command, cls=Command)
+#: And a group of commands.
+group = partial(click.group, cls=Group)

@@ -24,6 +24,7 @@ the daemon is :class:`AdminContext`, built by the service, not the service itsel
     upgrade(timeout, store)  have the main thread hand over to a new chatd (upgrade.py), or
                       with ``store`` to systemd's fd store (fdstore.py), and wait:
                       (ok, result or reason, call once the reply is sent)
+    accounts          chatd.accounts.Accounts (None in cluster mode: accounts_off)
     facts()           what status reports about the process: started_at, host, port,
                       admin_socket
     watchers          the ``watch`` subscriptions (watch.py): the admin server ends them
@@ -36,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatd.admin import actions, control, queries
+from chatd.admin import accounts, actions, control, queries
 from chatd.admin.watch import Watchers, do_watch
 
 
@@ -70,6 +71,9 @@ class Spec:
     asks: bool = False
     #: Arguments that are chat content: logged only with log_messages, like chat messages.
     chat_args: tuple[str, ...] = ()
+    #: Arguments that are secrets (passwords): never logged, whatever log_messages says, so
+    #: never in the log nor in ``chatctl watch`` (which taps the log).
+    secret_args: tuple[str, ...] = ()
 
 
 #: Every command of ``adminproto.COMMANDS``, by name.
@@ -92,6 +96,13 @@ TABLE: dict[str, Spec] = {
     "upgrade": Spec(control.do_upgrade, follows=True, asks=True),
     "handover": Spec(control.do_handover, follows=True, asks=True),
     "watch": Spec(do_watch, follows=True),
+    "account_add": Spec(accounts.do_account_add, secret_args=("password",)),
+    "account_passwd": Spec(accounts.do_account_passwd, secret_args=("password",)),
+    "account_disable": Spec(accounts.do_account_disable),
+    "account_enable": Spec(accounts.do_account_enable),
+    "account_delete": Spec(accounts.do_account_delete),
+    "accounts": Spec(accounts.do_accounts),
+    "account": Spec(accounts.do_account),
 }
 
 
@@ -117,9 +128,13 @@ class AdminCommands:
         return answer if spec.follows else (answer, None)
 
     def loggable(self, cmd: str, args: dict) -> dict:
-        """``args`` as the ``admin_command`` event may show them."""
-        hidden = TABLE[cmd].chat_args
-        if not hidden or self.log_messages:
+        """``args`` as the ``admin_command`` event may show them: without secrets ever, and
+        without chat content unless log_messages is on."""
+        spec = TABLE[cmd]
+        hidden = set(spec.secret_args)
+        if spec.chat_args and not self.log_messages:
+            hidden.update(spec.chat_args)
+        if not hidden:
             return args
         return {k: v for k, v in args.items() if k not in hidden}
 

@@ -13,6 +13,8 @@ nothing for metrics, whether anyone scrapes or not. Who owns what it reads:
     disconnects, sendq                 thread, flusher thread) and the hub's departed and
                                        disconnect totals (hub lock, held for a copy only)
     admin commands                     ``AdminServer.outcomes()`` (admin connection threads)
+    logins, accounts                   ``Accounts.counts()`` (its lock) and ``count()`` (one
+                                       SQL count on the accounts store); single node only
     cluster link, nodes                ``RedisBus.link_up`` / ``live_nodes`` (its threads)
     limits, bans, start time, build    the Config in force, the ban list, the service
     =================================  ==================================================
@@ -56,6 +58,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from chatd import __version__
+from chatd.accounts.accounts import AccountError
 from chatd.core.events import CLOSE_KINDS
 
 log = structlog.get_logger("chatd.metrics")
@@ -74,12 +77,14 @@ class ChatdCollector(Collector):
     """Yields chatd's metric families, read at scrape time (see the module docstring).
 
     ``hub`` (Hub), ``admin`` (AdminServer, or None), ``bus`` (LocalBus or RedisBus),
-    ``bans`` (BanList); ``config()`` and ``started_at()`` return what is in force now.
+    ``bans`` (BanList); ``config()`` and ``started_at()`` return what is in force now;
+    ``accounts`` (chatd.accounts.Accounts, or None: cluster mode has none yet).
     Scrapes may run on several connection threads at once: ``_lock`` guards ``_high``.
     """
 
-    def __init__(self, hub, admin, bus, bans, config, started_at) -> None:
+    def __init__(self, hub, admin, bus, bans, config, started_at, accounts=None) -> None:
         self._hub = hub
+        self._accounts = accounts
         self._admin = admin
         self._bus = bus
         self._bans = bans
@@ -122,6 +127,8 @@ class ChatdCollector(Collector):
         yield _gauge("chatd_bans", "Bans in force", len(self._bans.active()))
         if self._admin is not None:
             yield self._admin_commands(self._admin.outcomes())
+        if self._accounts is not None:
+            yield from self._logins()
         yield from self._cluster()
 
     def _counter(self, name: str, documentation: str, value: int) -> CounterMetricFamily:
@@ -158,6 +165,26 @@ class ChatdCollector(Collector):
         for (command, outcome), count in sorted(counts.items(), key=lambda i: (str(i[0][0]), i[0][1])):
             family.add_metric([command or "none", outcome], count)
         return family
+
+    def _logins(self):
+        """Logins by outcome (every outcome from the start, so rate() works at once), and
+        the accounts there are: left out of this scrape if the store cannot count them (the
+        store error is logged by Accounts; a missing sample says "unknown", 0 would lie)."""
+        accounts = self._accounts
+        counts = accounts.counts()
+        family = CounterMetricFamily("chatd_logins", "Logins (/login, PASS) by outcome: ok, "
+                                     "failed (wrong password or no such account), throttled "
+                                     "(too many attempts), disabled (account disabled), "
+                                     "refused (password over an unencrypted connection)",
+                                     labels=["outcome"])
+        for outcome, count in counts.items():
+            family.add_metric([outcome], count)
+        yield family
+        try:
+            total = accounts.count()
+        except AccountError:
+            return
+        yield _gauge("chatd_accounts", "Accounts registered on this node", total)
 
     def _cluster(self):
         bus = self._bus

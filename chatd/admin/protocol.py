@@ -47,6 +47,10 @@ ERRORS = {
     "internal_error": "the daemon failed to carry out the command",
     "history_off": "room history is off (history_lines = 0)",
     "cluster_unavailable": "the other nodes cannot be reached (the link to Redis is down)",
+    "accounts_off": "accounts are not available here (cluster mode, for now)",
+    "exists": "an account of that name exists already",
+    "bad_password": "the password does not meet the rules",
+    "accounts_unavailable": "the accounts store cannot be read or written; nothing was changed",
 }
 
 _TARGET = (int, str)
@@ -77,6 +81,14 @@ COMMANDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "purge": {"room": ((str,), True)},
     # a subscription: the reply, then {"event": {...}} lines until the connection ends (§11)
     "watch": {"room": ((str,), False)},
+    # accounts (SPEC §12); ``password`` is never logged (commands.Spec.secret_args)
+    "account_add": {"name": ((str,), True), "password": ((str,), True)},
+    "account_passwd": {"name": ((str,), True), "password": ((str,), True)},
+    "account_disable": {"name": ((str,), True)},
+    "account_enable": {"name": ((str,), True)},
+    "account_delete": {"name": ((str,), True)},
+    "accounts": {},
+    "account": {"name": ((str,), True)},
 }
 
 

@@ -144,4 +144,5 @@ def _describe(row, now: float, when: _IsoSeconds) -> dict:
         "lines_out": row.lines_out,
         "sendq": row.sendq,
         "muted": row.muted,
+        "account": row.account,  # the account it is logged in to; None: a guest
     }

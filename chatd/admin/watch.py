@@ -48,6 +48,10 @@ WATCHED = frozenset({
     "config_reloaded", "restart_required", "shutting_down", "upgrade_started", "upgrade_failed",
     "cluster_link_lost", "cluster_link_restored", "node_lost", "cluster_entry_rejected",
     "watch_dropped",
+    # accounts (SPEC §12): what operators and users did to them, and logins (accounts.py
+    # logs names and addresses only, never a password)
+    "account_registered", "account_disabled", "account_enabled", "account_deleted",
+    "password_changed", "login_ok", "login_failed", "login_refused",
 })
 #: Queued output per watcher (not yet taken by its writer). The writer may hold as much
 #: again, taken and being sent; the socket buffer holds the rest.

@@ -69,10 +69,12 @@ def join_cluster(bus, bans, address: tuple) -> None:
         raise StartupError(str(exc)) from None
 
 
-def metrics_server(sock: socket.socket, hub, admin, bus, bans, config, started_at):
+def metrics_server(sock: socket.socket, hub, admin, bus, bans, config, started_at,
+                   accounts=None):
     """The Prometheus endpoint on ``sock`` (metrics.py); ``config`` and ``started_at`` are
-    read when asked (a reload swaps the config). Imported here: prometheus_client is needed
-    only when metrics are on."""
+    read when asked (a reload swaps the config); ``accounts`` (None in cluster mode) adds the
+    login and account families. Imported here: prometheus_client is needed only when
+    metrics are on."""
     try:
         from chatd.admin import metrics
     except ImportError as exc:
@@ -80,7 +82,7 @@ def metrics_server(sock: socket.socket, hub, admin, bus, bans, config, started_a
         raise StartupError(f"metrics.metrics_port is set but {exc.name or exc} cannot be "
                            "imported (pip install prometheus_client)") from None
     collector = metrics.ChatdCollector(hub, admin, bus, bans, config=config,
-                                       started_at=started_at)
+                                       started_at=started_at, accounts=accounts)
 
     def unhealthy() -> str | None:
         """Why a load balancer should send this node no new clients (``GET /health``: 503

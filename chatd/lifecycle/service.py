@@ -165,7 +165,8 @@ class Service:
             self.metrics = parts.metrics_server(metrics_sock or binding.metrics_socket(config),
                                                self.hub, self.admin, self.bus, self.bans,
                                                config=lambda: self.config,
-                                               started_at=lambda: self.started_at)
+                                               started_at=lambda: self.started_at,
+                                               accounts=self.accounts)
 
     def _listener(self, sock: socket.socket, passed: bool = False, tls_context=None) -> Listener:
         return Listener(sock, self.hub, self.flusher, self.bans, self.settings, self.client_ids,

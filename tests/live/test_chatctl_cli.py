@@ -164,7 +164,8 @@ def test_non_root_is_told_about_a_systemd_socket_it_cannot_use(sockdir, dir_mode
 def test_usage_errors_exit_2(sockdir):
     path = str(sockdir / "admin.sock")  # never reached: usage is checked first
     for args in (["kick"], ["frobnicate"], ["broadcast"], ["ban"], ["list", "extra"],
-                 ["ban", "192.0.2.1", "--duration", "-5"], ["--timeout", "0", "status"]):
+                 ["ban", "192.0.2.1", "--duration", "-5"], ["--timeout", "0", "status"],
+                 ["account", "add"], ["account", "frob"], ["account", "passwd", "a", "pw"]):
         result = invoke(path, *args, status=2)
         assert result.stdout == "" and "Usage:" in result.stderr, (args, result.stderr)
     proc = run_chatctl(path, "broadcast", "  ")
@@ -182,6 +183,13 @@ def test_help_texts():
                 "unmute", "reload", "shutdown"):
         result = CliRunner().invoke(chatctl_main, [cmd, "--help"], prog_name="chatctl")
         assert result.exit_code == 0 and f"Usage: chatctl {cmd}" in result.stdout, cmd
+    assert "account" in top.stdout
+    for sub in ("", "add", "passwd", "disable", "enable", "delete", "list", "show"):
+        result = CliRunner().invoke(chatctl_main, ["account", *filter(None, [sub]), "--help"],
+                                    prog_name="chatctl")
+        assert result.exit_code == 0, sub
+        assert f"Usage: chatctl account {sub}".rstrip() in result.stdout, sub
+        assert "--json" in result.stdout, sub
     proc = subprocess.run([sys.executable, "-m", "chatctl", "--version"], capture_output=True,
                           text=True, cwd=REPO, env=_env(), timeout=30)
     assert (proc.returncode, proc.stdout) == (0, f"chatctl {__version__}\n")

@@ -28,12 +28,14 @@ def _env() -> dict:
 
 
 def run_chatctl(socket_path: str, *args: str, user: str | None = None,
-                timeout: float = 30.0) -> subprocess.CompletedProcess:
-    """``chatctl --socket PATH ARGS…`` as a real process (as ``user``, via setpriv)."""
+                timeout: float = 30.0, input: str | None = None) -> subprocess.CompletedProcess:
+    """``chatctl --socket PATH ARGS…`` as a real process (as ``user``, via setpriv), with
+    ``input`` on its stdin (else /dev/null)."""
     argv = [sys.executable, "-m", "chatctl", "--socket", socket_path, *args]
     if user is not None:
         argv = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups", *argv]
-    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+    stdin = {"stdin": subprocess.DEVNULL} if input is None else {"input": input}
+    proc = subprocess.run(argv, **stdin, capture_output=True, text=True,
                           cwd=REPO, env=_env(), timeout=timeout)
     assert TRACEBACK not in proc.stderr, proc.stderr
     return proc

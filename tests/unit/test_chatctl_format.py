@@ -73,14 +73,38 @@ def test_human_lines_for_actions():
     assert fmt.host_port("::1", 5555) == "[::1]:5555"
 
 
-def test_client_table_has_a_muted_column():
+def test_client_table_has_muted_and_account_columns():
     rows = fmt.clients([{"id": 7, "nick": "al", "peer": "127.0.0.1:1", "room": "lobby",
-                         "connected_at": None, "idle": 3, "sendq": 0, "muted": True},
+                         "connected_at": None, "idle": 3, "sendq": 0, "muted": True,
+                         "account": "al"},
                         {"id": 12, "nick": "bo", "peer": "127.0.0.1:2", "room": "dev",
-                         "connected_at": None, "idle": 65, "sendq": 10, "muted": False}])
-    assert rows == ["ID  NICK  PEER         ROOM   CONNECTED   IDLE  SENDQ  MUTED",
-                    " 7  al    127.0.0.1:1  lobby  -             3s      0  yes",
-                    "12  bo    127.0.0.1:2  dev    -          1m05s     10  no"]
+                         "connected_at": None, "idle": 65, "sendq": 10, "muted": False,
+                         "account": None}])
+    assert rows == ["ID  NICK  PEER         ROOM   CONNECTED   IDLE  SENDQ  MUTED  ACCOUNT",
+                    " 7  al    127.0.0.1:1  lobby  -             3s      0  yes    al",
+                    "12  bo    127.0.0.1:2  dev    -          1m05s     10  no     -"]
+
+
+def test_account_table_and_lines():
+    alice = {"name": "alice", "created": "2026-12-02T18:48:12+00:00", "last_login": None,
+             "state": "active", "online": False}
+    bob = {"name": "bob", "created": "2026-12-02T18:48:13+00:00",
+           "last_login": "2026-12-03T09:00:00+00:00", "state": "disabled", "online": True}
+    assert fmt.accounts([alice, bob]) == [
+        "NAME   CREATED               LAST-LOGIN            STATE     ONLINE",
+        "alice  2026-12-02 18:48:12Z  never                 active    no",
+        "bob    2026-12-02 18:48:13Z  2026-12-03 09:00:00Z  disabled  yes"]
+    assert fmt.accounts([]) == ["NAME  CREATED  LAST-LOGIN  STATE  ONLINE"]
+    assert fmt.account(bob) == ["name:       bob", "created:    2026-12-02 18:48:13Z",
+                                "last login: 2026-12-03 09:00:00Z", "state:      disabled",
+                                "online:     yes"]
+    assert fmt.account_added(alice) == ["added account alice"]
+    assert fmt.account_passwd(alice) == ["changed the password of account alice"]
+    assert fmt.account_disabled({**bob, "disconnected": 1}) == \
+        ["disabled account bob, disconnected 1 client"]
+    assert fmt.account_enabled(alice) == ["enabled account alice"]
+    assert fmt.account_deleted({"name": "bob", "deleted": True, "disconnected": 0}) == \
+        ["deleted account bob, disconnected 0 clients"]
 
 
 def test_reload_names_the_keys_that_need_a_restart():
