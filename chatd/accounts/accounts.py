@@ -184,6 +184,22 @@ class Accounts:
         log.info("password_changed", account=name, peer_ip=ip, by="user")
         return None
 
+    def rooms(self, name: str) -> list[tuple[str, float]]:
+        """Where the account was when it last left (what it missed is after): [] if the
+        store cannot say (the login goes on; the user is told nothing was missed)."""
+        try:
+            return self.store.rooms(name)
+        except AccountStoreError as exc:
+            log.warning("account_store_failed", error=str(exc))
+            return []
+
+    def remember(self, name: str, positions: list[tuple[str, float]]) -> None:
+        """The account leaves its rooms at ``positions`` (a departure or a logout)."""
+        try:
+            self.store.set_rooms(name, positions)
+        except AccountStoreError as exc:
+            log.warning("account_store_failed", error=str(exc))
+
     def refused(self) -> None:
         """A login refused before any check (plaintext over an open network)."""
         self._count("refused")

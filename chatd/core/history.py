@@ -47,6 +47,10 @@ ENTRY_BYTES = 200
 UNWRITTEN_WAIT = 5.0
 #: How long a join waits for another thread's read of the same room's tail.
 LOAD_WAIT = 10.0
+#: Two lines of one room never share a time: the later one is moved this much past the
+#: earlier (a microsecond, well above a float's resolution for today's epoch times), so a
+#: line's time is its position, which an account's "last line delivered" is (§12).
+TICK = 1e-6
 
 
 class Entry(NamedTuple):
@@ -115,9 +119,13 @@ class Tail:
         kind = KINDS.get(event.__class__)
         if kind is None:
             return
-        entry = Entry(time.time(), room, kind, event.nick, event.text)
+        now = time.time()
         with self.lock:
-            self.entries.append(entry)
+            entries = self.entries
+            if entries and now <= entries[-1].ts:  # every line its own time: a position
+                now = entries[-1].ts + TICK
+            entry = Entry(now, room, kind, event.nick, event.text)
+            entries.append(entry)
             if store:
                 self.store.put(entry)  # a queue put, in order with the tail
 
@@ -141,6 +149,22 @@ class Tail:
                 entries.append(Entry(time.time(), room, kind, event.nick, event.text))
             grown += ENTRY_BYTES + len(event.nick) + len(event.text)
         return grown
+
+    def end(self) -> float:
+        """The time of the newest line (0.0: none): where a reader that leaves now stands
+        (Room lock held: no line is added meanwhile)."""
+        with self.lock:
+            return self.entries[-1].ts if self.entries else 0.0
+
+    def since(self, since: float, before: float | None = None) -> tuple[list, bool]:
+        """The lines after ``since`` (and before ``before``), and whether that is all of them:
+        False when the tail is full and starts after ``since`` (older lines were dropped)."""
+        with self.lock:
+            entries = self.entries
+            complete = (len(entries) < (entries.maxlen or 0) or not entries
+                        or entries[0].ts <= since)
+            chosen = [e for e in entries if e.ts > since and (before is None or e.ts < before)]
+        return chosen, complete
 
     def size(self) -> int:
         """Bytes the entries hold, as ``history_idle_bytes`` counts them: O(lines)."""

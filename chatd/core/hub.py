@@ -111,9 +111,11 @@ class Hub(Census, Membership, Identity):
         if client.account and self._accounts.get(fold(client.account)) is client:
             del self._accounts[fold(client.account)]
         self._count_departure(client, reason)
+        positions = []
         for room in client.rooms:
-            self._leave(client, room)
+            positions.append((room.name, self._leave(client, room)))
             self._farewell(client, room, reason)
+        client.positions = positions  # what its account remembers (identity.py)
         self._bus.gone(client)
         return True
 

@@ -41,13 +41,15 @@ class Identity:
         it is told the welcome (``greeting[0]``) and that it must log in."""
         self.send_to(client, greeting[0], LoginRequired())
 
-    def log_in(self, client, name: str, notice=None, greeting: list = ()) -> str | None:
+    def log_in(self, client, name: str, notice=None, greeting: list = ()) -> tuple:
         """``client`` proved it is account ``name``: it takes the nick ``name``. A guest holding
         the nick becomes another guest; the account's older connection is closed ("logged in
         elsewhere"). ``notice`` is what the client is told (``LoggedIn`` by default);
-        ``greeting`` (a pending client's): the events told after it, before it enters the
-        lobby. Returns an error text, or None. Raises bus.ClusterUnavailable when the holder
-        needs a guest nick and the cluster cannot hand one out."""
+        ``greeting`` (a pending client's): the events told after it; a pending client enters
+        no room here (Membership.rejoin puts it where its account was). Returns (an error text
+        or None, the older connection's positions or None: fresher than what the store
+        remembers). Raises bus.ClusterUnavailable when the holder needs a guest nick and the
+        cluster cannot hand one out."""
         key = fold(name)
         old_nick = client.nick  # only this client's session thread changes it
         holder = self.find(name)
@@ -55,18 +57,19 @@ class Identity:
         if holder is not None and holder is not client and fold(holder.account or "") != key:
             spare = self._guest_nick(holder)
         elif holder is None and not self._bus.claim(name, client):
-            return f"nick {name} is in use on another node"
+            return f"nick {name} is in use on another node", None
         with self._lock:
-            problem, spare = self._take(client, name, spare, notice or LoggedIn(name), greeting)
+            problem, spare, handed = self._take(client, name, spare, notice or LoggedIn(name),
+                                                greeting)
         self._unreserve(spare)
         if problem is None and old_nick and fold(old_nick) != key:
             self._bus.release(old_nick, client)
-        return problem
+        return problem, handed
 
     def log_out(self, client) -> str | None:
         """``/logout`` on an open server: the connection is a guest again (a guest nick: the
-        account's nick stays its own). Returns the new nick, or None if the cluster cannot
-        hand one out."""
+        account's nick stays its own). Returns (the new nick, the account's positions in its
+        rooms, to remember), or None if the cluster cannot hand out a nick."""
         try:
             spare = self._guest_nick(client)
         except ClusterUnavailable:
@@ -75,10 +78,11 @@ class Identity:
             if client.account is not None and self._accounts.get(fold(client.account)) is client:
                 del self._accounts[fold(client.account)]
             client.account = None
+            positions = [(room.name, room.position()) for room in client.rooms]
             old = client.nick
             self._rename_locked(client, spare, LoggedOut(spare))
         self._bus.release(old, client)
-        return spare
+        return spare, positions
 
     def by_account(self, name: str):
         """The connection logged in to account ``name`` on this node, or None."""
@@ -89,33 +93,35 @@ class Identity:
 
     def _take(self, client, name: str, spare: str | None, notice, greeting) -> tuple:
         """:meth:`log_in` under the lock: -> (error text or None, the spare guest nick if it
-        was not used)."""
+        was not used, the older connection's positions or None). Nothing changes before the
+        checks that can refuse."""
         key = fold(name)
-        elder = self._accounts.get(key)
+        elder, handed = self._accounts.get(key), None
+        holder = self._nicks.get(key)
+        if holder is not None and holder is not client and holder is not elder:
+            if spare is None or self._nicks.get(fold(spare)) is not holder:
+                return f"nick {name} is in use, try again", spare, None
         if elder is not None and elder is not client:
             self._flusher.disconnect(elder.outbox, ELSEWHERE, LoggedInElsewhere())
             self._forget(elder, ELSEWHERE)
-        holder = self._nicks.get(key)
-        if holder is not None and holder is not client:
-            if spare is None or self._nicks.get(fold(spare)) is not holder:
-                return f"nick {name} is in use, try again", spare
+            handed = elder.positions
+        if holder is not None and holder is not client and holder is not elder:
             self._rename_locked(holder, spare, NickReclaimed(name, spare))
             spare = None
         if client.account is not None and self._accounts.get(fold(client.account)) is client:
             del self._accounts[fold(client.account)]
         self._accounts[key] = client
         client.account = name
-        if not client.nick:  # pending: its nick, then the lobby
+        if not client.nick:  # pending: its nick; rejoin() gives it a room
             client.nick = name
             self._nicks[key] = client
-            events = [notice, YouAre(name), *greeting]
-            self._enter(client, self._lobby, (client.outbox.protocol.lines(events), len(events)))
+            self.send_to(client, notice, YouAre(name), *greeting)
         elif client.nick != name:
             self._rename_locked(client, name, notice)
         else:
             self.send_to(client, notice)
             self._bus.member(client)
-        return None, spare
+        return None, spare, handed
 
     def _rename_locked(self, client, new: str, notice) -> None:
         """``client`` is ``new`` now (claimed already); it is told ``notice``, its rooms see it

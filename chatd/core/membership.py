@@ -76,6 +76,35 @@ class Membership:
             self._post(room, None, Left(client.nick, room.name, reason))
         return None
 
+    def rejoin(self, client, positions: list) -> None:
+        """An account logged in (§12): back in the room it was in, the first of
+        ``positions`` ((room, time of its last line) as its last connection left them; a line
+        client is in one room), replayed what it missed there since. A connection already in
+        that room gets the lines between then and the first it was sent on connect; a
+        pending one (a closed server's) with nowhere to go back to enters the lobby."""
+        if not positions:
+            if client.room is None:
+                with self._lock:
+                    self._enter(client, self._lobby)
+            return
+        name, since = positions[0]
+        tail = self._tail_for(name)
+        try:
+            with self._lock:
+                current, room = client.room, self._rooms.get(fold(name))
+                if room is not None and room is current:
+                    room.missed(client.outbox, since, client.seen_from)
+                    return
+                if room is None:
+                    room, tail = self._room(name, tail), None
+                if current is not None:
+                    self._leave(client, current)
+                    self._post(current, None, Left(client.nick, current.name))
+                self._enter(client, room, self._entered(client, room), since)
+        finally:
+            if tail is not None:
+                self._history.release(name)
+
     def _entered(self, client, room: Room) -> tuple[bytes, int]:
         """The joiner's own ``*** you joined`` line, with the members on every node."""
         members = len(room.members) + 1 + len(self._bus.remote_members(room.name))
@@ -164,10 +193,14 @@ class Membership:
         room.post(author, event)
         self._bus.publish(room.name, event)
 
-    def _enter(self, client, room: Room, first: tuple[bytes, int] | None = None) -> None:
-        """``first``: the joiner's own lines that come before the room's (Room.attach)."""
+    def _enter(self, client, room: Room, first: tuple[bytes, int] | None = None,
+               since: float | None = None) -> None:
+        """``first``: the joiner's own lines that come before the room's; ``since``: an
+        account's last line there (Room.attach)."""
         self._add(client, room)
-        room.enter(client, first)
+        seen_from = room.enter(client, first, since)
+        if room is client.room:
+            client.seen_from = seen_from
         self._post(room, client.outbox, Joined(client.nick, room.name))
         self._bus.member(client)
 
@@ -177,13 +210,15 @@ class Membership:
         if client.room is None:
             client.room = room
 
-    def _leave(self, client, room: Room) -> None:
+    def _leave(self, client, room: Room) -> float:
+        """Returns the time of the last history line ``client`` gets from ``room``."""
         rooms = tuple(r for r in client.rooms if r is not room)
         client.rooms = rooms
         if client.room is room:
             client.room = rooms[0] if rooms else None
-        room.leave(client)
+        position = room.leave(client)
         if not room.members and room is not self._lobby:
             del self._rooms[fold(room.name)]
             if room.tail is not None:  # idle now, within history.py's bound (no I/O)
                 self._history.release(room.name)
+        return position

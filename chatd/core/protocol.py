@@ -67,6 +67,10 @@ class Protocol(_Protocol):
     def history(self, room: str, entries: list) -> bytes:
         """A room's replay (SPEC §10): the whole block for ``entries`` (history.Entry)."""
 
+    def missed(self, room: str, entries: list, since: float, gone_before: float | None) -> bytes:
+        """What an account missed in a room (SPEC §12): the block for ``entries``, the lines
+        after ``since``; ``gone_before``: older lines are gone from before this time."""
+
     def reader(self, session) -> Reader:
         """A new connection's input side, for its session (core/session.py)."""
 

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import threading
 
-from chatd.core.history import fit
+from chatd.core.history import TICK, fit
 
 
 class Room:
@@ -127,7 +127,8 @@ class Room:
             if texts is not None:
                 self.renders[offset] = texts
 
-    def enter(self, client, first: tuple[bytes, int] | None = None) -> None:
+    def enter(self, client, first: tuple[bytes, int] | None = None,
+              since: float | None = None) -> float:
         """``client`` becomes a member and reads from now on (hub lock held; see attach)."""
         self.members[client.id] = client
         protocol = client.outbox.protocol
@@ -135,10 +136,11 @@ class Room:
         self._speakers[protocol] = speakers + 1
         if not speakers:
             self.speaking = _speaking(tuple(self._speakers))
-        self.attach(client.outbox, first)
+        return self.attach(client.outbox, first, since)
 
-    def leave(self, client) -> None:
-        """``client`` is a member no more; it gets what was posted up to now (hub lock held)."""
+    def leave(self, client) -> float:
+        """``client`` is a member no more; it gets what was posted up to now (hub lock held).
+        Returns where it stands in the history (Tail.end; 0.0 without history)."""
         del self.members[client.id]
         protocol = client.outbox.protocol
         speakers = self._speakers[protocol] - 1
@@ -147,20 +149,30 @@ class Room:
         else:
             del self._speakers[protocol]
             self.speaking = _speaking(tuple(self._speakers))
-        self.detach(client.outbox)
+        return self.detach(client.outbox)
 
-    def attach(self, outbox, first: tuple[bytes, int] | None = None) -> None:
+    def attach(self, outbox, first: tuple[bytes, int] | None = None,
+               since: float | None = None) -> float:
         """``outbox`` reads from now on (caller holds the hub lock and added the member).
 
         ``first`` (data, lines): what the joiner is told before any line of the room (its
         greeting, ``*** you joined``). It is queued here, under the lock, so that a line
         posted after the joiner could read it is one the joiner gets: room posts do not take
-        the hub lock, so queueing it before this call would leave a window."""
+        the hub lock, so queueing it before this call would leave a window. ``since``: an
+        account's last line here (§12): the joiner is replayed what came after it instead of
+        the last ``on_join`` lines. Returns the time from which the joiner has every line
+        (replayed or live): what a later catch-up (:meth:`missed`) stops before."""
         with self.lock:
             if first is not None:
                 self._flusher.submit(outbox, *first)
             offset = self._end()
-            if self.on_join and self.tail is not None:
+            seen_from = 0.0
+            if self.tail is not None and since is not None:
+                block = self._missed(outbox, since, None)
+                if block is not None:
+                    self._flusher.submit(outbox, *block)
+                seen_from = since
+            elif self.tail is not None:
                 # the history up to exactly this offset, queued ahead of the attach (history.py)
                 # within half the joiner's send queue, as /history (counted when queued)
                 history = outbox.protocol.history
@@ -168,28 +180,63 @@ class Room:
                              self._flusher.sendq_bytes // 2, history)
                 if replay:
                     self._flusher.submit(outbox, history(self.name, replay), len(replay) + 2)
+                seen_from = replay[0].ts if replay else self.tail.end() + TICK
             self.joining.setdefault(outbox, []).append(offset)
             self._flusher.call(self.add_reader, outbox, offset)
             # A flush already queued may run before the attach and pass this reader by; so
             # the next post queues a flush of its own, behind the attach.
             self.queued = False
+        return seen_from
 
-    def detach(self, outbox) -> None:
-        """``outbox`` gets what was posted up to now, then nothing (hub lock held)."""
+    def detach(self, outbox) -> float:
+        """``outbox`` gets what was posted up to now, then nothing (hub lock held); returns
+        the time of the last history line it gets (0.0 without history)."""
         with self.lock:
             end = self._end()
             self.barriers.setdefault(outbox, []).append(end)
             self._flusher.call(self.remove_reader, outbox, end)
+            return self.tail.end() if self.tail is not None else 0.0
+
+    def position(self) -> float:
+        """The time of the room's newest history line (0.0: none, or no history)."""
+        with self.lock:
+            return self.tail.end() if self.tail is not None else 0.0
+
+    def missed(self, outbox, since: float, before: float) -> None:
+        """What an account missed here between ``since`` and ``before`` (the first line its
+        connection was replayed or read live, :meth:`attach`), as a private block: an
+        account that logs in on a connection already in its room (§12)."""
+        with self.lock:
+            block = self._missed(outbox, since, before) if self.tail is not None else None
+            if block is not None:
+                self._send_private(outbox, *block)
+
+    def _missed(self, outbox, since: float, before: float | None) -> tuple[bytes, int] | None:
+        """The block of lines after ``since`` (and before ``before``) for ``outbox``'s
+        protocol, within half its send queue; None if there are none and none are gone."""
+        entries, complete = self.tail.since(since, before)
+        render = outbox.protocol.missed
+        kept = fit(self.name, entries, self._flusher.sendq_bytes // 2,
+                   lambda room, chosen: render(room, chosen, since, None))
+        if complete and not entries:
+            return None
+        gone = None
+        if not complete or len(kept) < len(entries):
+            gone = kept[0].ts if kept else (before or self.tail.end() + TICK)
+        return render(self.name, kept, since, gone), len(kept) + 2 + (gone is not None)
 
     def send_private(self, outbox, data: bytes, lines: int) -> None:
         """Queue a private line for a member, after the room lines posted before it (and
         before those posted after it): the member's reading stops at a barrier here, catches
         up to it, gets the line (counted against its send queue), and passes the barrier."""
         with self.lock:
-            self._hold(outbox)
-            self._flusher.submit(outbox, data, lines)
-            self._flusher.call(self.pass_barrier, outbox)
-            self.queued = False  # lines posted from now on need a flush behind these items
+            self._send_private(outbox, data, lines)
+
+    def _send_private(self, outbox, data: bytes, lines: int) -> None:
+        self._hold(outbox)
+        self._flusher.submit(outbox, data, lines)
+        self._flusher.call(self.pass_barrier, outbox)
+        self.queued = False  # lines posted from now on need a flush behind these items
 
     def hold(self, outbox) -> None:
         """For a private line to a member of several rooms (:func:`send_private`): reading here

@@ -122,6 +122,9 @@ class Session:
                              limit=self.settings.config.sendq_bytes)
         self.hub.remove(client, reason)
         self.flusher.finish(client.outbox, linger=True)
+        accounts = getattr(self.settings, "accounts", None)
+        if client.account is not None and client.positions is not None and accounts is not None:
+            accounts.remember(client.account, client.positions)  # what it misses starts here
         self.log.info("client_disconnected", reason=reason.text, nick=client.nick, room=room,
                       duration=round(time.time() - client.connected_at, 3),
                       bytes_in=client.bytes_in, lines_in=client.lines_in)

@@ -50,7 +50,7 @@ def do_register(session, password: str) -> None:
     nick = client.nick
     problem = accounts.register(nick, password, client.ip)
     if problem is None:
-        problem = _become(session, nick, Registered(nick))
+        problem, _ = _become(session, nick, Registered(nick))
     if problem:
         session.error(problem)
 
@@ -82,18 +82,22 @@ def log_in(session, name: str, password: str) -> None:
         return
     account, problem = accounts.login(name, password, client.ip)
     if account is not None:
+        remembered = accounts.rooms(account.name)  # a store read: before any lock
         greeting = session.client.outbox.protocol.greeting(session.settings.config)[1:]
-        problem = _become(session, account.name, LoggedIn(account.name), greeting)
+        problem, handed = _become(session, account.name, LoggedIn(account.name), greeting)
+        if problem is None:  # back where it was, with what it missed (§12)
+            session.hub.rejoin(client, remembered if handed is None else handed)
     if problem:
         session.error(problem)
 
 
-def _become(session, name: str, notice, greeting=()) -> str | None:
-    """The hub's part of a login: the connection takes the account's nick."""
+def _become(session, name: str, notice, greeting=()) -> tuple:
+    """The hub's part of a login: the connection takes the account's nick. -> (an error
+    text or None, the older connection's positions or None)."""
     try:
         return session.hub.log_in(session.client, name, notice, greeting)
     except ClusterUnavailable:
-        return "cluster unavailable, try again"
+        return "cluster unavailable, try again", None
 
 
 def do_logout(session, _args: str) -> None:
@@ -107,8 +111,12 @@ def do_logout(session, _args: str) -> None:
         session.reply(Bye())
         session.quit(Close("logout"))
         return
-    if session.hub.log_out(session.client) is None:
+    account = session.client.account
+    out = session.hub.log_out(session.client)
+    if out is None:
         session.error("cluster unavailable, try again")
+    else:
+        accounts.remember(account, out[1])
 
 
 def do_password(session, args: str) -> None:

@@ -17,6 +17,7 @@ class LineProtocol:
     line = staticmethod(render.line)
     lines = staticmethod(render.lines)
     history = staticmethod(render.history)
+    missed = staticmethod(render.missed)
     #: Told to a client that cannot be registered: no nick is sure to be unique (cluster mode).
     cluster_unavailable = CLUSTER_UNAVAILABLE
 

@@ -9,6 +9,8 @@ rendered once however many members it reaches.
 
 from __future__ import annotations
 
+import time
+
 from chatd.core import events as ev
 from chatd.line.framing import CRLF
 
@@ -88,3 +90,19 @@ def history(room: str, entries: list) -> bytes:
     lines = [f"*** history of {room} ({n} line{'' if n == 1 else 's'})", *(e.line() for e in entries),
              "*** end of history"]
     return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+
+def missed(room: str, entries: list, since: float, gone_before: float | None) -> bytes:
+    """SPEC §12's what-you-missed block: ``history incomplete`` first when the history no
+    longer reaches back to ``since`` (``gone_before``: the time of the oldest line left), the
+    header, one §10 line per entry, footer. Counted as the history header is: ``1 line``."""
+    n = len(entries)
+    lines = [f"*** history incomplete: lines before {_utc(gone_before)} are gone"] \
+        if gone_before is not None else []
+    lines += [f"*** {n} line{'' if n == 1 else 's'} you missed in {room} since {_utc(since)}",
+              *(e.line() for e in entries), "*** end of history"]
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+
+def _utc(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))

@@ -37,7 +37,16 @@ CREATE TABLE IF NOT EXISTS accounts (
     last_login REAL,             -- UTC epoch seconds; NULL: never
     disabled INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS account_rooms (
+    key TEXT NOT NULL,           -- the account's folded name
+    room TEXT NOT NULL,          -- as spelled
+    position REAL NOT NULL,      -- the time of the last history line it was sent there
+    seq INTEGER NOT NULL,        -- 0: the room it was in last (the one a line client rejoins)
+    PRIMARY KEY (key, seq)
+);
 """
+#: Rooms an account remembers at most (a line client is in one; the core allows 64).
+MAX_ROOMS = 64
 _COLUMNS = "name, hash, created, last_login, disabled"
 
 
@@ -145,7 +154,36 @@ class SqliteAccounts:
         return self._change("UPDATE accounts SET last_login = ? WHERE key = ?", (when, fold(name)))
 
     def delete(self, name: str) -> bool:
-        return self._change("DELETE FROM accounts WHERE key = ?", (fold(name),))
+        with self._lock:
+            conn = self._connection(write=True)
+            try:
+                with _transaction(conn):
+                    conn.execute("DELETE FROM account_rooms WHERE key = ?", (fold(name),))
+                    return conn.execute("DELETE FROM accounts WHERE key = ?",
+                                        (fold(name),)).rowcount > 0
+            except sqlite3.Error as exc:
+                raise AccountStoreError(f"accounts file: {_why(exc)}") from None
+
+    def rooms(self, name: str) -> list[tuple[str, float]]:
+        """(room, position) the account was in when it last left, the last room first."""
+        rows = self._run("SELECT room, position FROM account_rooms WHERE key = ? ORDER BY seq",
+                         (fold(name),))
+        return [(room, float(at)) for room, at in rows
+                if isinstance(room, str) and isinstance(at, (int, float))]
+
+    def set_rooms(self, name: str, positions: list[tuple[str, float]]) -> None:
+        """Replace what the account remembers with ``positions`` (at most MAX_ROOMS)."""
+        with self._lock:
+            conn = self._connection(write=True)
+            try:
+                with _transaction(conn):
+                    conn.execute("DELETE FROM account_rooms WHERE key = ?", (fold(name),))
+                    conn.executemany(
+                        "INSERT INTO account_rooms (key, room, position, seq) VALUES (?, ?, ?, ?)",
+                        [(fold(name), room, at, seq)
+                         for seq, (room, at) in enumerate(positions[:MAX_ROOMS])])
+            except sqlite3.Error as exc:
+                raise AccountStoreError(f"accounts file: {_why(exc)}") from None
 
     # -- the one way in ---------------------------------------------------------------------
 
@@ -192,6 +230,27 @@ def _account(row) -> Account:
         raise AccountStoreError("accounts file: a row has fields of the wrong type")
     return Account(name, hashed, float(created),
                    None if last_login is None else float(last_login), bool(disabled))
+
+
+class _transaction:
+    """BEGIN ... COMMIT on an autocommit connection, ROLLBACK if the body raises."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self):
+        self.conn.execute("BEGIN")
+        return self.conn
+
+    def __exit__(self, kind, exc, tb):
+        if kind is None:
+            self.conn.execute("COMMIT")
+            return False
+        try:
+            self.conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        return False
 
 
 def _why(exc: BaseException) -> str:
