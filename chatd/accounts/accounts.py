@@ -211,8 +211,9 @@ class Accounts:
     # -- what the operators ask (admin commands) -----------------------------------------------
 
     def add(self, name: str, password: str) -> Account:
-        if not is_valid_name(name) or is_guest_nick(name):
-            raise AccountError("bad_name", f"invalid account name {name!r}")
+        _check_name(name)
+        if is_guest_nick(name):
+            raise AccountError("bad_name", f"a guest nick cannot be an account ({name})")
         self._check_new(password)
         now = time.time()
         account = Account(name, self.passwords.hash(password), now)
@@ -222,19 +223,23 @@ class Accounts:
         return account
 
     def set_password(self, name: str, password: str) -> None:
+        _check_name(name)
         self._check_new(password)
         self._found(name, self._store(self.store.set_hash, name, self.passwords.hash(password)))
         log.info("password_changed", account=name, by="operator")
 
     def set_disabled(self, name: str, disabled: bool) -> None:
+        _check_name(name)
         self._found(name, self._store(self.store.set_disabled, name, disabled))
         log.info("account_disabled" if disabled else "account_enabled", account=name)
 
     def delete(self, name: str) -> None:
+        _check_name(name)
         self._found(name, self._store(self.store.delete, name))
         log.info("account_deleted", account=name)
 
     def get(self, name: str) -> Account:
+        _check_name(name)
         account = self._store(self.store.get, name)
         self._found(name, account is not None)
         return account
@@ -275,6 +280,13 @@ class Accounts:
         except AccountStoreError as exc:
             log.error("account_store_failed", error=str(exc))
             raise AccountError("unavailable", str(exc)) from None
+
+
+def _check_name(name: str) -> None:
+    """An operator's name that no account can have (the nick rule; a lone surrogate from
+    JSON, which no store could even encode) is refused here, before any store sees it."""
+    if not is_valid_name(name):
+        raise AccountError("bad_name", f"invalid account name {name!r}")
 
 
 def _too_many(wait: float) -> str:

@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import threading
 
-from argon2 import PasswordHasher, Type
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-
 TIME_COST = 2
 MEMORY_KIB = 19456
 PARALLELISM = 1
@@ -43,26 +40,52 @@ def problem(password: str) -> str | None:
 
 
 class Passwords:
-    """Hashes and verifies; thread-safe (``_slots`` bounds the work in progress)."""
+    """Hashes and verifies; thread-safe (``_slots`` bounds the work in progress).
+
+    argon2-cffi is imported, and the decoy hash made, at the first hash or verification, not
+    at start: they cost about 100 ms, which every start and every upgrade's pause would pay
+    on a server where nobody logs in."""
 
     def __init__(self, time_cost: int = TIME_COST, memory_kib: int = MEMORY_KIB,
                  at_once: int = MAX_AT_ONCE) -> None:
-        self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib,
-                                      parallelism=PARALLELISM, type=Type.ID)
+        self._params = (time_cost, memory_kib)
         self._slots = threading.BoundedSemaphore(at_once)
-        self._decoy = self._hasher.hash("chatd: no such account")
+        self._ready = threading.Lock()  # the first caller sets up; the rest wait for it
+        self._hasher = None
+        self._decoy = ""
+        self._errors: tuple = ()
 
     def hash(self, password: str) -> str:
+        hasher = self._setup()
         with self._slots:
-            return self._hasher.hash(password)
+            return hasher.hash(password)
 
     def verify(self, hashed: str | None, password: str) -> bool:
         """Whether ``password`` matches ``hashed`` (None: an unknown account, which never
         matches but costs the same). A stored hash that is not one (a damaged or hand-edited
         file) never matches either."""
+        hasher = self._setup()
         with self._slots:
             try:
-                ok = self._hasher.verify(hashed or self._decoy, password)
-            except (VerifyMismatchError, VerificationError, InvalidHashError):
+                ok = hasher.verify(hashed or self._decoy, password)
+            except self._errors:
                 return False
         return ok and hashed is not None
+
+    def _setup(self):
+        with self._ready:
+            if self._hasher is None:
+                from argon2 import PasswordHasher, Type
+                from argon2.exceptions import (
+                    InvalidHashError,
+                    VerificationError,
+                    VerifyMismatchError,
+                )
+
+                time_cost, memory_kib = self._params
+                hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib,
+                                        parallelism=PARALLELISM, type=Type.ID)
+                self._decoy = hasher.hash("chatd: no such account")
+                self._errors = (VerifyMismatchError, VerificationError, InvalidHashError)
+                self._hasher = hasher
+            return self._hasher

@@ -19,9 +19,10 @@ import pytest
 from support.chatctl import ctl
 from support.client import ChatClient
 from support.waiting import wait_until
+from test_nc import Netcat
 from test_tls import make_cert, tls_client
 
-PASSWORD = "correct-horse-1"  # every password in this file contains "horse": see no_secrets()
+PASSWORD = "correct-horse-1"  # every test password holds "horse" (support/paths.SECRET_MARK)
 OTHER = "battery-horse-2"
 
 
@@ -481,3 +482,89 @@ def test_a_second_login_takes_over_without_a_line_twice(chatd):
     second.expect("*** you joined dev (2 members)")  # and nothing missed: first had it all
     bob.send_line("after")
     second.expect(f"<{bob.nick}> after")
+
+
+# -- the owner takes its nick back; real nc; TLS ------------------------------------------------
+
+
+def test_the_owners_login_renames_the_guest_holding_its_nick(chatd):
+    """A guest took ``carol`` before an operator made the account: carol's login renames it."""
+    server = chatd()
+    ghost, watcher, owner = server.connect_many(3)
+    ghost.set_nick("carol")
+    ctl(server, "account", "add", "carol", "--password-stdin", input=PASSWORD + "\n")
+    owner.send_line(f"/login carol {PASSWORD}")
+    owner.wait_for("*** logged in as carol")
+    renamed = ghost.wait_for(lambda line: line.startswith("*** you are now guest-"))
+    guest = re.fullmatch(r"\*\*\* you are now (guest-\d+) \(carol logged in\)", renamed).group(1)
+    watcher.wait_for(f"*** carol is now known as {guest}")
+    watcher.wait_for(f"*** {owner.nick} is now known as carol")
+    ghost.send_line("/nick carol")
+    ghost.wait_for("*** error: nick carol is registered; /login carol PASSWORD")
+    owner.send_line("mine again")
+    watcher.wait_for("<carol> mine again")
+    no_secrets(server)
+
+
+@pytest.fixture
+def nc_at():
+    """``nc 127.0.0.1 PORT`` processes (test_nc.Netcat), killed at teardown."""
+    if shutil.which("nc") is None:
+        pytest.skip("nc not found: install the Debian package netcat-openbsd")
+    started = []
+
+    def start(port: int) -> Netcat:
+        started.append(Netcat(port))
+        return started[-1]
+
+    yield start
+    for nc in started:
+        if nc.proc.poll() is None:
+            nc.proc.kill()
+        nc.proc.wait(10)
+
+
+def test_register_and_login_through_real_nc(chatd, nc_at):
+    server = chatd()
+    first = nc_at(server.port)
+    for line in ("*** welcome to chatd", "*** you are guest-1",
+                 "*** Type /help for the list of commands."):
+        first.expect(line)
+    first.type("/nick erin")
+    first.expect("*** you are now erin")
+    first.type(f"/register {PASSWORD}")
+    first.expect("*** registered erin")
+    first.type("/quit")
+    first.expect("*** bye")
+    assert first.close() == 0
+    second = nc_at(server.port)
+    second.type(f"PASS erin:{PASSWORD}")
+    for line in ("*** welcome to chatd", "*** you are guest-2",
+                 "*** Type /help for the list of commands.", "*** logged in as erin"):
+        second.expect(line)
+    second.type(f"/password {PASSWORD} {OTHER}")
+    second.expect("*** password changed")
+    second.type("/logout")
+    second.expect("*** logged out; you are now guest-3")
+    second.type("/quit")
+    second.expect("*** bye")
+    assert second.close() == 0
+    no_secrets(server)
+
+
+def test_login_and_password_over_tls(chatd, tmp_path):
+    cert, key = make_cert(tmp_path, "acct")
+    server = chatd(accounts={"plaintext_passwords": "deny"},
+                   tls={"tls_cert": str(cert), "tls_key": str(key)}, args=["--tls-port", "0"])
+    server.tls_port = server.wait_event("listening")["tls_port"]
+    first = tls_client(server)
+    register(first, "frank")
+    first.close()
+    second = tls_client(server)
+    second.send_line(f"/login frank {PASSWORD}")
+    second.expect("*** logged in as frank")
+    second.send_line(f"/password {PASSWORD} {OTHER}")
+    second.expect("*** password changed")
+    second.send_line("/logout")
+    second.wait_for(lambda line: line.startswith("*** logged out; you are now guest-"))
+    no_secrets(server)

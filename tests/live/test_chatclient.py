@@ -319,11 +319,11 @@ def test_login_is_taken_back_after_a_restart_and_a_second_login_ends_the_first(c
     port = first.port
     owner = first.connect()
     owner.set_nick("dora")
-    owner.send_line("/register dora-pass-1")
+    owner.send_line("/register dora-horse-1")
     owner.expect("*** registered dora")
     owner.close()
     chat = piped("127.0.0.1", str(port), "--login", "dora", "--room", "dev",
-                 CHAT_PASSWORD="dora-pass-1")
+                 CHAT_PASSWORD="dora-horse-1")
     chat.wait_out(b"*** logged in as dora\n")
     chat.wait_out(b"*** you joined dev (1 member)\n")
     assert first.terminate() == 0
@@ -334,11 +334,11 @@ def test_login_is_taken_back_after_a_restart_and_a_second_login_ends_the_first(c
     chat.type("logged in again")
     eve.expect("<dora> logged in again")
     other = second.connect()  # the same account elsewhere: this chat must not come back
-    other.send_line("/login dora dora-pass-1")
+    other.send_line("/login dora dora-horse-1")
     other.wait_for("*** logged in as dora")
     chat.wait_err(b"*** not reconnecting: logged in elsewhere\n")
     assert chat.finish() == 1
-    assert b"dora-pass-1" not in chat.out + chat.err
+    assert b"dora-horse-1" not in chat.out + chat.err
 
 
 def test_login_without_a_terminal_needs_chat_password(server):

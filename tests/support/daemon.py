@@ -39,7 +39,7 @@ from pathlib import Path
 import pytest
 
 from support.client import ChatClient
-from support.paths import REPO, TRACEBACK
+from support.paths import REPO, SECRET_MARK, TRACEBACK
 from support.waiting import wait_gone
 
 DEFAULT_MOTD = "Type /help for the list of commands."
@@ -295,6 +295,9 @@ class ChatServer:
         text = self.stderr_text()
         if TRACEBACK in text and not self._reported:
             return f"chatd printed a traceback (pid {self.proc.pid}):\n{text[-6000:]}"
+        leaked = [line for line in text.splitlines() if SECRET_MARK in line.lower()]
+        if leaked:
+            return f"chatd logged a test password (they all hold {SECRET_MARK!r}): {leaked[:3]}"
         return None
 
 
