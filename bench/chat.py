@@ -143,12 +143,15 @@ def _drain(engine: Engine, quiet_ns: int = 50_000_000, limit: float = 1.0) -> No
 
 
 def chat_round(name: str, core, clients: int, senders: int, messages: int, window: int,
-               rate: float | None, opts, slow_client: bool = False, during=None) -> dict:
+               rate: float | None, opts, slow_client: bool = False, during=None,
+               kind=None, proto=None) -> dict:
     """One measurement on a fresh server; returns the result fields (not yet labelled).
     ``during(server)``, if given, starts something that runs while the senders send and
-    returns the call that stops it, which returns fields for the result (the scraper)."""
-    server = SERVERS[name](core).start()
-    engine = Engine(PROTOCOLS[name](), server.ports)
+    returns the call that stops it, which returns fields for the result (the scraper).
+    ``kind`` and ``proto``, if given, stand for ``SERVERS[name]`` and ``PROTOCOLS[name]()``
+    (bench/accounts.py: chatd with accounts made, clients that log in while they join)."""
+    server = (kind or SERVERS[name])(core).start()
+    engine = Engine(proto or PROTOCOLS[name](), server.ports)
     try:
         setup_s, mute = _bring_in(engine, server, clients, slow_client, opts)
         talkers, recorders = _roles(engine, clients, senders, rate, mute, messages)

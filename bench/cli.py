@@ -20,14 +20,15 @@ import sys
 import time
 from pathlib import Path
 
-from bench import chat, history, report, scale, upgrade
+from bench import accounts, chat, history, report, scale, upgrade
 from bench.clusters import SERVERS, redis_binary
-from bench.servers import BENCH, VENV_BIN, ngircd_binary, source_digest
+from bench.servers import BENCH, chatd_command, ngircd_binary, source_digest
 from bench.servers import SERVERS as SINGLE
 
-WORKLOADS = ("fanout", "connect", "slow", "admin", "metrics", "cluster", "history", "upgrade")
+WORKLOADS = ("fanout", "connect", "slow", "admin", "metrics", "cluster", "history", "upgrade",
+             "accounts")
 #: What runs without --workloads: cluster only means something with a multi-node server,
-#: and those are not in the default server list.
+#: and those are not in the default server list; accounts (issue 25) only when asked for.
 DEFAULT_WORKLOADS = ("fanout", "connect", "slow", "admin", "metrics", "history", "upgrade")
 SERVER_NAMES = ("chatd", "ngircd", "naive")  # the default; every key of SERVERS is selectable
 
@@ -44,6 +45,10 @@ SIZES = {
     "cluster_paced": ((50, 5, 500.0, 5.0), (50, 5, 500.0, 1.0)),
     "history_join": ((1000.0, 5.0), (1000.0, 1.0)),  # lines/s into the room, seconds of joins
     "upgrade": ((100, 5000), (100, 1000)),  # clients connected during chatctl upgrade
+    "accounts_logins": (accounts.LEVELS, accounts.QUICK_LEVELS),  # (at once, logins) each
+    # fanout_big's C and S with metrics' messages each (2 s of sending a round), and pairs of
+    # rounds (guests, logged in) per run
+    "accounts_fanout": ((200, 10, 20000, 3), (200, 10, 300, 1)),
 }
 
 
@@ -132,6 +137,8 @@ def plan(args) -> tuple[list, dict]:
         fn = functools.partial(chat.metrics, opts=args, clients=clients, senders=senders,
                                messages=messages, interval=interval)
         items.append(("metrics", labels["metrics"], ["chatd"], fn))
+    if "accounts" in args.workloads and "chatd" in args.servers:
+        items += _accounts_items(args, labels)
     if "admin" in args.workloads:
         labels["admin"] = f"admin with {steps[-1]:,} clients"
         if "connect" not in args.workloads:
@@ -168,6 +175,22 @@ def _history_items(args, labels: dict) -> list:
     labels["history_join"] = label = f"/join with a 10-line replay, room at {rate:g} lines/s"
     fn = functools.partial(history.join_replay, opts=args, rate=rate, seconds=seconds)
     return items + [("history", label, ["chatd"], fn)]
+
+
+def _accounts_items(args, labels: dict) -> list:
+    """Issue 25: logins a second (and one verification's cost), then fan-out C=200 S=10 with
+    guests and with every client logged in, alternated (bench/accounts.py)."""
+    levels = size(args, "accounts_logins")
+    labels["accounts_logins"] = label = (f"logins: {accounts.ACCOUNTS} accounts, "
+                                         + ", ".join(f"{n} at once" for n, _ in levels))
+    items = [("logins", label, ["chatd"],
+              functools.partial(accounts.logins, opts=args, levels=levels))]
+    clients, senders, messages, pairs = size(args, "accounts_fanout")
+    labels["accounts_fanout"] = label = (f"accounts: fanout C={clients} S={senders} logged in "
+                                         "vs guests")
+    fn = functools.partial(accounts.fanout, opts=args, clients=clients, senders=senders,
+                           messages=messages, pairs=pairs)
+    return items + [("accounts", label, ["chatd"], fn)]
 
 
 def _fanout(name, core, *, args, clients, senders, messages, rate):
@@ -216,7 +239,7 @@ def _meta(args, core) -> dict:
     return {"type": "meta", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "machine": platform.node(), "cpu": model, "cores": os.cpu_count(),
             "kernel": platform.release(), "python": platform.python_version(),
-            "chatd": version([str(VENV_BIN / "chatd"), "--version"]),
+            "chatd": version([*chatd_command(), "--version"]),
             "chatd_source": source_digest("chatd", "chatctl"),
             "git": version(["git", "-C", str(BENCH.parent), "describe", "--always", "--dirty"]),
             "ngircd": version([ngircd_binary(), "--version"])

@@ -87,6 +87,10 @@ class Engine:
         self.acked: list[int] = []  # per sender: highest sequence number WATCH saw
         self.dropped: list[tuple[int, str, bytes]] = []  # (idx, reason, last bytes)
         self._ping = proto.name == "ngircd"
+        #: ``proto.source(idx)``, if the adapter has it: the loopback address (127.x.y.z)
+        #: connection ``idx`` connects from (bench/accounts.py: one per client, since chatd
+        #: counts login attempts per address)
+        self.source = getattr(proto, "source", None)
 
     # -- connections --------------------------------------------------------------------------
 
@@ -103,6 +107,12 @@ class Engine:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         if mss:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, mss)
+        if self.source is not None:
+            try:
+                sock.bind((self.source(len(self.conns)), 0))
+            except OSError:
+                sock.close()
+                raise
         node = len(self.conns) % len(self.addrs)
         err = sock.connect_ex(self.addrs[node])
         if err not in (0, errno.EINPROGRESS):

@@ -52,6 +52,20 @@ COLUMNS = {
                 ("scrapes", "scrapes", "{:,}"), ("failed", "scrape_failures", "{:,}"),
                 ("scrape p99 ms", "scrape_p99_ms", "{:.2f}"),
                 ("loadgen", "loadgen_cpu_share", "{:.0%}")],
+    "logins": [("register/s", "register_per_s", "{:.1f}"),
+               ("1 at a time/s", "logins_per_s_1", "{:.1f}"), ("8 at once/s", "logins_per_s_8", "{:.1f}"),
+               ("32 at once/s", "logins_per_s_32", "{:.1f}"),
+               ("p50 ms 1", "login_p50_ms_1", "{:.1f}"), ("p50 ms 32", "login_p50_ms_32", "{:.1f}"),
+               ("srv CPU ms/login", "login_cpu_ms_32", "{:.1f}"), ("srv core 32", "server_core_32", "{:.0%}"),
+               ("verify ms", "verify_ms", "{:.2f}"), ("1-core ceiling/s", "verify_ceiling_per_s", "{:.1f}"),
+               ("others", "other_cpu_share", "{:.0%}")],
+    "accounts": [("deliv/s guests", "guest_dps", "{:,.0f}"), ("logged in", "login_dps", "{:,.0f}"),
+                 ("ratio", "dps_ratio", "{:.3f}"), ("ns/deliv guests", "guest_ns_per_delivery", "{:.1f}"),
+                 ("logged in", "login_ns_per_delivery", "{:.1f}"), ("CPU ratio", "cpu_ratio", "{:.3f}"),
+                 ("p99 guests", "guest_p99_ms", "{:.2f}"), ("p99 logged in", "login_p99_ms", "{:.2f}"),
+                 ("lost", "lost", "{:,}"), ("garbled", "garbled", "{:,}"),
+                 ("setup s guests", "guest_setup_s", "{:.1f}"), ("logged in", "login_setup_s", "{:.1f}"),
+                 ("loadgen", "loadgen_cpu_share", "{:.0%}"), ("others", "other_cpu_share", "{:.0%}")],
     "admin": [("clients", "clients", "{:,}"), ("chatctl --json list ms", "chatctl_list_json_ms", "{:.0f}"),
               ("chatctl status ms", "chatctl_status_ms", "{:.0f}"),
               ("chatctl --version ms", "chatctl_version_ms", "{:.0f}"),
@@ -183,6 +197,7 @@ def targets(summary: list[dict], configs: dict) -> list[dict]:
             c["lat_p99_ms"] <= 3.0 and c["lat_max_ms"] <= 15.0)
     out += _cluster_targets(summary, configs)
     out += _history_targets(summary, configs)
+    out += _accounts_targets(summary, configs)
     big = _find(summary, configs.get("upgrade_5000"), "chatd")
     if big and big.get("max_gap_ms") is not None:
         out.append({"target": f"{configs['upgrade_5000']}: longest gap <= 200 ms, nothing lost",
@@ -239,6 +254,22 @@ def _history_targets(summary: list[dict], configs: dict) -> list[dict]:
                                 f"p99 {join['join_p99_ms']} ms",
                     "result": "PASS" if join["seam_errors"] == 0 else "FAIL"})
     return out
+
+
+def _accounts_targets(summary: list[dict], configs: dict) -> list[dict]:
+    """Issue 25: fan-out with 200 logged-in clients within 3 % of 200 guests, same run."""
+    label = configs.get("accounts_fanout")
+    c = _find(summary, label, "chatd")
+    if not c or c.get("dps_ratio") is None:
+        return []
+    rounds = c["pairs"] * c["runs"]
+    return [{"target": f"{label}: deliveries/s logged in / guests within 3 %, 0 lost",
+             "measured": f"ratio {c['dps_ratio']:.3f} (median of {c['runs']} run(s) of "
+                         f"{c['pairs']} pair(s): {c['login_dps']:,.0f} vs {c['guest_dps']:,.0f}/s, "
+                         f"{rounds} rounds of each); server CPU per delivery ratio "
+                         f"{c['cpu_ratio']}; lost {c['max_lost']}",
+             "result": "PASS" if abs(c["dps_ratio"] - 1) <= 0.03 and c["max_lost"] == 0
+             else "FAIL"}]
 
 
 def _cluster_targets(summary: list[dict], configs: dict) -> list[dict]:

@@ -208,6 +208,14 @@ class Server:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+def chatd_command() -> list[str]:
+    """How to run this tree's chatd: the script in its venv, or, in a tree without one (a git
+    worktree), this interpreter with ``-m chatd``: servers start in ROOT, which ``-m`` puts
+    first on the path, so the server runs this tree's code, not the editable install's."""
+    script = VENV_BIN / "chatd"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "chatd"]
+
+
 def source_digest(*packages: str) -> str:
     """A short hash of a package's Python sources as they are now (chatd is installed
     editable, so this is what a server started now runs)."""
@@ -231,7 +239,7 @@ class Chatd(Server):
         return self.workdir / "admin.sock"
 
     def command(self) -> list[str]:
-        return [str(VENV_BIN / "chatd"), "-c", str(self.config),
+        return [*chatd_command(), "-c", str(self.config),
                 "--port", str(self.port), "--admin-socket", str(self.admin_socket),
                 "--state-dir", str(self.workdir / "state"), "--log-level", "warning",
                 "--log-format", "json"]
