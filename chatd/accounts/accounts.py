@@ -103,8 +103,9 @@ class Accounts:
         except AccountStoreError:
             return True
 
-    def register(self, nick: str, password: str, ip: str) -> str | None:
-        """``/register``: an account named ``nick``; an error text, or None."""
+    def register(self, nick: str, password: str, ip: str, logger=None) -> str | None:
+        """``/register``: an account named ``nick``; an error text, or None. ``logger``: the
+        session's (bound to its client id and peer, so that `chatctl watch` says who)."""
         if self.closed:
             return "this server's accounts are made by its operators"
         if is_guest_nick(nick):
@@ -128,28 +129,31 @@ class Accounts:
             return UNAVAILABLE
         if not made:
             return f"nick {nick} is registered already"
-        log.info("account_registered", account=nick, peer_ip=ip, by="user")
+        (logger or log).info("account_registered", account=nick, peer_ip=ip, by="user")
         return None
 
-    def login(self, name: str, password: str, ip: str) -> tuple[Account | None, str | None]:
+    def login(self, name: str, password: str, ip: str,
+              logger=None) -> tuple[Account | None, str | None]:
         """``/login`` and ``PASS``: (the account, None), or (None, the error text). Unknown
         account and wrong password get the same answer in the same time."""
-        account, error = self._check(name, password, ip)
+        logger = logger or log
+        account, error = self._check(name, password, ip, logger)
         if error:
             return None, error
         if account.disabled:
             self._count("disabled")
-            log.info("login_refused", account=account.name, peer_ip=ip, reason="disabled")
+            logger.info("login_refused", account=account.name, peer_ip=ip, reason="disabled")
             return None, "your account is disabled"
         try:
             self.store.set_last_login(account.name, time.time())
         except AccountStoreError as exc:  # logging in does not depend on it
             log.warning("account_store_failed", error=str(exc))
         self._count("ok")
-        log.info("login_ok", account=account.name, peer_ip=ip)
+        logger.info("login_ok", account=account.name, peer_ip=ip)
         return account, None
 
-    def _check(self, name: str, password: str, ip: str) -> tuple[Account | None, str | None]:
+    def _check(self, name: str, password: str, ip: str,
+               logger) -> tuple[Account | None, str | None]:
         """The password of account ``name``, checked within the attempt windows."""
         now = self.clock()
         keys = (f"ip {address_key(ip)}", f"account {fold(name)}")
@@ -164,16 +168,18 @@ class Accounts:
             log.error("account_store_failed", error=str(exc))
             return None, UNAVAILABLE
         if not self.passwords.verify(account.hash if account else None, password):
-            self._failed(name, ip, now)
+            self._failed(name, ip, now, logger)
             return None, LOGIN_FAILED
         return account, None
 
-    def change_password(self, name: str, old: str, new: str, ip: str) -> str | None:
+    def change_password(self, name: str, old: str, new: str, ip: str,
+                        logger=None) -> str | None:
         """``/password OLD NEW`` of a logged-in client: an error text, or None."""
         problem = passwords.problem(new)
         if problem:
             return problem
-        _, error = self._check(name, old, ip)
+        logger = logger or log
+        _, error = self._check(name, old, ip, logger)
         if error:
             return error
         try:
@@ -181,7 +187,7 @@ class Accounts:
         except AccountStoreError as exc:
             log.error("account_store_failed", error=str(exc))
             return UNAVAILABLE
-        log.info("password_changed", account=name, peer_ip=ip, by="user")
+        logger.info("password_changed", account=name, peer_ip=ip, by="user")
         return None
 
     def rooms(self, name: str) -> list[tuple[str, float]]:
@@ -252,11 +258,11 @@ class Accounts:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _failed(self, name: str, ip: str, now: float) -> None:
+    def _failed(self, name: str, ip: str, now: float, logger) -> None:
         self._count("failed")
         count = self.failures.due(address_key(ip), now)
         if count:  # at most one line per address per 10 s (attempts.py)
-            log.warning("login_failed", account=name, peer_ip=ip, count=count)
+            logger.warning("login_failed", account=name, peer_ip=ip, count=count)
 
     def _count(self, outcome: str) -> None:
         with self._lock:

@@ -48,7 +48,7 @@ def do_register(session, password: str) -> None:
         session.error(f"you are logged in as {client.account} already")
         return
     nick = client.nick
-    problem = accounts.register(nick, password, client.ip)
+    problem = accounts.register(nick, password, client.ip, session.log)
     if problem is None:
         problem, _ = _become(session, nick, Registered(nick))
     if problem:
@@ -80,7 +80,7 @@ def log_in(session, name: str, password: str) -> None:
     if client.account is not None and fold(client.account) == fold(name):
         session.error(f"you are logged in as {client.account} already")
         return
-    account, problem = accounts.login(name, password, client.ip)
+    account, problem = accounts.login(name, password, client.ip, session.log)
     if account is not None:
         remembered = accounts.rooms(account.name)  # a store read: before any lock
         greeting = session.client.outbox.protocol.greeting(session.settings.config)[1:]
@@ -132,7 +132,7 @@ def do_password(session, args: str) -> None:
     if client.account is None:
         session.error("you are not logged in")
         return
-    problem = accounts.change_password(client.account, old, new, client.ip)
+    problem = accounts.change_password(client.account, old, new, client.ip, session.log)
     if problem:
         session.error(problem)
     else:

@@ -76,7 +76,7 @@ def test_register_logout_login_and_password(chatd):
     alice.send_line("hello as alice")
     bob.expect("<alice> hello as alice")
     server.wait_event("account_registered", account="alice")
-    server.wait_event("login_ok", account="alice")
+    assert "client_id" in server.wait_event("login_ok", account="alice")  # who, for watch
     no_secrets(server)
 
 
