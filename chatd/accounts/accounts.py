@@ -14,7 +14,6 @@ log calls name the account and the address only.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import threading
 import time
@@ -26,6 +25,7 @@ import structlog
 from chatd.accounts import passwords
 from chatd.accounts.attempts import FailureLog, Window, address_key
 from chatd.store.accounts import Account, AccountStoreError
+from chatd.store.bans import parse_ip
 from chatd.text import fold, is_valid_name
 
 log = structlog.get_logger("chatd.accounts")
@@ -45,12 +45,11 @@ def is_guest_nick(nick: str) -> bool:
 
 
 def is_local(ip: str) -> bool:
+    """A loopback peer (an IPv4-mapped one too): what ``plaintext_passwords = local`` trusts."""
     try:
-        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+        return parse_ip(ip).is_loopback
     except ValueError:
         return False
-    mapped = getattr(addr, "ipv4_mapped", None)
-    return (mapped or addr).is_loopback
 
 
 class AccountError(Exception):

@@ -21,6 +21,8 @@ import ipaddress
 import threading
 from collections import OrderedDict, deque
 
+from chatd.store.bans import parse_ip
+
 ATTEMPTS_PER_MINUTE = 5
 WINDOW_SECONDS = 60.0
 MAX_KEYS = 50_000
@@ -31,12 +33,9 @@ LOG_EVERY_SECONDS = 10.0
 def address_key(ip: str) -> str:
     """The key an address's attempts count under: itself, or its /64 for IPv6."""
     try:
-        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+        addr = parse_ip(ip)
     except ValueError:
         return ip
-    mapped = getattr(addr, "ipv4_mapped", None)
-    if mapped is not None:
-        return str(mapped)
     if addr.version == 6:
         return str(ipaddress.ip_network(f"{addr}/64", strict=False))
     return str(addr)

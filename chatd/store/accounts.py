@@ -19,13 +19,14 @@ asked (accounts.py). A write that fails (full disk, the file made read-only) rai
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 import threading
 from dataclasses import dataclass
 
 from chatd.store import sqlfile
-from chatd.text import fold
+from chatd.text import fold, is_valid_name
 
 FILENAME = "accounts.sqlite3"
 _SCHEMA = """
@@ -168,8 +169,9 @@ class SqliteAccounts:
         """(room, position) the account was in when it last left, the last room first."""
         rows = self._run("SELECT room, position FROM account_rooms WHERE key = ? ORDER BY seq",
                          (fold(name),))
-        return [(room, float(at)) for room, at in rows
-                if isinstance(room, str) and isinstance(at, (int, float))]
+        return [(room, float(at)) for room, at in rows  # the file is input: bad rows skipped
+                if isinstance(room, str) and is_valid_name(room)
+                and isinstance(at, (int, float)) and math.isfinite(at)]
 
     def set_rooms(self, name: str, positions: list[tuple[str, float]]) -> None:
         """Replace what the account remembers with ``positions`` (at most MAX_ROOMS)."""

@@ -45,6 +45,14 @@ def register(client: ChatClient, nick: str, password: str = PASSWORD) -> None:
     client.expect(f"*** registered {nick}")
 
 
+def alice_and_bob(server) -> tuple[ChatClient, ChatClient]:
+    """Two clients in the lobby: alice registered and logged in, bob told of her rename."""
+    alice, bob = server.connect_many(2)
+    register(alice, "alice")
+    bob.wait_for("*** guest-1 is now known as alice")
+    return alice, bob
+
+
 def non_loopback_ipv4() -> str | None:
     """An IPv4 address of this machine that is not a loopback one, or None."""
     if shutil.which("ip") is None:
@@ -105,9 +113,7 @@ def test_register_refusals(chatd):
 
 def test_unknown_account_and_wrong_password_get_the_same_answer(chatd):
     server = chatd()
-    a, b = server.connect_many(2)
-    register(a, "alice")
-    b.wait_for("*** guest-1 is now known as alice")
+    a, b = alice_and_bob(server)
     b.send_line(f"/login alice {OTHER}")
     b.expect("*** error: login failed")
     b.send_line(f"/login nobody {OTHER}")
@@ -239,7 +245,7 @@ def test_closed_server_lets_in_only_accounts(chatd, tmp_path):
     a = opened.connect()
     register(a, "alice")
     opened.terminate()
-    server = chatd(accounts={"mode": "closed", "login_timeout": 0.5},
+    server = chatd(accounts={"mode": "closed", "login_timeout": 2.0},
                    args=["--state-dir", state])
     pending = ChatClient().connect(server.port, greet=False)
     server.clients.append(pending)
@@ -310,9 +316,7 @@ def test_login_attempts_are_slowed_per_address_and_per_account(chatd):
 
 def test_an_upgrade_keeps_logins(chatd):
     server = chatd()
-    alice, bob = server.connect_many(2)
-    register(alice, "alice")
-    bob.wait_for("*** guest-1 is now known as alice")
+    alice, bob = alice_and_bob(server)
     out = ctl(server, "upgrade", timeout=60)
     assert "upgraded" in out
     alice.send_line(f"/register {OTHER}")
@@ -325,11 +329,9 @@ def test_an_upgrade_keeps_logins(chatd):
 
 def test_no_password_in_the_log_even_with_log_messages_and_debug(chatd):
     server = chatd(logging={"log_messages": True, "log_level": "debug"})
-    a, b = server.connect_many(2)
-    register(a, "alice")
+    a, b = alice_and_bob(server)
     a.send_line(f"/password {PASSWORD} {OTHER}")
     a.expect("*** password changed")
-    b.wait_for("*** guest-1 is now known as alice")
     b.send_line("/login alice wrong-horse-3")
     b.expect("*** error: login failed")
     c = ChatClient().connect(server.port, greet=False)
@@ -425,6 +427,8 @@ def test_a_connection_in_the_same_room_gets_only_the_gap(chatd):
     bob.wait_for("*** alice left lobby (connection closed)")
     for n in range(5):
         bob.send_line(f"line {n}")
+    bob.send_line("/who")  # the lines are in before the next connection
+    bob.wait_for(lambda line: line.startswith("*** in lobby: "))
     back = server.connect()  # its connect replays the last 2 lines
     back.expect("*** history of lobby (2 lines)")
     assert said([back.read_line(), back.read_line()]) == [f"<{bob.nick}> line 3",
