@@ -66,7 +66,7 @@ class Identity:
             self._bus.release(old_nick, client)
         return problem, handed
 
-    def log_out(self, client) -> str | None:
+    def log_out(self, client) -> tuple | None:
         """``/logout`` on an open server: the connection is a guest again (a guest nick: the
         account's nick stays its own). Returns (the new nick, the account's positions in its
         rooms, to remember), or None if the cluster cannot hand out a nick."""
@@ -94,20 +94,27 @@ class Identity:
     def _take(self, client, name: str, spare: str | None, notice, greeting) -> tuple:
         """:meth:`log_in` under the lock: -> (error text or None, the spare guest nick if it
         was not used, the older connection's positions or None). Nothing changes before the
-        checks that can refuse."""
+        check that can refuse."""
         key = fold(name)
-        elder, handed = self._accounts.get(key), None
-        holder = self._nicks.get(key)
-        if holder is not None and holder is not client and holder is not elder:
-            if spare is None or self._nicks.get(fold(spare)) is not holder:
-                return f"nick {name} is in use, try again", spare, None
+        elder, holder = self._accounts.get(key), self._nicks.get(key)
+        if holder is elder or holder is client:
+            holder = None  # the account's own connection, or this one: nobody to rename
+        if holder is not None and (spare is None or self._nicks.get(fold(spare)) is not holder):
+            return f"nick {name} is in use, try again", spare, None
+        handed = None
         if elder is not None and elder is not client:
             self._flusher.disconnect(elder.outbox, ELSEWHERE, LoggedInElsewhere())
             self._forget(elder, ELSEWHERE)
             handed = elder.positions
-        if holder is not None and holder is not client and holder is not elder:
+        if holder is not None:
             self._rename_locked(holder, spare, NickReclaimed(name, spare))
             spare = None
+        self._become(client, name, notice, greeting)
+        return None, spare, handed
+
+    def _become(self, client, name: str, notice, greeting) -> None:
+        """``client`` is account ``name`` and holds its nick (which is free for it now)."""
+        key = fold(name)
         if client.account is not None and self._accounts.get(fold(client.account)) is client:
             del self._accounts[fold(client.account)]
         self._accounts[key] = client
@@ -121,7 +128,6 @@ class Identity:
         else:
             self.send_to(client, notice)
             self._bus.member(client)
-        return None, spare, handed
 
     def _rename_locked(self, client, new: str, notice) -> None:
         """``client`` is ``new`` now (claimed already); it is told ``notice``, its rooms see it
