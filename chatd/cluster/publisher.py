@@ -57,10 +57,14 @@ class Publisher:
         self._stop_by = 0.0
         self.renew_at = 0.0  # monotonic time of the next lease renewal (this thread)
         self.keep_alive = None  # leases.Leases.keep_alive, set by the bus
-        self._lane: Lane | None = None  # this thread's connection for its batches (_send)
-        #: The batch sent last, until its replies are read (_settle): (batch, the key of
-        #: each command, how many replies), or None.
+        self._lane: Lane | None = None  # this thread's connection for its batches (_transmit)
+        #: The transaction sent last, until its replies are read (_settle): (the key of each
+        #: command, how many replies, its bytes), or None.
         self._sent: tuple | None = None
+        #: Redis failed us before ``_sent``'s replies were read: it may have been written.
+        #: It goes again byte for byte, its stream entry with the same sequence, so a reader
+        #: that has it drops the copy as a replay (codec.Replays) and one that has not takes it.
+        self._unsure = False
 
     def line(self, text: str, keep: tuple | None = None) -> None:
         """Queue one stream line (JSON text) and the history record that goes with it."""
@@ -112,35 +116,43 @@ class Publisher:
 
     def _cycle(self) -> bool:
         """Read the replies of the batch sent last, then send what is queued; False if Redis
-        failed us (what is not known to be written is queued again, in order)."""
-        batch: list = []
+        failed us (what is not known to be written goes again, in order: see ``_unsure``)."""
+        taken: list = []
         try:
             if time.monotonic() >= self.renew_at:
                 self.keep_alive()
+            if self._unsure:
+                self._transmit(self._sent[2])
+                self._unsure = False
             with self._lock:
-                batch, self._outgoing = self._outgoing, []
+                taken, self._outgoing = self._outgoing, []
             if self._sent is not None:
-                self._settle(*self._sent[1:])
+                self._settle(*self._sent[:2])
                 self._sent = None
-            if batch:
-                self._sent = (batch, *self._send(batch))
+            if taken:
+                self._sent, taken = self._pack(taken), []  # from here on: this transaction
+                self._transmit(self._sent[2])
             self.link.report(True)
             return True
         except Exception as exc:
-            unsent = self._sent[0] if self._sent is not None else []
             with self._lock:
-                self._outgoing[:0] = unsent + batch  # before whatever came meanwhile
-            self._sent = None
+                self._outgoing[:0] = taken  # not packed yet: before whatever came meanwhile
+            self._unsure = self._sent is not None
             if self._lane is not None:
                 self._lane.close()  # (replies half read: the next batch starts afresh)
             self.link.report(False, exc)
             return False
 
-    def _send(self, batch: list) -> tuple[list, int]:
-        """One transaction (MULTI) for the whole batch, written through this thread's lane
-        (lane.py: redis-py's pipeline cost more CPU than the round trip); returns the key of
-        each command and how many replies come back, for :meth:`_settle`. Redis runs every
-        command of it even if one fails, so a failure is sorted out there
+    def _transmit(self, packed: bytes) -> None:
+        if self._lane is None:
+            self._lane = Lane(self.link.redis)
+        self._lane.send(packed)
+
+    def _pack(self, batch: list) -> tuple[list, int, bytes]:
+        """One transaction (MULTI) for the whole batch, to be written through this thread's
+        lane (lane.py: redis-py's pipeline cost more CPU than the round trip): the key of
+        each command and how many replies come back, for :meth:`_settle`, and its bytes.
+        Redis runs every command of it even if one fails, so a failure is sorted out there
         (:meth:`_failed`), not retried whole: that would send the lines that did go out a
         second time."""
         seal = self.link.seal
@@ -174,11 +186,8 @@ class Publisher:
             commands.append(b"".join((XADD, bulk(fields["h"].encode()), C_FIELD,
                                       bulk(fields["c"].encode()))))
             keys.append(STREAM)
-        if self._lane is None:
-            self._lane = Lane(self.link.redis)
         packed, replies = transaction(commands)
-        self._lane.send(packed)
-        return keys, replies
+        return keys, replies, packed
 
     def _settle(self, keys: list, replies: int) -> None:
         """Read the replies of the batch sent last (``keys``: the key of each of its
