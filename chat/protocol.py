@@ -78,7 +78,7 @@ class Identity:
     wanted_room: str | None = None
     #: ``--login``: (account, password), logged in again on every connection; the password
     #: is only ever sent, never shown.
-    login: tuple[str, str] | None = None
+    login: tuple[str, str] | None = field(default=None, repr=False)
     nick: str | None = None
     room: str = LOBBY
     greeted: bool = False

@@ -36,11 +36,7 @@ class Membership:
                 new = self._rooms.get(fold(name))
                 if new is None:
                     new, tail = self._room(name, tail), None  # the room holds the tail now
-                self._leave(client, old)
-                self._post(old, None, Left(client.nick, old.name))
-                # told before the first line of the new room, and after the old room's last
-                # (the detach above is queued first)
-                self._enter(client, new, self._entered(client, new))
+                self._move(client, old, new)
         finally:
             if tail is not None:  # the room existed (or no join): it holds its own
                 self._history.release(name)
@@ -97,13 +93,19 @@ class Membership:
                     return
                 if room is None:
                     room, tail = self._room(name, tail), None
-                if current is not None:
-                    self._leave(client, current)
-                    self._post(current, None, Left(client.nick, current.name))
-                self._enter(client, room, self._entered(client, room), since)
+                self._move(client, current, room, since)
         finally:
             if tail is not None:
                 self._history.release(name)
+
+    def _move(self, client, old: Room | None, new: Room, since: float | None = None) -> None:
+        """(hub lock held) ``client`` leaves ``old`` (if any) for ``new``: told ``you joined``
+        before the first line of the new room, and after the old room's last (the detach is
+        queued first); ``since`` as in Room.attach."""
+        if old is not None:
+            self._leave(client, old)
+            self._post(old, None, Left(client.nick, old.name))
+        self._enter(client, new, self._entered(client, new), since)
 
     def _entered(self, client, room: Room) -> tuple[bytes, int]:
         """The joiner's own ``*** you joined`` line, with the members on every node."""

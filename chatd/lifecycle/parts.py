@@ -9,8 +9,9 @@ import socket
 
 from chatd.core.bus import LocalBus
 from chatd.lifecycle.startup import StartupError, state_dir
+from chatd.store.accounts import AccountFileError
 from chatd.store.bans import BanFileError
-from chatd.store.history import NullStore, RedisStore
+from chatd.store.history import HistoryFileError, NullStore, RedisStore
 from chatd.store.sqlite import SqliteStore
 
 
@@ -40,6 +41,19 @@ def history_store(config, bus):
     if config.redis_url:
         return RedisStore(bus)
     return SqliteStore(state_dir(config), config.history_lines)
+
+
+def load_state(bans, history_store, accounts) -> None:
+    """What a start reads before anything is bound: the bans (loaded), the history file (a
+    link refused) and the accounts file (checked and opened, if there is one). Raises
+    StartupError with what the operator must fix."""
+    try:
+        bans.load()
+        history_store.check()  # a symbolic link: refused (store/sqlite.py)
+        if accounts is not None:
+            accounts.store.open()  # a corrupt file: refused (store/accounts.py)
+    except (BanFileError, HistoryFileError, AccountFileError) as exc:
+        raise StartupError(str(exc)) from None
 
 
 def accounts(config, current):

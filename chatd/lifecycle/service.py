@@ -55,9 +55,7 @@ from chatd.lifecycle.state import Sources
 from chatd.lifecycle.systemd import Notifier, passed_fds, unit_name
 from chatd.lifecycle.takeover import Inherited, start_clients
 from chatd.net.listener import Listener
-from chatd.store.accounts import AccountFileError
-from chatd.store.bans import BanFileError, BanList
-from chatd.store.history import HistoryFileError
+from chatd.store.bans import BanList
 
 __all__ = ["Service", "StartupError", "run", "state_dir"]
 
@@ -109,15 +107,9 @@ class Service:
     # -- binding ------------------------------------------------------------------------------
 
     def bind(self) -> None:
-        """Load bans, check the history file and bind (or take over) the sockets; no thread
-        yet. Raises StartupError."""
-        try:
-            self.bans.load()
-            self.history_store.check()  # a symbolic link: refused (store/sqlite.py)
-            if self.accounts is not None:
-                self.accounts.store.open()  # a corrupt file: refused (store/accounts.py)
-        except (BanFileError, HistoryFileError, AccountFileError) as exc:
-            raise StartupError(str(exc)) from None
+        """Load bans, check the history and accounts files and bind (or take over) the
+        sockets; no thread yet. Raises StartupError."""
+        parts.load_state(self.bans, self.history_store, self.accounts)
         gid = grp.getgrnam(self.config.admin_group).gr_gid if self.config.admin_group else None
         self._activation, stored = fdstore.split(passed_fds())
         if stored and self.takeover is None:  # a restart under systemd: what the store kept

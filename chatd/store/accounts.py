@@ -19,6 +19,7 @@ asked (accounts.py). A write that fails (full disk, the file made read-only) rai
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sqlite3
@@ -155,15 +156,9 @@ class SqliteAccounts:
         return self._change("UPDATE accounts SET last_login = ? WHERE key = ?", (when, fold(name)))
 
     def delete(self, name: str) -> bool:
-        with self._lock:
-            conn = self._connection(write=True)
-            try:
-                with _transaction(conn):
-                    conn.execute("DELETE FROM account_rooms WHERE key = ?", (fold(name),))
-                    return conn.execute("DELETE FROM accounts WHERE key = ?",
-                                        (fold(name),)).rowcount > 0
-            except sqlite3.Error as exc:
-                raise AccountStoreError(f"accounts file: {_why(exc)}") from None
+        with self._writing() as conn:
+            conn.execute("DELETE FROM account_rooms WHERE key = ?", (fold(name),))
+            return conn.execute("DELETE FROM accounts WHERE key = ?", (fold(name),)).rowcount > 0
 
     def rooms(self, name: str) -> list[tuple[str, float]]:
         """(room, position) the account was in when it last left, the last room first."""
@@ -175,28 +170,36 @@ class SqliteAccounts:
 
     def set_rooms(self, name: str, positions: list[tuple[str, float]]) -> None:
         """Replace what the account remembers with ``positions`` (at most MAX_ROOMS)."""
-        with self._lock:
-            conn = self._connection(write=True)
-            try:
-                with _transaction(conn):
-                    conn.execute("DELETE FROM account_rooms WHERE key = ?", (fold(name),))
-                    conn.executemany(
-                        "INSERT INTO account_rooms (key, room, position, seq) VALUES (?, ?, ?, ?)",
-                        [(fold(name), room, at, seq)
-                         for seq, (room, at) in enumerate(positions[:MAX_ROOMS])])
-            except sqlite3.Error as exc:
-                raise AccountStoreError(f"accounts file: {_why(exc)}") from None
+        with self._writing() as conn:
+            conn.execute("DELETE FROM account_rooms WHERE key = ?", (fold(name),))
+            conn.executemany(
+                "INSERT INTO account_rooms (key, room, position, seq) VALUES (?, ?, ?, ?)",
+                [(fold(name), room, at, seq)
+                 for seq, (room, at) in enumerate(positions[:MAX_ROOMS])])
 
     # -- the one way in ---------------------------------------------------------------------
 
     def _change(self, sql: str, params: tuple) -> bool:
         """One write; whether it found its row."""
+        with self._writing() as conn:
+            return conn.execute(sql, params).rowcount > 0
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """The connection for one transaction (made if the file is missing), under the lock;
+        a failure is an AccountStoreError and nothing of the transaction stays."""
         with self._lock:
             conn = self._connection(write=True)
             try:
-                return conn.execute(sql, params).rowcount > 0
+                conn.execute("BEGIN")
+                yield conn
+                conn.execute("COMMIT")
             except sqlite3.Error as exc:
+                _rollback(conn)
                 raise AccountStoreError(f"accounts file: {_why(exc)}") from None
+            except BaseException:
+                _rollback(conn)
+                raise
 
     def _run(self, sql: str, params: tuple, write: bool = False) -> list:
         """One statement's rows ([] from a file not made yet). IntegrityError passes through
@@ -234,25 +237,11 @@ def _account(row) -> Account:
                    None if last_login is None else float(last_login), bool(disabled))
 
 
-class _transaction:
-    """BEGIN ... COMMIT on an autocommit connection, ROLLBACK if the body raises."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def __enter__(self):
-        self.conn.execute("BEGIN")
-        return self.conn
-
-    def __exit__(self, kind, exc, tb):
-        if kind is None:
-            self.conn.execute("COMMIT")
-            return False
-        try:
-            self.conn.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass
-        return False
+def _rollback(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass  # nothing was begun, or the file is gone: nothing to undo
 
 
 def _why(exc: BaseException) -> str:
