@@ -31,7 +31,6 @@ from chatd.text import fold, is_valid_name
 log = structlog.get_logger("chatd.accounts")
 
 LOGIN_FAILED = "login failed"
-UNAVAILABLE = "accounts are unavailable right now, try again later"
 #: Accounts one server keeps at most; /register beyond it is refused (docs/protocol.md §3).
 MAX_ACCOUNTS = 100_000
 #: The outcomes /metrics counts logins by.
@@ -93,14 +92,19 @@ class Accounts:
         where = f"TLS port {self.tls_port}" if self.tls_port else "this server has no TLS port"
         return f"passwords need an encrypted connection ({where})"
 
-    def registered(self, nick: str) -> bool:
-        """Whether ``nick`` is an account's (a store read: never under the hub lock). If the
-        store cannot say, the nick counts as registered: nobody takes a nick that may be
-        someone's."""
+    @property
+    def unavailable(self) -> str:
+        """What a user is told when the store cannot answer (its own words: in cluster mode
+        that is the cluster being unavailable, docs/protocol.md §1)."""
+        return self.store.UNAVAILABLE
+
+    def registered(self, nick: str) -> bool | None:
+        """Whether ``nick`` is an account's (a store read: never under the hub lock); None
+        if the store cannot say now: nobody takes a nick that may be someone's."""
         try:
             return self.store.get(nick) is not None
-        except AccountStoreError:
-            return True
+        except AccountStoreError:  # (said by the store's own failures: a /nick says it)
+            return None
 
     def register(self, nick: str, password: str, ip: str, logger=None) -> str | None:
         """``/register``: an account named ``nick``; an error text, or None. ``logger``: the
@@ -125,7 +129,7 @@ class Accounts:
                                              last_login=time.time()))
         except AccountStoreError as exc:
             log.error("account_store_failed", error=str(exc))
-            return UNAVAILABLE
+            return self.unavailable
         if not made:
             return f"nick {nick} is registered already"
         (logger or log).info("account_registered", account=nick, peer_ip=ip, by="user")
@@ -165,7 +169,7 @@ class Accounts:
             account = self.store.get(name) if is_valid_name(name) else None
         except AccountStoreError as exc:
             log.error("account_store_failed", error=str(exc))
-            return None, UNAVAILABLE
+            return None, self.unavailable
         if not self.passwords.verify(account.hash if account else None, password):
             self._failed(name, ip, now, logger)
             return None, LOGIN_FAILED
@@ -185,7 +189,7 @@ class Accounts:
             self.store.set_hash(name, self.passwords.hash(new))
         except AccountStoreError as exc:
             log.error("account_store_failed", error=str(exc))
-            return UNAVAILABLE
+            return self.unavailable
         logger.info("password_changed", account=name, peer_ip=ip, by="user")
         return None
 

@@ -11,15 +11,18 @@ reply, an error message or the log; the ``admin_command`` event leaves it out wh
 ``log_messages`` says (commands.Spec.secret_args). A result never holds the hash either: it
 is made by :func:`describe`, which copies the fields an operator may see.
 
-Accounts live on one node for now (parts.accounts: None in cluster mode, where every command
-here answers ``accounts_off``), so disabling closes the account's connection on this node
-only.
+In cluster mode the accounts are in Redis (cluster/accounts.py), shared by every node, and an
+account is logged in on one connection in the whole cluster (its nick's claim says where):
+``disable`` and ``delete`` close it on whichever node it is (routed ``account_off``, carried
+out by :func:`account_off_here` there). :func:`reclaim_here` is the other node's side of a
+login that needs a nick held here (core/identity.py ``give_up``).
 """
 
 from __future__ import annotations
 
 from chatd.accounts.accounts import AccountError
 from chatd.admin.protocol import AdminError
+from chatd.core.bus import ClusterUnavailable
 from chatd.core.events import AccountDisabled, Close
 from chatd.store.bans import iso
 from chatd.text import fold
@@ -70,7 +73,8 @@ def do_accounts(ctx) -> list[dict]:
     one an account)."""
     accounts = _ask(ctx, "all")
     online = {fold(row.account) for row in ctx.hub.snapshot() if row.account}
-    return [describe(a, online=fold(a.name) in online) for a in accounts]
+    return [describe(a, online=fold(a.name) in online or ctx.bus.remote_nick(a.name) is not None)
+            for a in accounts]
 
 
 def do_account(ctx, name: str) -> dict:
@@ -94,16 +98,46 @@ def _show(ctx, name: str) -> dict:
 
 
 def _online(ctx, name: str) -> bool:
-    return ctx.hub.by_account(name) is not None
+    """Logged in here, or another node's client holds its nick (only the account may, but
+    for the moment a login reclaims it)."""
+    return ctx.hub.by_account(name) is not None or ctx.bus.remote_nick(name) is not None
 
 
 def _disconnect(ctx, name: str) -> int:
-    """Close this node's connection logged in to ``name``; how many were closed (0 or 1)."""
+    """Close the connection logged in to ``name``, on this node or the one its nick's claim
+    names; how many were closed (0 or 1: an account has one connection in the cluster)."""
     client = ctx.hub.by_account(name)
-    if client is None:
+    if client is not None:
+        ctx.flusher.disconnect(client.outbox, Close("disabled"), AccountDisabled())
+        return 1
+    try:
+        found = ctx.bus.locate(name)
+        return int(found is not None and ctx.bus.route(
+            found[0], "account_off", found[1], {"account": name}) is True)
+    except ClusterUnavailable:  # disabled all the same: no new login gets in
         return 0
+
+
+def account_off_here(ctx, client_id: int, args: dict) -> bool:
+    """Another node's operator disabled or deleted the account this client is logged in to."""
+    client = ctx.hub.lookup(client_id)
+    if client is None or fold(client.account or "") != fold(args["account"]):
+        return False
     ctx.flusher.disconnect(client.outbox, Close("disabled"), AccountDisabled())
-    return 1
+    return True
+
+
+def reclaim_here(ctx, client_id: int, args: dict) -> bool:
+    """Another node's login to account ``args["nick"]`` needs that nick, which this client
+    holds: it gives it up (core/identity.py). If it was the account's own connection, where
+    it stood is remembered before the answer goes back, so the login there rejoins from it."""
+    client = ctx.hub.lookup(client_id)
+    if client is None:
+        return False
+    given_up, positions = ctx.hub.give_up(client, args["nick"])
+    if positions is not None and ctx.accounts is not None:
+        ctx.accounts.remember(args["nick"], positions)
+    return given_up
 
 
 def _ask(ctx, method: str, *args):

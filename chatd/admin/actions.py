@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from functools import partial
 
+from chatd.admin.accounts import account_off_here, reclaim_here
 from chatd.admin.protocol import AdminError
 from chatd.admin.queries import local_rows, no_such_room
 from chatd.core.bus import ClusterUnavailable
@@ -187,4 +188,6 @@ _HERE = {
     "unban": _unban_here,
     "rows": _rows_here,
     "purge": _purge_here,
+    "account_off": account_off_here,
+    "reclaim": reclaim_here,
 }

@@ -24,7 +24,7 @@ the daemon is :class:`AdminContext`, built by the service, not the service itsel
     upgrade(timeout, store)  have the main thread hand over to a new chatd (upgrade.py), or
                       with ``store`` to systemd's fd store (fdstore.py), and wait:
                       (ok, result or reason, call once the reply is sent)
-    accounts          chatd.accounts.Accounts (None in cluster mode: accounts_off)
+    accounts          chatd.accounts.Accounts (None: a hub run without them, accounts_off)
     facts()           what status reports about the process: started_at, host, port,
                       admin_socket
     watchers          the ``watch`` subscriptions (watch.py): the admin server ends them
@@ -55,7 +55,7 @@ class AdminContext:
     bus: Any  # bus.py: the other nodes (LocalBus on a single node: there are none)
     upgrade: Callable[[float, bool], tuple] = None
     history: Any = None  # history.History: room tails (None or lines = 0: history is off)
-    accounts: Any = None  # chatd.accounts.Accounts; None: no accounts here (cluster mode)
+    accounts: Any = None  # chatd.accounts.Accounts; None: no accounts (a hub run without them)
     watchers: Watchers = field(default_factory=Watchers)
 
 

@@ -14,7 +14,7 @@ nothing for metrics, whether anyone scrapes or not. Who owns what it reads:
                                        disconnect totals (hub lock, held for a copy only)
     admin commands                     ``AdminServer.outcomes()`` (admin connection threads)
     logins, accounts                   ``Accounts.counts()`` (its lock) and ``count()`` (one
-                                       SQL count on the accounts store); single node only
+                                       count of the store: SQL, or SCARD in cluster mode)
     cluster link, nodes                ``RedisBus.link_up`` / ``live_nodes`` (its threads)
     limits, bans, start time, build    the Config in force, the ban list, the service
     =================================  ==================================================
@@ -78,7 +78,7 @@ class ChatdCollector(Collector):
 
     ``hub`` (Hub), ``admin`` (AdminServer, or None), ``bus`` (LocalBus or RedisBus),
     ``bans`` (BanList); ``config()`` and ``started_at()`` return what is in force now;
-    ``accounts`` (chatd.accounts.Accounts, or None: cluster mode has none yet).
+    ``accounts`` (chatd.accounts.Accounts, or None: none).
     Scrapes may run on several connection threads at once: ``_lock`` guards ``_high``.
     """
 
@@ -184,7 +184,7 @@ class ChatdCollector(Collector):
             total = accounts.count()
         except AccountError:
             return
-        yield _gauge("chatd_accounts", "Accounts registered on this node", total)
+        yield _gauge("chatd_accounts", "Accounts registered (in the cluster, in cluster mode)", total)
 
     def _cluster(self):
         bus = self._bus

@@ -47,7 +47,7 @@ ERRORS = {
     "internal_error": "the daemon failed to carry out the command",
     "history_off": "room history is off (history_lines = 0)",
     "cluster_unavailable": "the other nodes cannot be reached (the link to Redis is down)",
-    "accounts_off": "accounts are not available here (cluster mode, for now)",
+    "accounts_off": "accounts are not available here",
     "exists": "an account of that name exists already",
     "bad_password": "the password does not meet the rules",
     "accounts_unavailable": "the accounts store cannot be read or written; nothing was changed",

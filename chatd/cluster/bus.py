@@ -243,6 +243,16 @@ class RedisBus:
     def release(self, nick: str, client) -> None:
         self.counters.release(nick, self.link.owner(client.id))
 
+    def reclaim(self, nick: str) -> bool:
+        """The node whose client holds ``nick`` gives it up (routing: ``reclaim``, carried
+        out by identity.py's ``give_up`` there, which releases the claim before it answers)."""
+        try:
+            found = self.routing.locate(nick)
+            return found is not None and self.routing.route(
+                found[0], "reclaim", found[1], {"nick": nick}) is True
+        except ClusterUnavailable:
+            return False
+
     def guest_number(self) -> int | None:
         if not self.link.up:
             raise ClusterUnavailable("the link to Redis is down")

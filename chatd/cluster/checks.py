@@ -188,6 +188,39 @@ class Validator:
         return node_name(node), int(client_id)
 
 
+#: An account's hash as passwords.py writes it (a PHC string of well under this), and the
+#: rooms it remembers at most (store/accounts.py).
+MAX_HASH = 512
+
+
+def account_record(value: str) -> tuple:
+    """An account's value (cluster/accounts.py) -> (name, hash, created, last_login or
+    None, disabled)."""
+    try:
+        name_, hashed, created, last_login, disabled = json.loads(value)
+    except (ValueError, TypeError):
+        raise Rejected("not an account record") from None
+    if hashed.__class__ is not str or not 0 < len(hashed) <= MAX_HASH \
+            or not hashed.isascii() or not hashed.isprintable():
+        raise Rejected("bad password hash")
+    if disabled.__class__ is not bool or not _epoch(created) \
+            or last_login is not None and not _epoch(last_login):
+        raise Rejected("bad account fields")
+    return name(name_), hashed, float(created), \
+        None if last_login is None else float(last_login), disabled
+
+
+def account_rooms(value: str) -> list[tuple[str, float]]:
+    """Where an account was when it left: ``[[ROOM, POSITION], ...]``, at most MAX_ROOMS."""
+    try:
+        decoded = json.loads(value)
+        if decoded.__class__ is not list or len(decoded) > MAX_ROOMS:
+            raise ValueError
+        return [(name(room), float(number(at))) for room, at in decoded]
+    except (ValueError, TypeError):
+        raise Rejected("not an account's rooms") from None
+
+
 def room_key(value) -> str:
     """A folded room name (history keys, purge)."""
     if value.__class__ is not str or not is_valid_name(value) or fold(value) != value:
@@ -201,6 +234,14 @@ def room_key(value) -> str:
 def _kick_args(args) -> dict:
     reason = args.get("reason") if isinstance(args, dict) else None
     return {"reason": None if reason is None else clean(reason, MAX_ADMIN_TEXT)}
+
+
+def _named(key: str):
+    """The check of arguments that are one name under ``key`` (``reclaim``'s nick, the
+    account ``account_off`` closes)."""
+    def check(args) -> dict:
+        return {key: name(args.get(key) if isinstance(args, dict) else None)}
+    return check
 
 
 def _no_args(args) -> dict:
@@ -249,13 +290,15 @@ def _epoch(value) -> bool:
 #: arguments' check). What is not here is not obeyed.
 COMMANDS = {
     "kick": ("client", _kick_args), "mute": ("client", _no_args), "unmute": ("client", _no_args),
+    "reclaim": ("client", _named("nick")), "account_off": ("client", _named("account")),
     "ban": ("all", ban_record), "unban": ("all", _address_args), "purge": ("all", _room_args),
 }
 GATHERS = {"rows": _rows_args}
 
 #: What a gathered ``rows`` answer may hold per client (admincmds._describe), and its size.
 ROW_FIELDS = frozenset(("id", "nick", "peer", "ip", "room", "connected", "connected_at", "idle",
-                        "bytes_in", "bytes_out", "lines_in", "lines_out", "sendq", "muted"))
+                        "bytes_in", "bytes_out", "lines_in", "lines_out", "sendq", "muted",
+                        "account"))
 MAX_ROWS = 100_000
 
 

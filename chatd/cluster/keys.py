@@ -8,6 +8,9 @@ HISTORY = PREFIX + "history:"
 ANSWERS = PREFIX + "answers:"
 LEASE = PREFIX + "node:"
 REAPING = PREFIX + "reaping:"
+#: Accounts (cluster/accounts.py): one value per account, where it was when it left, and
+#: the set of every account's folded name.
+ACCOUNT, ACCOUNT_ROOMS, ACCOUNTS = PREFIX + "account:", PREFIX + "account-rooms:", PREFIX + "accounts"
 #: Entries kept in the stream: what a node that lost its link can still catch up on. At 1,000
 #: lines/s over the cluster that is 100 s, more than the 60 s outage docs/cluster.md promises.
 STREAM_LENGTH = 100_000
@@ -16,7 +19,7 @@ ID_BLOCK = 1_000_000
 #: The type each shared key must have (anything else was not written by a node: bus.py
 #: deletes it at start, with a warning).
 TYPES = {STREAM: "stream", MEMBERS: "hash", NICKS: "hash", BANS: "hash", NODES: "set",
-         GUESTS: "string", ID_BLOCKS: "string"}
+         GUESTS: "string", ID_BLOCKS: "string", ACCOUNTS: "set"}
 
 #: Release a nick only if we still hold it (another node may have claimed it since).
 RELEASE = """

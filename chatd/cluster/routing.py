@@ -1,6 +1,8 @@
 """Admin actions across nodes: what ``chatctl`` on one node asks of the others.
 
-- ``route``: kick/mute/unmute a client on another node: a ``["cmd", NODE, ACTION, CLIENT ID,
+- ``route``: kick/mute/unmute a client on another node, close an account's connection
+  there (``account_off``: disabled or deleted) or have its client give up a nick an account's
+  login needs (``reclaim``): a ``["cmd", NODE, ACTION, CLIENT ID,
   ARGS, ASK ID, UID]`` line down the stream, answered by that node with ``["re", ASKER, ASK
   ID, DONE]`` once carried out (or the client found gone); ``tell_all``: ban, unban, purge for
   every node (NODE ``*``, no ASK ID).
@@ -189,7 +191,7 @@ class Routing:
                 continue
             found.append({"id": client_id, "nick": member.nick, "peer": member.peer,
                           "room": member.room, "connected_at": member.connected_at,
-                          "node": node})
+                          "account": member.account, "node": node})
         return found
 
     def _gather(self, action: str, args: dict, nodes: set) -> dict:

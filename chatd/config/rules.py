@@ -50,14 +50,6 @@ def _cluster_has_a_secret(config: Any) -> None:
                           "needs the same secret (chatd --gen-cluster-secret PATH writes one)")
 
 
-def _closed_needs_a_single_node(config: Any) -> None:
-    """Accounts live in state_dir's SQLite file; cluster mode has no shared store for them
-    yet (docs/protocol.md §12), so a closed cluster could let nobody in."""
-    if config.redis_url and config.mode == "closed":
-        raise ConfigError("accounts.mode", "closed needs a single node for now: cluster mode "
-                          "has no shared accounts yet (got 'closed')")
-
-
 def _metrics_port_apart(config: Any) -> None:
     """The metrics endpoint cannot share a port with a chat listener (on the same address it
     could never bind; on another it would only confuse whoever reads the config)."""
@@ -95,5 +87,5 @@ def _motd_fits(config: Any) -> None:
 #: In this order: the first rule a config breaks is the error reported.
 RULES: tuple[Callable[[Any], None], ...] = (
     _tls_pair, _recvq_holds_a_line, _tls_port_apart, _replay_within_history,
-    _cluster_has_a_secret, _closed_needs_a_single_node, _metrics_port_apart, _motd_fits,
+    _cluster_has_a_secret, _metrics_port_apart, _motd_fits,
 )

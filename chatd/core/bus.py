@@ -15,6 +15,9 @@ The methods the hub calls, and the rules they keep:
 - ``claim(nick, client)`` / ``release(nick, client)``: a cluster-wide nick. May do network
   I/O, so the hub never calls them while holding its lock; ``claim`` raises
   :class:`ClusterUnavailable` when the cluster cannot be asked.
+- ``reclaim(nick)``: have the node whose client holds ``nick`` give it up (an account's
+  login there: identity.py ``give_up``); True once it did, and released its claim. Network
+  I/O, waits for that node's answer: never under the hub lock.
 - ``guest_number()``: the next guest number, unique cluster-wide (None: count locally).
 - ``publish(room, event)``, ``member(client)``, ``gone(client)``: queued, never blocking:
   safe under the hub lock and a room lock, in the order they happened.
@@ -63,6 +66,9 @@ class LocalBus:
 
     def release(self, nick: str, client) -> None:
         pass
+
+    def reclaim(self, nick: str) -> bool:
+        return False  # no other node holds anything
 
     def guest_number(self) -> int | None:
         return None

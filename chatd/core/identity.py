@@ -56,7 +56,8 @@ class Identity:
         spare = None  # a guest nick for a holder that is not this account
         if holder is not None and holder is not client and fold(holder.account or "") != key:
             spare = self._guest_nick(holder)
-        elif holder is None and not self._bus.claim(name, client):
+        elif holder is None and not self._bus.claim(name, client) and not (
+                self._bus.reclaim(name) and self._bus.claim(name, client)):
             return f"nick {name} is in use on another node", None
         with self._lock:
             problem, spare, handed = self._take(client, name, spare, notice or LoggedIn(name),
@@ -83,6 +84,37 @@ class Identity:
             self._rename_locked(client, spare, LoggedOut(spare))
         self._bus.release(old, client)
         return spare, positions
+
+    def give_up(self, client, name: str) -> tuple[bool, list | None]:
+        """Another node's login to account ``name`` needs the nick ``client`` holds here
+        (bus ``reclaim``): the account's own connection is closed ("logged in elsewhere"), a
+        guest becomes another guest; the nick's claim is released before this returns, so
+        the asking node can take it. -> (whether the nick was given up, the closed
+        connection's positions or None). Not under any lock (it may ask the cluster)."""
+        key = fold(name)
+        if fold(client.nick or "") != key:
+            return False, None  # not its nick any more: nothing to give up
+        if fold(client.account or "") == key:
+            with self._lock:
+                if self._clients.get(client.id) is not client:
+                    return False, None
+                self._flusher.disconnect(client.outbox, ELSEWHERE, LoggedInElsewhere())
+                self._forget(client, ELSEWHERE)
+            self._bus.release(name, client)
+            return True, client.positions
+        try:
+            spare = self._guest_nick(client)
+        except ClusterUnavailable:
+            return False, None
+        with self._lock:
+            renamed = self._nicks.get(key) is client
+            if renamed:
+                self._rename_locked(client, spare, NickReclaimed(name, spare))
+        if not renamed:
+            self._unreserve(spare)
+            return False, None
+        self._bus.release(name, client)
+        return True, None
 
     def by_account(self, name: str):
         """The connection logged in to account ``name`` on this node, or None."""

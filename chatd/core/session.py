@@ -123,7 +123,8 @@ class Session:
         self.hub.remove(client, reason)
         self.flusher.finish(client.outbox, linger=True)
         accounts = getattr(self.settings, "accounts", None)
-        if client.account is not None and client.positions is not None and accounts is not None:
+        if client.account is not None and client.positions is not None and accounts is not None \
+                and reason.kind != "elsewhere":  # (the login that closed it took them over)
             accounts.remember(client.account, client.positions)  # what it misses starts here
         self.log.info("client_disconnected", reason=reason.text, nick=client.nick, room=room,
                       duration=round(time.time() - client.connected_at, 3),

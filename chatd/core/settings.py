@@ -26,8 +26,8 @@ class Settings(Protocol):
     config: Any  # the Config in force now
     gate: Gate | None  # where an upgrade parks the sessions; None: nothing parks them
     fd_store: ConnectionKeeper
-    #: chatd.accounts.Accounts (logins, registration); None: no accounts here (cluster mode,
-    #: for now) and every client is a guest.
+    #: chatd.accounts.Accounts (logins, registration); None: a hub run without accounts (the
+    #: in-process test harness), where every client is a guest.
     accounts: Any
 
 

@@ -56,13 +56,16 @@ def load_state(bans, history_store, accounts) -> None:
         raise StartupError(str(exc)) from None
 
 
-def accounts(config, current):
-    """Accounts (SPEC §12) in state_dir's SQLite file on a single node; None in cluster mode,
-    which has no shared store for them yet (a node's own file would let one nick belong to
-    two people). ``current()`` is the Config in force now. Open it with ``.store.open()``."""
-    if config.redis_url:
-        return None
+def accounts(config, current, bus):
+    """Accounts (SPEC §12): in state_dir's SQLite file on a single node, in the cluster's
+    Redis (sealed, shared by every node) in cluster mode. ``current()`` is the Config in force
+    now. Open it with ``.store.open()``."""
     from chatd.accounts import Accounts
+
+    if config.redis_url:
+        from chatd.cluster.accounts import RedisAccounts
+
+        return Accounts(RedisAccounts(bus.link), current)
     from chatd.store.accounts import SqliteAccounts
 
     return Accounts(SqliteAccounts(state_dir(config)), current)
@@ -86,7 +89,7 @@ def join_cluster(bus, bans, address: tuple) -> None:
 def metrics_server(sock: socket.socket, hub, admin, bus, bans, config, started_at,
                    accounts=None):
     """The Prometheus endpoint on ``sock`` (metrics.py); ``config`` and ``started_at`` are
-    read when asked (a reload swaps the config); ``accounts`` (None in cluster mode) adds the
+    read when asked (a reload swaps the config); ``accounts`` (None: none) adds the
     login and account families. Imported here: prometheus_client is needed only when
     metrics are on."""
     try:

@@ -89,7 +89,7 @@ class Service:
         # the cluster would have to hand over its leases too)
         self.fd_store = FdStore(self.notifier, fdstore.store_size() > 0
                                 and isinstance(self.bus, LocalBus), unit_name())
-        self.accounts = parts.accounts(config, lambda: self.config)  # None in cluster mode
+        self.accounts = parts.accounts(config, lambda: self.config, self.bus)
         self.settings = LiveSettings(config, self.gate, self.fd_store,  # sessions' view
                                      self.accounts)
         self.inherited: Inherited | None = None  # what bind() took over (takeover.py)

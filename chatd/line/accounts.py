@@ -14,7 +14,7 @@ from chatd.core.events import Bye, Close, LoggedIn, PasswordChanged, Registered
 from chatd.line.parse import split_word
 from chatd.text import fold
 
-NO_ACCOUNTS = "accounts are not available on this server (cluster mode, for now)"
+NO_ACCOUNTS = "accounts are not available on this server"
 #: What a connection of a closed server may do before it logs in (SPEC §12).
 BEFORE_LOGIN = frozenset({"login", "help", "quit"})
 LOGIN_FIRST = "login required: /login NICK PASSWORD"
@@ -82,11 +82,11 @@ def log_in(session, name: str, password: str) -> None:
         return
     account, problem = accounts.login(name, password, client.ip, session.log)
     if account is not None:
-        remembered = accounts.rooms(account.name)  # a store read: before any lock
         greeting = session.client.outbox.protocol.greeting(session.settings.config)[1:]
         problem, handed = _become(session, account.name, LoggedIn(account.name), greeting)
-        if problem is None:  # back where it was, with what it missed (§12)
-            session.hub.rejoin(client, remembered if handed is None else handed)
+        if problem is None:  # back where it was, with what it missed (§12); read after the
+            # login, which another node's older connection remembered its rooms before
+            session.hub.rejoin(client, accounts.rooms(account.name) if handed is None else handed)
     if problem:
         session.error(problem)
 

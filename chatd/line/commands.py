@@ -37,7 +37,7 @@ class Spec:
     usage: str
     help: str
     needs_args: bool = False
-    #: Listed by /help only where there are accounts (not in cluster mode, for now).
+    #: Listed by /help only where there are accounts (a hub may run without them).
     account: bool = False
 
 
@@ -58,7 +58,11 @@ def do_nick(session, name: str) -> None:
         session.error(f"invalid nick {name} ({NAME_RULE})")
         return
     old = session.client.nick
-    if _owned_by_another(session, name):
+    owned = _owned_by_another(session, name)
+    if owned is None:
+        session.error(session.settings.accounts.unavailable)
+        return
+    if owned:
         session.error(f"nick {name} is registered; /login {name} PASSWORD")
         return
     try:
@@ -73,9 +77,10 @@ def do_nick(session, name: str) -> None:
                          room=room.name if room is not None else None)
 
 
-def _owned_by_another(session, name: str) -> bool:
+def _owned_by_another(session, name: str) -> bool | None:
     """Whether ``name`` is an account that is not the client's own (a store read, before
-    any lock; SPEC §12: a registered nick cannot be taken by anyone else)."""
+    any lock; SPEC §12: a registered nick cannot be taken by anyone else); None if the
+    store cannot say now."""
     registry = session.settings.accounts
     if registry is None or fold(name) in (fold(session.client.nick),
                                           fold(session.client.account or "")):

@@ -76,6 +76,9 @@ class Account:
 class SqliteAccounts:
     """The single node's accounts (see the module docstring)."""
 
+    #: What a user is told when a read or write fails (accounts.py).
+    UNAVAILABLE = "accounts are unavailable right now, try again later"
+
     def __init__(self, state_dir: str) -> None:
         self.path = os.path.join(state_dir, FILENAME)
         self._lock = threading.Lock()

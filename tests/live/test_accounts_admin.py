@@ -248,15 +248,6 @@ def test_closed_server_an_operator_lets_alice_in(chatd):
         {"alice": "alice", "bob": "bob"}
 
 
-def test_accounts_are_off_in_cluster_mode(cluster):
-    _, (node,) = cluster(1)
-    for args in (["account", "list"], ["account", "show", "alice"], ["account", "enable", "a"]):
-        assert ctl(node, *args, status=1) == \
-            "chatctl: error: accounts are not available here (cluster mode, for now)\n", args
-    error = json.loads(add(node, "alice", PASSWORD, 1, "--json"))
-    assert error["error"]["code"] == "accounts_off", error
-
-
 # -- metrics ------------------------------------------------------------------------------
 
 

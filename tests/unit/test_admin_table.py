@@ -52,7 +52,7 @@ def test_a_secret_is_never_loggable_chat_only_with_log_messages(log_messages):
 
 
 def test_account_commands_without_accounts_answer_accounts_off():
-    """Cluster mode has no accounts yet (AdminContext.accounts is None)."""
+    """A hub run without accounts (AdminContext.accounts is None) says so."""
     commands = AdminCommands(_context())
     for name, schema in adminproto.COMMANDS.items():
         if TABLE[name].handler.__module__ != "chatd.admin.accounts":
@@ -61,7 +61,7 @@ def test_account_commands_without_accounts_answer_accounts_off():
         with pytest.raises(adminproto.AdminError) as caught:
             commands.run(name, args)
         assert caught.value.code == "accounts_off", name
-        assert caught.value.message == "accounts are not available here (cluster mode, for now)"
+        assert caught.value.message == "accounts are not available here"
 
 
 def _context(log_messages: bool = False) -> AdminContext:
