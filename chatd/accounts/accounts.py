@@ -24,6 +24,7 @@ import structlog
 
 from chatd.accounts import passwords
 from chatd.accounts.attempts import FailureLog, Window, address_key
+from chatd.core.position import Position
 from chatd.store.accounts import Account, AccountStoreError
 from chatd.store.bans import parse_ip
 from chatd.text import fold, is_valid_name
@@ -193,7 +194,7 @@ class Accounts:
         logger.info("password_changed", account=name, peer_ip=ip, by="user")
         return None
 
-    def rooms(self, name: str) -> list[tuple[str, float]]:
+    def rooms(self, name: str) -> list[tuple[str, Position | None]]:
         """Where the account was when it last left (what it missed is after): [] if the
         store cannot say (the login goes on; the user is told nothing was missed)."""
         try:
@@ -202,7 +203,16 @@ class Accounts:
             log.warning("account_store_failed", error=str(exc))
             return []
 
-    def remember(self, name: str, positions: list[tuple[str, float]]) -> None:
+    def here(self, name: str, rooms: list[str]) -> None:
+        """The account is logged in on this node and in ``rooms`` now (a login, a /join):
+        cluster mode keeps that, so that a login elsewhere after this node died knows
+        where it was (cluster/standing.py)."""
+        try:
+            self.store.set_live(name, rooms)
+        except AccountStoreError as exc:
+            log.warning("account_store_failed", error=str(exc))
+
+    def remember(self, name: str, positions: list[tuple[str, Position]]) -> None:
         """The account leaves its rooms at ``positions`` (a departure or a logout)."""
         try:
             self.store.set_rooms(name, positions)

@@ -30,6 +30,7 @@ from chatd.cluster.checks import account_record, account_rooms
 from chatd.cluster.codec import Rejected, text
 from chatd.cluster.keys import ACCOUNT, ACCOUNT_ROOMS, ACCOUNTS
 from chatd.cluster.link import scrub
+from chatd.core.position import Position
 from chatd.store.accounts import MAX_ROOMS, Account, AccountStoreError
 from chatd.text import fold
 
@@ -41,8 +42,9 @@ class RedisAccounts:
     #: What a user is told when Redis cannot answer (docs/protocol.md §1's words for it).
     UNAVAILABLE = "cluster unavailable, try again"
 
-    def __init__(self, link) -> None:
+    def __init__(self, link, standing) -> None:
         self.link = link  # connected by the bus before the first client is served
+        self.standing = standing  # standing.py: where a dead node's accounts stood
 
     def open(self) -> None:
         """Nothing to check at start: Redis is reached when the cluster is joined."""
@@ -82,16 +84,23 @@ class RedisAccounts:
     def count(self) -> int:
         return int(self._call(lambda redis: redis.scard(ACCOUNTS)))
 
-    def rooms(self, name: str) -> list[tuple[str, float]]:
+    def rooms(self, name: str) -> list[tuple[str, Position | None]]:
+        """Where the account was when it left; if it is logged in on a node that died
+        without saying so, where that node last said its rooms stood (standing.py), or None
+        for a room it did not."""
         key = fold(name)
         value = self._call(lambda redis: redis.get(ACCOUNT_ROOMS + key))
         if value is None:
             return []
         try:
-            return account_rooms(self.link.seal.open_hidden(ACCOUNT_ROOMS + key, value))
+            rooms, live = account_rooms(self.link.seal.open_hidden(ACCOUNT_ROOMS + key, value))
         except Rejected as exc:  # what it missed is not known: it is told nothing was
             self.link.rejected("account", str(exc), account=key[:64])
             return []
+        if live is None:
+            return rooms
+        return self._call(lambda redis: [(room, self.standing.lookup(*live, room))
+                                         for room, _ in rooms])
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -137,10 +146,18 @@ class RedisAccounts:
 
         return self._call(write)
 
-    def set_rooms(self, name: str, positions: list[tuple[str, float]]) -> None:
+    def set_live(self, name: str, rooms: list[str]) -> None:
+        """The account is logged in on this node, in ``rooms``: should the node die, a login
+        elsewhere reads where they stood from standing.py."""
         key = fold(name)
         value = self.link.seal.seal_hidden(ACCOUNT_ROOMS + key, json.dumps(
-            [[room, at] for room, at in positions[:MAX_ROOMS]]))
+            {"live": [self.link.node, self.standing.run], "rooms": rooms[:MAX_ROOMS]}))
+        self._call(lambda redis: redis.set(ACCOUNT_ROOMS + key, value))
+
+    def set_rooms(self, name: str, positions: list[tuple[str, Position]]) -> None:
+        key = fold(name)
+        value = self.link.seal.seal_hidden(ACCOUNT_ROOMS + key, json.dumps(
+            [[room, at.record()] for room, at in positions[:MAX_ROOMS]]))
         self._call(lambda redis: redis.set(ACCOUNT_ROOMS + key, value))
 
     # -- helpers ------------------------------------------------------------------------------

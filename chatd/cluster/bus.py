@@ -20,7 +20,7 @@ import time
 import structlog
 
 from chatd.cluster import wire
-from chatd.cluster.checks import Validator
+from chatd.cluster.checks import Validator, node_name
 from chatd.cluster.codec import Rejected, Seal, text
 from chatd.cluster.keys import (
     GUESTS,
@@ -41,8 +41,9 @@ from chatd.cluster.publisher import Publisher
 from chatd.cluster.reader import Reader, position
 from chatd.cluster.roster import Roster
 from chatd.cluster.routing import Routing
+from chatd.cluster.standing import Standing
 from chatd.core.bus import ClusterUnavailable
-from chatd.core.history import KINDS, Entry
+from chatd.core.tail import KINDS, Entry
 from chatd.text import fold
 
 log = structlog.get_logger("chatd.cluster")
@@ -73,7 +74,9 @@ class RedisBus:
         self.roster = Roster()
         self.publisher = Publisher(self.link, history_lines)
         self.counters = Counters(self.link)
-        self.leases = Leases(self.link, self.publisher, node_timeout, self.counters)
+        self.standing = Standing(self.link)
+        self.leases = Leases(self.link, self.publisher, node_timeout, self.counters,
+                             self.standing)
         self.publisher.keep_alive = self.leases.keep_alive
         self.routing = Routing(self.link, self.publisher, self.leases)
         self.reader = Reader(self.link, self.roster, self.routing, self.publisher.stopping)
@@ -182,10 +185,12 @@ class RedisBus:
         return entries[-count:], at
 
     def _history_entries(self, room_key: str, value) -> list:
-        """One history list element (lines joined by LF, one tag) as Entries; what fails its
-        check is skipped with a warning (the whole element if its tag does)."""
+        """One history list element (``@NODE``, the node whose lines they are, then its
+        lines, joined by LF, one tag) as Entries; what fails its check is skipped with a
+        warning (the whole element if its tag does)."""
         try:
             records = self.link.seal.open(HISTORY + room_key, value).split("\n")
+            origin = node_name(records.pop(0)[1:]) if records[0].startswith("@") else ""
         except Rejected as exc:
             self.link.rejected("history", str(exc), room=room_key)
             return []
@@ -196,7 +201,8 @@ class RedisBus:
             except Rejected as exc:
                 self.link.rejected("history", str(exc), room=room_key)
                 continue
-            entries.append(Entry(ts, shown, KINDS[event.__class__], event.nick, event.text))
+            entries.append(Entry(ts, shown, KINDS[event.__class__], event.nick, event.text,
+                                 origin))
         return entries
 
     def start(self, hub) -> None:
@@ -244,14 +250,7 @@ class RedisBus:
         self.counters.release(nick, self.link.owner(client.id))
 
     def reclaim(self, nick: str) -> bool:
-        """The node whose client holds ``nick`` gives it up (routing: ``reclaim``, carried
-        out by identity.py's ``give_up`` there, which releases the claim before it answers)."""
-        try:
-            found = self.routing.locate(nick)
-            return found is not None and self.routing.route(
-                found[0], "reclaim", found[1], {"nick": nick}) is True
-        except ClusterUnavailable:
-            return False
+        return self.routing.reclaim(nick)
 
     def guest_number(self) -> int | None:
         if not self.link.up:
@@ -261,11 +260,12 @@ class RedisBus:
         except Exception as exc:
             raise ClusterUnavailable(str(exc)) from None
 
-    def publish(self, room: str, event) -> None:
+    def publish(self, room: str, event, stamp: float | None = None) -> None:
         encoded = wire.dumps(event)
         keep = None
         if self.history_lines and event.__class__ in KINDS:  # the stream's encoding, reused
-            keep = (fold(room), f"{time.time():.6f} {room} {encoded}")
+            stamp = time.time() if stamp is None else stamp
+            keep = (fold(room), f"{stamp:.6f} {room} {encoded}", stamp)
         self.publisher.line(room_line("r", room, encoded), keep)
 
     def send_private(self, nick: str, event) -> None:

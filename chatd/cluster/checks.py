@@ -18,6 +18,7 @@ from chatd.cluster import wire
 from chatd.cluster.codec import Rejected
 from chatd.core import events as ev
 from chatd.core.membership import MAX_ROOMS
+from chatd.core.position import Position
 from chatd.text import fold, is_valid_name, sanitize
 
 #: Operator text (broadcasts, kick reasons) comes from the admin socket: its request limit.
@@ -188,6 +189,16 @@ class Validator:
         return node_name(node), int(client_id)
 
 
+def stamp_list(item) -> list[float]:
+    """``["ts", [TIME, ...]]``: the times a writer gave its chat lines in an entry."""
+    if len(item) != 2 or item[1].__class__ is not list:
+        raise Rejected("not a list of times")
+    times = item[1]
+    if not all(map(_epoch, times)):
+        raise Rejected("bad time")
+    return times
+
+
 #: An account's hash as passwords.py writes it (a PHC string of well under this), and the
 #: rooms it remembers at most (store/accounts.py).
 MAX_HASH = 512
@@ -210,14 +221,25 @@ def account_record(value: str) -> tuple:
         None if last_login is None else float(last_login), disabled
 
 
-def account_rooms(value: str) -> list[tuple[str, float]]:
-    """Where an account was when it left: ``[[ROOM, POSITION], ...]``, at most MAX_ROOMS."""
+def account_rooms(value: str) -> tuple[list, tuple[str, str] | None]:
+    """Where an account is (cluster/accounts.py): -> (rooms, None) for where it was when it
+    left, ``[[ROOM, POSITION], ...]`` (POSITION: history.Position's record); or (rooms with
+    no position, (NODE, RUN)) while it is logged in there, ``{"live": [NODE, RUN], "rooms":
+    [ROOM, ...]}`` (cluster/standing.py). At most MAX_ROOMS rooms."""
     try:
         decoded = json.loads(value)
+        live = None
+        if decoded.__class__ is dict:
+            node, run = decoded["live"]
+            live = (node_name(node), run)
+            decoded = [[room, None] for room in decoded["rooms"]]
+            if run.__class__ is not str or len(run) > 32:
+                raise ValueError
         if decoded.__class__ is not list or len(decoded) > MAX_ROOMS:
             raise ValueError
-        return [(name(room), float(number(at))) for room, at in decoded]
-    except (ValueError, TypeError):
+        return [(name(room), None if live else Position.from_record(at))
+                for room, at in decoded], live
+    except (ValueError, TypeError, KeyError, RecursionError):
         raise Rejected("not an account's rooms") from None
 
 

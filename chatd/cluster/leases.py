@@ -63,8 +63,9 @@ def _line_head(kind: str, target: str) -> str:
 
 
 class Leases:
-    def __init__(self, link, publisher, node_timeout: float, counters) -> None:
+    def __init__(self, link, publisher, node_timeout: float, counters, standing=None) -> None:
         self.link = link
+        self.standing = standing  # standing.py: where our accounts stand, at each renewal
         self.publisher = publisher
         self.node_timeout = node_timeout
         self.counters = counters  # bus.py: guest numbers, repaired if junk
@@ -103,6 +104,8 @@ class Leases:
                 log.warning("node_lost", node=node, members=self.reap(node))
         self._live = frozenset(live)
         self.live_nodes = 1 + len(live)
+        if self.standing is not None and self.hub is not None:
+            self.standing.record(self.hub)
 
     def lease(self, node: str) -> str:
         """"live", "gone" or "junk" (a value that fails its check: neither trusted nor reaped)."""

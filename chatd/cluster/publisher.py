@@ -18,6 +18,7 @@ import time
 
 import structlog
 
+from chatd.cluster import wire
 from chatd.cluster.codec import WRITE_ENTRY_BYTES
 from chatd.cluster.keys import HISTORY, MEMBERS, STREAM, STREAM_LENGTH
 from chatd.cluster.lane import Lane, bulk, head, pack, transaction
@@ -48,7 +49,7 @@ class Publisher:
         self.link = link
         self.history_lines = history_lines
         self._lock = threading.Lock()
-        # ("line", (JSON text, (room key, history record) or None)), ("member", (owner,
+        # ("line", (JSON text, (room key, history record, its time) or None)), ("member", (owner,
         # record)), or (pipeline method, args)
         self._outgoing: list = []
         self._first_at = 0.0
@@ -156,7 +157,8 @@ class Publisher:
         (:meth:`_failed`), not retried whole: that would send the lines that did go out a
         second time."""
         seal = self.link.seal
-        lines, by_room = [], {}
+        origin = "@" + self.link.node  # whose lines a history element holds (history.Position)
+        lines, stamps, by_room = [], [], {}
         commands, keys = [], []  # keys: the key of each command, in order
 
         def command(key: str, *args) -> None:
@@ -168,6 +170,9 @@ class Publisher:
                 lines.append(args[0])
                 if args[1] is not None:  # history: in the transaction of the entry carrying it
                     by_room.setdefault(args[1][0], []).append(args[1][1])
+                    stamps.append(args[1][2])
+                else:
+                    stamps.append(None)
             elif method == "member":  # sealed here, on this thread, not under the hub lock
                 owner, record = args
                 command(MEMBERS, b"HSET", MEMBERS, owner, seal.seal_hidden(f"{MEMBERS}/{owner}", record))
@@ -178,11 +183,16 @@ class Publisher:
             # one element per batch and room, not per line: a tag and a Redis argument
             # per line cost 1.7 us of this thread's CPU at full speed (docs/cluster.md);
             # lines are joined by LF (a record has none: its event is JSON)
-            command(key, b"RPUSH", key, *[seal.seal(key, "\n".join(run))
+            command(key, b"RPUSH", key, *[seal.seal(key, "\n".join([origin, *run]))
                                           for run in _chunks(records, HISTORY_CHUNK_BYTES)])
             command(key, b"LTRIM", key, -self.history_lines, -1)
+        start = 0
         for run in _chunks(lines, WRITE_ENTRY_BYTES):
-            fields = self.link.entry("[" + ",".join(run) + "]")
+            times = [t for t in stamps[start:start + len(run)] if t is not None]
+            start += len(run)
+            # the times of its history lines, in order, first (reader.py: Position)
+            head = '[["ts",' + wire.compact(times) + "]," if times else "["
+            fields = self.link.entry(head + ",".join(run) + "]")
             commands.append(b"".join((XADD, bulk(fields["h"].encode()), C_FIELD,
                                       bulk(fields["c"].encode()))))
             keys.append(STREAM)

@@ -24,11 +24,12 @@ import threading
 
 import structlog
 
-from chatd.cluster.checks import name
+from chatd.cluster.checks import name, stamp_list
 from chatd.cluster.codec import Rejected, Replays, shown
 from chatd.cluster.keys import STREAM
 from chatd.cluster.lane import Lane, bulk, head
 from chatd.core import events as ev
+from chatd.core.tail import KINDS
 
 log = structlog.get_logger("chatd.cluster")
 
@@ -40,6 +41,7 @@ XREAD = head(8, b"XREAD", b"COUNT", READ_COUNT, b"BLOCK", READ_BLOCK_MS, b"STREA
 RETRY_SECONDS = 0.5
 ROOM_EVENTS = frozenset((ev.Said, ev.Acted, ev.Joined, ev.Left, ev.Kicked, ev.Renamed,
                          ev.Announcement))
+CHAT_LINES = frozenset(KINDS)  # the room lines a history keeps, which a ["ts"] line times
 
 
 class Reader:
@@ -125,9 +127,13 @@ class Reader:
             log.exception("cluster_entry_failed", entry=shown(entry_id))
 
     def _lines(self, writer: str, node: str, lines: list, at: tuple) -> None:
-        """The entry's lines in order; ``at``: its stream position (history.py's seam)."""
-        run_room, run = None, []  # consecutive lines for one room: delivered together
+        """The entry's lines in order; ``at``: its stream position (history.py's seam). A
+        first line ``["ts", [TIME, ...]]`` gives the time the writer gave each of its chat
+        lines, in order (history.Position); an entry of a writer too old to send it has
+        none, and its lines get this node's time."""
+        run_room, run, stamps = None, [], []  # consecutive lines for one room: delivered together
         validator, hub = self.link.validator, self.hub
+        times, next_time = None, 0
         for item in lines:
             try:
                 if item.__class__ is not list or not item or item[0].__class__ is not str:
@@ -140,14 +146,22 @@ class Reader:
                         raise Rejected(f"{event.__class__.__name__} is not a room line")
                     self.roster.track(event, room, node)
                     if room != run_room and run:
-                        hub.receive_lines(run_room, run, at)
-                        run = []
+                        hub.receive_lines(run_room, run, at, stamps, writer)
+                        run, stamps = [], []
                     run_room = room
                     run.append(event)
+                    stamp = None
+                    if times is not None and event.__class__ in CHAT_LINES:
+                        stamp = times[next_time] if next_time < len(times) else None
+                        next_time += 1
+                    stamps.append(stamp)
                     continue
                 if run:  # what came before it, first: the batch's order is the senders'
-                    hub.receive_lines(run_room, run, at)
-                    run = []
+                    hub.receive_lines(run_room, run, at, stamps, writer)
+                    run, stamps = [], []
+                if item[0] == "ts":
+                    times, next_time = stamp_list(item), 0
+                    continue
                 handler = self.handlers.get(item[0])
                 if handler is None:
                     raise Rejected(f"unknown line kind {item[0][:20]!r}")
@@ -155,7 +169,7 @@ class Reader:
             except (Rejected, IndexError) as exc:
                 self.link.rejected("line", str(exc) or "too short", node=writer)
         if run:
-            hub.receive_lines(run_room, run, at)
+            hub.receive_lines(run_room, run, at, stamps, writer)
 
     def _hidden(self, writer: str, item: list) -> None:
         """``["hidden", TEXT]``: a private line ``["to", FOLDED NICK, *EVENT]``, encrypted."""

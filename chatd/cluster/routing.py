@@ -92,6 +92,17 @@ class Routing:
             with self._lock:
                 self._answers.pop(ask, None)
 
+    def reclaim(self, nick: str) -> bool:
+        """The node whose client holds ``nick`` gives it up for an account's login here
+        (``reclaim``, carried out by core/identity.py's ``give_up`` there, which releases
+        the claim before it answers); True once it did. On the session thread."""
+        try:
+            found = self.locate(nick)
+            return found is not None and self.route(
+                found[0], "reclaim", found[1], {"nick": nick}) is True
+        except ClusterUnavailable:
+            return False
+
     def tell_all(self, action: str, args: dict) -> None:
         """An admin action for every node (this one carries it out itself), unanswered."""
         self.publisher.line(wire.compact(["cmd", "*", action, None, args, None,

@@ -19,7 +19,9 @@ The methods the hub calls, and the rules they keep:
   login there: identity.py ``give_up``); True once it did, and released its claim. Network
   I/O, waits for that node's answer: never under the hub lock.
 - ``guest_number()``: the next guest number, unique cluster-wide (None: count locally).
-- ``publish(room, event)``, ``member(client)``, ``gone(client)``: queued, never blocking:
+- ``publish(room, event, stamp)`` (``stamp``: the time the history gave a chat line, which
+  every node keeps for it: history.Position; a chat line is published under its room's
+  lock, Room.post), ``member(client)``, ``gone(client)``: queued, never blocking:
   safe under the hub lock and a room lock, in the order they happened.
 - ``remote_members(room)``, ``remote_rooms()``, ``remote_nick(nick)``: other nodes' members
   as this node last heard of them (no I/O).
@@ -73,7 +75,7 @@ class LocalBus:
     def guest_number(self) -> int | None:
         return None
 
-    def publish(self, room: str, event) -> None:
+    def publish(self, room: str, event, stamp: float | None = None) -> None:
         pass
 
     def member(self, client) -> None:

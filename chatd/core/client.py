@@ -15,10 +15,11 @@ Field ownership (who writes; everyone may read a plain attribute, which is atomi
   session thread too (Hub.say, /msg), for the metrics (metrics.py reads them at a scrape).
 - ``account``: the account the client is logged in to, or None (a guest); written by its
   session thread under the hub lock, carried by an upgrade and in the cluster's member records.
-- ``seen_from`` (hub lock): the time of the first history line of its current room it was
-  replayed or read live (Room.attach), which a login's catch-up stops before (§12);
-  ``positions`` (hub lock, once): at its departure, (room, time of the last history line it
-  was sent) for each room it was in: what its account remembers (identity.py).
+- ``seen_from`` (hub lock): the index (history.Tail) of the first history line of its current
+  room it was replayed or read live (Room.attach), which a login's catch-up stops before
+  (§12); ``positions`` (hub lock, once): at its departure, (room, where it stood in the
+  room's history: history.Position) for each room it was in: what its account remembers
+  (identity.py).
 - ``outbox``: created here, then owned by the flusher thread (see flusher.py); it carries the
   client's protocol (core/protocol.py), which renders every event the client is told.
 - the rest is set once by the accept thread before the session starts.
@@ -71,7 +72,7 @@ class Client:
         self.private_messages = 0  # /msg sent
         self.muted = False
         self.outbox = Outbox(sock, protocol)
-        self.seen_from = 0.0
+        self.seen_from = 0
         self.positions: list | None = None
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid

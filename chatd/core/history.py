@@ -32,159 +32,15 @@ snapshot, is the exception :meth:`History.record_remote` allows).
 from __future__ import annotations
 
 import threading
-import time
-from collections import OrderedDict, deque
-from typing import NamedTuple
+from collections import OrderedDict
 
-from chatd.core.events import Acted, Said
+from chatd.core.tail import Tail
 from chatd.text import fold
 
-KINDS = {Said: "say", Acted: "me"}
-#: What one entry costs besides its nick and text, roughly (the tuple, its float, two str
-#: headers, the deque slot): what ``history_idle_bytes`` counts per line.
-ENTRY_BYTES = 200
 #: How long a join waits for the store to write a dropped tail's lines before reading it back.
 UNWRITTEN_WAIT = 5.0
 #: How long a join waits for another thread's read of the same room's tail.
 LOAD_WAIT = 10.0
-#: Two lines of one room never share a time: the later one is moved this much past the
-#: earlier (a microsecond, well above a float's resolution for today's epoch times), so a
-#: line's time is its position, which an account's "last line delivered" is (§12).
-TICK = 1e-6
-
-
-class Entry(NamedTuple):
-    """One stored line: UTC epoch seconds, the room as spelled, ``say`` or ``me``. A named
-    tuple: one is made per room line, on the posting thread, so it must be cheap to build."""
-
-    ts: float
-    room: str
-    kind: str
-    nick: str
-    text: str
-
-    def line(self) -> str:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(self.ts))
-        if self.kind == "me":
-            return f"[{stamp}] * {self.nick} {self.text}"
-        return f"[{stamp}] <{self.nick}> {self.text}"
-
-    def as_dict(self) -> dict:
-        return {"ts": self.ts, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.ts)),
-                "room": self.room, "kind": self.kind, "nick": self.nick, "text": self.text}
-
-
-def fit(room: str, entries: list, budget: int, block) -> list:
-    """The newest ``entries`` whose replay fits ``budget`` bytes (a replay must never
-    overflow the client's send queue and get it disconnected); ``block(room, entries)`` is the
-    client's protocol's replay, whose size is its empty block's plus one line per entry."""
-    size = empty = len(block(room, []))
-    kept = 0
-    for entry in reversed(entries):
-        size += len(block(room, [entry])) - empty
-        if size > budget:
-            break
-        kept += 1
-    return entries[len(entries) - kept:]
-
-
-class Tail:
-    """The newest ``history_lines`` entries of one room (see the module docstring)."""
-
-    __slots__ = ("lock", "entries", "store", "pending", "ready")
-
-    def __init__(self, lines: int, store, loaded: list) -> None:
-        self.lock = threading.Lock()
-        self.entries: deque = deque(loaded, maxlen=lines)
-        self.store = store
-        #: While the tail is read from a store that says where it read (cluster mode): the
-        #: other nodes' lines that arrived meanwhile, with their stream position (finish()).
-        self.pending: list | None = None
-        self.ready: threading.Event | None = None  # set once read (None: never loading)
-
-    def finish(self, loaded: list, position) -> None:
-        """The read is done: the tail is what was read, then the lines that arrived meanwhile
-        from after the read's ``position`` (those before it were in what was read)."""
-        with self.lock:
-            entries = deque(loaded, maxlen=self.entries.maxlen)
-            for at, entry in self.pending or ():
-                if position is None or at is None or at > position:
-                    entries.append(entry)
-            self.entries, self.pending = entries, None
-        self.ready.set()
-
-    def record(self, room: str, event, store: bool = True) -> None:
-        """Called with ``Room.lock`` held: keep ``event`` if it is a history line. ``store``
-        False: a line from another node, which its origin node stores (cluster mode)."""
-        kind = KINDS.get(event.__class__)
-        if kind is None:
-            return
-        now = time.time()
-        with self.lock:
-            entries = self.entries
-            if entries and now <= entries[-1].ts:  # every line its own time: a position
-                now = entries[-1].ts + TICK
-            entry = Entry(now, room, kind, event.nick, event.text)
-            entries.append(entry)
-            if store:
-                self.store.put(entry)  # a queue put, in order with the tail
-
-    def record_remote(self, room: str, events: list, position=None) -> int:
-        """:meth:`record` of another node's lines; returns how many bytes (as :meth:`size`
-        counts) the tail grew by, the lines pushed out deducted: O(events), not O(lines)."""
-        grown = 0
-        for event in events:
-            kind = KINDS.get(event.__class__)
-            if kind is None:
-                continue
-            with self.lock:
-                if self.pending is not None:  # being read: finish() sorts it out
-                    self.pending.append((position, Entry(time.time(), room, kind, event.nick,
-                                                         event.text)))
-                    continue
-                entries = self.entries
-                if len(entries) == entries.maxlen:
-                    old = entries[0]
-                    grown -= ENTRY_BYTES + len(old.nick) + len(old.text)
-                entries.append(Entry(time.time(), room, kind, event.nick, event.text))
-            grown += ENTRY_BYTES + len(event.nick) + len(event.text)
-        return grown
-
-    def end(self) -> float:
-        """The time of the newest line (0.0: none): where a reader that leaves now stands
-        (Room lock held: no line is added meanwhile)."""
-        with self.lock:
-            return self.entries[-1].ts if self.entries else 0.0
-
-    def since(self, since: float, before: float | None = None) -> tuple[list, bool]:
-        """The lines after ``since`` (and before ``before``), and whether that is all of them:
-        False when the tail is full and starts after ``since`` (older lines were dropped)."""
-        with self.lock:
-            entries = self.entries
-            complete = (len(entries) < (entries.maxlen or 0) or not entries
-                        or entries[0].ts <= since)
-            chosen = [e for e in entries if e.ts > since and (before is None or e.ts < before)]
-        return chosen, complete
-
-    def size(self) -> int:
-        """Bytes the entries hold, as ``history_idle_bytes`` counts them: O(lines)."""
-        with self.lock:
-            return sum(ENTRY_BYTES + len(e.nick) + len(e.text) for e in self.entries)
-
-    def last(self, count: int) -> list:
-        if count <= 0:
-            return []
-        with self.lock:
-            entries = self.entries
-            return list(entries)[-count:] if count < len(entries) else list(entries)
-
-    def purge(self, room_key: str, store: bool = True) -> int:
-        with self.lock:
-            count = len(self.entries)
-            self.entries.clear()
-            if store:
-                self.store.purge(room_key)
-        return count
 
 
 class History:
@@ -207,6 +63,9 @@ class History:
         self._idle_total = 0
         self._unwritten: dict = {}  # folded name -> store mark of a dropped tail
         self.dropped = 0  # idle tails dropped since start
+        #: This node's name in a cluster, the origin of its lines (Position); set by the
+        #: service once the cluster is joined, before the first tail is made.
+        self.me = ""
 
     def counts(self) -> dict:
         """What admin ``status`` shows: tails held (pinned and idle), idle ones and their
@@ -230,7 +89,7 @@ class History:
             tail = self._tails.get(key)
             fresh = tail is None and positioned
             if fresh:  # in the table before it is read (module docstring)
-                tail = self._tails[key] = Tail(self.lines, self.store, [])
+                tail = self._tails[key] = Tail(self.lines, self.store, [], self.me)
                 tail.pending, tail.ready = [], threading.Event()
             if tail is not None:
                 self._pin(key)
@@ -247,7 +106,7 @@ class History:
         with self._lock:
             tail = self._tails.get(key)
             if tail is None:  # else another thread read it meanwhile: that one is the tail
-                tail = self._tails[key] = Tail(self.lines, self.store, loaded)
+                tail = self._tails[key] = Tail(self.lines, self.store, loaded, self.me)
             self._pin(key)
             return tail
 
@@ -289,7 +148,8 @@ class History:
         self.tail(room).purge(fold(room), store=False)
         self._resize(fold(room))
 
-    def record_remote(self, room: str, events: list, position=None) -> None:
+    def record_remote(self, room: str, events: list, position=None, stamps=None,
+                      origin: str = "") -> None:
         """Lines from another node for a room with no members here (hub lock held, so no
         joiner can attach meanwhile): kept in the room's tail if it is in memory (idle, or
         being read). A room without a tail here gets none: its lines are in the cluster's
@@ -300,7 +160,7 @@ class History:
             tail = self._tails.get(key)
             if tail is None:
                 return
-            grown = tail.record_remote(room, events, position)
+            grown = tail.record_remote(room, events, position, stamps, origin)
             if key in self._idle:  # it may have been dropped by its own _make_idle
                 self._idle[key] += grown
                 self._idle_total += grown

@@ -9,8 +9,8 @@ Queuing is an append to a list (rooms.py, flusher.py); **no socket I/O ever happ
 locks**, so a slow or dead client cannot stall anyone who needs the hub.
 
 Lock order: ``Hub._lock -> Room.lock -> Flusher._lock`` (and ``Hub._lock -> Publisher._lock,
-Roster._lock`` in cluster mode), never the reverse; chat messages, the hot path, take only
-``Room.lock`` (:meth:`Hub.say`). docs/DEVELOPING.md lists every lock in chatd.
+Roster._lock``, ``Room.lock -> Publisher._lock`` in cluster mode), never the reverse; chat
+messages, the hot path, take only ``Room.lock`` (:meth:`Hub.say`). docs/DEVELOPING.md lists every lock in chatd.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from chatd.core.events import (
     Renamed,
     YouAre,
 )
-from chatd.core.history import fit
 from chatd.core.identity import Identity
 from chatd.core.membership import Membership
 from chatd.core.rooms import send_private
+from chatd.core.tail import fit
 from chatd.text import fold
 
 LOBBY = "lobby"
@@ -45,6 +45,9 @@ class Hub(Census, Membership, Identity):
         self._flusher = flusher
         self._history = None  # history.History
         self._bus = bus or LocalBus()
+        #: A chat line's publication, made under its room's lock (Room.post): None on a
+        #: single node, where there is nobody to tell.
+        self._publish_line = None if isinstance(self._bus, LocalBus) else self._bus.publish
         self._lock = threading.Lock()
         self._clients: dict = {}  # client id -> Client
         self._nicks: dict = {}  # folded nick -> Client
@@ -210,9 +213,8 @@ class Hub(Census, Membership, Identity):
         ``client.room`` here needs no hub lock."""
         if room is None:
             room = client.room
-        room.post(client.outbox, event)
+        room.post(client.outbox, event, self._publish_line)
         client.room_messages += 1  # the same thread, hence no lock (metrics.py reads it)
-        self._bus.publish(room.name, event)
 
     def history(self, client, count: int) -> bool:
         """``/history``: the newest ``count`` lines of the client's room, as one private
@@ -236,15 +238,17 @@ class Hub(Census, Membership, Identity):
             return remote, lambda event: self._bus.send_private(remote, event)
         return None
 
-    def receive_lines(self, room_name: str, events: list, position=None) -> None:
-        """Lines from another node to this node's members of ``room_name`` (the bus's reader;
-        ``position``: where in the cluster's stream they come from, for the room's history)."""
+    def receive_lines(self, room_name: str, events: list, position=None, stamps=None,
+                      origin: str = "") -> None:
+        """Lines from node ``origin`` to this node's members of ``room_name`` (the bus's
+        reader; ``position``: where in the cluster's stream they come from, for the room's
+        history; ``stamps``: the time that node gave each, history.Position)."""
         with self._lock:
             room = self._rooms.get(fold(room_name))
             if room is not None and room.members:
-                room.post_many(None, events)
+                room.post_many(None, events, stamps, origin)
             elif self._history is not None and self._history.lines:
-                self._history.record_remote(room_name, events, position)
+                self._history.record_remote(room_name, events, position, stamps, origin)
 
     def receive_private(self, nick: str, event) -> None:
         """A private line from another node (the bus's reader)."""

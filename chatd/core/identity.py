@@ -116,6 +116,15 @@ class Identity:
         self._bus.release(name, client)
         return True, None
 
+    def account_positions(self) -> list:
+        """(room, where its history stands) for every room a logged-in client of this node
+        is in: what cluster/standing.py keeps, should this node die (room locks taken under
+        the hub lock, as posts allow)."""
+        with self._lock:
+            rooms = {id(room): room for client in self._accounts.values()
+                     for room in client.rooms}
+            return [(room.name, room.position()) for room in rooms.values()]
+
     def by_account(self, name: str):
         """The connection logged in to account ``name`` on this node, or None."""
         with self._lock:

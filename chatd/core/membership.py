@@ -13,6 +13,7 @@ it held. A history tail may read the store, so it is had before the lock (:meth:
 from __future__ import annotations
 
 from chatd.core.events import Joined, Left, RoomEntered
+from chatd.core.position import Position
 from chatd.core.rooms import Room
 from chatd.text import fold
 
@@ -74,7 +75,8 @@ class Membership:
 
     def rejoin(self, client, positions: list) -> None:
         """An account logged in (§12): back in the room it was in, the first of
-        ``positions`` ((room, time of its last line) as its last connection left them; a line
+        ``positions`` ((room, history.Position, or None if not known: then it joins as
+        anyone does) as its last connection left them; a line
         client is in one room), replayed what it missed there since. A connection already in
         that room gets the lines between then and the first it was sent on connect; a
         pending one (a closed server's) with nowhere to go back to enters the lobby."""
@@ -89,7 +91,8 @@ class Membership:
             with self._lock:
                 current, room = client.room, self._rooms.get(fold(name))
                 if room is not None and room is current:
-                    room.missed(client.outbox, since, client.seen_from)
+                    if since is not None:  # (None: where it stood is not known)
+                        room.missed(client.outbox, since, client.seen_from)
                     return
                 if room is None:
                     room, tail = self._room(name, tail), None
@@ -98,7 +101,7 @@ class Membership:
             if tail is not None:
                 self._history.release(name)
 
-    def _move(self, client, old: Room | None, new: Room, since: float | None = None) -> None:
+    def _move(self, client, old: Room | None, new: Room, since: Position | None = None) -> None:
         """(hub lock held) ``client`` leaves ``old`` (if any) for ``new``: told ``you joined``
         before the first line of the new room, and after the old room's last (the detach is
         queued first); ``since`` as in Room.attach."""
@@ -196,7 +199,7 @@ class Membership:
         self._bus.publish(room.name, event)
 
     def _enter(self, client, room: Room, first: tuple[bytes, int] | None = None,
-               since: float | None = None) -> None:
+               since: Position | None = None) -> None:
         """``first``: the joiner's own lines that come before the room's; ``since``: an
         account's last line there (Room.attach)."""
         self._add(client, room)
@@ -212,8 +215,8 @@ class Membership:
         if client.room is None:
             client.room = room
 
-    def _leave(self, client, room: Room) -> float:
-        """Returns the time of the last history line ``client`` gets from ``room``."""
+    def _leave(self, client, room: Room) -> Position:
+        """Returns where ``client`` stands in ``room``'s history as it leaves."""
         rooms = tuple(r for r in client.rooms if r is not room)
         client.rooms = rooms
         if client.room is room:

@@ -43,7 +43,8 @@ from __future__ import annotations
 
 import threading
 
-from chatd.core.history import TICK, fit
+from chatd.core.position import START, Position
+from chatd.core.tail import TICK, fit
 
 
 class Room:
@@ -79,12 +80,15 @@ class Room:
     def _end(self) -> int:
         return self.base + len(self.log)
 
-    def post(self, author, event) -> None:
+    def post(self, author, event, publish=None) -> None:
         """Deliver ``event`` to every member but ``author`` (an outbox, or None for everyone).
 
         The line is rendered once per protocol, here, before the lock is taken; the log keeps
         it next to the event. Never blocks on I/O. The flush is queued while the lock is held,
         so the flusher's queue order matches the order in which lines entered the log.
+        ``publish(room, event, time)``: the cluster bus's (a queue append), called under the
+        lock with the time the history gave the line, so that the other nodes get one node's
+        lines of a room in the order of their times (history.Position counts on it).
         """
         protocol, render, other_protocols = self.speaking
         text = render(event)
@@ -93,15 +97,17 @@ class Room:
             if others is not None or protocol is not self.plain_protocol:
                 self._note(protocol, [others])
             self.log.append((author, event, text, protocol))
-            if self.tail is not None:
-                self.tail.record(self.name, event)
+            stamp = self.tail.record(self.name, event) if self.tail is not None else None
+            if publish is not None:
+                publish(self.name, event, stamp)
             if not self.queued:
                 self.queued = True
                 self._flusher.call(self.flush)
 
-    def post_many(self, author, events: list) -> None:
-        """:meth:`post` of several events under one taking of the lock (lines from another
-        node arrive in batches)."""
+    def post_many(self, author, events: list, stamps=None, origin: str = "") -> None:
+        """:meth:`post` of several events under one taking of the lock: another node's
+        (``origin``) lines, which arrive in batches, with the time it gave each
+        (``stamps``, Tail.record_remote)."""
         protocol, render, other_protocols = self.speaking
         entries = [(author, event, render(event), protocol) for event in events]
         others = [{q: q.line(event) for q in other_protocols} for event in events] \
@@ -111,8 +117,7 @@ class Room:
                 self._note(protocol, others or [None])
             self.log.extend(entries)
             if self.tail is not None:  # another node's lines (the hub's deliver): stored there
-                for event in events:
-                    self.tail.record(self.name, event, store=False)
+                self.tail.record_remote(self.name, events, None, stamps, origin)
             if not self.queued:
                 self.queued = True
                 self._flusher.call(self.flush)
@@ -128,7 +133,7 @@ class Room:
                 self.renders[offset] = texts
 
     def enter(self, client, first: tuple[bytes, int] | None = None,
-              since: float | None = None) -> float:
+              since: Position | None = None) -> int:
         """``client`` becomes a member and reads from now on (hub lock held; see attach)."""
         self.members[client.id] = client
         protocol = client.outbox.protocol
@@ -138,9 +143,9 @@ class Room:
             self.speaking = _speaking(tuple(self._speakers))
         return self.attach(client.outbox, first, since)
 
-    def leave(self, client) -> float:
+    def leave(self, client) -> Position:
         """``client`` is a member no more; it gets what was posted up to now (hub lock held).
-        Returns where it stands in the history (Tail.end; 0.0 without history)."""
+        Returns where it stands in the history (:meth:`detach`)."""
         del self.members[client.id]
         protocol = client.outbox.protocol
         speakers = self._speakers[protocol] - 1
@@ -152,7 +157,7 @@ class Room:
         return self.detach(client.outbox)
 
     def attach(self, outbox, first: tuple[bytes, int] | None = None,
-               since: float | None = None) -> float:
+               since: Position | None = None) -> int:
         """``outbox`` reads from now on (caller holds the hub lock and added the member).
 
         ``first`` (data, lines): what the joiner is told before any line of the room (its
@@ -160,18 +165,19 @@ class Room:
         posted after the joiner could read it is one the joiner gets: room posts do not take
         the hub lock, so queueing it before this call would leave a window. ``since``: an
         account's last line here (§12): the joiner is replayed what came after it instead of
-        the last ``on_join`` lines. Returns the time from which the joiner has every line
-        (replayed or live): what a later catch-up (:meth:`missed`) stops before."""
+        the last ``on_join`` lines. Returns the index (Tail) of the first history line from
+        which the joiner has every line (replayed or live): what a later catch-up
+        (:meth:`missed`) stops before."""
         with self.lock:
             if first is not None:
                 self._flusher.submit(outbox, *first)
             offset = self._end()
-            seen_from = 0.0
+            seen_from = 0
             if self.tail is not None and since is not None:
                 block = self._missed(outbox, since, None)
                 if block is not None:
                     self._flusher.submit(outbox, *block)
-                seen_from = since
+                seen_from = self.tail.index_of_last(0)  # what the block had not, it reads live
             elif self.tail is not None:
                 # the history up to exactly this offset, queued ahead of the attach (history.py)
                 # within half the joiner's send queue, as /history (counted when queued)
@@ -180,7 +186,7 @@ class Room:
                              self._flusher.sendq_bytes // 2, history)
                 if replay:
                     self._flusher.submit(outbox, history(self.name, replay), len(replay) + 2)
-                seen_from = replay[0].ts if replay else self.tail.end() + TICK
+                seen_from = self.tail.index_of_last(len(replay))
             self.joining.setdefault(outbox, []).append(offset)
             self._flusher.call(self.add_reader, outbox, offset)
             # A flush already queued may run before the attach and pass this reader by; so
@@ -188,42 +194,43 @@ class Room:
             self.queued = False
         return seen_from
 
-    def detach(self, outbox) -> float:
+    def detach(self, outbox) -> Position:
         """``outbox`` gets what was posted up to now, then nothing (hub lock held); returns
-        the time of the last history line it gets (0.0 without history)."""
+        where it then stands in the history (history.Position; START without history)."""
         with self.lock:
             end = self._end()
             self.barriers.setdefault(outbox, []).append(end)
             self._flusher.call(self.remove_reader, outbox, end)
-            return self.tail.end() if self.tail is not None else 0.0
+            return self.tail.position() if self.tail is not None else START
 
-    def position(self) -> float:
-        """The time of the room's newest history line (0.0: none, or no history)."""
+    def position(self) -> Position:
+        """Where a reader of every line of the room stands now (START: no history)."""
         with self.lock:
-            return self.tail.end() if self.tail is not None else 0.0
+            return self.tail.position() if self.tail is not None else START
 
-    def missed(self, outbox, since: float, before: float) -> None:
-        """What an account missed here between ``since`` and ``before`` (the first line its
-        connection was replayed or read live, :meth:`attach`), as a private block: an
-        account that logs in on a connection already in its room (§12)."""
+    def missed(self, outbox, since: Position, before: int) -> None:
+        """What an account missed here after ``since`` and before index ``before`` (the
+        first line its connection was replayed or read live, :meth:`attach`), as a private
+        block: an account that logs in on a connection already in its room (§12)."""
         with self.lock:
             block = self._missed(outbox, since, before) if self.tail is not None else None
             if block is not None:
                 self._send_private(outbox, *block)
 
-    def _missed(self, outbox, since: float, before: float | None) -> tuple[bytes, int] | None:
-        """The block of lines after ``since`` (and before ``before``) for ``outbox``'s
-        protocol, within half its send queue; None if there are none and none are gone."""
+    def _missed(self, outbox, since: Position, before: int | None) -> tuple[bytes, int] | None:
+        """The block of lines after ``since`` (and of index below ``before``) for
+        ``outbox``'s protocol, within half its send queue; None if there are none and none
+        are gone."""
         entries, complete = self.tail.since(since, before)
         render = outbox.protocol.missed
         kept = fit(self.name, entries, self._flusher.sendq_bytes // 2,
-                   lambda room, chosen: render(room, chosen, since, None))
+                   lambda room, chosen: render(room, chosen, since.time, None))
         if complete and not entries:
             return None
         gone = None
         if not complete or len(kept) < len(entries):
-            gone = kept[0].ts if kept else (before or self.tail.end() + TICK)
-        return render(self.name, kept, since, gone), len(kept) + 2 + (gone is not None)
+            gone = kept[0].ts if kept else self.tail.time() + TICK
+        return render(self.name, kept, since.time, gone), len(kept) + 2 + (gone is not None)
 
     def send_private(self, outbox, data: bytes, lines: int) -> None:
         """Queue a private line for a member, after the room lines posted before it (and

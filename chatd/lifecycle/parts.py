@@ -65,7 +65,7 @@ def accounts(config, current, bus):
     if config.redis_url:
         from chatd.cluster.accounts import RedisAccounts
 
-        return Accounts(RedisAccounts(bus.link), current)
+        return Accounts(RedisAccounts(bus.link, bus.standing), current)
     from chatd.store.accounts import SqliteAccounts
 
     return Accounts(SqliteAccounts(state_dir(config)), current)

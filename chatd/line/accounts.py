@@ -87,6 +87,7 @@ def log_in(session, name: str, password: str) -> None:
         if problem is None:  # back where it was, with what it missed (§12); read after the
             # login, which another node's older connection remembered its rooms before
             session.hub.rejoin(client, accounts.rooms(account.name) if handed is None else handed)
+            accounts.here(account.name, [room.name for room in client.rooms])
     if problem:
         session.error(problem)
 

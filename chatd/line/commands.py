@@ -101,8 +101,11 @@ def do_join(session, name: str) -> None:
     if problem:
         session.error(problem)
     else:
-        session.log.info("room_joined", room=session.client.room.name, nick=session.client.nick,
+        client = session.client
+        session.log.info("room_joined", room=client.room.name, nick=client.nick,
                          left=before.name if before is not None else None)
+        if client.account is not None and session.settings.accounts is not None:
+            session.settings.accounts.here(client.account, [r.name for r in client.rooms])
 
 
 def do_rooms(session, _args: str) -> None:

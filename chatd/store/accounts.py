@@ -20,12 +20,13 @@ asked (accounts.py). A write that fails (full disk, the file made read-only) rai
 from __future__ import annotations
 
 import contextlib
-import math
+import json
 import os
 import sqlite3
 import threading
 from dataclasses import dataclass
 
+from chatd.core.position import Position
 from chatd.store import sqlfile
 from chatd.text import fold, is_valid_name
 
@@ -42,7 +43,8 @@ CREATE TABLE IF NOT EXISTS accounts (
 CREATE TABLE IF NOT EXISTS account_rooms (
     key TEXT NOT NULL,           -- the account's folded name
     room TEXT NOT NULL,          -- as spelled
-    position REAL NOT NULL,      -- the time of the last history line it was sent there
+    position NOT NULL,           -- where it stood there: {"NODE": time} as JSON
+                                 -- (history.Position); a bare time in the first files
     seq INTEGER NOT NULL,        -- 0: the room it was in last (the one a line client rejoins)
     PRIMARY KEY (key, seq)
 );
@@ -163,21 +165,33 @@ class SqliteAccounts:
             conn.execute("DELETE FROM account_rooms WHERE key = ?", (fold(name),))
             return conn.execute("DELETE FROM accounts WHERE key = ?", (fold(name),)).rowcount > 0
 
-    def rooms(self, name: str) -> list[tuple[str, float]]:
+    def rooms(self, name: str) -> list[tuple[str, Position]]:
         """(room, position) the account was in when it last left, the last room first."""
         rows = self._run("SELECT room, position FROM account_rooms WHERE key = ? ORDER BY seq",
                          (fold(name),))
-        return [(room, float(at)) for room, at in rows  # the file is input: bad rows skipped
-                if isinstance(room, str) and is_valid_name(room)
-                and isinstance(at, (int, float)) and math.isfinite(at)]
+        found = []
+        for room, at in rows:  # the file is input: bad rows skipped
+            try:
+                if not (isinstance(room, str) and is_valid_name(room)):
+                    raise ValueError
+                found.append((room, Position.from_record(json.loads(at) if isinstance(at, str)
+                                                        else at)))
+            except (ValueError, TypeError, RecursionError):
+                continue
+        return found
 
-    def set_rooms(self, name: str, positions: list[tuple[str, float]]) -> None:
-        """Replace what the account remembers with ``positions`` (at most MAX_ROOMS)."""
+    def set_live(self, name: str, rooms: list[str]) -> None:
+        """Cluster mode keeps where a logged-in account is, for a node that dies; a single
+        node that dies takes its place with it (docs/protocol.md §12.3): nothing to write."""
+
+    def set_rooms(self, name: str, positions: list[tuple[str, Position]]) -> None:
+        """Replace what the account remembers with ``positions`` (at most MAX_ROOMS). A
+        position is kept as its JSON record (a time per node: history.Position)."""
         with self._writing() as conn:
             conn.execute("DELETE FROM account_rooms WHERE key = ?", (fold(name),))
             conn.executemany(
                 "INSERT INTO account_rooms (key, room, position, seq) VALUES (?, ?, ?, ?)",
-                [(fold(name), room, at, seq)
+                [(fold(name), room, json.dumps(at.record()), seq)
                  for seq, (room, at) in enumerate(positions[:MAX_ROOMS])])
 
     # -- the one way in ---------------------------------------------------------------------

@@ -38,7 +38,7 @@ import urllib.parse
 
 import structlog
 
-from chatd.core.history import Entry
+from chatd.core.tail import Entry
 from chatd.store import sqlfile
 from chatd.store.history import HistoryFileError
 from chatd.store.sqlfile import SIDE_SUFFIXES

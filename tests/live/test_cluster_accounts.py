@@ -11,13 +11,15 @@ test makes more than 5 logins on one node.
 from __future__ import annotations
 
 import json
+import signal
 import threading
 
 from support.admin import Admin
 from support.chatctl import ctl
 from support.client import ChatClient
-from support.cluster import greeted, named
+from support.cluster import greeted, named, wait_all
 from support.waiting import wait_until
+from test_accounts import MISSED, missed_block, said
 
 PASSWORD = "cluster-horse-77"  # holds "horse": support/paths.SECRET_MARK
 
@@ -178,3 +180,86 @@ def test_an_account_value_written_without_the_secret_is_refused(cluster):
     a.wait_event("cluster_entry_rejected", what="account")
     assert [r["name"] for r in json.loads(ctl(a, "--json", "account", "list"))] == ["alice"]
     log_in(a, "alice")
+
+
+# -- what you missed, across nodes -----------------------------------------------------------
+
+
+def test_what_you_missed_on_one_node_is_told_on_another(cluster):
+    """alice leaves dev on node1; lines are said there from both nodes; her login on node2
+    gets exactly those lines, once and in order, after none of what she saw, then live lines.
+    Every node keeps the time the line's own node gave it (history.Position), so node1's
+    position means the same lines on node2."""
+    _, (a, b) = cluster()
+    add(a, "alice")
+    alice = log_in(a, "alice")
+    alice.join("dev")
+    bob, carol = named(b, "bob"), named(a, "carol")
+    for client in (bob, carol):
+        client.join("dev")
+    for n in range(3):
+        bob.send_line(f"seen {n}")
+        carol.send_line(f"seen too {n}")
+    wait_all(alice, "<bob> seen 2", "<carol> seen too 2")
+    carol.send_line("the last she saw")  # node1's newest line, which node2 has later
+    alice.wait_for("<carol> the last she saw")
+    bob.wait_for("<carol> the last she saw")
+    alice.close()
+    bob.wait_for("*** alice left dev (connection closed)")
+    expected = []
+    for n in range(4):
+        bob.send_line(f"missed {n}")
+        carol.send_line(f"missed too {n}")
+        expected += [f"<bob> missed {n}", f"<carol> missed too {n}"]
+    for client in (bob, carol):  # every line in on both nodes before alice is back
+        client.wait_for("<carol> missed too 3" if client is bob else "<bob> missed 3")
+    back = greeted(b)
+    back.send_line(f"/login alice {PASSWORD}")
+    header, lines = missed_block(back)
+    assert MISSED.fullmatch(header).groups() == ("8", "dev"), (header, lines)
+    got = said(lines)
+    assert sorted(got) == sorted(expected), got
+    for nick in ("bob", "carol"):  # each sender's lines in the order said
+        assert [x for x in got if x.startswith(f"<{nick}>")] == \
+            [x for x in expected if x.startswith(f"<{nick}>")]
+    carol.send_line("live")
+    back.expect("<carol> live")
+
+
+def test_what_you_missed_survives_the_kill_9_of_the_node_it_was_on(cluster):
+    """alice is logged in on node1, in dev, and has seen bob's lines; node1 is killed with
+    SIGKILL (nothing is written at a crash). bob goes on talking on node2. Her login on node2
+    gets every line said after the crash, once and in order, then live lines: node1 kept
+    where dev stood as it went (cluster/standing.py). What may come again is only what node1
+    delivered in its last renewal period (a third of node_timeout) before it died."""
+    redis, (a, b) = cluster()
+    add(a, "alice")
+    alice = log_in(a, "alice")
+    alice.join("dev")
+    bob = named(b, "bob")
+    bob.join("dev")
+    seen = [f"<bob> seen {n}" for n in range(3)]
+    for line in seen:
+        bob.send_line(line.split("> ", 1)[1])
+    for line in seen:
+        alice.wait_for(line)
+    # node1 has said where dev stands since bob's lines (at a renewal: within 1/3 s here)
+    raw = redis.client()
+    wait_until(lambda: '"node2"' in (raw.hget("chatd:seen:node1", "dev") or ""))
+    a.terminate(sig=signal.SIGKILL)
+    bob.wait_for("*** alice left dev (node lost)", timeout=10)
+    missed = [f"<bob> missed {n}" for n in range(5)]
+    for line in missed:
+        bob.send_line(line.split("> ", 1)[1])
+    bob.send_line("/who")  # the lines are in before alice is back
+    bob.wait_for(lambda line: line.startswith("*** in dev: "))
+    back = greeted(b)
+    back.send_line(f"/login alice {PASSWORD}")
+    back.wait_for("*** logged in as alice")
+    _, lines = missed_block(back)
+    got = said(lines)
+    assert got[len(got) - len(missed):] == missed, got
+    again = got[:len(got) - len(missed)]
+    assert again == seen[len(seen) - len(again):], got  # at most a tail of what she saw
+    bob.send_line("live")
+    back.expect("<bob> live")

@@ -100,7 +100,8 @@ def test_a_tail_read_from_the_cluster_keeps_only_the_lines_from_after_its_read()
     """history.py's positioned read, in process: lines delivered while the store is read are
     kept only if their stream position is after the read's (the others were in the read)."""
     from chatd.core.events import Said
-    from chatd.core.history import Entry, History
+    from chatd.core.history import History
+    from chatd.core.tail import Entry
 
     class Store:  # Redis as RedisStore answers: lines, and the stream position they belong to
         positioned = True
