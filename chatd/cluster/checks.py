@@ -223,7 +223,7 @@ def account_record(value: str) -> tuple:
 
 def account_rooms(value: str) -> tuple[list, tuple[str, str] | None]:
     """Where an account is (cluster/accounts.py): -> (rooms, None) for where it was when it
-    left, ``[[ROOM, POSITION], ...]`` (POSITION: history.Position's record); or (rooms with
+    left, ``[[ROOM, POSITION], ...]`` (POSITION: position.Position's record); or (rooms with
     no position, (NODE, RUN)) while it is logged in there, ``{"live": [NODE, RUN], "rooms":
     [ROOM, ...]}`` (cluster/standing.py). At most MAX_ROOMS rooms."""
     try:

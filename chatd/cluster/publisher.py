@@ -157,7 +157,7 @@ class Publisher:
         (:meth:`_failed`), not retried whole: that would send the lines that did go out a
         second time."""
         seal = self.link.seal
-        origin = "@" + self.link.node  # whose lines a history element holds (history.Position)
+        origin = "@" + self.link.node  # whose lines a history element holds (position.Position)
         lines, stamps, by_room = [], [], {}
         commands, keys = [], []  # keys: the key of each command, in order
 

@@ -129,7 +129,7 @@ class Reader:
     def _lines(self, writer: str, node: str, lines: list, at: tuple) -> None:
         """The entry's lines in order; ``at``: its stream position (history.py's seam). A
         first line ``["ts", [TIME, ...]]`` gives the time the writer gave each of its chat
-        lines, in order (history.Position); an entry of a writer too old to send it has
+        lines, in order (position.Position); an entry of a writer too old to send it has
         none, and its lines get this node's time."""
         run_room, run, stamps = None, [], []  # consecutive lines for one room: delivered together
         validator, hub = self.link.validator, self.hub

@@ -20,7 +20,7 @@ The methods the hub calls, and the rules they keep:
   I/O, waits for that node's answer: never under the hub lock.
 - ``guest_number()``: the next guest number, unique cluster-wide (None: count locally).
 - ``publish(room, event, stamp)`` (``stamp``: the time the history gave a chat line, which
-  every node keeps for it: history.Position; a chat line is published under its room's
+  every node keeps for it: position.Position; a chat line is published under its room's
   lock, Room.post), ``member(client)``, ``gone(client)``: queued, never blocking:
   safe under the hub lock and a room lock, in the order they happened.
 - ``remote_members(room)``, ``remote_rooms()``, ``remote_nick(nick)``: other nodes' members

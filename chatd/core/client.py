@@ -18,7 +18,7 @@ Field ownership (who writes; everyone may read a plain attribute, which is atomi
 - ``seen_from`` (hub lock): the index (history.Tail) of the first history line of its current
   room it was replayed or read live (Room.attach), which a login's catch-up stops before
   (§12); ``positions`` (hub lock, once): at its departure, (room, where it stood in the
-  room's history: history.Position) for each room it was in: what its account remembers
+  room's history: position.Position) for each room it was in: what its account remembers
   (identity.py).
 - ``outbox``: created here, then owned by the flusher thread (see flusher.py); it carries the
   client's protocol (core/protocol.py), which renders every event the client is told.

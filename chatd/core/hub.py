@@ -10,7 +10,8 @@ locks**, so a slow or dead client cannot stall anyone who needs the hub.
 
 Lock order: ``Hub._lock -> Room.lock -> Flusher._lock`` (and ``Hub._lock -> Publisher._lock,
 Roster._lock``, ``Room.lock -> Publisher._lock`` in cluster mode), never the reverse; chat
-messages, the hot path, take only ``Room.lock`` (:meth:`Hub.say`). docs/DEVELOPING.md lists every lock in chatd.
+messages, the hot path, take only ``Room.lock`` (:meth:`Hub.say`). docs/DEVELOPING.md lists
+every lock in chatd.
 """
 
 from __future__ import annotations
@@ -242,7 +243,7 @@ class Hub(Census, Membership, Identity):
                       origin: str = "") -> None:
         """Lines from node ``origin`` to this node's members of ``room_name`` (the bus's
         reader; ``position``: where in the cluster's stream they come from, for the room's
-        history; ``stamps``: the time that node gave each, history.Position)."""
+        history; ``stamps``: the time that node gave each, position.Position)."""
         with self._lock:
             room = self._rooms.get(fold(room_name))
             if room is not None and room.members:

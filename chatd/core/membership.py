@@ -75,7 +75,7 @@ class Membership:
 
     def rejoin(self, client, positions: list) -> None:
         """An account logged in (§12): back in the room it was in, the first of
-        ``positions`` ((room, history.Position, or None if not known: then it joins as
+        ``positions`` ((room, position.Position, or None if not known: then it joins as
         anyone does) as its last connection left them; a line
         client is in one room), replayed what it missed there since. A connection already in
         that room gets the lines between then and the first it was sent on connect; a

@@ -88,7 +88,7 @@ class Room:
         so the flusher's queue order matches the order in which lines entered the log.
         ``publish(room, event, time)``: the cluster bus's (a queue append), called under the
         lock with the time the history gave the line, so that the other nodes get one node's
-        lines of a room in the order of their times (history.Position counts on it).
+        lines of a room in the order of their times (position.Position counts on it).
         """
         protocol, render, other_protocols = self.speaking
         text = render(event)
@@ -196,7 +196,7 @@ class Room:
 
     def detach(self, outbox) -> Position:
         """``outbox`` gets what was posted up to now, then nothing (hub lock held); returns
-        where it then stands in the history (history.Position; START without history)."""
+        where it then stands in the history (position.Position; START without history)."""
         with self.lock:
             end = self._end()
             self.barriers.setdefault(outbox, []).append(end)

@@ -234,7 +234,7 @@ class Service:
     def launch(self) -> None:
         """Join the cluster, start the threads and tell the world we are ready."""
         self._join_cluster()
-        self.history.me = self.bus.node or ""  # its lines' origin (history.Position)
+        self.history.me = self.bus.node or ""  # its lines' origin (position.Position)
         self._events.install_signal_handlers()
         tune_process()
         inherited, restored = self.inherited, []

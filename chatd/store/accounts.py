@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS account_rooms (
     key TEXT NOT NULL,           -- the account's folded name
     room TEXT NOT NULL,          -- as spelled
     position NOT NULL,           -- where it stood there: {"NODE": time} as JSON
-                                 -- (history.Position); a bare time in the first files
+                                 -- (position.Position); a bare time in the first files
     seq INTEGER NOT NULL,        -- 0: the room it was in last (the one a line client rejoins)
     PRIMARY KEY (key, seq)
 );
@@ -186,7 +186,7 @@ class SqliteAccounts:
 
     def set_rooms(self, name: str, positions: list[tuple[str, Position]]) -> None:
         """Replace what the account remembers with ``positions`` (at most MAX_ROOMS). A
-        position is kept as its JSON record (a time per node: history.Position)."""
+        position is kept as its JSON record (a time per node: position.Position)."""
         with self._writing() as conn:
             conn.execute("DELETE FROM account_rooms WHERE key = ?", (fold(name),))
             conn.executemany(
