@@ -98,8 +98,8 @@ def _show(ctx, name: str) -> dict:
 
 
 def _online(ctx, name: str) -> bool:
-    """Logged in here, or another node's client holds its nick (only the account may, but
-    for the moment a login reclaims it)."""
+    """Logged in here, or another node's client holds its nick (which only the account
+    does, but for the moment its login takes it from a guest)."""
     return ctx.hub.by_account(name) is not None or ctx.bus.remote_nick(name) is not None
 
 

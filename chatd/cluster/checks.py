@@ -199,8 +199,7 @@ def stamp_list(item) -> list[float]:
     return times
 
 
-#: An account's hash as passwords.py writes it (a PHC string of well under this), and the
-#: rooms it remembers at most (store/accounts.py).
+#: An account's hash as passwords.py writes it: a PHC string of well under this.
 MAX_HASH = 512
 
 

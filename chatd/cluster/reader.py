@@ -41,7 +41,8 @@ XREAD = head(8, b"XREAD", b"COUNT", READ_COUNT, b"BLOCK", READ_BLOCK_MS, b"STREA
 RETRY_SECONDS = 0.5
 ROOM_EVENTS = frozenset((ev.Said, ev.Acted, ev.Joined, ev.Left, ev.Kicked, ev.Renamed,
                          ev.Announcement))
-CHAT_LINES = frozenset(KINDS)  # the room lines a history keeps, which a ["ts"] line times
+#: The room lines a history keeps, by their name on the wire: those a ["ts"] line times.
+CHAT_NAMES = frozenset(cls.__name__ for cls in KINDS)
 
 
 class Reader:
@@ -139,6 +140,10 @@ class Reader:
                 if item.__class__ is not list or not item or item[0].__class__ is not str:
                     raise Rejected("not a line")
                 if item[0] == "r":
+                    stamp = None  # (counted before any check: a line dropped keeps its time)
+                    if times is not None and item[2:3] and item[2] in CHAT_NAMES:
+                        stamp = times[next_time] if next_time < len(times) else None
+                        next_time += 1
                     room, event = item[1], validator.event(item[2:])
                     if not validator.is_name(room):
                         raise Rejected(f"bad room name {str(room)[:40]!r}")
@@ -150,10 +155,6 @@ class Reader:
                         run, stamps = [], []
                     run_room = room
                     run.append(event)
-                    stamp = None
-                    if times is not None and event.__class__ in CHAT_LINES:
-                        stamp = times[next_time] if next_time < len(times) else None
-                        next_time += 1
                     stamps.append(stamp)
                     continue
                 if run:  # what came before it, first: the batch's order is the senders'

@@ -12,7 +12,8 @@ reads the room's value there: lines said after it are what the account missed. W
 may get again is what that node delivered in the last renewal period before it died.
 
 RUN is the node's start time (Link.started_at): a value written by an earlier run of a node
-of the same name describes another run's rooms and is not used. The hash expires a day after
+of the same name describes another run's rooms and is not used. A room none of its accounts
+is in any more is dropped from the hash at the next renewal, and the hash expires a day after
 its last write.
 """
 
@@ -50,13 +51,16 @@ class Standing:
         now = {fold(room): position.record() for room, position in hub.account_positions()}
         changed = {room: record for room, record in now.items()
                    if self._written.get(room) != record}
-        if not changed:
-            self._written = now
+        gone = [room for room in self._written if room not in now]  # no account there now
+        if not changed and not gone:
             return
         try:
             with link.redis.pipeline(transaction=False) as pipe:
-                pipe.hset(key, mapping={room: link.seal.seal(f"{key}/{room}", json.dumps(
-                    [self.run, record])) for room, record in changed.items()})
+                if changed:
+                    pipe.hset(key, mapping={room: link.seal.seal(f"{key}/{room}", json.dumps(
+                        [self.run, record])) for room, record in changed.items()})
+                if gone:
+                    pipe.hdel(key, *gone)
                 pipe.pexpire(key, SEEN_TTL_MS)
                 pipe.execute()
         except Exception as exc:  # the redis client's errors: the next renewal tries again
