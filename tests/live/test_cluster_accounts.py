@@ -19,7 +19,7 @@ from support.chatctl import ctl
 from support.client import ChatClient
 from support.cluster import greeted, named, wait_all
 from support.waiting import wait_until
-from test_accounts import MISSED, missed_block, said
+from test_accounts_missed import MISSED, missed_block, said
 
 PASSWORD = "cluster-horse-77"  # holds "horse": support/paths.SECRET_MARK
 
