@@ -72,9 +72,8 @@ def do_accounts(ctx) -> list[dict]:
     """Every account, by name; ONLINE from one copy of the hub's clients (one hub lock, not
     one an account)."""
     accounts = _ask(ctx, "all")
-    online = {fold(row.account) for row in ctx.hub.snapshot() if row.account}
-    return [describe(a, online=fold(a.name) in online or ctx.bus.remote_nick(a.name) is not None)
-            for a in accounts]
+    here = {fold(row.account) for row in ctx.hub.snapshot() if row.account}
+    return [describe(a, online=_online(ctx, a.name, here)) for a in accounts]
 
 
 def do_account(ctx, name: str) -> dict:
@@ -97,10 +96,12 @@ def _show(ctx, name: str) -> dict:
     return describe(account, online=_online(ctx, account.name))
 
 
-def _online(ctx, name: str) -> bool:
-    """Logged in here, or another node's client holds its nick (which only the account
+def _online(ctx, name: str, here: set | None = None) -> bool:
+    """Logged in here (``here``: the folded accounts logged in on this node, when the caller
+    has them already), or another node's client holds its nick (which only the account
     does, but for the moment its login takes it from a guest)."""
-    return ctx.hub.by_account(name) is not None or ctx.bus.remote_nick(name) is not None
+    local = fold(name) in here if here is not None else ctx.hub.by_account(name) is not None
+    return local or ctx.bus.remote_nick(name) is not None
 
 
 def _disconnect(ctx, name: str) -> int:

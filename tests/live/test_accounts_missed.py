@@ -26,6 +26,15 @@ def missed_block(client: ChatClient) -> tuple[str, list[str]]:
     return header, lines
 
 
+def say(client: ChatClient, room: str, *lines: str) -> None:
+    """``client`` sends ``lines`` in ``room``, then a /who round trip: every line is in (and
+    in the room's history) before the test goes on."""
+    for line in lines:
+        client.send_line(line)
+    client.send_line("/who")
+    client.wait_for(lambda line: line.startswith(f"*** in {room}: "))
+
+
 def said(lines: list[str]) -> list[str]:
     """The ``<nick> text`` part of §10 history lines."""
     return [line.split("] ", 1)[1] for line in lines]
@@ -41,11 +50,7 @@ def test_what_you_missed_after_a_disconnect_once_in_order_then_live(chatd):
     alice.wait_for("<" + bob.nick + "> before")
     alice.close()
     bob.wait_for("*** alice left dev (connection closed)")
-    for n in range(25):
-        bob.send_line(f"missed {n}")
-    bob.send_line("/me waves")
-    bob.send_line("/who")  # the lines are in before alice is back
-    bob.wait_for(lambda line: line.startswith("*** in dev: "))
+    say(bob, "dev", *[f"missed {n}" for n in range(25)], "/me waves")
     back = ChatClient().connect(server.port, greet=False)
     server.clients.append(back)
     back.send_line(f"PASS alice:{PASSWORD}")
@@ -65,10 +70,7 @@ def test_what_you_missed_says_when_history_no_longer_reaches_back(chatd):
     register(alice, "alice")
     alice.close()
     bob.wait_for("*** alice left lobby (connection closed)")
-    for n in range(8):
-        bob.send_line(f"line {n}")
-    bob.send_line("/who")
-    bob.wait_for(lambda line: line.startswith("*** in lobby: "))
+    say(bob, "lobby", *[f"line {n}" for n in range(8)])
     back = ChatClient().connect(server.port, greet=False)
     server.clients.append(back)
     back.send_line(f"PASS alice:{PASSWORD}")
@@ -91,10 +93,7 @@ def test_a_connection_in_the_same_room_gets_only_the_gap(chatd):
     register(alice, "alice")
     alice.close()
     bob.wait_for("*** alice left lobby (connection closed)")
-    for n in range(5):
-        bob.send_line(f"line {n}")
-    bob.send_line("/who")  # the lines are in before the next connection
-    bob.wait_for(lambda line: line.startswith("*** in lobby: "))
+    say(bob, "lobby", *[f"line {n}" for n in range(5)])
     back = server.connect()  # its connect replays the last 2 lines
     back.expect("*** history of lobby (2 lines)")
     assert said([back.read_line(), back.read_line()]) == [f"<{bob.nick}> line 3",
@@ -118,9 +117,7 @@ def test_a_closed_server_puts_a_login_back_in_its_room_after_a_restart(chatd, tm
     alice.join("dev")
     alice.close()
     bob.join("dev")
-    bob.send_line("said while alice was away")
-    bob.send_line("/who")
-    bob.wait_for(lambda line: line.startswith("*** in dev: "))
+    say(bob, "dev", "said while alice was away")
     first.terminate()
     server = chatd(accounts={"mode": "closed"}, args=["--state-dir", state])
     back = ChatClient().connect(server.port, greet=False)

@@ -19,7 +19,7 @@ from support.chatctl import ctl
 from support.client import ChatClient
 from support.cluster import greeted, named, wait_all
 from support.waiting import wait_until
-from test_accounts_missed import MISSED, missed_block, said
+from test_accounts_missed import MISSED, missed_block, said, say
 
 PASSWORD = "cluster-horse-77"  # holds "horse": support/paths.SECRET_MARK
 
@@ -249,10 +249,7 @@ def test_what_you_missed_survives_the_kill_9_of_the_node_it_was_on(cluster):
     a.terminate(sig=signal.SIGKILL)
     bob.wait_for("*** alice left dev (node lost)", timeout=10)
     missed = [f"<bob> missed {n}" for n in range(5)]
-    for line in missed:
-        bob.send_line(line.split("> ", 1)[1])
-    bob.send_line("/who")  # the lines are in before alice is back
-    bob.wait_for(lambda line: line.startswith("*** in dev: "))
+    say(bob, "dev", *[line.split("> ", 1)[1] for line in missed])
     back = greeted(b)
     back.send_line(f"/login alice {PASSWORD}")
     back.wait_for("*** logged in as alice")
