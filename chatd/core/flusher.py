@@ -170,9 +170,11 @@ class Flusher(Freezable):
         while not self._stopped():
             _hold(self.taken_at)
             with self._lock:
-                items = self._queue if not self._frozen else []
+                # Always swap: the list taken is this thread's alone once the lock is let go.
+                # (Keeping an empty one as the queue let a call queued before the loop below
+                # run there and again at the next take.)
+                items, self._queue = ([], self._queue) if self._frozen else (self._queue, [])
                 if items:
-                    self._queue = []
                     self.taken_at = time.monotonic()
                 idle = not items
                 self._sleeping = idle
