@@ -219,6 +219,14 @@ class Accounts:
         except AccountStoreError as exc:
             log.warning("account_store_failed", error=str(exc))
 
+    def keep_places(self, places: list) -> None:
+        """[(account, positions)] of the accounts logged in now, written as they go (a
+        single node's housekeeping), so that a crash loses none of their places."""
+        try:
+            self.store.set_rooms_many(places)
+        except AccountStoreError as exc:
+            log.warning("account_store_failed", error=str(exc))
+
     def refused(self) -> None:
         """A login refused before any check (plaintext over an open network)."""
         self._count("refused")

@@ -125,6 +125,13 @@ class Identity:
                      for room in client.rooms}
             return [(room.name, room.position()) for room in rooms.values()]
 
+    def account_places(self) -> list:
+        """(account, [(room, position), ...]) for every logged-in client of this node: what
+        a single node writes as it goes (housekeeping.py), should it crash."""
+        with self._lock:
+            return [(client.account, [(room.name, room.position()) for room in client.rooms])
+                    for client in self._accounts.values()]
+
     def by_account(self, name: str):
         """The connection logged in to account ``name`` on this node, or None."""
         with self._lock:

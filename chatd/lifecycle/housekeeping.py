@@ -1,5 +1,6 @@
 """Periodic duties of the main thread: idle timeouts, the state in systemd's fd store
-(fdstore.py), the systemd STATUS line, watchdog pings.
+(fdstore.py), where logged-in accounts stand (so that a crash loses no account's place),
+the systemd STATUS line, watchdog pings.
 
 The watchdog ping is earned, not sent on a timer: before each ``WATCHDOG=1`` the main thread
 checks that the parts a wedged server would lose still work —
@@ -28,6 +29,9 @@ log = structlog.get_logger("chatd.watchdog")
 
 STATUS_SECONDS = 2.0
 CHECK_TIMEOUT = 1.0
+#: How often the places of logged-in accounts are written on a single node: what an account
+#: may be sent again after a crash is what it was sent in the last such period.
+PLACES_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,9 @@ class HousekeepingContext:
     listener: Any  # the plain listener: its address, its probe
     config: Callable[[], Any]  # the Config in force now (a reload swaps it)
     save_state: Callable[[], None]  # the fd store's state, if clients changed (fdstore.py)
+    #: Writes where the logged-in accounts stand (single node: Accounts.keep_places; None in
+    #: cluster mode, where cluster/standing.py does it at each lease renewal).
+    keep_places: Callable[[list], None] | None = None
 
 
 class Housekeeper:
@@ -49,12 +56,17 @@ class Housekeeper:
         self._pings_queued = 0
         self._next_status = 0.0
         self._last_status = ""
+        self._next_places = 0.0
+        self._places: dict = {}  # account -> its positions as written last
 
     def tick(self) -> None:
         now = time.monotonic()
         self._reap_idle(now)
         self._reap_pending()
         self.ctx.save_state()  # no-op without systemd's store
+        if self.ctx.keep_places is not None and now >= self._next_places:
+            self._next_places = now + PLACES_SECONDS
+            self._keep_places()
         if now >= self._next_status:
             self._next_status = now + STATUS_SECONDS
             self.update_status()
@@ -92,6 +104,18 @@ class Housekeeper:
         if not ctx.listener.probe(CHECK_TIMEOUT):
             return "listener did not accept a probe connection"
         return None
+
+    def _keep_places(self) -> None:
+        """Write where each logged-in account stands, if that changed since the last time
+        (one transaction; disk I/O, but under no lock: the hub's is taken for a copy only).
+        A crash (``kill -9``) then loses no account's place: its next login is sent what
+        came after (docs/protocol.md §12.3)."""
+        now = {account: positions for account, positions in self.ctx.hub.account_places()}
+        changed = [(account, positions) for account, positions in now.items()
+                   if self._places.get(account) != positions]
+        if changed:
+            self.ctx.keep_places(changed)
+        self._places = now
 
     def _reap_pending(self) -> None:
         """A closed server's connections that have not logged in within ``login_timeout``

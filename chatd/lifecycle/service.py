@@ -200,7 +200,9 @@ class Service:
         sources = self._sources()
         return HousekeepingContext(hub=self.hub, flusher=self.flusher, listener=self.listener,
                                    config=lambda: self.config,
-                                   save_state=lambda: self.fd_store.save_if_changed(sources))
+                                   save_state=lambda: self.fd_store.save_if_changed(sources),
+                                   keep_places=self.accounts.keep_places
+                                   if isinstance(self.bus, LocalBus) else None)
 
     # -- launching ----------------------------------------------------------------------------
 

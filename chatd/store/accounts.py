@@ -187,12 +187,20 @@ class SqliteAccounts:
     def set_rooms(self, name: str, positions: list[tuple[str, Position]]) -> None:
         """Replace what the account remembers with ``positions`` (at most MAX_ROOMS). A
         position is kept as its JSON record (a time per node: position.Position)."""
+        self.set_rooms_many([(name, positions)])
+
+    def set_rooms_many(self, places: list) -> None:
+        """:meth:`set_rooms` of several accounts ``[(name, positions)]`` in one transaction
+        (the housekeeping's periodic write). An account deleted meanwhile gets no rows."""
         with self._writing() as conn:
-            conn.execute("DELETE FROM account_rooms WHERE key = ?", (fold(name),))
-            conn.executemany(
-                "INSERT INTO account_rooms (key, room, position, seq) VALUES (?, ?, ?, ?)",
-                [(fold(name), room, json.dumps(at.record()), seq)
-                 for seq, (room, at) in enumerate(positions[:MAX_ROOMS])])
+            for name, positions in places:
+                key = fold(name)
+                conn.execute("DELETE FROM account_rooms WHERE key = ?", (key,))
+                conn.executemany(
+                    "INSERT INTO account_rooms (key, room, position, seq) SELECT ?, ?, ?, ? "
+                    "WHERE EXISTS (SELECT 1 FROM accounts WHERE key = ?)",
+                    [(key, room, json.dumps(at.record()), seq, key)
+                     for seq, (room, at) in enumerate(positions[:MAX_ROOMS])])
 
     # -- the one way in ---------------------------------------------------------------------
 

@@ -1,13 +1,16 @@
 """What an account missed while away (docs/protocol.md §12.3), on a single node: after a
-disconnect, when history no longer reaches back, in the same room, after a restart, and a
-second login taking over. Real chatd processes, real TCP
+disconnect, when history no longer reaches back, in the same room, after a restart and after
+a crash (``kill -9``), and a second login taking over. Real chatd processes, real TCP
 clients; the cluster's cases are in test_cluster_accounts.py."""
 
 from __future__ import annotations
 
 import re
+import signal
+import sqlite3
 
 from support.client import ChatClient
+from support.waiting import wait_until
 from test_accounts import PASSWORD, no_secrets, register
 
 # -- what you missed ----------------------------------------------------------------------------
@@ -132,6 +135,54 @@ def test_a_closed_server_puts_a_login_back_in_its_room_after_a_restart(chatd, tm
     header, lines = missed_block(back)
     assert MISSED.fullmatch(header).groups() == ("1", "dev")
     assert said(lines) == [f"<{bob.nick}> said while alice was away"]
+
+
+def test_a_crash_loses_no_accounts_place(chatd, tmp_path):
+    """alice is logged in, in dev, and has seen bob's lines when the single node is killed
+    with SIGKILL (nothing is written at a crash). Restarted, bob says more; alice's login
+    gets those lines once and in order at the end of the block, preceded at most by a tail
+    of what she had seen: the node wrote where she stood as it went (housekeeping.py,
+    every PLACES_SECONDS)."""
+    state = tmp_path / "state"
+    first = chatd(args=["--state-dir", str(state)])
+    alice, bob = first.connect_many(2)
+    register(alice, "alice")
+    alice.join("dev")
+    bob.join("dev")
+    seen = [f"<{bob.nick}> seen {n}" for n in range(3)]
+    for line in seen:
+        bob.send_line(line.split("> ", 1)[1])
+        alice.wait_for(line)
+    wait_until(lambda: ("alice", "dev") in places(state / "accounts.sqlite3"))
+    first.terminate(sig=signal.SIGKILL)
+    server = chatd(args=["--state-dir", str(state)])
+    bob = server.connect()
+    bob.join("dev")
+    missed = [f"<{bob.nick}> missed {n}" for n in range(4)]
+    for line in missed:
+        bob.send_line(line.split("> ", 1)[1])
+    bob.send_line("/who")
+    bob.wait_for(lambda line: line.startswith("*** in dev: "))
+    back = server.connect()
+    back.send_line(f"/login alice {PASSWORD}")
+    _, lines = missed_block(back)
+    got = said(lines)
+    assert got[len(got) - len(missed):] == missed, got
+    again = got[:len(got) - len(missed)]
+    assert all(line.split("> ", 1)[1].startswith("seen ") for line in again), got
+    bob.send_line("live")
+    back.expect(f"<{bob.nick}> live")
+
+
+def places(path) -> set:
+    """(account, room) rows of the accounts file, read as another process would."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return set(conn.execute("SELECT key, room FROM account_rooms"))
+    except sqlite3.OperationalError:  # not made yet
+        return set()
+    finally:
+        conn.close()
 
 
 def test_a_second_login_takes_over_without_a_line_twice(chatd):
