@@ -219,6 +219,21 @@ class Accounts:
         except AccountStoreError as exc:
             log.warning("account_store_failed", error=str(exc))
 
+    def ignores(self, name: str) -> list[str]:
+        """The nicks the account ignores (SPEC §13): [] if the store cannot say."""
+        try:
+            return self.store.ignores(name)
+        except AccountStoreError as exc:
+            log.warning("account_store_failed", error=str(exc))
+            return []
+
+    def keep_ignores(self, name: str, nicks: list[str]) -> None:
+        """The account ignores ``nicks`` from now on (its whole list)."""
+        try:
+            self.store.set_ignores(name, nicks)
+        except AccountStoreError as exc:
+            log.warning("account_store_failed", error=str(exc))
+
     def keep_places(self, places: list) -> None:
         """[(account, positions)] of the accounts logged in now, written as they go (a
         single node's housekeeping), so that a crash loses none of their places."""

@@ -28,10 +28,10 @@ import json
 
 from chatd.cluster.checks import account_record, account_rooms
 from chatd.cluster.codec import Rejected, text
-from chatd.cluster.keys import ACCOUNT, ACCOUNT_ROOMS, ACCOUNTS
+from chatd.cluster.keys import ACCOUNT, ACCOUNT_IGNORES, ACCOUNT_ROOMS, ACCOUNTS
 from chatd.cluster.link import scrub
 from chatd.core.position import Position
-from chatd.store.accounts import MAX_ROOMS, Account, AccountStoreError
+from chatd.store.accounts import MAX_ROOMS, Account, AccountStoreError, ignore_list
 from chatd.text import fold
 
 #: Rewrites of one account that lost a race with another node's, before giving up.
@@ -116,7 +116,7 @@ class RedisAccounts:
                 made = pipe.execute()[0]
                 if made:
                     pipe.sadd(ACCOUNTS, key)
-                    pipe.delete(ACCOUNT_ROOMS + key)
+                    pipe.delete(ACCOUNT_ROOMS + key, ACCOUNT_IGNORES + key)
                     pipe.execute()
                 return bool(made)
 
@@ -140,11 +140,29 @@ class RedisAccounts:
         def write(redis):
             with redis.pipeline(transaction=True) as pipe:
                 pipe.delete(ACCOUNT + key)
-                pipe.delete(ACCOUNT_ROOMS + key)
+                pipe.delete(ACCOUNT_ROOMS + key, ACCOUNT_IGNORES + key)
                 pipe.srem(ACCOUNTS, key)
                 return pipe.execute()[0] > 0
 
         return self._call(write)
+
+    def ignores(self, name: str) -> list[str]:
+        """The nicks the account ignores (sealed and encrypted: whom one ignores is one's
+        own business); a value that fails its check counts as none."""
+        key = fold(name)
+        value = self._call(lambda redis: redis.get(ACCOUNT_IGNORES + key))
+        if value is None:
+            return []
+        try:
+            return ignore_list(self.link.seal.open_hidden(ACCOUNT_IGNORES + key, value))
+        except Rejected as exc:
+            self.link.rejected("account", str(exc), account=key[:64])
+            return []
+
+    def set_ignores(self, name: str, nicks: list[str]) -> None:
+        key = fold(name)
+        value = self.link.seal.seal_hidden(ACCOUNT_IGNORES + key, json.dumps(nicks))
+        self._call(lambda redis: redis.set(ACCOUNT_IGNORES + key, value))
 
     def set_live(self, name: str, rooms: list[str]) -> None:
         """The account is logged in on this node, in ``rooms``: should the node die, a login

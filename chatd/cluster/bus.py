@@ -281,7 +281,7 @@ class RedisBus:
         owner = self.link.owner(client.id)
         room = client.room.name if client.room is not None else None
         record = member_record(client.nick, room, client.peer, client.connected_at,
-                               tuple(r.name for r in client.rooms), client.account)
+                               tuple(r.name for r in client.rooms), client.account, client.away)
         self.publisher.write(("member", (owner, record)))  # sealed by the publisher
 
     def gone(self, client) -> None:
@@ -313,6 +313,9 @@ class RedisBus:
 
     def locate(self, target):
         return self.routing.locate(target)
+
+    def describe(self, nick: str):
+        return self.routing.describe(nick)
 
     def route(self, node: str, action: str, client_id: int, args: dict) -> bool | None:
         return self.routing.route(node, action, client_id, args)

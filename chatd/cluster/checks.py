@@ -79,6 +79,7 @@ class Member(NamedTuple):
     connected_at: float
     rooms: tuple[str, ...]  # every room it is in
     account: str | None
+    away: str | None = None  # /away's text
 
 
 class Validator:
@@ -95,7 +96,7 @@ class Validator:
             ev.Said: (name, user), ev.Acted: (name, user), ev.Joined: (name, name),
             ev.Left: (name, name, self._reason), ev.Kicked: (name, admin),
             ev.Renamed: (name, name), ev.Announcement: (admin,),
-            ev.PrivateMessage: (name, user),
+            ev.PrivateMessage: (name, user), ev.IsAway: (name, user),
         }
 
     def _user_text(self, value) -> str:
@@ -145,16 +146,18 @@ class Validator:
 
     def member(self, value: str) -> Member:
         """A ``members`` record (leases.member_record): four fields, or six with the rooms
-        and the account."""
+        and the account, or seven with the away text."""
         try:
             nick, room, peer, connected_at, *rest = json.loads(value)
-            rooms, account = rest if rest else ([] if room is None else [room], None)
+            rooms, account, *more = rest if rest else ([] if room is None else [room], None)
+            away, = more if more else (None,)
         except (ValueError, TypeError):
             raise Rejected("not a member record") from None
         if peer.__class__ is not str or len(peer) > MAX_PEER or not peer.isprintable():
             raise Rejected("bad peer")
         return Member(name(nick), optional_name(room), peer, number(connected_at),
-                      names(rooms, MAX_ROOMS), optional_name(account))
+                      names(rooms, MAX_ROOMS), optional_name(account),
+                      None if away is None else self._user_text(away))
 
     def history(self, value: str) -> tuple[float, str, object]:
         """A history list value ``TS ROOM EVENT`` -> (ts, room, Said or Acted)."""

@@ -11,6 +11,7 @@ REAPING = PREFIX + "reaping:"
 #: Accounts (cluster/accounts.py): one value per account, where it was when it left, and
 #: the set of every account's folded name.
 ACCOUNT, ACCOUNT_ROOMS, ACCOUNTS = PREFIX + "account:", PREFIX + "account-rooms:", PREFIX + "accounts"
+ACCOUNT_IGNORES = PREFIX + "account-ignores:"
 #: Where the rooms of a node's accounts stand, kept as it goes (cluster/standing.py).
 SEEN = PREFIX + "seen:"
 #: Entries kept in the stream: what a node that lost its link can still catch up on. At 1,000

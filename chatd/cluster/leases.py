@@ -40,13 +40,16 @@ log = structlog.get_logger("chatd.cluster")
 
 
 def member_record(nick: str, room: str | None, peer: str, connected_at: float,
-                  rooms: tuple = (), account: str | None = None) -> str:
+                  rooms: tuple = (), account: str | None = None, away: str | None = None) -> str:
     """A ``members`` hash value (sealed by the caller): what other nodes show of a client.
     Four fields (the format of chatd before rooms and accounts, which a node of that version
-    reads) unless the client is in more rooms than its current one or logged in; then six."""
+    reads) unless the client is in more rooms than its current one or logged in; then six;
+    seven while it is away (``/whois``, ``/msg``'s away answer: SPEC §13)."""
     record = [nick, room, peer, round(connected_at, 3)]
-    if account is not None or len(rooms) > 1 or (rooms and rooms[0] != room):
+    if away is not None or account is not None or len(rooms) > 1 or (rooms and rooms[0] != room):
         record += [list(rooms), account]
+    if away is not None:
+        record.append(away)
     return json.dumps(record)
 
 

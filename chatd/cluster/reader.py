@@ -45,6 +45,9 @@ ROOM_EVENTS = frozenset((ev.Said, ev.Acted, ev.Joined, ev.Left, ev.Kicked, ev.Re
 CHAT_NAMES = frozenset(cls.__name__ for cls in KINDS)
 
 
+#: What a private line may carry: a /msg, and the away answer to one (core/presence.py).
+_PRIVATE = (ev.PrivateMessage, ev.IsAway)
+
 class Reader:
     def __init__(self, link, roster, routing, stopping) -> None:
         self.link = link
@@ -181,7 +184,7 @@ class Reader:
         if line.__class__ is not list or len(line) < 3 or line[0] != "to":
             raise Rejected("not a private line")
         event = self.link.validator.event(line[2:])
-        if event.__class__ is not ev.PrivateMessage:
+        if event.__class__ not in _PRIVATE:
             raise Rejected("not a private line")
         self.hub.receive_private(name(line[1]), event)
 

@@ -38,7 +38,7 @@ from chatd.cluster.codec import Rejected, shown, text
 from chatd.cluster.keys import ANSWERS, BANS, LEASE, MEMBERS, NICKS, NODES
 from chatd.cluster.link import ClusterStartError, scrub
 from chatd.core.bus import ASKER_UID, ClusterUnavailable
-from chatd.text import fold
+from chatd.text import fold, is_valid_name
 
 log = structlog.get_logger("chatd.cluster")
 admin_log = structlog.get_logger("chatd.admin")
@@ -233,6 +233,19 @@ class Routing:
     def locate(self, target):
         """(node, client id, nick) of a client on another node, by id or nick; or None.
         Raises ClusterUnavailable when Redis cannot be asked."""
+        found = self._record(target)
+        return None if found is None else (found[0], found[1], found[2].nick)
+
+    def describe(self, nick: str):
+        """(node, checks.Member) of the client holding ``nick`` on another node, or None
+        (``/whois``). Raises ClusterUnavailable when Redis cannot be asked."""
+        if not is_valid_name(nick):  # (digits would be read as a client id)
+            return None
+        found = self._record(nick)
+        return None if found is None else (found[0], found[2])
+
+    def _record(self, target):
+        """(node, client id, checks.Member) of a client on another node, or None."""
         link = self.link
         try:
             if isinstance(target, int) or str(target).isascii() and str(target).isdigit():
@@ -245,9 +258,8 @@ class Routing:
                 node, client_id = link.validator.owner(owner)
                 value = link.redis.hget(MEMBERS, owner)
                 if node != link.node and value is not None:
-                    nick = link.validator.member(
-                        link.seal.open_hidden(f"{MEMBERS}/{owner}", value)).nick
-                    return node, client_id, nick
+                    return node, client_id, link.validator.member(
+                        link.seal.open_hidden(f"{MEMBERS}/{owner}", value))
         except Rejected as exc:
             link.rejected("member", str(exc))
         except Exception as exc:  # the redis client's errors (imported only in cluster mode)

@@ -17,7 +17,7 @@ from chatd.core import events as ev
 #: What one node tells another's clients: room lines, departures, operator lines, private lines.
 SHARED = {cls.__name__: cls for cls in (
     ev.Said, ev.Acted, ev.Joined, ev.Left, ev.Kicked, ev.Renamed, ev.Announcement,
-    ev.PrivateMessage,
+    ev.PrivateMessage, ev.IsAway,
 )}
 #: class name -> (class, fields required, fields in all): worked out once, not per line.
 _SHAPES = {name: (cls, sum(f.default is dataclasses.MISSING for f in dataclasses.fields(cls)),

@@ -108,6 +108,10 @@ class LocalBus:
     def locate(self, target):
         return None
 
+    def describe(self, nick: str):
+        """(node, checks.Member) of ``nick`` on another node, or None (``/whois``)."""
+        return None
+
     def route(self, node: str, action: str, client_id: int, args: dict) -> bool | None:
         return False  # locate() found no other node, so nothing is ever routed
 

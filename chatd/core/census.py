@@ -114,8 +114,10 @@ class Census:
         """The members of ``client``'s room, on every node."""
         with self._lock:
             room = client.room
+            away = {c.nick for c in room.members.values() if c.away is not None}
             nicks = [c.nick for c in room.members.values()]
-        return room.name, sorted(nicks + self._bus.remote_members(room.name), key=fold)
+        nicks = sorted(nicks + self._bus.remote_members(room.name), key=fold)
+        return room.name, [f"{nick} (away)" if nick in away else nick for nick in nicks]
 
     def rooms(self) -> list[tuple[str, int]]:
         """Every room with its member count, on every node."""

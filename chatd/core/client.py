@@ -20,6 +20,8 @@ Field ownership (who writes; everyone may read a plain attribute, which is atomi
   (§12); ``positions`` (hub lock, once): at its departure, (room, where it stood in the
   room's history: position.Position) for each room it was in: what its account remembers
   (identity.py).
+- ``away`` (``/away``'s text or None) and ``ignores`` (the nicks it ignores, as typed; the
+  folded set the deliverers read is ``outbox.ignoring``): its session thread (presence.py).
 - ``outbox``: created here, then owned by the flusher thread (see flusher.py); it carries the
   client's protocol (core/protocol.py), which renders every event the client is told.
 - the rest is set once by the accept thread before the session starts.
@@ -53,6 +55,8 @@ class Client:
         "outbox",
         "seen_from",
         "positions",
+        "away",
+        "ignores",
     )
 
     def __init__(self, client_id: int, sock: socket.socket, addr: tuple, protocol) -> None:
@@ -74,6 +78,8 @@ class Client:
         self.outbox = Outbox(sock, protocol)
         self.seen_from = 0
         self.positions: list | None = None
+        self.away: str | None = None
+        self.ignores: tuple[str, ...] = ()
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"<Client {self.id} {self.nick or '?'} {self.peer}>"

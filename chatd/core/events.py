@@ -158,6 +158,54 @@ class PrivateSent:
 
 
 @dataclass(frozen=True, slots=True)
+class IsAway:
+    """Told the sender of a ``/msg`` to an away user (from the recipient's node)."""
+
+    nick: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class AwaySet:
+    """The reply to ``/away [TEXT]``."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Back:
+    """The reply to ``/back``."""
+
+
+@dataclass(frozen=True, slots=True)
+class WhoIs:
+    """The reply to ``/whois NICK``: one line. ``idle`` in whole seconds, None when not
+    known (a client of another node); ``node``: the node it is on, "" for this one."""
+
+    nick: str
+    account: str | None
+    rooms: tuple[str, ...]
+    idle: int | None
+    away: str | None
+    node: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Ignoring:
+    """``/ignore NICK`` (``now``: True) or ``/unignore NICK`` (False) done."""
+
+    nick: str
+    now: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Ignores:
+    """The reply to ``/ignores``: the nicks ignored, as typed."""
+
+    nicks: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class HelpLine:
     usage: str
     help: str

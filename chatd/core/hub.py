@@ -31,7 +31,9 @@ from chatd.core.events import (
     YouAre,
 )
 from chatd.core.identity import Identity
+from chatd.core.ignoring import unhidden
 from chatd.core.membership import Membership
+from chatd.core.presence import Presence
 from chatd.core.rooms import send_private
 from chatd.core.tail import fit
 from chatd.text import fold
@@ -39,7 +41,7 @@ from chatd.text import fold
 LOBBY = "lobby"
 
 
-class Hub(Census, Membership, Identity):
+class Hub(Census, Membership, Identity, Presence):
     def __init__(self, flusher, bus=None) -> None:
         """``bus`` carries what crosses nodes (bus.py); the default is a single node. Room
         history is off until :meth:`use_history` (the service, once its store is open)."""
@@ -224,18 +226,20 @@ class Hub(Census, Membership, Identity):
         if room.tail is None:
             return False
         history = client.outbox.protocol.history
-        entries = fit(room.name, room.tail.last(count), self._flusher.sendq_bytes // 2, history)
+        entries = fit(room.name, unhidden(client.outbox.ignoring, room.tail.last(count)),
+                      self._flusher.sendq_bytes // 2, history)
         room.send_private(client.outbox, history(room.name, entries), len(entries) + 2)
         return True
 
     def recipient(self, nick: str):
         """``/msg``'s target on whatever node it is: (its nick as its owner spells it, a
-        function that sends it one event), or None if there is no such nick."""
+        function that sends it one event and returns what the sender is to be told of it
+        now: Presence.deliver_private), or None if there is no such nick."""
         target = self.find(nick)
         if target is not None:
-            return target.nick, lambda event: self.send_to(target, event)
+            return target.nick, lambda event: self.deliver_private(target, event)
         remote = self._bus.remote_nick(nick)
-        if remote is not None:
+        if remote is not None:  # (an away answer comes from its node)
             return remote, lambda event: self._bus.send_private(remote, event)
         return None
 
@@ -255,7 +259,9 @@ class Hub(Census, Membership, Identity):
         """A private line from another node (the bus's reader)."""
         target = self.find(nick)
         if target is not None:
-            self.send_to(target, event)
+            away = self.deliver_private(target, event)
+            if away is not None:  # answered where the sender is
+                self._bus.send_private(event.sender, away)
 
     def send_to(self, client, *events) -> None:
         """Events for ``client`` alone, ordered after every room line posted before them."""

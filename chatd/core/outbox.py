@@ -48,6 +48,7 @@ class Outbox:
         "bytes_out",
         "close_reason",
         "fd",
+        "ignoring",
         "linger_until",
         "lines_out",
         "over",
@@ -73,6 +74,9 @@ class Outbox:
         #: Why the flusher ended this connection (sendq, kick, shutdown...), or None.
         self.close_reason: Close | None = None
         self.linger_until = 0.0
+        #: The folded nicks whose lines this client is not sent (core/ignoring.py): written
+        #: (replaced whole) by its session thread, read by the flusher and the hub.
+        self.ignoring: frozenset = frozenset()
         #: A TlsChannel (net/tls.py) on the TLS listener: output is encrypted per client, input
         #: decrypted by the session (``decrypt``, raising :class:`ChannelError`).
         self.tls = None

@@ -22,8 +22,8 @@ passed can be dropped from the front without renumbering.
 
 Who may touch what:
 
-- ``lock`` guards ``log``, ``base``, ``queued``, ``renders``, ``plain_*``, ``joining`` and
-  ``barriers``: offsets the flusher has been told about but not reached in its queue yet. A
+- ``lock`` guards ``log``, ``base``, ``queued``, ``renders``, ``plain_*``, ``ignorers`` (the
+  members' outboxes that ignore someone: core/ignoring.py), ``joining`` and ``barriers``: offsets the flusher has been told about but not reached in its queue yet. A
   flush must not drop entries a joiner still needs (``joining``), and must not give a reader
   entries posted after a *barrier*: the moment it left the room, or was sent a private line
   that is still queued (``barriers``; the queued item removes it when the flusher gets
@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import threading
 
+from chatd.core.ignoring import hides, unhidden
 from chatd.core.position import START, Position
 from chatd.core.tail import TICK, fit
 
@@ -50,7 +51,7 @@ from chatd.core.tail import TICK, fit
 class Room:
     __slots__ = ("name", "members", "lock", "log", "base", "queued", "joining", "barriers",
                  "readers", "_flusher", "tail", "on_join", "speaking", "_speakers", "renders",
-                 "plain_since", "plain_protocol")
+                 "plain_since", "plain_protocol", "ignorers")
 
     def __init__(self, name: str, flusher) -> None:
         self.name = name
@@ -76,6 +77,9 @@ class Room:
         #: flush for readers of it reads no render table (lock).
         self.plain_since = 0
         self.plain_protocol = None
+        #: Readers that ignore someone (lock): a flush gives each its own filtered buffer;
+        #: empty (nearly always) costs a flush one test.
+        self.ignorers: set = set()
 
     def _end(self) -> int:
         return self.base + len(self.log)
@@ -172,6 +176,8 @@ class Room:
             if first is not None:
                 self._flusher.submit(outbox, *first)
             offset = self._end()
+            if outbox.ignoring:
+                self.ignorers.add(outbox)
             seen_from = 0
             if self.tail is not None and since is not None:
                 block = self._missed(outbox, since, None)
@@ -182,7 +188,7 @@ class Room:
                 # the history up to exactly this offset, queued ahead of the attach (history.py)
                 # within half the joiner's send queue, as /history (counted when queued)
                 history = outbox.protocol.history
-                replay = fit(self.name, self.tail.last(self.on_join),
+                replay = fit(self.name, unhidden(outbox.ignoring, self.tail.last(self.on_join)),
                              self._flusher.sendq_bytes // 2, history)
                 if replay:
                     self._flusher.submit(outbox, history(self.name, replay), len(replay) + 2)
@@ -200,6 +206,7 @@ class Room:
         with self.lock:
             end = self._end()
             self.barriers.setdefault(outbox, []).append(end)
+            self.ignorers.discard(outbox)
             self._flusher.call(self.remove_reader, outbox, end)
             return self.tail.position() if self.tail is not None else START
 
@@ -222,6 +229,7 @@ class Room:
         ``outbox``'s protocol, within half its send queue; None if there are none and none
         are gone."""
         entries, complete = self.tail.since(since, before)
+        entries = unhidden(outbox.ignoring, entries)
         render = outbox.protocol.missed
         kept = fit(self.name, entries, self._flusher.sendq_bytes // 2,
                    lambda room, chosen: render(room, chosen, since.time, None))
@@ -261,6 +269,15 @@ class Room:
             self.queued = True
             self._flusher.call(self.flush)
 
+    def ignoring_changed(self, outbox) -> None:
+        """A member's ignore list (``outbox.ignoring``) changed: flushes from now on filter
+        its lines, or stop doing so."""
+        with self.lock:
+            if outbox.ignoring:
+                self.ignorers.add(outbox)
+            else:
+                self.ignorers.discard(outbox)
+
     def _hold(self, outbox) -> None:
         end = self._end()
         self.barriers.setdefault(outbox, []).append(end)
@@ -277,11 +294,16 @@ class Room:
             base, log, end = self.base, self.log, self._end()
             stops = {outbox: ends[0] for outbox, ends in self.barriers.items()}
             plain = self.plain_since, self.plain_protocol
+            ignorers = set(self.ignorers) if self.ignorers else None
         groups: dict[tuple, list] = {}
+        alone = []  # readers that ignore someone: each its own buffer
         for outbox, offset in self.readers.items():
             stop = stops.get(outbox, end)
             if offset < stop:
-                groups.setdefault((offset, stop, outbox.protocol), []).append(outbox)
+                if ignorers is not None and outbox in ignorers:
+                    alone.append((outbox, offset, stop))
+                else:
+                    groups.setdefault((offset, stop, outbox.protocol), []).append(outbox)
         readers = self.readers
         deliver_many = self._flusher.deliver_many
         for (offset, stop, protocol), outboxes in groups.items():
@@ -295,6 +317,10 @@ class Room:
                 self._deliver_except(outbox, entries)
             # no per-flush copy of a 10,000-reader group: allocations that size stay in RSS
             deliver_many(outboxes, authors, b"".join([e[2] for e in entries]), len(entries))
+        for outbox, offset, stop in alone:
+            readers[outbox] = stop
+            self._deliver_except(outbox, self._texts(outbox, log[offset - base:stop - base],
+                                                     offset, plain))
         self._trim()
 
     def catch_up(self, outbox, end: int) -> None:
@@ -306,9 +332,13 @@ class Room:
             entries = self.log[offset - self.base:end - self.base]
             plain = self.plain_since, self.plain_protocol
         self.readers[outbox] = end
+        self._deliver_except(outbox, self._texts(outbox, entries, offset, plain))
+
+    def _texts(self, outbox, entries: list, offset: int, plain: tuple) -> list:
+        """``entries`` (from ``offset``) with their texts in ``outbox``'s protocol."""
         if outbox.protocol is not plain[1] or offset < plain[0]:
-            entries = self._in(outbox.protocol, entries, offset)
-        self._deliver_except(outbox, entries)
+            return self._in(outbox.protocol, entries, offset)
+        return entries
 
     def add_reader(self, outbox, offset: int) -> None:
         with self.lock:
@@ -358,8 +388,11 @@ class Room:
         return texts
 
     def _deliver_except(self, outbox, entries) -> None:
-        """``entries`` (their texts in ``outbox``'s protocol) but those ``outbox`` wrote."""
-        others = [e[2] for e in entries if e[0] is not outbox]
+        """``entries`` (their texts in ``outbox``'s protocol) but those ``outbox`` wrote and
+        those of nicks it ignores."""
+        ignoring = outbox.ignoring
+        others = [e[2] for e in entries if e[0] is not outbox
+                  and not (ignoring and hides(ignoring, e[1]))]
         if others:
             self._flusher.deliver(outbox, b"".join(others), len(others))
 

@@ -118,11 +118,11 @@ class FdStore:
 
     def save_if_changed(self, sources: Sources) -> None:
         """The housekeeper's tick: write the state if a client came, went, or changed nick,
-        rooms, account or mute since the last one (counters alone do not make a write)."""
+        rooms, account, mute, away or ignores since the last one (counters alone do not make a write)."""
         if not self.enabled:
             return
         clients = sources.hub.clients()
-        fingerprint = hash(tuple((c.id, c.nick, c.account, c.muted,
+        fingerprint = hash(tuple((c.id, c.nick, c.account, c.muted, c.away, c.ignores,
                                   *(room.name for room in c.rooms)) for c in clients))
         if fingerprint != self._fingerprint:
             state = running_state(sources, clients)

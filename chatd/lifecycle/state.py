@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from chatd import __version__
+from chatd.core.ignoring import MAX_IGNORES
 from chatd.text import is_valid_name
 
 #: The state layout this chatd writes; READABLE are the ones it can read.
@@ -22,6 +23,9 @@ STATE_VERSION = 1
 READABLE_STATE_VERSIONS = (1,)
 #: The session state's byte fields, base64 in the dict.
 _SESSION_BYTES = ("held", "unread")
+#: The longest away text a state file may give a client: it was one line of its input, and
+#: max_line_bytes is at most 1 MiB (config/settings.py), so this only refuses nonsense.
+MAX_AWAY = 1 << 20
 
 
 def pack_bytes(data: bytes | None) -> str | None:
@@ -58,6 +62,8 @@ class ClientRecord:
     rooms: list[str] = field(default_factory=list)
     account: str | None = None
     protocol: str = "line"  # the name of what it speaks (core/protocol.py)
+    away: str | None = None  # /away's text (SPEC §13)
+    ignores: list[str] = field(default_factory=list)  # the nicks it ignores, as typed
 
     @classmethod
     def of(cls, client, now: float, fd: int, backlog: bytes, session: dict) -> ClientRecord:
@@ -71,7 +77,7 @@ class ClientRecord:
                    client.lines_in, client.room_messages, client.private_messages,
                    outbox.bytes_out, outbox.lines_out, backlog, session,
                    [room] if len(rooms) == 1 else rooms_of(client), client.account,
-                   outbox.protocol.name)
+                   outbox.protocol.name, client.away, list(client.ignores))
 
     def write(self) -> dict:
         session = dict(self.session)
@@ -85,7 +91,8 @@ class ClientRecord:
             "room_messages": self.room_messages, "private_messages": self.private_messages,
             "bytes_out": self.bytes_out, "lines_out": self.lines_out,
             "backlog": pack_bytes(self.backlog), "session": session,
-            "rooms": list(self.rooms), "account": self.account, "protocol": self.protocol}
+            "rooms": list(self.rooms), "account": self.account, "protocol": self.protocol,
+            "away": self.away, "ignores": list(self.ignores)}
 
     @classmethod
     def read(cls, record: dict) -> ClientRecord:
@@ -101,7 +108,15 @@ class ClientRecord:
                    record.get("room_messages", 0), record.get("private_messages", 0),
                    record["bytes_out"], record["lines_out"], unpack_bytes(record["backlog"]),
                    session, [room] if rooms == [room] else _names(rooms) or [room],
-                   _optional_name(record.get("account")), str(record.get("protocol", "line")))
+                   _optional_name(record.get("account")), str(record.get("protocol", "line")),
+                   _away(record.get("away")), _names(record.get("ignores"))[:MAX_IGNORES])
+
+
+def _away(value) -> str | None:
+    """An away text from a state file (input): a printable string within a line, or none."""
+    if value.__class__ is str and value.isprintable() and len(value) <= MAX_AWAY:
+        return value
+    return None
 
 
 def rooms_of(client) -> list[str]:

@@ -102,6 +102,9 @@ class Inherited:
             if record.backlog:  # before any room line: it was due first
                 flusher.submit(client.outbox, record.backlog, 0)
             hub.restore(client, record.nick, record.rooms, record.account)
+            client.away = record.away
+            if record.ignores:
+                hub.set_ignores(client, tuple(record.ignores))
             restored.append((client, record.session))
         return restored
 

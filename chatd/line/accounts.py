@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from chatd.core.bus import ClusterUnavailable
 from chatd.core.events import Bye, Close, LoggedIn, PasswordChanged, Registered
+from chatd.core.ignoring import MAX_IGNORES
 from chatd.line.parse import split_word
 from chatd.text import fold
 
@@ -86,10 +87,25 @@ def log_in(session, name: str, password: str) -> None:
         problem, handed = _become(session, account.name, LoggedIn(account.name), greeting)
         if problem is None:  # back where it was, with what it missed (§12); read after the
             # login, which another node's older connection remembered its rooms before
+            _ignore_as_the_account(session, accounts, account.name)
             session.hub.rejoin(client, accounts.rooms(account.name) if handed is None else handed)
             accounts.here(account.name, [room.name for room in client.rooms])
     if problem:
         session.error(problem)
+
+
+def _ignore_as_the_account(session, accounts, name: str) -> None:
+    """A login: the connection ignores whom the account ignores (SPEC §13), and whom it
+    ignored as a guest, which the account keeps from now on. Before the rejoin, so what it
+    missed comes without them."""
+    kept = accounts.ignores(name)
+    client = session.client
+    known = {fold(n) for n in kept}
+    merged = (*kept, *(n for n in client.ignores if fold(n) not in known))[:MAX_IGNORES]
+    if merged != client.ignores:
+        session.hub.set_ignores(client, merged)
+    if len(merged) > len(kept):
+        accounts.keep_ignores(name, list(merged))
 
 
 def _become(session, name: str, notice, greeting=()) -> tuple:

@@ -24,7 +24,8 @@ from chatd.core.events import (
     PrivateSent,
     RoomListed,
 )
-from chatd.line import accounts
+from chatd.core.hub import LOBBY
+from chatd.line import accounts, social
 from chatd.line.parse import Command, split_word
 from chatd.text import NAME_RULE, fold, is_valid_name
 
@@ -108,6 +109,15 @@ def do_join(session, name: str) -> None:
             session.settings.accounts.here(client.account, [r.name for r in client.rooms])
 
 
+def do_part(session, _args: str) -> None:
+    """``/part``: leave the room for the lobby (a line client is always in a room)."""
+    room = session.client.room
+    if room is None or fold(room.name) == LOBBY:
+        session.error(f"you are in {LOBBY}; /quit leaves the server")
+        return
+    do_join(session, LOBBY)
+
+
 def do_rooms(session, _args: str) -> None:
     rooms = session.hub.rooms()
     session.reply(*(RoomListed(name, count) for name, count in rooms))
@@ -130,9 +140,9 @@ def do_msg(session, args: str) -> None:
     if not session.may_speak():
         return
     target, send = recipient
-    send(PrivateMessage(session.client.nick, text))
+    away = send(PrivateMessage(session.client.nick, text))
     session.client.private_messages += 1
-    session.reply(PrivateSent(target, text))
+    session.reply(PrivateSent(target, text), *((away,) if away is not None else ()))
     session.log_message(text, to=target)
 
 
@@ -174,10 +184,20 @@ def do_help(session, _args: str) -> None:
 COMMANDS: dict[str, Spec] = {
     "nick": Spec(do_nick, "/nick NAME", "change your nick", needs_args=True),
     "join": Spec(do_join, "/join ROOM", "leave this room and enter ROOM", needs_args=True),
+    "part": Spec(do_part, "/part", "leave this room for the lobby"),
     "rooms": Spec(do_rooms, "/rooms", "list the rooms"),
     "who": Spec(do_who, "/who", "list the members of this room"),
     "msg": Spec(do_msg, "/msg NICK TEXT", "send a private message", needs_args=True),
     "me": Spec(do_me, "/me TEXT", "describe an action", needs_args=True),
+    "away": Spec(social.do_away, "/away [TEXT]", "say you are away (a /msg is answered)"),
+    "back": Spec(social.do_back, "/back", "say you are back"),
+    "whois": Spec(social.do_whois, "/whois NICK", "who NICK is, where, idle, away",
+                  needs_args=True),
+    "ignore": Spec(social.do_ignore, "/ignore NICK", "stop getting NICK's lines and messages",
+                   needs_args=True),
+    "unignore": Spec(social.do_unignore, "/unignore NICK", "get NICK's lines again",
+                     needs_args=True),
+    "ignores": Spec(social.do_ignores, "/ignores", "list whom you ignore"),
     "history": Spec(do_history, "/history [N]", "show the last N lines of this room (20)"),
     "register": Spec(accounts.do_register, "/register PASSWORD", "make your nick an account",
                      needs_args=True, account=True),

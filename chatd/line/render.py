@@ -23,6 +23,25 @@ def _left(e: ev.Left) -> str:
     return f"*** {e.nick} left {e.room} ({e.reason})" if e.reason else f"*** {e.nick} left {e.room}"
 
 
+def _idle(seconds: int) -> str:
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes}m" if hours else f"{minutes}m {secs}s" if minutes else f"{secs}s"
+
+
+def _whois(e: ev.WhoIs) -> str:
+    """``*** NICK: account NAME (or guest); in ROOM, ROOM; idle 1m 5s; away: TEXT``."""
+    parts = [f"account {e.account}" if e.account else "guest",
+             f"in {', '.join(e.rooms)}" if e.rooms else "in no room"]
+    if e.node:
+        parts.append(f"on {e.node}")
+    if e.idle is not None:
+        parts.append(f"idle {_idle(e.idle)}")
+    if e.away is not None:
+        parts.append(f"away: {e.away}")
+    return f"*** {e.nick}: {'; '.join(parts)}"
+
+
 def _banned(e: ev.Banned) -> str:
     details = "; ".join(x for x in (e.reason, e.until and f"until {e.until}") if x)
     return f"*** error: banned ({details})" if details else "*** error: banned"
@@ -49,6 +68,12 @@ _FORMATS = {
     ev.PrivateMessage: lambda e: f"*{e.sender}* {e.text}",
     ev.PrivateSent: lambda e: f"*** -> {e.target}: {e.text}",
     ev.HelpLine: lambda e: f"*** {e.usage} - {e.help}",
+    ev.IsAway: lambda e: f"*** {e.nick} is away: {e.text}",
+    ev.AwaySet: lambda e: f"*** you are away: {e.text}",
+    ev.Back: lambda e: "*** you are back",
+    ev.WhoIs: _whois,
+    ev.Ignoring: lambda e: f"*** ignoring {e.nick}" if e.now else f"*** no longer ignoring {e.nick}",
+    ev.Ignores: lambda e: f"*** ignoring: {', '.join(e.nicks)}" if e.nicks else "*** ignoring nobody",
     ev.Error: lambda e: f"*** error: {e.text}",
     ev.YouWereKicked: lambda e: f"*** you were kicked: {e.reason}",
     ev.Banned: _banned,

@@ -26,6 +26,7 @@ import sqlite3
 import threading
 from dataclasses import dataclass
 
+from chatd.core.ignoring import MAX_IGNORES
 from chatd.core.position import Position
 from chatd.store import sqlfile
 from chatd.text import fold, is_valid_name
@@ -47,6 +48,11 @@ CREATE TABLE IF NOT EXISTS account_rooms (
                                  -- (position.Position); a bare time in the first files
     seq INTEGER NOT NULL,        -- 0: the room it was in last (the one a line client rejoins)
     PRIMARY KEY (key, seq)
+);
+CREATE TABLE IF NOT EXISTS account_ignores (
+    key TEXT NOT NULL,           -- the account's folded name
+    nicks TEXT NOT NULL,         -- the nicks it ignores, as typed: a JSON list (SPEC §13)
+    PRIMARY KEY (key)
 );
 """
 #: Rooms an account remembers at most (a line client is in one; the core allows 64).
@@ -163,6 +169,7 @@ class SqliteAccounts:
     def delete(self, name: str) -> bool:
         with self._writing() as conn:
             conn.execute("DELETE FROM account_rooms WHERE key = ?", (fold(name),))
+            conn.execute("DELETE FROM account_ignores WHERE key = ?", (fold(name),))
             return conn.execute("DELETE FROM accounts WHERE key = ?", (fold(name),)).rowcount > 0
 
     def rooms(self, name: str) -> list[tuple[str, Position]]:
@@ -201,6 +208,18 @@ class SqliteAccounts:
                     "WHERE EXISTS (SELECT 1 FROM accounts WHERE key = ?)",
                     [(key, room, json.dumps(at.record()), seq, key)
                      for seq, (room, at) in enumerate(positions[:MAX_ROOMS])])
+
+    def ignores(self, name: str) -> list[str]:
+        """The nicks the account ignores (at most MAX_IGNORES; bad ones skipped)."""
+        rows = self._run("SELECT nicks FROM account_ignores WHERE key = ?", (fold(name),))
+        return ignore_list(rows[0][0]) if rows else []
+
+    def set_ignores(self, name: str, nicks: list[str]) -> None:
+        with self._writing() as conn:
+            conn.execute("DELETE FROM account_ignores WHERE key = ?", (fold(name),))
+            conn.execute("INSERT INTO account_ignores (key, nicks) SELECT ?, ? "
+                         "WHERE EXISTS (SELECT 1 FROM accounts WHERE key = ?)",
+                         (fold(name), json.dumps(nicks[:MAX_IGNORES]), fold(name)))
 
     # -- the one way in ---------------------------------------------------------------------
 
@@ -248,6 +267,18 @@ class SqliteAccounts:
             except (OSError, sqlite3.Error) as exc:
                 raise AccountStoreError(f"accounts file {self.path}: {_why(exc)}") from None
         return self._conn
+
+
+def ignore_list(value) -> list[str]:
+    """A stored ignore list (JSON text, read back from a file or Redis: input) as valid
+    nicks, at most MAX_IGNORES; anything else counts as none."""
+    try:
+        nicks = json.loads(value)
+    except (ValueError, TypeError, RecursionError):
+        return []
+    if not isinstance(nicks, list):
+        return []
+    return [n for n in nicks if isinstance(n, str) and is_valid_name(n)][:MAX_IGNORES]
 
 
 def _account(row) -> Account:

@@ -251,7 +251,7 @@ def test_help_lists_every_command(server):
         assert any(line.startswith(f"*** {cmd}") for line in lines), (cmd, lines)
 
 
-@pytest.mark.parametrize("word", ["frobnicate", "x", "nickname", "whois"])
+@pytest.mark.parametrize("word", ["frobnicate", "x", "nickname", "whoami"])
 def test_unknown_command(pair, word):
     alice, bob = pair
     alice.send_line(f"/{word} some args")

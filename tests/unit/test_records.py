@@ -30,6 +30,36 @@ def test_a_line_client_without_account_is_written_in_the_old_four_field_format()
     assert CHECK.member(record) == Member("alice", "dev", "127.0.0.1:4000", 12.346, ("dev",), None)
 
 
+def test_an_away_client_takes_seven_fields_and_its_text_is_checked():
+    record = member_record("alice", "dev", "p:1", 1.0, ("dev",), None, "at lunch")
+    assert json.loads(record) == ["alice", "dev", "p:1", 1.0, ["dev"], None, "at lunch"]
+    assert CHECK.member(record).away == "at lunch"
+    assert CHECK.member(member_record("alice", "dev", "p:1", 1.0, ("dev",))).away is None
+    for bad in ('["a", "dev", "p:1", 1, ["dev"], null, 5]',
+                '["a", "dev", "p:1", 1, ["dev"], null, "' + "x" * 2000 + '"]',
+                '["a", "dev", "p:1", 1, ["dev"], null, "ok", "extra"]'):
+        with pytest.raises(Rejected):
+            CHECK.member(bad)
+
+
+def test_a_state_files_away_and_ignores_are_input():
+    good = ClientRecord.read(_state_record(away="out", ignores=["bob", "Eve"]))
+    assert (good.away, good.ignores) == ("out", ["bob", "Eve"])
+    bad = ClientRecord.read(_state_record(away=5, ignores=["9x", "ok"]))
+    assert (bad.away, bad.ignores) == (None, [])
+    old = ClientRecord.read(_state_record())
+    assert (old.away, old.ignores) == (None, [])
+
+
+def _state_record(**extra) -> dict:
+    record = {"id": 1, "fd": 5, "ip": "127.0.0.1", "peer": "127.0.0.1:1", "nick": "alice",
+              "room": "lobby", "muted": False, "connected_at": 1.0, "idle": 0.0,
+              "bytes_in": 0, "lines_in": 0, "bytes_out": 0, "lines_out": 0, "backlog": "",
+              "session": {"held": "", "unread": ""}}
+    record.update(extra)
+    return record
+
+
 def test_an_old_record_reads_as_one_room_or_none():
     assert CHECK.member('["bob", null, "p:1", 1]').rooms == ()
     assert CHECK.member('["bob", "lobby", "p:1", 1]').rooms == ("lobby",)

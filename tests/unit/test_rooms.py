@@ -41,6 +41,7 @@ class Reader:
         self.protocol = protocol
         self.id = name
         self.outbox = self
+        self.ignoring: frozenset = frozenset()
 
     def __repr__(self) -> str:
         return self.name
@@ -90,15 +91,23 @@ operation = st.one_of(
 
 
 @settings(max_examples=int(os.environ.get("ROOM_EXAMPLES", "400")))  # 20,000 passed once
-@given(st.lists(operation, max_size=60), st.sets(st.sampled_from(PEOPLE)))
+@given(st.lists(operation, max_size=60), st.sets(st.sampled_from(PEOPLE)),
+       st.sets(st.tuples(st.sampled_from(PEOPLE), st.sampled_from(PEOPLE)), max_size=3))
 # the room's first protocol changes under a reader: its lines come from the render table
 @example([("toggle", "a"), ("post", "a"), ("toggle", "b"), ("toggle", "a"), ("toggle", "a"),
-          ("post", "b")], {"b"})
-def test_every_member_gets_exactly_what_was_posted_while_it_was_in(ops, shouting):
-    """``shouting``: the readers who speak the second protocol; the others speak LINE."""
+          ("post", "b")], {"b"}, set())
+# an ignorer gets its own filtered buffer, the others one shared buffer (core/ignoring.py)
+@example([("toggle", "a"), ("toggle", "b"), ("toggle", "c"), ("post", "a"), ("post", "c"),
+          ("private", "b"), ("post", "a"), ("step", 3), ("post", "c")], set(), {("b", "a")})
+def test_every_member_gets_exactly_what_was_posted_while_it_was_in(ops, shouting, ignores):
+    """``shouting``: the readers who speak the second protocol; the others speak LINE.
+    ``ignores``: (who, whom): ``who`` ignores ``whom`` throughout, so it gets all but
+    ``whom``'s lines."""
     flusher = FakeFlusher()
     room = Room("lobby", flusher)
     readers = {p: Reader(p, SHOUTING if p in shouting else LINE) for p in PEOPLE}
+    for who, whom in ignores:
+        readers[who].ignoring |= {whom}
     inside: set[str] = set()
     expected: dict[str, list[bytes]] = {p: [] for p in PEOPLE}
     for n, (op, arg) in enumerate(ops):
@@ -116,7 +125,8 @@ def test_every_member_gets_exactly_what_was_posted_while_it_was_in(ops, shouting
             event = Said(arg, str(n))
             room.post(readers[arg], event)
             for person in inside - {arg}:
-                expected[person].append(readers[person].protocol.line(event))
+                if (person, arg) not in ignores:
+                    expected[person].append(readers[person].protocol.line(event))
         elif op == "private" and arg in inside:
             line = f"{n} private to {arg}\n".encode()
             room.send_private(readers[arg], line, 1)
@@ -127,6 +137,7 @@ def test_every_member_gets_exactly_what_was_posted_while_it_was_in(ops, shouting
     assert room.log == [] and room.renders == {}, "entries every reader has passed are dropped"
     assert set(room.readers) == {readers[p] for p in inside}
     assert room.joining == {} and room.barriers == {}
+    assert room.ignorers == {readers[p] for p in inside if readers[p].ignoring}
 
 
 
