@@ -27,7 +27,7 @@ import errno
 
 import click
 
-from chatctl import accounts, actions, control, queries, watch
+from chatctl import accounts, actions, control, queries, rooms, watch
 from chatctl.client import DEFAULT_TIMEOUT
 from chatctl.errors import InternalError
 from chatctl.state import State, one_line
@@ -85,6 +85,7 @@ def main(ctx: click.Context, socket_path: str | None, as_json: bool, timeout: fl
       chatctl broadcast --room dev maintenance in 5 minutes
       chatctl ban 203.0.113.0/24 -d 12h -r "spam wave"
       chatctl account add alice
+      chatctl room topic dev "release on friday"
       sudo chatctl --json list | jq -r '.[].nick'
 
     \b
@@ -108,7 +109,7 @@ def main(ctx: click.Context, socket_path: str | None, as_json: bool, timeout: fl
     ctx.call_on_close(ctx.obj.close)
 
 
-for _topic in (queries, actions, control, watch, accounts):
+for _topic in (queries, actions, control, watch, accounts, rooms):
     for _command in _topic.COMMANDS:
         main.add_command(_command)
 

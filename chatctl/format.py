@@ -322,3 +322,20 @@ def watch_event(event: dict) -> str:
     pairs = " ".join(f"{k}={_watch_value(event[k])}" for k in keys
                      if event[k] is not None and event[k] != {})
     return f"{stamp}  {event.get('event', '?')}  {pairs}".rstrip()
+
+
+# -- chatctl room ----------------------------------------------------------------------------
+
+
+def room(result: dict) -> list[str]:
+    if result.get("deleted"):
+        return [f"deleted room {result.get('room')}"]
+    names = lambda key: ", ".join(result.get(key) or []) or "-"  # noqa: E731
+    modes = result.get("modes")
+    return key_values([("room", result.get("room")),
+                       ("founder", result.get("founder") or "-"),
+                       ("topic", result.get("topic") or "-"),
+                       ("modes", f"+{modes}" if modes else "-"),
+                       ("operators", names("ops")), ("voiced", names("voiced")),
+                       ("bans", names("bans")), ("invited", names("invites")),
+                       ("members", names("members"))])

@@ -25,6 +25,7 @@ import structlog
 from chatd.accounts import passwords
 from chatd.accounts.attempts import FailureLog, Window, address_key
 from chatd.core.position import Position
+from chatd.core.roomstate import RoomState
 from chatd.store.accounts import Account, AccountStoreError
 from chatd.store.bans import parse_ip
 from chatd.text import fold, is_valid_name
@@ -216,6 +217,37 @@ class Accounts:
         """The account leaves its rooms at ``positions`` (a departure or a logout)."""
         try:
             self.store.set_rooms(name, positions)
+        except AccountStoreError as exc:
+            log.warning("account_store_failed", error=str(exc))
+
+    # -- registered rooms (SPEC §13: their founders are accounts; core/stewardship.py) --------
+
+    def registered_rooms(self) -> list:
+        """(name, roomstate.RoomState) of every registered room (at start); a stored state
+        that is not valid is skipped with a warning."""
+        try:
+            stored = self.store.registered_rooms()
+        except AccountStoreError as exc:
+            log.warning("account_store_failed", error=str(exc))
+            return []
+        rooms = []
+        for name, record in stored:
+            state = RoomState.from_record(record)
+            if state is None or not state.registered:
+                log.warning("registered_room_skipped", room=name)
+            else:
+                rooms.append((name, state))
+        return rooms
+
+    def keep_room(self, name: str, state) -> None:
+        try:
+            self.store.set_registered_room(name, state.record())
+        except AccountStoreError as exc:
+            log.warning("account_store_failed", error=str(exc))
+
+    def drop_room(self, name: str) -> None:
+        try:
+            self.store.drop_registered_room(name)
         except AccountStoreError as exc:
             log.warning("account_store_failed", error=str(exc))
 

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatd.admin import accounts, actions, control, queries
+from chatd.admin import accounts, actions, control, queries, rooms
 from chatd.admin.watch import Watchers, do_watch
 
 
@@ -103,6 +103,12 @@ TABLE: dict[str, Spec] = {
     "account_delete": Spec(accounts.do_account_delete),
     "accounts": Spec(accounts.do_accounts),
     "account": Spec(accounts.do_account),
+    "room_show": Spec(rooms.do_room_show),
+    "room_op": Spec(rooms.do_room_op),
+    "room_deop": Spec(rooms.do_room_deop),
+    "room_topic": Spec(rooms.do_room_topic, chat_args=("text",)),
+    "room_mode": Spec(rooms.do_room_mode, secret_args=("key",)),
+    "room_delete": Spec(rooms.do_room_delete),
 }
 
 

@@ -51,6 +51,7 @@ ERRORS = {
     "exists": "an account of that name exists already",
     "bad_password": "the password does not meet the rules",
     "accounts_unavailable": "the accounts store cannot be read or written; nothing was changed",
+    "refused": "the room refused the change (the message says why)",
 }
 
 _TARGET = (int, str)
@@ -89,6 +90,13 @@ COMMANDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "account_delete": {"name": ((str,), True)},
     "accounts": {},
     "account": {"name": ((str,), True)},
+    # rooms that belong to someone (SPEC §13): an operator's override of any room's state
+    "room_show": {"room": ((str,), True)},
+    "room_op": {"room": ((str,), True), "nick": ((str,), True)},
+    "room_deop": {"room": ((str,), True), "nick": ((str,), True)},
+    "room_topic": {"room": ((str,), True), "text": ((str,), True)},
+    "room_mode": {"room": ((str,), True), "change": ((str,), True), "key": ((str,), False)},
+    "room_delete": {"room": ((str,), True)},
 }
 
 

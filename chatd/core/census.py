@@ -20,6 +20,15 @@ def _traffic(client) -> tuple[int, int, int, int]:
     return client.lines_in, outbox.lines_out, client.bytes_in, outbox.bytes_out
 
 
+def _marked(state, client_id, nick: str, account, away) -> str:
+    """``nick`` as /who shows it in a room of ``state`` (roomstate.RoomState)."""
+    if state.is_op(client_id, nick, account):
+        nick = "@" + nick
+    elif state.is_voiced(nick, account):
+        nick = "+" + nick
+    return f"{nick} (away)" if away is not None else nick
+
+
 class Row(NamedTuple):
     """One client as :meth:`Census.snapshot` copies it: plain values, read under the hub lock
     so that nick and rooms agree with each other."""
@@ -111,13 +120,18 @@ class Census:
                 "disconnects": disconnects, "sendq_bytes": backlog, "sendq_max_bytes": largest}
 
     def who(self, client) -> tuple[str, list[str]]:
-        """The members of ``client``'s room, on every node."""
+        """The members of ``client``'s room, on every node: ``@nick`` an operator, ``+nick``
+        voiced, ``nick (away)`` away (SPEC §13; of another node's members, only what their
+        nicks say: an operator named by nick, not by account)."""
         with self._lock:
             room = client.room
-            away = {c.nick for c in room.members.values() if c.away is not None}
-            nicks = [c.nick for c in room.members.values()]
-        nicks = sorted(nicks + self._bus.remote_members(room.name), key=fold)
-        return room.name, [f"{nick} (away)" if nick in away else nick for nick in nicks]
+            state = room.state
+            shown = {c.nick: _marked(state, c.id, c.nick, c.account, c.away)
+                     for c in room.members.values()}
+        remote = self._bus.remote_members(room.name)
+        nicks = sorted([*shown, *remote], key=fold)
+        return room.name, [shown.get(nick) or _marked(state, None, nick, None, None)
+                           for nick in nicks]
 
     def rooms(self) -> list[tuple[str, int]]:
         """Every room with its member count, on every node."""
@@ -127,6 +141,13 @@ class Census:
                 name, remote = counts.get(key, (room.name, 0))
                 counts[key] = (room.name, remote + len(room.members))
         return sorted(counts.values(), key=lambda item: fold(item[0]))
+
+    def listing(self) -> list[tuple[str, int, str]]:
+        """``/list``: :meth:`rooms` with each room's topic ("" if none, or not known here:
+        the topic of a room with no member on this node)."""
+        with self._lock:
+            topics = {key: room.state.topic for key, room in self._rooms.items()}
+        return [(name, count, topics.get(fold(name), "")) for name, count in self.rooms()]
 
     def responsive(self, timeout: float) -> bool:
         """Whether the lock can be had within ``timeout`` (the watchdog's deadlock check)."""
@@ -165,7 +186,8 @@ class Census:
             guest_next = next(self._guest_numbers)
             self._guest_numbers = itertools.count(guest_next)  # taken back: we may serve on
             return {"guest_next": guest_next, "departed": dict(self._departed),
-                    "departed_messages": dict(self._departed_messages)}
+                    "departed_messages": dict(self._departed_messages),
+                    "rooms": self._handed_rooms()}
 
     def resume_totals(self, state: dict) -> None:
         """Go on from :meth:`handover_totals` of the process before the upgrade."""

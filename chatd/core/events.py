@@ -205,6 +205,122 @@ class Ignores:
     nicks: tuple[str, ...]
 
 
+# -- rooms that belong to someone (SPEC §13; core/stewardship.py) ------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSet:
+    """A room line: ``nick`` set the topic of ``room`` (every member sees it, the setter too)."""
+
+    nick: str
+    room: str
+    topic: str
+
+
+@dataclass(frozen=True, slots=True)
+class TopicIs:
+    """The topic of ``room``: told a joiner after its join reply, and the reply to ``/topic``."""
+
+    room: str
+    topic: str
+
+
+@dataclass(frozen=True, slots=True)
+class NoTopic:
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoomKicked:
+    """A room line: an operator (``by``) kicked ``nick`` out of ``room``."""
+
+    nick: str
+    room: str
+    by: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class KickedFrom:
+    """Told the member kicked out of ``room`` (it is back in the lobby)."""
+
+    room: str
+    by: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Granted:
+    """A room line: ``nick`` gave (``on``) or took ``what`` ("operator status", "voice")
+    to or from ``target``."""
+
+    nick: str
+    room: str
+    what: str
+    target: str
+    on: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BanSet:
+    """A room line: ``nick`` banned (``on``) or unbanned ``target`` in ``room``."""
+
+    nick: str
+    room: str
+    target: str
+    on: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ModeSet:
+    """A room line: ``nick`` changed the modes of ``room`` (``change``: ``+i``, ``-k``...)."""
+
+    nick: str
+    room: str
+    change: str
+
+
+@dataclass(frozen=True, slots=True)
+class Modes:
+    """The reply to ``/mode``: the room's modes (``+imt``; "" for none)."""
+
+    room: str
+    modes: str
+
+
+@dataclass(frozen=True, slots=True)
+class InvitedTo:
+    """Told the invited: ``nick`` invited it to ``room``."""
+
+    nick: str
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class Inviting:
+    """The reply to ``/invite``."""
+
+    target: str
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoomRegistered:
+    """A room line: ``room`` now belongs to the account ``founder``."""
+
+    room: str
+    founder: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoomListedTopic:
+    """A ``/list`` line: ``/rooms``'s with the topic."""
+
+    room: str
+    members: int
+    topic: str
+
+
 @dataclass(frozen=True, slots=True)
 class HelpLine:
     usage: str

@@ -35,13 +35,14 @@ from chatd.core.ignoring import unhidden
 from chatd.core.membership import Membership
 from chatd.core.presence import Presence
 from chatd.core.rooms import send_private
+from chatd.core.stewardship import Stewardship
 from chatd.core.tail import fit
 from chatd.text import fold
 
 LOBBY = "lobby"
 
 
-class Hub(Census, Membership, Identity, Presence):
+class Hub(Census, Membership, Identity, Presence, Stewardship):
     def __init__(self, flusher, bus=None) -> None:
         """``bus`` carries what crosses nodes (bus.py); the default is a single node. Room
         history is off until :meth:`use_history` (the service, once its store is open)."""

@@ -12,9 +12,10 @@ it held. A history tail may read the store, so it is had before the lock (:meth:
 
 from __future__ import annotations
 
-from chatd.core.events import Joined, Left, RoomEntered
+from chatd.core.events import Joined, Left, RoomEntered, TopicIs
 from chatd.core.position import Position
 from chatd.core.rooms import Room
+from chatd.core.roomstate import RoomState
 from chatd.text import fold
 
 #: The most rooms one client may be in at once (enter() refuses more; a member record from
@@ -25,9 +26,10 @@ MAX_ROOMS = 64
 class Membership:
     """Room membership over the hub's ``_rooms`` (folded name -> Room), ``_lock`` and ``_bus``."""
 
-    def join(self, client, name: str) -> str | None:
-        """Move ``client`` from its current room to room ``name`` (created on demand); returns
-        an error text or None."""
+    def join(self, client, name: str, key: str = "") -> str | None:
+        """Move ``client`` from its current room to room ``name`` (created on demand, with
+        ``client`` its operator: roomstate.py); returns an error text or None. ``key``: for
+        a room with one (+k)."""
         tail = self._tail_for(name)
         try:
             with self._lock:
@@ -37,15 +39,20 @@ class Membership:
                 new = self._rooms.get(fold(name))
                 if new is None:
                     new, tail = self._room(name, tail), None  # the room holds the tail now
+                    new.state = self._made_by(client, name)
+                else:
+                    problem = new.state.refusal(new.name, client.nick, client.account, key)
+                    if problem is not None:
+                        return problem
                 self._move(client, old, new)
         finally:
             if tail is not None:  # the room existed (or no join): it holds its own
                 self._history.release(name)
         return None
 
-    def enter(self, client, name: str) -> str | None:
+    def enter(self, client, name: str, key: str = "") -> str | None:
         """``client`` becomes a member of room ``name`` too, staying in its other rooms;
-        returns an error text or None."""
+        returns an error text or None (as :meth:`join`)."""
         tail = self._tail_for(name)
         try:
             with self._lock:
@@ -56,6 +63,11 @@ class Membership:
                     return f"you are in too many rooms (at most {MAX_ROOMS})"
                 if room is None:
                     room, tail = self._room(name, tail), None
+                    room.state = self._made_by(client, name)
+                else:
+                    problem = room.state.refusal(room.name, client.nick, client.account, key)
+                    if problem is not None:
+                        return problem
                 self._enter(client, room, self._entered(client, room))
         finally:
             if tail is not None:
@@ -94,6 +106,11 @@ class Membership:
                     if since is not None:  # (None: where it stood is not known)
                         room.missed(client.outbox, since, client.seen_from)
                     return
+                if room is not None and room.state.refusal(room.name, client.nick,
+                                                           client.account, "") is not None:
+                    if current is None:  # banned or shut out since: the lobby, as anyone
+                        self._enter(client, self._lobby)
+                    return
                 if room is None:
                     room, tail = self._room(name, tail), None
                 self._move(client, current, room, since)
@@ -110,10 +127,19 @@ class Membership:
             self._post(old, None, Left(client.nick, old.name))
         self._enter(client, new, self._entered(client, new), since)
 
+    def _made_by(self, client, name: str) -> RoomState:
+        """A new room's state: ``client`` made it, and is its operator while it stays,
+        unless the room has members on other nodes (it was made there)."""
+        return RoomState() if self._bus.remote_members(name) else RoomState(creator=client.id)
+
     def _entered(self, client, room: Room) -> tuple[bytes, int]:
-        """The joiner's own ``*** you joined`` line, with the members on every node."""
+        """The joiner's own ``*** you joined`` line, with the members on every node, and
+        the room's topic if it has one."""
         members = len(room.members) + 1 + len(self._bus.remote_members(room.name))
-        return client.outbox.protocol.line(RoomEntered(room.name, members)), 1
+        told = [RoomEntered(room.name, members)]
+        if room.state.topic:
+            told.append(TopicIs(room.name, room.state.topic))
+        return client.outbox.protocol.lines(told), len(told)
 
     # -- an upgrade (upgrade.py) ----------------------------------------------------------------
 
@@ -222,7 +248,9 @@ class Membership:
         if client.room is room:
             client.room = rooms[0] if rooms else None
         position = room.leave(client)
-        if not room.members and room is not self._lobby:
+        if room.state.creator == client.id:  # an unregistered room's maker: op while in it
+            room.state = room.state.change(creator=None)
+        if not room.members and room is not self._lobby and not room.state.registered:
             del self._rooms[fold(room.name)]
             if room.tail is not None:  # idle now, within history.py's bound (no I/O)
                 self._history.release(room.name)

@@ -30,7 +30,7 @@ Who may touch what:
   there). Lists, in order, because a client may leave and come back before the flusher
   catches up. Nothing under it does socket I/O; it is taken after the hub lock, before the
   flusher's.
-- ``members`` (client id -> Client) is guarded by the hub lock.
+- ``members`` (client id -> Client) is guarded by the hub lock; so are writes of ``state``.
 - ``readers`` (outbox -> offset) belongs to the flusher thread alone.
 
 Every change of a reader's position goes through the flusher's queue (``flusher.call``) in
@@ -45,13 +45,14 @@ import threading
 
 from chatd.core.ignoring import hides, unhidden
 from chatd.core.position import START, Position
+from chatd.core.roomstate import RoomState
 from chatd.core.tail import TICK, fit
 
 
 class Room:
     __slots__ = ("name", "members", "lock", "log", "base", "queued", "joining", "barriers",
                  "readers", "_flusher", "tail", "on_join", "speaking", "_speakers", "renders",
-                 "plain_since", "plain_protocol", "ignorers")
+                 "plain_since", "plain_protocol", "ignorers", "state")
 
     def __init__(self, name: str, flusher) -> None:
         self.name = name
@@ -80,6 +81,9 @@ class Room:
         #: Readers that ignore someone (lock): a flush gives each its own filtered buffer;
         #: empty (nearly always) costs a flush one test.
         self.ignorers: set = set()
+        #: Who owns and runs the room (roomstate.RoomState): replaced whole under the hub
+        #: lock, read without it (stewardship.py).
+        self.state = RoomState()
 
     def _end(self) -> int:
         return self.base + len(self.log)

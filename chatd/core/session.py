@@ -87,6 +87,19 @@ class Session:
             return False
         return True
 
+    def may_say(self) -> bool:
+        """:meth:`may_speak`, and in a moderated room (+m) only its operators and voiced
+        members speak (roomstate.py); a room without modes costs one test."""
+        if not self.may_speak():
+            return False
+        client = self.client
+        room = client.room
+        state = room.state
+        if state.modes and not state.may_speak(client.id, client.nick, client.account):
+            self.error(f"{room.name} is moderated: only its operators and voiced members speak")
+            return False
+        return True
+
     def quit(self, reason: Close) -> None:
         self._end = reason
 

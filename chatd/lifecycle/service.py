@@ -233,6 +233,17 @@ class Service:
         extra = [self.metrics.fileno()] if self.metrics is not None else []
         return [x.sock.fileno() for x in self.listeners()] + [self.admin.fileno()] + extra
 
+    def _keep_rooms(self) -> None:
+        """Registered rooms (SPEC §13) are kept with the accounts on a single node; cluster
+        mode does not share room state between nodes yet, so it registers none."""
+        if self.accounts is None:
+            return
+        if not isinstance(self.bus, LocalBus):
+            self.hub.keep_rooms_with(None, [], "registered rooms are not available in "
+                                               "cluster mode yet")
+            return
+        self.hub.keep_rooms_with(self.accounts, self.accounts.registered_rooms())
+
     def launch(self) -> None:
         """Join the cluster, start the threads and tell the world we are ready."""
         self._join_cluster()
@@ -240,6 +251,7 @@ class Service:
         self._events.install_signal_handlers()
         tune_process()
         inherited, restored = self.inherited, []
+        self._keep_rooms()  # before the clients: a registered room a client is in has its state
         if inherited is not None:  # the clients rebuilt, then the old process lets go of them
             restored = inherited.clients(self.hub, self.flusher)
             self.pidfile = inherited.commit() or self.pidfile  # its pidfile is ours now

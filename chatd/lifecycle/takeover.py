@@ -106,6 +106,7 @@ class Inherited:
             if record.ignores:
                 hub.set_ignores(client, tuple(record.ignores))
             restored.append((client, record.session))
+        hub.resume_rooms(state.hub.get("rooms"))  # their topics, modes and operators
         return restored
 
     def commit(self) -> PidFile | None:

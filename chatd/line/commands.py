@@ -25,7 +25,7 @@ from chatd.core.events import (
     RoomListed,
 )
 from chatd.core.hub import LOBBY
-from chatd.line import accounts, social
+from chatd.line import accounts, ownership, social
 from chatd.line.parse import Command, split_word
 from chatd.text import NAME_RULE, fold, is_valid_name
 
@@ -89,7 +89,9 @@ def _owned_by_another(session, name: str) -> bool | None:
     return registry.registered(name)
 
 
-def do_join(session, name: str) -> None:
+def do_join(session, args: str) -> None:
+    """``/join ROOM [KEY]``."""
+    name, key = split_word(args)
     name = name.removeprefix("#")
     if not name:
         session.error(f"invalid room name ({NAME_RULE})")
@@ -98,7 +100,7 @@ def do_join(session, name: str) -> None:
         session.error(f"invalid room {name} ({NAME_RULE})")
         return
     before = session.client.room
-    problem = session.hub.join(session.client, name)
+    problem = session.hub.join(session.client, name, key)
     if problem:
         session.error(problem)
     else:
@@ -147,7 +149,7 @@ def do_msg(session, args: str) -> None:
 
 
 def do_me(session, text: str) -> None:
-    if not session.may_speak():
+    if not session.may_say():
         return
     session.hub.say(session.client, Acted(session.client.nick, text))
     session.log_message(text, action=True)
@@ -186,6 +188,8 @@ COMMANDS: dict[str, Spec] = {
     "join": Spec(do_join, "/join ROOM", "leave this room and enter ROOM", needs_args=True),
     "part": Spec(do_part, "/part", "leave this room for the lobby"),
     "rooms": Spec(do_rooms, "/rooms", "list the rooms"),
+    "list": Spec(ownership.do_list, "/list", "list the rooms with their topics"),
+    "topic": Spec(ownership.do_topic, "/topic [TEXT]", "show or set this room's topic"),
     "who": Spec(do_who, "/who", "list the members of this room"),
     "msg": Spec(do_msg, "/msg NICK TEXT", "send a private message", needs_args=True),
     "me": Spec(do_me, "/me TEXT", "describe an action", needs_args=True),
@@ -198,6 +202,25 @@ COMMANDS: dict[str, Spec] = {
     "unignore": Spec(social.do_unignore, "/unignore NICK", "get NICK's lines again",
                      needs_args=True),
     "ignores": Spec(social.do_ignores, "/ignores", "list whom you ignore"),
+    "op": Spec(ownership.do_op, "/op NICK", "make NICK an operator of this room",
+               needs_args=True),
+    "deop": Spec(ownership.do_deop, "/deop NICK", "take operator status from NICK",
+                 needs_args=True),
+    "voice": Spec(ownership.do_voice, "/voice NICK", "let NICK speak in this moderated room",
+                  needs_args=True),
+    "devoice": Spec(ownership.do_devoice, "/devoice NICK", "take voice from NICK",
+                    needs_args=True),
+    "kick": Spec(ownership.do_kick, "/kick NICK [REASON]", "send NICK out of this room",
+                 needs_args=True),
+    "ban": Spec(ownership.do_ban, "/ban NICK", "keep NICK (or its account) out of this room",
+                needs_args=True),
+    "unban": Spec(ownership.do_unban, "/unban NICK", "lift a ban", needs_args=True),
+    "mode": Spec(ownership.do_mode, "/mode [+i|-i|+k KEY|-k|+m|-m|+t|-t]",
+                 "show or change this room's modes"),
+    "invite": Spec(ownership.do_invite, "/invite NICK", "let NICK into this invite-only room",
+                   needs_args=True),
+    "register-room": Spec(ownership.do_register_room, "/register-room",
+                          "make this room yours (logged in)", account=True),
     "history": Spec(do_history, "/history [N]", "show the last N lines of this room (20)"),
     "register": Spec(accounts.do_register, "/register PASSWORD", "make your nick an account",
                      needs_args=True, account=True),

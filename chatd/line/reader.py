@@ -100,7 +100,7 @@ class LineReader:
             if not client.nick or client.lines_in == 1:  # not yet logged in, or a first line
                 if _before_chat(session, parsed.text):
                     return
-            if not session.may_speak():
+            if not session.may_say():
                 return
             self.hub.say(client, Said(client.nick, parsed.text))
             session.log_message(parsed.text)

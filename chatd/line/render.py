@@ -68,6 +68,23 @@ _FORMATS = {
     ev.PrivateMessage: lambda e: f"*{e.sender}* {e.text}",
     ev.PrivateSent: lambda e: f"*** -> {e.target}: {e.text}",
     ev.HelpLine: lambda e: f"*** {e.usage} - {e.help}",
+    ev.TopicSet: lambda e: f"*** {e.nick} set the topic: {e.topic}",
+    ev.TopicIs: lambda e: f"*** topic of {e.room}: {e.topic}",
+    ev.NoTopic: lambda e: f"*** {e.room} has no topic",
+    ev.RoomKicked: lambda e: f"*** {e.nick} was kicked from {e.room} by {e.by}: {e.reason}",
+    ev.KickedFrom: lambda e: f"*** you were kicked from {e.room} by {e.by}: {e.reason}",
+    ev.Granted: lambda e: (f"*** {e.nick} gave {e.what} to {e.target}" if e.on
+                           else f"*** {e.nick} took {e.what} from {e.target}"),
+    ev.BanSet: lambda e: (f"*** {e.nick} banned {e.target} from {e.room}" if e.on
+                          else f"*** {e.nick} lifted the ban on {e.target} in {e.room}"),
+    ev.ModeSet: lambda e: f"*** {e.nick} set mode {e.change} on {e.room}",
+    ev.Modes: lambda e: (f"*** modes of {e.room}: +{e.modes}" if e.modes
+                         else f"*** {e.room} has no modes"),
+    ev.InvitedTo: lambda e: f"*** {e.nick} invited you to {e.room} (/join {e.room})",
+    ev.Inviting: lambda e: f"*** invited {e.target} to {e.room}",
+    ev.RoomRegistered: lambda e: f"*** {e.room} is registered to {e.founder}",
+    ev.RoomListedTopic: lambda e: (f"*** {e.room} ({_members(e.members)}): {e.topic}"
+                                   if e.topic else f"*** {e.room} ({_members(e.members)})"),
     ev.IsAway: lambda e: f"*** {e.nick} is away: {e.text}",
     ev.AwaySet: lambda e: f"*** you are away: {e.text}",
     ev.Back: lambda e: "*** you are back",

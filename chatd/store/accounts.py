@@ -49,6 +49,11 @@ CREATE TABLE IF NOT EXISTS account_rooms (
     seq INTEGER NOT NULL,        -- 0: the room it was in last (the one a line client rejoins)
     PRIMARY KEY (key, seq)
 );
+CREATE TABLE IF NOT EXISTS registered_rooms (
+    key TEXT PRIMARY KEY,        -- the room's folded name
+    name TEXT NOT NULL,          -- as spelled
+    state TEXT NOT NULL          -- founder, topic, modes, lists: JSON (core/roomstate.py)
+);
 CREATE TABLE IF NOT EXISTS account_ignores (
     key TEXT NOT NULL,           -- the account's folded name
     nicks TEXT NOT NULL,         -- the nicks it ignores, as typed: a JSON list (SPEC §13)
@@ -208,6 +213,27 @@ class SqliteAccounts:
                     "WHERE EXISTS (SELECT 1 FROM accounts WHERE key = ?)",
                     [(key, room, json.dumps(at.record()), seq, key)
                      for seq, (room, at) in enumerate(positions[:MAX_ROOMS])])
+
+    def registered_rooms(self) -> list[tuple[str, dict]]:
+        """(name, stored state) of every registered room; rows that are not valid skipped
+        (the caller checks the state itself: roomstate.RoomState.from_record)."""
+        found = []
+        for name, state in self._run("SELECT name, state FROM registered_rooms", ()):
+            try:
+                if isinstance(name, str) and is_valid_name(name) and isinstance(state, str):
+                    found.append((name, json.loads(state)))
+            except (ValueError, RecursionError):
+                continue
+        return found
+
+    def set_registered_room(self, name: str, state: dict) -> None:
+        with self._writing() as conn:
+            conn.execute("INSERT OR REPLACE INTO registered_rooms (key, name, state) "
+                         "VALUES (?, ?, ?)", (fold(name), name, json.dumps(state)))
+
+    def drop_registered_room(self, name: str) -> None:
+        with self._writing() as conn:
+            conn.execute("DELETE FROM registered_rooms WHERE key = ?", (fold(name),))
 
     def ignores(self, name: str) -> list[str]:
         """The nicks the account ignores (at most MAX_IGNORES; bad ones skipped)."""

@@ -206,4 +206,4 @@ def test_who_lists_the_current_room(trio):
     assert line.startswith("*** in lobby: "), line
     assert sorted(line.removeprefix("*** in lobby: ").split(", ")) == ["alice", "bob"]
     carol.send_line("/who")
-    carol.expect("*** in other: carol")
+    carol.expect("*** in other: @carol")  # who made it is its operator (SPEC §13)

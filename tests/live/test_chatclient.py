@@ -253,7 +253,7 @@ def test_printf_into_chat(server):
                             env=chat_env(), check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.endswith(b"*** you are now x\n*** you joined dev (1 member)\n"
-                                  b"*** in dev: x\n*** bye\n"), result.stdout
+                                  b"*** in dev: @x\n*** bye\n"), result.stdout
     bob.wait_for("*** x left lobby")
     assert result.stderr == b""
 
@@ -300,7 +300,7 @@ def test_a_server_restart_ends_in_a_reconnect_with_the_same_nick_and_room(chatd,
     chat.wait_err(b"*** reconnected as dora2 in dev\n")
     eve = second.connect()
     eve.join("dev")
-    assert members(eve, "dev") == f"*** in dev: dora2, {eve.nick}"
+    assert members(eve, "dev") == f"*** in dev: @dora2, {eve.nick}"
     chat.type("back again")
     eve.expect("<dora2> back again")
     assert chat.finish() == 0

@@ -74,3 +74,15 @@ def test_whois_describes_a_client_of_another_node(cluster):
     bob.expect("*** error: no such nick nobody")
     log_in(b, "alice")  # the account moves: node1's connection is closed
     alice.wait_for("*** logged in elsewhere")
+
+
+def test_rooms_cannot_be_registered_in_cluster_mode_yet(cluster):
+    _redis, (a, _b) = cluster()
+    alice = named(a, "alice")
+    alice.send_line(f"/register {PASSWORD}")
+    alice.expect("*** registered alice")
+    alice.join("dev")
+    alice.send_line("/register-room")
+    alice.expect("*** error: registered rooms are not available in cluster mode yet")
+    alice.send_line("/topic ours")  # an unregistered room's state: this node's own
+    alice.expect("*** alice set the topic: ours")

@@ -27,17 +27,17 @@ def test_each_handler_takes_the_context_then_exactly_the_schema_arguments():
         assert taken == schema, name
 
 
-def test_only_the_upgrades_record_who_asks_and_only_broadcast_text_is_chat():
+def test_only_the_upgrades_record_who_asks_and_only_broadcast_and_topic_text_is_chat():
     assert {name for name, spec in TABLE.items() if spec.asks} == {"upgrade", "handover"}
     assert {name: spec.chat_args for name, spec in TABLE.items() if spec.chat_args} == \
-        {"broadcast": ("text",)}
+        {"broadcast": ("text",), "room_topic": ("text",)}
 
 
-def test_every_password_argument_is_a_secret():
+def test_every_password_argument_and_room_key_is_a_secret():
     with_password = {name for name, schema in adminproto.COMMANDS.items() if "password" in schema}
     assert with_password == {"account_add", "account_passwd"}
     assert {name: spec.secret_args for name, spec in TABLE.items() if spec.secret_args} == \
-        dict.fromkeys(with_password, ("password",))
+        {**dict.fromkeys(with_password, ("password",)), "room_mode": ("key",)}
 
 
 @pytest.mark.parametrize("log_messages", [False, True])

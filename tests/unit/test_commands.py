@@ -19,6 +19,8 @@ HELP = crlf(
     "*** /join ROOM - leave this room and enter ROOM",
     "*** /part - leave this room for the lobby",
     "*** /rooms - list the rooms",
+    "*** /list - list the rooms with their topics",
+    "*** /topic [TEXT] - show or set this room's topic",
     "*** /who - list the members of this room",
     "*** /msg NICK TEXT - send a private message",
     "*** /me TEXT - describe an action",
@@ -28,6 +30,15 @@ HELP = crlf(
     "*** /ignore NICK - stop getting NICK's lines and messages",
     "*** /unignore NICK - get NICK's lines again",
     "*** /ignores - list whom you ignore",
+    "*** /op NICK - make NICK an operator of this room",
+    "*** /deop NICK - take operator status from NICK",
+    "*** /voice NICK - let NICK speak in this moderated room",
+    "*** /devoice NICK - take voice from NICK",
+    "*** /kick NICK [REASON] - send NICK out of this room",
+    "*** /ban NICK - keep NICK (or its account) out of this room",
+    "*** /unban NICK - lift a ban",
+    "*** /mode [+i|-i|+k KEY|-k|+m|-m|+t|-t] - show or change this room's modes",
+    "*** /invite NICK - let NICK into this invite-only room",
     "*** /history [N] - show the last N lines of this room (20)",
     "*** /quit [REASON] - leave the server",
     "*** /help - show this list",
@@ -191,7 +202,7 @@ def test_who_lists_the_current_room(world):
     c.line(b"/join side")
     c.take()
     c.line(b"/who")
-    assert c.take() == b"*** in side: al\r\n"
+    assert c.take() == b"*** in side: @al\r\n"
 
 
 # -- /msg -------------------------------------------------------------------------------------

@@ -128,7 +128,7 @@ def test_join_tells_old_room_new_room_and_joiner(world):
     assert b.take() == crlf("*** you joined dev (2 members)")  # the creator's spelling
     assert a.take() == crlf("*** guest-2 joined dev")
     assert c.take() == crlf("*** guest-2 left lobby")
-    assert world.hub.who(a.client) == ("dev", ["guest-1", "guest-2"])
+    assert world.hub.who(a.client) == ("dev", ["@guest-1", "guest-2"])
 
 
 def test_join_the_room_one_is_in_is_an_error(world):
@@ -238,7 +238,7 @@ def test_who_and_rooms_sort_case_insensitively(world):
     world.hub.join(b.client, "Alpha")
     world.hub.join(c.client, "beta")
     assert world.hub.rooms() == [("Alpha", 1), ("beta", 1), ("lobby", 1), ("zeta", 1)]
-    assert world.hub.who(a.client) == ("zeta", ["carol"])
+    assert world.hub.who(a.client) == ("zeta", ["@carol"])
 
 
 def test_lookup_by_id_digits_and_nick(world):

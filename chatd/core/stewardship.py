@@ -1,0 +1,323 @@
+"""Rooms that belong to someone (SPEC §13): operators, topics, modes, bans, invitations and
+registration (a mixin of :class:`~chatd.core.hub.Hub`).
+
+A room's state is a :class:`~chatd.core.roomstate.RoomState` on the room (``Room.state``),
+replaced whole under the hub lock; what it says is posted to the room under the same lock,
+so every member sees changes in the order they were made. The state of a registered room is
+kept by a *keeper* (the accounts store: SQLite on a single node), written after the lock is
+let go, on the thread that made the change; a registered room exists while empty.
+
+Each change has two doors: a client's (``client`` must be an operator of the room, checked
+here) and the operator's (``chatctl room``: ``client`` None, no check, the actor shown as
+``[admin]``). Both end in the same ``_change``.
+
+Kicking moves another client out of a room from a thread that is not its own: the exception
+to client.py's rule that only a client's session thread moves it, as Hub.revoke_nick is. A
+line the kicked client is saying at that very moment may still reach the room it left.
+"""
+
+from __future__ import annotations
+
+from chatd.core.events import (
+    BanSet,
+    Granted,
+    InvitedTo,
+    KickedFrom,
+    Left,
+    ModeSet,
+    RoomEntered,
+    RoomKicked,
+    RoomRegistered,
+    TopicSet,
+)
+from chatd.core.roomstate import MAX_KEY, MAX_NAMES, MAX_TOPIC, MODES, RoomState
+from chatd.text import fold
+
+#: The actor operators' changes are shown with (chatctl room ...).
+ADMIN = "[admin]"
+#: Registered rooms on one server (docs/protocol.md §3).
+MAX_REGISTERED_ROOMS = 10_000
+#: What each list a room keeps is called in answers.
+_LISTS = {"ops": "operator status", "voiced": "voice"}
+
+
+class Stewardship:
+    """Over the hub's ``_rooms``, ``_nicks``, ``_lock``, ``_lobby`` and membership."""
+
+    #: keep_room(name, RoomState) / drop_room(name): accounts.Accounts; None: no registered
+    #: rooms here, for the reason in ``_unkept``.
+    _room_keeper = None
+    _unkept = "registered rooms need accounts, and this server has none"
+
+    def keep_rooms_with(self, keeper, registered: list, unkept: str = "") -> None:
+        """At start: ``keeper`` keeps registered rooms, and ``registered`` ((name,
+        RoomState), read from it before the lock) exist from now on, empty. ``keeper``
+        None: ``unkept`` says why a room cannot be registered."""
+        with self._lock:
+            self._room_keeper = keeper
+            self._unkept = unkept or self._unkept
+            for name, state in registered:
+                room = self._rooms.get(fold(name)) or self._room(name)
+                if room is not self._lobby:
+                    room.state = state
+
+    # -- the client's doors -----------------------------------------------------------------
+
+    def set_topic(self, client, name: str, topic: str) -> str | None:
+        if len(topic) > MAX_TOPIC:
+            return f"topic too long (max {MAX_TOPIC} characters)"
+        return self._by_member(client, name, lambda room, s: (
+            s.change(topic=topic, topic_by=client.nick),
+            TopicSet(client.nick, room.name, topic)), ops_only=lambda s: "t" in s.modes)
+
+    def grant(self, client, name: str, what: str, nick: str, on: bool) -> str | None:
+        """``/op``, ``/deop`` (``what`` "ops"), ``/voice``, ``/devoice`` ("voiced")."""
+        return self._by_operator(client, name, lambda room, s: self._grant(room, s, client.nick,
+                                                                            what, nick, on))
+
+    def ban(self, client, name: str, nick: str, on: bool) -> str | None:
+        return self._by_operator(client, name, lambda room, s: self._ban(room, s, client.nick,
+                                                                          nick, on))
+
+    def set_mode(self, client, name: str, change: str, key: str = "") -> str | None:
+        return self._by_operator(client, name, lambda room, s: self._mode(room, s, client.nick,
+                                                                           change, key))
+
+    def invite(self, client, name: str, nick: str) -> str | None:
+        with self._lock:
+            room, problem = self._operated(client, name)
+            if problem is None:
+                target = self._nicks.get(fold(nick))
+                if target is None:
+                    problem = f"no such nick {nick}"
+                elif room in target.rooms:
+                    problem = f"{target.nick} is in {room.name} already"
+                else:
+                    problem = self._store(room, room.state.change(
+                        invites=room.state.invites | {self._known_as(target)}), None)
+                    if problem is None:
+                        self.send_to(target, InvitedTo(client.nick, room.name))
+        self._keep(room if problem is None else None)
+        return problem
+
+    def kick_from_room(self, client, name: str, nick: str, reason: str) -> str | None:
+        with self._lock:
+            room, problem = self._operated(client, name)
+            if problem is None:
+                problem = self._kick(room, client.nick, nick, reason)
+        return problem
+
+    def register_room(self, client, name: str) -> str | None:
+        if client.account is None:
+            return "log in to register a room: /login NICK PASSWORD"
+        with self._lock:
+            if self._rooms.get(fold(name)) is self._lobby:  # everyone's
+                return f"{self._lobby.name} cannot be registered"
+            room, problem = self._operated(client, name)
+            if problem is None:
+                problem = self._register(room, client.account)
+        self._keep(room if problem is None else None)
+        return problem
+
+    # -- the operator's door (chatctl room) ---------------------------------------------------
+
+    def room_state(self, name: str):
+        """(the room's name as spelled, its RoomState, its members' nicks) or None."""
+        with self._lock:
+            room = self._rooms.get(fold(name))
+            if room is None:
+                return None
+            return room.name, room.state, sorted((c.nick for c in room.members.values()),
+                                                 key=fold)
+
+    def admin_room(self, name: str, verb: str, *args) -> str | None:
+        """``chatctl room VERB ROOM ARGS``: op/deop NICK, topic TEXT, mode CHANGE [KEY],
+        delete. No operator check; shown to the room as done by ``[admin]``."""
+        with self._lock:
+            room = self._rooms.get(fold(name))
+            if room is None:
+                return f"no such room {name}"
+            if verb == "delete":
+                problem = self._unregister(room)
+            else:
+                change = {
+                    "op": lambda s: self._grant(room, s, ADMIN, "ops", args[0], True),
+                    "deop": lambda s: self._grant(room, s, ADMIN, "ops", args[0], False),
+                    "topic": lambda s: (s.change(topic=args[0], topic_by=ADMIN),
+                                        TopicSet(ADMIN, room.name, args[0])),
+                    "mode": lambda s: self._mode(room, s, ADMIN, *args),
+                }[verb]
+                problem = self._apply(room, change)
+        self._keep(room if problem is None else None, drop=verb == "delete")
+        return problem
+
+    # -- an upgrade (takeover.py) ----------------------------------------------------------
+
+    def resume_rooms(self, handed) -> None:
+        """The state of the unregistered rooms of the process before the upgrade
+        (:meth:`_handed_rooms`), once its clients are back: the rooms exist again. A record
+        that is not valid (a state file is input) leaves its room as a new one."""
+        if handed.__class__ is not dict:
+            return
+        with self._lock:
+            for name, record in handed.items():
+                room = self._rooms.get(fold(name)) if isinstance(name, str) else None
+                state = RoomState.from_record(record)
+                if room is None or state is None or state.registered or room is self._lobby:
+                    continue
+                creator = record.get("creator")
+                room.state = state.change(creator=creator if isinstance(creator, int)
+                                          and creator in room.members else None)
+
+    # -- hub lock held ------------------------------------------------------------------------
+
+    def _handed_rooms(self) -> dict:
+        """name -> the stored form of the state of every unregistered room that has one,
+        with its creator: what an upgrade carries (a registered room's is in the store)."""
+        blank = RoomState()
+        return {room.name: {**room.state.record(), "creator": room.state.creator}
+                for room in self._rooms.values()
+                if room.state != blank and not room.state.registered}
+
+    def _operated(self, client, name: str):
+        """(``client``'s room ``name``, None) if it is an operator there, else (None, why)."""
+        room = self._rooms.get(fold(name))
+        if room is None or room not in client.rooms:
+            return None, f"you are not in {name}"
+        if not room.state.is_op(client.id, client.nick, client.account):
+            return None, f"you are not an operator of {room.name}"
+        return room, None
+
+    def _by_operator(self, client, name: str, change) -> str | None:
+        return self._by_member(client, name, change, ops_only=lambda state: True)
+
+    def _by_member(self, client, name: str, change, ops_only) -> str | None:
+        """``change(room, state)`` -> (new state, room line) or an error text, for a member
+        of room ``name`` (an operator if ``ops_only(state)``)."""
+        with self._lock:
+            room = self._rooms.get(fold(name))
+            if room is None or room not in client.rooms:
+                return f"you are not in {name}"
+            if ops_only(room.state) and not room.state.is_op(client.id, client.nick,
+                                                             client.account):
+                return f"you are not an operator of {room.name}"
+            problem = self._apply(room, lambda state: change(room, state))
+        self._keep(room if problem is None else None)
+        return problem
+
+    def _apply(self, room, change) -> str | None:
+        done = change(room.state)
+        if isinstance(done, str):
+            return done
+        return self._store(room, *done)
+
+    def _store(self, room, state: RoomState, line) -> str | None:
+        """``room`` has ``state`` now; its members here are told ``line`` (None: nothing).
+        Not published: in cluster mode a room's state is its node's own, so far."""
+        room.state = state
+        if line is not None:
+            room.post(None, line)
+        return None
+
+    def _keep(self, room, drop: bool = False) -> None:
+        """(not under the lock) A registered room's state, written where it is kept."""
+        keeper = self._room_keeper
+        if room is None or keeper is None:
+            return
+        if drop:
+            keeper.drop_room(room.name)
+        elif room.state.registered:
+            keeper.keep_room(room.name, room.state)
+
+    def _known_as(self, client) -> str:
+        """What a list names ``client`` by: its account if it is logged in, else its nick."""
+        return fold(client.account or client.nick)
+
+    def _target(self, nick: str) -> tuple[str, str]:
+        """(the entry for ``nick`` in a room's list, how the room is told of it)."""
+        target = self._nicks.get(fold(nick))
+        if target is None:
+            return fold(nick), nick
+        return self._known_as(target), target.nick
+
+    def _grant(self, room, state: RoomState, actor: str, what: str, nick: str, on: bool):
+        entry, shown = self._target(nick)
+        names = getattr(state, what)
+        if on and len(names) >= MAX_NAMES:
+            return f"{room.name} has too many entries (at most {MAX_NAMES})"
+        if (entry in names) == on:
+            return f"{shown} has {_LISTS[what]} in {room.name} already" if on \
+                else f"{shown} has no {_LISTS[what]} in {room.name}"
+        names = names | {entry} if on else names - {entry}
+        return (state.change(**{what: names}),
+                Granted(actor, room.name, _LISTS[what], shown, on))
+
+    def _ban(self, room, state: RoomState, actor: str, nick: str, on: bool):
+        entry, shown = self._target(nick)
+        if on and len(state.bans) >= MAX_NAMES:
+            return f"{room.name} has too many bans (at most {MAX_NAMES})"
+        if (entry in state.bans) == on:
+            return f"{shown} is banned from {room.name} already" if on \
+                else f"{shown} is not banned from {room.name}"
+        bans = state.bans | {entry} if on else state.bans - {entry}
+        return state.change(bans=bans), BanSet(actor, room.name, shown, on)
+
+    def _mode(self, room, state: RoomState, actor: str, change: str, key: str = ""):
+        """``change``: one of +i -i +k -k +m -m +t -t (``key`` with +k)."""
+        sign, mode = change[:1], change[1:]
+        if sign not in ("+", "-") or len(mode) != 1 or mode not in MODES:
+            return "usage: /mode [+i|-i|+k KEY|-k|+m|-m|+t|-t]"
+        modes = set(state.modes)
+        if sign == "+" and mode == "k":
+            if not key or len(key) > MAX_KEY or not key.isprintable() or " " in key:
+                return f"usage: /mode +k KEY (1-{MAX_KEY} characters, no spaces)"
+            modes.add("k")
+            return state.change(modes="".join(sorted(modes)), key=key), ModeSet(actor, room.name,
+                                                                                "+k")
+        if (mode in modes) == (sign == "+"):
+            return f"mode {change} is set on {room.name} already" if sign == "+" \
+                else f"mode {mode} is not set on {room.name}"
+        modes = modes | {mode} if sign == "+" else modes - {mode}
+        return (state.change(modes="".join(sorted(modes)),
+                             key=state.key if "k" in modes else ""),
+                ModeSet(actor, room.name, change))
+
+    def _kick(self, room, actor: str, nick: str, reason: str) -> str | None:
+        """Out of ``room`` and, if that was its only room, into the lobby (told first)."""
+        target = self._nicks.get(fold(nick))
+        if target is None or room not in target.rooms:
+            return f"{nick} is not in {room.name}"
+        self._leave(target, room)
+        room.post(None, RoomKicked(target.nick, room.name, actor, reason))
+        self._bus.publish(room.name, Left(target.nick, room.name,  # other nodes' members
+                                          f"kicked by {actor}: {reason}"))
+        told = KickedFrom(room.name, actor, reason)
+        if target.rooms:
+            self.send_to(target, told)
+        else:
+            lobby = self._lobby
+            entered = RoomEntered(lobby.name, len(lobby.members) + 1
+                                  + len(self._bus.remote_members(lobby.name)))
+            self._enter(target, lobby, (target.outbox.protocol.lines([told, entered]), 2))
+        return None
+
+    def _register(self, room, account: str) -> str | None:
+        if self._room_keeper is None:
+            return self._unkept
+        if room.state.registered:
+            return f"{room.name} is registered already"
+        if sum(r.state.registered for r in self._rooms.values()) >= MAX_REGISTERED_ROOMS:
+            return f"this server has no room for more registered rooms (at most " \
+                   f"{MAX_REGISTERED_ROOMS})"
+        return self._store(room, room.state.change(founder=fold(account)),
+                           RoomRegistered(room.name, account))
+
+    def _unregister(self, room) -> str | None:
+        """``chatctl room delete``: the room belongs to nobody any more and forgets its
+        topic, modes and lists; its members stay. An empty one goes."""
+        room.state = RoomState()
+        if not room.members and room is not self._lobby:
+            del self._rooms[fold(room.name)]
+            if room.tail is not None:
+                self._history.release(room.name)
+        return None
