@@ -7,16 +7,19 @@ A received line is one of:
   in the payload);
 - **duplicated**: a delivered line seen again at the same receiver;
 - **echoed**: a client's own message relayed back to it (chatd promises no echo);
+- **leaked**: a message from a sender this receiver ignores (``Conn.hidden``, the ignore
+  workload), which the server must not deliver to it;
 - **control**: a server notice (joins, leaves, numerics), counted, and leave notices kept as
   ``(nick, reason, receive time)``;
 - **garbled**: anything else, i.e. not exactly one whole message (a partial line left at the
   end of the measurement counts here too).
 
-``lost`` is, per receiver, the messages other clients sent minus the distinct ones delivered,
-so a message that only arrived garbled counts as lost too. ``out_of_order`` counts messages that
-arrived after a later message of the same sender. On a multi-node server, latencies of lines
-whose sender and receiver are on different nodes (``Conn.node``) are also reported apart
-(``lat_cross_*``, ``cross_delivered``); on one node there are none.
+``lost`` is, per receiver, the messages other clients sent (less those of the senders it
+ignores: they are not due) minus the distinct ones delivered, so a message that only arrived
+garbled counts as lost too. ``out_of_order`` counts messages that arrived after a later
+message of the same sender. On a multi-node server, latencies of lines whose sender and
+receiver are on different nodes (``Conn.node``) are also reported apart (``lat_cross_*``,
+``cross_delivered``); on one node there are none.
 
 This runs after the server has stopped, outside the measured time, so it uses both cores: the
 receivers are split between this process and a forked child (which sees the arena without a
@@ -33,8 +36,8 @@ from bench.protocols import PAYLOAD_BYTES, looks_like_payload, parse_payload, pa
 
 _CONTROL = 1
 _GARBLED = 0
-_COUNTS = ("expected", "delivered", "lost", "duplicated", "echoed", "garbled", "control",
-           "out_of_order")
+_COUNTS = ("expected", "delivered", "lost", "duplicated", "echoed", "leaked", "garbled",
+           "control", "out_of_order")
 
 
 def _classifier(proto, prefixes: list[bytes]):
@@ -119,7 +122,7 @@ def _part(engine, recorders: list, senders: list, sent: list[int]) -> dict:
         sinks = [cross if sender.node != conn.node else same for sender in senders]
         got, newest = _receiver(engine, conn, own, len(senders), classify, cache, counts,
                                 sinks, departures)
-        expected = total - (sent[own] if own is not None else 0)
+        expected = total - (sent[own] if own is not None else 0) - _withheld(conn, sent)
         counts["expected"] += expected
         counts["delivered"] += got
         counts["lost"] += max(0, expected - got)
@@ -128,13 +131,19 @@ def _part(engine, recorders: list, senders: list, sent: list[int]) -> dict:
             "last_ts": last_ts}
 
 
+def _withheld(conn, sent: list[int]) -> int:
+    """Messages not due at ``conn``: those of the senders it ignores."""
+    return sum(sent[s] for s in conn.hidden)
+
+
 def _receiver(engine, conn, own, n_senders, classify, cache, counts, sinks, departures):
     """One receiver's stream: returns (distinct messages delivered, latest delivery time).
     ``sinks[s]`` is the array that takes sender ``s``'s latencies.
 
     The fast pass assumes what a correct server does: each sender's messages arrive once and
-    in order, none of the receiver's own. The first line that breaks this makes it start over
-    with :func:`_exact`, which keeps a set of the lines seen.
+    in order, none of the receiver's own and none of the senders it ignores (``conn.hidden``).
+    The first line that breaks this makes it start over with :func:`_exact`, which keeps a set
+    of the lines seen.
     """
     marks = [(sink, len(sink)) for sink in {id(sink): sink for sink in sinks}.values()]
     local = dict.fromkeys(("garbled", "control"), 0)
@@ -142,6 +151,8 @@ def _receiver(engine, conn, own, n_senders, classify, cache, counts, sinks, depa
     last_seq = [-1] * n_senders
     if own is not None:
         last_seq[own] = 1 << 62  # any message of our own takes the slow path
+    for s in conn.hidden:
+        last_seq[s] = 1 << 62  # and so does any message of a sender we ignore
     rest = b""
     last_ts = 0
     got = 0
@@ -181,7 +192,8 @@ def _receiver(engine, conn, own, n_senders, classify, cache, counts, sinks, depa
 
 
 def _exact(engine, conn, own, n_senders, classify, cache, counts, sinks, departures):
-    """As :func:`_receiver`, for a stream with duplicates, echoes or reordering."""
+    """As :func:`_receiver`, for a stream with duplicates, echoes, leaks or reordering."""
+    hidden = conn.hidden
     seen = set()
     last_seq = [-1] * n_senders
     rest = b""
@@ -200,6 +212,8 @@ def _exact(engine, conn, own, n_senders, classify, cache, counts, sinks, departu
                     counts["duplicated"] += 1
                 elif sender == own:
                     counts["echoed"] += 1
+                elif sender in hidden:
+                    counts["leaked"] += 1
                 else:
                     seen.add(line)
                     sinks[sender].append(ts - sent_ts)

@@ -98,16 +98,21 @@ class _Senders:
 
 
 def drive(engine: Engine, senders: list, recorders: int, messages: int, window: int,
-          rate: float | None, idle_s: float, limit_s: float) -> dict:
-    """Send ``messages`` from each sender and receive until every recorder has every line,
-    the server has sent nothing for ``idle_s`` (after sending ended), or ``limit_s``.
+          rate: float | None, idle_s: float, limit_s: float,
+          withheld: list[int] | None = None) -> dict:
+    """Send ``messages`` from each sender and receive until every recorder has every line
+    due to it, the server has sent nothing for ``idle_s`` (after sending ended), or
+    ``limit_s``. ``withheld[s]``: how many recorders ignore sender ``s`` (the ignore
+    workload), so are not due its lines; without it, every line is due at every other one.
 
     Full speed (``rate`` None): a sender keeps at most ``window`` messages in flight, as seen
     by the WATCH connection. Paced: sender ``s`` sends message ``k`` at ``start + (k + s/S) /
     rate``, whatever the server does (what it cannot take waits in the load generator).
     """
     out = _Senders(engine, senders, messages, window, rate)
-    sizes = [line_bytes(engine.proto, c) for c in senders]  # one line, at each other recorder
+    # bytes of one line of each sender, at every recorder it is due at
+    due = [line_bytes(engine.proto, c) * (recorders - 1 - hid)
+           for c, hid in zip(senders, withheld or [0] * len(senders))]
     hard = time.monotonic() + limit_s
     end_send, outcome = None, "complete"
     while True:
@@ -115,8 +120,8 @@ def drive(engine: Engine, senders: list, recorders: int, messages: int, window: 
         if end_send is None:
             out.send(now)
             end_send = now if out.done else None
-        if end_send is not None and engine.rx_bytes >= (recorders - 1) * sum(
-                k * size for k, size in zip(out.sent, sizes)):
+        if end_send is not None and engine.rx_bytes >= sum(
+                k * size for k, size in zip(out.sent, due)):
             _drain(engine)
             break
         if time.monotonic() > hard:
@@ -155,12 +160,13 @@ def chat_round(name: str, core, clients: int, senders: int, messages: int, windo
     try:
         setup_s, mute = _bring_in(engine, server, clients, slow_client, opts)
         talkers, recorders = _roles(engine, clients, senders, rate, mute, messages)
+        withheld = _withheld(recorders, talkers)
         meter = Meter(server)
         stop_during = during(server) if during is not None else None
         gc.disable()  # no collector pauses in the measured loop (it allocates little anyway)
         try:
             run = drive(engine, talkers, len(recorders), messages, window, rate, opts.idle_s,
-                        opts.round_limit)
+                        opts.round_limit, withheld)
         finally:
             gc.enable()
             extra = stop_during() if stop_during is not None else {}
@@ -226,6 +232,13 @@ def _roles(engine: Engine, clients: int, senders: int, rate, mute, messages: int
     return talkers, recorders
 
 
+def _withheld(recorders: list, talkers: list) -> list[int]:
+    """Per sender: how many recorders ignore it (``Conn.hidden``, set while they registered:
+    bench/ignore.py), so that :func:`drive` does not wait for lines the server must not send.
+    All 0 in every other workload."""
+    return [sum(1 for conn in recorders if s in conn.hidden) for s in range(len(talkers))]
+
+
 def _per_node(usage: dict, checked: dict, run: dict) -> dict:
     """Cross-node latency, each process's CPU as one readable cell, Redis commands per
     message sent (None unless the server reads its Redis's INFO commandstats)."""
@@ -247,8 +260,8 @@ def _slow_facts(server, mute) -> dict:
 def _summarise(checked: dict, run: dict, rate, setup_s: float) -> dict:
     end = max(checked["last_ts"], run["end_send"] if rate else 0)
     duration = max(end - run["start"], 1) / 1e9
-    keys = ("expected", "delivered", "lost", "duplicated", "garbled", "echoed", "out_of_order",
-            "control", "lat_p50_ms", "lat_p99_ms", "lat_max_ms", "lat_sample")
+    keys = ("expected", "delivered", "lost", "duplicated", "garbled", "echoed", "leaked",
+            "out_of_order", "control", "lat_p50_ms", "lat_p99_ms", "lat_max_ms", "lat_sample")
     return {"sent": sum(run["sent"]), **{k: checked[k] for k in keys},
             "duration_s": round(duration, 3),
             "deliveries_per_s": round(checked["delivered"] / duration),

@@ -20,15 +20,16 @@ import sys
 import time
 from pathlib import Path
 
-from bench import accounts, chat, history, report, scale, upgrade
+from bench import accounts, chat, history, ignore, report, scale, upgrade
 from bench.clusters import SERVERS, redis_binary
 from bench.servers import BENCH, chatd_command, ngircd_binary, source_digest
 from bench.servers import SERVERS as SINGLE
 
 WORKLOADS = ("fanout", "connect", "slow", "admin", "metrics", "cluster", "history", "upgrade",
-             "accounts")
+             "accounts", "ignore")
 #: What runs without --workloads: cluster only means something with a multi-node server,
-#: and those are not in the default server list; accounts (issue 25) only when asked for.
+#: and those are not in the default server list; accounts (issue 25) and ignore (issue 26)
+#: only when asked for.
 DEFAULT_WORKLOADS = ("fanout", "connect", "slow", "admin", "metrics", "history", "upgrade")
 SERVER_NAMES = ("chatd", "ngircd", "naive")  # the default; every key of SERVERS is selectable
 
@@ -49,6 +50,9 @@ SIZES = {
     # fanout_big's C and S with metrics' messages each (2 s of sending a round), and pairs of
     # rounds (guests, logged in) per run
     "accounts_fanout": ((200, 10, 20000, 3), (200, 10, 300, 1)),
+    # accounts_fanout's sizes (pairs of rounds: nobody ignoring, some ignoring), and the
+    # clients that ignore one sender
+    "ignore": ((200, 10, 20000, 3, ignore.IGNORERS), (200, 10, 300, 1, ignore.IGNORERS)),
 }
 
 
@@ -139,6 +143,8 @@ def plan(args) -> tuple[list, dict]:
         items.append(("metrics", labels["metrics"], ["chatd"], fn))
     if "accounts" in args.workloads and "chatd" in args.servers:
         items += _accounts_items(args, labels)
+    if "ignore" in args.workloads and "chatd" in args.servers:
+        items += _ignore_items(args, labels)
     if "admin" in args.workloads:
         labels["admin"] = f"admin with {steps[-1]:,} clients"
         if "connect" not in args.workloads:
@@ -191,6 +197,17 @@ def _accounts_items(args, labels: dict) -> list:
     fn = functools.partial(accounts.fanout, opts=args, clients=clients, senders=senders,
                            messages=messages, pairs=pairs)
     return items + [("accounts", label, ["chatd"], fn)]
+
+
+def _ignore_items(args, labels: dict) -> list:
+    """Issue 26: fan-out C=200 S=10 with nobody ignoring anyone and with 20 clients ignoring
+    one sender, alternated (bench/ignore.py)."""
+    clients, senders, messages, pairs, ignorers = size(args, "ignore")
+    labels["ignore"] = label = (f"ignore: fanout C={clients} S={senders}, {ignorers} ignoring "
+                                "one sender vs nobody")
+    fn = functools.partial(ignore.fanout, opts=args, clients=clients, senders=senders,
+                           messages=messages, pairs=pairs, ignorers=ignorers)
+    return [("ignore", label, ["chatd"], fn)]
 
 
 def _fanout(name, core, *, args, clients, senders, messages, rate):

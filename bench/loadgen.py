@@ -39,7 +39,7 @@ _TAIL = 200  # bytes kept from the last chunk: marker boundaries and drop diagno
 
 class Conn:
     __slots__ = ("idx", "node", "sock", "fd", "mode", "nick", "mask", "rest", "chunks", "outbuf",
-                 "tail", "bcast_ts", "closed")
+                 "tail", "bcast_ts", "closed", "hidden")
 
     def __init__(self, idx: int, sock: socket.socket, node: int = 0) -> None:
         self.idx = idx
@@ -55,6 +55,9 @@ class Conn:
         self.tail = b""
         self.bcast_ts = 0
         self.closed: str | None = None
+        #: senders (their index in the payload) whose lines the server must not deliver to
+        #: this client, because it ignores them (bench/ignore.py); analysis.py expects none
+        self.hidden: frozenset[int] = frozenset()
 
 
 class Engine:
