@@ -240,6 +240,10 @@ class Accounts:
         return rooms
 
     def keep_room(self, name: str, state) -> None:
+        """A room's state changed: written if the room is registered (an unregistered
+        room's lives with the room)."""
+        if not state.registered:
+            return
         try:
             self.store.set_registered_room(name, state.record())
         except AccountStoreError as exc:

@@ -190,4 +190,6 @@ _HERE = {
     "purge": _purge_here,
     "account_off": account_off_here,
     "reclaim": reclaim_here,
+    "room_kick": _on_client(lambda ctx, client, args: ctx.hub.kick_here(
+        client, args["room"], args["by"], args["reason"])),
 }

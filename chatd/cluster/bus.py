@@ -39,6 +39,7 @@ from chatd.cluster.leases import Leases, member_record, room_line
 from chatd.cluster.link import ClusterStartError, Link, scrub
 from chatd.cluster.publisher import Publisher
 from chatd.cluster.reader import Reader, position
+from chatd.cluster.roomstates import RoomStates
 from chatd.cluster.roster import Roster
 from chatd.cluster.routing import Routing
 from chatd.cluster.standing import Standing
@@ -80,6 +81,9 @@ class RedisBus:
         self.publisher.keep_alive = self.leases.keep_alive
         self.routing = Routing(self.link, self.publisher, self.leases)
         self.reader = Reader(self.link, self.roster, self.routing, self.publisher.stopping)
+        #: Room state across nodes (roomstates.py): the hub's room keeper in cluster mode.
+        self.room_states = RoomStates(self.link, self.publisher)
+        self.reader.handlers["state"] = self.room_states.receive
         self._threads: list[threading.Thread] = []
 
     # what the service, status and metrics read
@@ -206,7 +210,7 @@ class RedisBus:
         return entries
 
     def start(self, hub) -> None:
-        self.reader.hub = self.leases.hub = hub
+        self.reader.hub = self.leases.hub = self.room_states.hub = hub
         for target, name in ((self.publisher.run, "cluster-publish"),
                              (self.reader.run, "cluster-read")):
             thread = threading.Thread(target=target, name=name, daemon=True)

@@ -19,6 +19,8 @@ from chatd.cluster.codec import Rejected
 from chatd.core import events as ev
 from chatd.core.membership import MAX_ROOMS
 from chatd.core.position import Position
+from chatd.core.roomstate import MAX_TOPIC, MODES
+from chatd.core.stewardship import ADMIN, GRANTED
 from chatd.text import fold, is_valid_name, sanitize
 
 #: Operator text (broadcasts, kick reasons) comes from the admin socket: its request limit.
@@ -70,6 +72,24 @@ def number(value) -> float:
 _SAID, _ACTED = ev.Said, ev.Acted
 
 
+def actor(value) -> str:
+    """Who changed a room: a nick, or the operator's ``[admin]`` (core/stewardship.py)."""
+    return value if value == ADMIN else name(value)
+
+
+def _granted(value) -> str:
+    if value not in GRANTED:
+        raise Rejected(f"not a grant: {str(value)[:40]!r}")
+    return value
+
+
+def _mode_change(value) -> str:
+    if value.__class__ is not str or len(value) != 2 or value[0] not in "+-" \
+            or value[1] not in MODES:
+        raise Rejected(f"not a mode change: {str(value)[:20]!r}")
+    return value
+
+
 class Member(NamedTuple):
     """A checked member record: another node's client."""
 
@@ -97,7 +117,16 @@ class Validator:
             ev.Left: (name, name, self._reason), ev.Kicked: (name, admin),
             ev.Renamed: (name, name), ev.Announcement: (admin,),
             ev.PrivateMessage: (name, user), ev.IsAway: (name, user),
+            ev.TopicSet: (actor, name, self._topic), ev.RoomKicked: (name, name, actor, admin),
+            ev.Granted: (actor, name, _granted, name), ev.Revoked: (actor, name, _granted, name),
+            ev.BanSet: (actor, name, name), ev.BanLifted: (actor, name, name),
+            ev.ModeSet: (actor, name, _mode_change), ev.RoomRegistered: (name, name),
+            ev.InvitedTo: (name, name),
         }
+
+    @staticmethod
+    def _topic(value) -> str:
+        return clean(value, MAX_TOPIC * 4)
 
     def _user_text(self, value) -> str:
         return clean(value, self.max_line)
@@ -268,6 +297,14 @@ def _named(key: str):
     return check
 
 
+def _room_kick_args(args) -> dict:
+    """A kick out of a room by another node's operator (core/stewardship.py)."""
+    if not isinstance(args, dict):
+        raise Rejected("bad arguments")
+    return {"room": name(args.get("room")), "by": name(args.get("by")),
+            "reason": clean(args.get("reason"), MAX_ADMIN_TEXT)}
+
+
 def _no_args(args) -> dict:
     return {}
 
@@ -315,6 +352,7 @@ def _epoch(value) -> bool:
 COMMANDS = {
     "kick": ("client", _kick_args), "mute": ("client", _no_args), "unmute": ("client", _no_args),
     "reclaim": ("client", _named("nick")), "account_off": ("client", _named("account")),
+    "room_kick": ("client", _room_kick_args),
     "ban": ("all", ban_record), "unban": ("all", _address_args), "purge": ("all", _room_args),
 }
 GATHERS = {"rows": _rows_args}

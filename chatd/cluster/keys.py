@@ -12,6 +12,8 @@ REAPING = PREFIX + "reaping:"
 #: the set of every account's folded name.
 ACCOUNT, ACCOUNT_ROOMS, ACCOUNTS = PREFIX + "account:", PREFIX + "account-rooms:", PREFIX + "accounts"
 ACCOUNT_IGNORES = PREFIX + "account-ignores:"
+#: Every room's state but the blank one (cluster/roomstates.py).
+ROOMS = PREFIX + "rooms"
 #: Where the rooms of a node's accounts stand, kept as it goes (cluster/standing.py).
 SEEN = PREFIX + "seen:"
 #: Entries kept in the stream: what a node that lost its link can still catch up on. At 1,000
@@ -22,7 +24,7 @@ ID_BLOCK = 1_000_000
 #: The type each shared key must have (anything else was not written by a node: bus.py
 #: deletes it at start, with a warning).
 TYPES = {STREAM: "stream", MEMBERS: "hash", NICKS: "hash", BANS: "hash", NODES: "set",
-         GUESTS: "string", ID_BLOCKS: "string", ACCOUNTS: "set"}
+         GUESTS: "string", ID_BLOCKS: "string", ACCOUNTS: "set", ROOMS: "hash"}
 
 #: Release a nick only if we still hold it (another node may have claimed it since).
 RELEASE = """

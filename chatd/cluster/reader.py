@@ -40,13 +40,15 @@ XREAD = head(8, b"XREAD", b"COUNT", READ_COUNT, b"BLOCK", READ_BLOCK_MS, b"STREA
              STREAM.encode())
 RETRY_SECONDS = 0.5
 ROOM_EVENTS = frozenset((ev.Said, ev.Acted, ev.Joined, ev.Left, ev.Kicked, ev.Renamed,
-                         ev.Announcement))
+                         ev.Announcement, ev.TopicSet, ev.RoomKicked, ev.Granted, ev.Revoked,
+                         ev.BanSet, ev.BanLifted, ev.ModeSet, ev.RoomRegistered))
 #: The room lines a history keeps, by their name on the wire: those a ["ts"] line times.
 CHAT_NAMES = frozenset(cls.__name__ for cls in KINDS)
 
 
-#: What a private line may carry: a /msg, and the away answer to one (core/presence.py).
-_PRIVATE = (ev.PrivateMessage, ev.IsAway)
+#: What a private line may carry: a /msg, the away answer to one (core/presence.py), an
+#: invitation to a room (core/stewardship.py).
+_PRIVATE = (ev.PrivateMessage, ev.IsAway, ev.InvitedTo)
 
 class Reader:
     def __init__(self, link, roster, routing, stopping) -> None:

@@ -18,6 +18,9 @@ from chatd.core import events as ev
 SHARED = {cls.__name__: cls for cls in (
     ev.Said, ev.Acted, ev.Joined, ev.Left, ev.Kicked, ev.Renamed, ev.Announcement,
     ev.PrivateMessage, ev.IsAway,
+    # a room's owners and modes (SPEC §13: core/stewardship.py)
+    ev.TopicSet, ev.RoomKicked, ev.Granted, ev.Revoked, ev.BanSet, ev.BanLifted, ev.ModeSet,
+    ev.RoomRegistered, ev.InvitedTo,
 )}
 #: class name -> (class, fields required, fields in all): worked out once, not per line.
 _SHAPES = {name: (cls, sum(f.default is dataclasses.MISSING for f in dataclasses.fields(cls)),

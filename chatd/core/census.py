@@ -121,8 +121,9 @@ class Census:
 
     def who(self, client) -> tuple[str, list[str]]:
         """The members of ``client``'s room, on every node: ``@nick`` an operator, ``+nick``
-        voiced, ``nick (away)`` away (SPEC §13; of another node's members, only what their
-        nicks say: an operator named by nick, not by account)."""
+        voiced, ``nick (away)`` away (SPEC §13). Another node's member is known by its nick
+        alone: taken as its account too (a registered nick is held by its account only),
+        and its away state is not known here."""
         with self._lock:
             room = client.room
             state = room.state
@@ -130,7 +131,7 @@ class Census:
                      for c in room.members.values()}
         remote = self._bus.remote_members(room.name)
         nicks = sorted([*shown, *remote], key=fold)
-        return room.name, [shown.get(nick) or _marked(state, None, nick, None, None)
+        return room.name, [shown.get(nick) or _marked(state, None, nick, nick, None)
                            for nick in nicks]
 
     def rooms(self) -> list[tuple[str, int]]:

@@ -251,24 +251,40 @@ class KickedFrom:
 
 @dataclass(frozen=True, slots=True)
 class Granted:
-    """A room line: ``nick`` gave (``on``) or took ``what`` ("operator status", "voice")
-    to or from ``target``."""
+    """A room line: ``nick`` gave ``what`` ("operator status", "voice") to ``target``."""
 
     nick: str
     room: str
     what: str
     target: str
-    on: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Revoked:
+    """A room line: ``nick`` took ``what`` from ``target``."""
+
+    nick: str
+    room: str
+    what: str
+    target: str
 
 
 @dataclass(frozen=True, slots=True)
 class BanSet:
-    """A room line: ``nick`` banned (``on``) or unbanned ``target`` in ``room``."""
+    """A room line: ``nick`` banned ``target`` from ``room``."""
 
     nick: str
     room: str
     target: str
-    on: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BanLifted:
+    """A room line: ``nick`` lifted the ban on ``target`` in ``room``."""
+
+    nick: str
+    room: str
+    target: str
 
 
 @dataclass(frozen=True, slots=True)

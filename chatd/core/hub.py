@@ -68,6 +68,9 @@ class Hub(Census, Membership, Identity, Presence, Stewardship):
         #: Messages of clients that have left (their per-client counts, client.py), like
         #: ``_departed``; a dict of its own so that stats() (chatctl status) stays as it was.
         self._departed_messages = {"room": 0, "private": 0}
+        #: folded room name -> (name, RoomState): rooms' states as kept or as the cluster
+        #: said, for rooms not made here yet (stewardship.py); hub lock.
+        self._shared: dict = {}
         self._lobby = self._room(LOBBY)
 
     # -- admission and lifetime ---------------------------------------------------------------

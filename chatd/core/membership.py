@@ -36,14 +36,12 @@ class Membership:
                 old = client.room
                 if fold(name) == fold(old.name):
                     return f"you are already in {old.name}"
-                new = self._rooms.get(fold(name))
+                new, problem = self._admitted(client, name, key)
+                if problem is not None:
+                    return problem
                 if new is None:
                     new, tail = self._room(name, tail), None  # the room holds the tail now
                     new.state = self._made_by(client, name)
-                else:
-                    problem = new.state.refusal(new.name, client.nick, client.account, key)
-                    if problem is not None:
-                        return problem
                 self._move(client, old, new)
         finally:
             if tail is not None:  # the room existed (or no join): it holds its own
@@ -61,13 +59,12 @@ class Membership:
                     return f"you are already in {room.name}"
                 if len(client.rooms) >= MAX_ROOMS:
                     return f"you are in too many rooms (at most {MAX_ROOMS})"
+                room, problem = self._admitted(client, name, key)
+                if problem is not None:
+                    return problem
                 if room is None:
                     room, tail = self._room(name, tail), None
                     room.state = self._made_by(client, name)
-                else:
-                    problem = room.state.refusal(room.name, client.nick, client.account, key)
-                    if problem is not None:
-                        return problem
                 self._enter(client, room, self._entered(client, room))
         finally:
             if tail is not None:
@@ -106,8 +103,7 @@ class Membership:
                     if since is not None:  # (None: where it stood is not known)
                         room.missed(client.outbox, since, client.seen_from)
                     return
-                if room is not None and room.state.refusal(room.name, client.nick,
-                                                           client.account, "") is not None:
+                if self._admitted(client, name, "")[1] is not None:
                     if current is None:  # banned or shut out since: the lobby, as anyone
                         self._enter(client, self._lobby)
                     return
@@ -127,10 +123,20 @@ class Membership:
             self._post(old, None, Left(client.nick, old.name))
         self._enter(client, new, self._entered(client, new), since)
 
+    def _admitted(self, client, name: str, key: str) -> tuple:
+        """(room ``name`` here or None, why ``client`` may not join it or None): its state
+        is the room's, or the cluster's (stewardship.py) for a room not made here yet."""
+        room = self._rooms.get(fold(name))
+        state = room.state if room is not None else self._state_of(name)
+        shown = room.name if room is not None else name
+        return room, state.refusal(shown, client.nick, client.account, key)
+
     def _made_by(self, client, name: str) -> RoomState:
-        """A new room's state: ``client`` made it, and is its operator while it stays,
-        unless the room has members on other nodes (it was made there)."""
-        return RoomState() if self._bus.remote_members(name) else RoomState(creator=client.id)
+        """A new room's state: the cluster's if it has one; ``client`` made it, and is its
+        operator while it stays, unless the room has members on other nodes (it was made
+        there)."""
+        state = self._state_of(name)
+        return state if self._bus.remote_members(name) else state.change(creator=client.id)
 
     def _entered(self, client, room: Room) -> tuple[bytes, int]:
         """The joiner's own ``*** you joined`` line, with the members on every node, and
@@ -254,4 +260,5 @@ class Membership:
             del self._rooms[fold(room.name)]
             if room.tail is not None:  # idle now, within history.py's bound (no I/O)
                 self._history.release(room.name)
+            self._forget_room(room)
         return position

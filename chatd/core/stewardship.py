@@ -18,13 +18,15 @@ line the kicked client is saying at that very moment may still reach the room it
 
 from __future__ import annotations
 
+from chatd.core.bus import ClusterUnavailable
 from chatd.core.events import (
+    BanLifted,
     BanSet,
     Granted,
     InvitedTo,
     KickedFrom,
-    Left,
     ModeSet,
+    Revoked,
     RoomEntered,
     RoomKicked,
     RoomRegistered,
@@ -39,27 +41,56 @@ ADMIN = "[admin]"
 MAX_REGISTERED_ROOMS = 10_000
 #: What each list a room keeps is called in answers.
 _LISTS = {"ops": "operator status", "voiced": "voice"}
+#: What a Granted line may say was given (another node's are checked against it).
+GRANTED = frozenset(_LISTS.values())
 
 
 class Stewardship:
     """Over the hub's ``_rooms``, ``_nicks``, ``_lock``, ``_lobby`` and membership."""
 
-    #: keep_room(name, RoomState) / drop_room(name): accounts.Accounts; None: no registered
-    #: rooms here, for the reason in ``_unkept``.
+    #: keep_room(name, RoomState) / drop_room(name), told every change: accounts.Accounts
+    #: on a single node (it keeps registered rooms), cluster/roomstates.py in cluster mode
+    #: (``shared``: every room's state, on every node); None: no registered rooms here.
     _room_keeper = None
+    _rooms_shared = False
     _unkept = "registered rooms need accounts, and this server has none"
+    #: Room states kept for rooms not made here (the cluster's), at most (docs §3).
+    MAX_SHARED = 100_000
 
-    def keep_rooms_with(self, keeper, registered: list, unkept: str = "") -> None:
-        """At start: ``keeper`` keeps registered rooms, and ``registered`` ((name,
-        RoomState), read from it before the lock) exist from now on, empty. ``keeper``
-        None: ``unkept`` says why a room cannot be registered."""
+    def keep_rooms_with(self, keeper, states: list, shared: bool = False) -> None:
+        """At start: ``keeper`` keeps rooms' states, and ``states`` ((name, RoomState), read
+        from it before the lock) are theirs from now on; registered rooms exist from now on,
+        empty. ``shared``: the keeper shares every room's state with other nodes."""
         with self._lock:
-            self._room_keeper = keeper
-            self._unkept = unkept or self._unkept
-            for name, state in registered:
-                room = self._rooms.get(fold(name)) or self._room(name)
-                if room is not self._lobby:
-                    room.state = state
+            self._room_keeper, self._rooms_shared = keeper, shared
+            for name, state in states[:self.MAX_SHARED]:
+                self._shared[fold(name)] = (name, state)
+                if state.registered and fold(name) != fold(self._lobby.name):
+                    (self._rooms.get(fold(name)) or self._room(name)).state = state
+
+    def receive_room_state(self, name: str, state: RoomState) -> None:
+        """Another node changed room ``name``'s state (the bus's reader): a registered room
+        exists here too, one nobody owns any more goes if it is empty."""
+        key = fold(name)
+        with self._lock:
+            if state == RoomState():
+                self._shared.pop(key, None)
+            elif key in self._shared or len(self._shared) < self.MAX_SHARED:
+                self._shared[key] = (name, state)
+            room = self._rooms.get(key)
+            if room is self._lobby:
+                return
+            if room is None and state.registered:
+                room = self._room(name)
+            if room is not None:
+                room.state = state.change(creator=room.state.creator)
+                if not room.members and not state.registered:
+                    self._drop_room(room)
+
+    def _state_of(self, name: str) -> RoomState:
+        """(hub lock held) The state of room ``name``, not made here: kept, or blank."""
+        found = self._shared.get(fold(name))
+        return found[1] if found is not None else RoomState()
 
     # -- the client's doors -----------------------------------------------------------------
 
@@ -84,28 +115,56 @@ class Stewardship:
                                                                            change, key))
 
     def invite(self, client, name: str, nick: str) -> str | None:
+        """An invitation names the account of a client logged in here, else the nick (of
+        another node's client: its nick, which is its account if it has one)."""
+        remote = self._bus.remote_nick(nick) if self.find(nick) is None else None
         with self._lock:
             room, problem = self._operated(client, name)
             if problem is None:
                 target = self._nicks.get(fold(nick))
-                if target is None:
+                if target is None and remote is None:
                     problem = f"no such nick {nick}"
-                elif room in target.rooms:
+                elif target is not None and room in target.rooms:
                     problem = f"{target.nick} is in {room.name} already"
                 else:
+                    entry = self._known_as(target) if target is not None else fold(remote)
                     problem = self._store(room, room.state.change(
-                        invites=room.state.invites | {self._known_as(target)}), None)
-                    if problem is None:
-                        self.send_to(target, InvitedTo(client.nick, room.name))
+                        invites=room.state.invites | {entry}), None)
+                    told = InvitedTo(client.nick, room.name)
+                    if target is not None:
+                        self.send_to(target, told)
+                    else:
+                        self._bus.send_private(remote, told)
         self._keep(room if problem is None else None)
         return problem
 
     def kick_from_room(self, client, name: str, nick: str, reason: str) -> str | None:
+        """A member of another node is kicked there (routed as an operator's kick is)."""
         with self._lock:
             room, problem = self._operated(client, name)
             if problem is None:
-                problem = self._kick(room, client.nick, nick, reason)
-        return problem
+                remote = fold(nick) not in self._nicks and fold(nick) in {
+                    fold(n) for n in self._bus.remote_members(room.name)}
+                if not remote:
+                    return self._kick(room, client.nick, nick, reason)
+        if problem is not None:
+            return problem
+        try:
+            found = self._bus.locate(nick)
+            done = found is not None and self._bus.route(found[0], "room_kick", found[1], {
+                "room": room.name, "by": client.nick, "reason": reason}) is True
+        except ClusterUnavailable:
+            return "cluster unavailable, try again"
+        return None if done else f"{nick} is not in {room.name}"
+
+    def kick_here(self, client, name: str, actor: str, reason: str) -> bool:
+        """Another node's operator kicks ``client`` (of this node) out of room ``name``
+        (the routed ``room_kick``); False if it is not in it."""
+        with self._lock:
+            room = self._rooms.get(fold(name))
+            if room is None or room not in client.rooms:
+                return False
+            return self._kick(room, actor, client.nick, reason) is None
 
     def register_room(self, client, name: str) -> str | None:
         if client.account is None:
@@ -212,21 +271,23 @@ class Stewardship:
         return self._store(room, *done)
 
     def _store(self, room, state: RoomState, line) -> str | None:
-        """``room`` has ``state`` now; its members here are told ``line`` (None: nothing).
-        Not published: in cluster mode a room's state is its node's own, so far."""
+        """``room`` has ``state`` now; its members (on every node) are told ``line`` (None:
+        nothing)."""
         room.state = state
+        self._shared[fold(room.name)] = (room.name, state.change(creator=None))
         if line is not None:
-            room.post(None, line)
+            self._post(room, None, line)
         return None
 
     def _keep(self, room, drop: bool = False) -> None:
-        """(not under the lock) A registered room's state, written where it is kept."""
+        """(not under the lock) The room's state, told its keeper (which writes a single
+        node's registered rooms, or shares every room's with the other nodes)."""
         keeper = self._room_keeper
         if room is None or keeper is None:
             return
         if drop:
             keeper.drop_room(room.name)
-        elif room.state.registered:
+        else:
             keeper.keep_room(room.name, room.state)
 
     def _known_as(self, client) -> str:
@@ -250,7 +311,7 @@ class Stewardship:
                 else f"{shown} has no {_LISTS[what]} in {room.name}"
         names = names | {entry} if on else names - {entry}
         return (state.change(**{what: names}),
-                Granted(actor, room.name, _LISTS[what], shown, on))
+                (Granted if on else Revoked)(actor, room.name, _LISTS[what], shown))
 
     def _ban(self, room, state: RoomState, actor: str, nick: str, on: bool):
         entry, shown = self._target(nick)
@@ -260,7 +321,7 @@ class Stewardship:
             return f"{shown} is banned from {room.name} already" if on \
                 else f"{shown} is not banned from {room.name}"
         bans = state.bans | {entry} if on else state.bans - {entry}
-        return state.change(bans=bans), BanSet(actor, room.name, shown, on)
+        return state.change(bans=bans), (BanSet if on else BanLifted)(actor, room.name, shown)
 
     def _mode(self, room, state: RoomState, actor: str, change: str, key: str = ""):
         """``change``: one of +i -i +k -k +m -m +t -t (``key`` with +k)."""
@@ -288,9 +349,7 @@ class Stewardship:
         if target is None or room not in target.rooms:
             return f"{nick} is not in {room.name}"
         self._leave(target, room)
-        room.post(None, RoomKicked(target.nick, room.name, actor, reason))
-        self._bus.publish(room.name, Left(target.nick, room.name,  # other nodes' members
-                                          f"kicked by {actor}: {reason}"))
+        self._post(room, None, RoomKicked(target.nick, room.name, actor, reason))
         told = KickedFrom(room.name, actor, reason)
         if target.rooms:
             self.send_to(target, told)
@@ -316,8 +375,24 @@ class Stewardship:
         """``chatctl room delete``: the room belongs to nobody any more and forgets its
         topic, modes and lists; its members stay. An empty one goes."""
         room.state = RoomState()
+        self._shared.pop(fold(room.name), None)
         if not room.members and room is not self._lobby:
-            del self._rooms[fold(room.name)]
-            if room.tail is not None:
-                self._history.release(room.name)
+            self._drop_room(room)
         return None
+
+    def _drop_room(self, room) -> None:
+        """An empty room that nobody owns goes (its tail with it)."""
+        del self._rooms[fold(room.name)]
+        if room.tail is not None:
+            self._history.release(room.name)
+
+    def _forget_room(self, room) -> None:
+        """``room`` went (its last member here left; membership.py): in cluster mode, its
+        state goes for the whole cluster too if nobody is in it anywhere and nobody owns it;
+        queued, no I/O under the lock (roomstates.py)."""
+        found = self._shared.get(fold(room.name))
+        if found is None or found[1].registered or self._bus.remote_members(room.name):
+            return
+        del self._shared[fold(room.name)]
+        if self._rooms_shared:
+            self._room_keeper.drop_room(room.name)

@@ -234,15 +234,14 @@ class Service:
         return [x.sock.fileno() for x in self.listeners()] + [self.admin.fileno()] + extra
 
     def _keep_rooms(self) -> None:
-        """Registered rooms (SPEC §13) are kept with the accounts on a single node; cluster
-        mode does not share room state between nodes yet, so it registers none."""
-        if self.accounts is None:
-            return
+        """Rooms' states (SPEC §13): a single node keeps registered rooms with the accounts;
+        in cluster mode every room's state is in Redis, the same on every node
+        (cluster/roomstates.py)."""
         if not isinstance(self.bus, LocalBus):
-            self.hub.keep_rooms_with(None, [], "registered rooms are not available in "
-                                               "cluster mode yet")
-            return
-        self.hub.keep_rooms_with(self.accounts, self.accounts.registered_rooms())
+            keeper = self.bus.room_states
+            self.hub.keep_rooms_with(keeper, keeper.load(), shared=True)
+        elif self.accounts is not None:
+            self.hub.keep_rooms_with(self.accounts, self.accounts.registered_rooms())
 
     def launch(self) -> None:
         """Join the cluster, start the threads and tell the world we are ready."""

@@ -73,10 +73,10 @@ _FORMATS = {
     ev.NoTopic: lambda e: f"*** {e.room} has no topic",
     ev.RoomKicked: lambda e: f"*** {e.nick} was kicked from {e.room} by {e.by}: {e.reason}",
     ev.KickedFrom: lambda e: f"*** you were kicked from {e.room} by {e.by}: {e.reason}",
-    ev.Granted: lambda e: (f"*** {e.nick} gave {e.what} to {e.target}" if e.on
-                           else f"*** {e.nick} took {e.what} from {e.target}"),
-    ev.BanSet: lambda e: (f"*** {e.nick} banned {e.target} from {e.room}" if e.on
-                          else f"*** {e.nick} lifted the ban on {e.target} in {e.room}"),
+    ev.Granted: lambda e: f"*** {e.nick} gave {e.what} to {e.target}",
+    ev.Revoked: lambda e: f"*** {e.nick} took {e.what} from {e.target}",
+    ev.BanSet: lambda e: f"*** {e.nick} banned {e.target} from {e.room}",
+    ev.BanLifted: lambda e: f"*** {e.nick} lifted the ban on {e.target} in {e.room}",
     ev.ModeSet: lambda e: f"*** {e.nick} set mode {e.change} on {e.room}",
     ev.Modes: lambda e: (f"*** modes of {e.room}: +{e.modes}" if e.modes
                          else f"*** {e.room} has no modes"),

@@ -6,6 +6,7 @@ TCP clients."""
 from __future__ import annotations
 
 import re
+import signal
 
 from support.cluster import alice_and_bob, named
 from support.waiting import wait_until
@@ -76,13 +77,88 @@ def test_whois_describes_a_client_of_another_node(cluster):
     alice.wait_for("*** logged in elsewhere")
 
 
-def test_rooms_cannot_be_registered_in_cluster_mode_yet(cluster):
-    _redis, (a, _b) = cluster()
+
+def test_a_rooms_owners_topic_and_modes_are_the_clusters(cluster):
+    """Set on node1, in force on node2: the topic a joiner there is told, +i refusing a
+    stranger there, an operator there (an account named on node1) who may set the topic,
+    and /who's marks."""
+    _redis, (a, b) = cluster()
+    alice = named(a, "alice")
+    alice.send_line(f"/register {PASSWORD}")
+    alice.expect("*** registered alice")
+    bob = named(b, "bob")
+    bob.send_line(f"/register {PASSWORD}")
+    bob.expect("*** registered bob")
+    carol = named(b, "carol")
+    alice.join("dev")
+    alice.send_line("/register-room")
+    alice.expect("*** dev is registered to alice")
+    alice.send_line("/topic cluster wide")
+    alice.expect("*** alice set the topic: cluster wide")
+    alice.send_line("/op bob")  # bob is on node2: his nick, which is his account
+    alice.expect("*** alice gave operator status to bob")
+    alice.send_line("/mode +i")
+    alice.expect("*** alice set mode +i on dev")
+    alice.send_line("/invite bob")
+    alice.expect("*** invited bob to dev")
+    bob.wait_for("*** alice invited you to dev (/join dev)")
+    bob.send_line("/join dev")
+    bob.wait_for("*** you joined dev (2 members)")
+    bob.expect("*** topic of dev: cluster wide")
+    carol.send_line("/join dev")
+    carol.wait_for("*** error: dev is invite-only")
+    bob.send_line("/who")
+    bob.wait_for("*** in dev: @alice, @bob")
+    bob.send_line("/topic set on node2")
+    alice.wait_for("*** bob set the topic: set on node2")
+    alice.send_line("/topic")
+    alice.wait_for("*** topic of dev: set on node2")
+    dave = named(a, "dave")  # on node1, kicked by an operator on node2
+    alice.send_line("/invite dave")
+    dave.wait_for("*** alice invited you to dev (/join dev)")
+    dave.join("dev")
+    bob.wait_for("*** dave joined dev")
+    bob.send_line("/kick dave off topic")
+    dave.wait_for("*** you were kicked from dev by bob: off topic")
+    dave.expect("*** you joined lobby (2 members)")
+    alice.wait_for("*** dave was kicked from dev by bob: off topic")
+    bob.wait_for("*** dave was kicked from dev by bob: off topic")
+
+
+def test_a_registered_room_outlives_the_kill_9_of_its_founders_node(cluster):
+    redis, (a, b) = cluster()
     alice = named(a, "alice")
     alice.send_line(f"/register {PASSWORD}")
     alice.expect("*** registered alice")
     alice.join("dev")
     alice.send_line("/register-room")
-    alice.expect("*** error: registered rooms are not available in cluster mode yet")
-    alice.send_line("/topic ours")  # an unregistered room's state: this node's own
-    alice.expect("*** alice set the topic: ours")
+    alice.expect("*** dev is registered to alice")
+    alice.send_line("/topic kept in redis")
+    alice.expect("*** alice set the topic: kept in redis")
+    alice.send_line("/mode +t")
+    alice.expect("*** alice set mode +t on dev")
+    watcher = named(b, "watcher")
+
+    def known_on_node2() -> bool:
+        watcher.send_line("/list")
+        return "*** dev (1 member): kept in redis" in watcher.wait_for(
+            lambda line: line.startswith("*** dev ("))
+
+    wait_until(known_on_node2, 10.0, "dev's topic known on node2")
+    watcher.send_line("/join dev")
+    watcher.wait_for(lambda line: line.startswith("*** you joined dev"))
+    watcher.expect("*** topic of dev: kept in redis")
+    a.terminate(sig=signal.SIGKILL)
+    watcher.wait_for("*** alice left dev (node lost)", timeout=10)
+    late = named(b, "late")
+    late.send_line("/join dev")
+    late.wait_for("*** you joined dev (2 members)")
+    late.expect("*** topic of dev: kept in redis")
+    watcher.send_line("/topic mine")
+    watcher.wait_for("*** error: you are not an operator of dev")
+    back = log_in(b, "alice")  # back in dev (where she was), told the topic on the way
+    assert "*** topic of dev: kept in redis" in back.received, back.received
+    back.send_line("/topic still alices")  # the founder, on the node left
+    watcher.wait_for("*** alice set the topic: still alices")
+    assert redis.client().hget("chatd:rooms", "dev") is not None
+    assert "kept in redis" not in str(redis.client().hget("chatd:rooms", "dev"))  # encrypted

@@ -207,6 +207,8 @@ def test_junk_in_every_key_neither_stops_a_node_nor_wedges_it(redis_server, chat
     client.set("chatd:node:ghost", "junk lease")
     client.hset("chatd:history:lobby", "x", "y")  # the wrong type for a history list
     client.sadd("chatd:history-rooms", "lobby", b"\xff")
+    client.hset("chatd:rooms", mapping={"dev": '{"name": "dev", "founder": "eve", "modes": "i"}',
+                                        "junk": b"\xff"})  # a forged room, a broken one
     nodes = [chatd(cluster={"redis_url": redis.url, "node_name": f"node{i}", "node_timeout": 1.0},
                    history={"history_on_join": 5}) for i in (1, 2)]
     for node in nodes:
@@ -218,6 +220,9 @@ def test_junk_in_every_key_neither_stops_a_node_nor_wedges_it(redis_server, chat
     alice.send_line("through the junk")
     bob.wait_for("<alice> through the junk")
     assert nodes[0].wait_event("listening")["bans"] == 0
+    alice.join("dev")  # the forged state is not dev's: not invite-only, and alice made it
+    alice.send_line("/who")
+    alice.wait_for("*** in dev: @alice")
 
 
 def test_private_lines_and_addresses_cannot_be_read_in_redis(cluster):  # noqa: F811
