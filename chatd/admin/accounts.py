@@ -65,7 +65,9 @@ def do_account_delete(ctx, name: str) -> dict:
     (what a user can do about either is the same: ask the operator)."""
     account = _ask(ctx, "get", name)
     _ask(ctx, "delete", name)
-    return {"name": account.name, "deleted": True, "disconnected": _disconnect(ctx, name)}
+    unowned = ctx.hub.orphan_rooms(account.name)  # a new account of that name gets none
+    return {"name": account.name, "deleted": True, "disconnected": _disconnect(ctx, name),
+            "rooms_unregistered": unowned}
 
 
 def do_accounts(ctx) -> list[dict]:

@@ -210,6 +210,35 @@ class Stewardship:
         self._keep(room if problem is None else None, drop=verb == "delete")
         return problem
 
+    def orphan_rooms(self, account: str) -> list[str]:
+        """The account ``account`` was deleted: the rooms it founded belong to nobody any
+        more (they keep their topic, modes and lists while someone is in them; one nobody is
+        in goes), so that an account made later under that name gets none of them. Returns
+        their names."""
+        key = fold(account)
+        changed = []  # (name, its state now, whether someone is in it anywhere)
+        with self._lock:
+            for name, state in list(self._shared.values()):
+                if state.founder != key:
+                    continue
+                state = state.change(founder=None)
+                self._shared[fold(name)] = (name, state)
+                room = self._rooms.get(fold(name))
+                if room is not None:
+                    room.state = state.change(creator=room.state.creator)
+                    if not room.members and room is not self._lobby:
+                        self._drop_room(room)
+                        room = None
+                changed.append((name, state, room is not None
+                                or bool(self._bus.remote_members(name))))
+        keeper = self._room_keeper
+        for name, state, alive in changed if keeper is not None else ():
+            if self._rooms_shared and alive:
+                keeper.keep_room(name, state)
+            else:
+                keeper.drop_room(name)
+        return [name for name, _, _ in changed]
+
     # -- an upgrade (takeover.py) ----------------------------------------------------------
 
     def resume_rooms(self, handed) -> None:

@@ -219,3 +219,24 @@ def test_chatctl_overrides_any_room(chatd):
     refused(alice, "/mode +i", "you are not an operator of dev")  # its maker's status too
     assert "no such room nowhere" in ctl(server, "room", "show", "nowhere", status=1)
     assert "sesame" not in "\n".join(server.lines)  # nor logged
+
+
+def test_deleting_a_founders_account_unregisters_its_rooms(chatd):
+    """A new account of the same name must not inherit the room."""
+    server = chatd()
+    (alice,) = nicked(server, "alice")
+    register(alice, "alice")
+    alice.join("dev")
+    alice.send_line("/register-room")
+    alice.expect("*** dev is registered to alice")
+    alice.send_line("/topic hers")
+    alice.expect("*** alice set the topic: hers")
+    deleted = json.loads(ctl(server, "--json", "account", "delete", "--yes", "alice"))
+    assert deleted["rooms_unregistered"] == ["dev"], deleted
+    alice.expect_closed()
+    assert "no such room dev" in ctl(server, "room", "show", "dev", status=1)  # empty: gone
+    again = server.connect()
+    register(again, "alice")  # the name, made anew
+    again.join("dev")
+    again.send_line("/topic")
+    again.expect("*** dev has no topic")
