@@ -20,7 +20,7 @@ import time
 import structlog
 
 from chatd.cluster import wire
-from chatd.cluster.checks import Validator, node_name
+from chatd.cluster.checks import Validator, name, node_name
 from chatd.cluster.codec import Rejected, Seal, text
 from chatd.cluster.keys import (
     GUESTS,
@@ -84,6 +84,7 @@ class RedisBus:
         #: Room state across nodes (roomstates.py): the hub's room keeper in cluster mode.
         self.room_states = RoomStates(self.link, self.publisher)
         self.reader.handlers["state"] = self.room_states.receive
+        self.reader.handlers["away"] = self._away
         self._threads: list[threading.Thread] = []
 
     # what the service, status and metrics read
@@ -158,7 +159,7 @@ class RedisBus:
                     member = link.validator.member(
                         link.seal.open_hidden(f"{MEMBERS}/{owner}", value))
                     if member.rooms:
-                        self.roster.add(member.nick, member.rooms, node)
+                        self.roster.add(member.nick, member.rooms, node, member.away)
             except Rejected as exc:
                 link.rejected("member", str(exc))
 
@@ -208,6 +209,13 @@ class RedisBus:
             entries.append(Entry(ts, shown, KINDS[event.__class__], event.nick, event.text,
                                  origin))
         return entries
+
+    def _away(self, writer: str, item: list) -> None:
+        """``["away", NICK, TEXT or null]`` (the reader thread)."""
+        if len(item) != 3:
+            raise Rejected("not an away line")
+        text = item[2] if item[2] is None else self.link.validator.away(item[2])
+        self.roster.set_away(name(item[1]), text, writer)
 
     def start(self, hub) -> None:
         self.reader.hub = self.leases.hub = self.room_states.hub = hub
@@ -287,6 +295,13 @@ class RedisBus:
         record = member_record(client.nick, room, client.peer, client.connected_at,
                                tuple(r.name for r in client.rooms), client.account, client.away)
         self.publisher.write(("member", (owner, record)))  # sealed by the publisher
+
+    def away(self, nick: str, text: str | None) -> None:
+        """``/away`` or ``/back``: told the other nodes' rosters (their ``/who``)."""
+        self.publisher.line(wire.compact(["away", nick, text]))
+
+    def remote_away(self, nick: str) -> str | None:
+        return self.roster.away(nick)
 
     def gone(self, client) -> None:
         self.publisher.write(("hdel", (MEMBERS, self.link.owner(client.id))))

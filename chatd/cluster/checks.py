@@ -124,6 +124,10 @@ class Validator:
             ev.InvitedTo: (name, name),
         }
 
+    def away(self, value) -> str:
+        """An away text (a line of its client's input)."""
+        return self._user_text(value)
+
     @staticmethod
     def _topic(value) -> str:
         return clean(value, MAX_TOPIC * 4)

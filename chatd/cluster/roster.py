@@ -4,7 +4,9 @@
 Filled at start from the member records (bus.py) and kept in step by the reader thread with
 the joins, departures and renames the other nodes announce. ``_lock`` guards ``_remote``
 (folded nick -> (nick, folded room -> room, node)): a client may be in several rooms, and is
-forgotten when it has left the last. It is taken after the hub lock, never before.
+forgotten when it has left the last; and ``_away`` (folded nick -> away text, for members in
+``_remote`` only: ``/who`` marks them, SPEC §13). It is taken after the hub lock, never
+before.
 """
 
 from __future__ import annotations
@@ -22,14 +24,31 @@ class Roster:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._remote: dict[str, tuple[str, dict[str, str], str]] = {}
+        self._away: dict[str, str] = {}
 
     def __len__(self) -> int:
         return len(self._remote)
 
-    def add(self, nick: str, rooms, node: str) -> None:
+    def add(self, nick: str, rooms, node: str, away: str | None = None) -> None:
         """``nick`` of ``node`` in ``rooms`` (names), as its member record says."""
         with self._lock:
             self._remote[fold(nick)] = (nick, {fold(room): room for room in rooms}, node)
+        self.set_away(nick, away, node)
+
+    def set_away(self, nick: str, text: str | None, node: str) -> None:
+        """``nick`` of ``node`` is away (``text``) or back (None); kept only for a member
+        this roster knows on that node (so at most one text per member)."""
+        key = fold(nick)
+        with self._lock:
+            entry = self._remote.get(key)
+            if text is not None and entry is not None and entry[2] == node:
+                self._away[key] = text
+            else:
+                self._away.pop(key, None)
+
+    def away(self, nick: str) -> str | None:
+        with self._lock:
+            return self._away.get(fold(nick))
 
     def track(self, event, room: str, node: str) -> None:
         """One room line from ``node``: a join, departure or rename changes the table."""
@@ -45,6 +64,9 @@ class Roster:
                 if entry is not None and entry[2] == node:
                     del self._remote[fold(event.old)]
                     self._remote[fold(event.new)] = (event.new, entry[1], node)
+                    away = self._away.pop(fold(event.old), None)
+                    if away is not None:
+                        self._away[fold(event.new)] = away
                 self._enter(event.new, room, node)  # a rename is said in each of its rooms
 
     def _enter(self, nick: str, room: str, node: str) -> None:
@@ -66,6 +88,7 @@ class Roster:
         entry[1].pop(fold(room), None)
         if not entry[1]:
             del self._remote[fold(nick)]
+            self._away.pop(fold(nick), None)
 
     def members(self, room: str) -> list[str]:
         key = fold(room)

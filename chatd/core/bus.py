@@ -84,6 +84,12 @@ class LocalBus:
     def gone(self, client) -> None:
         pass
 
+    def away(self, nick: str, text: str | None) -> None:
+        pass
+
+    def remote_away(self, nick: str) -> str | None:
+        return None
+
     def remote_members(self, room: str) -> list[str]:
         return []
 

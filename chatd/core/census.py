@@ -122,8 +122,7 @@ class Census:
     def who(self, client) -> tuple[str, list[str]]:
         """The members of ``client``'s room, on every node: ``@nick`` an operator, ``+nick``
         voiced, ``nick (away)`` away (SPEC §13). Another node's member is known by its nick
-        alone: taken as its account too (a registered nick is held by its account only),
-        and its away state is not known here."""
+        alone: taken as its account too (a registered nick is held by its account only)."""
         with self._lock:
             room = client.room
             state = room.state
@@ -131,7 +130,8 @@ class Census:
                      for c in room.members.values()}
         remote = self._bus.remote_members(room.name)
         nicks = sorted([*shown, *remote], key=fold)
-        return room.name, [shown.get(nick) or _marked(state, None, nick, nick, None)
+        return room.name, [shown.get(nick) or _marked(state, None, nick, nick,
+                                                      self._bus.remote_away(nick))
                            for nick in nicks]
 
     def rooms(self) -> list[tuple[str, int]]:

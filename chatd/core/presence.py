@@ -28,6 +28,7 @@ class Presence:
         with self._lock:
             client.away = text
             self._bus.member(client)
+            self._bus.away(client.nick, text)
 
     def set_ignores(self, client, nicks: tuple[str, ...]) -> None:
         """``client`` ignores ``nicks`` from now on (its whole list, replaced)."""

@@ -42,12 +42,16 @@ def test_away_answers_a_msg_from_another_node(cluster):
     bob.expect("*** -> alice: ping")
     bob.expect("*** alice is away: in a meeting")
     alice.expect("*bob* ping")
+    bob.send_line("/who")  # the away line crossed before bob's /msg was answered
+    bob.wait_for("*** in lobby: alice (away), bob")
     alice.send_line("/back")
     alice.expect("*** you are back")
     bob.send_line("/msg alice again")
     bob.expect("*** -> alice: again")
     alice.expect("*bob* again")
     bob.expect_silence()
+    bob.send_line("/who")
+    bob.wait_for("*** in lobby: alice, bob")
 
 
 def test_whois_describes_a_client_of_another_node(cluster):
