@@ -20,7 +20,8 @@ import time
 import structlog
 
 from chatd.cluster import wire
-from chatd.cluster.checks import Validator, name, node_name
+from chatd.cluster.checks import Validator, node_name
+from chatd.cluster.checks import name as checked_name
 from chatd.cluster.codec import Rejected, Seal, text
 from chatd.cluster.keys import (
     GUESTS,
@@ -215,7 +216,7 @@ class RedisBus:
         if len(item) != 3:
             raise Rejected("not an away line")
         text = item[2] if item[2] is None else self.link.validator.away(item[2])
-        self.roster.set_away(name(item[1]), text, writer)
+        self.roster.set_away(checked_name(item[1]), text, writer)
 
     def start(self, hub) -> None:
         self.reader.hub = self.leases.hub = self.room_states.hub = hub
