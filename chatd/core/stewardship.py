@@ -229,8 +229,10 @@ class Stewardship:
                     if not room.members and room is not self._lobby:
                         self._drop_room(room)
                         room = None
-                changed.append((name, state, room is not None
-                                or bool(self._bus.remote_members(name))))
+                alive = room is not None or bool(self._bus.remote_members(name))
+                if not alive:
+                    del self._shared[fold(name)]
+                changed.append((name, state, alive))
         keeper = self._room_keeper
         for name, state, alive in changed if keeper is not None else ():
             if self._rooms_shared and alive:
@@ -256,6 +258,7 @@ class Stewardship:
                 creator = record.get("creator")
                 room.state = state.change(creator=creator if isinstance(creator, int)
                                           and creator in room.members else None)
+                self._shared[fold(room.name)] = (room.name, state)
 
     # -- hub lock held ------------------------------------------------------------------------
 
