@@ -144,10 +144,11 @@ class Census:
         return sorted(counts.values(), key=lambda item: fold(item[0]))
 
     def listing(self) -> list[tuple[str, int, str]]:
-        """``/list``: :meth:`rooms` with each room's topic ("" if none, or not known here:
-        the topic of a room with no member on this node)."""
+        """``/list``: :meth:`rooms` with each room's topic ("" if none): the room's here,
+        or the cluster's for a room with no member on this node (stewardship.py)."""
         with self._lock:
-            topics = {key: room.state.topic for key, room in self._rooms.items()}
+            topics = {key: state.topic for key, (_, state) in self._shared.items()}
+            topics.update((key, room.state.topic) for key, room in self._rooms.items())
         return [(name, count, topics.get(fold(name), "")) for name, count in self.rooms()]
 
     def responsive(self, timeout: float) -> bool:
