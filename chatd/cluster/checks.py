@@ -19,8 +19,9 @@ from chatd.cluster.codec import Rejected
 from chatd.core import events as ev
 from chatd.core.membership import MAX_ROOMS
 from chatd.core.position import Position
+from chatd.core.roomchanges import GRANTED
 from chatd.core.roomstate import MAX_TOPIC, MODES
-from chatd.core.stewardship import ADMIN, GRANTED
+from chatd.core.stewardship import ADMIN
 from chatd.text import fold, is_valid_name, sanitize
 
 #: Operator text (broadcasts, kick reasons) comes from the admin socket: its request limit.

@@ -292,7 +292,8 @@ class Room:
 
     def flush(self) -> None:
         """Hand every reader what was posted since its offset: one buffer per group of readers
-        at one offset speaking one protocol."""
+        at one offset speaking one protocol (and, for readers that ignore someone, ignoring
+        the same nicks: twenty members ignoring one spammer share one filtered buffer)."""
         with self.lock:
             self.queued = False
             base, log, end = self.base, self.log, self._end()
@@ -300,32 +301,42 @@ class Room:
             plain = self.plain_since, self.plain_protocol
             ignorers = set(self.ignorers) if self.ignorers else None
         groups: dict[tuple, list] = {}
-        alone = []  # readers that ignore someone: each its own buffer
+        filtered: dict[tuple, list] = {}  # the same, with the ignore list in the key
         for outbox, offset in self.readers.items():
             stop = stops.get(outbox, end)
             if offset < stop:
                 if ignorers is not None and outbox in ignorers:
-                    alone.append((outbox, offset, stop))
+                    filtered.setdefault((offset, stop, outbox.protocol, outbox.ignoring),
+                                        []).append(outbox)
                 else:
                     groups.setdefault((offset, stop, outbox.protocol), []).append(outbox)
-        readers = self.readers
-        deliver_many = self._flusher.deliver_many
         for (offset, stop, protocol), outboxes in groups.items():
-            entries = log[offset - base:stop - base]  # only the flusher drops entries
-            for outbox in outboxes:
-                readers[outbox] = stop
-            if protocol is not plain[1] or offset < plain[0]:
-                entries = self._in(protocol, entries, offset)
-            authors = {e[0] for e in entries}
-            for outbox in authors.intersection(outboxes):
-                self._deliver_except(outbox, entries)
-            # no per-flush copy of a 10,000-reader group: allocations that size stay in RSS
-            deliver_many(outboxes, authors, b"".join([e[2] for e in entries]), len(entries))
-        for outbox, offset, stop in alone:
-            readers[outbox] = stop
-            self._deliver_except(outbox, self._texts(outbox, log[offset - base:stop - base],
-                                                     offset, plain))
+            self._hand(log[offset - base:stop - base], offset, stop, protocol, plain, outboxes)
+        for (offset, stop, protocol, ignoring), outboxes in filtered.items():
+            self._hand(log[offset - base:stop - base], offset, stop, protocol, plain, outboxes,
+                       ignoring)
         self._trim()
+
+    def _hand(self, entries: list, offset: int, stop: int, protocol, plain: tuple,
+              outboxes: list, ignoring: frozenset | None = None) -> None:
+        """One group's buffer: ``entries`` (from ``offset``; only the flusher drops entries,
+        so the slice taken outside the lock stays valid) in ``protocol``, without the lines
+        of nicks in ``ignoring``, to every reader in ``outboxes`` but their own lines."""
+        readers = self.readers
+        for outbox in outboxes:
+            readers[outbox] = stop
+        if protocol is not plain[1] or offset < plain[0]:
+            entries = self._in(protocol, entries, offset)
+        if ignoring:
+            entries = [e for e in entries if not hides(ignoring, e[1])]
+            if not entries:
+                return
+        authors = {e[0] for e in entries}
+        for outbox in authors.intersection(outboxes):
+            self._deliver_except(outbox, entries)
+        # no per-flush copy of a 10,000-reader group: allocations that size stay in RSS
+        self._flusher.deliver_many(outboxes, authors, b"".join([e[2] for e in entries]),
+                                   len(entries))
 
     def catch_up(self, outbox, end: int) -> None:
         """One reader gets what was posted from its offset up to ``end``."""

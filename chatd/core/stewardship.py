@@ -18,31 +18,22 @@ line the kicked client is saying at that very moment may still reach the room it
 
 from __future__ import annotations
 
+from chatd.core import roomchanges
 from chatd.core.bus import ClusterUnavailable
 from chatd.core.events import (
-    BanLifted,
-    BanSet,
-    Granted,
     InvitedTo,
     KickedFrom,
-    ModeSet,
-    Revoked,
     RoomEntered,
     RoomKicked,
     RoomRegistered,
-    TopicSet,
 )
-from chatd.core.roomstate import MAX_KEY, MAX_NAMES, MAX_TOPIC, MODES, RoomState
+from chatd.core.roomstate import MAX_TOPIC, RoomState
 from chatd.text import fold
 
 #: The actor operators' changes are shown with (chatctl room ...).
 ADMIN = "[admin]"
 #: Registered rooms on one server (docs/protocol.md §3).
 MAX_REGISTERED_ROOMS = 10_000
-#: What each list a room keeps is called in answers.
-_LISTS = {"ops": "operator status", "voiced": "voice"}
-#: What a Granted line may say was given (another node's are checked against it).
-GRANTED = frozenset(_LISTS.values())
 
 
 class Stewardship:
@@ -97,22 +88,21 @@ class Stewardship:
     def set_topic(self, client, name: str, topic: str) -> str | None:
         if len(topic) > MAX_TOPIC:
             return f"topic too long (max {MAX_TOPIC} characters)"
-        return self._by_member(client, name, lambda room, s: (
-            s.change(topic=topic, topic_by=client.nick),
-            TopicSet(client.nick, room.name, topic)), ops_only=lambda s: "t" in s.modes)
+        return self._by_member(client, name, lambda room, s: roomchanges.topic(
+            room.name, s, client.nick, topic), ops_only=lambda s: "t" in s.modes)
 
     def grant(self, client, name: str, what: str, nick: str, on: bool) -> str | None:
         """``/op``, ``/deop`` (``what`` "ops"), ``/voice``, ``/devoice`` ("voiced")."""
-        return self._by_operator(client, name, lambda room, s: self._grant(room, s, client.nick,
-                                                                            what, nick, on))
+        return self._by_operator(client, name, lambda room, s: roomchanges.grant(
+            room.name, s, client.nick, what, *self._target(nick), on))
 
     def ban(self, client, name: str, nick: str, on: bool) -> str | None:
-        return self._by_operator(client, name, lambda room, s: self._ban(room, s, client.nick,
-                                                                          nick, on))
+        return self._by_operator(client, name, lambda room, s: roomchanges.ban(
+            room.name, s, client.nick, *self._target(nick), on))
 
     def set_mode(self, client, name: str, change: str, key: str = "") -> str | None:
-        return self._by_operator(client, name, lambda room, s: self._mode(room, s, client.nick,
-                                                                           change, key))
+        return self._by_operator(client, name, lambda room, s: roomchanges.mode(
+            room.name, s, client.nick, change, key))
 
     def invite(self, client, name: str, nick: str) -> str | None:
         """An invitation names the account of a client logged in here, else the nick (of
@@ -200,11 +190,12 @@ class Stewardship:
                 problem = self._unregister(room)
             else:
                 change = {
-                    "op": lambda s: self._grant(room, s, ADMIN, "ops", args[0], True),
-                    "deop": lambda s: self._grant(room, s, ADMIN, "ops", args[0], False),
-                    "topic": lambda s: (s.change(topic=args[0], topic_by=ADMIN),
-                                        TopicSet(ADMIN, room.name, args[0])),
-                    "mode": lambda s: self._mode(room, s, ADMIN, *args),
+                    "op": lambda s: roomchanges.grant(room.name, s, ADMIN, "ops",
+                                                      *self._target(args[0]), True),
+                    "deop": lambda s: roomchanges.grant(room.name, s, ADMIN, "ops",
+                                                        *self._target(args[0]), False),
+                    "topic": lambda s: roomchanges.topic(room.name, s, ADMIN, args[0]),
+                    "mode": lambda s: roomchanges.mode(room.name, s, ADMIN, *args),
                 }[verb]
                 problem = self._apply(room, change)
         self._keep(room if problem is None else None, drop=verb == "delete")
@@ -332,48 +323,6 @@ class Stewardship:
         if target is None:
             return fold(nick), nick
         return self._known_as(target), target.nick
-
-    def _grant(self, room, state: RoomState, actor: str, what: str, nick: str, on: bool):
-        entry, shown = self._target(nick)
-        names = getattr(state, what)
-        if on and len(names) >= MAX_NAMES:
-            return f"{room.name} has too many entries (at most {MAX_NAMES})"
-        if (entry in names) == on:
-            return f"{shown} has {_LISTS[what]} in {room.name} already" if on \
-                else f"{shown} has no {_LISTS[what]} in {room.name}"
-        names = names | {entry} if on else names - {entry}
-        return (state.change(**{what: names}),
-                (Granted if on else Revoked)(actor, room.name, _LISTS[what], shown))
-
-    def _ban(self, room, state: RoomState, actor: str, nick: str, on: bool):
-        entry, shown = self._target(nick)
-        if on and len(state.bans) >= MAX_NAMES:
-            return f"{room.name} has too many bans (at most {MAX_NAMES})"
-        if (entry in state.bans) == on:
-            return f"{shown} is banned from {room.name} already" if on \
-                else f"{shown} is not banned from {room.name}"
-        bans = state.bans | {entry} if on else state.bans - {entry}
-        return state.change(bans=bans), (BanSet if on else BanLifted)(actor, room.name, shown)
-
-    def _mode(self, room, state: RoomState, actor: str, change: str, key: str = ""):
-        """``change``: one of +i -i +k -k +m -m +t -t (``key`` with +k)."""
-        sign, mode = change[:1], change[1:]
-        if sign not in ("+", "-") or len(mode) != 1 or mode not in MODES:
-            return "usage: /mode [+i|-i|+k KEY|-k|+m|-m|+t|-t]"
-        modes = set(state.modes)
-        if sign == "+" and mode == "k":
-            if not key or len(key) > MAX_KEY or not key.isprintable() or " " in key:
-                return f"usage: /mode +k KEY (1-{MAX_KEY} characters, no spaces)"
-            modes.add("k")
-            return state.change(modes="".join(sorted(modes)), key=key), ModeSet(actor, room.name,
-                                                                                "+k")
-        if (mode in modes) == (sign == "+"):
-            return f"mode {change} is set on {room.name} already" if sign == "+" \
-                else f"mode {mode} is not set on {room.name}"
-        modes = modes | {mode} if sign == "+" else modes - {mode}
-        return (state.change(modes="".join(sorted(modes)),
-                             key=state.key if "k" in modes else ""),
-                ModeSet(actor, room.name, change))
 
     def _kick(self, room, actor: str, nick: str, reason: str) -> str | None:
         """Out of ``room`` and, if that was its only room, into the lobby (told first)."""

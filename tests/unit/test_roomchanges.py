@@ -1,0 +1,43 @@
+"""core/roomchanges.py: an operator's change as (new state, room line) or an error text."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatd.core import events as ev
+from chatd.core import roomchanges as rc
+from chatd.core.roomstate import MAX_NAMES, RoomState
+
+
+def test_grant_and_revoke():
+    state, line = rc.grant("dev", RoomState(), "alice", "ops", "bob", "Bob", True)
+    assert state.ops == {"bob"} and line == ev.Granted("alice", "dev", "operator status", "Bob")
+    assert rc.grant("dev", state, "alice", "ops", "bob", "Bob", True) == \
+        "Bob has operator status in dev already"
+    state, line = rc.grant("dev", state, "alice", "ops", "bob", "Bob", False)
+    assert state.ops == set() and line == ev.Revoked("alice", "dev", "operator status", "Bob")
+    assert rc.grant("dev", state, "alice", "voiced", "eve", "eve", False) == \
+        "eve has no voice in dev"
+
+
+def test_a_list_is_bounded():
+    full = RoomState(bans=frozenset(f"n{i}" for i in range(MAX_NAMES)))
+    assert rc.ban("dev", full, "a", "x", "x", True) == f"dev has too many bans (at most {MAX_NAMES})"
+    assert isinstance(rc.ban("dev", full, "a", "n1", "n1", False), tuple)  # lifting still works
+
+
+def test_modes_and_the_key_never_in_the_line():
+    state, line = rc.mode("dev", RoomState(), "alice", "+k", "sesame")
+    assert (state.modes, state.key, line) == ("k", "sesame", ev.ModeSet("alice", "dev", "+k"))
+    state, _ = rc.mode("dev", state, "alice", "+i")
+    assert state.modes == "ik"
+    state, line = rc.mode("dev", state, "alice", "-k")
+    assert (state.modes, state.key, line.change) == ("i", "", "-k")
+    assert rc.mode("dev", state, "alice", "+i") == "mode +i is set on dev already"
+    assert rc.mode("dev", state, "alice", "-m") == "mode m is not set on dev"
+
+
+@pytest.mark.parametrize("change, key", [("+x", ""), ("i", ""), ("++", ""), ("+k", ""),
+                                         ("+k", "two words"), ("+k", "x" * 65), ("", "")])
+def test_bad_mode_changes(change, key):
+    assert isinstance(rc.mode("dev", RoomState(), "alice", change, key), str)
