@@ -138,6 +138,9 @@ class Census:
         """Every room with its member count, on every node."""
         counts = dict(self._bus.remote_rooms())  # folded name -> (name, count)
         with self._lock:
+            for key, (name, state) in self._shared.items():  # registered: exist while empty
+                if state.registered and key not in counts:
+                    counts[key] = (name, 0)
             for key, room in self._rooms.items():
                 name, remote = counts.get(key, (room.name, 0))
                 counts[key] = (room.name, remote + len(room.members))

@@ -132,11 +132,13 @@ class Membership:
         return room, state.refusal(shown, client.nick, client.account, key)
 
     def _made_by(self, client, name: str) -> RoomState:
-        """A new room's state: the cluster's if it has one; ``client`` made it, and is its
-        operator while it stays, unless the room has members on other nodes (it was made
-        there)."""
+        """A new room's state: the one kept for it, if any; ``client`` made it, and is its
+        operator while it stays, unless the room is registered or has members on other nodes
+        (it was made there)."""
         state = self._state_of(name)
-        return state if self._bus.remote_members(name) else state.change(creator=client.id)
+        if state.registered or self._bus.remote_members(name):
+            return state
+        return state.change(creator=client.id)
 
     def _entered(self, client, room: Room) -> tuple[bytes, int]:
         """The joiner's own ``*** you joined`` line, with the members on every node, and
@@ -185,9 +187,11 @@ class Membership:
         return history.acquire(name)
 
     def _room(self, name: str, tail=None) -> Room:
-        """A new room; ``tail`` (from :meth:`_tail_for`) is its history, held by the room
-        until it is deleted (_leave)."""
+        """A new room, with the state kept for it if any (stewardship.py); ``tail`` (from
+        :meth:`_tail_for`) is its history, held by the room until it is deleted (_leave)."""
         room = Room(name, self._flusher)
+        if self._shared:  # (the lobby is made before the hub has the table)
+            room.state = self._state_of(name)
         if tail is not None:
             self._keep_history(room, tail)
         self._rooms[fold(name)] = room
@@ -256,7 +260,7 @@ class Membership:
         position = room.leave(client)
         if room.state.creator == client.id:  # an unregistered room's maker: op while in it
             room.state = room.state.change(creator=None)
-        if not room.members and room is not self._lobby and not room.state.registered:
+        if not room.members and room is not self._lobby:  # (its state stays: stewardship.py)
             del self._rooms[fold(room.name)]
             if room.tail is not None:  # idle now, within history.py's bound (no I/O)
                 self._history.release(room.name)

@@ -1,15 +1,18 @@
 """Rooms that belong to someone (SPEC §13): operators, topics, modes, bans, invitations and
 registration (a mixin of :class:`~chatd.core.hub.Hub`).
 
-A room's state is a :class:`~chatd.core.roomstate.RoomState` on the room (``Room.state``),
-replaced whole under the hub lock; what it says is posted to the room under the same lock,
-so every member sees changes in the order they were made. The state of a registered room is
-kept by a *keeper* (the accounts store: SQLite on a single node), written after the lock is
-let go, on the thread that made the change; a registered room exists while empty.
+A room's state is a :class:`~chatd.core.roomstate.RoomState`, replaced whole under the hub
+lock. The hub keeps every state that is not the blank one by room name (``_shared``: a room
+with no member here has no Room object, a registered one included, but has its state there),
+and a room that exists here mirrors it in ``Room.state``, with its maker (``creator``), which
+only this node knows. What a change says is posted to the room under the same lock, so every
+member sees changes in the order they were made. The *keeper* is told each change after the
+lock is let go, on the thread that made it: the accounts store on a single node (it writes
+registered rooms), cluster/roomstates.py in cluster mode (every room's, to every node).
 
-Each change has two doors: a client's (``client`` must be an operator of the room, checked
-here) and the operator's (``chatctl room``: ``client`` None, no check, the actor shown as
-``[admin]``). Both end in the same ``_change``.
+Each change has two doors: a client's (it must be an operator of the room, checked here) and
+the operator's (``chatctl room``: no check, the actor shown as ``[admin]``). Both end in
+:meth:`Stewardship._set_state`.
 
 Kicking moves another client out of a room from a thread that is not its own: the exception
 to client.py's rule that only a client's session thread moves it, as Hub.revoke_nick is. A
@@ -37,51 +40,32 @@ MAX_REGISTERED_ROOMS = 10_000
 
 
 class Stewardship:
-    """Over the hub's ``_rooms``, ``_nicks``, ``_lock``, ``_lobby`` and membership."""
+    """Over the hub's ``_rooms``, ``_shared``, ``_nicks``, ``_lock``, ``_lobby`` and
+    membership."""
 
     #: keep_room(name, RoomState) / drop_room(name), told every change: accounts.Accounts
-    #: on a single node (it keeps registered rooms), cluster/roomstates.py in cluster mode
-    #: (``shared``: every room's state, on every node); None: no registered rooms here.
+    #: on a single node, cluster/roomstates.py in cluster mode (``_rooms_shared``); None: no
+    #: registered rooms here.
     _room_keeper = None
     _rooms_shared = False
     _unkept = "registered rooms need accounts, and this server has none"
-    #: Room states kept for rooms not made here (the cluster's), at most (docs §3).
+    #: Room states kept, at most (docs/protocol.md §3).
     MAX_SHARED = 100_000
 
     def keep_rooms_with(self, keeper, states: list, shared: bool = False) -> None:
         """At start: ``keeper`` keeps rooms' states, and ``states`` ((name, RoomState), read
-        from it before the lock) are theirs from now on; registered rooms exist from now on,
-        empty. ``shared``: the keeper shares every room's state with other nodes."""
+        from it before the lock) are theirs from now on. ``shared``: the keeper shares every
+        room's state with the other nodes."""
         with self._lock:
             self._room_keeper, self._rooms_shared = keeper, shared
             for name, state in states[:self.MAX_SHARED]:
-                self._shared[fold(name)] = (name, state)
-                if state.registered and fold(name) != fold(self._lobby.name):
-                    (self._rooms.get(fold(name)) or self._room(name)).state = state
+                self._set_state(name, state, None)
 
     def receive_room_state(self, name: str, state: RoomState) -> None:
-        """Another node changed room ``name``'s state (the bus's reader): a registered room
-        exists here too, one nobody owns any more goes if it is empty."""
-        key = fold(name)
+        """Another node changed room ``name``'s state (the bus's reader; its room line came
+        first, on its own)."""
         with self._lock:
-            if state == RoomState():
-                self._shared.pop(key, None)
-            elif key in self._shared or len(self._shared) < self.MAX_SHARED:
-                self._shared[key] = (name, state)
-            room = self._rooms.get(key)
-            if room is self._lobby:
-                return
-            if room is None and state.registered:
-                room = self._room(name)
-            if room is not None:
-                room.state = state.change(creator=room.state.creator)
-                if not room.members and not state.registered:
-                    self._drop_room(room)
-
-    def _state_of(self, name: str) -> RoomState:
-        """(hub lock held) The state of room ``name``, not made here: kept, or blank."""
-        found = self._shared.get(fold(name))
-        return found[1] if found is not None else RoomState()
+            self._set_state(name, state, None)
 
     # -- the client's doors -----------------------------------------------------------------
 
@@ -89,56 +73,51 @@ class Stewardship:
         if len(topic) > MAX_TOPIC:
             return f"topic too long (max {MAX_TOPIC} characters)"
         return self._by_member(client, name, lambda room, s: roomchanges.topic(
-            room.name, s, client.nick, topic), ops_only=lambda s: "t" in s.modes)
+            room, s, client.nick, topic), ops_only=lambda s: "t" in s.modes)
 
     def grant(self, client, name: str, what: str, nick: str, on: bool) -> str | None:
         """``/op``, ``/deop`` (``what`` "ops"), ``/voice``, ``/devoice`` ("voiced")."""
-        return self._by_operator(client, name, lambda room, s: roomchanges.grant(
-            room.name, s, client.nick, what, *self._target(nick), on))
+        return self._by_member(client, name, lambda room, s: roomchanges.grant(
+            room, s, client.nick, what, *self._target(nick), on))
 
     def ban(self, client, name: str, nick: str, on: bool) -> str | None:
-        return self._by_operator(client, name, lambda room, s: roomchanges.ban(
-            room.name, s, client.nick, *self._target(nick), on))
+        return self._by_member(client, name, lambda room, s: roomchanges.ban(
+            room, s, client.nick, *self._target(nick), on))
 
     def set_mode(self, client, name: str, change: str, key: str = "") -> str | None:
-        return self._by_operator(client, name, lambda room, s: roomchanges.mode(
-            room.name, s, client.nick, change, key))
+        return self._by_member(client, name, lambda room, s: roomchanges.mode(
+            room, s, client.nick, change, key))
 
     def invite(self, client, name: str, nick: str) -> str | None:
         """An invitation names the account of a client logged in here, else the nick (of
         another node's client: its nick, which is its account if it has one)."""
         remote = self._bus.remote_nick(nick) if self.find(nick) is None else None
-        with self._lock:
-            room, problem = self._operated(client, name)
-            if problem is None:
-                target = self._nicks.get(fold(nick))
-                if target is None and remote is None:
-                    problem = f"no such nick {nick}"
-                elif target is not None and room in target.rooms:
-                    problem = f"{target.nick} is in {room.name} already"
-                else:
-                    entry = self._known_as(target) if target is not None else fold(remote)
-                    problem = self._store(room, room.state.change(
-                        invites=room.state.invites | {entry}), None)
-                    told = InvitedTo(client.nick, room.name)
-                    if target is not None:
-                        self.send_to(target, told)
-                    else:
-                        self._bus.send_private(remote, told)
-        self._keep(room if problem is None else None)
-        return problem
+
+        def change(room: str, state: RoomState):
+            target = self._nicks.get(fold(nick))
+            if target is None and remote is None:
+                return f"no such nick {nick}"
+            if target is not None and fold(room) in {fold(r.name) for r in target.rooms}:
+                return f"{target.nick} is in {room} already"
+            told = InvitedTo(client.nick, room)
+            if target is not None:
+                self.send_to(target, told)
+            else:
+                self._bus.send_private(remote, told)
+            entry = self._known_as(target) if target is not None else fold(remote)
+            return state.change(invites=state.invites | {entry}), None
+
+        return self._by_member(client, name, change)
 
     def kick_from_room(self, client, name: str, nick: str, reason: str) -> str | None:
         """A member of another node is kicked there (routed as an operator's kick is)."""
         with self._lock:
             room, problem = self._operated(client, name)
-            if problem is None:
-                remote = fold(nick) not in self._nicks and fold(nick) in {
-                    fold(n) for n in self._bus.remote_members(room.name)}
-                if not remote:
-                    return self._kick(room, client.nick, nick, reason)
-        if problem is not None:
-            return problem
+            if problem is not None:
+                return problem
+            if fold(nick) in self._nicks or fold(nick) not in {
+                    fold(n) for n in self._bus.remote_members(room.name)}:
+                return self._kick(room, client.nick, nick, reason)
         try:
             found = self._bus.locate(nick)
             done = found is not None and self._bus.route(found[0], "room_kick", found[1], {
@@ -159,78 +138,61 @@ class Stewardship:
     def register_room(self, client, name: str) -> str | None:
         if client.account is None:
             return "log in to register a room: /login NICK PASSWORD"
-        with self._lock:
-            if self._rooms.get(fold(name)) is self._lobby:  # everyone's
-                return f"{self._lobby.name} cannot be registered"
-            room, problem = self._operated(client, name)
-            if problem is None:
-                problem = self._register(room, client.account)
-        self._keep(room if problem is None else None)
-        return problem
+        if fold(name) == fold(self._lobby.name):  # everyone's
+            return f"{self._lobby.name} cannot be registered"
+        account = client.account
+        return self._by_member(client, name, lambda room, s: self._register(room, s, account))
 
     # -- the operator's door (chatctl room) ---------------------------------------------------
 
     def room_state(self, name: str):
-        """(the room's name as spelled, its RoomState, its members' nicks) or None."""
+        """(the room's name as spelled, its RoomState, its members' nicks here) or None: a
+        room with a member here, or a state (a registered room exists while empty)."""
         with self._lock:
             room = self._rooms.get(fold(name))
-            if room is None:
-                return None
-            return room.name, room.state, sorted((c.nick for c in room.members.values()),
-                                                 key=fold)
+            if room is not None:
+                return room.name, room.state, sorted((c.nick for c in room.members.values()),
+                                                     key=fold)
+            found = self._shared.get(fold(name))
+            return None if found is None else (*found, [])
 
     def admin_room(self, name: str, verb: str, *args) -> str | None:
         """``chatctl room VERB ROOM ARGS``: op/deop NICK, topic TEXT, mode CHANGE [KEY],
         delete. No operator check; shown to the room as done by ``[admin]``."""
+        change = {
+            "op": lambda room, s: roomchanges.grant(room, s, ADMIN, "ops",
+                                                    *self._target(args[0]), True),
+            "deop": lambda room, s: roomchanges.grant(room, s, ADMIN, "ops",
+                                                      *self._target(args[0]), False),
+            "topic": lambda room, s: roomchanges.topic(room, s, ADMIN, args[0]),
+            "mode": lambda room, s: roomchanges.mode(room, s, ADMIN, *args),
+            "delete": lambda room, s: (RoomState(), None),  # belongs to nobody, forgets all
+        }[verb]
         with self._lock:
             room = self._rooms.get(fold(name))
-            if room is None:
+            found = (room.name, room.state) if room is not None else self._shared.get(fold(name))
+            if found is None:
                 return f"no such room {name}"
-            if verb == "delete":
-                problem = self._unregister(room)
-            else:
-                change = {
-                    "op": lambda s: roomchanges.grant(room.name, s, ADMIN, "ops",
-                                                      *self._target(args[0]), True),
-                    "deop": lambda s: roomchanges.grant(room.name, s, ADMIN, "ops",
-                                                        *self._target(args[0]), False),
-                    "topic": lambda s: roomchanges.topic(room.name, s, ADMIN, args[0]),
-                    "mode": lambda s: roomchanges.mode(room.name, s, ADMIN, *args),
-                }[verb]
-                problem = self._apply(room, change)
-        self._keep(room if problem is None else None, drop=verb == "delete")
-        return problem
+            done = self._change(found[0], found[1], change)
+            if verb == "delete" and room is not None:
+                room.state = RoomState()  # its maker's status too
+        return self._kept(done)
 
     def orphan_rooms(self, account: str) -> list[str]:
         """The account ``account`` was deleted: the rooms it founded belong to nobody any
-        more (they keep their topic, modes and lists while someone is in them; one nobody is
-        in goes), so that an account made later under that name gets none of them. Returns
-        their names."""
+        more (one someone is in keeps its topic, modes and lists; one nobody is in is
+        forgotten), so that an account made later under that name gets none of them.
+        Returns their names."""
         key = fold(account)
-        changed = []  # (name, its state now, whether someone is in it anywhere)
         with self._lock:
-            for name, state in list(self._shared.values()):
-                if state.founder != key:
-                    continue
-                state = state.change(founder=None)
-                self._shared[fold(name)] = (name, state)
-                room = self._rooms.get(fold(name))
-                if room is not None:
-                    room.state = state.change(creator=room.state.creator)
-                    if not room.members and room is not self._lobby:
-                        self._drop_room(room)
-                        room = None
-                alive = room is not None or bool(self._bus.remote_members(name))
-                if not alive:
-                    del self._shared[fold(name)]
-                changed.append((name, state, alive))
-        keeper = self._room_keeper
-        for name, state, alive in changed if keeper is not None else ():
-            if self._rooms_shared and alive:
-                keeper.keep_room(name, state)
-            else:
-                keeper.drop_room(name)
-        return [name for name, _, _ in changed]
+            founded = [(name, state) for name, state in self._shared.values()
+                       if state.founder == key]
+            done = [self._change(name, state, lambda room, s: (
+                s.change(founder=None) if self._occupied(room) else RoomState(), None))
+                for name, state in founded]
+        for change in done:
+            self._kept(change)
+        return [name for name, _ in founded]
 
     # -- an upgrade (takeover.py) ----------------------------------------------------------
 
@@ -247,9 +209,9 @@ class Stewardship:
                 if room is None or state is None or state.registered or room is self._lobby:
                     continue
                 creator = record.get("creator")
+                self._set_state(room.name, state, None)
                 room.state = state.change(creator=creator if isinstance(creator, int)
                                           and creator in room.members else None)
-                self._shared[fold(room.name)] = (room.name, state)
 
     # -- hub lock held ------------------------------------------------------------------------
 
@@ -261,6 +223,39 @@ class Stewardship:
                 for room in self._rooms.values()
                 if room.state != blank and not room.state.registered}
 
+    def _state_of(self, name: str) -> RoomState:
+        """The state of room ``name``, not made here: kept, or blank."""
+        found = self._shared.get(fold(name))
+        return found[1] if found is not None else RoomState()
+
+    def _set_state(self, name: str, state: RoomState, line) -> None:
+        """Room ``name`` has ``state`` now (its maker, if it exists here, stays); its
+        members, on every node, are told ``line`` (None: nothing)."""
+        key = fold(name)
+        state = state.change(creator=None)
+        if state == RoomState():
+            self._shared.pop(key, None)
+        elif key in self._shared or len(self._shared) < self.MAX_SHARED:
+            self._shared[key] = (name, state)
+        room = self._rooms.get(key)
+        if room is not None and room is not self._lobby:
+            room.state = state.change(creator=room.state.creator)
+        if line is None:
+            return
+        if room is not None:
+            self._post(room, None, line)
+        else:  # nobody here: the other nodes' members
+            self._bus.publish(name, line)
+
+    def _change(self, name: str, state: RoomState, change) -> tuple:
+        """``change(name, state)`` -> (new state, room line) or an error text, made. Returns
+        (name, the state before, after, error text or None) for :meth:`_kept`."""
+        done = change(name, state)
+        if isinstance(done, str):
+            return name, state, state, done
+        self._set_state(name, *done)
+        return name, state, done[0], None
+
     def _operated(self, client, name: str):
         """(``client``'s room ``name``, None) if it is an operator there, else (None, why)."""
         room = self._rooms.get(fold(name))
@@ -270,12 +265,9 @@ class Stewardship:
             return None, f"you are not an operator of {room.name}"
         return room, None
 
-    def _by_operator(self, client, name: str, change) -> str | None:
-        return self._by_member(client, name, change, ops_only=lambda state: True)
-
-    def _by_member(self, client, name: str, change, ops_only) -> str | None:
-        """``change(room, state)`` -> (new state, room line) or an error text, for a member
-        of room ``name`` (an operator if ``ops_only(state)``)."""
+    def _by_member(self, client, name: str, change, ops_only=lambda state: True):
+        """``change(room name, state)`` for a member of room ``name`` (an operator if
+        ``ops_only(state)``): an error text or None."""
         with self._lock:
             room = self._rooms.get(fold(name))
             if room is None or room not in client.rooms:
@@ -283,35 +275,8 @@ class Stewardship:
             if ops_only(room.state) and not room.state.is_op(client.id, client.nick,
                                                              client.account):
                 return f"you are not an operator of {room.name}"
-            problem = self._apply(room, lambda state: change(room, state))
-        self._keep(room if problem is None else None)
-        return problem
-
-    def _apply(self, room, change) -> str | None:
-        done = change(room.state)
-        if isinstance(done, str):
-            return done
-        return self._store(room, *done)
-
-    def _store(self, room, state: RoomState, line) -> str | None:
-        """``room`` has ``state`` now; its members (on every node) are told ``line`` (None:
-        nothing)."""
-        room.state = state
-        self._shared[fold(room.name)] = (room.name, state.change(creator=None))
-        if line is not None:
-            self._post(room, None, line)
-        return None
-
-    def _keep(self, room, drop: bool = False) -> None:
-        """(not under the lock) The room's state, told its keeper (which writes a single
-        node's registered rooms, or shares every room's with the other nodes)."""
-        keeper = self._room_keeper
-        if room is None or keeper is None:
-            return
-        if drop:
-            keeper.drop_room(room.name)
-        else:
-            keeper.keep_room(room.name, room.state)
+            done = self._change(room.name, room.state, change)
+        return self._kept(done)
 
     def _known_as(self, client) -> str:
         """What a list names ``client`` by: its account if it is logged in, else its nick."""
@@ -341,39 +306,43 @@ class Stewardship:
             self._enter(target, lobby, (target.outbox.protocol.lines([told, entered]), 2))
         return None
 
-    def _register(self, room, account: str) -> str | None:
+    def _register(self, room: str, state: RoomState, account: str):
         if self._room_keeper is None:
             return self._unkept
-        if room.state.registered:
-            return f"{room.name} is registered already"
-        if sum(r.state.registered for r in self._rooms.values()) >= MAX_REGISTERED_ROOMS:
+        if state.registered:
+            return f"{room} is registered already"
+        if sum(s.registered for _, s in self._shared.values()) >= MAX_REGISTERED_ROOMS:
             return f"this server has no room for more registered rooms (at most " \
                    f"{MAX_REGISTERED_ROOMS})"
-        return self._store(room, room.state.change(founder=fold(account)),
-                           RoomRegistered(room.name, account))
+        return state.change(founder=fold(account)), RoomRegistered(room, account)
 
-    def _unregister(self, room) -> str | None:
-        """``chatctl room delete``: the room belongs to nobody any more and forgets its
-        topic, modes and lists; its members stay. An empty one goes."""
-        room.state = RoomState()
-        self._shared.pop(fold(room.name), None)
-        if not room.members and room is not self._lobby:
-            self._drop_room(room)
-        return None
-
-    def _drop_room(self, room) -> None:
-        """An empty room that nobody owns goes (its tail with it)."""
-        del self._rooms[fold(room.name)]
-        if room.tail is not None:
-            self._history.release(room.name)
+    def _occupied(self, name: str) -> bool:
+        """Whether someone is in room ``name``, here or on another node."""
+        room = self._rooms.get(fold(name))
+        return bool(room is not None and room.members or self._bus.remote_members(name))
 
     def _forget_room(self, room) -> None:
-        """``room`` went (its last member here left; membership.py): in cluster mode, its
-        state goes for the whole cluster too if nobody is in it anywhere and nobody owns it;
-        queued, no I/O under the lock (roomstates.py)."""
+        """``room`` went (its last member here left; membership.py): if nobody owns it and
+        nobody is in it on any node, its state goes, for the whole cluster in cluster mode
+        (queued: no I/O under the lock, roomstates.py)."""
         found = self._shared.get(fold(room.name))
         if found is None or found[1].registered or self._bus.remote_members(room.name):
             return
         del self._shared[fold(room.name)]
         if self._rooms_shared:
             self._room_keeper.drop_room(room.name)
+
+    # -- not under the lock -------------------------------------------------------------------
+
+    def _kept(self, done: tuple) -> str | None:
+        """A change made (:meth:`_change`), told its keeper: a registered room's state
+        written, one that is no longer registered dropped, and in cluster mode every room's
+        shared. Returns its error text or None."""
+        name, before, after, problem = done
+        keeper = self._room_keeper
+        if problem is None and keeper is not None:
+            if after.registered or self._rooms_shared:
+                keeper.keep_room(name, after)
+            elif before.registered:
+                keeper.drop_room(name)
+        return problem
