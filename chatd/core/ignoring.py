@@ -9,9 +9,10 @@ replays and what-you-missed blocks; its joins, departures and renames still show
 room makes sense.
 
 The cost falls on those who ignore: a room keeps the set of its members' outboxes that
-ignore anyone (``Room.ignorers``), and a flush gives each of those its own filtered buffer.
-A room where nobody ignores anyone flushes exactly as before: one test of an empty set per
-flush, nothing per line or per reader.
+ignore anyone (``Room.ignorers``), and a flush groups those by their ignore list and gives
+each group one filtered buffer (twenty members ignoring one spammer share it).
+A room where nobody ignores anyone flushes as before, plus one test of an empty set per flush
+and one of None per reader: nothing per line.
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ passed can be dropped from the front without renumbering.
 Who may touch what:
 
 - ``lock`` guards ``log``, ``base``, ``queued``, ``renders``, ``plain_*``, ``ignorers`` (the
-  members' outboxes that ignore someone: core/ignoring.py), ``joining`` and ``barriers``: offsets the flusher has been told about but not reached in its queue yet. A
+  members' outboxes that ignore someone: core/ignoring.py), ``joining`` and ``barriers``:
+  offsets the flusher has been told about but not reached in its queue yet. A
   flush must not drop entries a joiner still needs (``joining``), and must not give a reader
   entries posted after a *barrier*: the moment it left the room, or was sent a private line
   that is still queued (``barriers``; the queued item removes it when the flusher gets
@@ -78,8 +79,8 @@ class Room:
         #: flush for readers of it reads no render table (lock).
         self.plain_since = 0
         self.plain_protocol = None
-        #: Readers that ignore someone (lock): a flush gives each its own filtered buffer;
-        #: empty (nearly always) costs a flush one test.
+        #: Readers that ignore someone (lock): a flush groups them by what they ignore and
+        #: gives each group a filtered buffer; empty (nearly always) costs a flush one test.
         self.ignorers: set = set()
         #: Who owns and runs the room (roomstate.RoomState): replaced whole under the hub
         #: lock, read without it (stewardship.py).
