@@ -210,7 +210,7 @@ def test_disable_closes_the_connection_enable_lets_it_back_delete_ends_it(server
     assert ctl(server, "account", "enable", "dave") == "enabled account dave\n"
     dave = log_in(server, "dave")
     assert json.loads(ctl(server, "account", "delete", "dave", "--json")) == \
-        {"name": "dave", "deleted": True, "disconnected": 1}
+        {"name": "dave", "deleted": True, "disconnected": 1, "rooms_unregistered": []}
     assert dave.expect_closed()[-1] == "*** your account was disabled"
     assert ctl(server, "account", "show", "dave", status=1) == "chatctl: error: no account dave\n"
     assert ctl(server, "account", "delete", "dave", status=1) == \
