@@ -30,16 +30,18 @@ from chatd.cluster.keys import (
     ID_BLOCKS,
     MEMBERS,
     NICKS,
+    NODES,
     REAP,
     RELEASE,
     REPLACE,
     STREAM,
     TYPES,
+    node_stream,
 )
 from chatd.cluster.leases import Leases, member_record, room_line
 from chatd.cluster.link import ClusterStartError, Link, scrub
 from chatd.cluster.publisher import Publisher
-from chatd.cluster.reader import Reader, position
+from chatd.cluster.reader import MAX_STREAMS, Reader, position
 from chatd.cluster.roomstates import RoomStates
 from chatd.cluster.roster import Roster
 from chatd.cluster.routing import Routing
@@ -56,6 +58,8 @@ CATCH_UP_SECONDS = 2.0
 #: Guest numbers above this would make a nick longer than the name rule allows: repaired.
 MAX_GUEST = 10 ** 15
 MAX_ID_BLOCK = 10 ** 11
+#: How often a start reads the snapshot again because a node joined while it was read.
+SNAPSHOT_TRIES = 3
 
 
 def _connect(url: str):
@@ -126,6 +130,7 @@ class RedisBus:
             self.leases.reap(link.node)
             self.leases.renew()
             self._load_snapshot()
+            self.leases.announce_stream()
         except (redis.RedisError, OSError) as exc:
             raise ClusterStartError(f"Redis at {link.shown_url} failed while chatd joined: "
                                     f"{scrub(str(exc), link.url)}") from None
@@ -144,14 +149,25 @@ class RedisBus:
                 redis.delete(key)
 
     def _load_snapshot(self) -> None:
-        """The other nodes' members and the stream id they belong to, in one transaction. A
-        record that fails its check is skipped (one warning)."""
+        """The other nodes' members and where each stream stood then (the shared one and
+        each known node's own), in one transaction; read again if a node joined between the
+        names and the transaction. A record that fails its check is skipped (one warning)."""
         link = self.link
-        with link.redis.pipeline(transaction=True) as pipe:
-            pipe.xrevrange(STREAM, count=1)
-            pipe.hgetall(MEMBERS)
-            last, members = pipe.execute()
-        self.reader.start_at(last[0][0] if last else b"0-0")
+        nodes: set[str] = set()
+        for _ in range(SNAPSHOT_TRIES):
+            with link.redis.pipeline(transaction=True) as pipe:
+                streams = [STREAM, *(node_stream(n) for n in sorted(nodes))]
+                for stream in streams:
+                    pipe.xrevrange(stream, count=1)
+                pipe.hgetall(MEMBERS)
+                pipe.smembers(NODES)
+                *lasts, members, named = pipe.execute()
+            now = self._node_names(named)
+            if now <= nodes:
+                break
+            nodes |= now
+        self.reader.start_at({stream.encode(): last[0][0] if last else b"0-0"
+                              for stream, last in zip(streams, lasts)})
         for key, value in members.items():
             try:
                 owner = text(key)
@@ -164,7 +180,20 @@ class RedisBus:
             except Rejected as exc:
                 link.rejected("member", str(exc))
 
-    def read_history(self, room_key: str, count: int) -> tuple[list, tuple | None]:
+    def _node_names(self, named) -> set[str]:
+        """The other nodes of ``chatd:nodes`` whose names pass the check (the rest: leases.py
+        drops them at its next renewal), at most what a reader follows."""
+        found = set()
+        for raw in named:
+            try:
+                node = node_name(text(raw))
+            except Rejected:
+                continue
+            if node != self.link.node and len(found) < MAX_STREAMS - 1:
+                found.add(node)
+        return found
+
+    def read_history(self, room_key: str, count: int) -> tuple[list, dict | None]:
         """The room's newest ``count`` lines in Redis and the stream position they belong to
         (one transaction: every line of an entry up to it is in the list, none after it);
         ([], None) if Redis cannot be asked now (history.py then keeps what arrives). An
@@ -174,16 +203,19 @@ class RedisBus:
         key = HISTORY + room_key
         if not link.up:  # a join must not wait for a connect timeout
             return [], None
+        streams = self.reader.streams()
         try:
             with link.redis.pipeline(transaction=True) as pipe:
                 pipe.lrange(key, -count, -1)
-                pipe.xrevrange(STREAM, count=1)
-                values, last = pipe.execute()
+                for stream in streams:
+                    pipe.xrevrange(stream, count=1)
+                values, *lasts = pipe.execute()
         except Exception as exc:  # the redis client's errors, WRONGTYPE included
             log.warning("history_read_failed", room=room_key, error=scrub(str(exc), link.url))
             return [], None
         entries = [e for value in values for e in self._history_entries(room_key, value)]
-        at = position(last[0][0]) if last else (0, 0)
+        at = {stream: position(last[0][0]) if last else (0, 0)
+              for stream, last in zip(streams, lasts)}
         # Lines up to `at` that the reader has not handed on yet would reach the joiner live
         # after this replay; once it has, they are in the tail's pending list, sorted out by
         # position (history.py). Bounded: a reader cut off from Redis does not hold a join.

@@ -48,6 +48,9 @@ MAX_ENTRY_BYTES = 4 * 1024 * 1024
 WRITE_ENTRY_BYTES = 1024 * 1024
 #: Lines in one entry: a node writes far fewer (what queues in 1 ms, or a reassert).
 MAX_ENTRY_LINES = 100_000
+#: The tag context of an entry of the shared stream (``chatd:events``), as nodes of the version
+#: before per-node streams made it; a node's own stream's entries are bound to its key.
+SHARED = b"stream"
 #: How far another node's clock may lag ours and its first entries still be taken.
 CLOCK_SKEW = 60.0
 #: One ``cluster_entry_rejected`` warning per this many seconds, with the count since the last.
@@ -121,19 +124,23 @@ class Seal:
 
     # -- stream entries -------------------------------------------------------------------
 
-    def entry(self, writer: str, seq: int, body: str, lost: str = "") -> dict:
+    def entry(self, writer: str, seq: int, body: str, lost: str = "",
+               stream: bytes = SHARED) -> dict:
         """The fields of one stream entry carrying ``body`` (a batch of lines, JSON text):
         ``h``, the head ``WRITER LOST SEQ TAG`` (node names have no spaces; LOST may be
         empty), and ``c``, the body. Two fields, not five: each costs every node and Redis
-        per entry, and at a paced load an entry is a line or two."""
+        per entry, and at a paced load an entry is a line or two. The tag is bound to the
+        stream it goes in (``stream``: a node's own stream's key, or :data:`SHARED`), so an
+        entry copied into another stream fails it."""
         n = str(seq)
-        tag = self.tag(_entry_context(writer.encode(), lost.encode(), n.encode()), body.encode())
+        tag = self.tag(_entry_context(writer.encode(), lost.encode(), n.encode(), stream),
+                       body.encode())
         return {"h": f"{writer} {lost} {n} {tag}", "c": body}
 
-    def open_entry(self, fields: dict) -> tuple[str, str, int, list]:
-        """A stream entry read back -> (writer, lost node or "", sequence, lines): the
-        tag checked before the batch is parsed. (Per entry, on the reader's hot path at a
-        paced load: no more than the check needs.)"""
+    def open_entry(self, fields: dict, stream: bytes = SHARED) -> tuple[str, str, int, list]:
+        """A stream entry read back from ``stream`` -> (writer, lost node or "", sequence,
+        lines): the tag checked before the batch is parsed. (Per entry, on the reader's hot
+        path at a paced load: no more than the check needs.)"""
         try:
             writer, lost, n, tag = fields[b"h"].split(b" ")
             body = fields[b"c"]
@@ -143,7 +150,8 @@ class Seal:
             raise Rejected("bad head") from None
         if len(body) > MAX_ENTRY_BYTES:
             raise Rejected(f"entry of {len(body)} bytes")
-        if not hmac.compare_digest(tag, self.tag(_entry_context(writer, lost, n), body).encode()):
+        if not hmac.compare_digest(tag, self.tag(_entry_context(writer, lost, n, stream),
+                                                 body).encode()):
             raise Rejected("bad tag")
         try:
             lines = json.loads(body.decode())
@@ -157,8 +165,8 @@ class Seal:
         return names[0], names[1], int(n), lines
 
 
-def _entry_context(writer: bytes, lost: bytes, n: bytes) -> bytes:
-    return b"stream\n" + writer + b"\n" + lost + b"\n" + n
+def _entry_context(writer: bytes, lost: bytes, n: bytes, stream: bytes) -> bytes:
+    return stream + b"\n" + writer + b"\n" + lost + b"\n" + n
 
 
 class Sequence:
@@ -176,19 +184,21 @@ class Sequence:
 
 
 class Replays:
-    """The last sequence taken from each writer (the reader thread alone)."""
+    """The last sequence taken from each writer in each stream (the reader thread alone): a
+    writer numbers its entries across streams, so in one stream they grow but skip."""
 
     def __init__(self, started_at: float) -> None:
         self._floor = int((started_at - CLOCK_SKEW) * 1_000_000)
         self._last: dict[str, int] = {}
 
-    def check(self, writer: str, seq: int) -> None:
-        last = self._last.get(writer, self._floor)
+    def check(self, writer: str, seq: int, stream: bytes = SHARED) -> None:
+        key = (writer, stream)
+        last = self._last.get(key, self._floor)
         if seq <= last:
             raise Rejected(f"replayed entry (sequence {seq} <= {last})")
-        if len(self._last) >= 4096 and writer not in self._last:  # tagged writers: nodes
+        if len(self._last) >= 4096 and key not in self._last:  # tagged writers: nodes
             self._last.clear()
-        self._last[writer] = seq
+        self._last[key] = seq
 
 
 def shown(value, limit: int = 64) -> str:

@@ -4,6 +4,9 @@
 PREFIX = "chatd:"
 STREAM, MEMBERS, NICKS, GUESTS, NODES, ID_BLOCKS, BANS = (
     PREFIX + k for k in ("events", "members", "nicks", "guests", "nodes", "id-blocks", "bans"))
+#: Each node's own stream (``chatd:events:NODE``): its batches, which every other node reads
+#: and it never does (reader.py). STREAM is the shared one: node hellos, reaps, reasserts.
+NODE_STREAM = PREFIX + "events:"
 HISTORY = PREFIX + "history:"
 ANSWERS = PREFIX + "answers:"
 LEASE = PREFIX + "node:"
@@ -19,7 +22,13 @@ SEEN = PREFIX + "seen:"
 #: Entries kept in the stream: what a node that lost its link can still catch up on. At 1,000
 #: lines/s over the cluster that is 100 s, more than the 60 s outage docs/cluster.md promises.
 STREAM_LENGTH = 100_000
+#: A node's stream outlives its last write by this long (a node gone for good leaves none).
+NODE_STREAM_TTL_MS = 24 * 3600 * 1000
 ID_BLOCK = 1_000_000
+
+
+def node_stream(node: str) -> str:
+    return NODE_STREAM + node
 
 #: The type each shared key must have (anything else was not written by a node: bus.py
 #: deletes it at start, with a warning).

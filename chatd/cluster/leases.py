@@ -28,10 +28,12 @@ from chatd.cluster.keys import (
     LEASE,
     MEMBERS,
     NICKS,
+    NODE_STREAM_TTL_MS,
     NODES,
     REAPING,
     STREAM,
     STREAM_LENGTH,
+    node_stream,
 )
 from chatd.core import events as ev
 from chatd.text import fold
@@ -140,7 +142,8 @@ class Leases:
         with link.redis.pipeline(transaction=True) as pipe:
             pipe.set(key, link.seal.seal(key, info), px=int(self.node_timeout * 1000), get=True)
             pipe.sadd(NODES, link.node)
-            previous, _ = pipe.execute()
+            pipe.pexpire(node_stream(link.node), NODE_STREAM_TTL_MS)  # (a node gone for good)
+            previous, *_ = pipe.execute()
         self.publisher.renew_at = time.monotonic() + self.node_timeout / 3
         return previous is not None
 
@@ -185,6 +188,7 @@ class Leases:
         kept, lost = self._reclaim_nicks(rows)
         for row in lost:
             self.revoke(row[0], row[1])
+        self.announce_stream()  # (a node that started meanwhile does not read ours yet)
         if self._was_reaped and kept:
             lines = [room_line("r", room, wire.dumps(ev.Joined(row.nick, room)))
                      for row in kept for room in row.rooms]
@@ -193,6 +197,16 @@ class Leases:
         log.warning("cluster_reasserted", node=link.node, members=len(rows),
                     reaped=self._was_reaped, renamed=len(lost))
         self._reassert_due = self._was_reaped = False
+
+    def announce_stream(self) -> None:
+        """Tell every node, on the shared stream, where our own stream goes on from
+        (``["streams", ID]``: its last entry now): one that does not read it yet starts
+        there (reader.py). Before any batch of ours: at start, and after Redis forgot us."""
+        link = self.link
+        last = link.redis.xrevrange(node_stream(link.node), count=1)
+        start = text(last[0][0]) if last else "0-0"
+        link.redis.xadd(STREAM, link.entry(json.dumps([["streams", start]])),
+                        maxlen=STREAM_LENGTH, approximate=True)
 
     def _reclaim_nicks(self, rows: list) -> tuple[list, list]:
         """Our member records and nick claims back, in one transaction; -> (rows whose nick is

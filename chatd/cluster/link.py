@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import structlog
 
 from chatd.cluster.checks import Validator
-from chatd.cluster.codec import RejectLog, Seal, Sequence
+from chatd.cluster.codec import SHARED, RejectLog, Seal, Sequence
 from chatd.cluster.secret import redact
 
 log = structlog.get_logger("chatd.cluster")
@@ -39,9 +39,9 @@ class Link:
     def owner(self, client_id: int) -> str:
         return f"{self.node}|{client_id}"
 
-    def entry(self, body: str, lost: str = "") -> dict:
-        """A sealed stream entry from this node."""
-        return self.seal.entry(self.node, self.sequence.next(), body, lost)
+    def entry(self, body: str, lost: str = "", stream: bytes = SHARED) -> dict:
+        """A sealed stream entry from this node (for the shared stream unless ``stream``)."""
+        return self.seal.entry(self.node, self.sequence.next(), body, lost, stream)
 
     def report(self, ok: bool, error: Exception | None = None) -> None:
         """Log the link's changes of state (every thread reports; only changes are logged)."""

@@ -3,8 +3,8 @@
 The hub queues (``line``, ``write``: list appends under ``_lock``, never I/O, safe under the
 hub lock and a room lock); only the first item of a batch wakes the thread, which lets the
 batch gather for PUBLISH_LINGER, then sends it all in one MULTI/EXEC: the stream entry (a
-sealed batch of lines, one XADD), the member records and the history lines of the same
-batch. The Redis work per message is O(1) per node, never per recipient. While Redis is away
+sealed batch of lines, one XADD to this node's own stream, which every other node reads and
+this one does not), the member records and the history lines of the same batch. The Redis work per message is O(1) per node, never per recipient. While Redis is away
 everything is kept, in order, and tried again every RETRY_SECONDS (docs/cluster.md: an
 outage loses no line). The thread also renews this node's lease (leases.py) when it is due.
 
@@ -20,7 +20,7 @@ import structlog
 
 from chatd.cluster import wire
 from chatd.cluster.codec import WRITE_ENTRY_BYTES
-from chatd.cluster.keys import HISTORY, MEMBERS, STREAM, STREAM_LENGTH
+from chatd.cluster.keys import HISTORY, MEMBERS, STREAM_LENGTH, node_stream
 from chatd.cluster.lane import Lane, bulk, head, pack, transaction
 from chatd.cluster.link import scrub
 
@@ -38,10 +38,13 @@ SETTLE_SECONDS = 0.005
 HISTORY_CHUNK_BYTES = 64 * 1024
 #: What the bus queues besides lines and member records, as Redis commands.
 WRITES = {"hset": b"HSET", "hdel": b"HDEL", "delete": b"DEL"}
-#: A stream entry's XADD up to its head field's value, and its body's field name: packed once
-#: (every batch has one; packing each argument anew cost this thread 4 us a batch).
-XADD = head(10, b"XADD", STREAM.encode(), b"MAXLEN", b"~", b"%d" % STREAM_LENGTH, b"*", b"h")
 C_FIELD = bulk(b"c")
+
+
+def xadd_head(stream: bytes) -> bytes:
+    """A stream entry's XADD to ``stream`` up to its head field's value: packed once (every
+    batch has one; packing each argument anew cost this thread 4 us a batch)."""
+    return head(10, b"XADD", stream, b"MAXLEN", b"~", b"%d" % STREAM_LENGTH, b"*", b"h")
 
 
 class Publisher:
@@ -59,6 +62,11 @@ class Publisher:
         self.renew_at = 0.0  # monotonic time of the next lease renewal (this thread)
         self.keep_alive = None  # leases.Leases.keep_alive, set by the bus
         self._lane: Lane | None = None  # this thread's connection for its batches (_transmit)
+        #: This node's own stream (keys.node_stream: every other node reads it, this one
+        #: never does), and its XADD packed up to the head's value; set at the first batch
+        #: (the node's name is settled by then).
+        self._stream = b""
+        self._xadd = b""
         #: The transaction sent last, until its replies are read (_settle): (the key of each
         #: command, how many replies, its bytes), or None.
         self._sent: tuple | None = None
@@ -158,6 +166,10 @@ class Publisher:
         second time."""
         seal = self.link.seal
         origin = "@" + self.link.node  # whose lines a history element holds (position.Position)
+        if not self._stream:
+            self._stream = node_stream(self.link.node).encode()
+            self._xadd = xadd_head(self._stream)
+        stream = self._stream
         lines, stamps, by_room = [], [], {}
         commands, keys = [], []  # keys: the key of each command, in order
 
@@ -192,10 +204,10 @@ class Publisher:
             start += len(run)
             # the times of its history lines, in order, first (reader.py: Position)
             head = '[["ts",' + wire.compact(times) + "]," if times else "["
-            fields = self.link.entry(head + ",".join(run) + "]")
-            commands.append(b"".join((XADD, bulk(fields["h"].encode()), C_FIELD,
+            fields = self.link.entry(head + ",".join(run) + "]", stream=stream)
+            commands.append(b"".join((self._xadd, bulk(fields["h"].encode()), C_FIELD,
                                       bulk(fields["c"].encode()))))
-            keys.append(STREAM)
+            keys.append(stream.decode())
         packed, replies = transaction(commands)
         return keys, replies, packed
 
@@ -219,7 +231,7 @@ class Publisher:
                 log.warning("cluster_write_failed", key=key,
                             error=scrub(str(error), self.link.url)[:200])
         for key, error in failed:
-            if key == STREAM:
+            if key == self._stream.decode():
                 raise error
 
 

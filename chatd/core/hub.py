@@ -250,7 +250,7 @@ class Hub(Census, Membership, Identity, Presence, Stewardship):
     def receive_lines(self, room_name: str, events: list, position=None, stamps=None,
                       origin: str = "") -> None:
         """Lines from node ``origin`` to this node's members of ``room_name`` (the bus's
-        reader; ``position``: where in the cluster's stream they come from, for the room's
+        reader; ``position``: the stream they come from and where in it, for the room's
         history; ``stamps``: the time that node gave each, position.Position)."""
         with self._lock:
             room = self._rooms.get(fold(room_name))

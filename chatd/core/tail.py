@@ -78,7 +78,8 @@ class Tail:
         self.count = 0
         self._extend(loaded)
         #: While the tail is read from a store that says where it read (cluster mode): the
-        #: other nodes' lines that arrived meanwhile, with their stream position (finish()).
+        #: other nodes' lines that arrived meanwhile, with their stream and position in it
+        #: (finish()).
         self.pending: list | None = None
         self.ready: threading.Event | None = None  # set once read (None: never loading)
 
@@ -95,16 +96,25 @@ class Tail:
                 entry.origin in newest or len(newest) < MAX_ORIGINS):
             newest[entry.origin] = entry.ts
 
-    def finish(self, loaded: list, position) -> None:
+    def finish(self, loaded: list, position: dict | None) -> None:
         """The read is done: the tail is what was read, then the lines that arrived meanwhile
-        from after the read's ``position`` (those before it were in what was read)."""
+        from after the read's ``position`` (where it stood in each stream: those before it
+        were in what was read). A line of a stream the read did not look at (a node whose
+        hello came after it) is kept if it is newer than that node's newest line read."""
         with self.lock:
             pending, self.pending = self.pending or (), None
             self.entries = deque(maxlen=self.entries.maxlen)
             self.newest, self.count = {}, 0
             self._extend(loaded)
+            read = dict(self.newest)
             for at, entry in pending:
-                if position is None or at is None or at > position:
+                if position is None or at is None:
+                    self._append(entry)
+                    continue
+                stream, where = at
+                before = position.get(stream)
+                if (where > before) if before is not None else \
+                        entry.ts > read.get(entry.origin, 0.0):
                     self._append(entry)
         self.ready.set()
 

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(redis_module() is None, reason="needs redis-py")
 
 def test_a_batch_sent_but_not_settled_goes_again_with_its_sequence(redis_server):
     from chatd.cluster.bus import _connect
-    from chatd.cluster.keys import STREAM
+    from chatd.cluster.keys import node_stream
     from chatd.cluster.link import Link
     from chatd.cluster.publisher import Publisher
 
@@ -33,10 +33,11 @@ def test_a_batch_sent_but_not_settled_goes_again_with_its_sequence(redis_server)
     publisher.renew_at = float("inf")  # no lease renewal yet
     publisher.line('{"t":"say","r":"lobby","n":"alice","x":"before 0"}')
     assert publisher._cycle()  # sent; its replies wait for the next batch or the settle
-    [(_, fields)] = link.redis.xrange(STREAM)
-    writer, _, sequence, lines = seal.open_entry(fields)
+    stream = node_stream("node-a").encode()  # its own stream, which the others read
+    [(_, fields)] = link.redis.xrange(stream)
+    writer, _, sequence, lines = seal.open_entry(fields, stream)
     reader = Replays(link.started_at)
-    reader.check(writer, sequence)  # another node's reader took it before Redis went away
+    reader.check(writer, sequence, stream)  # another node's reader took it before Redis went away
 
     redis.kill()
     publisher.keep_alive = link.redis.ping  # a round trip first, as the lease renewal makes
@@ -45,7 +46,7 @@ def test_a_batch_sent_but_not_settled_goes_again_with_its_sequence(redis_server)
     redis.restart()  # empty, as a Redis restarted without persistence
     assert publisher._cycle()  # sent again
 
-    [(_, again)] = link.redis.xrange(STREAM)
-    assert seal.open_entry(again) == (writer, "", sequence, lines)  # the same entry...
+    [(_, again)] = link.redis.xrange(stream)
+    assert seal.open_entry(again, stream) == (writer, "", sequence, lines)  # the same entry...
     with pytest.raises(ValueError, match="replayed entry"):  # ...which that reader drops
-        reader.check(writer, sequence)
+        reader.check(writer, sequence, stream)

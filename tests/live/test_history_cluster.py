@@ -115,7 +115,7 @@ def test_a_tail_read_from_the_cluster_keeps_only_the_lines_from_after_its_read()
         def load_positioned(self, key, count):
             self.reading.set()
             self.go.wait(5)
-            return [Entry(1.0, "dev", "say", "a", "in the read")], (100, 0)
+            return [Entry(1.0, "dev", "say", "a", "in the read", "n1")], {b"s1": (100, 0)}
 
     store = Store()
     history = History(store, 1000, 10, idle_rooms=0)
@@ -123,11 +123,14 @@ def test_a_tail_read_from_the_cluster_keeps_only_the_lines_from_after_its_read()
     reader = threading.Thread(target=lambda: got.append(history.acquire("dev")))
     reader.start()
     assert store.reading.wait(5)
-    history.record_remote("dev", [Said("a", "in the read")], (100, 0))  # also in the read
-    history.record_remote("dev", [Said("a", "after")], (100, 1))
+    history.record_remote("dev", [Said("a", "in the read")], (b"s1", (100, 0)), [1.0], "n1")
+    history.record_remote("dev", [Said("a", "after")], (b"s1", (100, 1)), [2.0], "n1")
+    # a stream the read did not look at (its node's hello came later): by the line's time
+    history.record_remote("dev", [Said("a", "in the read")], (b"s2", (5, 0)), [1.0], "n1")
+    history.record_remote("dev", [Said("b", "new node")], (b"s2", (5, 1)), [1.5], "n2")
     store.go.set()
     reader.join(5)
-    assert [e.text for e in got[0].last(10)] == ["in the read", "after"]
+    assert [e.text for e in got[0].last(10)] == ["in the read", "after", "new node"]
     history.release("dev")  # idle_rooms = 0: dropped; a remote line now makes no tail
     history.record_remote("dev", [Said("a", "nobody here")], (101, 0))
     assert history.counts()["history_tails"] == 0
@@ -142,17 +145,20 @@ def test_a_join_waits_for_the_reader_to_hand_on_what_its_history_read_covers():
     from chatd.cluster.reader import Reader
 
     reader = Reader.__new__(Reader)  # only the progress half: no link, no thread of its own
-    reader.handled = (0, 0)
+    reader.handled = {b"s": (0, 0), b"t": (0, 0)}
     reader._progress = threading.Condition(threading.Lock())
     reader._waiting = 0
-    assert reader.caught_up((0, 0), 0.0)  # nothing to wait for
-    assert not reader.caught_up((5, 0), 0.05)  # stuck reader: the bound, then on
+    assert reader.caught_up({b"s": (0, 0)}, 0.0)  # nothing to wait for
+    assert not reader.caught_up({b"s": (5, 0)}, 0.05)  # stuck reader: the bound, then on
     waited = []
-    joiner = threading.Thread(target=lambda: waited.append(reader.caught_up((7, 1), 10)))
+    joiner = threading.Thread(
+        target=lambda: waited.append(reader.caught_up({b"s": (7, 1), b"t": (3, 0)}, 10)))
     joiner.start()
     wait_until(lambda: reader._waiting == 1, what="the join to wait")
-    reader._handled((7, 0))
+    reader._handled({b"s": (7, 0), b"t": (3, 0)})
     assert not waited  # (7, 0) is before (7, 1)
-    reader._handled((7, 1))
+    reader._handled({b"s": (7, 1), b"t": (2, 9)})
+    assert not waited  # every stream must have passed
+    reader._handled({b"s": (7, 1), b"t": (3, 0)})
     joiner.join(10)
     assert waited == [True]

@@ -73,6 +73,19 @@ def test_an_entry_opens_with_its_fields_bound():
         SEAL.open_entry({b"h": entry[b"h"]})
 
 
+def test_an_entry_is_bound_to_the_stream_it_was_written_in():
+    """A node's batches go in its own stream: copied into the shared one or another node's,
+    an entry fails its tag (a reader's replay check is per stream)."""
+    body = '[["r","lobby","Said","a","hi"]]'
+    own = raw(SEAL.entry("node1", 123, body, stream=b"chatd:events:node1"))
+    assert SEAL.open_entry(own, b"chatd:events:node1")[2] == 123
+    for stream in (b"stream", b"chatd:events:node2"):
+        with pytest.raises(Rejected, match="bad tag"):
+            SEAL.open_entry(own, stream)
+    with pytest.raises(Rejected, match="bad tag"):
+        SEAL.open_entry(raw(SEAL.entry("node1", 123, body)), b"chatd:events:node1")
+
+
 def test_replays_and_entries_from_before_our_start_are_refused():
     replays = Replays(started_at=1000.0)
     floor = int((1000.0 - CLOCK_SKEW) * 1_000_000)
@@ -84,6 +97,9 @@ def test_replays_and_entries_from_before_our_start_are_refused():
             replays.check("node1", seq)
     replays.check("node1", floor + 6)
     replays.check("node2", floor + 1)  # each writer has its own sequence
+    replays.check("node1", floor + 3, b"chatd:events:node1")  # and in each stream
+    with pytest.raises(Rejected, match="replayed"):
+        replays.check("node1", floor + 3, b"chatd:events:node1")
 
 
 @pytest.mark.parametrize("decoded, expected", [
