@@ -50,6 +50,12 @@ LINGER_SECONDS = 2.0
 #: runs at once; under steady traffic what comes within the hold leaves in one send per
 #: recipient, not one send per line (issue 28: a send is most of what a delivery costs).
 HOLD_SECONDS = 0.001
+#: The hold of a cluster node. There a line from another node has already waited for its
+#: publisher's linger (1 ms) and a Redis round trip, and the node's CPU is shared with the
+#: relaying: a 2 ms hold cut the two nodes' CPU at 2,500 lines/s by 13 % with a cross-node
+#: p99 no worse (docs/cluster.md, issue 28). A single node keeps HOLD_SECONDS: there the
+#: hold is most of a line's latency (2 ms doubled its paced p50).
+CLUSTER_HOLD_SECONDS = 0.002
 
 
 class Flusher(Freezable):
@@ -57,9 +63,10 @@ class Flusher(Freezable):
     from any thread; ``deliver``/``deliver_many`` from work running on the flusher thread;
     ``start``/``stop`` belong to the service."""
 
-    def __init__(self, sendq_bytes: int) -> None:
+    def __init__(self, sendq_bytes: int, hold: float = HOLD_SECONDS) -> None:
         #: Replaced by a reload; read by the flusher thread (an int assignment is atomic).
         self.sendq_bytes = sendq_bytes
+        self.hold = hold  # the least time between two takes of the queue (HOLD_SECONDS)
         self._lock = threading.Lock()
         self._queue: list = []
         self._sleeping = False
@@ -75,7 +82,7 @@ class Flusher(Freezable):
         self._frozen = False
         self.pongs = 0  # pings processed; written by the flusher thread, read by the watchdog
         #: When the flusher thread last took its queue (monotonic; that thread's alone).
-        self.taken_at = -HOLD_SECONDS
+        self.taken_at = -hold
         #: Output of connections already closed (lines, bytes): counted when the socket is
         #: closed, not when the client leaves the hub, so what drains while lingering counts.
         #: Written by the flusher thread, read by Hub.stats (an int read is atomic).
@@ -168,7 +175,7 @@ class Flusher(Freezable):
 
     def _loop(self) -> None:
         while not self._stopped():
-            _hold(self.taken_at)
+            _hold(self.taken_at + self.hold)
             with self._lock:
                 # Always swap: the list taken is this thread's alone once the lock is let go.
                 # (Keeping an empty one as the queue let a call queued before the loop below
@@ -377,9 +384,9 @@ class Flusher(Freezable):
             outbox.linger_until = min(outbox.linger_until, deadline)
 
 
-def _hold(taken_at: float) -> None:
-    """Wait until HOLD_SECONDS after the last take (a sleep, not epoll: epoll's timeout is
-    whole milliseconds). What is queued meanwhile joins the next take."""
-    hold = taken_at + HOLD_SECONDS - time.monotonic()
+def _hold(until: float) -> None:
+    """Wait until the hold after the last take is over (a sleep, not epoll: epoll's timeout
+    is whole milliseconds). What is queued meanwhile joins the next take."""
+    hold = until - time.monotonic()
     if hold > 0:
         time.sleep(hold)

@@ -117,6 +117,28 @@ def test_work_queued_during_a_take_waits_out_the_hold(world):
     assert ran[0] >= taken[0] + HOLD_SECONDS
 
 
+def test_a_cluster_nodes_flusher_holds_longer():
+    """A cluster node's flusher waits CLUSTER_HOLD_SECONDS between takes (issue 28); the
+    hold is the flusher's own, so a single node's stays HOLD_SECONDS."""
+    from chatd.core.flusher import CLUSTER_HOLD_SECONDS, Flusher
+
+    flusher = Flusher(1 << 20, CLUSTER_HOLD_SECONDS)
+    flusher.start()
+    try:
+        taken, ran = [], []
+
+        def first():
+            taken.append(flusher.taken_at)
+            flusher.call(lambda: ran.append(time.monotonic()))
+
+        flusher.call(first)
+        wait_until(lambda: ran, DEADLINE, "the second call")
+        assert ran[0] >= taken[0] + CLUSTER_HOLD_SECONDS > taken[0] + HOLD_SECONDS
+        assert Flusher(1 << 20).hold == HOLD_SECONDS
+    finally:
+        flusher.stop(1.0)
+
+
 def test_work_queued_as_the_flusher_finds_its_queue_empty_runs_once(world):
     """A call queued just after the flusher took an empty queue, before it looked at what it
     took, runs once. The flusher used to keep the empty list as its queue and iterate it
