@@ -194,8 +194,9 @@ class RedisBus:
         return found
 
     def read_history(self, room_key: str, count: int) -> tuple[list, dict | None]:
-        """The room's newest ``count`` lines in Redis and the stream position they belong to
-        (one transaction: every line of an entry up to it is in the list, none after it);
+        """The room's newest ``count`` lines in Redis and where each stream this node reads
+        stood then (one transaction: every line of an entry up to those positions is in the
+        list, none after them);
         ([], None) if Redis cannot be asked now (history.py then keeps what arrives). An
         element holds one batch's lines for the room (publisher.py), so the newest ``count``
         elements hold at least ``count`` lines."""

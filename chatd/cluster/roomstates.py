@@ -11,7 +11,8 @@ topic, modes and lists, the same on every node.
   is, roomstate.RoomState.from_record).
 
 Two nodes changing one room at the same moment: each applies its own change at once and the
-other's when it reads it, so the last one written to the stream wins on every node. A room's
+other's when it reads it, so each ends with the other's, until the room's next change (a
+change carries no version yet: docs/cluster.md). A room's
 maker is its operator on its own node only (a client id means nothing elsewhere).
 
 Used as the hub's room keeper in cluster mode (core/stewardship.py ``keep_room``,
