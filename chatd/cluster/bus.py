@@ -129,8 +129,10 @@ class RedisBus:
             # what a previous run under our name left (killed before it could say goodbye)
             self.leases.reap(link.node)
             self.leases.renew()
-            self._load_snapshot()
+            # before the snapshot: the reader starts after our hello, so a join's history read
+            # at launch (before the reader runs) does not wait for it to pass our own entry
             self.leases.announce_stream()
+            self._load_snapshot()
         except (redis.RedisError, OSError) as exc:
             raise ClusterStartError(f"Redis at {link.shown_url} failed while chatd joined: "
                                     f"{scrub(str(exc), link.url)}") from None
@@ -220,7 +222,8 @@ class RedisBus:
         # Lines up to `at` that the reader has not handed on yet would reach the joiner live
         # after this replay; once it has, they are in the tail's pending list, sorted out by
         # position (history.py). Bounded: a reader cut off from Redis does not hold a join.
-        self.reader.caught_up(at, CATCH_UP_SECONDS)
+        if not self.reader.caught_up(at, CATCH_UP_SECONDS):  # (lines may come twice)
+            log.warning("history_catch_up_slow", room=room_key, seconds=CATCH_UP_SECONDS)
         return entries[-count:], at
 
     def _history_entries(self, room_key: str, value) -> list:

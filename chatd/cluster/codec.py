@@ -189,7 +189,7 @@ class Replays:
 
     def __init__(self, started_at: float) -> None:
         self._floor = int((started_at - CLOCK_SKEW) * 1_000_000)
-        self._last: dict[str, int] = {}
+        self._last: dict[tuple[str, bytes], int] = {}
 
     def check(self, writer: str, seq: int, stream: bytes = SHARED) -> None:
         key = (writer, stream)
