@@ -43,6 +43,9 @@ class TooLong(BadMessage):
 
 @dataclass(frozen=True)
 class Message:
+    """One message as data: what the reader hands the command table and what replies are
+    built as, so neither ever sees the wire form (tags are compared, never hashed)."""
+
     command: str
     params: tuple[str, ...] = ()
     source: str | None = None
