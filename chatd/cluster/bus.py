@@ -3,7 +3,8 @@
 This module composes the parts and answers the hub's questions; each part has one job:
 codec.py (the trust boundary: seals and checks whatever crosses Redis), publisher.py (what
 this node tells the others), reader.py (what they tell it), leases.py (who is alive), routing.py
-(admin actions across nodes), roster.py (the others' members as last heard). docs/cluster.md
+(admin actions across nodes), roster.py (the others' members as last heard), counters.py
+(guest numbers, client-id blocks, nick releases). docs/cluster.md
 describes the keys and the design.
 
 Threads: the publisher and the reader, started by :meth:`RedisBus.start`; claims and guest
@@ -23,11 +24,9 @@ from chatd.cluster import wire
 from chatd.cluster.checks import Validator, node_name
 from chatd.cluster.checks import name as checked_name
 from chatd.cluster.codec import Rejected, Seal, text
+from chatd.cluster.counters import ClientIds, Counters
 from chatd.cluster.keys import (
-    GUESTS,
     HISTORY,
-    ID_BLOCK,
-    ID_BLOCKS,
     MEMBERS,
     NICKS,
     NODES,
@@ -55,9 +54,6 @@ log = structlog.get_logger("chatd.cluster")
 SOCKET_TIMEOUT = 5.0
 #: How long a join that read history from Redis waits for the reader to reach that point.
 CATCH_UP_SECONDS = 2.0
-#: Guest numbers above this would make a nick longer than the name rule allows: repaired.
-MAX_GUEST = 10 ** 15
-MAX_ID_BLOCK = 10 ** 11
 #: How often a start reads the snapshot again because a node joined while it was read.
 SNAPSHOT_TRIES = 3
 
@@ -391,64 +387,4 @@ class RedisBus:
         self.routing.on_command = handler
 
     def client_ids(self):
-        return _ClientIds(self.counters)
-
-
-class Counters:
-    """Guest numbers and client-id blocks (``INCR``), and nick releases. A counter that is not
-    a number Redis can increment, or has grown past what a nick or an id may hold, was not
-    written by a node: it is reset with one warning instead of failing every connect."""
-
-    def __init__(self, link) -> None:
-        self.link = link
-
-    def guest_number(self) -> int:
-        return self._incr(GUESTS, MAX_GUEST, lambda: 0)
-
-    def id_block(self) -> int:
-        return self._incr(ID_BLOCKS, MAX_ID_BLOCK, lambda: int(time.time()))
-
-    def _incr(self, key: str, limit: int, reset) -> int:
-        import redis
-
-        redis_ = self.link.redis
-        try:
-            value = int(redis_.incr(key))
-            if 0 < value <= limit:
-                return value
-            problem = f"{value} is out of range"
-        except redis.ResponseError as exc:  # not an integer, or it would overflow
-            problem = str(exc)
-        self.link.rejected("counter", problem, key=key)
-        redis_.set(key, reset())
-        return int(redis_.incr(key))
-
-    def release(self, nick: str, owner: str) -> None:
-        link = self.link
-        try:
-            link.scripts["release"](keys=[NICKS], args=[
-                fold(nick), link.seal.seal(f"{NICKS}/{fold(nick)}", owner)])
-        except Exception as exc:
-            log.warning("cluster_release_failed", nick=nick, error=scrub(str(exc), link.url))
-
-
-class _ClientIds:
-    """The listeners' client ids in cluster mode: blocks of ID_BLOCK taken from Redis as
-    needed (one INCR per million connections, on the accept thread). Guarded by its lock:
-    two listeners share it."""
-
-    def __init__(self, counters: Counters) -> None:
-        self._counters = counters
-        self._lock = threading.Lock()
-        self._next = self._end = 0
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> int:
-        with self._lock:
-            if self._next >= self._end:
-                block = self._counters.id_block()
-                self._next, self._end = block * ID_BLOCK + 1, (block + 1) * ID_BLOCK
-            self._next += 1
-            return self._next - 1
+        return ClientIds(self.counters)

@@ -65,7 +65,8 @@ class Publisher:
         #: This node's own stream (keys.node_stream: every other node reads it, this one
         #: never does), and its XADD packed up to the head's value; set at the first batch
         #: (the node's name is settled by then).
-        self._stream = b""
+        self._stream = ""
+        self._stream_key = b""  # the same, as the bytes an entry's tag is bound to
         self._xadd = b""
         #: The transaction sent last, until its replies are read (_settle): (the key of each
         #: command, how many replies, its bytes), or None.
@@ -167,8 +168,9 @@ class Publisher:
         seal = self.link.seal
         origin = "@" + self.link.node  # whose lines a history element holds (position.Position)
         if not self._stream:
-            self._stream = node_stream(self.link.node).encode()
-            self._xadd = xadd_head(self._stream)
+            self._stream = node_stream(self.link.node)
+            self._stream_key = self._stream.encode()
+            self._xadd = xadd_head(self._stream_key)
         stream = self._stream
         lines, stamps, by_room = [], [], {}
         commands, keys = [], []  # keys: the key of each command, in order
@@ -204,10 +206,10 @@ class Publisher:
             start += len(run)
             # the times of its history lines, in order, first (reader.py: Position)
             head = '[["ts",' + wire.compact(times) + "]," if times else "["
-            fields = self.link.entry(head + ",".join(run) + "]", stream=stream)
+            fields = self.link.entry(head + ",".join(run) + "]", stream=self._stream_key)
             commands.append(b"".join((self._xadd, bulk(fields["h"].encode()), C_FIELD,
                                       bulk(fields["c"].encode()))))
-            keys.append(stream.decode())
+            keys.append(stream)
         packed, replies = transaction(commands)
         return keys, replies, packed
 
@@ -231,7 +233,7 @@ class Publisher:
                 log.warning("cluster_write_failed", key=key,
                             error=scrub(str(error), self.link.url)[:200])
         for key, error in failed:
-            if key == self._stream.decode():
+            if key == self._stream:
                 raise error
 
 

@@ -163,10 +163,9 @@ class Reader:
             finally:
                 self._waiting -= 1
 
-    def entry(self, entry_id, fields, stream: bytes = None) -> None:
+    def entry(self, entry_id, fields, stream: bytes = SHARED_KEY) -> None:
         """One stream entry: opened, then its lines in order. Nothing in it ends the reader."""
         link = self.link
-        stream = SHARED_KEY if stream is None else stream
         shared = stream == SHARED_KEY
         try:
             if shared and fields.get(b"h", b"").startswith(self._me):

@@ -1,5 +1,5 @@
 """The parts the config chooses for the service (service.py composes them): the bus, the
-history store, the metrics endpoint, and joining the cluster. Cluster and metrics modules are
+writer's hold, the history store, the metrics endpoint, and joining the cluster. Cluster and metrics modules are
 imported only when the config turns them on.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 
 from chatd.core.bus import LocalBus
+from chatd.core.flusher import CLUSTER_HOLD_SECONDS, HOLD_SECONDS, Flusher
 from chatd.lifecycle.startup import StartupError, state_dir
 from chatd.store.accounts import AccountFileError
 from chatd.store.bans import BanFileError
@@ -31,6 +32,13 @@ def bus(config):
         raise StartupError(f"cluster.cluster_secret_file: {exc}") from None
     return RedisBus(config.redis_url, config.node_name or "", key, config.node_timeout,
                     config.history_lines, config.max_line_bytes)
+
+
+def flusher(config, bus) -> Flusher:
+    """The writer thread, holding longer between takes on a cluster node (flusher.py:
+    CLUSTER_HOLD_SECONDS, whose CPU also relays) than on a single one."""
+    return Flusher(config.sendq_bytes,
+                   HOLD_SECONDS if isinstance(bus, LocalBus) else CLUSTER_HOLD_SECONDS)
 
 
 def history_store(config, bus):

@@ -33,7 +33,6 @@ from chatd.admin.commands import AdminCommands, AdminContext
 from chatd.admin.server import AdminServer
 from chatd.core.bus import LocalBus
 from chatd.core.events import SHUTDOWN, ServerShutdown
-from chatd.core.flusher import CLUSTER_HOLD_SECONDS, HOLD_SECONDS, Flusher
 from chatd.core.gate import Gate
 from chatd.core.history import History
 from chatd.core.hub import Hub
@@ -78,8 +77,7 @@ class Service:
         self.pidfile = None  # daemon.PidFile: ours once we serve (run() or a takeover)
         self.started_at = time.time()
         self.bus = parts.bus(config)
-        self.flusher = Flusher(config.sendq_bytes, HOLD_SECONDS if isinstance(self.bus, LocalBus)
-                               else CLUSTER_HOLD_SECONDS)
+        self.flusher = parts.flusher(config, self.bus)
         self.hub = Hub(self.flusher, self.bus)
         self.history_store = parts.history_store(config, self.bus)
         self.history = History(self.history_store, config.history_lines, config.history_on_join,
