@@ -115,7 +115,8 @@ class Validator:
         user, admin = self._user_text, self._admin_text
         self._rules = {
             ev.Said: (name, user), ev.Acted: (name, user), ev.Joined: (name, name),
-            ev.Left: (name, name, self._reason), ev.Kicked: (name, admin),
+            ev.Left: (name, name, self._reason), ev.Quit: (name, name, self._reason),
+            ev.Kicked: (name, admin),
             ev.Renamed: (name, name), ev.Announcement: (admin,),
             ev.PrivateMessage: (name, user), ev.IsAway: (name, user),
             ev.TopicSet: (actor, name, self._topic), ev.RoomKicked: (name, name, actor, admin),

@@ -163,7 +163,7 @@ class Leases:
                 continue
             nick = member.nick
             triples += [field, fold(nick), link.seal.seal(f"{NICKS}/{fold(nick)}", field)]
-            lines += [room_line("r", room, wire.dumps(ev.Left(nick, room, "node lost")))
+            lines += [room_line("r", room, wire.dumps(ev.Quit(nick, room, "node lost")))
                       for room in member.rooms]
         entry = link.seal.entry(link.node, link.sequence.next(), "[" + ",".join(lines) + "]",
                                 lost=node) if lines else None

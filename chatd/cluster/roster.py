@@ -57,7 +57,7 @@ class Roster:
         with self._lock:
             if event.__class__ is ev.Joined:
                 self._enter(event.nick, room, node)
-            elif event.__class__ in (ev.Left, ev.Kicked, ev.RoomKicked):
+            elif event.__class__ in (ev.Left, ev.Quit, ev.Kicked, ev.RoomKicked):
                 self._leave(event.nick, room, node)
             elif event.__class__ is ev.Renamed:
                 entry = self._remote.get(fold(event.old))

@@ -50,6 +50,21 @@ def _cluster_has_a_secret(config: Any) -> None:
                           "needs the same secret (chatd --gen-cluster-secret PATH writes one)")
 
 
+def _irc_ports_apart(config: Any) -> None:
+    """Each IRC listener on a port of its own; IRC over TLS needs the [tls] certificate."""
+    if config.irc_tls_port and config.tls_cert is None:
+        raise ConfigError("irc.irc_tls_port", "needs tls.tls_cert and tls.tls_key")
+    taken = {"server.port": config.port,
+             "tls.tls_port": config.tls_port if config.tls_cert is not None else 0,
+             "metrics.metrics_port": config.metrics_port}
+    for key in ("irc_port", "irc_tls_port"):
+        port = getattr(config, key)
+        for other, used in taken.items():
+            if port and used and port == used:
+                raise ConfigError(f"irc.{key}", f"same as {other} ({used})")
+        taken[f"irc.{key}"] = port
+
+
 def _metrics_port_apart(config: Any) -> None:
     """The metrics endpoint cannot share a port with a chat listener (on the same address it
     could never bind; on another it would only confuse whoever reads the config)."""
@@ -87,5 +102,5 @@ def _motd_fits(config: Any) -> None:
 #: In this order: the first rule a config breaks is the error reported.
 RULES: tuple[Callable[[Any], None], ...] = (
     _tls_pair, _recvq_holds_a_line, _tls_port_apart, _replay_within_history,
-    _cluster_has_a_secret, _metrics_port_apart, _motd_fits,
+    _cluster_has_a_secret, _metrics_port_apart, _irc_ports_apart, _motd_fits,
 )

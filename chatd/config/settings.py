@@ -131,6 +131,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_handshakes", "tls", "int", 128, checks.int_range(1)),
     Setting("max_handshakes_per_ip", "tls", "int", 8, checks.int_range(1)),
     Setting("handshake_timeout", "tls", "float", 5.0, checks.number(0, inclusive=False)),
+    # [irc] (docs/protocol.md §14): IRC clients on the same rooms; 0 = no such listener
+    Setting("irc_port", "irc", "int", 0, checks.int_range(0, 65535),
+            Option("--irc-port", "Port of the IRC listener (0: none).", type=int)),
+    # IRC over TLS, with the [tls] certificate (needs tls_cert/tls_key)
+    Setting("irc_tls_port", "irc", "int", 0, checks.int_range(0, 65535)),
     # [cluster] (docs/cluster.md)
     # None = single node; else the cluster's Redis. Its password is never shown.
     Setting("redis_url", "cluster", "str | None", None, checks.redis_url, secret=True),

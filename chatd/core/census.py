@@ -20,11 +20,16 @@ def _traffic(client) -> tuple[int, int, int, int]:
     return client.lines_in, outbox.lines_out, client.bytes_in, outbox.bytes_out
 
 
-def _marked(state, client_id, nick: str, account, away) -> str:
-    """``nick`` as /who shows it in a room of ``state`` (roomstate.RoomState)."""
-    if state.is_op(client_id, nick, account):
+def _member(state, client_id, nick: str, account, away) -> tuple:
+    """(nick, operator, voiced, away) in a room of ``state`` (roomstate.RoomState)."""
+    return nick, state.is_op(client_id, nick, account), state.is_voiced(nick, account), away
+
+
+def _marked(nick: str, op: bool, voiced: bool, away) -> str:
+    """A member (:func:`_member`) as /who shows it."""
+    if op:
         nick = "@" + nick
-    elif state.is_voiced(nick, account):
+    elif voiced:
         nick = "+" + nick
     return f"{nick} (away)" if away is not None else nick
 
@@ -121,16 +126,25 @@ class Census:
 
     def who(self, client) -> tuple[str, list[str]]:
         """The members of ``client``'s room, on every node: ``@nick`` an operator, ``+nick``
-        voiced, ``nick (away)`` away (SPEC §13). Another node's member is known by its nick
-        alone: taken as its account too (a registered nick is held by its account only)."""
+        voiced, ``nick (away)`` away (SPEC §13)."""
+        name, members = self.members_of(client.room.name)
+        return name, [_marked(*member) for member in members]
+
+    def members_of(self, name: str) -> tuple[str, list[tuple]]:
+        """Room ``name`` (as spelled) and its members on every node, by nick, each as
+        (nick, operator, voiced, away text or None); none if nobody is in it here. Another
+        node's member is known by its nick alone: taken as its account too (a registered
+        nick is held by its account only)."""
         with self._lock:
-            room = client.room
+            room = self._rooms.get(fold(name))
+            if room is None:
+                return name, []
             state = room.state
-            shown = {c.nick: _marked(state, c.id, c.nick, c.account, c.away)
+            shown = {c.nick: _member(state, c.id, c.nick, c.account, c.away)
                      for c in room.members.values()}
         remote = self._bus.remote_members(room.name)
         nicks = sorted([*shown, *remote], key=fold)
-        return room.name, [shown.get(nick) or _marked(state, None, nick, nick,
+        return room.name, [shown.get(nick) or _member(state, None, nick, nick,
                                                       self._bus.remote_away(nick))
                            for nick in nicks]
 

@@ -52,6 +52,16 @@ class Left:
 
 
 @dataclass(frozen=True, slots=True)
+class Quit:
+    """A member's connection ended (``reason``: why, as the log says it): the line protocol
+    shows it as a departure with a reason, IRC as a QUIT, which a PART with a reason is not."""
+
+    nick: str
+    room: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Kicked:
     """An operator kicked ``nick`` (what the rest of its room sees)."""
 
@@ -504,7 +514,7 @@ class Close:
             return None
         if style == "kicked":
             return Kicked(nick, self.detail)
-        return Left(nick, room, self.text)
+        return Quit(nick, room, self.text)
 
 
 CLOSED = Close("closed")

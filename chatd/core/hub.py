@@ -27,6 +27,7 @@ from chatd.core.events import (
     NickChanged,
     NickRevoked,
     NickUnchanged,
+    Quit,
     Renamed,
     YouAre,
 )
@@ -138,7 +139,7 @@ class Hub(Census, Membership, Identity, Presence, Stewardship):
         farewell = reason.farewell(client.nick, room.name)
         if farewell is not None:
             room.post(None, farewell)
-        self._bus.publish(room.name, farewell or Left(client.nick, room.name, reason.text))
+        self._bus.publish(room.name, farewell or Quit(client.nick, room.name, reason.text))
 
     def _guest_nick(self, client) -> str:
         """A free ``guest-N``, held in ``_nicks`` (and claimed on the bus) for ``client``."""
@@ -214,13 +215,14 @@ class Hub(Census, Membership, Identity, Presence, Stewardship):
             self._bus.member(client)
         return True
 
-    def say(self, client, event, room=None) -> None:
+    def say(self, client, event, room=None, echo: bool = False) -> None:
         """A chat line (events.Said or Acted) to ``room``, one of the sender's, by default its
-        current one. Only the session thread of ``client`` moves it between rooms, so reading
-        ``client.room`` here needs no hub lock."""
+        current one; ``echo``: the sender gets it too (IRC's ``echo-message``). Only the
+        session thread of ``client`` moves it between rooms, so reading ``client.room`` here
+        needs no hub lock."""
         if room is None:
             room = client.room
-        room.post(client.outbox, event, self._publish_line)
+        room.post(None if echo else client.outbox, event, self._publish_line)
         client.room_messages += 1  # the same thread, hence no lock (metrics.py reads it)
 
     def history(self, client, count: int) -> bool:
@@ -269,13 +271,16 @@ class Hub(Census, Membership, Identity, Presence, Stewardship):
 
     def send_to(self, client, *events) -> None:
         """Events for ``client`` alone, ordered after every room line posted before them."""
-        outbox = client.outbox
-        data = outbox.protocol.lines(events)
+        self.send_data(client, client.outbox.protocol.lines(events), len(events))
+
+    def send_data(self, client, data: bytes, lines: int) -> None:
+        """Bytes for ``client`` alone (its protocol's own replies: IRC's numerics), ordered
+        as :meth:`send_to`'s events are."""
         rooms = client.rooms  # may be stale if it is moving: then one has nothing to add
         if rooms:
-            send_private(rooms, outbox, data, len(events))
+            send_private(rooms, client.outbox, data, lines)
         else:
-            self._flusher.submit(outbox, data, len(events))
+            self._flusher.submit(client.outbox, data, lines)
 
     def find(self, nick: str):
         with self._lock:

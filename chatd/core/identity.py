@@ -41,6 +41,26 @@ class Identity:
         it is told the welcome (``greeting[0]``) and that it must log in."""
         self.send_to(client, greeting[0], LoginRequired())
 
+    def take_nick(self, client, nick: str) -> str | None:
+        """A client that names itself (core/protocol.py ``names_itself``: IRC's NICK and
+        USER) takes ``nick`` as it registers: in no room, nobody told. Returns why not (the
+        nick is held here or on another node) or None. Raises bus.ClusterUnavailable."""
+        key, in_use = fold(nick), f"nick {nick} is already in use"
+        with self._lock:
+            if key in self._nicks:
+                return in_use
+            self._nicks[key] = client  # held while the cluster is asked
+        claimed = False
+        try:
+            claimed = self._bus.claim(nick, client)
+        finally:
+            with self._lock:
+                if claimed:
+                    client.nick = nick
+                elif self._nicks.get(key) is client:
+                    del self._nicks[key]
+        return None if claimed else in_use
+
     def log_in(self, client, name: str, notice=None, greeting: list = ()) -> tuple:
         """``client`` proved it is account ``name``: it takes the nick ``name``. A guest holding
         the nick becomes another guest; the account's older connection is closed ("logged in

@@ -88,7 +88,10 @@ class Membership:
         anyone does) as its last connection left them; a line
         client is in one room), replayed what it missed there since. A connection already in
         that room gets the lines between then and the first it was sent on connect; a
-        pending one (a closed server's) with nowhere to go back to enters the lobby."""
+        pending one (a closed server's) with nowhere to go back to enters the lobby. A
+        client that may be in no room (IRC's) stays where it is: it JOINs what it wants."""
+        if client.outbox.protocol.roomless:
+            return  # (an IRC client JOINs what it wants itself)
         if not positions:
             if client.room is None:
                 with self._lock:

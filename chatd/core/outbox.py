@@ -56,6 +56,7 @@ class Outbox:
         "queued_in",
         "queued_out",
         "sock",
+        "speaks",
         "state",
         "tls",
     )
@@ -66,6 +67,9 @@ class Outbox:
         #: What renders events for this client (a protocol package's object: ``line``,
         #: ``lines``, ``history``); rooms join their batches once per protocol.
         self.protocol = protocol
+        #: What rooms group this reader by and render its room lines with (protocol.py):
+        #: shared by every connection of the protocol, where ``protocol`` may be its own.
+        self.speaks = protocol.speaks
         self.state = OPEN
         self.backlog: list = []  # bytes / memoryview chunks the kernel has not taken yet
         self.backlog_bytes = 0

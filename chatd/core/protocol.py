@@ -52,8 +52,30 @@ class Reader(_Protocol):
         """Go on from :meth:`state` of the process before an upgrade."""
 
 
+class RoomRenderer(_Protocol):
+    """How one protocol renders room lines (Room.speaking): rooms compare it by identity."""
+
+    def renderer(self, room: str):
+        """A function from a room line's event to its bytes, for room ``room``: an IRC line
+        names its channel, a line-protocol one does not (then the same function for all)."""
+
+
 class Protocol(_Protocol):
+    """A connection's output side and the maker of its reader. One object may serve every
+    connection (the line protocol's), or each connection may have its own (IRC's, which
+    addresses replies to the client's nick): rooms render by :attr:`speaks`, shared by every
+    connection of the protocol, so a room line is rendered once per protocol, not per member."""
+
     name: str  # shown by chatctl list and counted by /metrics
+    #: What rooms group this connection's readers by and render room lines with
+    #: (:meth:`RoomRenderer.renderer`): the same object for every connection of the protocol.
+    speaks: RoomRenderer
+    #: True: the client picks its nick before it is registered (IRC's NICK and USER), so the
+    #: session does not register it on connect; its reader does (Hub.take_nick).
+    names_itself: bool
+    #: True: a client may be in no room (IRC, until it JOINs); False: always in one (the line
+    #: protocol's lobby), so a kick or a login with nowhere to go puts it in the lobby.
+    roomless: bool
     #: The error text for a client that cannot be registered (cluster mode: no nick is sure
     #: to be unique while the cluster is unreachable).
     cluster_unavailable: str

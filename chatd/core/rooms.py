@@ -68,9 +68,9 @@ class Room:
         self._flusher = flusher
         self.tail = None  # history.Tail, or None: no history; appended to under ``lock``
         self.on_join = 0  # history lines replayed to a joiner
-        #: What a post renders for, as (the first protocol of the members, its renderer, the
-        #: other protocols spoken here): replaced whole (hub lock) so that posts, which do not
-        #: take the hub lock, read it as it was.
+        #: What a post renders for, as (the first protocol of the members, its renderer for
+        #: this room, (protocol, renderer) for each other protocol spoken here): replaced
+        #: whole (hub lock) so that posts, which do not take the hub lock, read it as it was.
         self.speaking: tuple = _SILENT
         self._speakers: dict = {}  # protocol -> members speaking it; hub lock
         #: offset -> {protocol: text}: an entry's text in the room's other protocols (lock).
@@ -101,7 +101,7 @@ class Room:
         """
         protocol, render, other_protocols = self.speaking
         text = render(event)
-        others = {q: q.line(event) for q in other_protocols} if other_protocols else None
+        others = {q: r(event) for q, r in other_protocols} if other_protocols else None
         with self.lock:
             if others is not None or protocol is not self.plain_protocol:
                 self._note(protocol, [others])
@@ -119,7 +119,7 @@ class Room:
         (``stamps``, Tail.record_remote)."""
         protocol, render, other_protocols = self.speaking
         entries = [(author, event, render(event), protocol) for event in events]
-        others = [{q: q.line(event) for q in other_protocols} for event in events] \
+        others = [{q: r(event) for q, r in other_protocols} for event in events] \
             if other_protocols else None
         with self.lock:
             if others is not None or protocol is not self.plain_protocol:
@@ -145,24 +145,24 @@ class Room:
               since: Position | None = None) -> int:
         """``client`` becomes a member and reads from now on (hub lock held; see attach)."""
         self.members[client.id] = client
-        protocol = client.outbox.protocol
+        protocol = client.outbox.speaks
         speakers = self._speakers.get(protocol, 0)
         self._speakers[protocol] = speakers + 1
         if not speakers:
-            self.speaking = _speaking(tuple(self._speakers))
+            self.speaking = _speaking(tuple(self._speakers), self.name)
         return self.attach(client.outbox, first, since)
 
     def leave(self, client) -> Position:
         """``client`` is a member no more; it gets what was posted up to now (hub lock held).
         Returns where it stands in the history (:meth:`detach`)."""
         del self.members[client.id]
-        protocol = client.outbox.protocol
+        protocol = client.outbox.speaks
         speakers = self._speakers[protocol] - 1
         if speakers:
             self._speakers[protocol] = speakers
         else:
             del self._speakers[protocol]
-            self.speaking = _speaking(tuple(self._speakers))
+            self.speaking = _speaking(tuple(self._speakers), self.name)
         return self.detach(client.outbox)
 
     def attach(self, outbox, first: tuple[bytes, int] | None = None,
@@ -307,10 +307,10 @@ class Room:
             stop = stops.get(outbox, end)
             if offset < stop:
                 if ignorers is not None and outbox in ignorers:
-                    filtered.setdefault((offset, stop, outbox.protocol, outbox.ignoring),
+                    filtered.setdefault((offset, stop, outbox.speaks, outbox.ignoring),
                                         []).append(outbox)
                 else:
-                    groups.setdefault((offset, stop, outbox.protocol), []).append(outbox)
+                    groups.setdefault((offset, stop, outbox.speaks), []).append(outbox)
         for (offset, stop, protocol), outboxes in groups.items():
             self._hand(log[offset - base:stop - base], offset, stop, protocol, plain, outboxes)
         for (offset, stop, protocol, ignoring), outboxes in filtered.items():
@@ -352,8 +352,8 @@ class Room:
 
     def _texts(self, outbox, entries: list, offset: int, plain: tuple) -> list:
         """``entries`` (from ``offset``) with their texts in ``outbox``'s protocol."""
-        if outbox.protocol is not plain[1] or offset < plain[0]:
-            return self._in(outbox.protocol, entries, offset)
+        if outbox.speaks is not plain[1] or offset < plain[0]:
+            return self._in(outbox.speaks, entries, offset)
         return entries
 
     def add_reader(self, outbox, offset: int) -> None:
@@ -389,6 +389,7 @@ class Room:
         """``entries`` (from ``offset``) as entries whose text is in ``protocol``: from the
         render table, or rendered now for a protocol whose first member joined after the
         line was posted (the flusher thread; the table is the room lock's)."""
+        render = protocol.renderer(self.name)
         with self.lock:
             renders = self.renders
             texts = []
@@ -399,7 +400,7 @@ class Room:
                 others = renders.setdefault(index, {})
                 text = others.get(protocol)
                 if text is None:
-                    text = others[protocol] = protocol.line(entry[1])
+                    text = others[protocol] = render(entry[1])
                 texts.append((entry[0], entry[1], text, protocol))
         return texts
 
@@ -431,11 +432,13 @@ def _silent(event) -> None:
 _SILENT = (None, _silent, ())
 
 
-def _speaking(protocols: tuple) -> tuple:
-    """``Room.speaking`` for members speaking ``protocols`` (in the order they came)."""
+def _speaking(protocols: tuple, room: str) -> tuple:
+    """``Room.speaking`` for members of room ``room`` speaking ``protocols`` (in the order
+    they came): each protocol's renderer for this room (protocol.py ``RoomRenderer``)."""
     if not protocols:
         return _SILENT
-    return protocols[0], protocols[0].line, protocols[1:]
+    return (protocols[0], protocols[0].renderer(room),
+            tuple((q, q.renderer(room)) for q in protocols[1:]))
 
 
 def _pop_first(table: dict, outbox) -> None:

@@ -147,8 +147,12 @@ class Session:
         # A TLS connection is through its handshake already (server.py: before it is a client).
         config = self.settings.config
         tls = self.client.outbox.tls is not None
+        protocol = self.client.outbox.protocol
         try:
-            if not resumed and self._must_log_in():
+            if not resumed and protocol.names_itself:  # (its reader registers it: IRC)
+                self.log.info("client_connected", tls=tls, pending=True,
+                              protocol=protocol.name)
+            elif not resumed and self._must_log_in():
                 self.hub.greet_pending(self.client, self.client.outbox.protocol.greeting(config))
                 self.log.info("client_connected", tls=tls, pending=True)
             elif not resumed:

@@ -297,7 +297,7 @@ class Stewardship:
         self._leave(target, room)
         self._post(room, None, RoomKicked(target.nick, room.name, actor, reason))
         told = KickedFrom(room.name, actor, reason)
-        if target.rooms:
+        if target.rooms or target.outbox.protocol.roomless:
             self.send_to(target, told)
         else:
             lobby = self._lobby

@@ -41,6 +41,10 @@ def tls_socket(config) -> socket.socket:
     return _bind(config.host, config.tls_port, " (TLS)")
 
 
+def irc_socket(host: str, port: int, what: str) -> socket.socket:
+    return _bind(host, port, f" (IRC{what})")
+
+
 def metrics_socket(config) -> socket.socket:
     return _bind(config.metrics_host, config.metrics_port, " (metrics)", backlog=64)
 

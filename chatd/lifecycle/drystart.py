@@ -26,4 +26,6 @@ def dry_start_report(config) -> str:
         "state_versions": list(READABLE_STATE_VERSIONS), "cluster": bool(config.redis_url),
         "tls_listener": [config.host, config.tls_port] if config.tls_cert else None,
         "metrics": ([config.metrics_host, config.metrics_port] if config.metrics_port
-                    else None)})
+                    else None),
+        "irc_listener": [config.host, config.irc_port] if config.irc_port else None,
+        "irc_tls_listener": [config.host, config.irc_tls_port] if config.irc_tls_port else None})

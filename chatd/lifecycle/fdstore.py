@@ -50,6 +50,7 @@ log = structlog.get_logger("chatd.fdstore")
 
 #: Names chatd gives what it stores; anything else systemd passes is socket activation's.
 LISTEN, LISTEN_TLS, METRICS = "listen", "listen-tls", "metrics"
+LISTEN_IRC, LISTEN_IRC_TLS = "listen-irc", "listen-irc-tls"
 CLIENT_PREFIX, STATE_PREFIX = "client-", "state-"
 #: What a session starts from when the state says nothing about it (after a crash).
 FRESH_SESSION = {"held": None, "unread": b"", "discarding": False, "telnet": None,
@@ -110,6 +111,8 @@ class FdStore:
         listener = sources.listener
         kept = ((LISTEN, None if listener.passed else listener.sock),
                 (LISTEN_TLS, sources.tls_listener and sources.tls_listener.sock),
+                (LISTEN_IRC, sources.irc_listener and sources.irc_listener.sock),
+                (LISTEN_IRC_TLS, sources.irc_tls_listener and sources.irc_tls_listener.sock),
                 (METRICS, sources.metrics))
         for name, what in kept:
             if what is not None:
@@ -164,7 +167,8 @@ def running_state(sources: Sources, clients: list) -> HandoverState:
     now = time.monotonic()
     records = [ClientRecord.of(client, now, names.add(client_name(client.id)), b"", FRESH_SESSION)
                for client in clients
-               if client.nick and client.room is not None and client.outbox.tls is None]
+               if client.nick and client.room is not None and client.outbox.tls is None
+               and not client.outbox.protocol.names_itself]  # (IRC's: not handed over yet)
     flusher = sources.flusher
     return HandoverState(
         started_at=sources.started_at,
@@ -172,6 +176,8 @@ def running_state(sources: Sources, clients: list) -> HandoverState:
         listener=names.add(LISTEN),
         tls_listener=names.add(LISTEN_TLS) if sources.tls_listener else None,
         metrics=names.add(METRICS) if sources.metrics is not None else None,
+        irc_listener=names.add(LISTEN_IRC) if sources.irc_listener else None,
+        irc_tls_listener=names.add(LISTEN_IRC_TLS) if sources.irc_tls_listener else None,
         hub=sources.hub.handover_totals(),
         closed_out=[flusher.closed_lines_out, flusher.closed_bytes_out],
         clients=records, fdnames=names.names, final=False)
@@ -211,7 +217,8 @@ class StoreTakeover(InheritedState):
                                     "passed none")
             self.fds[state["listener"]] = self._activation.pop(0)
             self.passed = True
-        for key in ("tls_listener", "metrics"):  # not kept: bound anew if configured
+        for key in ("tls_listener", "metrics", "irc_listener", "irc_tls_listener"):
+            # not kept: bound anew if configured
             if state.get(key) is not None and self.fds[state[key]] < 0:
                 state[key] = None
         state["admin"] = state["pidfile"] = None  # bound anew: /run/chatd went with the stop

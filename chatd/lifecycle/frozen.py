@@ -67,6 +67,10 @@ def frozen_state(sources: Sources, parked: list, backlogs: dict) -> tuple[Handov
         admin=AdminRecord(fds.add("admin", admin.sock), admin.path, admin.inode),
         pidfile=PidfileRecord(fds.add("pidfile", pidfile.fd), pidfile.path) if pidfile else None,
         metrics=fds.add(fdstore.METRICS, metrics.socket) if metrics else None,
+        irc_listener=fds.add(fdstore.LISTEN_IRC, sources.irc_listener.sock)
+        if sources.irc_listener else None,
+        irc_tls_listener=fds.add(fdstore.LISTEN_IRC_TLS, sources.irc_tls_listener.sock)
+        if sources.irc_tls_listener else None,
         hub=sources.hub.handover_totals(),
         closed_out=[flusher.closed_lines_out, flusher.closed_bytes_out],
         clients=clients)

@@ -119,14 +119,15 @@ class Housekeeper:
 
     def _reap_pending(self) -> None:
         """A closed server's connections that have not logged in within ``login_timeout``
-        (docs/protocol.md §12): told ``login required`` and closed. Pending = no nick yet."""
+        (docs/protocol.md §12), and IRC connections that have not registered within it
+        (§14): told ``login required`` and closed. Pending = no nick yet."""
         config = self.ctx.config()
-        if config.mode != "closed":
-            return
+        closed = config.mode == "closed"
         limit = time.time() - config.login_timeout
         reason, notice = Close("login"), Error("login required")
         for client in self.ctx.hub.clients():
-            if not client.nick and client.connected_at < limit:
+            if not client.nick and client.connected_at < limit and (
+                    closed or client.outbox.protocol.names_itself):
                 self.ctx.flusher.disconnect(client.outbox, reason, notice)
 
     def _reap_idle(self, now: float) -> None:

@@ -122,3 +122,12 @@ def metrics_server(sock: socket.socket, hub, admin, bus, bans, config, started_a
 
     return metrics.MetricsServer(sock, metrics.registry_for(collector), unhealthy,
                                  interval=lambda: config().metrics_interval)
+
+
+def irc_protocol(settings):
+    """What makes an IRC connection's protocol object (docs/protocol.md §14): each its own,
+    all with one room renderer, so that a room renders a line once for its IRC members."""
+    from chatd.irc.protocol import IrcProtocol, IrcRooms
+
+    rooms = IrcRooms(settings)
+    return lambda: IrcProtocol(rooms)

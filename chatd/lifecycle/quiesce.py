@@ -5,7 +5,7 @@ and Service.resume do, on the parts that can change what a client has or will ge
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -27,9 +27,13 @@ class Quiet:
     flusher: Any
     gate: Any
     history_store: Any
+    #: The IRC listeners: their clients are not handed over yet (docs/protocol.md §9), so
+    #: they are told to reconnect, as TLS clients are.
+    irc_listeners: list = field(default_factory=list)
 
     def listeners(self) -> list:
-        return [x for x in (self.listener, self.tls_listener) if x is not None]
+        return [x for x in (self.listener, self.tls_listener, *self.irc_listeners)
+                if x is not None]
 
     def quiesce(self, timeout: float) -> tuple[list, dict]:
         """Listeners and admin stop accepting (the sockets stay listening: the kernel queues
@@ -41,13 +45,14 @@ class Quiet:
             for listener in self.listeners():
                 listener.pause()
             self.admin.pause()
-            if self.tls_listener is not None:
+            leaving = [x for x in (self.tls_listener, *self.irc_listeners) if x is not None]
+            if leaving:
                 notice = ServerRestarting()
                 for client in self.hub.clients():
-                    if client.outbox.tls is not None:
+                    if client.outbox.tls is not None or client.outbox.protocol.names_itself:
                         self.flusher.disconnect(client.outbox, RESTARTING, notice)
-                if self.tls_listener.wait_sessions(timeout):
-                    raise UpgradeFailed(f"TLS clients did not leave within {timeout:g} s")
+                if any(listener.wait_sessions(timeout) for listener in leaving):
+                    raise UpgradeFailed(f"TLS and IRC clients did not leave within {timeout:g} s")
             closed = time.monotonic()
             self.gate.close()
             parked = self.gate.wait_parked(lambda: self.listener.live_sessions, timeout)

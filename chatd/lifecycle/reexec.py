@@ -131,7 +131,9 @@ def _listen_anew(sources: schema.Sources, report: dict) -> dict[str, socket.sock
     image after exec. -> {state key: socket}."""
     bound: dict[str, socket.socket] = {}
     for key, held, what in (("tls_listener", sources.tls_listener, " (TLS)"),
-                            ("metrics", sources.metrics, " (metrics)")):
+                            ("metrics", sources.metrics, " (metrics)"),
+                            ("irc_listener", sources.irc_listener, " (IRC)"),
+                            ("irc_tls_listener", sources.irc_tls_listener, " (IRC TLS)")):
         address = report.get(key)
         if address is None or held is not None:
             continue

@@ -23,6 +23,8 @@ RESTART_ONLY = (
     ("history.history_lines", lambda new, bound, tls_on: new.history_lines != bound.history_lines),
     ("metrics.metrics_host", lambda new, bound, tls_on: new.metrics_host != bound.metrics_host),
     ("metrics.metrics_port", lambda new, bound, tls_on: new.metrics_port != bound.metrics_port),
+    ("irc.irc_port", lambda new, bound, tls_on: new.irc_port != bound.irc_port),
+    ("irc.irc_tls_port", lambda new, bound, tls_on: new.irc_tls_port != bound.irc_tls_port),
 )
 
 

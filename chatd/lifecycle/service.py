@@ -96,6 +96,8 @@ class Service:
         self.housekeeper: Housekeeper | None = None
         self.listener: Listener | None = None
         self.tls_listener: Listener | None = None
+        self.irc_listener: Listener | None = None  # docs/protocol.md §14, when irc_port is set
+        self.irc_tls_listener: Listener | None = None
         self.admin: AdminServer | None = None
         self.metrics = None  # metrics.MetricsServer when metrics_port is set
         self.client_ids = self.bus.client_ids()  # unique cluster-wide in cluster mode
@@ -140,16 +142,27 @@ class Service:
         self._bind_optional(inherited)
 
     def _bind_optional(self, inherited: Inherited | None) -> None:
-        """The TLS listener and the metrics endpoint, if configured: handed over, else new."""
+        """The TLS listener, the IRC listeners and the metrics endpoint, if configured: handed
+        over, else new."""
         config = self.config
-        tls_sock, metrics_sock = (
+        tls_sock, metrics_sock, irc_sock, irc_tls_sock = (
             (inherited.socket("tls_listener", bool(config.tls_cert)),
-             inherited.socket("metrics", bool(config.metrics_port)))
-            if inherited is not None else (None, None))
+             inherited.socket("metrics", bool(config.metrics_port)),
+             inherited.socket("irc_listener", bool(config.irc_port)),
+             inherited.socket("irc_tls_listener", bool(config.irc_tls_port)))
+            if inherited is not None else (None, None, None, None))
+        context = binding.tls_context(config) if config.tls_cert else None
         if config.tls_cert:
-            context = binding.tls_context(config)
             self.tls_listener = self._listener(tls_sock or binding.tls_socket(config),
                                                tls_context=context)
+        irc = parts.irc_protocol(self.settings)
+        if config.irc_port:
+            self.irc_listener = self._listener(
+                irc_sock or binding.irc_socket(config.host, config.irc_port, ""), protocol=irc)
+        if config.irc_tls_port:
+            self.irc_tls_listener = self._listener(
+                irc_tls_sock or binding.irc_socket(config.host, config.irc_tls_port, " TLS"),
+                tls_context=context, protocol=irc)
         if self.tls_listener is not None and self.accounts is not None:
             self.accounts.tls_port = self.tls_listener.address[1]  # what refusals name
         if config.metrics_port:
@@ -159,9 +172,12 @@ class Service:
                                                started_at=lambda: self.started_at,
                                                accounts=self.accounts)
 
-    def _listener(self, sock: socket.socket, passed: bool = False, tls_context=None) -> Listener:
+    def _listener(self, sock: socket.socket, passed: bool = False, tls_context=None,
+                  protocol=None) -> Listener:
+        """``protocol``: what a connection speaks (Listener); the line protocol by default."""
+        extra = {"protocol": protocol} if protocol is not None else {}
         return Listener(sock, self.hub, self.flusher, self.bans, self.settings, self.client_ids,
-                        tls_context, passed=passed)
+                        tls_context, passed=passed, **extra)
 
     def _bind_admin(self, gid) -> None:
         admin_sock, admin_path, inode = binding.admin_socket(self.config, gid)
@@ -187,7 +203,8 @@ class Service:
         return Sources(hub=self.hub, flusher=self.flusher, listener=self.listener,
                        tls_listener=self.tls_listener, admin=self.admin, metrics=self.metrics,
                        pidfile=self.pidfile, started_at=self.started_at,
-                       client_ids=self.client_ids)
+                       client_ids=self.client_ids, irc_listener=self.irc_listener,
+                       irc_tls_listener=self.irc_tls_listener)
 
     def _upgrade_context(self) -> UpgradeContext:
         return UpgradeContext(quiesce=self.quiesce, resume=self.resume, sources=self._sources(),
@@ -225,7 +242,8 @@ class Service:
             self.metrics.stop()
 
     def listeners(self) -> list[Listener]:
-        return [x for x in (self.listener, self.tls_listener) if x is not None]
+        return [x for x in (self.listener, self.tls_listener, self.irc_listener,
+                            self.irc_tls_listener) if x is not None]
 
     def fds(self) -> list[int]:
         """The descriptors a daemonising step must keep open."""
@@ -268,10 +286,13 @@ class Service:
         self.housekeeper = Housekeeper(self._housekeeping_context(), self.notifier)
         host, port = self.listener.address
         tls_port = self.tls_listener.address[1] if self.tls_listener else None
+        irc_ports = {key: listener.address[1] for key, listener in (
+            ("irc_port", self.irc_listener), ("irc_tls_port", self.irc_tls_listener))
+            if listener is not None}
         if inherited is not None:
             log.info("resumed", version=__version__, **inherited.resumed(len(restored)))
         log.info("listening", host=host, port=port, tls_port=tls_port, admin_socket=self.admin.path,
-                 bans=len(self.bans.active()), version=__version__, pid=os.getpid())
+                 bans=len(self.bans.active()), version=__version__, pid=os.getpid(), **irc_ports)
         if self.metrics is not None:  # after `listening`: the first event once listening
             self.metrics.start()
         if inherited is not None:
@@ -401,7 +422,8 @@ class Service:
 
     def _quiet(self) -> Quiet:
         return Quiet(self.listener, self.tls_listener, self.admin, self.hub, self.flusher,
-                     self.gate, self.history_store)
+                     self.gate, self.history_store,
+                     [x for x in (self.irc_listener, self.irc_tls_listener) if x is not None])
 
 
 def run(config, daemonize: bool = False, takeover=None) -> int:

@@ -180,6 +180,8 @@ class HandoverState:
     admin: AdminRecord | None = None
     pidfile: PidfileRecord | None = None
     metrics: int | None = None  # the metrics endpoint's socket; an older chatd ignores it
+    irc_listener: int | None = None  # the IRC listeners' sockets, likewise
+    irc_tls_listener: int | None = None
     pid: int | None = field(default_factory=os.getpid)
     chatd_version: str | None = __version__
     version: int = STATE_VERSION
@@ -197,7 +199,8 @@ def write(state: HandoverState) -> dict:
         "listener": state.listener, "tls_listener": state.tls_listener,
         "admin": None if state.admin is None else state.admin._asdict(),
         "pidfile": None if state.pidfile is None else state.pidfile._asdict(),
-        "metrics": state.metrics, "hub": state.hub, "closed_out": list(state.closed_out),
+        "metrics": state.metrics, "irc_listener": state.irc_listener,
+        "irc_tls_listener": state.irc_tls_listener, "hub": state.hub, "closed_out": list(state.closed_out),
         "clients": [record.write() for record in state.clients],
     }
     if state.fdnames is not None:
@@ -220,7 +223,8 @@ def read(data: dict) -> HandoverState:
         listener=data["listener"], tls_listener=data.get("tls_listener"),
         admin=None if admin is None else AdminRecord(admin["fd"], admin["path"], admin["inode"]),
         pidfile=None if pidfile is None else PidfileRecord(pidfile["fd"], pidfile["path"]),
-        metrics=data.get("metrics"), hub=data["hub"], closed_out=list(data["closed_out"]),
+        metrics=data.get("metrics"), irc_listener=data.get("irc_listener"),
+        irc_tls_listener=data.get("irc_tls_listener"), hub=data["hub"], closed_out=list(data["closed_out"]),
         clients=[ClientRecord.read(record) for record in data["clients"]],
         fdnames=data.get("fdnames"), final=data.get("final"), saved_at=data.get("saved_at"),
         exec=read_exec(data) if data.get("exec") is not None else None)
@@ -274,3 +278,5 @@ class Sources:
     pidfile: Any
     started_at: float
     client_ids: Any  # itertools.count: the next id is taken (and so not given again)
+    irc_listener: Any = None
+    irc_tls_listener: Any = None

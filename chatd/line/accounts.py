@@ -87,14 +87,14 @@ def log_in(session, name: str, password: str) -> None:
         problem, handed = _become(session, account.name, LoggedIn(account.name), greeting)
         if problem is None:  # back where it was, with what it missed (§12); read after the
             # login, which another node's older connection remembered its rooms before
-            _ignore_as_the_account(session, accounts, account.name)
+            ignore_as_the_account(session, accounts, account.name)
             session.hub.rejoin(client, accounts.rooms(account.name) if handed is None else handed)
             accounts.here(account.name, [room.name for room in client.rooms])
     if problem:
         session.error(problem)
 
 
-def _ignore_as_the_account(session, accounts, name: str) -> None:
+def ignore_as_the_account(session, accounts, name: str) -> None:
     """A login: the connection ignores whom the account ignores (SPEC §13), and whom it
     ignored as a guest, which the account keeps from now on. Before the rejoin, so what it
     missed comes without them."""

@@ -14,12 +14,24 @@ class LineProtocol:
 
     __slots__ = ()
     name = "line"
+    names_itself = False  # a guest nick on connect
+    roomless = False  # always in a room: the lobby at least
     line = staticmethod(render.line)
     lines = staticmethod(render.lines)
     history = staticmethod(render.history)
     missed = staticmethod(render.missed)
     #: Told to a client that cannot be registered: no nick is sure to be unique (cluster mode).
     cluster_unavailable = CLUSTER_UNAVAILABLE
+
+    @property
+    def speaks(self) -> LineProtocol:
+        """Rooms render a line client's lines with this same object (one for all)."""
+        return self
+
+    @staticmethod
+    def renderer(room: str):
+        """A room line looks the same whatever its room: one function for every room."""
+        return render.line
 
     def reader(self, session) -> LineReader:
         """``session``'s input side: one per connection, used by its session thread only."""

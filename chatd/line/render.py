@@ -19,7 +19,7 @@ def _members(count: int) -> str:
     return "1 member" if count == 1 else f"{count} members"
 
 
-def _left(e: ev.Left) -> str:
+def _left(e: ev.Left | ev.Quit) -> str:
     return f"*** {e.nick} left {e.room} ({e.reason})" if e.reason else f"*** {e.nick} left {e.room}"
 
 
@@ -52,6 +52,7 @@ _FORMATS = {
     ev.Acted: lambda e: f"* {e.nick} {e.text}",
     ev.Joined: lambda e: f"*** {e.nick} joined {e.room}",
     ev.Left: _left,
+    ev.Quit: _left,
     ev.Kicked: lambda e: f"*** {e.nick} was kicked ({e.reason})",
     ev.Renamed: lambda e: f"*** {e.old} is now known as {e.new}",
     ev.Announcement: lambda e: f"*** [admin] {e.text}",

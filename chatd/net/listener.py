@@ -28,7 +28,6 @@ from chatd.core.client import Client
 from chatd.core.events import SHUTDOWN, Error, ServerShutdown
 from chatd.core.session import Session
 from chatd.core.settings import Settings
-from chatd.line import render
 from chatd.line.protocol import LINE
 from chatd.net.acceptor import Acceptor
 from chatd.net.handshakes import HandshakeSlots, Throttled
@@ -69,11 +68,13 @@ class Listener:
     """
 
     def __init__(self, sock: socket.socket, hub, flusher, bans, settings: Settings, ids,
-                 tls_context=None, passed: bool = False) -> None:
+                 tls_context=None, passed: bool = False, protocol=lambda: LINE) -> None:
         """``ids`` hands out client ids (shared by all listeners); ``tls_context`` makes this
         the TLS listener (a reload may replace it: new connections use the new one);
-        ``passed`` says systemd owns the socket (socket activation)."""
+        ``passed`` says systemd owns the socket (socket activation); ``protocol()`` gives a
+        new connection's protocol object (core/protocol.py): the line protocol's, or IRC's."""
         self.sock = sock
+        self.protocol = protocol
         self.passed = passed
         self.hub = hub
         self.bans = bans
@@ -181,7 +182,7 @@ class Listener:
     def _admit(self, conn: socket.socket, addr: tuple) -> None:
         """Bans and limits on the accept thread: cheap checks only, nothing that blocks."""
         config = self.settings.config
-        client = Client(next(self._ids), conn, addr, LINE)
+        client = Client(next(self._ids), conn, addr, self.protocol())
         ban = self.bans.match(client.ip)
         if ban is not None:
             refusal, notice = "banned", ban.notice()
@@ -215,7 +216,7 @@ class Listener:
             self.settings.fd_store.forget_id(client_id)
             conn.close()
             return
-        client = Client(client_id, conn, addr, LINE)
+        client = Client(client_id, conn, addr, self.protocol())
         refusal = self.hub.admit(client, self.settings.config.max_clients,
                                  self.settings.config.max_clients_per_ip)
         if refusal:
@@ -229,7 +230,7 @@ class Listener:
         conn = client.sock
         try:
             if self.tls_context is None:  # a TLS client could not read it: just close
-                conn.send(render.line(notice), socket.MSG_DONTWAIT)
+                conn.send(client.outbox.protocol.line(notice), socket.MSG_DONTWAIT)
             conn.shutdown(socket.SHUT_WR)
         except OSError:
             conn.close()
@@ -290,7 +291,7 @@ class Listener:
             return True
         if refusal is not SHUTDOWN:
             log.info("client_refused", peer=client.peer, reason=refusal, tls=True)
-        self.flusher.submit(client.outbox, render.line(notice))  # over TLS, by the flusher
+        self.flusher.submit(client.outbox, client.outbox.protocol.line(notice))  # over TLS
         self.flusher.finish(client.outbox, linger=True)
         return False
 

@@ -123,6 +123,7 @@ class ChatServer:
         self._reported = False
         self.host = "127.0.0.1"
         self.port: int | None = None
+        self.irc_port: int | None = None
         self._cond = threading.Condition()
         self._stderr_done = threading.Event()
         given, env = env, {**os.environ, **(env or {})}
@@ -212,6 +213,7 @@ class ChatServer:
         event = self.wait_event("listening", timeout=timeout)
         self.port = int(event["port"])
         self.host = event.get("host", self.host)
+        self.irc_port = event.get("irc_port")  # docs/protocol.md §14, when irc_port is set
 
     # -- clients -----------------------------------------------------------------------------
 
@@ -223,6 +225,23 @@ class ChatServer:
         client = ChatClient()
         self.clients.append(client)
         return client.connect(self.port, **kwargs)
+
+    def irc(self, nick: str, caps=(), **kwargs):
+        """An IRC client (support/irc.py) registered as ``nick`` on the IRC port; closed at
+        teardown."""
+        from support.irc import IrcClient
+
+        client = IrcClient()
+        self.clients.append(client)
+        return client.register(self.irc_port, nick, caps, **kwargs)
+
+    def irc_raw(self):
+        """An IRC client connected to the IRC port that has sent nothing yet."""
+        from support.irc import IrcClient
+
+        client = IrcClient()
+        self.clients.append(client)
+        return client.connect(self.irc_port, greet=False)
 
     def connect_many(self, n: int, **kwargs) -> list[ChatClient]:
         """``n`` clients in the lobby, every ``joined lobby`` notice among them consumed.

@@ -15,6 +15,7 @@ TABLE = [
     (ev.Joined("bob", "lobby"), "*** bob joined lobby"),
     (ev.Left("bob", "games"), "*** bob left games"),
     (ev.Left("bob", "games", "quit: bye"), "*** bob left games (quit: bye)"),
+    (ev.Quit("bob", "games", "quit: bye"), "*** bob left games (quit: bye)"),
     (ev.Kicked("bob", "spam"), "*** bob was kicked (spam)"),
     (ev.Renamed("guest-1", "bob"), "*** guest-1 is now known as bob"),
     (ev.Announcement("maintenance at noon"), "*** [admin] maintenance at noon"),

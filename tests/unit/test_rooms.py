@@ -25,9 +25,16 @@ class Shouting:
 
     name = "shouting"
 
+    @property
+    def speaks(self):
+        return self
+
     @staticmethod
     def line(event) -> bytes:
         return LINE.line(event).upper()
+
+    def renderer(self, room: str):
+        return self.line
 
 
 SHOUTING = Shouting()
@@ -39,6 +46,7 @@ class Reader:
     def __init__(self, name: str, protocol=LINE) -> None:
         self.name = name
         self.protocol = protocol
+        self.speaks = protocol.speaks
         self.id = name
         self.outbox = self
         self.ignoring: frozenset = frozenset()

@@ -1,0 +1,96 @@
+"""IRC as core sees it (chatd/core/protocol.py): a shared room renderer and a per-connection
+object that addresses what a client is told to its nick.
+
+A room renders its lines once for all its IRC members (:class:`IrcRooms`, one per
+service: rooms compare it by identity), because a room line names its channel and the
+speaker, never the reader. What one client is told names the client (``:server 332 alice
+#dev :topic``, ``:bob!bob@chatd PRIVMSG alice :hi``), so each connection has its own
+:class:`IrcProtocol`, which knows the nick the client was last told it has.
+"""
+
+from __future__ import annotations
+
+from chatd.irc import render
+from chatd.irc.reader import IrcReader
+
+CLUSTER_UNAVAILABLE = "cluster unavailable, try again"
+
+
+def irc_server_name(name: str) -> str:
+    """``server_name`` as an IRC source: no spaces (a server name is one word there)."""
+    return "-".join(name.split()) or "chatd"
+
+
+class IrcRooms:
+    """How rooms render lines for their IRC members (protocol.py ``RoomRenderer``)."""
+
+    __slots__ = ("settings",)
+    name = "irc"
+
+    def __init__(self, settings) -> None:
+        self.settings = settings  # server_name as it is when a room starts speaking IRC
+
+    def renderer(self, room: str):
+        return render.room_renderer(room, irc_server_name(self.settings.config.server_name))
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return "<irc rooms>"
+
+
+class IrcProtocol:
+    """One IRC connection's output side and the maker of its reader.
+
+    ``nick`` is the nick the client was last told it has: a reply that changes it (a NICK
+    line) is rendered from the old one, which the hub has replaced by then. It is written by
+    renders of nick changes, which the hub makes under its lock, one at a time; ``caps`` (the
+    capabilities the client enabled) by its session thread; both are read by any thread that
+    renders for it."""
+
+    __slots__ = ("speaks", "nick", "caps", "server")
+    name = "irc"
+    names_itself = True  # NICK and USER first (registration.py)
+    roomless = True  # in no room until it JOINs
+    cluster_unavailable = CLUSTER_UNAVAILABLE
+
+    def __init__(self, rooms: IrcRooms) -> None:
+        self.speaks = rooms
+        self.nick = ""
+        self.caps: frozenset = frozenset()
+        self.server = irc_server_name(rooms.settings.config.server_name)
+
+    def text(self, event) -> str:
+        """``event`` as this client reads it, without CR LF ("" for nothing)."""
+        changed = render.NICK_CHANGES.get(event.__class__)
+        if changed is not None:
+            old, self.nick = self.nick, changed(event)
+            return f":{render.mask(old)} NICK :{self.nick}" if old != self.nick else ""
+        return render.told(self.server, self.nick, event)
+
+    def line(self, event) -> bytes:
+        text = self.text(event)
+        return render.wire(text) if text else b""
+
+    def lines(self, events) -> bytes:
+        return b"".join([self.line(event) for event in events])
+
+    def history(self, room: str, entries: list) -> bytes:
+        """A join's replay: the lines as they were said, timed for ``server-time`` clients."""
+        timed = "server-time" in self.caps
+        return b"".join([render.history_line(entry, timed) for entry in entries])
+
+    def missed(self, room: str, entries: list, since: float, gone_before: float | None) -> bytes:
+        """What an account missed: a notice saying so, then the lines, timed."""
+        head = f"{len(entries)} line{'' if len(entries) == 1 else 's'} you missed in #{room}"
+        if gone_before is not None:
+            head += " (older lines are gone)"
+        notice = render.wire(f":{self.server} NOTICE {self.nick or '*'} :*** {head}")
+        return notice + self.history(room, entries)
+
+    def reader(self, session) -> IrcReader:
+        return IrcReader(session, self)
+
+    def greeting(self, config) -> list:
+        return []  # registration's numerics are the reader's (IrcReader.register)
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"<irc protocol {self.nick or '?'}>"

@@ -1,0 +1,82 @@
+"""IRC's renderer (chatd/irc/render.py, protocol.py): room lines once per room for every IRC
+member, and what one client is told, addressed to its nick."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from chatd.core import events as ev
+from chatd.core.tail import Entry
+from chatd.irc.protocol import IrcProtocol, IrcRooms, irc_server_name
+from chatd.irc.render import room_renderer
+
+ROOM = [
+    (ev.Said("bob", "hi"), ":bob!bob@chatd PRIVMSG #dev :hi"),
+    (ev.Acted("bob", "waves"), ":bob!bob@chatd PRIVMSG #dev :\x01ACTION waves\x01"),
+    (ev.Joined("bob", "dev"), ":bob!bob@chatd JOIN #dev"),
+    (ev.Left("bob", "dev"), ":bob!bob@chatd PART #dev"),
+    (ev.Left("bob", "dev", "later"), ":bob!bob@chatd PART #dev :later"),
+    (ev.Quit("bob", "dev", "quit: bye"), ":bob!bob@chatd QUIT :quit: bye"),
+    (ev.Kicked("bob", "spam"), ":bob!bob@chatd QUIT :kicked: spam"),
+    (ev.Renamed("bob", "rob"), ":bob!bob@chatd NICK :rob"),
+    (ev.Announcement("noon"), ":srv NOTICE #dev :[admin] noon"),
+    (ev.TopicSet("bob", "dev", "plans"), ":bob!bob@chatd TOPIC #dev :plans"),
+    (ev.TopicSet("[admin]", "dev", "plans"), ":srv TOPIC #dev :plans"),
+    (ev.RoomKicked("al", "dev", "bob", "out"), ":bob!bob@chatd KICK #dev al :out"),
+    (ev.Granted("bob", "dev", "operator status", "al"), ":bob!bob@chatd MODE #dev +o al"),
+    (ev.Revoked("bob", "dev", "voice", "al"), ":bob!bob@chatd MODE #dev -v al"),
+    (ev.BanSet("bob", "dev", "al"), ":bob!bob@chatd MODE #dev +b al!*@*"),
+    (ev.ModeSet("bob", "dev", "+i"), ":bob!bob@chatd MODE #dev +i"),
+]
+
+
+def test_room_lines_name_their_channel():
+    render = room_renderer("dev", "srv")
+    for event, text in ROOM:
+        assert render(event) == text.encode() + b"\r\n", event
+
+
+def test_a_line_past_512_bytes_is_cut_on_a_character():
+    data = room_renderer("dev", "srv")(ev.Said("bob", "é" * 600))
+    assert len(data) <= 512 and data.endswith(b"\r\n")
+    data[:-2].decode("utf-8")  # whole characters only
+
+
+def protocol(nick: str = "alice", caps=()) -> IrcProtocol:
+    settings = SimpleNamespace(config=SimpleNamespace(server_name="my server"))
+    irc = IrcProtocol(IrcRooms(settings))
+    irc.nick, irc.caps = nick, frozenset(caps)
+    return irc
+
+
+def test_what_one_client_is_told_names_it():
+    irc = protocol()
+    assert irc.line(ev.PrivateMessage("bob", "psst")) == b":bob!bob@chatd PRIVMSG alice :psst\r\n"
+    assert irc.line(ev.RoomEntered("dev", 3)) == b":alice!alice@chatd JOIN #dev\r\n"
+    assert irc.line(ev.TopicIs("dev", "plans")) == b":my-server 332 alice #dev :plans\r\n"
+    assert irc.line(ev.KickedFrom("dev", "bob", "out")) == b":bob!bob@chatd KICK #dev alice :out\r\n"
+    assert irc.line(ev.Error("nope")) == b":my-server NOTICE alice :*** error: nope\r\n"
+    assert irc.line(ev.YouAre("alice")) == b""  # (001 says it)
+    assert irc.line(ev.ServerShutdown()) == b"ERROR :Closing Link: server shutting down\r\n"
+    # a reply IRC has no form for reads as the line protocol's text, as a notice
+    assert irc.line(ev.Ignores(("bob",))) == b":my-server NOTICE alice :*** ignoring: bob\r\n"
+
+
+def test_a_nick_change_is_told_from_the_old_nick():
+    irc = protocol("alice")
+    assert irc.line(ev.NickChanged("alicia")) == b":alice!alice@chatd NICK :alicia\r\n"
+    assert irc.nick == "alicia"
+    assert irc.line(ev.NickReclaimed("alicia", "guest-3")) == \
+        b":alicia!alicia@chatd NICK :guest-3\r\n"
+
+
+def test_history_is_timed_for_server_time_clients_only():
+    entry = Entry(1.5, "dev", "say", "bob", "hi")
+    assert protocol().history("dev", [entry]) == b":bob!bob@chatd PRIVMSG #dev :hi\r\n"
+    assert protocol(caps=("server-time",)).history("dev", [entry]) == \
+        b"@time=1970-01-01T00:00:01.500Z :bob!bob@chatd PRIVMSG #dev :hi\r\n"
+
+
+def test_server_names_are_one_word():
+    assert irc_server_name("chat example org") == "chat-example-org"
+    assert irc_server_name("  ") == "chatd"
