@@ -86,7 +86,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.runs = args.runs or (1 if args.quick else 3)
     # bounds for every loop, in seconds
     args.step_timeout, args.idle_s, args.round_limit = 300.0, 2.0, 120.0
-    args.bcast_timeout, args.admin_repeats = 10.0, 5
+    # echo: N session threads woken at once (chatd-irc's crowd), not one line to everyone
+    args.bcast_timeout, args.echo_timeout, args.admin_repeats = 10.0, 60.0, 5
     return args
 
 

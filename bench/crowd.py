@@ -5,8 +5,8 @@ every client must receive, timed with kernel receive timestamps).
 Connection 0 is always connected alone first: it is the observer that counts the join notices
 of everyone after it, which is how ``settle`` knows the server has taken them all in. The naive
 server announces nothing, so there the server's thread count (one per accepted client) stands
-in; ngircd's connect crowd shares no channel, so registered is in. Runs in the load generator's
-thread.
+in; ngircd's and chatd-irc's connect crowds share no channel, so registered is in. Runs in the
+load generator's thread.
 """
 
 from __future__ import annotations
@@ -103,6 +103,19 @@ def broadcast(engine: Engine, server, send, marker: bytes, expect: int, timeout:
     return {"received": len(times), "expected": expect,
             "ms": round(times[-1] / 1e6, 3) if times else None,
             "p50_ms": round(times[len(times) // 2] / 1e6, 3) if times else None}
+
+
+def echo_all(engine: Engine, server, marker: bytes, timeout: float) -> dict:
+    """For a crowd that no one line reaches (``proto.broadcast`` None: chatd-irc's, in no
+    room): every client sends ``proto.echo(marker)`` and the server sends ``marker`` back to
+    each alone; timed from the first send to the last client's kernel receive time."""
+    line = engine.proto.echo(marker)
+
+    def send() -> None:
+        for conn in engine.conns:
+            engine.send(conn, line)
+
+    return broadcast(engine, server, send, marker, engine.alive(), timeout)
 
 
 def chat_broadcast(engine: Engine, server, marker: bytes, timeout: float) -> dict:

@@ -89,7 +89,7 @@ class Engine:
         self.bcast_hits = 0
         self.acked: list[int] = []  # per sender: highest sequence number WATCH saw
         self.dropped: list[tuple[int, str, bytes]] = []  # (idx, reason, last bytes)
-        self._ping = proto.name == "ngircd"
+        self._ping = proto.pings  # IRC: answer the server's PINGs while idle
         #: ``proto.source(idx)``, if the adapter has it: the loopback address (127.x.y.z)
         #: connection ``idx`` connects from (bench/accounts.py: one per client, since chatd
         #: counts login attempts per address)

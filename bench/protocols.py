@@ -17,7 +17,11 @@ it gets against the exact bytes the server should have relayed. An adapter knows
   ``join_marker``: the bytes that announce one more member to a client that is already in the
   room, or None when the clients do not share a room (see ``settle`` in crowd.py);
 - ``broadcast(marker)``: what client 0 sends so that every client receives ``marker``
-  (``hears_own``: client 0 gets it too);
+  (``hears_own``: client 0 gets it too); None for a crowd that nothing the server offers
+  reaches at once, and then ``echo(marker)``: what each client sends to have ``marker`` sent
+  back to it alone (chatd-irc's roomless crowd, see :class:`ChatdIrcCrowd`);
+- ``pings``: the server may PING idle clients, so the load generator answers PING with PONG
+  while they idle (an IRC server drops a client that does not answer);
 - ``control(line)``: a server notice, not a chat line; ``departure(line)``: ``(nick, reason)``
   of a leave notice, else None.
 
@@ -62,6 +66,7 @@ class Chatd:
     name = "chatd"
     eol = b"\r"
     silent = False
+    pings = False
     join_marker = b" joined lobby\r\n"
     hears_own = False
     concurrency = 256  # clients registering at once
@@ -100,6 +105,7 @@ class Ngircd:
     name = "ngircd"
     eol = b"\r"
     silent = False
+    pings = True
     join_marker = b" JOIN :#bench\r\n"
     hears_own = False
     concurrency = 256  # clients registering at once
@@ -148,6 +154,7 @@ class Naive:
     name = "naive"
     eol = b""
     silent = True
+    pings = False
     join_marker = None
     hears_own = False
     concurrency = 256  # clients connecting at once
@@ -204,11 +211,49 @@ class NgircdServerWide(Ngircd):
         return b"NOTICE $bench.irc :" + marker + b"\r\n"
 
 
+class ChatdIrc(Ngircd):
+    """chatd's IRC listener (docs/protocol.md §14), driven by ngircd's clients: NICK and USER,
+    ``JOIN #bench`` at 001, ready at the end of NAMES (366), ``PRIVMSG #bench``, PING answered.
+    So the same load generator measures chatd's IRC path beside its line protocol and beside
+    ngircd. What differs is what chatd writes: a JOIN names the channel as a middle parameter
+    (``:nick!nick@chatd JOIN #bench``, ngircd: ``JOIN :#bench``), and it listens with a
+    backlog of 1024, as for line clients."""
+
+    name = "chatd-irc"
+    join_marker = b" JOIN #bench\r\n"
+    backlog = 256  # of which not yet answered (chatd listens with 1024)
+
+
+class ChatdIrcCrowd(ChatdIrc):
+    """chatd-irc for the connect crowd: IRC clients that register (ready at the end of the
+    MOTD) and join nothing, like ngircd's crowd, so what is measured is an idle IRC session.
+    chatd has nothing that reaches a client in no room (an operator's broadcast goes to the
+    rooms), so there is no broadcast: each client sends ``PING :<marker>`` and chatd's PONG
+    carries the marker back, which shows every session still served at N (``echo_ms``)."""
+
+    join_marker = None
+    broadcast = None
+
+    def setup_line(self, conn, line: bytes) -> tuple[bytes, bool]:
+        parts = line.rstrip(b"\r").split(b" ", 3)
+        code = parts[1] if len(parts) >= 2 else b""
+        if code in (b"376", b"422"):  # end of MOTD: registered
+            return b"", True
+        if code == b"001":
+            return b"", False  # no JOIN
+        return super().setup_line(conn, line)
+
+    def echo(self, marker: bytes) -> bytes:
+        return b"PING :" + marker + b"\r\n"
+
+
 PROTOCOLS = {"chatd": Chatd, "ngircd": Ngircd, "naive": Naive,
+             "chatd-irc": ChatdIrc,  # chatd with IRC clients on its IRC listener
              # multi-node servers (bench/clusters.py) speak what their nodes speak
              "ngircd2": Ngircd, "ngircd3": Ngircd, "chatd-cluster": Chatd, "chatd-cluster3": Chatd,
              "chatd-cluster-nohistory": Chatd,
              "chatd-nohistory": Chatd,
              "chatd-metrics": Chatd}  # chatd with its Prometheus endpoint on (metrics workload)
 #: The connect and admin workloads' clients.
-CROWD_PROTOCOLS = {"chatd": Chatd, "ngircd": NgircdServerWide, "naive": Naive}
+CROWD_PROTOCOLS = {"chatd": Chatd, "ngircd": NgircdServerWide, "naive": Naive,
+                   "chatd-irc": ChatdIrcCrowd}

@@ -30,7 +30,7 @@ COLUMNS = {
     "connect": [("max N", "max_ok", "{:,}"), ("setup s", "setup_s", "{:.1f}"),
                 ("RSS/conn KiB", "rss_per_conn_kib", "{:.2f}"), ("threads", "threads", "{:,}"),
                 ("bcast ms", "bcast_ms", "{:.1f}"), ("admin bcast ms", "admin_bcast_ms", "{:.1f}"),
-                ("srv core", "server_cpu_share", "{:.0%}"),
+                ("echo ms", "echo_ms", "{:.1f}"), ("srv core", "server_cpu_share", "{:.0%}"),
                 ("loadgen", "loadgen_cpu_share", "{:.0%}"), ("others", "other_cpu_share", "{:.0%}")],
     "slow": [("deliv/s alone", "base_dps", "{:,.0f}"), ("with slow", "slow_dps", "{:,.0f}"),
              ("ratio", "dps_ratio", "{:.3f}"), ("p99 alone", "base_p99_ms", "{:.2f}"),
@@ -197,6 +197,7 @@ def targets(summary: list[dict], configs: dict) -> list[dict]:
             ratio >= 1.0 and c["max_lost"] == 0 and c["max_garbled"] == 0)
     elif c:
         add(f"{big}: chatd deliveries/s >= ngircd's", "ngircd not measured", None)
+    out += _irc_comparisons(summary, configs)
     paced = configs.get("fanout_paced")
     c = _find(summary, paced, "chatd")
     if c and c.get("lat_p99_ms") is not None:
@@ -242,6 +243,30 @@ def targets(summary: list[dict], configs: dict) -> list[dict]:
             f"chatctl startup alone {c['chatctl_version_ms']:.0f} ms; list on the socket "
             f"{c['list_rpc_ms']:.0f} ms)",
             c["chatctl_list_json_ms"] < 300)
+    return out
+
+
+def _irc_comparisons(summary: list[dict], configs: dict) -> list[dict]:
+    """chatd-irc beside chatd (the same server, line clients) and ngircd (the same IRC
+    clients), when measured: no issue sets a target for the IRC listener, so n/a, but the
+    ratios and its lost and garbled lines are what to read."""
+    out = []
+    for key, field, what in (("fanout_big", "deliveries_per_s", "deliveries/s"),
+                             ("fanout_paced", "lat_p99_ms", "p99 ms"),
+                             ("connect", "rss_per_conn_kib", "RSS per connection KiB")):
+        label = configs.get(key)
+        irc = _find(summary, label, "chatd-irc")
+        if not irc or irc.get(field) is None:
+            continue
+        others = [(name, r[field]) for name in ("chatd", "ngircd")
+                  if (r := _find(summary, label, name)) and r.get(field)]
+        beside = ", ".join(f"{irc[field] / v:.2f} of {name}'s {v:,}" for name, v in others)
+        errors = ", ".join(f"{k} {irc[f'max_{k}']}" for k in ("lost", "garbled")
+                           if f"max_{k}" in irc)
+        out.append({"target": f"{label}: chatd-irc {what} beside chatd and ngircd",
+                    "measured": f"{irc[field]:,}" + (f" ({beside})" if beside else "")
+                    + (f"; {errors} (worst run)" if errors else ""),
+                    "result": None})
     return out
 
 

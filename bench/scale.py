@@ -5,7 +5,9 @@ connected; chatd only).
 The broadcast is one line from client 0 that every client must get: for chatd a chat line to
 the lobby (where everybody is), for the naive server its relay to everyone, for ngircd a
 server-mask NOTICE from client 0 as an IRC operator (ngircd's crowd joins no channel, see
-protocols.NgircdServerWide). For chatd the final step also times ``broadcast`` over the admin
+protocols.NgircdServerWide). chatd-irc's crowd (IRC clients in no room) has no line that
+reaches them all: there each client PINGs and the time to the last PONG is ``echo_ms``
+(protocols.ChatdIrcCrowd). For chatd the final step also times ``broadcast`` over the admin
 socket (what ``chatctl broadcast`` sends), reported as ``admin_bcast_ms``. When both workloads are selected, admin reuses connect's crowd of 10,000
 instead of building its own. Runs in the load generator's thread.
 """
@@ -18,7 +20,7 @@ import statistics
 import subprocess
 import time
 
-from bench.crowd import StepFailed, broadcast, chat_broadcast, grow, settle
+from bench.crowd import StepFailed, broadcast, chat_broadcast, echo_all, grow, settle
 from bench.loadgen import Engine
 from bench.protocols import CROWD_PROTOCOLS
 from bench.servers import SERVERS, VENV_BIN, Meter
@@ -51,6 +53,7 @@ def connect(name: str, core, opts, steps: list[int], with_admin: bool) -> list[d
         "setup_s": round(sum(r["connect_s"] + r["settle_s"] for r in rows), 3),
         "rss_per_conn_kib": top.get("rss_per_conn_kib"), "threads": top.get("threads"),
         "bcast_ms": top.get("bcast_ms"), "admin_bcast_ms": top.get("admin_bcast_ms"),
+        "echo_ms": top.get("echo_ms"),
         "base_rss_kib": base["rss_kib"], "source": server.source,
         "loadgen_cpu_share": top.get("loadgen_cpu_share"),
         "server_cpu_share": top.get("server_cpu_share"),
@@ -58,21 +61,28 @@ def connect(name: str, core, opts, steps: list[int], with_admin: bool) -> list[d
     return records
 
 
+#: How a step shows that every client is still served, by whether the crowd has a broadcast:
+#: (what, how, prefix of the result fields and of the timeout option). One line to everyone,
+#: else one echo to each client.
+_REACH = {True: ("broadcast", chat_broadcast, "bcast"), False: ("echo", echo_all, "echo")}
+
+
 def _step(engine: Engine, server, n: int, base: dict, opts) -> dict:
     meter = Meter(server)
     connect_s = grow(engine, server, n, opts.step_timeout)
     settle_s = settle(engine, server, n, opts.step_timeout)
     usage = meter.stop()
-    result = chat_broadcast(engine, server, b"BCAST-%d-%d" % (n, time.time_ns()),
-                            opts.bcast_timeout)
+    what, reach, key = _REACH[engine.proto.broadcast is not None]
+    result = reach(engine, server, b"BCAST-%d-%d" % (n, time.time_ns()),
+                   getattr(opts, f"{key}_timeout"))
     if engine.dropped or result["received"] < result["expected"]:
         lost = engine.dropped[0] if engine.dropped else None
-        raise StepFailed(f"broadcast reached {result['received']} of {result['expected']}"
+        raise StepFailed(f"{what} reached {result['received']} of {result['expected']}"
                          + (f"; dropped #{lost[0]}: {lost[1]} {lost[2][-120:]!r}" if lost else ""))
     return {"n": n, "connect_s": round(connect_s, 3), "settle_s": round(settle_s, 3),
             "rss_kib": usage["server_rss_kib"], "threads": usage["server_threads"],
             "rss_per_conn_kib": round((usage["server_rss_kib"] - base["rss_kib"]) / n, 2),
-            "bcast_ms": result["ms"], "bcast_p50_ms": result["p50_ms"],
+            f"{key}_ms": result["ms"], f"{key}_p50_ms": result["p50_ms"],
             **{k: usage[k] for k in ("loadgen_cpu_share", "server_cpu_share", "other_cpu_share")}}
 
 

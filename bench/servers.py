@@ -239,13 +239,30 @@ class Chatd(Server):
         return self.workdir / "admin.sock"
 
     def command(self) -> list[str]:
-        return [*chatd_command(), "-c", str(self.config),
-                "--port", str(self.port), "--admin-socket", str(self.admin_socket),
+        return [*chatd_command(), "-c", str(self.config), *self.listeners(),
+                "--admin-socket", str(self.admin_socket),
                 "--state-dir", str(self.workdir / "state"), "--log-level", "warning",
                 "--log-format", "json"]
 
+    def listeners(self) -> list[str]:
+        """The options that put the clients' listener on ``port``: the line protocol's."""
+        return ["--port", str(self.port)]
+
     def ready(self) -> bool:
         return self.admin_socket.exists() and super().ready()
+
+
+class ChatdIrc(Chatd):
+    """chatd-bench.toml with the IRC listener on (``--irc-port``, docs/protocol.md §14), for
+    IRC clients (protocols.ChatdIrc): chatd's IRC path, measured with the clients ngircd gets.
+    ``port``, the one the load generator connects to (and ``ready()`` waits for), is the IRC
+    port; the line protocol's listener, which chatd always opens, is on a port the kernel
+    picks (``--port 0``) and stays unused."""
+
+    name = "chatd-irc"
+
+    def listeners(self) -> list[str]:
+        return ["--port", "0", "--irc-port", str(self.port)]
 
 
 class ChatdNoHistory(Chatd):
@@ -309,4 +326,4 @@ def ngircd_binary() -> str:
 
 
 SERVERS = {"chatd": Chatd, "ngircd": Ngircd, "naive": Naive, "chatd-nohistory": ChatdNoHistory,
-           "chatd-metrics": ChatdMetrics}
+           "chatd-metrics": ChatdMetrics, "chatd-irc": ChatdIrc}

@@ -148,22 +148,25 @@ def status(result: dict) -> list[str]:
     return key_values([(k, v) for k, v in pairs if v is not None])
 
 
-CLIENT_HEADERS = ["ID", "NICK", "PEER", "ROOM", "CONNECTED", "IDLE", "SENDQ", "MUTED", "ACCOUNT"]
+CLIENT_HEADERS = ["ID", "NICK", "PEER", "ROOM", "CONNECTED", "IDLE", "SENDQ", "MUTED", "ACCOUNT",
+                  "PROTOCOL"]
 
 
 def clients(result: list[dict]) -> list[str]:
     """The client table; in cluster mode (rows carry a node) with a last column NODE. A row
     from a node that did not answer in time has no IDLE, SENDQ or MUTED (shown as -); a
-    guest (logged in to no account) has ACCOUNT -. ACCOUNT comes after the older contract's
-    columns, as MUTED did, so scripts that cut the first ones still work."""
+    guest (logged in to no account) has ACCOUNT -. ACCOUNT and PROTOCOL (line, irc) come
+    after the older contract's columns, as MUTED did, so scripts that cut the first ones
+    still work."""
     cluster = any(c.get("node") for c in result)
     rows = []
     for c in result:
         here = "sendq" in c
-        row = [c.get("id"), c.get("nick"), c.get("peer"), c.get("room"),
+        row = [c.get("id"), c.get("nick"), c.get("peer"), c.get("room") or "-",
                utc_time(c.get("connected_at", c.get("connected")), never="-"),
                idle(c.get("idle")) if here else "-", c.get("sendq") if here else "-",
-               ("yes" if c.get("muted") else "no") if here else "-", c.get("account") or "-"]
+               ("yes" if c.get("muted") else "no") if here else "-", c.get("account") or "-",
+               c.get("protocol") or "-"]
         rows.append(row + [c.get("node")] if cluster else row)
     return table(CLIENT_HEADERS + (["NODE"] if cluster else []), rows, right=(0, 5, 6))
 

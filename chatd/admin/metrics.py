@@ -103,6 +103,7 @@ class ChatdCollector(Collector):
                      "When this chatd started serving (kept across an upgrade), Unix time",
                      self._started_at())
         yield _gauge("chatd_clients", "Chat clients connected to this node", stats["clients"])
+        yield self._by_protocol(stats)
         yield _gauge("chatd_clients_max", "The max_clients limit in force", config.max_clients)
         yield _gauge("chatd_rooms", "Rooms on this node (the lobby always counts)",
                      stats["rooms"])
@@ -141,6 +142,15 @@ class ChatdCollector(Collector):
             value = max(value, self._high.get(key, 0))
             self._high[key] = value
         return value
+
+    @staticmethod
+    def _by_protocol(stats: dict) -> GaugeMetricFamily:
+        family = GaugeMetricFamily("chatd_clients_by_protocol",
+                                   "Chat clients connected to this node, by the protocol they "
+                                   "speak", labels=["protocol"])
+        for protocol in ("line", "irc"):  # both always, so a dashboard's series exist
+            family.add_metric([protocol], stats["protocols"].get(protocol, 0))
+        return family
 
     def _messages(self, stats: dict) -> CounterMetricFamily:
         family = CounterMetricFamily("chatd_messages", "Chat messages sent by clients: to "

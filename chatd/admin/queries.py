@@ -145,4 +145,5 @@ def _describe(row, now: float, when: _IsoSeconds) -> dict:
         "sendq": row.sendq,
         "muted": row.muted,
         "account": row.account,  # the account it is logged in to; None: a guest
+        "protocol": row.protocol,  # "line" or "irc" (docs/protocol.md §14)
     }

@@ -366,7 +366,7 @@ GATHERS = {"rows": _rows_args}
 #: What a gathered ``rows`` answer may hold per client (admincmds._describe), and its size.
 ROW_FIELDS = frozenset(("id", "nick", "peer", "ip", "room", "connected", "connected_at", "idle",
                         "bytes_in", "bytes_out", "lines_in", "lines_out", "sendq", "muted",
-                        "account"))
+                        "account", "protocol"))
 MAX_ROWS = 100_000
 
 

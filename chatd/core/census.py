@@ -53,6 +53,7 @@ class Row(NamedTuple):
     sendq: int
     rooms: tuple[str, ...]  # every room it is in, the current one among them
     account: str | None
+    protocol: str  # what it speaks (core/protocol.py: "line", "irc")
 
 
 class Census:
@@ -86,8 +87,8 @@ class Census:
     def counters(self) -> dict:
         """What a metrics scrape reads (metrics.py): the totals of :meth:`stats`, plus
         ``room_messages`` and ``private_messages`` (chat messages sent), ``disconnects``
-        (Close kind -> count), ``sendq_bytes`` (output queued for every client) and
-        ``sendq_max_bytes`` (the fullest queue).
+        (Close kind -> count), ``sendq_bytes`` (output queued for every client),
+        ``sendq_max_bytes`` (the fullest queue) and ``protocols`` (clients by protocol).
 
         The hub lock is held only to copy the client list and three small values; the sums
         over the clients are taken after, from plain int attributes (atomic reads). A client
@@ -107,8 +108,11 @@ class Census:
             disconnects = dict(self._disconnects)
         lines_in, bytes_in = departed["lines_in"], departed["bytes_in"]
         backlog = largest = 0
+        protocols: dict[str, int] = {}
         for client in clients:
             outbox = client.outbox
+            name = outbox.protocol.name
+            protocols[name] = protocols.get(name, 0) + 1
             lines_in += client.lines_in
             bytes_in += client.bytes_in
             room_messages += client.room_messages
@@ -122,7 +126,8 @@ class Census:
         return {"clients": len(clients), "rooms": rooms, "lines_in": lines_in,
                 "lines_out": lines_out, "bytes_in": bytes_in, "bytes_out": bytes_out,
                 "room_messages": room_messages, "private_messages": private_messages,
-                "disconnects": disconnects, "sendq_bytes": backlog, "sendq_max_bytes": largest}
+                "disconnects": disconnects, "sendq_bytes": backlog, "sendq_max_bytes": largest,
+                "protocols": protocols}
 
     def who(self, client) -> tuple[str, list[str]]:
         """The members of ``client``'s room, on every node: ``@nick`` an operator, ``+nick``
@@ -193,7 +198,7 @@ class Census:
             rows = [Row(c.id, c.nick, c.peer, c.ip, c.room.name if c.room is not None else None,
                         c.muted, c.connected_at, c.last_active, c.bytes_in, c.lines_in,
                         c.outbox.bytes_out, c.outbox.lines_out, c.outbox.queued,
-                        tuple(r.name for r in c.rooms), c.account)
+                        tuple(r.name for r in c.rooms), c.account, c.outbox.protocol.name)
                     for c in clients]
         rows.sort()
         return rows

@@ -244,10 +244,19 @@ class Hub(Census, Membership, Identity, Presence, Stewardship):
         target = self.find(nick)
         if target is not None:
             return target.nick, lambda event: self.deliver_private(target, event)
-        remote = self._bus.remote_nick(nick)
+        remote = self._bus.remote_nick(nick) or self._member_elsewhere(nick)
         if remote is not None:  # (an away answer comes from its node)
             return remote, lambda event: self._bus.send_private(remote, event)
         return None
+
+    def _member_elsewhere(self, nick: str) -> str | None:
+        """``nick`` as spelled by another node's client that is in no room (an IRC client's
+        member record: the rosters know members of rooms only), or None."""
+        try:
+            found = self._bus.describe(nick)
+        except ClusterUnavailable:
+            return None
+        return found[1].nick if found is not None else None
 
     def receive_lines(self, room_name: str, events: list, position=None, stamps=None,
                       origin: str = "") -> None:
@@ -310,6 +319,8 @@ class Hub(Census, Membership, Identity, Presence, Stewardship):
             for room in rooms:
                 room.post(None, event)
             count = sum(len(room.members) for room in rooms)
+            if key is None:
+                count += self._tell_roomless(event)
         if key is None:
             self._bus.publish_all(event)
             return count + sum(members for _, members in remote.values())
@@ -322,3 +333,12 @@ class Hub(Census, Membership, Identity, Presence, Stewardship):
             for room in self._rooms.values():
                 if room.members:
                     room.post(None, event)
+            self._tell_roomless(event)
+
+    def _tell_roomless(self, event) -> int:
+        """(hub lock held) An operator's line for everyone, to the registered clients in no
+        room (IRC's, until they JOIN), who no room line reaches; returns how many."""
+        roomless = [c for c in self._clients.values() if not c.rooms and c.nick]
+        for client in roomless:
+            self.send_to(client, event)
+        return len(roomless)

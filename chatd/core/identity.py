@@ -57,6 +57,7 @@ class Identity:
             with self._lock:
                 if claimed:
                     client.nick = nick
+                    self._bus.member(client)  # other nodes find it in no room too (whois, msg)
                 elif self._nicks.get(key) is client:
                     del self._nicks[key]
         return None if claimed else in_use

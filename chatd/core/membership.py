@@ -48,9 +48,10 @@ class Membership:
                 self._history.release(name)
         return None
 
-    def enter(self, client, name: str, key: str = "") -> str | None:
+    def enter(self, client, name: str, key: str = "", since: Position | None = None) -> str | None:
         """``client`` becomes a member of room ``name`` too, staying in its other rooms;
-        returns an error text or None (as :meth:`join`)."""
+        returns an error text or None (as :meth:`join`). ``since``: its account's last line
+        there (§12): it is replayed what it missed instead of the last lines (Room.attach)."""
         tail = self._tail_for(name)
         try:
             with self._lock:
@@ -65,7 +66,7 @@ class Membership:
                 if room is None:
                     room, tail = self._room(name, tail), None
                     room.state = self._made_by(client, name)
-                self._enter(client, room, self._entered(client, room))
+                self._enter(client, room, self._entered(client, room), since)
         finally:
             if tail is not None:
                 self._history.release(name)

@@ -73,6 +73,15 @@ def _member_room(reader, name: str):
     return None
 
 
+def _my_room(reader, target: str):
+    """The client's Room that ``target`` (``#room``) names, or None after telling it 442."""
+    name = _room(target)
+    room = _member_room(reader, name) if name else None
+    if room is None:
+        reader.reply("442", target[:30], "You're not on that channel")
+    return room
+
+
 # -- rooms ----------------------------------------------------------------------------------------
 
 
@@ -89,7 +98,8 @@ def do_join(reader, params: tuple) -> None:
             continue
         if _member_room(reader, name) is not None:
             continue  # already there: nothing happens (RFC 2812 §3.2.1)
-        problem = reader.hub.enter(reader.client, name, keys[index] if index < len(keys) else "")
+        problem = reader.hub.enter(reader.client, name, keys[index] if index < len(keys) else "",
+                                   reader.places.pop(fold(name), None))
         if problem:
             _refused(reader, problem, "#" + name)
             continue
@@ -144,10 +154,8 @@ def do_names(reader, params: tuple) -> None:
 
 
 def do_topic(reader, params: tuple) -> None:
-    name = _room(params[0])
-    room = _member_room(reader, name) if name else None
+    room = _my_room(reader, params[0])
     if room is None:
-        reader.reply("442", params[0][:30], "You're not on that channel")
         return
     if len(params) == 1:
         topic = room.state.topic
@@ -170,10 +178,8 @@ def do_list(reader, params: tuple) -> None:
 
 
 def do_kick(reader, params: tuple) -> None:
-    name = _room(params[0])
-    room = _member_room(reader, name) if name else None
+    room = _my_room(reader, params[0])
     if room is None:
-        reader.reply("442", params[0][:30], "You're not on that channel")
         return
     reason = sanitize(params[2]) if len(params) > 2 and params[2] else reader.client.nick
     for nick in _targets(params[1]):
@@ -183,10 +189,8 @@ def do_kick(reader, params: tuple) -> None:
 
 
 def do_invite(reader, params: tuple) -> None:
-    nick, name = params[0], _room(params[1])
-    room = _member_room(reader, name) if name else None
+    nick, room = params[0], _my_room(reader, params[1])
     if room is None:
-        reader.reply("442", params[1][:30], "You're not on that channel")
         return
     problem = reader.hub.invite(reader.client, room.name, nick)
     if problem:

@@ -31,7 +31,7 @@ class IrcReader:
     """What core/protocol.py's ``Reader`` asks, for IRC (docs/protocol.md §14)."""
 
     __slots__ = ("session", "client", "hub", "settings", "protocol", "framer", "next_line",
-                 "registration", "registered", "sasl")
+                 "registration", "registered", "sasl", "places")
 
     too_long = LINE_TOO_LONG
 
@@ -48,7 +48,10 @@ class IrcReader:
             offered.update(SASL)
         self.registration = Registration(protocol.server, offered)
         self.registered = False
-        self.sasl = None  # commands.Sasl while an AUTHENTICATE exchange is under way
+        self.sasl = None  # "PLAIN" while an AUTHENTICATE exchange is under way
+        #: folded room -> where its account last stood there (welcome.log_in): the first
+        #: JOIN of such a room replays what it missed since (docs/protocol.md §12.3).
+        self.places: dict = {}
 
     # -- input --------------------------------------------------------------------------------
 
@@ -174,6 +177,7 @@ class IrcReader:
         registration.enabled = {c for c in irc.get("caps", ()) if c in registration.offered}
         registration.nick, registration.user = irc.get("nick"), irc.get("user")
         registration.negotiating = bool(irc.get("negotiating"))
-        self.registered = bool(irc.get("registered"))
+        # (the fd store's state of a restart has no reader state: a nick means registered)
+        self.registered = bool(irc.get("registered", self.client.nick))
         self.protocol.caps = frozenset(registration.enabled)
         self.protocol.nick = self.client.nick

@@ -111,6 +111,7 @@ def _error(text: str) -> str:
 TOLD = {
     ev.PrivateMessage: lambda s, me, e: f":{mask(e.sender)} PRIVMSG {me} :{e.text}",
     ev.IsAway: lambda s, me, e: _numeric(s, "301", me, e.nick, e.text),
+    ev.Announcement: lambda s, me, e: _notice(s, me, f"[admin] {e.text}"),  # (in no room)
     ev.RoomEntered: lambda s, me, e: f":{mask(me)} JOIN #{e.room}",
     ev.TopicIs: lambda s, me, e: _numeric(s, "332", me, "#" + e.room, e.topic),
     ev.NoTopic: lambda s, me, e: _numeric(s, "331", me, "#" + e.room, "No topic is set"),

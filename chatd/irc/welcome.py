@@ -38,11 +38,14 @@ def log_in(reader, name: str, password: str) -> str | None:
     if account is None:
         return problem
     try:
-        problem, _ = reader.hub.log_in(client, account.name, LoggedIn(account.name))
+        problem, handed = reader.hub.log_in(client, account.name, LoggedIn(account.name))
     except ClusterUnavailable:
         return CLUSTER_UNAVAILABLE
     if problem is None:
         ignore_as_the_account(reader.session, accounts, account.name)
+        # where it was: a JOIN of one of those rooms replays what it missed there (§12)
+        places = accounts.rooms(account.name) if handed is None else handed
+        reader.places = {fold(room): since for room, since in places if since is not None}
     return problem
 
 

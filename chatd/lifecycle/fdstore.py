@@ -167,8 +167,8 @@ def running_state(sources: Sources, clients: list) -> HandoverState:
     now = time.monotonic()
     records = [ClientRecord.of(client, now, names.add(client_name(client.id)), b"", FRESH_SESSION)
                for client in clients
-               if client.nick and client.room is not None and client.outbox.tls is None
-               and not client.outbox.protocol.names_itself]  # (IRC's: not handed over yet)
+               if client.nick and (client.room is not None or client.outbox.protocol.roomless)
+               and client.outbox.tls is None]
     flusher = sources.flusher
     return HandoverState(
         started_at=sources.started_at,

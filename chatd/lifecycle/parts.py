@@ -124,10 +124,13 @@ def metrics_server(sock: socket.socket, hub, admin, bus, bans, config, started_a
                                  interval=lambda: config().metrics_interval)
 
 
-def irc_protocol(settings):
-    """What makes an IRC connection's protocol object (docs/protocol.md §14): each its own,
-    all with one room renderer, so that a room renders a line once for its IRC members."""
+def protocols(settings) -> dict:
+    """What makes a connection's protocol object, by the protocol's name (core/protocol.py):
+    the line protocol's one object, and IRC's (docs/protocol.md §14), one per connection, all
+    with one room renderer, so that a room renders a line once for its IRC members. An
+    upgrade rebuilds handed-over clients by name with these."""
     from chatd.irc.protocol import IrcProtocol, IrcRooms
+    from chatd.line.protocol import LINE
 
     rooms = IrcRooms(settings)
-    return lambda: IrcProtocol(rooms)
+    return {LINE.name: lambda: LINE, "irc": lambda: IrcProtocol(rooms)}

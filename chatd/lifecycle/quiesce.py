@@ -5,7 +5,7 @@ and Service.resume do, on the parts that can change what a client has or will ge
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -20,20 +20,22 @@ log = structlog.get_logger("chatd.upgrade")
 class Quiet:
     """The parts a freeze stops (built by the service)."""
 
-    listener: Any
-    tls_listener: Any
+    #: The plain listeners (the line protocol's, IRC's): their sessions are handed over.
+    plain: list
+    #: The TLS listeners (the line protocol's, IRC's): a TLS session cannot leave the
+    #: process, so their clients are told to reconnect.
+    tls: list
     admin: Any
     hub: Any
     flusher: Any
     gate: Any
     history_store: Any
-    #: The IRC listeners: their clients are not handed over yet (docs/protocol.md §9), so
-    #: they are told to reconnect, as TLS clients are.
-    irc_listeners: list = field(default_factory=list)
 
     def listeners(self) -> list:
-        return [x for x in (self.listener, self.tls_listener, *self.irc_listeners)
-                if x is not None]
+        return [*self.plain, *self.tls]
+
+    def _live(self) -> int:
+        return sum(listener.live_sessions for listener in self.plain)
 
     def quiesce(self, timeout: float) -> tuple[list, dict]:
         """Listeners and admin stop accepting (the sockets stay listening: the kernel queues
@@ -45,17 +47,16 @@ class Quiet:
             for listener in self.listeners():
                 listener.pause()
             self.admin.pause()
-            leaving = [x for x in (self.tls_listener, *self.irc_listeners) if x is not None]
-            if leaving:
+            if self.tls:
                 notice = ServerRestarting()
                 for client in self.hub.clients():
-                    if client.outbox.tls is not None or client.outbox.protocol.names_itself:
+                    if client.outbox.tls is not None:
                         self.flusher.disconnect(client.outbox, RESTARTING, notice)
-                if any(listener.wait_sessions(timeout) for listener in leaving):
-                    raise UpgradeFailed(f"TLS and IRC clients did not leave within {timeout:g} s")
+                if any(listener.wait_sessions(timeout) for listener in self.tls):
+                    raise UpgradeFailed(f"TLS clients did not leave within {timeout:g} s")
             closed = time.monotonic()
             self.gate.close()
-            parked = self.gate.wait_parked(lambda: self.listener.live_sessions, timeout)
+            parked = self.gate.wait_parked(self._live, timeout)
             if parked is None:
                 raise UpgradeFailed(f"the sessions did not stop within {timeout:g} s")
             sessions_stopped = time.monotonic()

@@ -91,6 +91,7 @@ class Service:
         self.accounts = parts.accounts(config, lambda: self.config, self.bus)
         self.settings = LiveSettings(config, self.gate, self.fd_store,  # sessions' view
                                      self.accounts)
+        self.protocols = parts.protocols(self.settings)  # name -> a connection's protocol
         self.inherited: Inherited | None = None  # what bind() took over (takeover.py)
         self._activation: list[int] = []  # socket activation's descriptors (bind())
         self.housekeeper: Housekeeper | None = None
@@ -155,7 +156,7 @@ class Service:
         if config.tls_cert:
             self.tls_listener = self._listener(tls_sock or binding.tls_socket(config),
                                                tls_context=context)
-        irc = parts.irc_protocol(self.settings)
+        irc = self.protocols["irc"]
         if config.irc_port:
             self.irc_listener = self._listener(
                 irc_sock or binding.irc_socket(config.host, config.irc_port, ""), protocol=irc)
@@ -241,6 +242,14 @@ class Service:
         if self.metrics is not None:
             self.metrics.stop()
 
+    def _listener_of(self, sock) -> Listener:
+        """The listener whose port accepted ``sock`` (the line protocol's if none is)."""
+        try:
+            port = sock.getsockname()[1]
+        except OSError:
+            return self.listener
+        return next((x for x in self.listeners() if x.address[1] == port), self.listener)
+
     def listeners(self) -> list[Listener]:
         return [x for x in (self.listener, self.tls_listener, self.irc_listener,
                             self.irc_tls_listener) if x is not None]
@@ -269,7 +278,7 @@ class Service:
         inherited, restored = self.inherited, []
         self._keep_rooms()  # before the clients: a registered room a client is in has its state
         if inherited is not None:  # the clients rebuilt, then the old process lets go of them
-            restored = inherited.clients(self.hub, self.flusher)
+            restored = inherited.clients(self.hub, self.flusher, self.protocols)
             self.pidfile = inherited.commit() or self.pidfile  # its pidfile is ours now
         self.history_store.start()  # opens the file (never fails: history.py)
         self.hub.use_history(self.history)
@@ -279,7 +288,8 @@ class Service:
             listener.start()
         start_clients(self.listener, restored)
         for client_id, sock in inherited.orphans if inherited is not None else ():
-            self.listener.readmit(client_id, sock)  # kept by the fd store, unknown to its state
+            self._listener_of(sock).readmit(client_id, sock)  # kept by the fd store, unknown
+            # to its state
         self.fd_store.start(self._sources(),
                             inherited.inherited_states() if inherited is not None else [])
         self.admin.start()
@@ -421,9 +431,10 @@ class Service:
         self._quiet().resume()
 
     def _quiet(self) -> Quiet:
-        return Quiet(self.listener, self.tls_listener, self.admin, self.hub, self.flusher,
-                     self.gate, self.history_store,
-                     [x for x in (self.irc_listener, self.irc_tls_listener) if x is not None])
+        plain = [x for x in (self.listener, self.irc_listener) if x is not None]
+        tls = [x for x in (self.tls_listener, self.irc_tls_listener) if x is not None]
+        return Quiet(plain, tls, self.admin, self.hub, self.flusher, self.gate,
+                     self.history_store)
 
 
 def run(config, daemonize: bool = False, takeover=None) -> int:

@@ -70,7 +70,7 @@ class ClientRecord:
         # positional, in the order of the fields above: keywords cost a microsecond a client,
         # and an upgrade makes one record per client while they all wait (of, write, read)
         outbox = client.outbox
-        room = client.room.name
+        room = client.room.name if client.room is not None else None  # (IRC: maybe in none)
         rooms = client.rooms
         return cls(client.id, fd, client.ip, client.peer, client.nick, room, client.muted,
                    client.connected_at, now - client.last_active, client.bytes_in,
@@ -107,7 +107,8 @@ class ClientRecord:
                    # an older chatd did not count these (metrics, issue 13)
                    record.get("room_messages", 0), record.get("private_messages", 0),
                    record["bytes_out"], record["lines_out"], unpack_bytes(record["backlog"]),
-                   session, [room] if rooms == [room] else _names(rooms) or [room],
+                   session, [room] if rooms == [room] else
+                   _names(rooms) or ([room] if _optional_name(room) else []),
                    _optional_name(record.get("account")), str(record.get("protocol", "line")),
                    _away(record.get("away")), _names(record.get("ignores"))[:MAX_IGNORES])
 

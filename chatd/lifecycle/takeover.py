@@ -19,12 +19,9 @@ from chatd.lifecycle.fdstore import StoreTakeover
 from chatd.lifecycle.handover import HandoverError
 from chatd.lifecycle.reexec import ExecTakeover
 from chatd.lifecycle.startup import StartupError
-from chatd.line.protocol import LINE
 
 log = structlog.get_logger("chatd.takeover")
 
-#: The protocols a handed-over client may speak, by name (ClientRecord.protocol).
-PROTOCOLS = {LINE.name: LINE}
 #: After an upgrade, threads start RESUME_BATCH at a time, RESUME_PAUSE apart (start_clients).
 RESUME_BATCH = 100
 RESUME_PAUSE = 0.001
@@ -72,9 +69,10 @@ class Inherited:
         sock.close()
         return None
 
-    def clients(self, hub, flusher) -> list:
+    def clients(self, hub, flusher, protocols: dict) -> list:
         """The clients handed over, back in the hub and with their unsent output queued; no
-        thread runs yet. Returns (client, session state) pairs for the listener."""
+        thread runs yet. Returns (client, session state) pairs for the listener.
+        ``protocols``: name -> what makes a connection's protocol object (parts.protocols)."""
         state = self.state
         hub.resume_totals(state.hub)
         flusher.closed_lines_out, flusher.closed_bytes_out = state.closed_out
@@ -83,13 +81,13 @@ class Inherited:
         for record in state.clients:
             if self.source.fds[record.fd] < 0:
                 continue  # a connection the fd store did not keep
-            protocol = PROTOCOLS.get(record.protocol)
-            if protocol is None:  # from a chatd that spoke more: this one cannot serve it
+            make = protocols.get(record.protocol)
+            if make is None:  # from a chatd that spoke more: this one cannot serve it
                 log.warning("client_protocol_unknown", client_id=record.id,
                             protocol=record.protocol[:32])
                 self.source.sock(record.fd).close()
                 continue
-            client = Client(record.id, self.source.sock(record.fd), (record.ip, 0), protocol)
+            client = Client(record.id, self.source.sock(record.fd), (record.ip, 0), make())
             client.peer = record.peer
             client.connected_at = record.connected_at
             client.last_active = now - record.idle

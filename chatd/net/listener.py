@@ -217,6 +217,10 @@ class Listener:
             conn.close()
             return
         client = Client(client_id, conn, addr, self.protocol())
+        if client.outbox.protocol.names_itself:  # (IRC) a client that thinks it registered
+            self.settings.fd_store.forget_id(client_id)  # would be told 451: it reconnects
+            conn.close()
+            return
         refusal = self.hub.admit(client, self.settings.config.max_clients,
                                  self.settings.config.max_clients_per_ip)
         if refusal:

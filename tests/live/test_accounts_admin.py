@@ -98,7 +98,7 @@ def test_add_list_show_and_last_login(server):
     # chatctl list: who is logged in to which account
     clients = table(ctl(server, "list"))
     assert list(clients[0]) == ["ID", "NICK", "PEER", "ROOM", "CONNECTED", "IDLE", "SENDQ",
-                                "MUTED", "ACCOUNT"]
+                                "MUTED", "ACCOUNT", "PROTOCOL"]
     accounts = {c["NICK"]: c["ACCOUNT"] for c in clients}
     assert accounts == {"alice": "alice", guest.nick: "-"}, clients
     by_nick = {c["nick"]: c for c in json.loads(ctl(server, "--json", "list"))}

@@ -90,7 +90,7 @@ def test_list_three_clients(server):
     a.expect("*** guest-3 left lobby")
     out = lines(ctl(server, "list"))
     assert out[0].split() == ["ID", "NICK", "PEER", "ROOM", "CONNECTED", "IDLE", "SENDQ", "MUTED",
-                              "ACCOUNT"]
+                              "ACCOUNT", "PROTOCOL"]
     rows = [line.split() for line in out[1:]]
     ids = [str(server.client_id(x)) for x in (a, b, c)]
     assert [r[0] for r in rows] == ids
@@ -98,18 +98,19 @@ def test_list_three_clients(server):
     assert [r[2] for r in rows] == [f"127.0.0.1:{x.local_port}" for x in (a, b, c)]
     assert [r[3] for r in rows] == ["lobby", "lobby", "dev"]
     for row in rows:
-        assert len(row) == 10, row  # CONNECTED is two words: date and time
+        assert len(row) == 11, row  # CONNECTED is two words: date and time
         assert re.fullmatch(UTC_TIME, f"{row[4]} {row[5]}"), row
         assert re.fullmatch(r"\d+s|\d+m\d\ds", row[6]), row
         assert row[7].isdigit(), row
         assert row[8] == "no", row
         assert row[9] == "-", row  # guests: logged in to no account (test_accounts_admin.py)
+        assert row[10] == "line", row
 
 
 def test_list_formatting(server):
     """Aligned columns, connect time in UTC, compact idle, --room filter, empty table."""
     assert invoke(server, "list").stdout == \
-        "ID  NICK  PEER  ROOM  CONNECTED  IDLE  SENDQ  MUTED  ACCOUNT\n"
+        "ID  NICK  PEER  ROOM  CONNECTED  IDLE  SENDQ  MUTED  ACCOUNT  PROTOCOL\n"
     before = time.time()
     a, b = server.connect_many(2)
     b.join("dev")
@@ -224,7 +225,7 @@ def test_mute_and_unmute(server):
     alice.expect("*** error: you are muted")
     bob.expect_silence()
     assert json.loads(invoke(server, "--json", "list").stdout)[0]["muted"] is True
-    assert [row.split()[-2] for row in lines(invoke(server, "list").stdout)] == ["MUTED", "yes", "no"]
+    assert [row.split()[-3] for row in lines(invoke(server, "list").stdout)] == ["MUTED", "yes", "no"]
     assert ctl(server, "unmute", str(server.client_id(alice))) == \
         f"unmuted alice (id {server.client_id(alice)})\n"
     alice.expect("*** you are no longer muted")

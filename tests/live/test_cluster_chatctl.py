@@ -51,8 +51,8 @@ def test_list_shows_other_nodes_clients_with_their_counters(cluster):
     assert (row["node"], row["room"], row["muted"], row["sendq"]) == ("node2", "dev", True, 0)
     assert row["bytes_in"] > 0 and row["lines_in"] >= 2 and row["idle"] >= 0, row
     assert [r["nick"] for r in json.loads(ctl(a, "--json", "list", "--room", "dev"))] == ["bob"]
-    assert [line.split()[-3:] for line in ctl(a, "list").splitlines() if "bob" in line] == [
-        ["yes", "-", "node2"]]  # MUTED, ACCOUNT (a guest: none), NODE
+    assert [line.split()[-4:] for line in ctl(a, "list").splitlines() if "bob" in line] == [
+        ["yes", "-", "line", "node2"]]  # MUTED, ACCOUNT (a guest: none), PROTOCOL, NODE
     b.proc.send_signal(signal.SIGSTOP)
     try:
         started = time.monotonic()

@@ -5,10 +5,13 @@ weechat, irssi) are in test_irc_clients.py."""
 from __future__ import annotations
 
 import base64
+import json
 import re
 
-from support.metrics import free_port
+from support.chatctl import ctl
+from support.metrics import free_port, start, value, wait_metric
 from test_accounts import PASSWORD, register
+from test_upgrade import upgrade
 
 
 def irc_server(chatd, **sections):
@@ -214,3 +217,109 @@ def test_an_unregistered_connection_is_closed_after_login_timeout(chatd):
     idle.send_line("NICK slow")
     lines = idle.expect_closed(timeout=10)
     assert lines[-1].endswith(":*** error: login required"), lines
+
+
+def test_ownership_from_irc_topic_invite_ban_and_refusals(chatd):
+    server = irc_server(chatd)
+    alice = server.irc("alice")
+    alice.send_line("JOIN #club")
+    alice.numeric("366")
+    alice.send_line("TOPIC #club :members only")
+    alice.expect(":alice!alice@chatd TOPIC #club :members only")
+    alice.send_line("MODE #club +i")
+    alice.expect(":alice!alice@chatd MODE #club +i")
+    alice.send_line("MODE #club +t")
+    alice.expect(":alice!alice@chatd MODE #club +t")
+    alice.send_line("MODE #club")
+    alice.expect(":chatd 324 alice #club :+it")
+    bob = server.irc("bob")
+    bob.send_line("JOIN #club")
+    bob.expect(":chatd 473 bob #club :club is invite-only")
+    bob.send_line("TOPIC #club :mine")
+    bob.expect(":chatd 442 bob #club :You're not on that channel")
+    alice.send_line("INVITE bob #club")
+    alice.expect(":chatd 341 alice bob :#club")
+    bob.expect(":alice!alice@chatd INVITE bob #club")
+    bob.send_line("JOIN #club")
+    bob.expect(":bob!bob@chatd JOIN #club")
+    bob.expect(":chatd 332 bob #club :members only")
+    bob.send_line("TOPIC #club :mine")
+    bob.wait_for(":chatd 482 bob #club :you are not an operator of club")
+    carol = server.connect()
+    carol.set_nick("carol")
+    alice.send_line("MODE #club +b carol")
+    alice.wait_for(":alice!alice@chatd MODE #club +b carol!*@*")
+    alice.send_line("MODE #club b")
+    alice.expect(":chatd 367 alice #club carol!*@* :chatd")
+    alice.expect(":chatd 368 alice #club :End of channel ban list")
+    carol.send_line("/join club")
+    carol.expect("*** error: you are banned from club")
+
+
+def test_chatctl_list_and_metrics_show_the_protocol(chatd):
+    server, port = start(chatd, irc={"irc_port": free_port()})
+    server.connect().set_nick("bob")
+    server.irc("alice")
+    rows = {row["nick"]: row for row in json.loads(ctl(server, "--json", "list"))}
+    assert (rows["alice"]["protocol"], rows["bob"]["protocol"]) == ("irc", "line")
+    table = ctl(server, "list").splitlines()
+    assert table[0].split()[-1] == "PROTOCOL"
+    assert [line.split()[-1] for line in table[1:]] == ["line", "irc"]  # by id: bob first
+    samples = wait_metric(port, "chatd_clients", lambda v: v == 2)
+    assert value(samples, "chatd_clients_by_protocol", protocol="irc") == 1
+    assert value(samples, "chatd_clients_by_protocol", protocol="line") == 1
+    alice = server.irc("alicia")
+    alice.send_line("NICK bob")  # (an IRC nick change of a nick held by a line client)
+    alice.wait_for(":chatd 433 alicia bob :nick bob is already in use")
+    ctl(server, "broadcast", "maintenance at noon")  # in no room: told directly
+    alice.wait_for(":chatd NOTICE alicia :[admin] maintenance at noon")
+
+
+def test_an_upgrade_keeps_irc_clients_their_rooms_and_capabilities(chatd):
+    server = irc_server(chatd)
+    bob = joined(server, "bob")
+    alice = server.irc("alice", caps=("echo-message",))
+    alice.send_line("JOIN #dev,#ops")
+    alice.numeric("366")
+    alice.numeric("366")
+    bob.expect("*** alice joined dev")
+    idle = server.irc("carol")  # registered, in no room
+    waiting = server.irc_raw()  # not registered yet: it finishes after the upgrade
+    waiting.send_line("NICK dave")
+    upgrade(server)
+    bob.send_line("after the upgrade")
+    alice.expect(":bob!bob@chatd PRIVMSG #dev :after the upgrade")
+    alice.send_line("PRIVMSG #dev :still here")
+    alice.expect(":alice!alice@chatd PRIVMSG #dev :still here")  # echo-message kept
+    bob.expect("<alice> still here")
+    alice.send_line("PRIVMSG #ops :ops too")
+    alice.expect(":alice!alice@chatd PRIVMSG #ops :ops too")
+    idle.send_line("JOIN #dev")
+    idle.expect(":carol!carol@chatd JOIN #dev")
+    waiting.send_line("USER dave 0 * :dave")
+    waiting.wait_for(":chatd 001 dave :Welcome to chatd, dave!dave@chatd")
+    bob.expect("*** carol joined dev")
+    bob.expect_silence()
+
+
+def test_what_an_account_missed_is_replayed_on_its_join_with_server_time(chatd):
+    server = irc_server(chatd)
+    line = server.connect()
+    register(line, "alice")
+    line.join("dev")
+    bob = joined(server, "bob")
+    line.send_line("/quit")
+    bob.wait_for("*** alice left dev (quit)")
+    bob.send_line("while you were away")
+    bob.sync()
+    alice = server.irc("alice", caps=("server-time",), password=PASSWORD)
+    alice.send_line("JOIN #dev")
+    alice.expect(":alice!alice@chatd JOIN #dev")
+    alice.expect(":chatd NOTICE alice :*** 1 line you missed in #dev")
+    missed = alice.read_line()
+    assert re.fullmatch(r"@time=\S+Z :bob!bob@chatd PRIVMSG #dev :while you were away",
+                        missed), missed
+    alice.send_line("PART #dev")
+    alice.send_line("JOIN #dev")  # once: a second JOIN replays nothing it missed
+    alice.wait_for(":alice!alice@chatd JOIN #dev")
+    assert not any("you missed" in line for line in alice.sync())

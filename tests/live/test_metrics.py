@@ -36,7 +36,7 @@ def test_families_names_help_and_types(chatd):
     families = {f.name: f for f in text_string_to_metric_families(body)}
     expected = {
         "chatd_build_info": "gauge", "chatd_start_time_seconds": "gauge", "chatd_clients": "gauge",
-        "chatd_clients_max": "gauge", "chatd_rooms": "gauge",
+        "chatd_clients_max": "gauge", "chatd_rooms": "gauge", "chatd_clients_by_protocol": "gauge",
         "chatd_messages": "counter", "chatd_lines_received": "counter",
         "chatd_deliveries": "counter",
         "chatd_received_bytes": "counter", "chatd_sent_bytes": "counter",

@@ -73,16 +73,17 @@ def test_human_lines_for_actions():
     assert fmt.host_port("::1", 5555) == "[::1]:5555"
 
 
-def test_client_table_has_muted_and_account_columns():
+def test_client_table_has_muted_account_and_protocol_columns():
     rows = fmt.clients([{"id": 7, "nick": "al", "peer": "127.0.0.1:1", "room": "lobby",
                          "connected_at": None, "idle": 3, "sendq": 0, "muted": True,
-                         "account": "al"},
-                        {"id": 12, "nick": "bo", "peer": "127.0.0.1:2", "room": "dev",
+                         "account": "al", "protocol": "line"},
+                        {"id": 12, "nick": "bo", "peer": "127.0.0.1:2", "room": None,
                          "connected_at": None, "idle": 65, "sendq": 10, "muted": False,
-                         "account": None}])
-    assert rows == ["ID  NICK  PEER         ROOM   CONNECTED   IDLE  SENDQ  MUTED  ACCOUNT",
-                    " 7  al    127.0.0.1:1  lobby  -             3s      0  yes    al",
-                    "12  bo    127.0.0.1:2  dev    -          1m05s     10  no     -"]
+                         "account": None, "protocol": "irc"}])
+    assert rows == [
+        "ID  NICK  PEER         ROOM   CONNECTED   IDLE  SENDQ  MUTED  ACCOUNT  PROTOCOL",
+        " 7  al    127.0.0.1:1  lobby  -             3s      0  yes    al       line",
+        "12  bo    127.0.0.1:2  -      -          1m05s     10  no     -        irc"]
 
 
 def test_account_table_and_lines():

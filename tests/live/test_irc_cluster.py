@@ -1,0 +1,70 @@
+"""The IRC listener across two cluster nodes (SPEC §14, §8): IRC and line clients on
+different nodes share rooms, nicks and private messages; real chatd processes on a real
+redis-server."""
+
+from __future__ import annotations
+
+from support.cluster import NODE_TIMEOUT, named
+from support.metrics import free_port
+
+
+def irc_nodes(chatd, redis_server):
+    """Two nodes on one Redis, each with an IRC listener of its own."""
+    redis = redis_server()
+    nodes = [chatd(cluster={"redis_url": redis.url, "node_name": f"node{i + 1}",
+                            "node_timeout": NODE_TIMEOUT}, irc={"irc_port": free_port()})
+             for i in range(2)]
+    for node in nodes:
+        node.wait_event("cluster_joined")
+    return nodes
+
+
+def test_irc_and_line_clients_on_two_nodes_share_a_room(chatd, redis_server):
+    a, b = irc_nodes(chatd, redis_server)
+    bob = named(b, "bob")
+    bob.send_line("/join dev")
+    bob.wait_for("*** you joined dev (1 member)")
+    alice = a.irc("alice")
+    alice.send_line("JOIN #dev")
+    alice.expect(":alice!alice@chatd JOIN #dev")
+    alice.expect(":chatd 353 alice = #dev :alice bob")  # bob: a member on the other node
+    bob.wait_for("*** alice joined dev")
+    bob.send_line("across nodes")
+    alice.wait_for(":bob!bob@chatd PRIVMSG #dev :across nodes")
+    alice.send_line("PRIVMSG #dev :and back")
+    bob.wait_for("<alice> and back")
+    alice.send_line("PRIVMSG #dev :\x01ACTION waves\x01")
+    bob.wait_for("* alice waves")
+    bob.send_line("/nick robert")
+    alice.wait_for(":bob!bob@chatd NICK :robert")
+    alice.send_line("PRIVMSG robert :private across")
+    bob.wait_for("*alice* private across")
+    bob.send_line("/msg alice and a reply")
+    alice.wait_for(":robert!robert@chatd PRIVMSG alice :and a reply")
+    carol = b.irc("carol")  # IRC on both nodes
+    carol.send_line("JOIN #dev")
+    alice.wait_for(":carol!carol@chatd JOIN #dev")
+    carol.send_line("PRIVMSG #dev :irc to irc")
+    alice.wait_for(":carol!carol@chatd PRIVMSG #dev :irc to irc")
+    bob.wait_for("<carol> irc to irc")
+    bob.send_line("/quit later")
+    alice.wait_for(":robert!robert@chatd QUIT :quit: later")
+    carol.wait_for(":robert!robert@chatd QUIT :quit: later")
+
+
+def test_nicks_are_one_namespace_and_a_roomless_irc_client_is_reachable(chatd, redis_server):
+    a, b = irc_nodes(chatd, redis_server)
+    named(b, "bob")
+    taken = a.irc_raw()
+    taken.send_line("NICK bob")
+    taken.send_line("USER x 0 * :x")
+    taken.wait_for(":chatd 433 * bob :nick bob is already in use")
+    alice = a.irc("alice")  # in no room: reached through its member record
+    bob = b.connect()
+    bob.send_line("/msg alice hello roomless")
+    bob.wait_for("*** -> alice: hello roomless")
+    alice.wait_for(":" + bob.nick + "!" + bob.nick + "@chatd PRIVMSG alice :hello roomless")
+    dave = b.irc("dave")
+    dave.send_line("WHOIS alice")
+    dave.wait_for(":chatd 311 dave alice alice chatd * :alice")
+    dave.wait_for(":chatd 312 dave alice node1 :chatd")
