@@ -68,7 +68,8 @@ $(VENV)/.stamp-test: pyproject.toml | $(BIN)/python
 # (or enabling) a system redis-server on port 6379 or prometheus on 9090 while installing: the
 # tests never use the system services.
 TOOLS := nc:netcat-openbsd ncat:ncat openssl:openssl systemd-analyze:systemd telnet:telnet socat:socat \
-    redis-server:redis-server promtool:prometheus ii:ii sic:sic
+    redis-server:redis-server promtool:prometheus ii:ii sic:sic \
+    weechat-headless:weechat-headless irssi:irssi tmux:tmux
 
 tools:
 	@missing=""; for pair in $(TOOLS); do \

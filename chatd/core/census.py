@@ -8,11 +8,14 @@ each view copies what it needs under the hub lock and does the rest after.
 from __future__ import annotations
 
 import itertools
+import time
 from typing import NamedTuple
 
 from chatd.text import fold
 
 _COUNTERS = ("lines_in", "lines_out", "bytes_in", "bytes_out")
+#: Departures WHOWAS remembers (docs/protocol.md §3): about 100 bytes each.
+MAX_GONE = 1000
 
 
 def _traffic(client) -> tuple[int, int, int, int]:
@@ -67,8 +70,20 @@ class Census:
         self._departed["bytes_in"] += client.bytes_in
         self._departed_messages["room"] += client.room_messages
         self._departed_messages["private"] += client.private_messages
+        if client.nick:  # (WHOWAS: who held the nick before)
+            self._gone.appendleft((client.nick, client.username or client.nick,
+                                   client.realname or client.nick, time.time()))
         if reason is not None:
             self._disconnects[reason.kind] = self._disconnects.get(reason.kind, 0) + 1
+
+    def whowas(self, nick: str, count: int = 0) -> list[tuple[str, str, str, float]]:
+        """Who held ``nick`` on this node before, newest first: (nick, user name, real name,
+        when it left), at most ``count`` (0: all kept). :data:`MAX_GONE` departures are
+        kept, the oldest forgotten first."""
+        key = fold(nick)
+        with self._lock:
+            found = [entry for entry in self._gone if fold(entry[0]) == key]
+        return found[:count] if count > 0 else found
 
     def client_count(self) -> int:
         """Clients admitted (stats() without walking them: for /health)."""

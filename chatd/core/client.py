@@ -22,6 +22,8 @@ Field ownership (who writes; everyone may read a plain attribute, which is atomi
   (identity.py).
 - ``away`` (``/away``'s text or None) and ``ignores`` (the nicks it ignores, as typed; the
   folded set the deliverers read is ``outbox.ignoring``): its session thread (presence.py).
+- ``username``, ``realname``: IRC's USER (chatd/irc/), written once by its session thread
+  before it registers; "" for a line client.
 - ``outbox``: created here, then owned by the flusher thread (see flusher.py); it carries the
   client's protocol (core/protocol.py), which renders every event the client is told.
 - the rest is set once by the accept thread before the session starts.
@@ -57,6 +59,8 @@ class Client:
         "positions",
         "away",
         "ignores",
+        "username",
+        "realname",
     )
 
     def __init__(self, client_id: int, sock: socket.socket, addr: tuple, protocol) -> None:
@@ -80,6 +84,11 @@ class Client:
         self.positions: list | None = None
         self.away: str | None = None
         self.ignores: tuple[str, ...] = ()
+        #: What IRC's USER said (the user name and the real name), for WHO, WHOIS and
+        #: WHOWAS; "" for a line client (its nick stands for both). Set once, by its session
+        #: thread, before it is registered.
+        self.username = ""
+        self.realname = ""
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"<Client {self.id} {self.nick or '?'} {self.peer}>"

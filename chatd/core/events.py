@@ -229,10 +229,12 @@ class TopicSet:
 
 @dataclass(frozen=True, slots=True)
 class TopicIs:
-    """The topic of ``room``: told a joiner after its join reply, and the reply to ``/topic``."""
+    """The topic of ``room``: told a joiner after its join reply, and the reply to ``/topic``;
+    ``by``: who set it ("" if not known)."""
 
     room: str
     topic: str
+    by: str = ""
 
 
 @dataclass(frozen=True, slots=True)

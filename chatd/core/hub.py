@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections import deque
 
 from chatd.core.bus import ClusterUnavailable, LocalBus
-from chatd.core.census import Census
+from chatd.core.census import MAX_GONE, Census
 from chatd.core.events import (
     Joined,
     Left,
@@ -69,6 +70,9 @@ class Hub(Census, Membership, Identity, Presence, Stewardship):
         #: Messages of clients that have left (their per-client counts, client.py), like
         #: ``_departed``; a dict of its own so that stats() (chatctl status) stays as it was.
         self._departed_messages = {"room": 0, "private": 0}
+        #: (nick, user name, real name, when) of the clients that left, newest first, at
+        #: most census.MAX_GONE (WHOWAS); hub lock.
+        self._gone: deque = deque(maxlen=MAX_GONE)
         #: folded room name -> (name, RoomState): rooms' states as kept or as the cluster
         #: said, for rooms not made here yet (stewardship.py); hub lock.
         self._shared: dict = {}

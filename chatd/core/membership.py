@@ -150,7 +150,7 @@ class Membership:
         members = len(room.members) + 1 + len(self._bus.remote_members(room.name))
         told = [RoomEntered(room.name, members)]
         if room.state.topic:
-            told.append(TopicIs(room.name, room.state.topic))
+            told.append(TopicIs(room.name, room.state.topic, room.state.topic_by))
         return client.outbox.protocol.lines(told), len(told)
 
     # -- an upgrade (upgrade.py) ----------------------------------------------------------------

@@ -26,6 +26,7 @@ from chatd.core.bus import ClusterUnavailable
 from chatd.core.events import (
     InvitedTo,
     KickedFrom,
+    Revoked,
     RoomEntered,
     RoomKicked,
     RoomRegistered,
@@ -76,9 +77,18 @@ class Stewardship:
             room, s, client.nick, topic), ops_only=lambda s: "t" in s.modes)
 
     def grant(self, client, name: str, what: str, nick: str, on: bool) -> str | None:
-        """``/op``, ``/deop`` (``what`` "ops"), ``/voice``, ``/devoice`` ("voiced")."""
-        return self._by_member(client, name, lambda room, s: roomchanges.grant(
-            room, s, client.nick, what, *self._target(nick), on))
+        """``/op``, ``/deop`` (``what`` "ops"), ``/voice``, ``/devoice`` ("voiced"). A deop
+        of the room's maker (an operator by being its maker, roomstate.py) ends that."""
+        def change(room: str, state: RoomState):
+            target = self._nicks.get(fold(nick))
+            entry, shown = self._target(nick)
+            if not on and what == "ops" and target is not None and state.creator == target.id \
+                    and entry not in state.ops:
+                return state.change(creator=None), Revoked(client.nick, room,
+                                                           roomchanges.LISTS[what], shown)
+            return roomchanges.grant(room, state, client.nick, what, entry, shown, on)
+
+        return self._by_member(client, name, change)
 
     def ban(self, client, name: str, nick: str, on: bool) -> str | None:
         return self._by_member(client, name, lambda room, s: roomchanges.ban(

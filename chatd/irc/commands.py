@@ -12,22 +12,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fnmatch
 import time
 
 from chatd.core.bus import ClusterUnavailable
-from chatd.core.events import Acted, Error, PrivateMessage, Said
+from chatd.core.events import Acted, Error, PrivateMessage, Said, TopicIs
+from chatd.core.hub import LOBBY
 from chatd.core.roomstate import MODES
 from chatd.irc import welcome
 from chatd.irc.message import Message
-from chatd.irc.render import mask
+from chatd.irc.render import HOST, mask
 from chatd.text import NAME_RULE, fold, is_valid_name, sanitize
 
 CLUSTER_UNAVAILABLE = "cluster unavailable, try again"
 #: How a hub refusal reads as a numeric: (words in the text, numeric), first match wins.
 REFUSALS = (("banned from", "474"), ("is invite-only", "473"), ("wrong key", "475"),
             ("too many rooms", "405"), ("not an operator", "482"), ("you are not in", "442"),
-            ("no such nick", "401"), ("is not in", "441"), ("registered", "433"),
-            ("in use", "433"))
+            ("no such nick", "401"), ("is not in", "441"), (" is in ", "443"),
+            ("usage: /mode +k", "525"), ("registered", "433"), ("in use", "433"))
 #: The most targets one JOIN, PART or PRIVMSG names (005 MAXTARGETS); more are ignored.
 MAX_TARGETS = 4
 ACTION = "\x01ACTION "
@@ -77,8 +79,10 @@ def _my_room(reader, target: str):
     """The client's Room that ``target`` (``#room``) names, or None after telling it 442."""
     name = _room(target)
     room = _member_room(reader, name) if name else None
-    if room is None:
+    if room is None and name is not None and reader.hub.members_of(name)[1]:
         reader.reply("442", target[:30], "You're not on that channel")
+    elif room is None:
+        reader.reply("403", target[:30], "No such channel")
     return room
 
 
@@ -158,9 +162,9 @@ def do_topic(reader, params: tuple) -> None:
     if room is None:
         return
     if len(params) == 1:
-        topic = room.state.topic
-        if topic:
-            reader.reply("332", "#" + room.name, topic)
+        state = room.state
+        if state.topic:
+            reader.hub.send_to(reader.client, TopicIs(room.name, state.topic, state.topic_by))
         else:
             reader.reply("331", "#" + room.name, "No topic is set")
         return
@@ -172,6 +176,8 @@ def do_topic(reader, params: tuple) -> None:
 def do_list(reader, params: tuple) -> None:
     wanted = {fold(n) for n in (_room(t) for t in _targets(params[0])) if n} if params else None
     for name, count, topic in reader.hub.listing():
+        if count == 0 and fold(name) == LOBBY:
+            continue  # the line protocol's default room: listed while someone is in it
         if wanted is None or fold(name) in wanted:
             reader.reply("322", "#" + name, str(count), topic)
     reader.reply("323", "End of /LIST")
@@ -205,15 +211,10 @@ def do_invite(reader, params: tuple) -> None:
 def do_mode(reader, params: tuple) -> None:
     target = params[0]
     if not target.startswith("#"):
-        if fold(target) != fold(reader.client.nick):
-            reader.reply("502", "Can't change mode for other users")
-        elif len(params) == 1:
-            reader.reply("221", "+")
-        return  # user modes: none to set, silently
-    name = _room(target)
-    room = _member_room(reader, name) if name else None
+        _user_mode(reader, target, params[1] if len(params) > 1 else None)
+        return
+    room = _my_room(reader, target)
     if room is None:
-        reader.reply("403" if name is None else "442", target[:30], "You're not on that channel")
         return
     if len(params) == 1:
         modes = room.state.modes
@@ -221,6 +222,45 @@ def do_mode(reader, params: tuple) -> None:
         return
     for change, argument in _mode_changes(params[1], list(params[2:])):
         _change_mode(reader, room, change, argument)
+
+
+#: The user modes a client may set on itself: invisible (which changes nothing here: chatd
+#: lists nobody to strangers) and wallops (accepted; chatd sends none).
+USER_MODES = "iw"
+
+
+def _user_mode(reader, target: str, spec: str | None) -> None:
+    """``MODE NICK [+i-w...]``: 221 for a query, the change echoed, 501 for other letters."""
+    if fold(target) != fold(reader.client.nick):
+        reader.reply("502", "Can't change mode for other users")
+        return
+    if spec is None:
+        reader.reply("221", "+" + "".join(sorted(reader.user_modes)))
+        return
+    sign, changed = "+", []
+    for letter in spec:
+        if letter in "+-":
+            sign = letter
+        elif letter not in USER_MODES:
+            reader.reply("501", "Unknown MODE flag")
+        elif (letter in reader.user_modes) != (sign == "+"):
+            (reader.user_modes.add if sign == "+" else reader.user_modes.discard)(letter)
+            changed.append(sign + letter)
+    if changed:
+        reader.send(f":{reader.source} MODE {reader.client.nick} :{''.join(changed)}")
+
+
+def _in_room(reader, nick: str, channel: str) -> bool:
+    """Whether ``nick`` is a member of ``channel``; else the client is told 441 (it is not
+    in it) or 401 (there is no such nick)."""
+    members = reader.hub.members_of(channel[1:])[1]
+    if any(fold(member[0]) == fold(nick) for member in members):
+        return True
+    if reader.hub.find(nick) is not None or reader.hub.recipient(nick) is not None:
+        reader.reply("441", nick[:30], channel, "They aren't on that channel")
+    else:
+        reader.reply("401", nick[:30], "No such nick/channel")
+    return False
 
 
 def _mode_changes(spec: str, arguments: list) -> list[tuple[str, str | None]]:
@@ -247,7 +287,7 @@ def _change_mode(reader, room, change: str, argument: str | None) -> None:
         reader.reply("368", channel, "End of channel ban list")
         return
     if letter in "ov":
-        if argument is None:
+        if argument is None or not _in_room(reader, argument, channel):
             return
         problem = hub.grant(client, room.name, "ops" if letter == "o" else "voiced",
                             argument, on)
@@ -345,37 +385,64 @@ def do_nick(reader, params: tuple) -> None:
         _refused(reader, problem, new)
 
 
+#: The most WHO replies to a mask (``WHO *``, ``WHO al*``): the first by nick.
+MAX_WHO = 200
+
+
 def do_who(reader, params: tuple) -> None:
+    """``WHO #room`` (its members on every node), ``WHO nick``, or ``WHO mask`` (this node's
+    clients whose nick matches, at most :data:`MAX_WHO`)."""
     target = params[0] if params else "*"
     name = _room(target)
     if name is not None:
         shown, members = reader.hub.members_of(name)
-        rows = [("#" + shown, nick, op, voiced, away) for nick, op, voiced, away in members]
+        rows = [("#" + shown, *member) for member in members]
+    elif "*" in target or "?" in target:
+        pattern = fold(target)
+        rows = [("*", c.nick, False, False, c.away) for c in sorted(
+            reader.hub.clients(), key=lambda c: fold(c.nick))
+            if c.nick and fnmatch.fnmatchcase(fold(c.nick), pattern)][:MAX_WHO]
     else:
-        found = reader.hub.whois(target) if is_valid_name(target) else None
+        found = _whois(reader, target)
         rows = [("*", found.nick, False, False, found.away)] if found else []
-    server = reader.protocol.server
+    server, multi = reader.protocol.server, "multi-prefix" in reader.protocol.caps
     for channel, nick, op, voiced, away in rows:
-        flags = ("G" if away is not None else "H") + ("@" if op else "+" if voiced else "")
-        reader.reply("352", channel, nick, "chatd", server, nick, flags, f"0 {nick}")
+        user, real = _names_of(reader, nick)
+        prefix = ("@" if op else "") + ("+" if voiced else "")
+        flags = ("G" if away is not None else "H") + (prefix if multi else prefix[:1])
+        reader.reply("352", channel, user, HOST, server, nick, flags, f"0 {real}")
     reader.reply("315", target[:30], "End of WHO list")
+
+
+def _names_of(reader, nick: str) -> tuple[str, str]:
+    """(user name, real name) of ``nick``: what USER said for an IRC client of this node,
+    its nick for anyone else."""
+    person = reader.hub.find(nick)
+    if person is None:
+        return nick, nick
+    return person.username or nick, person.realname or nick
+
+
+def _whois(reader, nick: str):
+    try:
+        return reader.hub.whois(nick) if is_valid_name(nick) else None
+    except ClusterUnavailable:
+        return None
 
 
 def do_whois(reader, params: tuple) -> None:
     nick = params[-1]
-    try:
-        found = reader.hub.whois(nick) if is_valid_name(nick) else None
-    except ClusterUnavailable:
-        found = None
+    found = _whois(reader, nick)
     if found is None:
         reader.reply("401", nick[:30], "No such nick/channel")
         reader.reply("318", nick[:30], "End of /WHOIS list")
         return
-    server = reader.protocol.server
-    lines = [reader.numeric("311", found.nick, found.nick, "chatd", "*", found.nick),
-             reader.numeric("312", found.nick, found.node or server, "chatd")]
+    user, real = _names_of(reader, found.nick)
+    lines = [reader.numeric("311", found.nick, user, HOST, "*", real),
+             reader.numeric("312", found.nick, found.node or reader.protocol.server, "chatd")]
     if found.rooms:
-        lines.append(reader.numeric("319", found.nick, " ".join("#" + r for r in found.rooms)))
+        lines.append(reader.numeric("319", found.nick, " ".join(
+            _prefixed(reader, room, found.nick) for room in found.rooms)))
     if found.account:
         lines.append(reader.numeric("330", found.nick, found.account, "is logged in as"))
     if found.away is not None:
@@ -384,6 +451,28 @@ def do_whois(reader, params: tuple) -> None:
         lines.append(reader.numeric("317", found.nick, str(found.idle), "seconds idle"))
     lines.append(reader.numeric("318", found.nick, "End of /WHOIS list"))
     reader.send(*lines)
+
+
+def _prefixed(reader, room: str, nick: str) -> str:
+    """``@#room``, ``+#room`` or ``#room``: ``nick``'s status there (319)."""
+    for member, op, voiced, _away in reader.hub.members_of(room)[1]:
+        if fold(member) == fold(nick):
+            return ("@" if op else "+" if voiced else "") + "#" + room
+    return "#" + room
+
+
+def do_whowas(reader, params: tuple) -> None:
+    """Who held a nick on this node before (core/census.py keeps the last departures)."""
+    nick = params[0]
+    count = params[1] if len(params) > 1 else ""
+    entries = reader.hub.whowas(nick, int(count) if count.lstrip("-").isdigit() else 0)
+    if not entries:
+        reader.reply("406", nick[:30], "There was no such nickname")
+    for held, user, real, when in entries:
+        reader.reply("314", held, user, HOST, "*", real)
+        reader.reply("312", held, reader.protocol.server,
+                     time.strftime("%a %b %d %H:%M:%S %Y", time.gmtime(when)))
+    reader.reply("369", nick[:30], "End of WHOWAS")
 
 
 def do_away(reader, params: tuple) -> None:
@@ -430,8 +519,10 @@ def do_time(reader, _params: tuple) -> None:
 
 
 def do_userhost(reader, params: tuple) -> None:
-    found = [reader.hub.find(nick) for nick in params[:5]]
-    reader.reply("302", " ".join(f"{c.nick}=+{c.nick}@chatd" for c in found if c is not None))
+    found = [c for c in map(reader.hub.find, params[:5]) if c is not None]
+    reader.reply("302", " ".join(
+        f"{c.nick}={'-' if c.away is not None else '+'}{c.username or c.nick}@{HOST}"
+        for c in found))
 
 
 def do_ison(reader, params: tuple) -> None:
@@ -475,12 +566,12 @@ COMMANDS = {
     "KICK": do_kick, "INVITE": do_invite, "MODE": do_mode, "PRIVMSG": do_privmsg,
     "NOTICE": do_notice, "NICK": do_nick, "WHO": do_who, "WHOIS": do_whois, "AWAY": do_away,
     "PING": do_ping, "PONG": lambda reader, params: None, "QUIT": do_quit, "CAP": do_cap,
-    "MOTD": do_motd, "LUSERS": do_lusers, "TIME": do_time, "USERHOST": do_userhost,
-    "ISON": do_ison,
+    "WHOWAS": do_whowas, "MOTD": do_motd, "LUSERS": do_lusers, "TIME": do_time,
+    "USERHOST": do_userhost, "ISON": do_ison,
     "USER": lambda reader, params: reader.reply("462", "You may not reregister"),
     "PASS": lambda reader, params: reader.reply("462", "You may not reregister"),
     "AUTHENTICATE": lambda reader, params: reader.reply("907", "You have already authenticated"),
 }
 #: Parameters a command needs (461 otherwise).
 NEEDS = {"JOIN": 1, "PART": 1, "TOPIC": 1, "KICK": 2, "INVITE": 2, "MODE": 1, "PRIVMSG": 1,
-         "NICK": 1, "WHOIS": 1, "PING": 1, "USERHOST": 1, "ISON": 1}
+         "NICK": 1, "WHOIS": 1, "WHOWAS": 1, "PING": 1, "USERHOST": 1, "ISON": 1}

@@ -68,6 +68,8 @@ class IrcProtocol:
 
     def line(self, event) -> bytes:
         text = self.text(event)
+        if "\r\n" in text:  # a reply of several lines (332 and 333)
+            return b"".join([render.wire(part) for part in text.split("\r\n")])
         return render.wire(text) if text else b""
 
     def lines(self, events) -> bytes:

@@ -20,6 +20,7 @@ from chatd.irc.message import MAX_LINE_BYTES, MAX_TAG_BYTES, BadMessage, TooLong
 from chatd.irc.registration import Registration
 from chatd.irc.render import mask, wire
 from chatd.line.framing import LINE_TOO_LONG, LineFramer
+from chatd.text import is_valid_name, sanitize
 
 #: The capabilities offered (registration.py): those chatd does what they promise for.
 CAPABILITIES = {"multi-prefix": None, "userhost-in-names": None, "server-time": None,
@@ -31,7 +32,7 @@ class IrcReader:
     """What core/protocol.py's ``Reader`` asks, for IRC (docs/protocol.md §14)."""
 
     __slots__ = ("session", "client", "hub", "settings", "protocol", "framer", "next_line",
-                 "registration", "registered", "sasl", "places")
+                 "registration", "registered", "sasl", "places", "user_modes")
 
     too_long = LINE_TOO_LONG
 
@@ -52,6 +53,7 @@ class IrcReader:
         #: folded room -> where its account last stood there (welcome.log_in): the first
         #: JOIN of such a room replays what it missed since (docs/protocol.md §12.3).
         self.places: dict = {}
+        self.user_modes: set[str] = set()  # commands.USER_MODES it set on itself
 
     # -- input --------------------------------------------------------------------------------
 
@@ -150,11 +152,18 @@ class IrcReader:
                 self.reply("433", nick, problem)
                 return
         self.registered = True
+        self._identify()
         self.protocol.caps = frozenset(registration.enabled)
         self.protocol.nick = self.client.nick
         welcome.greet(self)
         self.session.log.info("client_registered", nick=self.client.nick,
                               account=self.client.account, protocol="irc")
+
+    def _identify(self) -> None:
+        """What USER said, on the client (WHO, WHOIS, WHOWAS), safe to show."""
+        registration = self.registration
+        self.client.username = sanitize(registration.user or "").replace(" ", "")[:24]
+        self.client.realname = sanitize(registration.realname or "")[:100]
 
     def quit(self, reason: str) -> None:
         self.send(f"ERROR :Closing Link: {self.client.ip} (Quit: {reason})")
@@ -168,16 +177,25 @@ class IrcReader:
         return {"unread": unread, "discarding": discarding, "seen_lf": True, "telnet": None,
                 "irc": {"registered": self.registered, "caps": sorted(registration.enabled),
                         "nick": registration.nick, "user": registration.user,
-                        "negotiating": registration.negotiating}}
+                        "realname": registration.realname,
+                        "negotiating": registration.negotiating,
+                        "modes": sorted(self.user_modes)}}
 
     def restore(self, state: dict) -> None:
+        """Go on from :meth:`state` (an upgrade), or from none (the fd store's restart: a
+        client with a nick is registered, with no capabilities). State is input: checked."""
         self.framer.restore(state["unread"], state["discarding"], True)
         irc = state.get("irc") or {}
         registration = self.registration
         registration.enabled = {c for c in irc.get("caps", ()) if c in registration.offered}
-        registration.nick, registration.user = irc.get("nick"), irc.get("user")
+        nick, user = irc.get("nick"), irc.get("user")
+        registration.nick = nick if isinstance(nick, str) and is_valid_name(nick) else None
+        registration.user = str(user)[:24] if user else None
+        registration.realname = str(irc.get("realname") or "")[:100]
         registration.negotiating = bool(irc.get("negotiating"))
-        # (the fd store's state of a restart has no reader state: a nick means registered)
+        self.user_modes = {m for m in irc.get("modes", ()) if m in commands.USER_MODES}
         self.registered = bool(irc.get("registered", self.client.nick))
         self.protocol.caps = frozenset(registration.enabled)
         self.protocol.nick = self.client.nick
+        if self.registered:
+            self._identify()

@@ -116,7 +116,7 @@ class Registration:
         return []
 
     def _user(self, params: tuple) -> list[Message]:
-        if len(params) < 4 or not params[0]:
+        if len(params) < 4 or not params[0] or not params[3]:
             return [self._reply(ERR_NEEDMOREPARAMS, "USER", "Not enough parameters")]
         self.user, self.realname = params[0][:24], params[3][:100]
         return []

@@ -113,7 +113,8 @@ TOLD = {
     ev.IsAway: lambda s, me, e: _numeric(s, "301", me, e.nick, e.text),
     ev.Announcement: lambda s, me, e: _notice(s, me, f"[admin] {e.text}"),  # (in no room)
     ev.RoomEntered: lambda s, me, e: f":{mask(me)} JOIN #{e.room}",
-    ev.TopicIs: lambda s, me, e: _numeric(s, "332", me, "#" + e.room, e.topic),
+    ev.TopicIs: lambda s, me, e: (_numeric(s, "332", me, "#" + e.room, e.topic) + "\r\n"
+                                  + _numeric(s, "333", me, "#" + e.room, e.by or s, "0")),
     ev.NoTopic: lambda s, me, e: _numeric(s, "331", me, "#" + e.room, "No topic is set"),
     ev.KickedFrom: lambda s, me, e: f":{_source(e.by, s)} KICK #{e.room} {me} :{e.reason}",
     ev.InvitedTo: lambda s, me, e: f":{mask(e.nick)} INVITE {me} #{e.room}",

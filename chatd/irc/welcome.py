@@ -20,7 +20,7 @@ CLUSTER_UNAVAILABLE = "cluster unavailable, try again"
 #: RPL_ISUPPORT (005): SPEC §14's tokens, and what chatd's limits are.
 ISUPPORT = ("CASEMAPPING=ascii", "CHANTYPES=#", "NICKLEN=24", "CHANNELLEN=25",
             "PREFIX=(ov)@+", "CHANMODES=b,k,,imnst", "MODES=4", "TOPICLEN=300",
-            "KICKLEN=300", "AWAYLEN=300", "CHANLIMIT=#:64", "MAXTARGETS=4", "UTF8ONLY")
+            "KICKLEN=300", "AWAYLEN=300", "CHANLIMIT=#:64", "MAXTARGETS=4")
 _STARTED = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
 
 
@@ -102,9 +102,16 @@ def greet(reader) -> None:
 
 
 def lusers(reader) -> list[str]:
+    """251, 255, 265 and 266: this node's clients (in cluster mode the others' are not
+    counted here)."""
     count = reader.hub.client_count()
+    limit = reader.settings.config.max_clients
     return [reader.numeric("251", f"There are {count} users and 0 invisible on 1 servers"),
-            reader.numeric("255", f"I have {count} clients and 0 servers")]
+            reader.numeric("255", f"I have {count} clients and 0 servers"),
+            reader.numeric("265", str(count), str(limit),
+                           f"Current local users {count}, max {limit}"),
+            reader.numeric("266", str(count), str(limit),
+                           f"Current global users {count}, max {limit}")]
 
 
 def motd(reader, lines) -> list[str]:

@@ -1,6 +1,6 @@
 """The IRC listener (SPEC §14, docs/protocol.md §14) on one node: real chatd processes, IRC
-clients and line clients over real TCP, on the same rooms. Real IRC programs (ii, sic,
-weechat, irssi) are in test_irc_clients.py."""
+clients and line clients over real TCP, on the same rooms. Real IRC programs are in
+test_irc_clients.py (ii, sic) and test_irc_weechat_irssi.py; two nodes in test_irc_cluster.py."""
 
 from __future__ import annotations
 
@@ -323,3 +323,66 @@ def test_what_an_account_missed_is_replayed_on_its_join_with_server_time(chatd):
     alice.send_line("JOIN #dev")  # once: a second JOIN replays nothing it missed
     alice.wait_for(":alice!alice@chatd JOIN #dev")
     assert not any("you missed" in line for line in alice.sync())
+
+
+def test_user_modes(chatd):
+    server = irc_server(chatd)
+    alice = server.irc("alice")
+    alice.send_line("MODE alice +i")  # what irssi sends after registering
+    alice.expect(":alice!alice@chatd MODE alice :+i")
+    alice.send_line("MODE alice")
+    alice.expect(":chatd 221 alice :+i")
+    alice.send_line("MODE alice +x")
+    alice.expect(":chatd 501 alice :Unknown MODE flag")
+    alice.send_line("MODE bob +i")
+    alice.expect(":chatd 502 alice :Can't change mode for other users")
+
+
+def test_who_whois_whowas_and_channel_numerics(chatd):
+    server = irc_server(chatd)
+    alice = server.irc("alice", caps=("multi-prefix",))
+    alice.send_line("JOIN #dev")
+    alice.numeric("366")
+    bob = server.irc_raw()
+    bob.send_line("NICK bob")
+    bob.send_line("USER bobby 0 * :Bob the Builder")
+    bob.numeric("376")
+    bob.send_line("JOIN #dev")
+    bob.numeric("366")
+    alice.send_line("MODE #dev +v alice")
+    alice.wait_for(":alice!alice@chatd MODE #dev +v alice")
+    alice.send_line("WHO #dev")
+    alice.expect(":chatd 352 alice #dev alice chatd chatd alice H@+ :0 alice the tester")
+    alice.expect(":chatd 352 alice #dev bobby chatd chatd bob H :0 Bob the Builder")
+    alice.expect(":chatd 315 alice #dev :End of WHO list")
+    alice.send_line("WHO b*")
+    alice.expect(":chatd 352 alice * bobby chatd chatd bob H :0 Bob the Builder")
+    alice.expect(":chatd 315 alice b* :End of WHO list")
+    alice.send_line("WHOIS bob")
+    alice.expect(":chatd 311 alice bob bobby chatd * :Bob the Builder")
+    alice.expect(":chatd 312 alice bob chatd :chatd")
+    alice.expect(":chatd 319 alice bob :#dev")
+    alice.wait_for(":chatd 318 alice bob :End of /WHOIS list")
+    bob.send_line("QUIT :bye")
+    bob.expect_closed()
+    alice.expect(":bob!bob@chatd QUIT :quit: bye")
+    alice.send_line("WHOWAS bob")
+    alice.expect(":chatd 314 alice bob bobby chatd * :Bob the Builder")
+    alice.wait_for(":chatd 369 alice bob :End of WHOWAS")
+    alice.send_line("WHOWAS nobody")
+    alice.expect(":chatd 406 alice nobody :There was no such nickname")
+    alice.expect(":chatd 369 alice nobody :End of WHOWAS")
+    alice.send_line("TOPIC #nowhere")
+    alice.expect(":chatd 403 alice #nowhere :No such channel")
+    alice.send_line("MODE #dev +o ghost")
+    alice.expect(":chatd 401 alice ghost :No such nick/channel")
+    carol = server.irc("carol")
+    alice.send_line("MODE #dev +o carol")
+    alice.expect(":chatd 441 alice carol #dev :They aren't on that channel")
+    carol.send_line("TOPIC #dev")
+    carol.expect(":chatd 442 carol #dev :You're not on that channel")
+    alice.send_line("TOPIC #dev :hello")
+    alice.wait_for(":alice!alice@chatd TOPIC #dev :hello")
+    alice.send_line("TOPIC #dev")
+    alice.expect(":chatd 332 alice #dev :hello")
+    alice.expect(":chatd 333 alice #dev alice :0")

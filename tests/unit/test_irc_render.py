@@ -53,7 +53,8 @@ def test_what_one_client_is_told_names_it():
     irc = protocol()
     assert irc.line(ev.PrivateMessage("bob", "psst")) == b":bob!bob@chatd PRIVMSG alice :psst\r\n"
     assert irc.line(ev.RoomEntered("dev", 3)) == b":alice!alice@chatd JOIN #dev\r\n"
-    assert irc.line(ev.TopicIs("dev", "plans")) == b":my-server 332 alice #dev :plans\r\n"
+    assert irc.line(ev.TopicIs("dev", "plans", "bob")) == \
+        b":my-server 332 alice #dev :plans\r\n:my-server 333 alice #dev bob :0\r\n"
     assert irc.line(ev.KickedFrom("dev", "bob", "out")) == b":bob!bob@chatd KICK #dev alice :out\r\n"
     assert irc.line(ev.Error("nope")) == b":my-server NOTICE alice :*** error: nope\r\n"
     assert irc.line(ev.YouAre("alice")) == b""  # (001 says it)
@@ -80,3 +81,13 @@ def test_history_is_timed_for_server_time_clients_only():
 def test_server_names_are_one_word():
     assert irc_server_name("chat example org") == "chat-example-org"
     assert irc_server_name("  ") == "chatd"
+
+
+def test_mode_changes_take_their_arguments_in_order():
+    from chatd.irc.commands import _mode_changes
+
+    assert _mode_changes("+o-v", ["al", "bo"]) == [("+o", "al"), ("-v", "bo")]
+    assert _mode_changes("+ik", ["key"]) == [("+i", None), ("+k", "key")]
+    assert _mode_changes("-k+t", ["ignored"]) == [("-k", None), ("+t", None)]
+    assert _mode_changes("+b", []) == [("+b", None)]  # a list query
+    assert len(_mode_changes("+" + "i" * 50, [])) == 8  # at most 8 changes a MODE
