@@ -114,7 +114,8 @@ class Validator:
         # event class -> a check per field
         user, admin = self._user_text, self._admin_text
         self._rules = {
-            ev.Said: (name, user), ev.Acted: (name, user), ev.Joined: (name, name),
+            ev.Said: (name, user), ev.Acted: (name, user), ev.Noticed: (name, user),
+            ev.Joined: (name, name),
             ev.Left: (name, name, self._reason), ev.Quit: (name, name, self._reason),
             ev.Kicked: (name, admin),
             ev.Renamed: (name, name), ev.Announcement: (admin,),

@@ -16,8 +16,8 @@ from chatd.core import events as ev
 
 #: What one node tells another's clients: room lines, departures, operator lines, private lines.
 SHARED = {cls.__name__: cls for cls in (
-    ev.Said, ev.Acted, ev.Joined, ev.Left, ev.Quit, ev.Kicked, ev.Renamed, ev.Announcement,
-    ev.PrivateMessage, ev.IsAway,
+    ev.Said, ev.Acted, ev.Noticed, ev.Joined, ev.Left, ev.Quit, ev.Kicked, ev.Renamed,
+    ev.Announcement, ev.PrivateMessage, ev.IsAway,
     # a room's owners and modes (SPEC §13: core/stewardship.py)
     ev.TopicSet, ev.RoomKicked, ev.Granted, ev.Revoked, ev.BanSet, ev.BanLifted, ev.ModeSet,
     ev.RoomRegistered, ev.InvitedTo,

@@ -37,6 +37,14 @@ class Acted:
 
 
 @dataclass(frozen=True, slots=True)
+class Noticed:
+    """A notice to the room (IRC's NOTICE to a channel): text that asks for no answer."""
+
+    nick: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Joined:
     nick: str
     room: str

@@ -17,7 +17,7 @@ and one of None per reader: nothing per line.
 
 from __future__ import annotations
 
-from chatd.core.events import Acted, PrivateMessage, Said
+from chatd.core.events import Acted, Noticed, PrivateMessage, Said
 from chatd.text import fold
 
 #: The most nicks one client may ignore (SPEC §13; docs/protocol.md §3).
@@ -25,7 +25,7 @@ MAX_IGNORES = 64
 
 NOBODY: frozenset = frozenset()
 
-_SPOKEN = (Said, Acted)
+_SPOKEN = (Said, Acted, Noticed)
 
 
 def hides(ignoring: frozenset, event) -> bool:

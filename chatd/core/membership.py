@@ -153,6 +153,18 @@ class Membership:
             told.append(TopicIs(room.name, room.state.topic, room.state.topic_by))
         return client.outbox.protocol.lines(told), len(told)
 
+    def respeak(self, client, speaks) -> None:
+        """``client``'s room lines are rendered with ``speaks`` from now on (core/protocol.py;
+        IRC's ``server-time``): its rooms count it there, under the hub lock, as its outbox
+        changes. A flush running meanwhile groups it by either: both render every line."""
+        with self._lock:
+            outbox = client.outbox
+            if outbox.speaks is speaks:
+                return
+            for room in client.rooms:
+                room.respeak(outbox.speaks, speaks)
+            outbox.speaks = speaks
+
     # -- an upgrade (upgrade.py) ----------------------------------------------------------------
 
     def restore(self, client, nick: str, room_names: list[str], account: str | None = None) -> None:

@@ -69,6 +69,7 @@ class Outbox:
         self.protocol = protocol
         #: What rooms group this reader by and render its room lines with (protocol.py):
         #: shared by every connection of the protocol, where ``protocol`` may be its own.
+        #: Replaced by its session thread under the hub lock (Membership.respeak).
         self.speaks = protocol.speaks
         self.state = OPEN
         self.backlog: list = []  # bytes / memoryview chunks the kernel has not taken yet

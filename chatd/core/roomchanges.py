@@ -17,7 +17,7 @@ LISTS = {"ops": "operator status", "voiced": "voice"}
 #: What a Granted or Revoked line may say was given (another node's are checked against it).
 GRANTED = frozenset(LISTS.values())
 
-MODE_USAGE = "usage: /mode [+i|-i|+k KEY|-k|+m|-m|+t|-t]"
+MODE_USAGE = "usage: /mode [+i|-i|+k KEY|-k|+m|-m|+n|-n|+s|-s|+t|-t]"
 
 
 def topic(room: str, state: RoomState, actor: str, text: str):

@@ -43,6 +43,7 @@ after every room line posted before the private line was sent.
 from __future__ import annotations
 
 import threading
+import time
 
 from chatd.core.ignoring import hides, unhidden
 from chatd.core.position import START, Position
@@ -53,7 +54,7 @@ from chatd.core.tail import TICK, fit
 class Room:
     __slots__ = ("name", "members", "lock", "log", "base", "queued", "joining", "barriers",
                  "readers", "_flusher", "tail", "on_join", "speaking", "_speakers", "renders",
-                 "plain_since", "plain_protocol", "ignorers", "state")
+                 "plain_since", "plain_protocol", "ignorers", "state", "created")
 
     def __init__(self, name: str, flusher) -> None:
         self.name = name
@@ -85,6 +86,7 @@ class Room:
         #: Who owns and runs the room (roomstate.RoomState): replaced whole under the hub
         #: lock, read without it (stewardship.py).
         self.state = RoomState()
+        self.created = time.time()  # when it was made on this node (IRC's 329)
 
     def _end(self) -> int:
         return self.base + len(self.log)
@@ -145,25 +147,32 @@ class Room:
               since: Position | None = None) -> int:
         """``client`` becomes a member and reads from now on (hub lock held; see attach)."""
         self.members[client.id] = client
-        protocol = client.outbox.speaks
-        speakers = self._speakers.get(protocol, 0)
-        self._speakers[protocol] = speakers + 1
-        if not speakers:
-            self.speaking = _speaking(tuple(self._speakers), self.name)
+        self._speaks(client.outbox.speaks, 1)
         return self.attach(client.outbox, first, since)
 
     def leave(self, client) -> Position:
         """``client`` is a member no more; it gets what was posted up to now (hub lock held).
         Returns where it stands in the history (:meth:`detach`)."""
         del self.members[client.id]
-        protocol = client.outbox.speaks
-        speakers = self._speakers[protocol] - 1
+        self._speaks(client.outbox.speaks, -1)
+        return self.detach(client.outbox)
+
+    def _speaks(self, protocol, delta: int) -> None:
+        """One member more (``delta`` 1) or fewer (-1) renders with ``protocol`` (hub lock
+        held): ``speaking`` changes when the first comes or the last goes."""
+        speakers = self._speakers.get(protocol, 0) + delta
         if speakers:
             self._speakers[protocol] = speakers
         else:
             del self._speakers[protocol]
+        if speakers == 0 or (speakers == 1 and delta > 0):
             self.speaking = _speaking(tuple(self._speakers), self.name)
-        return self.detach(client.outbox)
+
+    def respeak(self, old, new) -> None:
+        """A member's lines are rendered with ``new`` from now on, not ``old`` (hub lock
+        held; IRC: a capability that changes how room lines look, asked for later)."""
+        self._speaks(new, 1)
+        self._speaks(old, -1)
 
     def attach(self, outbox, first: tuple[bytes, int] | None = None,
                since: Position | None = None) -> int:

@@ -22,8 +22,10 @@ from dataclasses import dataclass
 
 from chatd.text import fold, is_valid_name
 
-#: The modes of SPEC §13: invite-only, keyed, moderated, topic set by operators only.
-MODES = "ikmt"
+#: The modes of SPEC §13: invite-only, keyed, moderated, topic set by operators only; and
+#: IRC's no-external-messages (always so in chatd: kept as set) and secret (left out of
+#: IRC's LIST for non-members).
+MODES = "ikmnst"
 #: Bounds of one room's lists (docs/protocol.md §3): names in each of ops, voiced, bans and
 #: invites, and the lengths of a topic and a key.
 MAX_NAMES = 256

@@ -16,7 +16,7 @@ import fnmatch
 import time
 
 from chatd.core.bus import ClusterUnavailable
-from chatd.core.events import Acted, Error, PrivateMessage, Said, TopicIs
+from chatd.core.events import Acted, Error, Noticed, PrivateMessage, Said, TopicIs
 from chatd.core.hub import LOBBY
 from chatd.core.roomstate import MODES
 from chatd.irc import welcome
@@ -140,8 +140,9 @@ def send_names(reader, name: str) -> None:
         prefix = ("@" if op else "") + ("+" if voiced else "")
         words.append((prefix if multi else prefix[:1]) + (mask(nick) if full else nick))
     channel = "#" + shown
+    symbol = "@" if _secret(reader, shown) else "="
     for start in range(0, len(words), 20):
-        reader.reply("353", "=", channel, " ".join(words[start:start + 20]))
+        reader.reply("353", symbol, channel, " ".join(words[start:start + 20]))
     reader.reply("366", channel, "End of /NAMES list.")
 
 
@@ -175,9 +176,12 @@ def do_topic(reader, params: tuple) -> None:
 
 def do_list(reader, params: tuple) -> None:
     wanted = {fold(n) for n in (_room(t) for t in _targets(params[0])) if n} if params else None
+    mine = {fold(room.name) for room in reader.client.rooms}
     for name, count, topic in reader.hub.listing():
         if count == 0 and fold(name) == LOBBY:
             continue  # the line protocol's default room: listed while someone is in it
+        if fold(name) not in mine and _secret(reader, name):
+            continue  # +s: only its members see it
         if wanted is None or fold(name) in wanted:
             reader.reply("322", "#" + name, str(count), topic)
     reader.reply("323", "End of /LIST")
@@ -217,8 +221,8 @@ def do_mode(reader, params: tuple) -> None:
     if room is None:
         return
     if len(params) == 1:
-        modes = room.state.modes
-        reader.reply("324", "#" + room.name, "+" + modes if modes else "+")
+        reader.reply("324", "#" + room.name, "+" + room.state.modes)
+        reader.reply("329", "#" + room.name, str(int(room.created)))
         return
     for change, argument in _mode_changes(params[1], list(params[2:])):
         _change_mode(reader, room, change, argument)
@@ -261,6 +265,12 @@ def _in_room(reader, nick: str, channel: str) -> bool:
     else:
         reader.reply("401", nick[:30], "No such nick/channel")
     return False
+
+
+def _secret(reader, name: str) -> bool:
+    """Whether room ``name`` is secret (+s): its state here, or the cluster's."""
+    found = reader.hub.room_state(name)
+    return found is not None and "s" in found[1].modes
 
 
 def _mode_changes(spec: str, arguments: list) -> list[tuple[str, str | None]]:
@@ -340,7 +350,7 @@ def _to_room(reader, target: str, text: str, acted: bool, notice: bool) -> None:
         if not notice:
             reader.reply("404", "#" + room.name, "Cannot send to channel (+m)")
         return
-    event = (Acted if acted else Said)(client.nick, text)
+    event = (Acted if acted else Noticed if notice else Said)(client.nick, text)
     reader.hub.say(client, event, room, echo="echo-message" in reader.protocol.caps)
     reader.session.log_message(text, room=room.name)
 
@@ -501,8 +511,8 @@ def do_cap(reader, params: tuple) -> None:
     registration = reader.registration
     replies = registration.handle(Message("CAP", params))
     registration.negotiating = False
-    reader.protocol.caps = frozenset(registration.enabled)
     reader.send_messages(replies)
+    reader.use_caps()
 
 
 def do_motd(reader, _params: tuple) -> None:

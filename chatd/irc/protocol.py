@@ -10,6 +10,8 @@ speaker, never the reader. What one client is told names the client (``:server 3
 
 from __future__ import annotations
 
+import time
+
 from chatd.irc import render
 from chatd.irc.reader import IrcReader
 
@@ -22,16 +24,26 @@ def irc_server_name(name: str) -> str:
 
 
 class IrcRooms:
-    """How rooms render lines for their IRC members (protocol.py ``RoomRenderer``)."""
+    """How rooms render lines for their IRC members (protocol.py ``RoomRenderer``). Two
+    exist: one for clients that asked for ``server-time`` (each line tagged with the time
+    it was posted), one for the rest; a room renders a line once for each it has members of."""
 
-    __slots__ = ("settings",)
+    __slots__ = ("settings", "timed")
     name = "irc"
 
-    def __init__(self, settings) -> None:
+    def __init__(self, settings, timed: bool = False) -> None:
         self.settings = settings  # server_name as it is when a room starts speaking IRC
+        self.timed = timed
 
     def renderer(self, room: str):
-        return render.room_renderer(room, irc_server_name(self.settings.config.server_name))
+        plain = render.room_renderer(room, irc_server_name(self.settings.config.server_name))
+        if not self.timed:
+            return plain
+
+        def timed(event) -> bytes:
+            return f"@time={render.stamp(time.time())} ".encode() + plain(event)
+
+        return timed
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return "<irc rooms>"
@@ -46,17 +58,22 @@ class IrcProtocol:
     capabilities the client enabled) by its session thread; both are read by any thread that
     renders for it."""
 
-    __slots__ = ("speaks", "nick", "caps", "server")
+    __slots__ = ("speaks", "nick", "caps", "server", "_timed")
     name = "irc"
     names_itself = True  # NICK and USER first (registration.py)
     roomless = True  # in no room until it JOINs
     cluster_unavailable = CLUSTER_UNAVAILABLE
 
-    def __init__(self, rooms: IrcRooms) -> None:
+    def __init__(self, rooms: IrcRooms, timed: IrcRooms) -> None:
         self.speaks = rooms
+        self._timed = (rooms, timed)  # by whether the client asked for server-time
         self.nick = ""
         self.caps: frozenset = frozenset()
         self.server = irc_server_name(rooms.settings.config.server_name)
+
+    def rooms_for(self, caps) -> IrcRooms:
+        """The room renderer for a client with capabilities ``caps``."""
+        return self._timed["server-time" in caps]
 
     def text(self, event) -> str:
         """``event`` as this client reads it, without CR LF ("" for nothing)."""

@@ -153,11 +153,18 @@ class IrcReader:
                 return
         self.registered = True
         self._identify()
-        self.protocol.caps = frozenset(registration.enabled)
+        self.use_caps()
         self.protocol.nick = self.client.nick
         welcome.greet(self)
         self.session.log.info("client_registered", nick=self.client.nick,
                               account=self.client.account, protocol="irc")
+
+    def use_caps(self) -> None:
+        """The capabilities enabled take effect: what this client is told, and how its
+        rooms render their lines for it (``server-time``)."""
+        caps = frozenset(self.registration.enabled)
+        self.protocol.caps = caps
+        self.hub.respeak(self.client, self.protocol.rooms_for(caps))
 
     def _identify(self) -> None:
         """What USER said, on the client (WHO, WHOIS, WHOWAS), safe to show."""
@@ -195,7 +202,7 @@ class IrcReader:
         registration.negotiating = bool(irc.get("negotiating"))
         self.user_modes = {m for m in irc.get("modes", ()) if m in commands.USER_MODES}
         self.registered = bool(irc.get("registered", self.client.nick))
-        self.protocol.caps = frozenset(registration.enabled)
         self.protocol.nick = self.client.nick
+        self.use_caps()
         if self.registered:
             self._identify()

@@ -57,6 +57,7 @@ def _room_lines(channel: str, server: str) -> dict:
     return {
         ev.Said: lambda e: f":{mask(e.nick)} PRIVMSG {channel} :{e.text}",
         ev.Acted: lambda e: f":{mask(e.nick)} PRIVMSG {channel} :\x01ACTION {e.text}\x01",
+        ev.Noticed: lambda e: f":{mask(e.nick)} NOTICE {channel} :{e.text}",
         ev.Joined: lambda e: f":{mask(e.nick)} JOIN {channel}",
         ev.Left: lambda e: (f":{mask(e.nick)} PART {channel} :{e.reason}" if e.reason
                             else f":{mask(e.nick)} PART {channel}"),

@@ -132,5 +132,5 @@ def protocols(settings) -> dict:
     from chatd.irc.protocol import IrcProtocol, IrcRooms
     from chatd.line.protocol import LINE
 
-    rooms = IrcRooms(settings)
-    return {LINE.name: lambda: LINE, "irc": lambda: IrcProtocol(rooms)}
+    rooms, timed = IrcRooms(settings), IrcRooms(settings, timed=True)
+    return {LINE.name: lambda: LINE, "irc": lambda: IrcProtocol(rooms, timed)}

@@ -50,6 +50,7 @@ def _banned(e: ev.Banned) -> str:
 _FORMATS = {
     ev.Said: lambda e: f"<{e.nick}> {e.text}",
     ev.Acted: lambda e: f"* {e.nick} {e.text}",
+    ev.Noticed: lambda e: f"-{e.nick}- {e.text}",
     ev.Joined: lambda e: f"*** {e.nick} joined {e.room}",
     ev.Left: _left,
     ev.Quit: _left,

@@ -232,6 +232,7 @@ def test_ownership_from_irc_topic_invite_ban_and_refusals(chatd):
     alice.expect(":alice!alice@chatd MODE #club +t")
     alice.send_line("MODE #club")
     alice.expect(":chatd 324 alice #club :+it")
+    alice.numeric("329")
     bob = server.irc("bob")
     bob.send_line("JOIN #club")
     bob.expect(":chatd 473 bob #club :club is invite-only")
@@ -386,3 +387,47 @@ def test_who_whois_whowas_and_channel_numerics(chatd):
     alice.send_line("TOPIC #dev")
     alice.expect(":chatd 332 alice #dev :hello")
     alice.expect(":chatd 333 alice #dev alice :0")
+
+
+def test_live_lines_carry_server_time_and_a_channel_notice_stays_a_notice(chatd):
+    server = irc_server(chatd)
+    bob = joined(server, "bob")
+    timed = server.irc("alice", caps=("server-time",))
+    plain = server.irc("carol")
+    for client in (timed, plain):
+        client.send_line("JOIN #dev")
+        client.numeric("366")
+    bob.send_line("hello")
+    line = timed.wait_for(lambda line: line.endswith("PRIVMSG #dev :hello"))
+    assert re.fullmatch(r"@time=\S+Z :bob!bob@chatd PRIVMSG #dev :hello", line), line
+    plain.wait_for(":bob!bob@chatd PRIVMSG #dev :hello")  # untagged
+    plain.send_line("NOTICE #dev :brb")
+    timed.wait_for(lambda line: line.endswith(":carol!carol@chatd NOTICE #dev :brb"))
+    bob.wait_for("-carol- brb")
+    timed.send_line("CAP REQ :-server-time")  # dropped while in a room
+    timed.wait_for(":chatd CAP alice ACK -server-time")
+    bob.send_line("untimed now")
+    timed.wait_for(":bob!bob@chatd PRIVMSG #dev :untimed now")
+
+
+def test_secret_and_no_external_modes(chatd):
+    server = irc_server(chatd)
+    alice = server.irc("alice")
+    alice.send_line("JOIN #hidden")
+    alice.numeric("366")
+    alice.send_line("MODE #hidden +sn")
+    alice.expect(":alice!alice@chatd MODE #hidden +s")
+    alice.expect(":alice!alice@chatd MODE #hidden +n")
+    alice.send_line("MODE #hidden")
+    alice.expect(":chatd 324 alice #hidden :+ns")
+    alice.numeric("329")
+    alice.send_line("NAMES #hidden")
+    alice.expect(":chatd 353 alice @ #hidden :@alice")
+    alice.numeric("366")
+    alice.send_line("LIST")
+    alice.expect(":chatd 322 alice #hidden 1 :")
+    bob = server.irc("bob")
+    bob.send_line("LIST")
+    bob.expect(":chatd 323 bob :End of /LIST")  # not a member: a secret room is not listed
+    bob.send_line("PRIVMSG #hidden :from outside")
+    bob.expect(":chatd 404 bob #hidden :Cannot send to channel")

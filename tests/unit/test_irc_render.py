@@ -44,7 +44,7 @@ def test_a_line_past_512_bytes_is_cut_on_a_character():
 
 def protocol(nick: str = "alice", caps=()) -> IrcProtocol:
     settings = SimpleNamespace(config=SimpleNamespace(server_name="my server"))
-    irc = IrcProtocol(IrcRooms(settings))
+    irc = IrcProtocol(IrcRooms(settings), IrcRooms(settings, timed=True))
     irc.nick, irc.caps = nick, frozenset(caps)
     return irc
 

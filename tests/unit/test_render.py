@@ -12,6 +12,7 @@ from chatd.line import render
 TABLE = [
     (ev.Said("bob", "hi there"), "<bob> hi there"),
     (ev.Acted("bob", "waves"), "* bob waves"),
+    (ev.Noticed("bob", "brb"), "-bob- brb"),
     (ev.Joined("bob", "lobby"), "*** bob joined lobby"),
     (ev.Left("bob", "games"), "*** bob left games"),
     (ev.Left("bob", "games", "quit: bye"), "*** bob left games (quit: bye)"),
