@@ -85,8 +85,11 @@ def _granted(value) -> str:
 
 
 def _mode_change(value) -> str:
-    if value.__class__ is not str or len(value) != 2 or value[0] not in "+-" \
-            or value[1] not in MODES:
+    """``+i``, ``-k``..., or ``+l N`` (a member limit shows its number)."""
+    if value.__class__ is not str or len(value) < 2 or value[0] not in "+-" \
+            or value[1] not in MODES or not (len(value) == 2 or (
+                value[:3] == "+l " and value[3:].isascii() and value[3:].isdigit()
+                and len(value) <= 10)):
         raise Rejected(f"not a mode change: {str(value)[:20]!r}")
     return value
 

@@ -133,7 +133,11 @@ class Membership:
         room = self._rooms.get(fold(name))
         state = room.state if room is not None else self._state_of(name)
         shown = room.name if room is not None else name
-        return room, state.refusal(shown, client.nick, client.account, key)
+        members = 0
+        if "l" in state.modes:  # (+l: counted on every node only where it matters)
+            members = len(room.members) if room is not None else 0
+            members += len(self._bus.remote_members(shown))
+        return room, state.refusal(shown, client.nick, client.account, key, members)
 
     def _made_by(self, client, name: str) -> RoomState:
         """A new room's state: the one kept for it, if any; ``client`` made it, and is its

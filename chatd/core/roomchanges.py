@@ -10,14 +10,14 @@ and ``shown``, how the room is told of it (the nick as its holder spells it).
 from __future__ import annotations
 
 from chatd.core.events import BanLifted, BanSet, Granted, ModeSet, Revoked, TopicSet
-from chatd.core.roomstate import MAX_KEY, MAX_NAMES, MODES, RoomState
+from chatd.core.roomstate import MAX_KEY, MAX_LIMIT, MAX_NAMES, MODES, RoomState
 
 #: What each list a room keeps is called in answers and room lines.
 LISTS = {"ops": "operator status", "voiced": "voice"}
 #: What a Granted or Revoked line may say was given (another node's are checked against it).
 GRANTED = frozenset(LISTS.values())
 
-MODE_USAGE = "usage: /mode [+i|-i|+k KEY|-k|+m|-m|+n|-n|+s|-s|+t|-t]"
+MODE_USAGE = "usage: /mode [+i|-i|+k KEY|-k|+l N|-l|+m|-m|+n|-n|+s|-s|+t|-t]"
 
 
 def topic(room: str, state: RoomState, actor: str, text: str):
@@ -55,6 +55,12 @@ def mode(room: str, state: RoomState, actor: str, change: str, key: str = ""):
     if sign not in ("+", "-") or len(letter) != 1 or letter not in MODES:
         return MODE_USAGE
     modes = set(state.modes)
+    if change == "+l":
+        if not (key.isascii() and key.isdigit() and 0 < int(key) <= MAX_LIMIT):
+            return f"usage: /mode +l N (a member limit, 1-{MAX_LIMIT})"
+        modes.add("l")
+        return (state.change(modes="".join(sorted(modes)), limit=int(key)),
+                ModeSet(actor, room, f"+l {int(key)}"))
     if change == "+k":
         if not key or len(key) > MAX_KEY or not key.isprintable() or " " in key:
             return f"usage: /mode +k KEY (1-{MAX_KEY} characters, no spaces)"
@@ -64,5 +70,6 @@ def mode(room: str, state: RoomState, actor: str, change: str, key: str = ""):
         return f"mode {change} is set on {room} already" if sign == "+" \
             else f"mode {letter} is not set on {room}"
     modes = modes | {letter} if sign == "+" else modes - {letter}
-    return (state.change(modes="".join(sorted(modes)), key=state.key if "k" in modes else ""),
+    return (state.change(modes="".join(sorted(modes)), key=state.key if "k" in modes else "",
+                         limit=state.limit if "l" in modes else 0),
             ModeSet(actor, room, change))

@@ -23,14 +23,15 @@ from dataclasses import dataclass
 from chatd.text import fold, is_valid_name
 
 #: The modes of SPEC §13: invite-only, keyed, moderated, topic set by operators only; and
-#: IRC's no-external-messages (always so in chatd: kept as set) and secret (left out of
-#: IRC's LIST for non-members).
-MODES = "ikmnst"
+#: IRC's member limit (``l``, with ``limit``), no-external-messages (always so in chatd:
+#: kept as set) and secret (left out of IRC's LIST for non-members).
+MODES = "iklmnst"
 #: Bounds of one room's lists (docs/protocol.md §3): names in each of ops, voiced, bans and
 #: invites, and the lengths of a topic and a key.
 MAX_NAMES = 256
 MAX_TOPIC = 512
 MAX_KEY = 64
+MAX_LIMIT = 100_000  # +l's highest member limit
 
 
 @dataclass(frozen=True)
@@ -38,13 +39,14 @@ class RoomState:
     founder: str | None = None  # the account that registered the room (folded), or None
     topic: str = ""
     topic_by: str = ""
-    modes: str = ""  # a sorted subset of MODES ("k" only with a key)
+    modes: str = ""  # a sorted subset of MODES ("k" only with a key, "l" with a limit)
     key: str = ""
     ops: frozenset = frozenset()
     voiced: frozenset = frozenset()
     bans: frozenset = frozenset()
     invites: frozenset = frozenset()
     creator: int | None = None  # the client id that made an unregistered room, while in it
+    limit: int = 0  # +l: at most this many members on every node (0: no limit)
 
     @property
     def registered(self) -> bool:
@@ -74,7 +76,8 @@ class RoomState:
         return (not self.moderated or self.is_op(client_id, nick, account)
                 or self.is_voiced(nick, account))
 
-    def refusal(self, name: str, nick: str, account: str | None, key: str) -> str | None:
+    def refusal(self, name: str, nick: str, account: str | None, key: str,
+                members: int = 0) -> str | None:
         """Why ``nick`` (logged in to ``account``) may not join room ``name`` with ``key``;
         None if it may. The founder is never shut out of its own room."""
         account = fold(account) if account else None
@@ -86,6 +89,8 @@ class RoomState:
             return f"{name} is invite-only"
         if "k" in self.modes and key != self.key:
             return f"wrong key for {name}"
+        if "l" in self.modes and members >= self.limit:
+            return f"{name} is full ({self.limit} members)"
         return None
 
     # -- the stored form ---------------------------------------------------------------------
@@ -94,7 +99,7 @@ class RoomState:
         return {"founder": self.founder, "topic": self.topic, "topic_by": self.topic_by,
                 "modes": self.modes, "key": self.key, "ops": sorted(self.ops),
                 "voiced": sorted(self.voiced), "bans": sorted(self.bans),
-                "invites": sorted(self.invites)}
+                "invites": sorted(self.invites), "limit": self.limit}
 
     @classmethod
     def from_record(cls, value) -> RoomState | None:
@@ -103,16 +108,18 @@ class RoomState:
             return None
         founder, modes, key = value.get("founder"), value.get("modes", ""), value.get("key", "")
         topic, topic_by = value.get("topic", ""), value.get("topic_by", "")
+        limit = value.get("limit", 0)  # (a record from before +l has none)
         if not (founder is None or _is_name(founder)) or not _text(topic, MAX_TOPIC) \
                 or not (topic_by == "" or _is_name(topic_by)) or not _text(key, MAX_KEY) \
                 or modes.__class__ is not str or set(modes) - set(MODES) \
-                or ("k" in modes) != bool(key):
+                or ("k" in modes) != bool(key) or limit.__class__ is not int \
+                or not 0 <= limit <= MAX_LIMIT or ("l" in modes) != bool(limit):
             return None
         names = [_names(value.get(field, [])) for field in ("ops", "voiced", "bans", "invites")]
         if None in names:
             return None
         return cls(founder and fold(founder), topic, topic_by, "".join(sorted(modes)), key,
-                   *names)
+                   *names, limit=limit)
 
 
 def _named(names: frozenset, nick: str, account: str | None) -> bool:

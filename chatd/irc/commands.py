@@ -29,7 +29,8 @@ CLUSTER_UNAVAILABLE = "cluster unavailable, try again"
 REFUSALS = (("banned from", "474"), ("is invite-only", "473"), ("wrong key", "475"),
             ("too many rooms", "405"), ("not an operator", "482"), ("you are not in", "442"),
             ("no such nick", "401"), ("is not in", "441"), (" is in ", "443"),
-            ("usage: /mode +k", "525"), ("registered", "433"), ("in use", "433"))
+            ("usage: /mode +k", "525"), ("usage: /mode +l", "696"), ("is full", "471"),
+            ("registered", "433"), ("in use", "433"))
 #: The most targets one JOIN, PART or PRIVMSG names (005 MAXTARGETS); more are ignored.
 MAX_TARGETS = 4
 ACTION = "\x01ACTION "
@@ -221,7 +222,10 @@ def do_mode(reader, params: tuple) -> None:
     if room is None:
         return
     if len(params) == 1:
-        reader.reply("324", "#" + room.name, "+" + room.state.modes)
+        state = room.state  # (324's modes and the limit as parameters of their own)
+        limit = f" {state.limit}" if "l" in state.modes else ""
+        reader.send(f":{reader.protocol.server} 324 {reader.nick} #{room.name} "
+                    f"+{state.modes}{limit}")
         reader.reply("329", "#" + room.name, str(int(room.created)))
         return
     for change, argument in _mode_changes(params[1], list(params[2:])):
@@ -281,7 +285,7 @@ def _mode_changes(spec: str, arguments: list) -> list[tuple[str, str | None]]:
         if letter in "+-":
             sign = letter
             continue
-        takes = letter in "bov" or (letter == "k" and sign == "+")
+        takes = letter in "bov" or (letter in "kl" and sign == "+")
         argument = arguments.pop(0) if takes and arguments else None
         changes.append((sign + letter, argument))
     return changes[:8]
@@ -304,8 +308,8 @@ def _change_mode(reader, room, change: str, argument: str | None) -> None:
     elif letter == "b":
         problem = hub.ban(client, room.name, argument.split("!")[0], on)
     elif letter in MODES:
-        if letter == "k" and on and not argument:
-            return
+        if letter in "kl" and on and not argument:
+            return  # (+k or +l without its argument: nothing to set)
         problem = hub.set_mode(client, room.name, change, argument or "")
     else:
         reader.reply("472", letter, "is unknown mode char to me")

@@ -47,12 +47,18 @@ def test_the_stored_form_round_trips():
                       ops=frozenset({"bob"}), voiced=frozenset({"v"}), bans=frozenset({"e"}),
                       invites=frozenset({"i"}))
     assert RoomState.from_record(state.record()) == state
+    limited = RoomState(modes="lns", limit=5)
+    assert RoomState.from_record(limited.record()) == limited
+    assert limited.refusal("r", "x", None, "", members=5) == "r is full (5 members)"
+    assert limited.refusal("r", "x", None, "", members=4) is None
 
 
 @pytest.mark.parametrize("record", [
     None, [], "x", {"founder": 5}, {"founder": "9bad"}, {"modes": "z"}, {"modes": "k"},
     {"key": "x"}, {"topic": "x" * 600}, {"topic": "bell\x07"}, {"ops": "bob"},
     {"ops": ["ok", "no way"]}, {"bans": [1]}, {"ops": ["a"] * 300}, {"modes": 3},
+    {"modes": "l"}, {"limit": 5}, {"modes": "l", "limit": -1}, {"modes": "l", "limit": "5"},
+    {"modes": "l", "limit": 10**9},
 ])
 def test_a_bad_stored_record_is_none(record):
     assert RoomState.from_record(record) is None
