@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import fnmatch
+import re
 import time
 
 from chatd.core.bus import ClusterUnavailable
@@ -34,6 +35,7 @@ REFUSALS = (("banned from", "474"), ("is invite-only", "473"), ("wrong key", "47
 #: The most targets one JOIN, PART or PRIVMSG names (005 MAXTARGETS); more are ignored.
 MAX_TARGETS = 4
 ACTION = "\x01ACTION "
+_NUMBER = re.compile(r"-?[0-9]{1,9}")  # (str.isdigit takes "²", which int() refuses)
 
 
 def dispatch(reader, message) -> None:
@@ -479,7 +481,7 @@ def do_whowas(reader, params: tuple) -> None:
     """Who held a nick on this node before (core/census.py keeps the last departures)."""
     nick = params[0]
     count = params[1] if len(params) > 1 else ""
-    entries = reader.hub.whowas(nick, int(count) if count.lstrip("-").isdigit() else 0)
+    entries = reader.hub.whowas(nick, int(count) if _NUMBER.fullmatch(count) else 0)
     if not entries:
         reader.reply("406", nick[:30], "There was no such nickname")
     for held, user, real, when in entries:

@@ -63,7 +63,8 @@ class Registration:
         sub = params[0].upper()
         if sub == "LS":
             self.negotiating = True
-            if params[1:2] and params[1].isdigit():
+            if params[1:2] and params[1].isascii() and params[1].isdigit() \
+                    and len(params[1]) < 6:
                 self.cap_version = max(self.cap_version, int(params[1]))
             return self._cap_ls()
         if sub == "REQ":

@@ -79,3 +79,13 @@ def test_pass_ping_and_quit_before_registration():
     assert drive(reg, b"PING :123") == [b":s PONG s 123\r\n"]
     assert drive(reg, b"QUIT :bye now") == [] and reg.quit == "bye now"
     assert Message("PONG", ("s", "123"), "s") in reg.handle(parse(b"PING 123"))
+
+
+def test_a_cap_version_that_is_not_a_number_is_ignored():
+    from chatd.irc.message import Message
+    from chatd.irc.registration import Registration
+
+    registration = Registration("chatd", {"sasl": "PLAIN"})
+    for version in ("²", "99999999999999999999", "-3"):
+        registration.handle(Message("CAP", ("LS", version)))
+    assert registration.cap_version == 0
