@@ -83,6 +83,16 @@ def motd(value: Any) -> tuple[str, ...]:
     return lines
 
 
+def names(value: Any) -> tuple[str, ...]:
+    """A list of account names (nicks: the line protocol's rule), as a tuple."""
+    from chatd.text import is_valid_name
+
+    if not isinstance(value, list) or not all(isinstance(v, str) and is_valid_name(v)
+                                              for v in value) or len(value) > 64:
+        raise Invalid("must be a list of at most 64 account names")
+    return tuple(value)
+
+
 def choice(choices: tuple[str, ...], auto: bool = False) -> Check:
     """One of ``choices``, any case; with ``auto``, also "auto", which is None (decided at start)."""
     accepted = (*choices, "auto") if auto else choices

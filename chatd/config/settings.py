@@ -136,6 +136,8 @@ SETTINGS: tuple[Setting, ...] = (
             Option("--irc-port", "Port of the IRC listener (0: none).", type=int)),
     # IRC over TLS, with the [tls] certificate (needs tls_cert/tls_key)
     Setting("irc_tls_port", "irc", "int", 0, checks.int_range(0, 65535)),
+    # accounts that may become IRC operators with OPER NAME PASSWORD (KILL, WALLOPS)
+    Setting("irc_operators", "irc", "tuple[str, ...]", (), checks.names, spell=list),
     # [cluster] (docs/cluster.md)
     # None = single node; else the cluster's Redis. Its password is never shown.
     Setting("redis_url", "cluster", "str | None", None, checks.redis_url, secret=True),

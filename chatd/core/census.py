@@ -85,6 +85,10 @@ class Census:
             found = [entry for entry in self._gone if fold(entry[0]) == key]
         return found[:count] if count > 0 else found
 
+    def peak(self) -> int:
+        """The most clients this node has had at once since it started."""
+        return self._peak
+
     def client_count(self) -> int:
         """Clients admitted (stats() without walking them: for /health)."""
         with self._lock:

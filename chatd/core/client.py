@@ -61,6 +61,7 @@ class Client:
         "ignores",
         "username",
         "realname",
+        "user_modes",
     )
 
     def __init__(self, client_id: int, sock: socket.socket, addr: tuple, protocol) -> None:
@@ -89,6 +90,9 @@ class Client:
         #: thread, before it is registered.
         self.username = ""
         self.realname = ""
+        #: IRC's user modes (``i`` invisible, ``w`` wallops, ``o`` operator): replaced whole
+        #: by its session thread, read by others (WHO, WHOIS, WALLOPS).
+        self.user_modes: frozenset = frozenset()
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"<Client {self.id} {self.nick or '?'} {self.peer}>"

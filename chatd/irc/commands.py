@@ -20,7 +20,7 @@ from chatd.core.bus import ClusterUnavailable
 from chatd.core.events import Acted, Error, Noticed, PrivateMessage, Said, TopicIs
 from chatd.core.hub import LOBBY
 from chatd.core.roomstate import MODES
-from chatd.irc import welcome
+from chatd.irc import operators, welcome
 from chatd.irc.message import Message
 from chatd.irc.render import HOST, mask
 from chatd.text import NAME_RULE, fold, is_valid_name, sanitize
@@ -205,6 +205,10 @@ def do_invite(reader, params: tuple) -> None:
     nick, room = params[0], _my_room(reader, params[1])
     if room is None:
         return
+    client, state = reader.client, room.state
+    if "i" in state.modes and not state.is_op(client.id, client.nick, client.account):
+        reader.reply("482", "#" + room.name, "You're not channel operator")
+        return  # (an invite-only room's invitations are its operators', as IRC has it)
     problem = reader.hub.invite(reader.client, room.name, nick)
     if problem:
         _refused(reader, problem, nick, "#" + room.name)
@@ -244,17 +248,21 @@ def _user_mode(reader, target: str, spec: str | None) -> None:
     if fold(target) != fold(reader.client.nick):
         reader.reply("502", "Can't change mode for other users")
         return
+    client = reader.client
     if spec is None:
-        reader.reply("221", "+" + "".join(sorted(reader.user_modes)))
+        reader.reply("221", "+" + "".join(sorted(client.user_modes)))
         return
     sign, changed = "+", []
     for letter in spec:
         if letter in "+-":
             sign = letter
+        elif letter == "o" and sign == "-" and "o" in client.user_modes:
+            client.user_modes = client.user_modes - {"o"}  # (+o only through OPER)
+            changed.append("-o")
         elif letter not in USER_MODES:
             reader.reply("501", "Unknown MODE flag")
-        elif (letter in reader.user_modes) != (sign == "+"):
-            (reader.user_modes.add if sign == "+" else reader.user_modes.discard)(letter)
+        elif (letter in client.user_modes) != (sign == "+"):
+            client.user_modes = client.user_modes ^ {letter}
             changed.append(sign + letter)
     if changed:
         reader.send(f":{reader.source} MODE {reader.client.nick} :{''.join(changed)}")
@@ -316,7 +324,9 @@ def _change_mode(reader, room, change: str, argument: str | None) -> None:
     else:
         reader.reply("472", letter, "is unknown mode char to me")
         return
-    if problem and "already" not in problem:
+    if problem and problem.startswith("usage: /mode +l"):
+        reader.reply("696", channel, "l", argument or "*", "Invalid limit mode parameter")
+    elif problem and "already" not in problem:
         _refused(reader, problem, channel)
 
 
@@ -414,18 +424,23 @@ def do_who(reader, params: tuple) -> None:
         shown, members = reader.hub.members_of(name)
         rows = [("#" + shown, *member) for member in members]
     elif "*" in target or "?" in target:
-        pattern = fold(target)
+        pattern, mine = fold(target), set(reader.client.rooms)
         rows = [("*", c.nick, False, False, c.away) for c in sorted(
             reader.hub.clients(), key=lambda c: fold(c.nick))
-            if c.nick and fnmatch.fnmatchcase(fold(c.nick), pattern)][:MAX_WHO]
+            if c.nick and fnmatch.fnmatchcase(fold(c.nick), pattern)
+            and (c is reader.client or "i" not in c.user_modes or mine.intersection(c.rooms))
+            ][:MAX_WHO]  # (+i: seen by those who share a channel with it)
     else:
         found = _whois(reader, target)
         rows = [("*", found.nick, False, False, found.away)] if found else []
     server, multi = reader.protocol.server, "multi-prefix" in reader.protocol.caps
     for channel, nick, op, voiced, away in rows:
         user, real = _names_of(reader, nick)
+        person = reader.hub.find(nick)
         prefix = ("@" if op else "") + ("+" if voiced else "")
-        flags = ("G" if away is not None else "H") + (prefix if multi else prefix[:1])
+        flags = ("G" if away is not None else "H") \
+            + ("*" if person is not None and "o" in person.user_modes else "") \
+            + (prefix if multi else prefix[:1])
         reader.reply("352", channel, user, HOST, server, nick, flags, f"0 {real}")
     reader.reply("315", target[:30], "End of WHO list")
 
@@ -463,8 +478,12 @@ def do_whois(reader, params: tuple) -> None:
         lines.append(reader.numeric("330", found.nick, found.account, "is logged in as"))
     if found.away is not None:
         lines.append(reader.numeric("301", found.nick, found.away))
-    if found.idle is not None:
-        lines.append(reader.numeric("317", found.nick, str(found.idle), "seconds idle"))
+    person = reader.hub.find(found.nick)
+    if person is not None and "o" in person.user_modes:
+        lines.append(reader.numeric("313", found.nick, "is an IRC operator"))
+    if found.idle is not None and person is not None:
+        lines.append(reader.numeric("317", found.nick, str(found.idle),
+                                    str(int(person.connected_at)), "seconds idle, signon time"))
     lines.append(reader.numeric("318", found.nick, "End of /WHOIS list"))
     reader.send(*lines)
 
@@ -587,7 +606,9 @@ COMMANDS = {
     "USER": lambda reader, params: reader.reply("462", "You may not reregister"),
     "PASS": lambda reader, params: reader.reply("462", "You may not reregister"),
     "AUTHENTICATE": lambda reader, params: reader.reply("907", "You have already authenticated"),
+    **operators.COMMANDS,
 }
 #: Parameters a command needs (461 otherwise).
 NEEDS = {"JOIN": 1, "PART": 1, "TOPIC": 1, "KICK": 2, "INVITE": 2, "MODE": 1, "PRIVMSG": 1,
-         "NICK": 1, "WHOIS": 1, "WHOWAS": 1, "PING": 1, "USERHOST": 1, "ISON": 1}
+         "NICK": 1, "WHOIS": 1, "WHOWAS": 1, "PING": 1, "USERHOST": 1, "ISON": 1,
+         **operators.NEEDS}

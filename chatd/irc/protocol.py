@@ -85,9 +85,11 @@ class IrcProtocol:
 
     def line(self, event) -> bytes:
         text = self.text(event)
-        if "\r\n" in text:  # a reply of several lines (332 and 333)
-            return b"".join([render.wire(part) for part in text.split("\r\n")])
-        return render.wire(text) if text else b""
+        if not text:
+            return b""
+        tag = f"@time={render.stamp(time.time())} ".encode() if "server-time" in self.caps \
+            else b""
+        return b"".join([tag + render.wire(part) for part in text.split("\r\n")])
 
     def lines(self, events) -> bytes:
         return b"".join([self.line(event) for event in events])

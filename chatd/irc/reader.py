@@ -32,7 +32,7 @@ class IrcReader:
     """What core/protocol.py's ``Reader`` asks, for IRC (docs/protocol.md §14)."""
 
     __slots__ = ("session", "client", "hub", "settings", "protocol", "framer", "next_line",
-                 "registration", "registered", "sasl", "places", "user_modes")
+                 "registration", "registered", "sasl", "places")
 
     too_long = LINE_TOO_LONG
 
@@ -53,7 +53,6 @@ class IrcReader:
         #: folded room -> where its account last stood there (welcome.log_in): the first
         #: JOIN of such a room replays what it missed since (docs/protocol.md §12.3).
         self.places: dict = {}
-        self.user_modes: set[str] = set()  # commands.USER_MODES it set on itself
 
     # -- input --------------------------------------------------------------------------------
 
@@ -186,7 +185,7 @@ class IrcReader:
                         "nick": registration.nick, "user": registration.user,
                         "realname": registration.realname,
                         "negotiating": registration.negotiating,
-                        "modes": sorted(self.user_modes)}}
+                        "modes": sorted(self.client.user_modes)}}
 
     def restore(self, state: dict) -> None:
         """Go on from :meth:`state` (an upgrade), or from none (the fd store's restart: a
@@ -200,7 +199,8 @@ class IrcReader:
         registration.user = str(user)[:24] if user else None
         registration.realname = str(irc.get("realname") or "")[:100]
         registration.negotiating = bool(irc.get("negotiating"))
-        self.user_modes = {m for m in irc.get("modes", ()) if m in commands.USER_MODES}
+        self.client.user_modes = frozenset(
+            m for m in irc.get("modes", ()) if m in commands.USER_MODES or m == "o")
         self.registered = bool(irc.get("registered", self.client.nick))
         self.protocol.nick = self.client.nick
         self.use_caps()

@@ -105,13 +105,13 @@ def lusers(reader) -> list[str]:
     """251, 255, 265 and 266: this node's clients (in cluster mode the others' are not
     counted here)."""
     count = reader.hub.client_count()
-    limit = reader.settings.config.max_clients
+    peak = max(count, reader.hub.peak())
     return [reader.numeric("251", f"There are {count} users and 0 invisible on 1 servers"),
             reader.numeric("255", f"I have {count} clients and 0 servers"),
-            reader.numeric("265", str(count), str(limit),
-                           f"Current local users {count}, max {limit}"),
-            reader.numeric("266", str(count), str(limit),
-                           f"Current global users {count}, max {limit}")]
+            reader.numeric("265", str(count), str(peak),
+                           f"Current local users {count}, max {peak}"),
+            reader.numeric("266", str(count), str(peak),
+                           f"Current global users {count}, max {peak}")]
 
 
 def motd(reader, lines) -> list[str]:

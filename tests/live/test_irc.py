@@ -14,9 +14,9 @@ from test_accounts import PASSWORD, register
 from test_upgrade import upgrade
 
 
-def irc_server(chatd, **sections):
-    """A chatd with an IRC listener on a free port."""
-    return chatd(irc={"irc_port": free_port()}, **sections)
+def irc_server(chatd, irc=None, **sections):
+    """A chatd with an IRC listener on a free port (and ``irc``'s other keys)."""
+    return chatd(irc={"irc_port": free_port(), **(irc or {})}, **sections)
 
 
 def joined(server, nick: str, room: str = "dev"):
@@ -163,7 +163,7 @@ def test_history_on_join_carries_server_time(chatd):
     bob.sync()
     alice = server.irc("alice", caps=("server-time",))
     alice.send_line("JOIN #dev")
-    alice.expect(":alice!alice@chatd JOIN #dev")
+    alice.wait_for(lambda line: line.endswith(":alice!alice@chatd JOIN #dev"))
     line = alice.wait_for(lambda line: "first words" in line)
     assert re.fullmatch(r"@time=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z "
                         r":bob!bob@chatd PRIVMSG #dev :first words", line), line
@@ -315,14 +315,15 @@ def test_what_an_account_missed_is_replayed_on_its_join_with_server_time(chatd):
     bob.sync()
     alice = server.irc("alice", caps=("server-time",), password=PASSWORD)
     alice.send_line("JOIN #dev")
-    alice.expect(":alice!alice@chatd JOIN #dev")
+    alice.wait_for(lambda line: line.endswith(":alice!alice@chatd JOIN #dev"))
     alice.expect(":chatd NOTICE alice :*** 1 line you missed in #dev")
     missed = alice.read_line()
     assert re.fullmatch(r"@time=\S+Z :bob!bob@chatd PRIVMSG #dev :while you were away",
                         missed), missed
     alice.send_line("PART #dev")
     alice.send_line("JOIN #dev")  # once: a second JOIN replays nothing it missed
-    alice.wait_for(":alice!alice@chatd JOIN #dev")
+    alice.wait_for(lambda line: line.endswith(" PART #dev"))
+    alice.wait_for(lambda line: line.endswith(":alice!alice@chatd JOIN #dev"))
     assert not any("you missed" in line for line in alice.sync())
 
 
@@ -452,8 +453,39 @@ def test_a_member_limit_holds_for_line_and_irc_joiners(chatd):
     dave.send_line("/join small")
     dave.expect("*** error: small is full (2 members)")
     alice.send_line("MODE #small +l 0")
-    alice.expect(":chatd 696 alice #small :usage: /mode +l N (a member limit, 1-100000)")
+    alice.expect(":chatd 696 alice #small l 0 :Invalid limit mode parameter")
     alice.send_line("MODE #small -l")
     alice.expect(":alice!alice@chatd MODE #small -l")
     carol.send_line("JOIN #small")
     carol.expect(":carol!carol@chatd JOIN #small")
+
+
+def test_irc_operators_oper_kill_and_wallops(chatd):
+    server = irc_server(chatd, irc={"irc_operators": ["opal"]})
+    register(server.connect(), "opal")
+    register(server.connect(), "mallory")
+    opal = server.irc("opal", password=PASSWORD)
+    mallory = server.irc("mallory", password=PASSWORD)
+    mallory.send_line(f"OPER mallory {PASSWORD}")  # an account, but not an operator's
+    mallory.expect(":chatd 491 mallory :No O-lines for your host")
+    opal.send_line("OPER opal wrong")
+    opal.expect(":chatd 464 opal :Password incorrect")
+    opal.send_line("KILL mallory :no")
+    opal.expect(":chatd 481 opal :Permission Denied- You're not an IRC operator")
+    opal.send_line(f"OPER opal {PASSWORD}")
+    opal.expect(":chatd 381 opal :You are now an IRC operator")
+    opal.expect(":opal!opal@chatd MODE opal :+o")
+    assert PASSWORD not in server.stderr_text()
+    carol = server.irc("carol")
+    carol.send_line("MODE carol +w")
+    carol.expect(":carol!carol@chatd MODE carol :+w")
+    carol.send_line("WHOIS opal")
+    carol.wait_for(":chatd 313 carol opal :is an IRC operator")
+    opal.send_line("WALLOPS :maintenance soon")
+    carol.wait_for(":opal!opal@chatd WALLOPS :maintenance soon")
+    line = server.connect()
+    line.set_nick("bob")
+    opal.send_line("KILL bob :spamming")
+    assert "*** you were kicked: spamming" in line.expect_closed()
+    mallory.send_line("WALLOPS :me too")
+    mallory.expect(":chatd 481 mallory :Permission Denied- You're not an IRC operator")

@@ -46,7 +46,7 @@ DEFAULT_MOTD = "Type /help for the list of commands."
 
 
 def toml_dumps(sections: dict[str, dict]) -> str:
-    """``{"limits": {"rate": 5}}`` -> TOML text. Only the scalar types chatd's config uses."""
+    """``{"limits": {"rate": 5}}`` -> TOML text. Only the types chatd's config uses."""
 
     def value(v):
         if isinstance(v, bool):
@@ -55,6 +55,8 @@ def toml_dumps(sections: dict[str, dict]) -> str:
             return repr(v)
         if isinstance(v, str):
             return json.dumps(v, ensure_ascii=False)  # a JSON string is a TOML basic string
+        if isinstance(v, list):
+            return "[" + ", ".join(value(item) for item in v) + "]"
         raise TypeError(f"no TOML for {v!r}")
 
     out = []
