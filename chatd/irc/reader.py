@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from chatd.core.bus import ClusterUnavailable
 from chatd.core.events import Close
-from chatd.irc import commands, welcome
+from chatd.irc import commands, people, welcome
 from chatd.irc.message import MAX_LINE_BYTES, MAX_TAG_BYTES, BadMessage, TooLong, encode, parse
 from chatd.irc.registration import Registration
 from chatd.irc.render import mask, wire
@@ -200,7 +200,7 @@ class IrcReader:
         registration.realname = str(irc.get("realname") or "")[:100]
         registration.negotiating = bool(irc.get("negotiating"))
         self.client.user_modes = frozenset(
-            m for m in irc.get("modes", ()) if m in commands.USER_MODES or m == "o")
+            m for m in irc.get("modes", ()) if m in people.USER_MODES or m == "o")
         self.registered = bool(irc.get("registered", self.client.nick))
         self.protocol.nick = self.client.nick
         self.use_caps()

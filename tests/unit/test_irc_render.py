@@ -84,10 +84,10 @@ def test_server_names_are_one_word():
 
 
 def test_mode_changes_take_their_arguments_in_order():
-    from chatd.irc.commands import _mode_changes
+    from chatd.irc.channels import mode_changes
 
-    assert _mode_changes("+o-v", ["al", "bo"]) == [("+o", "al"), ("-v", "bo")]
-    assert _mode_changes("+ik", ["key"]) == [("+i", None), ("+k", "key")]
-    assert _mode_changes("-k+t", ["ignored"]) == [("-k", None), ("+t", None)]
-    assert _mode_changes("+b", []) == [("+b", None)]  # a list query
-    assert len(_mode_changes("+" + "i" * 50, [])) == 8  # at most 8 changes a MODE
+    assert mode_changes("+o-v", ["al", "bo"]) == [("+o", "al"), ("-v", "bo")]
+    assert mode_changes("+ik", ["key"]) == [("+i", None), ("+k", "key")]
+    assert mode_changes("-k+t", ["ignored"]) == [("-k", None), ("+t", None)]
+    assert mode_changes("+b", []) == [("+b", None)]  # a list query
+    assert len(mode_changes("+" + "i" * 50, [])) == 8  # at most 8 changes a MODE
