@@ -85,9 +85,16 @@ class Census:
             found = [entry for entry in self._gone if fold(entry[0]) == key]
         return found[:count] if count > 0 else found
 
-    def peak(self) -> int:
-        """The most clients this node has had at once since it started."""
-        return self._peak
+    def users(self) -> tuple[int, int]:
+        """(users now, the most at once since start): clients with a nick (an IRC client
+        that has not registered yet is none), for IRC's LUSERS."""
+        with self._lock:
+            return len(self._nicks), self._peak
+
+    def _note_users(self) -> None:
+        """(hub lock held) A client got its first nick: the peak may grow."""
+        if len(self._nicks) > self._peak:
+            self._peak = len(self._nicks)
 
     def client_count(self) -> int:
         """Clients admitted (stats() without walking them: for /health)."""

@@ -73,7 +73,7 @@ class Hub(Census, Membership, Identity, Presence, Stewardship):
         #: (nick, user name, real name, when) of the clients that left, newest first, at
         #: most census.MAX_GONE (WHOWAS); hub lock.
         self._gone: deque = deque(maxlen=MAX_GONE)
-        self._peak = 0  # the most clients at once since start (IRC's LUSERS); hub lock
+        self._peak = 0  # the most users (clients with a nick) at once (IRC's LUSERS); hub lock
         #: folded room name -> (name, RoomState): rooms' states as kept or as the cluster
         #: said, for rooms not made here yet (stewardship.py); hub lock.
         self._shared: dict = {}
@@ -90,7 +90,6 @@ class Hub(Census, Membership, Identity, Presence, Stewardship):
                 return "too many connections from your address"
             self._clients[client.id] = client
             self._per_ip[client.ip] = self._per_ip.get(client.ip, 0) + 1
-            self._peak = max(self._peak, len(self._clients))
         return None
 
     def register(self, client, greeting: list) -> str:
@@ -100,6 +99,7 @@ class Hub(Census, Membership, Identity, Presence, Stewardship):
         nick = self._guest_nick(client)
         with self._lock:
             client.nick = nick
+            self._note_users()
             events = [greeting[0], YouAre(nick), *greeting[1:]]
             self._enter(client, self._lobby, (client.outbox.protocol.lines(events), len(events)))
         return nick

@@ -57,6 +57,7 @@ class Identity:
             with self._lock:
                 if claimed:
                     client.nick = nick
+                    self._note_users()
                     self._bus.member(client)  # other nodes find it in no room too (whois, msg)
                 elif self._nicks.get(key) is client:
                     del self._nicks[key]
@@ -191,6 +192,7 @@ class Identity:
         if not client.nick:  # pending: its nick; rejoin() gives it a room
             client.nick = name
             self._nicks[key] = client
+            self._note_users()
             self.send_to(client, notice, YouAre(name), *greeting)
         elif client.nick != name:
             self._rename_locked(client, name, notice)

@@ -79,16 +79,25 @@ class Stewardship:
     def grant(self, client, name: str, what: str, nick: str, on: bool) -> str | None:
         """``/op``, ``/deop`` (``what`` "ops"), ``/voice``, ``/devoice`` ("voiced"). A deop
         of the room's maker (an operator by being its maker, roomstate.py) ends that."""
+        maker = []  # the maker deopped: its status ends here (_set_state keeps a maker)
+
         def change(room: str, state: RoomState):
             target = self._nicks.get(fold(nick))
             entry, shown = self._target(nick)
             if not on and what == "ops" and target is not None and state.creator == target.id \
                     and entry not in state.ops:
+                maker.append(room)
                 return state.change(creator=None), Revoked(client.nick, room,
                                                            roomchanges.LISTS[what], shown)
             return roomchanges.grant(room, state, client.nick, what, entry, shown, on)
 
-        return self._by_member(client, name, change)
+        problem = self._by_member(client, name, change)
+        if maker:
+            with self._lock:
+                room = self._rooms.get(fold(name))
+                if room is not None:
+                    room.state = room.state.change(creator=None)
+        return problem
 
     def ban(self, client, name: str, nick: str, on: bool) -> str | None:
         return self._by_member(client, name, lambda room, s: roomchanges.ban(

@@ -104,8 +104,7 @@ def greet(reader) -> None:
 def lusers(reader) -> list[str]:
     """251, 255, 265 and 266: this node's clients (in cluster mode the others' are not
     counted here)."""
-    count = reader.hub.client_count()
-    peak = max(count, reader.hub.peak())
+    count, peak = reader.hub.users()
     return [reader.numeric("251", f"There are {count} users and 0 invisible on 1 servers"),
             reader.numeric("255", f"I have {count} clients and 0 servers"),
             reader.numeric("265", str(count), str(peak),
