@@ -256,6 +256,18 @@ def test_tls_port_equal_to_port_is_refused(tmp_path):
                   start=())  # --port 0 would make the check moot
 
 
+@pytest.mark.parametrize("toml, expected", [
+    ('[server]\nport = 7000\n[irc]\nirc_port = 7000\n', "irc.irc_port: same as server.port (7000)"),
+    ('[irc]\nirc_tls_port = 6697\n', "irc.irc_tls_port: needs tls.tls_cert and tls.tls_key"),
+    ('[irc]\nirc_port = 6667\nirc_tls_port = 6667\n[tls]\ntls_cert = "/c"\ntls_key = "/k"\n',
+     "irc.irc_tls_port: same as irc.irc_port (6667)"),
+    ('[irc]\nirc_operators = ["no way"]\n',
+     "irc.irc_operators: must be a list of at most 64 account names"),
+])
+def test_irc_settings_are_checked(tmp_path, toml, expected):
+    refused_alike(tmp_path, toml, expected, start=())
+
+
 @needs_openssl
 def test_missing_tls_files_are_refused(tmp_path):
     cert, key = make_cert(tmp_path, "good")
