@@ -191,18 +191,27 @@ class IrcReader:
         """Go on from :meth:`state` (an upgrade), or from none (the fd store's restart: a
         client with a nick is registered, with no capabilities). State is input: checked."""
         self.framer.restore(state["unread"], state["discarding"], True)
-        irc = state.get("irc") or {}
+        irc = state.get("irc")
+        irc = irc if isinstance(irc, dict) else {}
         registration = self.registration
-        registration.enabled = {c for c in irc.get("caps", ()) if c in registration.offered}
+        registration.enabled = set(_listed(irc.get("caps"), registration.offered))
         nick, user = irc.get("nick"), irc.get("user")
         registration.nick = nick if isinstance(nick, str) and is_valid_name(nick) else None
-        registration.user = str(user)[:24] if user else None
-        registration.realname = str(irc.get("realname") or "")[:100]
+        registration.user = user[:24] if isinstance(user, str) and user else None
+        realname = irc.get("realname")
+        registration.realname = realname[:100] if isinstance(realname, str) else ""
         registration.negotiating = bool(irc.get("negotiating"))
-        self.client.user_modes = frozenset(
-            m for m in irc.get("modes", ()) if m in people.USER_MODES or m == "o")
+        self.client.user_modes = frozenset(_listed(irc.get("modes"), people.USER_MODES + "o"))
         self.registered = bool(irc.get("registered", self.client.nick))
         self.protocol.nick = self.client.nick
         self.use_caps()
         if self.registered:
             self._identify()
+
+
+def _listed(value, allowed) -> list[str]:
+    """The strings of a state file's list (input) that are in ``allowed``; [] if it is not
+    a list."""
+    if not isinstance(value, list):
+        return []
+    return [item for item in value if isinstance(item, str) and item in allowed]

@@ -91,3 +91,24 @@ def test_mode_changes_take_their_arguments_in_order():
     assert mode_changes("-k+t", ["ignored"]) == [("-k", None), ("+t", None)]
     assert mode_changes("+b", []) == [("+b", None)]  # a list query
     assert len(mode_changes("+" + "i" * 50, [])) == 8  # at most 8 changes a MODE
+
+
+def test_a_bad_handover_state_is_taken_as_none():
+    """An upgrade's state is input: an IRC reader restores what is well formed and ignores
+    the rest, without raising."""
+    from chatd.irc.reader import IrcReader
+
+    irc = protocol("")
+    client = SimpleNamespace(nick="alice", user_modes=frozenset(), username="", realname="")
+    settings = SimpleNamespace(accounts=None, config=SimpleNamespace(server_name="s"))
+    hub = SimpleNamespace(respeak=lambda client, speaks: None)
+    session = SimpleNamespace(client=client, hub=hub, settings=settings)
+    kept = []
+    for bad in ([1], {"caps": 5, "modes": [["o"], "o", "x"], "user": 7, "realname": None},
+                {"caps": [["server-time"], "server-time"], "nick": "9no"}):
+        reader = IrcReader(session, irc)
+        reader.restore({"unread": b"", "discarding": False, "irc": bad})
+        assert reader.registered  # (a nick: registered)
+        kept.append((reader.registration.enabled, client.user_modes, reader.registration.nick))
+    assert kept == [(set(), frozenset(), None), (set(), {"o"}, None),
+                    ({"server-time"}, frozenset(), None)]
