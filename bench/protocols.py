@@ -182,6 +182,12 @@ class Naive:
         return None
 
 
+def _code(line: bytes) -> bytes:
+    """A server line's numeric or command (its second word), b"" if it has none."""
+    parts = line.rstrip(b"\r").split(b" ", 2)
+    return parts[1] if len(parts) >= 2 else b""
+
+
 class NgircdServerWide(Ngircd):
     """ngircd for the connect and admin crowds: clients register but join no channel, and
     client 0, an IRC operator (bench/ngircd.conf), broadcasts with a server-mask NOTICE that
@@ -193,8 +199,7 @@ class NgircdServerWide(Ngircd):
     hears_own = True
 
     def setup_line(self, conn, line: bytes) -> tuple[bytes, bool]:
-        parts = line.rstrip(b"\r").split(b" ", 3)
-        code = parts[1] if len(parts) >= 2 else b""
+        code = _code(line)
         if code in (b"376", b"422"):  # end of MOTD: registered
             if conn.idx == 0:
                 return b"OPER bench bench\r\n", False
@@ -227,16 +232,15 @@ class ChatdIrc(Ngircd):
 class ChatdIrcCrowd(ChatdIrc):
     """chatd-irc for the connect crowd: IRC clients that register (ready at the end of the
     MOTD) and join nothing, like ngircd's crowd, so what is measured is an idle IRC session.
-    chatd has nothing that reaches a client in no room (an operator's broadcast goes to the
-    rooms), so there is no broadcast: each client sends ``PING :<marker>`` and chatd's PONG
-    carries the marker back, which shows every session still served at N (``echo_ms``)."""
+    Each step checks every session with a round trip of its own rather than a broadcast:
+    each client sends ``PING :<marker>`` and chatd's PONG carries the marker back, which
+    shows every session still served at N (``echo_ms``)."""
 
     join_marker = None
     broadcast = None
 
     def setup_line(self, conn, line: bytes) -> tuple[bytes, bool]:
-        parts = line.rstrip(b"\r").split(b" ", 3)
-        code = parts[1] if len(parts) >= 2 else b""
+        code = _code(line)
         if code in (b"376", b"422"):  # end of MOTD: registered
             return b"", True
         if code == b"001":

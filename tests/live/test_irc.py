@@ -19,6 +19,14 @@ def irc_server(chatd, irc=None, **sections):
     return chatd(irc={"irc_port": free_port(), **(irc or {})}, **sections)
 
 
+def irc_joined(server, nick: str, channel: str = "#dev", caps=()):
+    """An IRC client named ``nick`` in ``channel``, past its NAMES."""
+    client = server.irc(nick, caps=caps)
+    client.send_line(f"JOIN {channel}")
+    client.numeric("366")
+    return client
+
+
 def joined(server, nick: str, room: str = "dev"):
     """A line client named ``nick`` in ``room``."""
     client = server.connect()
@@ -221,9 +229,7 @@ def test_an_unregistered_connection_is_closed_after_login_timeout(chatd):
 
 def test_ownership_from_irc_topic_invite_ban_and_refusals(chatd):
     server = irc_server(chatd)
-    alice = server.irc("alice")
-    alice.send_line("JOIN #club")
-    alice.numeric("366")
+    alice = irc_joined(server, "alice", "#club")
     alice.send_line("TOPIC #club :members only")
     alice.expect(":alice!alice@chatd TOPIC #club :members only")
     alice.send_line("MODE #club +i")
@@ -413,9 +419,7 @@ def test_live_lines_carry_server_time_and_a_channel_notice_stays_a_notice(chatd)
 
 def test_secret_and_no_external_modes(chatd):
     server = irc_server(chatd)
-    alice = server.irc("alice")
-    alice.send_line("JOIN #hidden")
-    alice.numeric("366")
+    alice = irc_joined(server, "alice", "#hidden")
     alice.send_line("MODE #hidden +sn")
     alice.expect(":alice!alice@chatd MODE #hidden +s")
     alice.expect(":alice!alice@chatd MODE #hidden +n")
@@ -436,9 +440,7 @@ def test_secret_and_no_external_modes(chatd):
 
 def test_a_member_limit_holds_for_line_and_irc_joiners(chatd):
     server = irc_server(chatd)
-    alice = server.irc("alice")
-    alice.send_line("JOIN #small")
-    alice.numeric("366")
+    alice = irc_joined(server, "alice", "#small")
     alice.send_line("MODE #small +l 2")
     alice.expect(":alice!alice@chatd MODE #small +l 2")
     alice.send_line("MODE #small")
