@@ -47,6 +47,16 @@ def names(value, limit: int) -> tuple[str, ...]:
     return tuple(map(name, value))
 
 
+def _before(value) -> str | None:
+    """An event's ``before`` (core/once.py): None, or at most MAX_ROOMS room names
+    separated by single spaces."""
+    if value is None:
+        return None
+    if value.__class__ is not str:
+        raise Rejected("bad list of rooms")
+    return " ".join(names(value.split(" "), MAX_ROOMS))
+
+
 def node_name(value) -> str:
     if value.__class__ is not str or not 0 < len(value) <= MAX_NODE or not value.isprintable() \
             or " " in value or "|" in value:
@@ -119,9 +129,9 @@ class Validator:
         self._rules = {
             ev.Said: (name, user), ev.Acted: (name, user), ev.Noticed: (name, user),
             ev.Joined: (name, name),
-            ev.Left: (name, name, self._reason), ev.Quit: (name, name, self._reason),
-            ev.Kicked: (name, admin),
-            ev.Renamed: (name, name), ev.Announcement: (admin,),
+            ev.Left: (name, name, self._reason), ev.Quit: (name, name, self._reason, _before),
+            ev.Kicked: (name, admin, _before),
+            ev.Renamed: (name, name, _before), ev.Announcement: (admin,),
             ev.PrivateMessage: (name, user), ev.IsAway: (name, user),
             ev.TopicSet: (actor, name, self._topic), ev.RoomKicked: (name, name, actor, admin),
             ev.Granted: (actor, name, _granted, name), ev.Revoked: (actor, name, _granted, name),

@@ -36,6 +36,7 @@ from chatd.cluster.keys import (
     node_stream,
 )
 from chatd.core import events as ev
+from chatd.core import once
 from chatd.text import fold
 
 log = structlog.get_logger("chatd.cluster")
@@ -163,8 +164,8 @@ class Leases:
                 continue
             nick = member.nick
             triples += [field, fold(nick), link.seal.seal(f"{NICKS}/{fold(nick)}", field)]
-            lines += [room_line("r", room, wire.dumps(ev.Quit(nick, room, "node lost")))
-                      for room in member.rooms]
+            lines += [room_line("r", room, wire.dumps(ev.Quit(nick, room, "node lost", before)))
+                      for room, before in zip(member.rooms, once.befores(member.rooms))]
         entry = link.seal.entry(link.node, link.sequence.next(), "[" + ",".join(lines) + "]",
                                 lost=node) if lines else None
         fields = [entry["h"], entry["c"]] if entry else ["", ""]

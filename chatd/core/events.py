@@ -67,6 +67,7 @@ class Quit:
     nick: str
     room: str
     reason: str
+    before: str | None = None  # core/once.py: the rooms that had it first
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +76,14 @@ class Kicked:
 
     nick: str
     reason: str
+    before: str | None = None  # core/once.py
 
 
 @dataclass(frozen=True, slots=True)
 class Renamed:
     old: str
     new: str
+    before: str | None = None  # core/once.py
 
 
 @dataclass(frozen=True, slots=True)
@@ -517,14 +520,14 @@ class Close:
     def event(self) -> str | None:
         return CLOSE_KINDS[self.kind].event
 
-    def farewell(self, nick: str, room: str | None):
-        """The event the departed client's room sees, or None."""
+    def farewell(self, nick: str, room: str | None, before: str | None = None):
+        """The event the departed client's room sees, or None (``before``: core/once.py)."""
         style = CLOSE_KINDS[self.kind].farewell
         if style is None or room is None:
             return None
         if style == "kicked":
-            return Kicked(nick, self.detail)
-        return Quit(nick, room, self.text)
+            return Kicked(nick, self.detail, before)
+        return Quit(nick, room, self.text, before)
 
 
 CLOSED = Close("closed")

@@ -20,6 +20,7 @@ import itertools
 import threading
 from collections import deque
 
+from chatd.core import once
 from chatd.core.bus import ClusterUnavailable, LocalBus
 from chatd.core.census import MAX_GONE, Census
 from chatd.core.events import (
@@ -128,24 +129,26 @@ class Hub(Census, Membership, Identity, Presence, Stewardship):
         if client.account and self._accounts.get(fold(client.account)) is client:
             del self._accounts[fold(client.account)]
         self._count_departure(client, reason)
-        positions = []
-        for room in client.rooms:
+        positions, rooms = [], client.rooms
+        for room, before in zip(rooms, once.befores([room.name for room in rooms])):
             positions.append((room.name, self._leave(client, room)))
-            self._farewell(client, room, reason)
+            self._farewell(client, room, reason, before)
         client.positions = positions  # what its account remembers (identity.py)
         self._bus.gone(client)
         return True
 
-    def _farewell(self, client, room, reason) -> None:
+    def _farewell(self, client, room, reason, before: str | None) -> None:
         """Why ``client`` left (hub lock held): told to ``room`` if the reason has a farewell;
-        other nodes' members hear of every departure, shutdown included."""
+        other nodes' members hear of every departure, shutdown included. ``before``: the
+        rooms it was said in first (once.py)."""
         if reason is None:
             self._bus.publish(room.name, Left(client.nick, room.name, None))
             return
-        farewell = reason.farewell(client.nick, room.name)
+        farewell = reason.farewell(client.nick, room.name, before)
         if farewell is not None:
-            room.post(None, farewell)
-        self._bus.publish(room.name, farewell or Quit(client.nick, room.name, reason.text))
+            room.post(once.author(room, None, farewell, self._rooms), farewell)
+        self._bus.publish(room.name,
+                          farewell or Quit(client.nick, room.name, reason.text, before))
 
     def _guest_nick(self, client) -> str:
         """A free ``guest-N``, held in ``_nicks`` (and claimed on the bus) for ``client``."""
@@ -190,8 +193,7 @@ class Hub(Census, Membership, Identity, Presence, Stewardship):
                 self._nicks[fold(new)] = client
                 client.nick = new
                 self.send_to(client, NickChanged(new))
-                for room in client.rooms:
-                    self._post(room, client.outbox, Renamed(old, new))
+                self._post_about(client, lambda before: Renamed(old, new, before))
                 self._bus.member(client)
         if other_key:
             self._bus.release(new if taken or revoked else old, client)
@@ -214,10 +216,11 @@ class Hub(Census, Membership, Identity, Presence, Stewardship):
             self._nicks[fold(new)] = client
             client.nick = new
             self.send_to(client, NickRevoked(old, new))
-            for room in client.rooms:
-                room.post(client.outbox, Renamed(old, new))
-                self._bus.publish(room.name,
-                                  Joined(new, room.name) if reaped else Renamed(old, new))
+            rooms = client.rooms
+            for room, before in zip(rooms, once.befores([room.name for room in rooms])):
+                renamed = Renamed(old, new, before)
+                room.post(once.author(room, client.outbox, renamed, self._rooms), renamed)
+                self._bus.publish(room.name, Joined(new, room.name) if reaped else renamed)
             self._bus.member(client)
         return True
 
@@ -272,7 +275,8 @@ class Hub(Census, Membership, Identity, Presence, Stewardship):
         with self._lock:
             room = self._rooms.get(fold(room_name))
             if room is not None and room.members:
-                room.post_many(None, events, stamps, origin)
+                room.post_many(None, events, stamps, origin,
+                               once.authors(room, events, self._rooms))
             elif self._history is not None and self._history.lines:
                 self._history.record_remote(room_name, events, position, stamps, origin)
 

@@ -209,8 +209,7 @@ class Identity:
         self._nicks[fold(new)] = client
         client.nick = new
         self.send_to(client, notice)
-        for room in client.rooms:
-            self._post(room, client.outbox, Renamed(old, new))
+        self._post_about(client, lambda before: Renamed(old, new, before))
         self._bus.member(client)
 
     def _unreserve(self, spare: str | None) -> None:

@@ -12,6 +12,7 @@ it held. A history tail may read the store, so it is had before the lock (:meth:
 
 from __future__ import annotations
 
+from chatd.core import once
 from chatd.core.events import Joined, Left, RoomEntered, TopicIs
 from chatd.core.position import Position
 from chatd.core.rooms import Room
@@ -251,8 +252,15 @@ class Membership:
 
     def _post(self, room: Room, author, event) -> None:
         """A room line for this node's members and, through the bus, the other nodes'."""
-        room.post(author, event)
+        room.post(once.author(room, author, event, self._rooms), event)
         self._bus.publish(room.name, event)
+
+    def _post_about(self, client, make) -> None:
+        """``make(before)``: a line about ``client`` (a rename: once.py), posted to each of
+        its rooms and read once by a member of several."""
+        rooms = client.rooms
+        for room, before in zip(rooms, once.befores([room.name for room in rooms])):
+            self._post(room, client.outbox, make(before))
 
     def _enter(self, client, room: Room, first: tuple[bytes, int] | None = None,
                since: Position | None = None) -> None:

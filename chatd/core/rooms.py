@@ -46,6 +46,7 @@ import threading
 import time
 
 from chatd.core.ignoring import hides, unhidden
+from chatd.core.once import Except
 from chatd.core.position import START, Position
 from chatd.core.roomstate import RoomState
 from chatd.core.tail import TICK, fit
@@ -60,7 +61,8 @@ class Room:
         self.name = name
         self.members: dict = {}  # client id -> Client; hub lock
         self.lock = threading.Lock()
-        self.log: list = []  # (author outbox or None, event, its text, the text's protocol)
+        #: (author: an outbox, None or a once.Except; the event; its text; the text's protocol)
+        self.log: list = []
         self.base = 0
         self.queued = False
         self.joining: dict = {}  # outbox -> [offset, ...] not yet attached by the flusher
@@ -92,7 +94,8 @@ class Room:
         return self.base + len(self.log)
 
     def post(self, author, event, publish=None) -> None:
-        """Deliver ``event`` to every member but ``author`` (an outbox, or None for everyone).
+        """Deliver ``event`` to every member but ``author`` (an outbox, or None for everyone,
+        or once.Except: several outboxes).
 
         The line is rendered once per protocol, here, before the lock is taken; the log keeps
         it next to the event. Never blocks on I/O. The flush is queued while the lock is held,
@@ -115,12 +118,17 @@ class Room:
                 self.queued = True
                 self._flusher.call(self.flush)
 
-    def post_many(self, author, events: list, stamps=None, origin: str = "") -> None:
+    def post_many(self, author, events: list, stamps=None, origin: str = "",
+                  authors: list | None = None) -> None:
         """:meth:`post` of several events under one taking of the lock: another node's
         (``origin``) lines, which arrive in batches, with the time it gave each
-        (``stamps``, Tail.record_remote)."""
+        (``stamps``, Tail.record_remote); ``authors``: one ``author`` per event instead
+        (once.py's, for the few lines some members had in another room)."""
         protocol, render, other_protocols = self.speaking
-        entries = [(author, event, render(event), protocol) for event in events]
+        if authors is None:
+            entries = [(author, event, render(event), protocol) for event in events]
+        else:
+            entries = [(by, event, render(event), protocol) for by, event in zip(authors, events)]
         others = [{q: r(event) for q, r in other_protocols} for event in events] \
             if other_protocols else None
         with self.lock:
@@ -342,6 +350,10 @@ class Room:
             if not entries:
                 return
         authors = {e[0] for e in entries}
+        for author in authors:
+            if author.__class__ is Except:  # a line some members had elsewhere (once.py)
+                authors = _widened(authors)
+                break
         for outbox in authors.intersection(outboxes):
             self._deliver_except(outbox, entries)
         # no per-flush copy of a 10,000-reader group: allocations that size stay in RSS
@@ -418,6 +430,7 @@ class Room:
         those of nicks it ignores."""
         ignoring = outbox.ignoring
         others = [e[2] for e in entries if e[0] is not outbox
+                  and not (e[0].__class__ is Except and outbox in e[0])
                   and not (ignoring and hides(ignoring, e[1]))]
         if others:
             self._flusher.deliver(outbox, b"".join(others), len(others))
@@ -432,6 +445,18 @@ def send_private(rooms, outbox, data: bytes, lines: int) -> None:
     last.send_private(outbox, data, lines)
     for room in others:
         room.release(outbox)
+
+
+def _widened(authors: set) -> set:
+    """``authors`` with each Except's outboxes in it: every reader a flush must hand a
+    buffer of its own (without its lines, or those it had in another room)."""
+    widened = set()
+    for author in authors:
+        if author.__class__ is Except:
+            widened.update(author)
+        else:
+            widened.add(author)
+    return widened
 
 
 def _silent(event) -> None:

@@ -164,6 +164,29 @@ def test_an_irc_client_in_several_rooms_and_what_irc_peers_see(chatd):
     alice.expect(":bob!bob@chatd QUIT :quit: gone")
 
 
+def test_a_rename_and_a_quit_reach_a_member_of_several_shared_rooms_once(chatd):
+    """bob is in #c, #a and #b; alice shares #a and #b with it, carol (line) #b. A rename and a
+    quit are posted in each of bob's rooms (core/once.py): alice reads each once, not once per
+    shared room, and carol, who shares no earlier room, reads them in #b."""
+    server = irc_server(chatd)
+    alice = irc_joined(server, "alice", "#a")
+    alice.send_line("JOIN #b")
+    alice.numeric("366")
+    bob = irc_joined(server, "bob", "#c")
+    for channel in ("#a", "#b"):
+        bob.send_line(f"JOIN {channel}")
+        bob.numeric("366")
+    carol = joined(server, "carol", "b")
+    bob.send_line("NICK robert")
+    bob.wait_for(":bob!bob@chatd NICK :robert")  # every room has been posted it by now
+    assert alice.sync().count(":bob!bob@chatd NICK :robert") == 1
+    carol.wait_for("*** bob is now known as robert")
+    bob.send_line("QUIT :bye")
+    alice.wait_for(":robert!robert@chatd QUIT :quit: bye")
+    assert not [line for line in alice.sync() if " QUIT " in line]
+    carol.wait_for("*** robert left b (quit: bye)")
+
+
 def test_history_on_join_carries_server_time(chatd):
     server = irc_server(chatd, history={"history_on_join": 5})
     bob = joined(server, "bob")

@@ -68,3 +68,33 @@ def test_nicks_are_one_namespace_and_a_roomless_irc_client_is_reachable(chatd, r
     dave.send_line("WHOIS alice")
     dave.wait_for(":chatd 311 dave alice alice chatd * :alice")
     dave.wait_for(":chatd 312 dave alice node1 :chatd")
+
+
+def test_a_rename_and_a_quit_from_another_node_reach_a_member_of_several_rooms_once(
+        chatd, redis_server):
+    """bob (node2) is in #c, #a and #b; alice (node1) shares #a and #b with it. Each of bob's
+    rooms carries its rename and its quit across, and alice reads each once (core/once.py:
+    the rule needs only the event and node1's members)."""
+    a, b = irc_nodes(chatd, redis_server)
+    alice = a.irc("alice")
+    for channel in ("#a", "#b"):
+        alice.send_line(f"JOIN {channel}")
+        alice.numeric("366")
+    bob, dave = b.irc("bob"), b.irc("dave")
+    for channel in ("#c", "#a", "#b"):
+        bob.send_line(f"JOIN {channel}")
+        bob.numeric("366")
+    alice.wait_for(":bob!bob@chatd JOIN #b")
+    dave.send_line("JOIN #b")
+    dave.numeric("366")
+    alice.wait_for(":dave!dave@chatd JOIN #b")
+    bob.send_line("NICK robert")
+    bob.send_line("PRIVMSG #b :renamed")  # after the rename in every room, on one stream
+    alice.wait_for(":robert!robert@chatd PRIVMSG #b :renamed")
+    assert alice.received.count(":bob!bob@chatd NICK :robert") == 1
+    bob.send_line("QUIT :bye")
+    dave.wait_for(":robert!robert@chatd QUIT :quit: bye")
+    dave.send_line("PRIVMSG #b :gone")  # node2 published every room's QUIT before this
+    alice.wait_for(":dave!dave@chatd PRIVMSG #b :gone")
+    assert [line for line in alice.received if " QUIT " in line] == [
+        ":robert!robert@chatd QUIT :quit: bye"]
