@@ -221,10 +221,12 @@ class Flusher(Freezable):
         return max(0.0, min(deadlines) - time.monotonic())
 
     def _deliver_queued(self, outbox: Outbox, data, lines: int) -> None:
-        """:meth:`deliver` of what a submit counted; counted out once it is in the backlog
-        (or sent), so the two sides of the count overlap for a moment rather than miss it."""
-        self.deliver(outbox, data, lines)
+        """:meth:`deliver` of what a submit counted, counted out first: once sent, the client
+        may read it and ask for its ``sendq`` before this thread would get back to count it
+        (``chatctl list`` showed a reply already read as queued). What the count misses for
+        that moment, deliver's own test of the backlog against ``sendq_bytes`` holds."""
         outbox.queued_out += len(data)
+        self.deliver(outbox, data, lines)
 
     def deliver(self, outbox: Outbox, data, lines: int) -> None:
         """Send ``data`` (``lines`` whole lines) to one client, or add it to its backlog, or
