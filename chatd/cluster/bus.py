@@ -244,11 +244,15 @@ class RedisBus:
         return entries
 
     def _away(self, writer: str, item: list) -> None:
-        """``["away", NICK, TEXT or null]`` (the reader thread)."""
-        if len(item) != 3:
+        """``["away", NICK, TEXT or null]``, or ``[..., ROOM]``: it joined ROOM while away
+        (the reader thread, after that room's JOIN)."""
+        if len(item) not in (3, 4):
             raise Rejected("not an away line")
         text = item[2] if item[2] is None else self.link.validator.away(item[2])
-        self.roster.set_away(checked_name(item[1]), text, writer)
+        nick = checked_name(item[1])
+        self.roster.set_away(nick, text, writer)
+        rooms = [checked_name(item[3])] if len(item) == 4 else self.roster.rooms_of(nick, writer)
+        self.reader.hub.away_changed(nick, text, rooms)
 
     def start(self, hub) -> None:
         self.reader.hub = self.leases.hub = self.room_states.hub = hub
@@ -329,9 +333,12 @@ class RedisBus:
                                tuple(r.name for r in client.rooms), client.account, client.away)
         self.publisher.write(("member", (owner, record)))  # sealed by the publisher
 
-    def away(self, nick: str, text: str | None) -> None:
-        """``/away`` or ``/back``: told the other nodes' rosters (their ``/who``)."""
-        self.publisher.line(wire.compact(["away", nick, text]))
+    def away(self, nick: str, text: str | None, room: str | None = None) -> None:
+        """``/away`` or ``/back``: told the other nodes' rosters (their ``/who``) and the
+        members of its rooms there who follow it; ``room``: it joined that room while away,
+        and only that room's members are told."""
+        self.publisher.line(wire.compact(["away", nick, text] if room is None
+                                         else ["away", nick, text, room]))
 
     def remote_away(self, nick: str) -> str | None:
         return self.roster.away(nick)

@@ -90,6 +90,12 @@ class Roster:
             del self._remote[fold(nick)]
             self._away.pop(fold(nick), None)
 
+    def rooms_of(self, nick: str, node: str) -> list[str]:
+        """The rooms ``nick`` of ``node`` is in, as far as this roster knows."""
+        with self._lock:
+            entry = self._remote.get(fold(nick))
+            return list(entry[1].values()) if entry is not None and entry[2] == node else []
+
     def members(self, room: str) -> list[str]:
         key = fold(room)
         with self._lock:

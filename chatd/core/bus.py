@@ -84,7 +84,7 @@ class LocalBus:
     def gone(self, client) -> None:
         pass
 
-    def away(self, nick: str, text: str | None) -> None:
+    def away(self, nick: str, text: str | None, room: str | None = None) -> None:
         pass
 
     def remote_away(self, nick: str) -> str | None:

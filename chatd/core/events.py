@@ -194,6 +194,16 @@ class AwaySet:
 
 
 @dataclass(frozen=True, slots=True)
+class AwayNoticed:
+    """``nick``, who shares a room with the client, went away (``text``) or came back (None),
+    or joined while away: told only to clients whose protocol follows it (Protocol
+    ``follows_away``: IRC's ``away-notify``)."""
+
+    nick: str
+    text: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Back:
     """The reply to ``/back``."""
 

@@ -271,6 +271,9 @@ class Membership:
         if room is client.room:
             client.seen_from = seen_from
         self._post(room, client.outbox, Joined(client.nick, room.name))
+        if client.away is not None:  # after the JOIN, here and on the other nodes
+            self._tell_away(client.nick, client.away, (room,), client)
+            self._bus.away(client.nick, client.away, room.name)
         self._bus.member(client)
 
     @staticmethod

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 
-from chatd.core.events import IsAway, PrivateMessage, WhoIs
+from chatd.core.events import AwayNoticed, IsAway, PrivateMessage, WhoIs
 from chatd.core.ignoring import hides_private
 from chatd.text import fold
 
@@ -29,6 +29,27 @@ class Presence:
             client.away = text
             self._bus.member(client)
             self._bus.away(client.nick, text)
+            self._tell_away(client.nick, text, client.rooms, client)
+
+    def away_changed(self, nick: str, text: str | None, rooms) -> None:
+        """Another node's ``nick``, a member of the rooms named ``rooms``, went away or came
+        back (the bus's reader)."""
+        with self._lock:
+            self._tell_away(nick, text, [room for room in map(self._rooms.get, map(fold, rooms))
+                                         if room is not None], None)
+
+    def _tell_away(self, nick: str, text: str | None, rooms, subject) -> None:
+        """Tell the members of ``rooms`` but ``subject`` whose protocol follows it that
+        ``nick`` is away (``text``) or back (None); once each however many rooms they share
+        (hub lock held). O(members) a change: an /away is one line of its client's input,
+        paced like any other (flood control)."""
+        event, told = AwayNoticed(nick, text), set()
+        for room in rooms:
+            for member in room.members.values():
+                if member is not subject and member.outbox.protocol.follows_away \
+                        and member.id not in told:
+                    told.add(member.id)
+                    self.send_to(member, event)
 
     def set_ignores(self, client, nicks: tuple[str, ...]) -> None:
         """``client`` ignores ``nicks`` from now on (its whole list, replaced)."""

@@ -76,6 +76,10 @@ class Protocol(_Protocol):
     #: True: a client may be in no room (IRC, until it JOINs); False: always in one (the line
     #: protocol's lobby), so a kick or a login with nowhere to go puts it in the lobby.
     roomless: bool
+    #: True: the client is told (events.AwayNoticed) when someone who shares a room with it
+    #: goes away or comes back, and when someone away joins one of its rooms (IRC's
+    #: ``away-notify``); may change while connected.
+    follows_away: bool
     #: The error text for a client that cannot be registered (cluster mode: no nick is sure
     #: to be unique while the cluster is unreachable).
     cluster_unavailable: str

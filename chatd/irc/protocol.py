@@ -71,6 +71,10 @@ class IrcProtocol:
         self.caps: frozenset = frozenset()
         self.server = irc_server_name(rooms.settings.config.server_name)
 
+    @property
+    def follows_away(self) -> bool:
+        return "away-notify" in self.caps
+
     def rooms_for(self, caps) -> IrcRooms:
         """The room renderer for a client with capabilities ``caps``."""
         return self._timed["server-time" in caps]

@@ -121,6 +121,8 @@ TOLD = {
     ev.InvitedTo: lambda s, me, e: f":{mask(e.nick)} INVITE {me} #{e.room}",
     ev.Inviting: lambda s, me, e: _numeric(s, "341", me, e.target, "#" + e.room),
     ev.AwaySet: lambda s, me, e: _numeric(s, "306", me, "You have been marked as being away"),
+    ev.AwayNoticed: lambda s, me, e: (f":{mask(e.nick)} AWAY :{e.text}" if e.text is not None
+                                      else f":{mask(e.nick)} AWAY"),
     ev.Back: lambda s, me, e: _numeric(s, "305", me, "You are no longer marked as being away"),
     ev.Error: lambda s, me, e: _notice(s, me, f"*** error: {e.text}"),
     ev.LoggedIn: lambda s, me, e: _numeric(s, "900", me, mask(me), e.account,

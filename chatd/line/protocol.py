@@ -16,6 +16,7 @@ class LineProtocol:
     name = "line"
     names_itself = False  # a guest nick on connect
     roomless = False  # always in a room: the lobby at least
+    follows_away = False  # /who shows who is away; nobody is told when it changes
     line = staticmethod(render.line)
     lines = staticmethod(render.lines)
     history = staticmethod(render.history)

@@ -89,6 +89,8 @@ _FORMATS = {
                                    if e.topic else f"*** {e.room} ({_members(e.members)})"),
     ev.IsAway: lambda e: f"*** {e.nick} is away: {e.text}",
     ev.AwaySet: lambda e: f"*** you are away: {e.text}",
+    ev.AwayNoticed: lambda e: (f"*** {e.nick} is away: {e.text}" if e.text is not None
+                               else f"*** {e.nick} is back"),  # (not told: follows_away)
     ev.Back: lambda e: "*** you are back",
     ev.WhoIs: _whois,
     ev.Ignoring: lambda e: f"*** ignoring {e.nick}" if e.now else f"*** no longer ignoring {e.nick}",

@@ -187,6 +187,37 @@ def test_a_rename_and_a_quit_reach_a_member_of_several_shared_rooms_once(chatd):
     carol.wait_for("*** robert left b (quit: bye)")
 
 
+def test_away_notify_tells_who_went_away_came_back_or_joined_away(chatd):
+    """IRCv3 away-notify: alice asked for it and shares #a and #b with bob; she is told once
+    each time bob goes away or comes back, and when carol (line), away already, joins; bob,
+    who did not ask, is told nothing of alice's."""
+    server = irc_server(chatd)
+    alice = irc_joined(server, "alice", "#a", caps=("away-notify",))
+    alice.send_line("JOIN #b")
+    alice.numeric("366")
+    bob = irc_joined(server, "bob", "#a")
+    bob.send_line("JOIN #b")
+    bob.numeric("366")
+    bob.send_line("AWAY :at lunch")
+    bob.numeric("306")
+    assert alice.sync().count(":bob!bob@chatd AWAY :at lunch") == 1
+    bob.send_line("AWAY")
+    bob.numeric("305")
+    assert alice.sync().count(":bob!bob@chatd AWAY") == 1
+    alice.send_line("AWAY :brb")
+    alice.numeric("306")
+    assert not [line for line in bob.sync() if " AWAY" in line]
+    carol = server.connect()
+    carol.set_nick("carol")
+    carol.send_line("/away on the phone")
+    carol.wait_for("*** you are away: on the phone")
+    carol.join("a")
+    alice.wait_for(":carol!carol@chatd JOIN #a")
+    alice.expect(":carol!carol@chatd AWAY :on the phone")
+    carol.send_line("/back")
+    alice.wait_for(":carol!carol@chatd AWAY")
+
+
 def test_history_on_join_carries_server_time(chatd):
     server = irc_server(chatd, history={"history_on_join": 5})
     bob = joined(server, "bob")

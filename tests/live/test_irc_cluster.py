@@ -98,3 +98,26 @@ def test_a_rename_and_a_quit_from_another_node_reach_a_member_of_several_rooms_o
     alice.wait_for(":dave!dave@chatd PRIVMSG #b :gone")
     assert [line for line in alice.received if " QUIT " in line] == [
         ":robert!robert@chatd QUIT :quit: bye"]
+
+
+def test_away_notify_across_nodes(chatd, redis_server):
+    """alice (node1, away-notify) is told when bob (node2) goes away and comes back, and when
+    carol (node2), away already, joins her channel."""
+    a, b = irc_nodes(chatd, redis_server)
+    alice = a.irc("alice", caps=("away-notify",))
+    alice.send_line("JOIN #a")
+    alice.numeric("366")
+    bob = b.irc("bob")
+    bob.send_line("JOIN #a")
+    bob.numeric("366")
+    alice.wait_for(":bob!bob@chatd JOIN #a")
+    bob.send_line("AWAY :at lunch")
+    alice.wait_for(":bob!bob@chatd AWAY :at lunch")
+    bob.send_line("AWAY")
+    alice.wait_for(":bob!bob@chatd AWAY")
+    carol = named(b, "carol")
+    carol.send_line("/away on the phone")
+    carol.wait_for("*** you are away: on the phone")
+    carol.send_line("/join a")
+    alice.wait_for(":carol!carol@chatd JOIN #a")
+    alice.expect(":carol!carol@chatd AWAY :on the phone")

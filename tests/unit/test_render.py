@@ -37,6 +37,8 @@ TABLE = [
     (ev.IsAway("bob", "at lunch"), "*** bob is away: at lunch"),
     (ev.AwaySet("at lunch"), "*** you are away: at lunch"),
     (ev.Back(), "*** you are back"),
+    (ev.AwayNoticed("bob", "at lunch"), "*** bob is away: at lunch"),
+    (ev.AwayNoticed("bob", None), "*** bob is back"),
     (ev.WhoIs("bob", "bob", ("dev", "lobby"), 65, "at lunch"),
      "*** bob: account bob; in dev, lobby; idle 1m 5s; away: at lunch"),
     (ev.WhoIs("guest-3", None, ("lobby",), 3700, None), "*** guest-3: guest; in lobby; idle 1h 1m"),
