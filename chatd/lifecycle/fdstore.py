@@ -10,9 +10,9 @@ stop``: clients get the shutdown notice first, as always).
 
 What chatd keeps there while it runs (:class:`FdStore`):
 
-- its own listening sockets (``listen``, ``listen-tls``, ``metrics``), so that the next process
-  listens on the very same sockets and nobody is refused meanwhile; socket activation's stay
-  with chatd.socket;
+- its own listening sockets (``listen``, ``listen-tls``, ``metrics``, ``listen-irc``,
+  ``listen-irc-tls``), so that the next process listens on the very same sockets and nobody
+  is refused meanwhile; socket activation's stay with chatd.socket;
 - every plain client's connection, from its admission until its session ends (``client-ID``);
   TLS sessions cannot leave the process and are not kept;
 - the state (upgrade.py's format, versioned) in a memfd, ``state-PID-N``: nick, room, mute and
@@ -52,6 +52,8 @@ log = structlog.get_logger("chatd.fdstore")
 LISTEN, LISTEN_TLS, METRICS = "listen", "listen-tls", "metrics"
 LISTEN_IRC, LISTEN_IRC_TLS = "listen-irc", "listen-irc-tls"
 CLIENT_PREFIX, STATE_PREFIX = "client-", "state-"
+#: Our listening sockets' names: any other name systemd passes is socket activation's.
+_LISTENING = frozenset((LISTEN, LISTEN_TLS, METRICS, LISTEN_IRC, LISTEN_IRC_TLS))
 #: What a session starts from when the state says nothing about it (after a crash).
 FRESH_SESSION = {"held": None, "unread": b"", "discarding": False, "telnet": None,
                  "tokens": 1e9}  # the rate limiter's bucket full (it clamps to its burst)
@@ -62,7 +64,7 @@ def client_name(client_id: int) -> str:
 
 
 def is_ours(name: str) -> bool:
-    return name in (LISTEN, LISTEN_TLS, METRICS) or name.startswith((CLIENT_PREFIX, STATE_PREFIX))
+    return name in _LISTENING or name.startswith((CLIENT_PREFIX, STATE_PREFIX))
 
 
 def store_size(env=None) -> int:

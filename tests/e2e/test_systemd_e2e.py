@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import pytest
 from support import e2e_build, nspawn
 from support.client import ChatClient
+from support.irc import IrcClient
 from support.paths import REPO, TRACEBACK
 from support.traffic import lines_of, send_paced
 
@@ -408,6 +409,47 @@ def test_restart_keeps_every_client(fresh: Box):
     newcomer.close()
     alice.close()
     bob.close()
+
+
+def test_restart_and_kill_9_keep_an_irc_client(fresh: Box):
+    """An IRC client (server-time asked for) in a room with a line client: `systemctl restart`
+    hands it over through the fd store with its nick, channel and capabilities; after a
+    `kill -9` the new process takes it from the last state saved, still in its channel, with
+    the IRC listener carried too (SPEC §9, §14)."""
+    irc_port = free_port()
+    fresh.config(extra={"irc.irc_port": str(irc_port), "logging.log_level": '"debug"'})
+    since = time.time() - 1
+    fresh.start()
+    pid = fresh.main_pid()
+    carol = IrcClient().register(irc_port, "carol", caps=("server-time",))
+    carol.send_line("JOIN #e2e")
+    carol.numeric("366")
+    alice, bob = chatting_pair(fresh)
+    fresh.ct.systemctl("restart", "chatd.service")
+    assert fresh.main_pid() != pid
+    alice.send_line("after the restart")
+    line = carol.wait_for(lambda text: text.endswith("PRIVMSG #e2e :after the restart"))
+    assert line.startswith("@time="), line  # its capabilities came along
+    carol.send_line("PRIVMSG #e2e :still on irc")
+    bob.wait_for("<carol> still on irc")
+    fresh.wait("a state with carol in it", lambda: any(
+        event.get("clients") == 3
+        for event in _events(fresh.journal(since, "chatd.service"), "fdstore_saved")))
+    fresh.wait("both listeners, 3 clients and a state in the fd store",
+               lambda: _stored(fresh) == 6)
+    pid = fresh.main_pid()
+    fresh.ct.run("kill", "-9", str(pid))
+    fresh.wait("chatd restarted after the crash",
+               lambda: fresh.ct.show("chatd.service", "NRestarts") == "1"
+               and fresh.active() == "active", timeout=30)
+    alice.send_line("after the crash")
+    carol.wait_for(lambda text: text.endswith(":alice!alice@chatd PRIVMSG #e2e :after the crash"))
+    carol.send_line("PRIVMSG #e2e :and on")
+    bob.wait_for("<carol> and on")
+    newcomer = IrcClient().register(irc_port, "dave")  # the IRC listener came along
+    newcomer.close()
+    for client in (alice, bob, carol):
+        client.close()
 
 
 def test_kill_9_is_survived_with_nick_and_room(fresh: Box):

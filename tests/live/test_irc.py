@@ -7,8 +7,10 @@ from __future__ import annotations
 import base64
 import json
 import re
+import tomllib
 
 from support.chatctl import ctl
+from support.daemon import toml_dumps
 from support.metrics import free_port, start, value, wait_metric
 from test_accounts import PASSWORD, register
 from test_upgrade import upgrade
@@ -361,6 +363,24 @@ def test_an_upgrade_keeps_irc_clients_their_rooms_and_capabilities(chatd):
     waiting.wait_for(":chatd 001 dave :Welcome to chatd, dave!dave@chatd")
     bob.expect("*** carol joined dev")
     bob.expect_silence()
+
+
+def test_an_upgrade_that_turns_the_irc_listener_on(chatd):
+    """irc_port added to the config file of a chatd without one: the running chatd binds it
+    before it hands over (reexec.py), and the new image serves IRC beside the clients kept."""
+    server = chatd()
+    bob = joined(server, "bob")
+    port = free_port()
+    sections = tomllib.loads(server.config_path.read_text())
+    server.config_path.write_text(toml_dumps({**sections, "irc": {"irc_port": port}}))
+    upgrade(server)
+    server.irc_port = port
+    alice = server.irc("alice")
+    alice.send_line("JOIN #dev")
+    alice.numeric("366")
+    bob.expect("*** alice joined dev")
+    bob.send_line("hello irc")
+    alice.expect(":bob!bob@chatd PRIVMSG #dev :hello irc")
 
 
 def test_what_an_account_missed_is_replayed_on_its_join_with_server_time(chatd):
