@@ -10,8 +10,6 @@ speaker, never the reader. What one client is told names the client (``:server 3
 
 from __future__ import annotations
 
-import time
-
 from chatd.irc import render
 from chatd.irc.reader import IrcReader
 
@@ -23,30 +21,45 @@ def irc_server_name(name: str) -> str:
     return "-".join(name.split()) or "chatd"
 
 
-class IrcRooms:
-    """How rooms render lines for their IRC members (protocol.py ``RoomRenderer``). Two
-    exist: one for clients that asked for ``server-time`` (each line tagged with the time
-    it was posted), one for the rest; a room renders a line once for each it has members of."""
+#: The capabilities that change how a room line looks: one IrcRooms for each combination.
+ROOM_CAPS = ("server-time", "account-tag")
 
-    __slots__ = ("settings", "timed")
+
+class IrcRooms:
+    """How rooms render lines for their IRC members (protocol.py ``RoomRenderer``). One
+    exists for each combination of :data:`ROOM_CAPS` (:func:`room_renderers`): ``server-time``
+    tags each line with the time it was posted, ``account-tag`` with its speaker's account;
+    a room renders a line once for each it has members of, so a room of clients that all
+    asked for the same (nearly always) renders once."""
+
+    __slots__ = ("settings", "timed", "accounts")
     name = "irc"
 
-    def __init__(self, settings, timed: bool = False) -> None:
+    def __init__(self, settings, timed: bool = False, accounts=None) -> None:
         self.settings = settings  # server_name as it is when a room starts speaking IRC
         self.timed = timed
+        self.accounts = accounts  # nick -> account or None (account-tag), or None: untagged
 
     def renderer(self, room: str):
         plain = render.room_renderer(room, irc_server_name(self.settings.config.server_name))
-        if not self.timed:
+        if not self.timed and self.accounts is None:
             return plain
+        timed, accounts = self.timed, self.accounts
 
-        def timed(event) -> bytes:
-            return f"@time={render.stamp(time.time())} ".encode() + plain(event)
+        def tagged(event) -> bytes:
+            return render.tags(event, timed, accounts) + plain(event)
 
-        return timed
+        return tagged
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return "<irc rooms>"
+
+
+def room_renderers(settings, accounts) -> dict:
+    """An :class:`IrcRooms` for each combination of :data:`ROOM_CAPS` (a tuple of booleans in
+    that order): ``accounts`` (nick -> its account or None) for those with account-tag."""
+    return {(timed, tagged): IrcRooms(settings, timed, accounts if tagged else None)
+            for timed in (False, True) for tagged in (False, True)}
 
 
 class IrcProtocol:
@@ -58,15 +71,17 @@ class IrcProtocol:
     capabilities the client enabled) by its session thread; both are read by any thread that
     renders for it."""
 
-    __slots__ = ("speaks", "nick", "caps", "server", "_timed")
+    __slots__ = ("speaks", "nick", "caps", "server", "_renderers", "_accounts")
     name = "irc"
     names_itself = True  # NICK and USER first (registration.py)
     roomless = True  # in no room until it JOINs
     cluster_unavailable = CLUSTER_UNAVAILABLE
 
-    def __init__(self, rooms: IrcRooms, timed: IrcRooms) -> None:
-        self.speaks = rooms
-        self._timed = (rooms, timed)  # by whether the client asked for server-time
+    def __init__(self, renderers: dict) -> None:
+        """``renderers``: :func:`room_renderers`'s, shared by every IRC connection."""
+        self._renderers = renderers
+        self.speaks = rooms = renderers[(False, False)]
+        self._accounts = renderers[(False, True)].accounts
         self.nick = ""
         self.caps: frozenset = frozenset()
         self.server = irc_server_name(rooms.settings.config.server_name)
@@ -77,7 +92,7 @@ class IrcProtocol:
 
     def rooms_for(self, caps) -> IrcRooms:
         """The room renderer for a client with capabilities ``caps``."""
-        return self._timed["server-time" in caps]
+        return self._renderers[tuple(cap in caps for cap in ROOM_CAPS)]
 
     def text(self, event) -> str:
         """``event`` as this client reads it, without CR LF ("" for nothing)."""
@@ -91,8 +106,9 @@ class IrcProtocol:
         text = self.text(event)
         if not text:
             return b""
-        tag = f"@time={render.stamp(time.time())} ".encode() if "server-time" in self.caps \
-            else b""
+        caps = self.caps
+        tag = render.tags(event, "server-time" in caps,
+                          self._accounts if "account-tag" in caps else None) if caps else b""
         return b"".join([tag + render.wire(part) for part in text.split("\r\n")])
 
     def lines(self, events) -> bytes:

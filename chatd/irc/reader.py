@@ -24,7 +24,8 @@ from chatd.text import is_valid_name, sanitize
 
 #: The capabilities offered (registration.py): those chatd does what they promise for.
 CAPABILITIES = {"multi-prefix": None, "userhost-in-names": None, "server-time": None,
-                "echo-message": None, "message-tags": None, "away-notify": None}
+                "echo-message": None, "message-tags": None, "away-notify": None,
+                "account-tag": None}
 SASL = {"sasl": "PLAIN"}
 
 

@@ -158,6 +158,32 @@ def told(server: str, me: str, event) -> str:
     return format_(server, me or "*", event)
 
 
+#: Who a line comes from, for IRC's ``account-tag`` (event class -> its speaker's nick): the
+#: user a client shows it from. Operators' lines and the server's carry no account.
+SPEAKERS = {
+    ev.Said: lambda e: e.nick, ev.Acted: lambda e: e.nick, ev.Noticed: lambda e: e.nick,
+    ev.Joined: lambda e: e.nick, ev.Left: lambda e: e.nick, ev.TopicSet: lambda e: e.nick,
+    ev.Renamed: lambda e: e.new,  # its new nick is the one logged in by the time it renders
+    ev.PrivateMessage: lambda e: e.sender,
+}
+
+
+def tags(event, timed: bool, accounts) -> bytes:
+    """The tags a line of ``event`` starts with (``@time=…;account=… ``), or b"" for none:
+    ``timed``: ``server-time``; ``accounts``: nick -> its account or None, for
+    ``account-tag`` (None: not asked for). Account names are names (text.py): nothing in
+    them needs a tag's escaping."""
+    found = []
+    if timed:
+        found.append("time=" + stamp(time.time()))
+    if accounts is not None:
+        speaker = SPEAKERS.get(event.__class__)
+        account = accounts(speaker(event)) if speaker is not None else None
+        if account:
+            found.append("account=" + account)
+    return ("@" + ";".join(found) + " ").encode() if found else b""
+
+
 def stamp(ts: float) -> str:
     """A ``server-time`` tag's value: UTC, milliseconds."""
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"

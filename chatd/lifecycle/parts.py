@@ -124,13 +124,15 @@ def metrics_server(sock: socket.socket, hub, admin, bus, bans, config, started_a
                                  interval=lambda: config().metrics_interval)
 
 
-def protocols(settings) -> dict:
+def protocols(settings, accounts) -> dict:
     """What makes a connection's protocol object, by the protocol's name (core/protocol.py):
     the line protocol's one object, and IRC's (docs/protocol.md §14), one per connection, all
-    with one room renderer, so that a room renders a line once for its IRC members. An
-    upgrade rebuilds handed-over clients by name with these."""
-    from chatd.irc.protocol import IrcProtocol, IrcRooms
+    with the same room renderers, so that a room renders a line once for its IRC members
+    (once per combination of capabilities that changes how a line looks). ``accounts``:
+    nick -> its account (Hub.account_of). An upgrade rebuilds handed-over clients by name
+    with these."""
+    from chatd.irc.protocol import IrcProtocol, room_renderers
     from chatd.line.protocol import LINE
 
-    rooms, timed = IrcRooms(settings), IrcRooms(settings, timed=True)
-    return {LINE.name: lambda: LINE, "irc": lambda: IrcProtocol(rooms, timed)}
+    renderers = room_renderers(settings, accounts)
+    return {LINE.name: lambda: LINE, "irc": lambda: IrcProtocol(renderers)}

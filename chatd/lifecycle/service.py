@@ -91,7 +91,8 @@ class Service:
         self.accounts = parts.accounts(config, lambda: self.config, self.bus)
         self.settings = LiveSettings(config, self.gate, self.fd_store,  # sessions' view
                                      self.accounts)
-        self.protocols = parts.protocols(self.settings)  # name -> a connection's protocol
+        # name -> what makes a connection's protocol object
+        self.protocols = parts.protocols(self.settings, self.hub.account_of)
         self.inherited: Inherited | None = None  # what bind() took over (takeover.py)
         self._activation: list[int] = []  # socket activation's descriptors (bind())
         self.housekeeper: Housekeeper | None = None

@@ -275,6 +275,28 @@ def test_sasl_plain_and_pass_log_in_to_accounts(chatd):
     guest.wait_for(":chatd 433 * alice :nick alice is registered; log in with SASL or PASS")
 
 
+def test_account_tag_names_a_logged_in_speaker(chatd):
+    """IRCv3 account-tag: alice asked for it; bob's lines (logged in with PASS) carry
+    ``@account=bob``, in the room and in private, with ``server-time`` in the same tags;
+    carol's (a guest, line protocol) carry none."""
+    server = irc_server(chatd)
+    register(server.connect(), "bob")
+    alice = irc_joined(server, "alice", caps=("account-tag", "server-time"))
+    bob = server.irc("bob", password=f"bob:{PASSWORD}")
+    bob.send_line("JOIN #dev")
+    bob.numeric("366")
+    bob.send_line("PRIVMSG #dev :logged in")
+    line = alice.wait_for(lambda text: text.endswith(" PRIVMSG #dev :logged in"))
+    assert re.fullmatch(r"@time=\S+;account=bob :bob!bob@chatd PRIVMSG #dev :logged in", line)
+    bob.send_line("PRIVMSG alice :psst")
+    line = alice.wait_for(lambda text: text.endswith(" PRIVMSG alice :psst"))
+    assert ";account=bob :bob!bob@chatd PRIVMSG alice :psst" in line
+    carol = joined(server, "carol")
+    carol.send_line("a guest")
+    line = alice.wait_for(lambda text: text.endswith(" PRIVMSG #dev :a guest"))
+    assert "account=" not in line
+
+
 def test_an_unregistered_connection_is_closed_after_login_timeout(chatd):
     server = irc_server(chatd, accounts={"login_timeout": 1})
     idle = server.irc_raw()

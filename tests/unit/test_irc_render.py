@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from chatd.core import events as ev
 from chatd.core.tail import Entry
-from chatd.irc.protocol import IrcProtocol, IrcRooms, irc_server_name
+from chatd.irc.protocol import IrcProtocol, irc_server_name, room_renderers
 from chatd.irc.render import room_renderer
 
 ROOM = [
@@ -44,7 +44,7 @@ def test_a_line_past_512_bytes_is_cut_on_a_character():
 
 def protocol(nick: str = "alice", caps=()) -> IrcProtocol:
     settings = SimpleNamespace(config=SimpleNamespace(server_name="my server"))
-    irc = IrcProtocol(IrcRooms(settings), IrcRooms(settings, timed=True))
+    irc = IrcProtocol(room_renderers(settings, {"bob": "bobacct"}.get))
     irc.nick, irc.caps = nick, frozenset(caps)
     return irc
 
@@ -76,6 +76,22 @@ def test_history_is_timed_for_server_time_clients_only():
     assert protocol().history("dev", [entry]) == b":bob!bob@chatd PRIVMSG #dev :hi\r\n"
     assert protocol(caps=("server-time",)).history("dev", [entry]) == \
         b"@time=1970-01-01T00:00:01.500Z :bob!bob@chatd PRIVMSG #dev :hi\r\n"
+
+
+def test_account_tag_names_the_speakers_account_in_rooms_and_private_lines():
+    """The room renderer for account-tag clients tags a logged-in speaker's lines (and those
+    alone); with server-time too, both tags in one; what one client is told likewise."""
+    irc = protocol(caps=("account-tag",))
+    said = ev.Said("bob", "hi")
+    tagged = irc.rooms_for(irc.caps).renderer("dev")
+    assert tagged(said) == b"@account=bobacct :bob!bob@chatd PRIVMSG #dev :hi\r\n"
+    assert tagged(ev.Said("carol", "hi")) == b":carol!carol@chatd PRIVMSG #dev :hi\r\n"
+    assert tagged(ev.Announcement("hello")).startswith(b":my-server NOTICE #dev")
+    both = irc.rooms_for({"account-tag", "server-time"}).renderer("dev")(said)
+    assert both.startswith(b"@time=") and b";account=bobacct :bob!bob@chatd PRIVMSG" in both
+    assert irc.rooms_for(()) is irc.speaks and irc.speaks.renderer("dev")(said)[:1] == b":"
+    assert irc.line(ev.PrivateMessage("bob", "psst")) == \
+        b"@account=bobacct :bob!bob@chatd PRIVMSG alice :psst\r\n"
 
 
 def test_server_names_are_one_word():
