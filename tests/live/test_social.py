@@ -59,7 +59,7 @@ def test_ignore_holds_back_room_lines_actions_and_private_messages(chatd):
 
 
 def test_ignore_refusals(chatd):
-    server = chatd()
+    server = chatd(limits={"rate": 1000, "burst": 1000})  # 70 lines: not paced for 13 s
     alice, _bob = nicked(server, "alice", "bob")
     for line, answer in [
         ("/ignore alice", "*** error: you cannot ignore yourself"),
