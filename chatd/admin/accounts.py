@@ -23,7 +23,8 @@ from __future__ import annotations
 from chatd.accounts.accounts import AccountError
 from chatd.admin.protocol import AdminError
 from chatd.core.bus import ClusterUnavailable
-from chatd.core.events import AccountDisabled, Close
+from chatd.core.closing import Close
+from chatd.core.events import AccountDisabled
 from chatd.store.bans import iso
 from chatd.text import fold
 

@@ -14,7 +14,8 @@ from chatd.admin.accounts import account_off_here, reclaim_here
 from chatd.admin.protocol import AdminError
 from chatd.admin.queries import local_rows, no_such_room
 from chatd.core.bus import ClusterUnavailable
-from chatd.core.events import Announcement, Close, YouAreMuted, YouWereKicked
+from chatd.core.closing import Close
+from chatd.core.events import Announcement, YouAreMuted, YouWereKicked
 from chatd.store.bans import covers, parse_network
 from chatd.text import sanitize
 

@@ -59,7 +59,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from chatd import __version__
 from chatd.accounts.accounts import AccountError
-from chatd.core.events import CLOSE_KINDS
+from chatd.core.closing import CLOSE_KINDS
 
 log = structlog.get_logger("chatd.metrics")
 

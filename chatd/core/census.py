@@ -65,7 +65,7 @@ class Census:
     def _count_departure(self, client, reason) -> None:
         """A client leaves (hub lock held): its input and messages join the lifetime totals
         (its output is counted by the flusher when it closes the socket), and ``reason`` (an
-        events.Close, or None) the disconnects by kind."""
+        closing.Close, or None) the disconnects by kind."""
         self._departed["lines_in"] += client.lines_in
         self._departed["bytes_in"] += client.bytes_in
         self._departed_messages["room"] += client.room_messages

@@ -38,7 +38,7 @@ import time
 
 import structlog
 
-from chatd.core.events import RESET, SENDQ_EXCEEDED, Close
+from chatd.core.closing import RESET, SENDQ_EXCEEDED, Close
 from chatd.core.freeze import Freezable
 from chatd.core.outbox import CLOSED, CLOSING, DEAD, LINGERING, OPEN, Outbox
 

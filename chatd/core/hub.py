@@ -65,7 +65,7 @@ class Hub(Census, Membership, Identity, Presence, Stewardship):
         # input of clients that have left, so status can report lifetime totals (their output
         # is the flusher's closed_* counters: it may still drain after they leave)
         self._departed = {"lines_in": 0, "bytes_in": 0}
-        #: Connections ended, by events.Close kind: counted in remove(), under the lock it
+        #: Connections ended, by closing.Close kind: counted in remove(), under the lock it
         #: already takes, so the hot path pays nothing; read by the metrics (counters()).
         self._disconnects: dict[str, int] = {}
         #: Messages of clients that have left (their per-client counts, client.py), like
@@ -106,7 +106,7 @@ class Hub(Census, Membership, Identity, Presence, Stewardship):
         return nick
 
     def remove(self, client, reason=None) -> None:
-        """Forget ``client``; tell its room why it went (``reason``, an events.Close; None or a
+        """Forget ``client``; tell its room why it went (``reason``, an closing.Close; None or a
         reason without a farewell: say nothing)."""
         with self._lock:
             if not self._forget(client, reason):

@@ -17,8 +17,8 @@ as ``_guest_nick`` does everywhere (it may ask the cluster).
 from __future__ import annotations
 
 from chatd.core.bus import ClusterUnavailable
+from chatd.core.closing import Close
 from chatd.core.events import (
-    Close,
     LoggedIn,
     LoggedInElsewhere,
     LoggedOut,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import socket
 
-from chatd.core.events import Close
+from chatd.core.closing import Close
 
 # The states, as plain ints: the fan-out compares one per recipient, and an enum member's
 # lookup costs five times a global's there.

@@ -11,7 +11,7 @@ is delayed, not dropped, and a client whose unread input keeps growing past the 
 disconnected (``excess flood``).
 
 Replies and notices are events (events.py), rendered by the protocol. A connection ends,
-for one of the reasons in ``events.CLOSE_KINDS``, when the peer closes or resets, when the
+for one of the reasons in ``closing.CLOSE_KINDS``, when the peer closes or resets, when the
 client quits or floods, or when another thread asks the flusher to end it (sendq, kick, idle,
 shutdown), which shuts down the socket's read side so that ``recv`` returns here. Either way :meth:`Session.run` removes the
 client from the hub, tells the room, and hands the socket to the flusher to close.
@@ -25,7 +25,8 @@ import time
 import structlog
 
 from chatd.core.bus import ClusterUnavailable
-from chatd.core.events import CLOSED, EXCESS_FLOOD, RESET, Close, Error
+from chatd.core.closing import CLOSED, EXCESS_FLOOD, RESET, Close
+from chatd.core.events import Error
 from chatd.core.outbox import ChannelError
 from chatd.core.ratelimit import TokenBucket
 from chatd.core.settings import Settings

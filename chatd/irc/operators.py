@@ -10,7 +10,8 @@ login's is (rate limits, plaintext rule), never logged.
 from __future__ import annotations
 
 from chatd import __version__
-from chatd.core.events import Close, YouWereKicked
+from chatd.core.closing import Close
+from chatd.core.events import YouWereKicked
 from chatd.irc.render import mask, wire
 from chatd.text import fold, sanitize
 

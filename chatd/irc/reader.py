@@ -14,7 +14,7 @@ client's session thread only.
 from __future__ import annotations
 
 from chatd.core.bus import ClusterUnavailable
-from chatd.core.events import Close
+from chatd.core.closing import Close
 from chatd.irc import commands, people, welcome
 from chatd.irc.message import MAX_LINE_BYTES, MAX_TAG_BYTES, BadMessage, TooLong, encode, parse
 from chatd.irc.registration import Registration

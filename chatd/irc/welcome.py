@@ -11,7 +11,8 @@ import time
 
 from chatd import __version__
 from chatd.core.bus import ClusterUnavailable
-from chatd.core.events import Close, LoggedIn
+from chatd.core.closing import Close
+from chatd.core.events import LoggedIn
 from chatd.line.accounts import ignore_as_the_account
 from chatd.text import fold
 

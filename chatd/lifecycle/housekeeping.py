@@ -23,7 +23,8 @@ from typing import Any
 
 import structlog
 
-from chatd.core.events import Close, Error
+from chatd.core.closing import Close
+from chatd.core.events import Error
 
 log = structlog.get_logger("chatd.watchdog")
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import structlog
 
-from chatd.core.events import RESTARTING, ServerRestarting
+from chatd.core.closing import RESTARTING
+from chatd.core.events import ServerRestarting
 from chatd.lifecycle.frozen import UpgradeFailed
 
 log = structlog.get_logger("chatd.upgrade")

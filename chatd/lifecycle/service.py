@@ -32,7 +32,8 @@ from chatd import log as logsetup
 from chatd.admin.commands import AdminCommands, AdminContext
 from chatd.admin.server import AdminServer
 from chatd.core.bus import LocalBus
-from chatd.core.events import SHUTDOWN, ServerShutdown
+from chatd.core.closing import SHUTDOWN
+from chatd.core.events import ServerShutdown
 from chatd.core.gate import Gate
 from chatd.core.history import History
 from chatd.core.hub import Hub

@@ -10,7 +10,8 @@ in an error line; an error names the account at most.
 from __future__ import annotations
 
 from chatd.core.bus import ClusterUnavailable
-from chatd.core.events import Bye, Close, LoggedIn, PasswordChanged, Registered
+from chatd.core.closing import Close
+from chatd.core.events import Bye, LoggedIn, PasswordChanged, Registered
 from chatd.core.ignoring import MAX_IGNORES
 from chatd.line.parse import split_word
 from chatd.text import fold

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from chatd.core.bus import ClusterUnavailable
+from chatd.core.closing import Close
 from chatd.core.events import (
     Acted,
     Bye,
-    Close,
     HelpLine,
     Members,
     PrivateMessage,

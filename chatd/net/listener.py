@@ -25,7 +25,8 @@ import threading
 import structlog
 
 from chatd.core.client import Client
-from chatd.core.events import SHUTDOWN, Error, ServerShutdown
+from chatd.core.closing import SHUTDOWN
+from chatd.core.events import Error, ServerShutdown
 from chatd.core.session import Session
 from chatd.core.settings import Settings
 from chatd.line.protocol import LINE
@@ -314,7 +315,7 @@ class Listener:
 
     def _admission(self, client):
         """The plain port's checks, now that the connection is a client: (None, None) when
-        admitted, else (the refusal text or events.SHUTDOWN, the event to tell the client)."""
+        admitted, else (the refusal text or closing.SHUTDOWN, the event to tell the client)."""
         config = self.settings.config
         ban = self.bans.match(client.ip)
         if ban is not None:  # banned while it was handshaking

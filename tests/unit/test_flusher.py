@@ -16,14 +16,8 @@ import pytest
 from support.inproc import DEADLINE, SMALL_SNDBUF, crlf
 from support.waiting import wait_until
 
-from chatd.core.events import (
-    RESET,
-    SENDQ_EXCEEDED,
-    SHUTDOWN,
-    Close,
-    Error,
-    YouWereKicked,
-)
+from chatd.core.closing import RESET, SENDQ_EXCEEDED, SHUTDOWN, Close
+from chatd.core.events import Error, YouWereKicked
 from chatd.core.flusher import HOLD_SECONDS
 
 

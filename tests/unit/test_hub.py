@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from support.inproc import GREETING_LINES, SMALL_SNDBUF, crlf
 
-from chatd.core.events import Close, Motd, Said, Welcome
+from chatd.core.closing import Close
+from chatd.core.events import Motd, Said, Welcome
 
 # -- admission --------------------------------------------------------------------------------
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from support.inproc import crlf
 
-from chatd.core.events import CLOSED, Said
+from chatd.core.closing import CLOSED
+from chatd.core.events import Said
 from chatd.core.membership import MAX_ROOMS
 
 

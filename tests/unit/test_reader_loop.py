@@ -14,14 +14,8 @@ import pytest
 from structlog.testing import capture_logs
 from support.inproc import crlf
 
-from chatd.core.events import (
-    SHUTDOWN,
-    Banned,
-    Close,
-    Error,
-    ServerShutdown,
-    YouWereKicked,
-)
+from chatd.core.closing import SHUTDOWN, Close
+from chatd.core.events import Banned, Error, ServerShutdown, YouWereKicked
 
 # -- the reader loop: greeting, /quit, EOF ----------------------------------------------------
 

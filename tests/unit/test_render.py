@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 
+from chatd.core import closing
 from chatd.core import events as ev
 from chatd.line import render
 
@@ -96,8 +97,7 @@ def test_every_event_renders_exactly(event, text):
 def test_the_table_covers_every_event_class():
     rendered = {type(event) for event, _ in TABLE}
     defined = {obj for obj in vars(ev).values()
-               if isinstance(obj, type) and dataclasses.is_dataclass(obj) and obj.__module__ == ev.__name__
-               and obj not in (ev.Close, ev.CloseKind)}
+               if isinstance(obj, type) and dataclasses.is_dataclass(obj) and obj.__module__ == ev.__name__}
     assert defined == rendered
 
 
@@ -109,13 +109,13 @@ def test_lines_is_one_buffer_in_order():
 @pytest.mark.parametrize(
     "reason, text, farewell, event",
     [
-        (ev.Close("closed"), "connection closed", "*** bob left lobby (connection closed)", None),
-        (ev.Close("quit"), "quit", "*** bob left lobby (quit)", None),
-        (ev.Close("quit", "see you"), "quit: see you", "*** bob left lobby (quit: see you)", None),
-        (ev.Close("kicked", "spam"), "kicked: spam", "*** bob was kicked (spam)", "client_kicked"),
-        (ev.SENDQ_EXCEEDED, "sendq exceeded", "*** bob left lobby (sendq exceeded)", "sendq_exceeded"),
-        (ev.EXCESS_FLOOD, "excess flood", "*** bob left lobby (excess flood)", None),
-        (ev.SHUTDOWN, "server shutting down", None, None),
+        (closing.Close("closed"), "connection closed", "*** bob left lobby (connection closed)", None),
+        (closing.Close("quit"), "quit", "*** bob left lobby (quit)", None),
+        (closing.Close("quit", "see you"), "quit: see you", "*** bob left lobby (quit: see you)", None),
+        (closing.Close("kicked", "spam"), "kicked: spam", "*** bob was kicked (spam)", "client_kicked"),
+        (closing.SENDQ_EXCEEDED, "sendq exceeded", "*** bob left lobby (sendq exceeded)", "sendq_exceeded"),
+        (closing.EXCESS_FLOOD, "excess flood", "*** bob left lobby (excess flood)", None),
+        (closing.SHUTDOWN, "server shutting down", None, None),
     ],
 )
 def test_close_reasons(reason, text, farewell, event):
@@ -128,4 +128,4 @@ def test_close_reasons(reason, text, farewell, event):
 
 def test_an_unknown_close_kind_is_a_bug_caught_at_once():
     with pytest.raises(ValueError):
-        ev.Close("kickd")
+        closing.Close("kickd")
