@@ -174,38 +174,48 @@ class Publisher:
         stream = self._stream
         lines, stamps, by_room = [], [], {}
         commands, keys = [], []  # keys: the key of each command, in order
-
-        def command(key: str, *args) -> None:
-            commands.append(pack(*(a if a.__class__ is bytes else str(a).encode() for a in args)))
-            keys.append(key)
-
+        # (per batch, on this thread: at a paced load a batch is a line or two, so what a
+        # batch costs whatever its size is most of a line's cost here; issue 28)
         for method, args in batch:
             if method == "line":
-                lines.append(args[0])
-                if args[1] is not None:  # history: in the transaction of the entry carrying it
-                    by_room.setdefault(args[1][0], []).append(args[1][1])
-                    stamps.append(args[1][2])
+                text, keep = args
+                lines.append(text)
+                if keep is not None:  # history: in the transaction of the entry carrying it
+                    records = by_room.get(keep[0])
+                    if records is None:
+                        by_room[keep[0]] = [keep[1]]
+                    else:
+                        records.append(keep[1])
+                    stamps.append(keep[2])
                 else:
                     stamps.append(None)
             elif method == "member":  # sealed here, on this thread, not under the hub lock
                 owner, record = args
-                command(MEMBERS, b"HSET", MEMBERS, owner, seal.seal_hidden(f"{MEMBERS}/{owner}", record))
+                commands.append(_command(b"HSET", MEMBERS, owner,
+                                         seal.seal_hidden(f"{MEMBERS}/{owner}", record)))
+                keys.append(MEMBERS)
             else:  # ("hset" | "hdel" | "delete", (key, ...))
-                command(args[0], WRITES[method], *args)
+                commands.append(_command(WRITES[method], *args))
+                keys.append(args[0])
+        if by_room:  # LTRIM's last two arguments
+            trim = bulk(b"%d" % -self.history_lines) + bulk(b"-1")
         for room_key, records in by_room.items():  # one RPUSH per room per batch, in order
             key = HISTORY + room_key
+            key_bytes = key.encode()
             # one element per batch and room, not per line: a tag and a Redis argument
             # per line cost 1.7 us of this thread's CPU at full speed (docs/cluster.md);
             # lines are joined by LF (a record has none: its event is JSON)
-            command(key, b"RPUSH", key, *[seal.seal(key, "\n".join([origin, *run]))
-                                          for run in _chunks(records, HISTORY_CHUNK_BYTES)])
-            command(key, b"LTRIM", key, -self.history_lines, -1)
+            commands.append(pack(b"RPUSH", key_bytes, *[
+                seal.seal(key, "\n".join([origin, *run])).encode()
+                for run in _runs(records, HISTORY_CHUNK_BYTES)]))
+            commands.append(b"*4\r\n$5\r\nLTRIM\r\n" + bulk(key_bytes) + trim)
+            keys += (key, key)
         start = 0
-        for run in _chunks(lines, WRITE_ENTRY_BYTES):
+        for run in _runs(lines, WRITE_ENTRY_BYTES):
             times = [t for t in stamps[start:start + len(run)] if t is not None]
             start += len(run)
             # the times of its history lines, in order, first (reader.py: Position)
-            head = '[["ts",' + wire.compact(times) + "]," if times else "["
+            head = '[["ts",' + _times(times) + "]," if times else "["
             fields = self.link.entry(head + ",".join(run) + "]", stream=self._stream_key)
             commands.append(b"".join((self._xadd, bulk(fields["h"].encode()), C_FIELD,
                                       bulk(fields["c"].encode()))))
@@ -235,6 +245,26 @@ class Publisher:
         for key, error in failed:
             if key == self._stream:
                 raise error
+
+
+def _command(*args) -> bytes:
+    """One queued write as RESP (bytes as they are, anything else as its text)."""
+    return pack(*[a if a.__class__ is bytes else str(a).encode() for a in args])
+
+
+def _times(times: list) -> str:
+    """``wire.compact(times)`` for a list of floats (what the history's times are), without
+    the JSON encoder's machinery: JSON writes a finite float as ``float.__repr__`` does."""
+    if all(t.__class__ is float and t - t == 0.0 for t in times):  # (t - t: NaN for inf, NaN)
+        return "[" + ",".join([float.__repr__(t) for t in times]) + "]"
+    return wire.compact(times)
+
+
+def _runs(texts: list[str], limit: int):
+    """:func:`_chunks`, with the common case (everything fits in one run) in C."""
+    if sum(map(len, texts)) + len(texts) <= limit:
+        return (texts,) if texts else ()
+    return _chunks(texts, limit)
 
 
 def _chunks(texts: list[str], limit: int):

@@ -194,3 +194,21 @@ def test_before_crosses_nodes_checked_and_is_left_out_when_none():
 def test_urls_are_shown_without_their_password(url, shown):
     assert secret.redact(url) == shown
     assert secret.has_credentials(url) == (url != "redis://h:6379/0")
+
+
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=8))
+def test_the_publishers_times_are_what_the_json_encoder_writes(times):
+    """publisher._times writes a batch's history times by hand (a paced batch's cost, issue
+    28): the same text as wire.compact for any float, finite or not."""
+    from chatd.cluster.publisher import _times
+
+    assert _times(times) == wire.compact(times)
+
+
+@given(st.lists(st.text(max_size=40), max_size=12), st.integers(min_value=1, max_value=120))
+def test_the_publishers_runs_are_its_chunks(texts, limit):
+    """publisher._runs takes the one-run case in C; whatever the texts, the runs are
+    _chunks's."""
+    from chatd.cluster.publisher import _chunks, _runs
+
+    assert [list(run) for run in _runs(texts, limit)] == [list(run) for run in _chunks(texts, limit)]
