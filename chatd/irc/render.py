@@ -164,7 +164,7 @@ SPEAKERS = {
     ev.Said: lambda e: e.nick, ev.Acted: lambda e: e.nick, ev.Noticed: lambda e: e.nick,
     ev.Joined: lambda e: e.nick, ev.Left: lambda e: e.nick, ev.TopicSet: lambda e: e.nick,
     ev.Renamed: lambda e: e.new,  # its new nick is the one logged in by the time it renders
-    ev.PrivateMessage: lambda e: e.sender,
+    ev.PrivateMessage: lambda e: e.sender, ev.InvitedTo: lambda e: e.nick,
 }
 
 

@@ -92,6 +92,8 @@ def test_account_tag_names_the_speakers_account_in_rooms_and_private_lines():
     assert irc.rooms_for(()) is irc.speaks and irc.speaks.renderer("dev")(said)[:1] == b":"
     assert irc.line(ev.PrivateMessage("bob", "psst")) == \
         b"@account=bobacct :bob!bob@chatd PRIVMSG alice :psst\r\n"
+    assert irc.line(ev.InvitedTo("bob", "dev")) == \
+        b"@account=bobacct :bob!bob@chatd INVITE alice #dev\r\n"
 
 
 def test_server_names_are_one_word():
