@@ -263,3 +263,35 @@ def _check(got: list[bytes], expected: dict, privates: list, number: dict) -> No
         at = got.index(private)
         assert all(number[line] < sent for line in got[:at]), private
         assert all(number[line] > began for line in got[at + 1:]), private
+
+
+class Counting(Shouting):
+    """SHOUTING that counts what it renders."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.rendered = 0
+
+    def line(self, event) -> bytes:
+        self.rendered += 1
+        return Shouting.line(event)
+
+
+def test_a_room_of_two_protocols_renders_each_line_once_more_not_once_a_member():
+    """Issue 27's bound: a room with line and IRC members costs one extra render per line
+    (one per protocol spoken), however many members speak each, whoever joined first."""
+    flusher, other = FakeFlusher(), Counting()
+    room = Room("lobby", flusher)
+    line_readers = [Reader(f"l{n}") for n in range(5)]
+    other_readers = [Reader(f"o{n}", other) for n in range(7)]
+    for reader in [line_readers[0], *other_readers, *line_readers[1:]]:
+        room.enter(reader)
+    for n in range(20):
+        room.post(line_readers[n % 5], Said(f"l{n % 5}", str(n)))
+        if n % 3 == 0:
+            flusher.drain()
+    flusher.drain()
+    assert other.rendered == 20
+    assert all(len(flusher.got[reader]) == 20 for reader in other_readers)
+    assert all(len(flusher.got[reader]) == 16 for reader in line_readers)  # not its own 4
