@@ -106,7 +106,7 @@ class Hub(Census, Membership, Identity, Presence, Stewardship):
         return nick
 
     def remove(self, client, reason=None) -> None:
-        """Forget ``client``; tell its room why it went (``reason``, an closing.Close; None or a
+        """Forget ``client``; tell its room why it went (``reason``, a closing.Close; None or a
         reason without a farewell: say nothing)."""
         with self._lock:
             if not self._forget(client, reason):

@@ -223,12 +223,12 @@ class World:
 
     def disconnect(self, conn: Conn, reason, notice=None) -> None:
         """End a connection from outside its session, as kick, ban, idle and shutdown do
-        (``reason`` an closing.Close, ``notice`` an event or None)."""
+        (``reason`` a closing.Close, ``notice`` an event or None)."""
         self.flusher.disconnect(conn.outbox, reason, notice)
 
     def end(self, conn: Conn, reason=None) -> None:
         """What a session does when its connection ends: leave the hub (telling the room why,
-        ``reason`` an closing.Close), hand the socket over."""
+        ``reason`` a closing.Close), hand the socket over."""
         self.hub.remove(conn.client, reason)
         self.flusher.finish(conn.outbox, linger=False)
         conn.ended = True
