@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import NamedTuple
 
 from chatd.cluster import wire
@@ -94,12 +95,16 @@ def _granted(value) -> str:
     return value
 
 
+#: A mode change as a room line names it: sign groups of mode letters, then +l's number.
+_MODE_CHANGE = re.compile(rf"(?:[+-][{MODES}]{{1,8}}){{1,8}}(?: [0-9]{{1,7}})?")
+_LIMIT_SET = re.compile(rf"\+[{MODES}]*l")
+
+
 def _mode_change(value) -> str:
-    """``+i``, ``-k``..., or ``+l N`` (a member limit shows its number)."""
-    if value.__class__ is not str or len(value) < 2 or value[0] not in "+-" \
-            or value[1] not in MODES or not (len(value) == 2 or (
-                value[:3] == "+l " and value[3:].isascii() and value[3:].isdigit()
-                and len(value) <= 10)):
+    """``+i``, ``-k``, ``+l N`` (a member limit shows its number), or several as one
+    (``-int``, ``+il 5``: an IRC MODE line's, roomchanges.joined_modes)."""
+    if value.__class__ is not str or not _MODE_CHANGE.fullmatch(value) \
+            or (" " in value) != bool(_LIMIT_SET.search(value)):
         raise Rejected(f"not a mode change: {str(value)[:20]!r}")
     return value
 

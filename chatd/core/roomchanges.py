@@ -48,6 +48,34 @@ def ban(room: str, state: RoomState, actor: str, entry: str, shown: str, on: boo
     return state.change(bans=bans), (BanSet if on else BanLifted)(actor, room, shown)
 
 
+def modes(room: str, state: RoomState, actor: str, changes: list) -> tuple:
+    """Several :func:`mode` changes (``changes``: (change, key) pairs; one IRC ``MODE #room
+    -int``), made in order: (the state after those that could be made, one room line naming
+    them all (``-int``, ``+il 5``) or None if none could, the refusals of the others)."""
+    made, refused = [], []
+    for change, key in changes:
+        done = mode(room, state, actor, change, key)
+        if isinstance(done, str):
+            refused.append(done)
+        else:
+            state = done[0]
+            made.append(done[1].change)
+    return state, (ModeSet(actor, room, joined_modes(made)) if made else None), refused
+
+
+def joined_modes(changes: list[str]) -> str:
+    """``["-i", "-n", "+l 5"]`` -> ``-in+l 5``: IRC's one mode string, the arguments last."""
+    text, sign, arguments = "", "", []
+    for change in changes:
+        if change[0] != sign:
+            sign = change[0]
+            text += sign
+        text += change[1]
+        if len(change) > 3:
+            arguments.append(change[3:])
+    return " ".join([text, *arguments])
+
+
 def mode(room: str, state: RoomState, actor: str, change: str, key: str = ""):
     """``change``: one of +i -i +k -k +m -m +t -t (``key`` with +k; the room line does not
     show it)."""

@@ -107,6 +107,20 @@ class Stewardship:
         return self._by_member(client, name, lambda room, s: roomchanges.mode(
             room, s, client.nick, change, key))
 
+    def set_modes(self, client, name: str, changes: list) -> list[str]:
+        """Several :meth:`set_mode` changes as one, as an IRC MODE line makes them: one room
+        line for those made (roomchanges.modes); returns the refusals of the others, or why
+        none could be tried."""
+        refused: list[str] = []
+
+        def change(room: str, state: RoomState):
+            after, line, problems = roomchanges.modes(room, state, client.nick, changes)
+            refused.extend(problems)
+            return (after, line) if line is not None else (problems or ["no change"])[0]
+
+        problem = self._by_member(client, name, change)
+        return refused if refused or problem is None else [problem]
+
     def invite(self, client, name: str, nick: str) -> str | None:
         """An invitation names the account of a client logged in here, else the nick (of
         another node's client: its nick, which is its account if it has one)."""

@@ -153,8 +153,31 @@ def do_mode(reader, params: tuple) -> None:
                     f"+{state.modes}{limit}")
         reader.reply("329", "#" + room.name, str(int(room.created)))
         return
+    simple: list = []  # the room's own modes, made together: one MODE line (set_modes)
     for change, argument in mode_changes(params[1], list(params[2:])):
+        if change[1] in MODES:
+            if change[1] in "kl" and change[0] == "+" and not argument:
+                continue  # (+k or +l without its argument: nothing to set)
+            simple.append((change, argument or ""))
+            continue
+        _set_modes(reader, room, simple)
+        simple = []
         _change_mode(reader, room, change, argument)
+    _set_modes(reader, room, simple)
+
+
+def _set_modes(reader, room, changes: list) -> None:
+    """The room's own modes (``+int``, ``+l 5``), made as one: one MODE line to the room;
+    each refusal told as its numeric."""
+    if not changes:
+        return
+    channel = "#" + room.name
+    for problem in reader.hub.set_modes(reader.client, room.name, changes):
+        if problem.startswith("usage: /mode +l"):
+            argument = next((key for change, key in changes if change == "+l"), "*")
+            reader.reply("696", channel, "l", argument or "*", "Invalid limit mode parameter")
+        elif "already" not in problem:
+            refused(reader, problem, channel)
 
 
 def _in_room(reader, nick: str, channel: str) -> bool:
@@ -206,14 +229,8 @@ def _change_mode(reader, room, change: str, argument: str | None) -> None:
                             argument, on)
     elif letter == "b":
         problem = hub.ban(client, room.name, argument.split("!")[0], on)
-    elif letter in MODES:
-        if letter in "kl" and on and not argument:
-            return  # (+k or +l without its argument: nothing to set)
-        problem = hub.set_mode(client, room.name, change, argument or "")
     else:
         reader.reply("472", letter, "is unknown mode char to me")
         return
-    if problem and problem.startswith("usage: /mode +l"):
-        reader.reply("696", channel, "l", argument or "*", "Invalid limit mode parameter")
-    elif problem and "already" not in problem:
+    if problem and "already" not in problem:
         refused(reader, problem, channel)

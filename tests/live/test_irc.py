@@ -517,10 +517,12 @@ def test_secret_and_no_external_modes(chatd):
     server = irc_server(chatd)
     alice = irc_joined(server, "alice", "#hidden")
     alice.send_line("MODE #hidden +sn")
-    alice.expect(":alice!alice@chatd MODE #hidden +s")
-    alice.expect(":alice!alice@chatd MODE #hidden +n")
+    alice.expect(":alice!alice@chatd MODE #hidden +sn")  # one MODE line, as it was asked
+    alice.send_line("MODE #hidden +tl-i 5")  # -i refused (not set), the rest made together
+    alice.expect(":alice!alice@chatd MODE #hidden +tl 5")
+    alice.expect(":chatd NOTICE alice :*** error: mode i is not set on hidden")
     alice.send_line("MODE #hidden")
-    alice.expect(":chatd 324 alice #hidden +ns")
+    alice.expect(":chatd 324 alice #hidden +lnst 5")
     alice.numeric("329")
     alice.send_line("NAMES #hidden")
     alice.expect(":chatd 353 alice @ #hidden :@alice")

@@ -212,3 +212,19 @@ def test_the_publishers_runs_are_its_chunks(texts, limit):
     from chatd.cluster.publisher import _chunks, _runs
 
     assert [list(run) for run in _runs(texts, limit)] == [list(run) for run in _chunks(texts, limit)]
+
+
+@pytest.mark.parametrize("change, good", [
+    ("+i", True), ("-k", True), ("+l 5", True), ("-int", True), ("+tl 5", True),
+    ("-i+lk 12", True), ("+x", False), ("-l 5", False), ("+i 5", False), ("+l", False),
+    ("+", False), ("+l 5 6", False), ("+" + "i" * 9, False),
+])
+def test_a_mode_line_from_another_node_is_one_change_or_several(change, good):
+    """An IRC MODE line's changes cross nodes as one ModeSet (``-int``, ``+tl 5``): checked
+    as the mode strings roomchanges.joined_modes makes, and nothing else."""
+    event = ["ModeSet", "alice", "dev", change]
+    if good:
+        assert Validator(1024).event(event) == ev.ModeSet("alice", "dev", change)
+    else:
+        with pytest.raises(Rejected):
+            Validator(1024).event(event)

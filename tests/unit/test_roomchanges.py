@@ -41,3 +41,16 @@ def test_modes_and_the_key_never_in_the_line():
                                          ("+k", "two words"), ("+k", "x" * 65), ("", "")])
 def test_bad_mode_changes(change, key):
     assert isinstance(rc.mode("dev", RoomState(), "alice", change, key), str)
+
+
+def test_several_modes_are_one_change_and_one_line():
+    """IRC's ``MODE #dev +tl-i 5``: what can be made is, in order, with one room line naming
+    it all (roomchanges.modes); what cannot is refused, one text each."""
+    state, line, refused = rc.modes("dev", RoomState(), "alice", [("+t", ""), ("+l", "5"),
+                                                                  ("-i", "")])
+    assert state.modes == "lt" and state.limit == 5
+    assert line == ev.ModeSet("alice", "dev", "+tl 5")
+    assert refused == ["mode i is not set on dev"]
+    assert rc.modes("dev", state, "alice", [("-i", "")])[1] is None
+    assert rc.joined_modes(["-i", "-n", "-t"]) == "-int"
+    assert rc.joined_modes(["-i", "+l 12", "+k"]) == "-i+lk 12"
