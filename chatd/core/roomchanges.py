@@ -59,6 +59,8 @@ def modes(room: str, state: RoomState, actor: str, changes: list) -> tuple:
             refused.append(done)
         else:
             state = done[0]
+            if change == "+l":  # set twice in one line: the last limit is the one that holds
+                made = [m for m in made if not m.startswith("+l ")]
             made.append(done[1].change)
     return state, (ModeSet(actor, room, joined_modes(made)) if made else None), refused
 

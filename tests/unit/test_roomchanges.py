@@ -52,5 +52,9 @@ def test_several_modes_are_one_change_and_one_line():
     assert line == ev.ModeSet("alice", "dev", "+tl 5")
     assert refused == ["mode i is not set on dev"]
     assert rc.modes("dev", state, "alice", [("-i", "")])[1] is None
+    # a limit set twice in one line is one limit, as the room line says (one number at most:
+    # the form another node accepts, checks._mode_change)
+    twice = rc.modes("dev", RoomState(), "alice", [("+l", "5"), ("+i", ""), ("+l", "7")])
+    assert twice[0].limit == 7 and twice[1] == ev.ModeSet("alice", "dev", "+il 7")
     assert rc.joined_modes(["-i", "-n", "-t"]) == "-int"
     assert rc.joined_modes(["-i", "+l 12", "+k"]) == "-i+lk 12"
