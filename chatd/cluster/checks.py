@@ -23,6 +23,7 @@ from chatd.core.position import Position
 from chatd.core.roomchanges import GRANTED
 from chatd.core.roomstate import MAX_TOPIC, MODES
 from chatd.core.stewardship import ADMIN
+from chatd.core.tagging import is_client_tags, is_msgid
 from chatd.text import fold, is_valid_name, sanitize
 
 #: Operator text (broadcasts, kick reasons) comes from the admin socket: its request limit.
@@ -100,6 +101,19 @@ _MODE_CHANGE = re.compile(rf"(?:[+-][{MODES}]{{1,8}}){{1,8}}(?: [0-9]{{1,7}})?")
 _LIMIT_SET = re.compile(rf"\+[{MODES}]*l")
 
 
+def _msgid(value) -> str:
+    """A line's msgid (core/tagging.py), or "" from a node too old to send one."""
+    if value != "" and not is_msgid(value):
+        raise Rejected(f"not a msgid: {str(value)[:20]!r}")
+    return value
+
+
+def _client_tags(value) -> str:
+    if not is_client_tags(value):
+        raise Rejected(f"not client tags: {str(value)[:20]!r}")
+    return value
+
+
 def _mode_change(value) -> str:
     """``+i``, ``-k``, ``+l N`` (a member limit shows its number), or several as one
     (``-int``, ``+il 5``: an IRC MODE line's, roomchanges.joined_modes)."""
@@ -132,12 +146,15 @@ class Validator:
         # event class -> a check per field
         user, admin = self._user_text, self._admin_text
         self._rules = {
-            ev.Said: (name, user), ev.Acted: (name, user), ev.Noticed: (name, user),
+            ev.Said: (name, user, _msgid, _client_tags), ev.Acted: (name, user, _msgid, _client_tags),
+            ev.Noticed: (name, user, _msgid, _client_tags),
+            ev.Tagged: (name, _msgid, _client_tags),
+            ev.PrivateTagged: (name, _msgid, _client_tags),
             ev.Joined: (name, name),
             ev.Left: (name, name, self._reason), ev.Quit: (name, name, self._reason, _before),
             ev.Kicked: (name, admin, _before),
             ev.Renamed: (name, name, _before), ev.Announcement: (admin,),
-            ev.PrivateMessage: (name, user), ev.IsAway: (name, user),
+            ev.PrivateMessage: (name, user, _msgid, _client_tags), ev.IsAway: (name, user),
             ev.TopicSet: (actor, name, self._topic), ev.RoomKicked: (name, name, actor, admin),
             ev.Granted: (actor, name, _granted, name), ev.Revoked: (actor, name, _granted, name),
             ev.BanSet: (actor, name, name), ev.BanLifted: (actor, name, name),
@@ -166,12 +183,12 @@ class Validator:
 
     def event(self, decoded):
         """An event from its decoded JSON list, each field checked; Rejected otherwise."""
-        if decoded.__class__ is list and len(decoded) == 3:  # the common case, cheaply
-            kind, nick, said = decoded
+        if decoded.__class__ is list and len(decoded) == 4:  # the common case, cheaply
+            kind, nick, said, msgid = decoded
             cls = _SAID if kind == "Said" else _ACTED if kind == "Acted" else None
             if cls is not None and said.__class__ is str and len(said) <= self._short \
-                    and said.isprintable() and self.is_name(nick):
-                return cls(nick, said)
+                    and said.isprintable() and self.is_name(nick) and is_msgid(msgid):
+                return cls(nick, said, msgid)
         return self._event(decoded)
 
     def is_name(self, value) -> bool:

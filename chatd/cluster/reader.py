@@ -53,16 +53,16 @@ MAX_STREAMS = 64
 RETRY_SECONDS = 0.5
 SHARED_KEY = STREAM.encode()
 _ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
-ROOM_EVENTS = frozenset((ev.Said, ev.Acted, ev.Noticed, ev.Joined, ev.Left, ev.Quit, ev.Kicked,
+ROOM_EVENTS = frozenset((ev.Said, ev.Acted, ev.Noticed, ev.Tagged, ev.Joined, ev.Left, ev.Quit, ev.Kicked,
                          ev.Renamed, ev.Announcement, ev.TopicSet, ev.RoomKicked, ev.Granted, ev.Revoked,
                          ev.BanSet, ev.BanLifted, ev.ModeSet, ev.RoomRegistered))
 #: The room lines a history keeps, by their name on the wire: those a ["ts"] line times.
 CHAT_NAMES = frozenset(cls.__name__ for cls in KINDS)
 
 
-#: What a private line may carry: a /msg, the away answer to one (core/presence.py), an
-#: invitation to a room (core/stewardship.py).
-_PRIVATE = (ev.PrivateMessage, ev.IsAway, ev.InvitedTo)
+#: What a private line may carry: a /msg (or IRC's TAGMSG), the away answer to one
+#: (core/presence.py), an invitation to a room (core/stewardship.py).
+_PRIVATE = (ev.PrivateMessage, ev.PrivateTagged, ev.IsAway, ev.InvitedTo)
 
 class Reader:
     def __init__(self, link, roster, routing, stopping) -> None:

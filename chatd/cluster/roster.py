@@ -17,7 +17,7 @@ from chatd.core import events as ev
 from chatd.core.membership import MAX_ROOMS
 from chatd.text import fold
 
-_CHAT = (ev.Said, ev.Acted, ev.Noticed, ev.Announcement)
+_CHAT = (ev.Said, ev.Acted, ev.Noticed, ev.Announcement, ev.Tagged)
 
 
 class Roster:

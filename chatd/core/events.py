@@ -14,7 +14,7 @@ Why a connection ended (a close reason, and the farewell its room sees) is closi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # -- lines other members of a room see --------------------------------------------------------
 
@@ -25,6 +25,8 @@ class Said:
 
     nick: str
     text: str
+    msgid: str = field(default="", compare=False)  # msgid.py: the line's identity
+    tags: str = ""  # IRC client-only tags as sent on (msgid.py), "" nearly always
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,8 @@ class Acted:
 
     nick: str
     text: str
+    msgid: str = field(default="", compare=False)  # msgid.py: the line's identity
+    tags: str = ""  # IRC client-only tags as sent on (msgid.py), "" nearly always
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +45,19 @@ class Noticed:
 
     nick: str
     text: str
+    msgid: str = field(default="", compare=False)  # msgid.py: the line's identity
+    tags: str = ""  # IRC client-only tags as sent on (msgid.py), "" nearly always
+
+
+@dataclass(frozen=True, slots=True)
+class Tagged:
+    """IRC's TAGMSG to a room: client-only ``tags`` and no text (a typing notice, a
+    reaction). Rendered only for IRC members that asked for ``message-tags``; never kept in
+    the history."""
+
+    nick: str
+    msgid: str
+    tags: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +184,18 @@ class PrivateMessage:
 
     sender: str
     text: str
+    msgid: str = field(default="", compare=False)
+    tags: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PrivateTagged:
+    """IRC's TAGMSG to one client: only ``tags`` (client-only tags, msgid.py), no text; told
+    only to a client that asked for ``message-tags``."""
+
+    sender: str
+    msgid: str
+    tags: str
 
 
 @dataclass(frozen=True, slots=True)

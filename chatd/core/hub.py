@@ -224,15 +224,16 @@ class Hub(Census, Membership, Identity, Presence, Stewardship):
             self._bus.member(client)
         return True
 
-    def say(self, client, event, room=None, echo: bool = False) -> None:
-        """A chat line (events.Said or Acted) to ``room``, one of the sender's, by default its
-        current one; ``echo``: the sender gets it too (IRC's ``echo-message``). Only the
-        session thread of ``client`` moves it between rooms, so reading ``client.room`` here
-        needs no hub lock."""
+    def say(self, client, event, room=None, echo: bool = False, counted: bool = True) -> None:
+        """A chat line (events.Said, Acted, Noticed; IRC's Tagged, not ``counted`` as a
+        message) to ``room``, one of the sender's, by default its current one; ``echo``: the
+        sender gets it too (IRC's ``echo-message``). Only the session thread of ``client``
+        moves it between rooms, so reading ``client.room`` here needs no hub lock."""
         if room is None:
             room = client.room
         room.post(None if echo else client.outbox, event, self._publish_line)
-        client.room_messages += 1  # the same thread, hence no lock (metrics.py reads it)
+        if counted:
+            client.room_messages += 1  # the same thread, hence no lock (metrics.py reads it)
 
     def history(self, client, count: int) -> bool:
         """``/history``: the newest ``count`` lines of the client's room, as one private

@@ -17,7 +17,7 @@ and one of None per reader: nothing per line.
 
 from __future__ import annotations
 
-from chatd.core.events import Acted, Noticed, PrivateMessage, Said
+from chatd.core.events import Acted, Noticed, PrivateMessage, PrivateTagged, Said, Tagged
 from chatd.text import fold
 
 #: The most nicks one client may ignore (SPEC §13; docs/protocol.md §3).
@@ -25,7 +25,8 @@ MAX_IGNORES = 64
 
 NOBODY: frozenset = frozenset()
 
-_SPOKEN = (Said, Acted, Noticed)
+_SPOKEN = (Said, Acted, Noticed, Tagged)
+_PRIVATE = (PrivateMessage, PrivateTagged)
 
 
 def hides(ignoring: frozenset, event) -> bool:
@@ -35,7 +36,7 @@ def hides(ignoring: frozenset, event) -> bool:
 
 def hides_private(ignoring: frozenset, event) -> bool:
     """Whether a private ``event`` (a /msg) comes from a nick in ``ignoring``."""
-    return event.__class__ is PrivateMessage and fold(event.sender) in ignoring
+    return event.__class__ in _PRIVATE and fold(event.sender) in ignoring
 
 
 def unhidden(ignoring: frozenset, entries: list) -> list:

@@ -357,8 +357,9 @@ class Room:
         for outbox in authors.intersection(outboxes):
             self._deliver_except(outbox, entries)
         # no per-flush copy of a 10,000-reader group: allocations that size stay in RSS
-        self._flusher.deliver_many(outboxes, authors, b"".join([e[2] for e in entries]),
-                                   len(entries))
+        data = b"".join([e[2] for e in entries])
+        if data:  # (empty: lines this protocol does not show, as IRC's TAGMSG to line clients)
+            self._flusher.deliver_many(outboxes, authors, data, len(entries))
 
     def catch_up(self, outbox, end: int) -> None:
         """One reader gets what was posted from its offset up to ``end``."""
@@ -432,8 +433,9 @@ class Room:
         others = [e[2] for e in entries if e[0] is not outbox
                   and not (e[0].__class__ is Except and outbox in e[0])
                   and not (ignoring and hides(ignoring, e[1]))]
-        if others:
-            self._flusher.deliver(outbox, b"".join(others), len(others))
+        data = b"".join(others)
+        if data:
+            self._flusher.deliver(outbox, data, len(others))
 
 
 def send_private(rooms, outbox, data: bytes, lines: int) -> None:

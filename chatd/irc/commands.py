@@ -14,9 +14,10 @@ import base64
 import binascii
 import time
 
-from chatd.core.events import Acted, Noticed, PrivateMessage, Said
+from chatd.core.events import Acted, Noticed, PrivateMessage, PrivateTagged, Said, Tagged
+from chatd.core.tagging import new_msgid
 from chatd.irc import channels, operators, people, welcome
-from chatd.irc.message import Message
+from chatd.irc.message import Message, client_tags
 from chatd.irc.targets import ACTION, member_room, room_name, targets
 from chatd.text import sanitize
 
@@ -30,13 +31,19 @@ def dispatch(reader, message) -> None:
     if len(message.params) < needed or (needed and not message.params[0]):
         reader.reply("461", message.command, "Not enough parameters")
         return
-    handler(reader, message.params)
+    if message.command in RELAYING:
+        # client-only tags go on only from a client that asked for message-tags
+        relayed = client_tags(message.tags) \
+            if message.tags and "message-tags" in reader.protocol.caps else ""
+        handler(reader, message.params, relayed)
+    else:
+        handler(reader, message.params)
 
 
 # -- messages -------------------------------------------------------------------------------------
 
 
-def do_privmsg(reader, params: tuple, notice: bool = False) -> None:
+def do_privmsg(reader, params: tuple, tags: str, notice: bool = False) -> None:
     if len(params) < 2 or not params[1]:
         if not notice:
             reader.reply("412" if len(params) >= 1 else "411", "No text to send")
@@ -48,48 +55,79 @@ def do_privmsg(reader, params: tuple, notice: bool = False) -> None:
         return
     for target in targets(params[0]):
         if target.startswith("#"):
-            _to_room(reader, target, text, acted, notice)
+            room = _room_to_speak_in(reader, target, quiet=notice)
+            if room is not None:
+                event = (Acted if acted else Noticed if notice else Said)(
+                    reader.client.nick, text, new_msgid(), tags)
+                reader.hub.say(reader.client, event, room,
+                               echo="echo-message" in reader.protocol.caps)
+                reader.session.log_message(text, room=room.name)
         else:
-            _to_nick(reader, target, text, notice)
+            sent = _to_nick(reader, target, PrivateMessage(reader.client.nick, text,
+                                                           new_msgid(), tags),
+                            "NOTICE" if notice else "PRIVMSG", text, quiet=notice)
+            if sent:
+                reader.session.log_message(text, to=sent)
 
 
-def do_notice(reader, params: tuple) -> None:
-    do_privmsg(reader, params, notice=True)
+def do_notice(reader, params: tuple, tags: str) -> None:
+    do_privmsg(reader, params, tags, notice=True)
 
 
-def _to_room(reader, target: str, text: str, acted: bool, notice: bool) -> None:
+def do_tagmsg(reader, params: tuple, tags: str) -> None:
+    """IRCv3 TAGMSG: client-only tags and no text (a typing notice), to members and
+    clients that asked for ``message-tags``; others are sent nothing (core/tagging.py)."""
+    for target in targets(params[0]):
+        if target.startswith("#"):
+            room = _room_to_speak_in(reader, target, quiet=False)
+            if room is not None:
+                reader.hub.say(reader.client, Tagged(reader.client.nick, new_msgid(), tags),
+                               room, echo="echo-message" in reader.protocol.caps, counted=False)
+        else:
+            _to_nick(reader, target, PrivateTagged(reader.client.nick, new_msgid(), tags),
+                     "TAGMSG", None, quiet=False)
+
+
+def _room_to_speak_in(reader, target: str, quiet: bool):
+    """The room ``target`` (``#dev``) names if this client may speak there, or None, with
+    the numeric that says why unless ``quiet`` (a NOTICE is never answered)."""
     client, name = reader.client, room_name(target)
     room = member_room(reader, name) if name else None
     if room is None:
-        if not notice:
+        if not quiet:
             reader.reply("404" if name else "403", target[:30], "Cannot send to channel")
-        return
+        return None
     if client.muted or (room.state.modes and not room.state.may_speak(
             client.id, client.nick, client.account)):
-        if not notice:
+        if not quiet:
             reader.reply("404", "#" + room.name, "Cannot send to channel (+m)")
-        return
-    event = (Acted if acted else Noticed if notice else Said)(client.nick, text)
-    reader.hub.say(client, event, room, echo="echo-message" in reader.protocol.caps)
-    reader.session.log_message(text, room=room.name)
+        return None
+    return room
 
 
-def _to_nick(reader, nick: str, text: str, notice: bool) -> None:
+def _to_nick(reader, nick: str, event, command: str, text: str | None,
+             quiet: bool) -> str | None:
+    """``event`` to the client ``nick``; ``command`` and ``text`` (None: none) make the line
+    ``echo-message`` returns. Returns the target's nick as its owner spells it, or None:
+    none such (401 unless ``quiet``), or the sender is muted."""
     recipient = reader.hub.recipient(nick)
     if recipient is None:
-        if not notice:
+        if not quiet:
             reader.reply("401", nick[:30], "No such nick/channel")
-        return
+        return None
     if reader.client.muted:
-        return
+        return None
     target, send = recipient
-    away = send(PrivateMessage(reader.client.nick, text))
-    reader.client.private_messages += 1
+    away = send(event)
+    if text is not None:  # (a TAGMSG is no message, for the metrics)
+        reader.client.private_messages += 1
     if "echo-message" in reader.protocol.caps:
-        reader.send(f":{reader.source} PRIVMSG {target} :{text}")
-    if away is not None and not notice:
+        echoed = f":{reader.source} {command} {target}"
+        reader.hub.send_data(reader.client, reader.protocol.echo(
+            event, echoed if text is None else f"{echoed} :{text}"), 1)
+    if away is not None and not quiet:
         reader.hub.send_to(reader.client, away)
-    reader.session.log_message(text, to=target)
+    return target
 
 
 # -- the server -----------------------------------------------------------------------------------
@@ -160,7 +198,7 @@ def authenticate(reader, params: tuple) -> None:
 COMMANDS = {
     "JOIN": channels.do_join, "PART": channels.do_part, "NAMES": channels.do_names, "TOPIC": channels.do_topic, "LIST": channels.do_list,
     "KICK": channels.do_kick, "INVITE": channels.do_invite, "MODE": channels.do_mode, "PRIVMSG": do_privmsg,
-    "NOTICE": do_notice, "NICK": people.do_nick, "WHO": people.do_who, "WHOIS": people.do_whois, "AWAY": people.do_away,
+    "NOTICE": do_notice, "TAGMSG": do_tagmsg, "NICK": people.do_nick, "WHO": people.do_who, "WHOIS": people.do_whois, "AWAY": people.do_away,
     "PING": do_ping, "PONG": lambda reader, params: None, "QUIT": do_quit, "CAP": do_cap,
     "WHOWAS": people.do_whowas, "MOTD": do_motd, "LUSERS": do_lusers, "TIME": do_time,
     "USERHOST": people.do_userhost, "ISON": people.do_ison,
@@ -169,7 +207,10 @@ COMMANDS = {
     "AUTHENTICATE": lambda reader, params: reader.reply("907", "You have already authenticated"),
     **operators.COMMANDS,
 }
+#: Commands that relay what their sender says, whose handlers also get its client-only tags.
+RELAYING = frozenset(("PRIVMSG", "NOTICE", "TAGMSG"))
 #: Parameters a command needs (461 otherwise).
 NEEDS = {"JOIN": 1, "PART": 1, "TOPIC": 1, "KICK": 2, "INVITE": 2, "MODE": 1, "PRIVMSG": 1,
+         "TAGMSG": 1,
          "NICK": 1, "WHOIS": 1, "WHOWAS": 1, "PING": 1, "USERHOST": 1, "ISON": 1,
          **operators.NEEDS}

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from chatd.core.tagging import KEY
+
 #: The longest line without its tags, CR LF included (RFC 1459 §2.3).
 MAX_LINE_BYTES = 512
 #: The longest tags part a client may send (IRCv3 message-tags: 4094 plus ``@`` and space).
@@ -115,6 +117,15 @@ def _unescape(value: str) -> str:
 def escape(value: str) -> str:
     """A tag value as it goes on the wire."""
     return "".join(_UNESCAPES.get(c, c) for c in value)
+
+
+def client_tags(tags: dict[str, str]) -> str:
+    """The client-only tags (``+name``) of a received message in their escaped wire form,
+    to be relayed (core/tagging.py): others are the server's to set, and dropped, as are a
+    key of characters a tag name cannot hold and a value with a control character."""
+    return ";".join([key if value == "" else f"{key}={escape(value)}"
+                     for key, value in tags.items()
+                     if key.startswith("+") and KEY.fullmatch(key) and value.isprintable()])
 
 
 def encode(message: Message) -> bytes:

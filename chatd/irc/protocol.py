@@ -10,6 +10,7 @@ speaker, never the reader. What one client is told names the client (``:server 3
 
 from __future__ import annotations
 
+from chatd.core import events as ev
 from chatd.irc import render
 from chatd.irc.reader import IrcReader
 
@@ -21,33 +22,41 @@ def irc_server_name(name: str) -> str:
     return "-".join(name.split()) or "chatd"
 
 
+#: What a client is told only if it asked for ``message-tags`` (a TAGMSG: tags, no text).
+_TAGS_ONLY = frozenset((ev.PrivateTagged,))
+
 #: The capabilities that change how a room line looks: one IrcRooms for each combination.
-ROOM_CAPS = ("server-time", "account-tag")
+ROOM_CAPS = ("server-time", "account-tag", "message-tags")
 
 
 class IrcRooms:
     """How rooms render lines for their IRC members (protocol.py ``RoomRenderer``). One
     exists for each combination of :data:`ROOM_CAPS` (:func:`room_renderers`): ``server-time``
-    tags each line with the time it was posted, ``account-tag`` with its speaker's account;
-    a room renders a line once for each it has members of, so a room of clients that all
-    asked for the same (nearly always) renders once."""
+    tags each line with the time it was posted, ``account-tag`` with its speaker's account,
+    ``message-tags`` with its msgid and client-only tags (and shows TAGMSG); a room renders
+    a line once for each it has members of, so a room of clients that all asked for the
+    same (nearly always) renders once."""
 
-    __slots__ = ("settings", "timed", "accounts")
+    __slots__ = ("settings", "timed", "accounts", "tagging")
     name = "irc"
 
-    def __init__(self, settings, timed: bool = False, accounts=None) -> None:
+    def __init__(self, settings, timed: bool = False, accounts=None,
+                 tagging: bool = False) -> None:
         self.settings = settings  # server_name as it is when a room starts speaking IRC
         self.timed = timed
         self.accounts = accounts  # nick -> account or None (account-tag), or None: untagged
+        self.tagging = tagging
 
     def renderer(self, room: str):
-        plain = render.room_renderer(room, irc_server_name(self.settings.config.server_name))
-        if not self.timed and self.accounts is None:
+        timed, accounts, tagging = self.timed, self.accounts, self.tagging
+        plain = render.room_renderer(room, irc_server_name(self.settings.config.server_name),
+                                     tagging)
+        if not timed and accounts is None and not tagging:
             return plain
-        timed, accounts = self.timed, self.accounts
 
         def tagged(event) -> bytes:
-            return render.tags(event, timed, accounts) + plain(event)
+            text = plain(event)
+            return render.tags(event, timed, accounts, tagging) + text if text else b""
 
         return tagged
 
@@ -58,8 +67,9 @@ class IrcRooms:
 def room_renderers(settings, accounts) -> dict:
     """An :class:`IrcRooms` for each combination of :data:`ROOM_CAPS` (a tuple of booleans in
     that order): ``accounts`` (nick -> its account or None) for those with account-tag."""
-    return {(timed, tagged): IrcRooms(settings, timed, accounts if tagged else None)
-            for timed in (False, True) for tagged in (False, True)}
+    return {(timed, tagged, tagging): IrcRooms(settings, timed, accounts if tagged else None,
+                                               tagging)
+            for timed in (False, True) for tagged in (False, True) for tagging in (False, True)}
 
 
 class IrcProtocol:
@@ -80,8 +90,8 @@ class IrcProtocol:
     def __init__(self, renderers: dict) -> None:
         """``renderers``: :func:`room_renderers`'s, shared by every IRC connection."""
         self._renderers = renderers
-        self.speaks = rooms = renderers[(False, False)]
-        self._accounts = renderers[(False, True)].accounts
+        self.speaks = rooms = renderers[(False, False, False)]
+        self._accounts = renderers[(False, True, False)].accounts
         self.nick = ""
         self.caps: frozenset = frozenset()
         self.server = irc_server_name(rooms.settings.config.server_name)
@@ -104,12 +114,23 @@ class IrcProtocol:
 
     def line(self, event) -> bytes:
         text = self.text(event)
-        if not text:
+        if not text or (event.__class__ in _TAGS_ONLY and "message-tags" not in self.caps):
             return b""
-        caps = self.caps
-        tag = render.tags(event, "server-time" in caps,
-                          self._accounts if "account-tag" in caps else None) if caps else b""
+        tag = self._tags(event)
         return b"".join([tag + render.wire(part) for part in text.split("\r\n")])
+
+    def echo(self, event, text: str) -> bytes:
+        """``text``, a line this client sent, as ``echo-message`` returns it: with the
+        tags ``event`` (what its recipient was sent) carries for this client."""
+        return self._tags(event) + render.wire(text)
+
+    def _tags(self, event) -> bytes:
+        caps = self.caps
+        if not caps:
+            return b""
+        return render.tags(event, "server-time" in caps,
+                           self._accounts if "account-tag" in caps else None,
+                           "message-tags" in caps)
 
     def lines(self, events) -> bytes:
         return b"".join([self.line(event) for event in events])

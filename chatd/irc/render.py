@@ -58,6 +58,7 @@ def _room_lines(channel: str, server: str) -> dict:
         ev.Said: lambda e: f":{mask(e.nick)} PRIVMSG {channel} :{e.text}",
         ev.Acted: lambda e: f":{mask(e.nick)} PRIVMSG {channel} :\x01ACTION {e.text}\x01",
         ev.Noticed: lambda e: f":{mask(e.nick)} NOTICE {channel} :{e.text}",
+        ev.Tagged: lambda e: f":{mask(e.nick)} TAGMSG {channel}",
         ev.Joined: lambda e: f":{mask(e.nick)} JOIN {channel}",
         ev.Left: lambda e: (f":{mask(e.nick)} PART {channel} :{e.reason}" if e.reason
                             else f":{mask(e.nick)} PART {channel}"),
@@ -77,14 +78,24 @@ def _room_lines(channel: str, server: str) -> dict:
     }
 
 
-def room_renderer(room: str, server: str):
-    """The function a room of IRC members renders its lines with (core/rooms.py)."""
+#: Room lines only a client that asked for ``message-tags`` is shown (a TAGMSG is tags only).
+TAGS_ONLY = frozenset((ev.Tagged,))
+
+
+def room_renderer(room: str, server: str, tagging: bool = False):
+    """The function a room of IRC members renders its lines with (core/rooms.py);
+    ``tagging``: for members with ``message-tags``, the only ones shown a TAGMSG."""
     channel = "#" + room
     table = _room_lines(channel, server)
+    if not tagging:
+        for cls in TAGS_ONLY:
+            del table[cls]
 
     def render(event) -> bytes:
         format_ = table.get(event.__class__)
         if format_ is None:  # a line core added later: readable, as a notice
+            if event.__class__ in TAGS_ONLY:
+                return b""
             return wire(f":{server} NOTICE {channel} :{line_render.text(event)}")
         return wire(format_(event))
 
@@ -111,6 +122,7 @@ def _error(text: str) -> str:
 #: nothing (a reply IRC gives in its own words elsewhere: the command table's numerics).
 TOLD = {
     ev.PrivateMessage: lambda s, me, e: f":{mask(e.sender)} PRIVMSG {me} :{e.text}",
+    ev.PrivateTagged: lambda s, me, e: f":{mask(e.sender)} TAGMSG {me}",  # (message-tags only)
     ev.IsAway: lambda s, me, e: _numeric(s, "301", me, e.nick, e.text),
     ev.Announcement: lambda s, me, e: _notice(s, me, f"[admin] {e.text}"),  # (in no room)
     ev.RoomEntered: lambda s, me, e: f":{mask(me)} JOIN #{e.room}",
@@ -165,14 +177,19 @@ SPEAKERS = {
     ev.Joined: lambda e: e.nick, ev.Left: lambda e: e.nick, ev.TopicSet: lambda e: e.nick,
     ev.Renamed: lambda e: e.new,  # its new nick is the one logged in by the time it renders
     ev.PrivateMessage: lambda e: e.sender, ev.InvitedTo: lambda e: e.nick,
+    ev.Tagged: lambda e: e.nick, ev.PrivateTagged: lambda e: e.sender,
 }
+#: Events with a ``msgid`` and client-only tags (core/tagging.py), for ``message-tags``.
+IDENTIFIED = frozenset((ev.Said, ev.Acted, ev.Noticed, ev.PrivateMessage, ev.Tagged,
+                        ev.PrivateTagged))
 
 
-def tags(event, timed: bool, accounts) -> bytes:
-    """The tags a line of ``event`` starts with (``@time=…;account=… ``), or b"" for none:
-    ``timed``: ``server-time``; ``accounts``: nick -> its account or None, for
-    ``account-tag`` (None: not asked for). Account names are names (text.py): nothing in
-    them needs a tag's escaping."""
+def tags(event, timed: bool, accounts, tagging: bool = False) -> bytes:
+    """The tags a line of ``event`` starts with (``@time=…;account=…;msgid=…;+a=b ``), or
+    b"" for none: ``timed``: ``server-time``; ``accounts``: nick -> its account or None, for
+    ``account-tag`` (None: not asked for); ``tagging``: ``message-tags``, the line's msgid
+    and its sender's client-only tags. Account names are names (text.py), msgids letters and
+    digits, client tags escaped already (tagging.py): nothing here needs escaping."""
     found = []
     if timed:
         found.append("time=" + stamp(time.time()))
@@ -181,6 +198,11 @@ def tags(event, timed: bool, accounts) -> bytes:
         account = accounts(speaker(event)) if speaker is not None else None
         if account:
             found.append("account=" + account)
+    if tagging and event.__class__ in IDENTIFIED:
+        if event.msgid:
+            found.append("msgid=" + event.msgid)
+        if event.tags:
+            found.append(event.tags)
     return ("@" + ";".join(found) + " ").encode() if found else b""
 
 

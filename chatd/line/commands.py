@@ -25,6 +25,7 @@ from chatd.core.events import (
     RoomListed,
 )
 from chatd.core.hub import LOBBY
+from chatd.core.tagging import new_msgid
 from chatd.line import accounts, ownership, social
 from chatd.line.parse import Command, split_word
 from chatd.text import NAME_RULE, fold, is_valid_name
@@ -142,7 +143,7 @@ def do_msg(session, args: str) -> None:
     if not session.may_speak():
         return
     target, send = recipient
-    away = send(PrivateMessage(session.client.nick, text))
+    away = send(PrivateMessage(session.client.nick, text, new_msgid()))
     session.client.private_messages += 1
     session.reply(PrivateSent(target, text), *((away,) if away is not None else ()))
     session.log_message(text, to=target)
@@ -151,7 +152,7 @@ def do_msg(session, args: str) -> None:
 def do_me(session, text: str) -> None:
     if not session.may_say():
         return
-    session.hub.say(session.client, Acted(session.client.nick, text))
+    session.hub.say(session.client, Acted(session.client.nick, text, new_msgid()))
     session.log_message(text, action=True)
 
 

@@ -12,6 +12,7 @@ Runs on the client's session thread only, like the session: nothing here is shar
 from __future__ import annotations
 
 from chatd.core.events import Said
+from chatd.core.tagging import new_msgid
 from chatd.line import accounts
 from chatd.line.commands import dispatch
 from chatd.line.framing import LINE_TOO_LONG, LineFramer
@@ -102,7 +103,7 @@ class LineReader:
                     return
             if not session.may_say():
                 return
-            self.hub.say(client, Said(client.nick, parsed.text))
+            self.hub.say(client, Said(client.nick, parsed.text, new_msgid()))
             session.log_message(parsed.text)
         else:
             dispatch(self.session, parsed)

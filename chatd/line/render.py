@@ -51,6 +51,8 @@ _FORMATS = {
     ev.Said: lambda e: f"<{e.nick}> {e.text}",
     ev.Acted: lambda e: f"* {e.nick} {e.text}",
     ev.Noticed: lambda e: f"-{e.nick}- {e.text}",
+    ev.Tagged: lambda e: "",  # IRC's TAGMSG: tags only, nothing a line client reads
+    ev.PrivateTagged: lambda e: "",
     ev.Joined: lambda e: f"*** {e.nick} joined {e.room}",
     ev.Left: _left,
     ev.Quit: _left,
@@ -119,8 +121,10 @@ def text(event) -> str:
 
 
 def line(event) -> bytes:
-    """One event as one CRLF-terminated UTF-8 line."""
-    return _FORMATS[event.__class__](event).encode("utf-8") + CRLF
+    """One event as one CRLF-terminated UTF-8 line (nothing for an event a line client is
+    not shown: IRC's TAGMSG)."""
+    text = _FORMATS[event.__class__](event)
+    return text.encode("utf-8") + CRLF if text else b""
 
 
 def lines(events) -> bytes:

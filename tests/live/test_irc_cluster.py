@@ -121,3 +121,36 @@ def test_away_notify_across_nodes(chatd, redis_server):
     carol.send_line("/join a")
     alice.wait_for(":carol!carol@chatd JOIN #a")
     alice.expect(":carol!carol@chatd AWAY :on the phone")
+
+
+def test_message_tags_cross_nodes_with_one_msgid(chatd, redis_server):
+    """A PRIVMSG's client-only tags and msgid, a TAGMSG to a channel and one to a nick reach
+    a message-tags client on the other node; its sender's echo has the same msgid, and a
+    client there that did not ask is sent neither tags nor the TAGMSG."""
+    from test_irc_tags import msgid, next_privmsg, tags_of
+
+    a, b = irc_nodes(chatd, redis_server)
+    alice = a.irc("alice", caps=("message-tags", "echo-message"))
+    bob = b.irc("bob", caps=("message-tags",))
+    carol = b.irc("carol")
+    alice.send_line("JOIN #dev")
+    alice.numeric("366")
+    for client in (bob, carol):  # one by one: each in the room once alice sees it join
+        client.send_line("JOIN #dev")
+        client.numeric("366")
+        alice.wait_for(f":{client.nick}!{client.nick}@chatd JOIN #dev")
+    alice.send_line("@+draft/reply=x1;own=no PRIVMSG #dev :tagged across")
+    echo, relayed = next_privmsg(alice), next_privmsg(bob)
+    assert relayed.endswith(" :alice!alice@chatd PRIVMSG #dev :tagged across"), relayed
+    assert tags_of(relayed)["+draft/reply"] == "x1" and "own" not in tags_of(relayed)
+    assert msgid(echo) == msgid(relayed)
+    alice.send_line("@+typing=active TAGMSG #dev")
+    echo, relayed = next_privmsg(alice), next_privmsg(bob)
+    assert relayed.endswith(" :alice!alice@chatd TAGMSG #dev") and msgid(echo) == msgid(relayed)
+    alice.send_line("@+typing=paused TAGMSG bob")
+    next_privmsg(alice)
+    line = next_privmsg(bob)
+    assert line.endswith(" :alice!alice@chatd TAGMSG bob") and tags_of(line)["+typing"] == "paused"
+    alice.send_line("PRIVMSG #dev :plain after")
+    assert next_privmsg(carol) == ":alice!alice@chatd PRIVMSG #dev :tagged across"
+    assert next_privmsg(carol) == ":alice!alice@chatd PRIVMSG #dev :plain after"

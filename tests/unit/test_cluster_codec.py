@@ -154,6 +154,12 @@ def test_any_json_value_is_an_event_or_rejected(value):
             pass
 
 
+#: Events whose last field is left out when it holds this: core/once.py's ``before`` and
+#: core/tagging.py's client-only tags.
+LEFT_OUT = {"Quit": None, "Kicked": None, "Renamed": None, "Said": "", "Acted": "", "Noticed": "",
+            "PrivateMessage": ""}
+
+
 @given(st.sampled_from(sorted(wire.SHARED)), st.lists(st.text() | st.none(), min_size=4,
                                                       max_size=4))
 def test_an_event_is_encoded_as_the_json_encoder_would_and_decodes_back(name, values):
@@ -164,8 +170,8 @@ def test_an_event_is_encoded_as_the_json_encoder_would_and_decodes_back(name, va
               enumerate(values[:len(cls.__slots__)])]
     event = cls(*fields)
     text = wire.dumps(event)
-    if name in ("Quit", "Kicked", "Renamed") and fields[-1] is None:
-        del fields[-1]  # ``before`` (core/once.py) is left out when None: older nodes refuse it
+    if fields[-1] == LEFT_OUT.get(name, ...):
+        del fields[-1]  # (older nodes refuse a field too many)
     assert text == json.dumps([name, *fields], ensure_ascii=False, separators=(",", ":"))
     assert wire.loads(text) == event
 
@@ -228,3 +234,28 @@ def test_a_mode_line_from_another_node_is_one_change_or_several(change, good):
     else:
         with pytest.raises(Rejected):
             Validator(1024).event(event)
+
+
+def test_msgid_and_client_tags_cross_nodes_checked():
+    """A line's msgid and client-only tags (core/tagging.py) go on the wire, the tags only
+    when there are some; read back, both are checked, and an older node's line without a
+    msgid is read with none."""
+    said = ev.Said("bob", "hi", "c0ffee1")
+    assert wire.dumps(said) == '["Said","bob","hi","c0ffee1"]'
+    validator = Validator(1024)
+    got = validator.event(json.loads(wire.dumps(said)))
+    assert (got, got.msgid) == (said, "c0ffee1")
+    for event in (ev.Acted("bob", "waves", "c0ffee2", r"+draft/reply=x;+a=b\sc"),
+                  ev.PrivateMessage("bob", "psst", "c0ffee3", "+typing=active"),
+                  ev.Tagged("bob", "c0ffee4", "+typing=paused"),
+                  ev.PrivateTagged("bob", "c0ffee5", "+x")):
+        got = validator.event(json.loads(wire.dumps(event)))
+        assert (got, got.msgid) == (event, event.msgid)
+    old = validator.event(["Said", "bob", "hi"])
+    assert (old, old.msgid) == (ev.Said("bob", "hi"), "")
+    for bad_id in ("a b", "x" * 65, "é", 7, None):
+        with pytest.raises(Rejected):
+            validator.event(["Said", "bob", "hi", bad_id])
+    for bad_tags in ("+a b", "noplus=1", "+a=b\n", "+a;;+b", "+" + "a" * 4094, 7):
+        with pytest.raises(Rejected):
+            validator.event(["Tagged", "bob", "c0ffee6", bad_tags])

@@ -6,12 +6,14 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from chatd.core.tagging import is_client_tags
 from chatd.irc.message import (
     MAX_LINE_BYTES,
     MAX_TAG_BYTES,
     BadMessage,
     Message,
     TooLong,
+    client_tags,
     encode,
     parse,
 )
@@ -104,3 +106,17 @@ def test_any_bytes_parse_or_are_refused(line):
         return
     assert message.command.isupper() or message.command.isdigit()
     assert len(message.params) <= 15
+
+
+def test_client_tags_keep_the_clients_own_escaped_and_drop_the_rest():
+    """Only ``+`` tags are relayed, re-escaped; a server tag, a key a tag name cannot be and
+    a value with a control character are dropped."""
+    tags = parse(rb"@+a=x\sy\:z;time=now;+vendor.example/b;+bad*key=1;+c=\n;+d= PRIVMSG #x :hi").tags
+    assert client_tags(tags) == r"+a=x\sy\:z;+vendor.example/b;+d"
+    assert client_tags({}) == ""
+
+
+@given(st.dictionaries(st.text(max_size=12), st.text(max_size=40), max_size=6))
+def test_what_client_tags_builds_passes_the_rule_another_node_checks(tags):
+    built = client_tags({"+" + key: value for key, value in tags.items()})
+    assert is_client_tags(built) or len(built.encode()) > 4094

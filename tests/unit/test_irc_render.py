@@ -130,3 +130,25 @@ def test_a_bad_handover_state_is_taken_as_none():
         kept.append((reader.registration.enabled, client.user_modes, reader.registration.nick))
     assert kept == [(set(), frozenset(), None), (set(), {"o"}, None),
                     ({"server-time"}, frozenset(), None)]
+
+
+def test_message_tags_show_msgid_client_tags_and_tagmsg_to_those_who_asked():
+    """``message-tags`` clients read a line's msgid and client-only tags, and a TAGMSG; the
+    others read the plain line and no TAGMSG at all, in a room and in private."""
+    said = ev.Said("bob", "hi", "c0ffee1", "+draft/reply=x")
+    tagged = ev.Tagged("bob", "c0ffee2", "+typing=active")
+    plain, asked = protocol(), protocol(caps=("message-tags",))
+    plain_room, asked_room = plain.speaks.renderer("dev"), \
+        plain.rooms_for(asked.caps).renderer("dev")
+    assert plain_room(said) == b":bob!bob@chatd PRIVMSG #dev :hi\r\n"
+    assert plain_room(tagged) == b""
+    assert asked_room(said) == b"@msgid=c0ffee1;+draft/reply=x :bob!bob@chatd PRIVMSG #dev :hi\r\n"
+    assert asked_room(tagged) == b"@msgid=c0ffee2;+typing=active :bob!bob@chatd TAGMSG #dev\r\n"
+    private = ev.PrivateTagged("bob", "c0ffee3", "+typing=done")
+    assert plain.line(private) == b""
+    assert asked.line(private) == b"@msgid=c0ffee3;+typing=done :bob!bob@chatd TAGMSG alice\r\n"
+    assert asked.line(ev.PrivateMessage("bob", "psst", "c0ffee4")) == \
+        b"@msgid=c0ffee4 :bob!bob@chatd PRIVMSG alice :psst\r\n"
+    assert len({id(plain.rooms_for(caps)) for caps in
+                [(), ("server-time",), ("account-tag",), ("message-tags",),
+                 ("server-time", "account-tag", "message-tags")]}) == 5

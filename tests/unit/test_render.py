@@ -34,6 +34,9 @@ TABLE = [
     (ev.RoomListed("lobby", 1), "*** lobby (1 member)"),
     (ev.Members("lobby", ("alice", "bob")), "*** in lobby: alice, bob"),
     (ev.PrivateMessage("alice", "psst"), "*alice* psst"),
+    (ev.PrivateMessage("alice", "psst", "c0ffee1", "+draft/reply=x"), "*alice* psst"),
+    (ev.Tagged("alice", "c0ffee2", "+typing=active"), ""),  # IRC's TAGMSG: nothing to read
+    (ev.PrivateTagged("alice", "c0ffee3", "+typing=active"), ""),
     (ev.PrivateSent("bob", "psst"), "*** -> bob: psst"),
     (ev.IsAway("bob", "at lunch"), "*** bob is away: at lunch"),
     (ev.AwaySet("at lunch"), "*** you are away: at lunch"),
@@ -91,7 +94,7 @@ TABLE = [
 @pytest.mark.parametrize("event, text", TABLE)
 def test_every_event_renders_exactly(event, text):
     assert render.text(event) == text
-    assert render.line(event) == text.encode() + b"\r\n"
+    assert render.line(event) == (text.encode() + b"\r\n" if text else b"")
 
 
 def test_the_table_covers_every_event_class():
