@@ -218,8 +218,8 @@ def _change_mode(reader, room, change: str, argument: str | None) -> None:
     letter = change[1]
     channel = "#" + room.name
     if letter == "b" and argument is None:
-        for entry in sorted(room.state.bans):
-            reader.reply("367", channel, f"{entry}!*@*", "chatd")
+        for entry in sorted(room.state.bans):  # RFC 2812's form: no setter or time is kept
+            reader.reply("367", channel, f"{entry}!*@*")
         reader.reply("368", channel, "End of channel ban list")
         return
     if letter in "ov":

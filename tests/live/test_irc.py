@@ -335,7 +335,7 @@ def test_ownership_from_irc_topic_invite_ban_and_refusals(chatd):
     alice.send_line("MODE #club +b carol")
     alice.wait_for(":alice!alice@chatd MODE #club +b carol!*@*")
     alice.send_line("MODE #club b")
-    alice.expect(":chatd 367 alice #club carol!*@* :chatd")
+    alice.expect(":chatd 367 alice #club :carol!*@*")  # (RFC 2812: no setter, no time)
     alice.expect(":chatd 368 alice #club :End of channel ban list")
     carol.send_line("/join club")
     carol.expect("*** error: you are banned from club")
