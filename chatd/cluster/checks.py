@@ -146,15 +146,17 @@ class Validator:
         # event class -> a check per field
         user, admin = self._user_text, self._admin_text
         self._rules = {
-            ev.Said: (name, user, _msgid, _client_tags), ev.Acted: (name, user, _msgid, _client_tags),
-            ev.Noticed: (name, user, _msgid, _client_tags),
-            ev.Tagged: (name, _msgid, _client_tags),
-            ev.PrivateTagged: (name, _msgid, _client_tags),
+            ev.Said: (name, user, _msgid, _client_tags, optional_name),
+            ev.Acted: (name, user, _msgid, _client_tags, optional_name),
+            ev.Noticed: (name, user, _msgid, _client_tags, optional_name),
+            ev.Tagged: (name, _msgid, _client_tags, optional_name),
+            ev.PrivateTagged: (name, _msgid, _client_tags, optional_name),
             ev.Joined: (name, name),
             ev.Left: (name, name, self._reason), ev.Quit: (name, name, self._reason, _before),
             ev.Kicked: (name, admin, _before),
             ev.Renamed: (name, name, _before), ev.Announcement: (admin,),
-            ev.PrivateMessage: (name, user, _msgid, _client_tags), ev.IsAway: (name, user),
+            ev.PrivateMessage: (name, user, _msgid, _client_tags, optional_name),
+            ev.IsAway: (name, user),
             ev.TopicSet: (actor, name, self._topic), ev.RoomKicked: (name, name, actor, admin),
             ev.Granted: (actor, name, _granted, name), ev.Revoked: (actor, name, _granted, name),
             ev.BanSet: (actor, name, name), ev.BanLifted: (actor, name, name),

@@ -39,12 +39,14 @@ _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _STRING = json.encoder.encode_basestring
 
 
-#: Events whose last field is left out when it holds its default (class -> that default):
-#: core/once.py's ``before`` and tagging.py's client-only tags, which are nearly always
-#: absent, and which a node from before them would refuse as a field too many.
-_TRIMMED = {ev.Quit: None, ev.Kicked: None, ev.Renamed: None, ev.Said: "", ev.Acted: "",
-            ev.Noticed: "", ev.PrivateMessage: ""}
-_KEPT = object()  # the default of a field that is never left out: equal to no value
+#: Events whose last fields are left out while they hold their defaults (class -> the
+#: defaults of its fields, None for a field always sent): core/once.py's ``before``, and a
+#: chat line's client-only tags and account (tagging.py), which are nearly always absent,
+#: and which a node from before them would refuse as a field too many.
+_TRIMMED = {cls: tuple(None if f.default is dataclasses.MISSING or f.name == "msgid"
+                       else (f.default,) for f in dataclasses.fields(cls))
+            for cls in (ev.Quit, ev.Kicked, ev.Renamed, ev.Said, ev.Acted, ev.Noticed,
+                        ev.PrivateMessage, ev.Tagged, ev.PrivateTagged)}
 
 
 def dumps(event) -> str:
@@ -53,8 +55,10 @@ def dumps(event) -> str:
     encoder object's machinery cost more than the text (4.4 against 1.6 us a line)."""
     cls = event.__class__
     values = [getattr(event, name) for name in cls.__slots__]
-    if values[-1] == _TRIMMED.get(cls, _KEPT):
-        del values[-1]
+    defaults = _TRIMMED.get(cls)
+    if defaults is not None:
+        while (default := defaults[len(values) - 1]) is not None and values[-1] == default[0]:
+            del values[-1]
     return '["' + cls.__name__ + '",' + ",".join([  # (class names need no escaping)
         _STRING(value) if value.__class__ is str else _ENCODE(value) for value in values]) + "]"
 

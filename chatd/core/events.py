@@ -25,8 +25,9 @@ class Said:
 
     nick: str
     text: str
-    msgid: str = field(default="", compare=False)  # msgid.py: the line's identity
-    tags: str = ""  # IRC client-only tags as sent on (msgid.py), "" nearly always
+    msgid: str = field(default="", compare=False)  # tagging.py: the line's identity
+    tags: str = ""  # IRC client-only tags as sent on (tagging.py), "" nearly always
+    account: str | None = None  # the speaker's account (IRC's account-tag), None: a guest
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +36,9 @@ class Acted:
 
     nick: str
     text: str
-    msgid: str = field(default="", compare=False)  # msgid.py: the line's identity
-    tags: str = ""  # IRC client-only tags as sent on (msgid.py), "" nearly always
+    msgid: str = field(default="", compare=False)  # tagging.py: the line's identity
+    tags: str = ""  # IRC client-only tags as sent on (tagging.py), "" nearly always
+    account: str | None = None  # the speaker's account (IRC's account-tag), None: a guest
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +47,9 @@ class Noticed:
 
     nick: str
     text: str
-    msgid: str = field(default="", compare=False)  # msgid.py: the line's identity
-    tags: str = ""  # IRC client-only tags as sent on (msgid.py), "" nearly always
+    msgid: str = field(default="", compare=False)  # tagging.py: the line's identity
+    tags: str = ""  # IRC client-only tags as sent on (tagging.py), "" nearly always
+    account: str | None = None  # the speaker's account (IRC's account-tag), None: a guest
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,7 @@ class Tagged:
     nick: str
     msgid: str
     tags: str
+    account: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,16 +190,18 @@ class PrivateMessage:
     text: str
     msgid: str = field(default="", compare=False)
     tags: str = ""
+    account: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class PrivateTagged:
-    """IRC's TAGMSG to one client: only ``tags`` (client-only tags, msgid.py), no text; told
+    """IRC's TAGMSG to one client: only ``tags`` (client-only tags, tagging.py), no text; told
     only to a client that asked for ``message-tags``."""
 
     sender: str
     msgid: str
     tags: str
+    account: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,13 +58,13 @@ def do_privmsg(reader, params: tuple, tags: str, notice: bool = False) -> None:
             room = _room_to_speak_in(reader, target, quiet=notice)
             if room is not None:
                 event = (Acted if acted else Noticed if notice else Said)(
-                    reader.client.nick, text, new_msgid(), tags)
+                    reader.client.nick, text, new_msgid(), tags, reader.client.account)
                 reader.hub.say(reader.client, event, room,
                                echo="echo-message" in reader.protocol.caps)
                 reader.session.log_message(text, room=room.name)
         else:
-            sent = _to_nick(reader, target, PrivateMessage(reader.client.nick, text,
-                                                           new_msgid(), tags),
+            sent = _to_nick(reader, target, PrivateMessage(reader.client.nick, text, new_msgid(),
+                                                           tags, reader.client.account),
                             "NOTICE" if notice else "PRIVMSG", text, quiet=notice)
             if sent:
                 reader.session.log_message(text, to=sent)
@@ -81,10 +81,12 @@ def do_tagmsg(reader, params: tuple, tags: str) -> None:
         if target.startswith("#"):
             room = _room_to_speak_in(reader, target, quiet=False)
             if room is not None:
-                reader.hub.say(reader.client, Tagged(reader.client.nick, new_msgid(), tags),
-                               room, echo="echo-message" in reader.protocol.caps, counted=False)
+                tagged = Tagged(reader.client.nick, new_msgid(), tags, reader.client.account)
+                reader.hub.say(reader.client, tagged, room,
+                               echo="echo-message" in reader.protocol.caps, counted=False)
         else:
-            _to_nick(reader, target, PrivateTagged(reader.client.nick, new_msgid(), tags),
+            _to_nick(reader, target, PrivateTagged(reader.client.nick, new_msgid(), tags,
+                                                   reader.client.account),
                      "TAGMSG", None, quiet=False)
 
 

@@ -179,7 +179,8 @@ SPEAKERS = {
     ev.PrivateMessage: lambda e: e.sender, ev.InvitedTo: lambda e: e.nick,
     ev.Tagged: lambda e: e.nick, ev.PrivateTagged: lambda e: e.sender,
 }
-#: Events with a ``msgid`` and client-only tags (core/tagging.py), for ``message-tags``.
+#: Events with a ``msgid``, client-only tags (core/tagging.py), for ``message-tags``, and
+#: their speaker's account, for ``account-tag``.
 IDENTIFIED = frozenset((ev.Said, ev.Acted, ev.Noticed, ev.PrivateMessage, ev.Tagged,
                         ev.PrivateTagged))
 
@@ -194,8 +195,11 @@ def tags(event, timed: bool, accounts, tagging: bool = False) -> bytes:
     if timed:
         found.append("time=" + stamp(time.time()))
     if accounts is not None:
-        speaker = SPEAKERS.get(event.__class__)
-        account = accounts(speaker(event)) if speaker is not None else None
+        if event.__class__ in IDENTIFIED:  # a chat line names its speaker's, from any node
+            account = event.account
+        else:  # the rest, this node's clients' only
+            speaker = SPEAKERS.get(event.__class__)
+            account = accounts(speaker(event)) if speaker is not None else None
         if account:
             found.append("account=" + account)
     if tagging and event.__class__ in IDENTIFIED:

@@ -143,7 +143,8 @@ def do_msg(session, args: str) -> None:
     if not session.may_speak():
         return
     target, send = recipient
-    away = send(PrivateMessage(session.client.nick, text, new_msgid()))
+    away = send(PrivateMessage(session.client.nick, text, new_msgid(), "",
+                               session.client.account))
     session.client.private_messages += 1
     session.reply(PrivateSent(target, text), *((away,) if away is not None else ()))
     session.log_message(text, to=target)
@@ -152,7 +153,8 @@ def do_msg(session, args: str) -> None:
 def do_me(session, text: str) -> None:
     if not session.may_say():
         return
-    session.hub.say(session.client, Acted(session.client.nick, text, new_msgid()))
+    session.hub.say(session.client, Acted(session.client.nick, text, new_msgid(), "",
+                                          session.client.account))
     session.log_message(text, action=True)
 
 

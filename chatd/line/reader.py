@@ -103,7 +103,7 @@ class LineReader:
                     return
             if not session.may_say():
                 return
-            self.hub.say(client, Said(client.nick, parsed.text, new_msgid()))
+            self.hub.say(client, Said(client.nick, parsed.text, new_msgid(), "", client.account))
             session.log_message(parsed.text)
         else:
             dispatch(self.session, parsed)

@@ -154,3 +154,29 @@ def test_message_tags_cross_nodes_with_one_msgid(chatd, redis_server):
     alice.send_line("PRIVMSG #dev :plain after")
     assert next_privmsg(carol) == ":alice!alice@chatd PRIVMSG #dev :tagged across"
     assert next_privmsg(carol) == ":alice!alice@chatd PRIVMSG #dev :plain after"
+
+
+def test_account_tag_names_another_nodes_logged_in_speaker(chatd, redis_server):
+    """A chat line carries its speaker's account across nodes: alice (account-tag, node 1)
+    reads bob's lines (logged in, node 2) with ``account=bob``, in the room and in private,
+    and a guest's with none."""
+    from test_accounts import register
+
+    a, b = irc_nodes(chatd, redis_server)
+    alice = a.irc("alice", caps=("account-tag",))
+    alice.send_line("JOIN #dev")
+    alice.numeric("366")
+    bob = named(b, "bob")
+    register(bob, "bob")
+    bob.send_line("/join dev")
+    alice.wait_for(lambda line: line.endswith(":bob!bob@chatd JOIN #dev"))
+    bob.send_line("logged in over there")
+    line = alice.wait_for(lambda text: text.endswith(" PRIVMSG #dev :logged in over there"))
+    assert line == "@account=bob :bob!bob@chatd PRIVMSG #dev :logged in over there"
+    bob.send_line("/msg alice psst")
+    assert alice.wait_for(lambda text: "psst" in text) == \
+        "@account=bob :bob!bob@chatd PRIVMSG alice :psst"
+    carol = named(b, "carol")
+    carol.send_line("/join dev")
+    carol.send_line("a guest")
+    assert alice.wait_for(lambda text: "a guest" in text) == ":carol!carol@chatd PRIVMSG #dev :a guest"

@@ -157,7 +157,7 @@ def test_any_json_value_is_an_event_or_rejected(value):
 #: Events whose last field is left out when it holds this: core/once.py's ``before`` and
 #: core/tagging.py's client-only tags.
 LEFT_OUT = {"Quit": None, "Kicked": None, "Renamed": None, "Said": "", "Acted": "", "Noticed": "",
-            "PrivateMessage": ""}
+            "PrivateMessage": ""}  # (with four fields given: their account, None, is left out too)
 
 
 @given(st.sampled_from(sorted(wire.SHARED)), st.lists(st.text() | st.none(), min_size=4,
@@ -259,3 +259,17 @@ def test_msgid_and_client_tags_cross_nodes_checked():
     for bad_tags in ("+a b", "noplus=1", "+a=b\n", "+a;;+b", "+" + "a" * 4094, 7):
         with pytest.raises(Rejected):
             validator.event(["Tagged", "bob", "c0ffee6", bad_tags])
+
+
+def test_a_chat_lines_account_crosses_nodes_checked_and_left_out_for_a_guest():
+    """A logged-in speaker's account (IRC's account-tag) goes with its chat lines; a guest's
+    lines stay four fields; read back, the account is checked as a name."""
+    validator = Validator(1024)
+    logged_in = ev.Said("bob", "hi", "c0ffee7", "", "bob")
+    assert wire.dumps(logged_in) == '["Said","bob","hi","c0ffee7","","bob"]'
+    assert validator.event(json.loads(wire.dumps(logged_in))).account == "bob"
+    assert wire.dumps(ev.PrivateMessage("bob", "psst", "c0ffee8")) == \
+        '["PrivateMessage","bob","psst","c0ffee8"]'
+    for bad in ("bad name", "", 7):
+        with pytest.raises(Rejected):
+            validator.event(["Said", "bob", "hi", "c0ffee9", "", bad])

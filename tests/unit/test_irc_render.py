@@ -80,9 +80,11 @@ def test_history_is_timed_for_server_time_clients_only():
 
 def test_account_tag_names_the_speakers_account_in_rooms_and_private_lines():
     """The room renderer for account-tag clients tags a logged-in speaker's lines (and those
-    alone); with server-time too, both tags in one; what one client is told likewise."""
+    alone); with server-time too, both tags in one; what one client is told likewise. A chat
+    line names its speaker's account itself (it may come from another node); other lines
+    are looked up by nick (this node's clients)."""
     irc = protocol(caps=("account-tag",))
-    said = ev.Said("bob", "hi")
+    said = ev.Said("bob", "hi", "c0ffee", "", "bobacct")
     tagged = irc.rooms_for(irc.caps).renderer("dev")
     assert tagged(said) == b"@account=bobacct :bob!bob@chatd PRIVMSG #dev :hi\r\n"
     assert tagged(ev.Said("carol", "hi")) == b":carol!carol@chatd PRIVMSG #dev :hi\r\n"
@@ -90,7 +92,9 @@ def test_account_tag_names_the_speakers_account_in_rooms_and_private_lines():
     both = irc.rooms_for({"account-tag", "server-time"}).renderer("dev")(said)
     assert both.startswith(b"@time=") and b";account=bobacct :bob!bob@chatd PRIVMSG" in both
     assert irc.rooms_for(()) is irc.speaks and irc.speaks.renderer("dev")(said)[:1] == b":"
-    assert irc.line(ev.PrivateMessage("bob", "psst")) == \
+    assert tagged(ev.Said("bob", "looked up by nick? no")).startswith(b":bob!")
+    assert tagged(ev.Joined("bob", "dev")) == b"@account=bobacct :bob!bob@chatd JOIN #dev\r\n"
+    assert irc.line(ev.PrivateMessage("bob", "psst", "", "", "bobacct")) == \
         b"@account=bobacct :bob!bob@chatd PRIVMSG alice :psst\r\n"
     assert irc.line(ev.InvitedTo("bob", "dev")) == \
         b"@account=bobacct :bob!bob@chatd INVITE alice #dev\r\n"
