@@ -330,7 +330,8 @@ class RedisBus:
         owner = self.link.owner(client.id)
         room = client.room.name if client.room is not None else None
         record = member_record(client.nick, room, client.peer, client.connected_at,
-                               tuple(r.name for r in client.rooms), client.account, client.away)
+                               tuple(r.name for r in client.rooms), client.account, client.away,
+                               (client.username, client.realname))
         self.publisher.write(("member", (owner, record)))  # sealed by the publisher
 
     def away(self, nick: str, text: str | None, room: str | None = None) -> None:

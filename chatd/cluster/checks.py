@@ -101,6 +101,19 @@ _MODE_CHANGE = re.compile(rf"(?:[+-][{MODES}]{{1,8}}){{1,8}}(?: [0-9]{{1,7}})?")
 _LIMIT_SET = re.compile(rf"\+[{MODES}]*l")
 
 
+#: An IRC client's user name and real name as USER gave them (irc/reader.py's cuts).
+MAX_USER_NAME = 24
+MAX_REAL_NAME = 100
+
+
+def _user_name(value) -> str:
+    """An IRC user name: printable, no spaces (irc/reader.py _identify)."""
+    if value.__class__ is not str or len(value) > MAX_USER_NAME \
+            or not (value.isprintable() and " " not in value):
+        raise Rejected(f"bad user name {str(value)[:30]!r}")
+    return value
+
+
 def _msgid(value) -> str:
     """A line's msgid (core/tagging.py), or "" from a node too old to send one."""
     if value != "" and not is_msgid(value):
@@ -133,6 +146,8 @@ class Member(NamedTuple):
     rooms: tuple[str, ...]  # every room it is in
     account: str | None
     away: str | None = None  # /away's text
+    username: str = ""  # an IRC client's USER (WHOIS), "" for a line client
+    realname: str = ""
 
 
 class Validator:
@@ -219,18 +234,22 @@ class Validator:
 
     def member(self, value: str) -> Member:
         """A ``members`` record (leases.member_record): four fields, or six with the rooms
-        and the account, or seven with the away text."""
+        and the account, or seven with the away text, or nine with an IRC client's user
+        name and real name."""
         try:
             nick, room, peer, connected_at, *rest = json.loads(value)
             rooms, account, *more = rest if rest else ([] if room is None else [room], None)
-            away, = more if more else (None,)
+            if len(more) <= 1:  # (no user name and real name: a line client's, or older)
+                more = [*(more or [None]), "", ""]
+            away, username, realname = more
         except (ValueError, TypeError):
             raise Rejected("not a member record") from None
         if peer.__class__ is not str or len(peer) > MAX_PEER or not peer.isprintable():
             raise Rejected("bad peer")
         return Member(name(nick), optional_name(room), peer, number(connected_at),
                       names(rooms, MAX_ROOMS), optional_name(account),
-                      None if away is None else self._user_text(away))
+                      None if away is None else self._user_text(away),
+                      _user_name(username), clean(realname, MAX_REAL_NAME * 4))
 
     def history(self, value: str) -> tuple[float, str, object]:
         """A history list value ``TS ROOM EVENT`` -> (ts, room, Said or Acted)."""

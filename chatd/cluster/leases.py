@@ -43,16 +43,22 @@ log = structlog.get_logger("chatd.cluster")
 
 
 def member_record(nick: str, room: str | None, peer: str, connected_at: float,
-                  rooms: tuple = (), account: str | None = None, away: str | None = None) -> str:
+                  rooms: tuple = (), account: str | None = None, away: str | None = None,
+                  names: tuple[str, str] = ("", "")) -> str:
     """A ``members`` hash value (sealed by the caller): what other nodes show of a client.
     Four fields (the format of chatd before rooms and accounts, which a node of that version
     reads) unless the client is in more rooms than its current one or logged in; then six;
-    seven while it is away (``/whois``, ``/msg``'s away answer: SPEC §13)."""
+    seven while it is away (``/whois``, ``/msg``'s away answer: SPEC §13); nine for an IRC
+    client, whose ``names`` (the user name and real name USER gave) WHOIS shows."""
     record = [nick, room, peer, round(connected_at, 3)]
-    if away is not None or account is not None or len(rooms) > 1 or (rooms and rooms[0] != room):
+    named = names != ("", "")
+    if named or away is not None or account is not None or len(rooms) > 1 \
+            or (rooms and rooms[0] != room):
         record += [list(rooms), account]
-    if away is not None:
+    if away is not None or named:
         record.append(away)
+    if named:
+        record += names
     return json.dumps(record)
 
 
@@ -220,7 +226,7 @@ class Leases:
                 claim = link.seal.seal(f"{NICKS}/{fold(nick)}", owner)
                 claims.append(claim.encode())
                 record = member_record(nick, row.room, row.peer, row.connected_at, row.rooms,
-                                       row.account)
+                                       row.account, names=row.names)
                 pipe.hset(MEMBERS, owner, link.seal.seal_hidden(f"{MEMBERS}/{owner}", record))
                 pipe.hsetnx(NICKS, fold(nick), claim)
                 pipe.hget(NICKS, fold(nick))

@@ -57,6 +57,7 @@ class Row(NamedTuple):
     rooms: tuple[str, ...]  # every room it is in, the current one among them
     account: str | None
     protocol: str  # what it speaks (core/protocol.py: "line", "irc")
+    names: tuple[str, str] = ("", "")  # an IRC client's user name and real name (USER)
 
 
 class Census:
@@ -224,7 +225,8 @@ class Census:
             rows = [Row(c.id, c.nick, c.peer, c.ip, c.room.name if c.room is not None else None,
                         c.muted, c.connected_at, c.last_active, c.bytes_in, c.lines_in,
                         c.outbox.bytes_out, c.outbox.lines_out, c.outbox.queued,
-                        tuple(r.name for r in c.rooms), c.account, c.outbox.protocol.name)
+                        tuple(r.name for r in c.rooms), c.account, c.outbox.protocol.name,
+                        (c.username, c.realname))
                     for c in clients]
         rows.sort()
         return rows

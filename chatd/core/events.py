@@ -245,7 +245,8 @@ class Back:
 @dataclass(frozen=True, slots=True)
 class WhoIs:
     """The reply to ``/whois NICK``: one line. ``idle`` in whole seconds, None when not
-    known (a client of another node); ``node``: the node it is on, "" for this one."""
+    known (a client of another node); ``node``: the node it is on, "" for this one;
+    ``username`` and ``realname``: what an IRC client's USER said ("" otherwise)."""
 
     nick: str
     account: str | None
@@ -253,6 +254,8 @@ class WhoIs:
     idle: int | None
     away: str | None
     node: str = ""
+    username: str = ""
+    realname: str = ""
 
 
 @dataclass(frozen=True, slots=True)

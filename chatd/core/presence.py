@@ -79,9 +79,11 @@ class Presence:
             with self._lock:
                 rooms = tuple(room.name for room in target.rooms)
             return WhoIs(target.nick, target.account, rooms,
-                         int(time.monotonic() - target.last_active), target.away)
+                         int(time.monotonic() - target.last_active), target.away, "",
+                         target.username, target.realname)
         found = self._bus.describe(nick)
         if found is None:
             return None
         node, member = found
-        return WhoIs(member.nick, member.account, member.rooms, None, member.away, node)
+        return WhoIs(member.nick, member.account, member.rooms, None, member.away, node,
+                     member.username, member.realname)

@@ -69,25 +69,27 @@ MAX_WHO = 200
 
 def do_who(reader, params: tuple) -> None:
     """``WHO #room`` (its members on every node), ``WHO nick``, or ``WHO mask`` (this node's
-    clients whose nick matches, at most :data:`MAX_WHO`)."""
+    clients whose nick matches, at most :data:`MAX_WHO`). User and real names are known of
+    this node's IRC clients, and of another node's for ``WHO nick`` (its member record)."""
     target = params[0] if params else "*"
     name = room_name(target)
     if name is not None:
         shown, members = reader.hub.members_of(name)
-        rows = [("#" + shown, *member) for member in members]
+        rows = [("#" + shown, *member, None) for member in members]
     elif "*" in target or "?" in target:
         pattern, mine = fold(target), set(reader.client.rooms)
-        rows = [("*", c.nick, False, False, c.away) for c in sorted(
+        rows = [("*", c.nick, False, False, c.away, None) for c in sorted(
             reader.hub.clients(), key=lambda c: fold(c.nick))
             if c.nick and fnmatch.fnmatchcase(fold(c.nick), pattern)
             and (c is reader.client or "i" not in c.user_modes or mine.intersection(c.rooms))
             ][:MAX_WHO]  # (+i: seen by those who share a channel with it)
     else:
-        found = _whois(reader, target)
-        rows = [("*", found.nick, False, False, found.away)] if found else []
+        found = _whois(reader, target)  # (on any node: its names from its member record)
+        rows = [("*", found.nick, False, False, found.away,
+                 (found.username or found.nick, found.realname or found.nick))] if found else []
     server, multi = reader.protocol.server, "multi-prefix" in reader.protocol.caps
-    for channel, nick, op, voiced, away in rows:
-        user, real = _names_of(reader, nick)
+    for channel, nick, op, voiced, away, names in rows:
+        user, real = names or _names_of(reader, nick)
         person = reader.hub.find(nick)
         prefix = ("@" if op else "") + ("+" if voiced else "")
         flags = ("G" if away is not None else "H") \
@@ -120,7 +122,7 @@ def do_whois(reader, params: tuple) -> None:
         reader.reply("401", nick[:30], "No such nick/channel")
         reader.reply("318", nick[:30], "End of /WHOIS list")
         return
-    user, real = _names_of(reader, found.nick)
+    user, real = found.username or found.nick, found.realname or found.nick
     lines = [reader.numeric("311", found.nick, user, HOST, "*", real),
              reader.numeric("312", found.nick, found.node or reader.protocol.server, "chatd")]
     if found.rooms:

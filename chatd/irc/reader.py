@@ -138,6 +138,7 @@ class IrcReader:
         in use is answered 433 and the client may send another NICK."""
         registration = self.registration
         nick = registration.nick
+        self._identify()  # before a login or a claim writes its member record (cluster)
         if self.client.account is None and not welcome.log_in_first(self, nick):
             return
         if not self.client.nick:
@@ -152,7 +153,6 @@ class IrcReader:
                 self.reply("433", nick, problem)
                 return
         self.registered = True
-        self._identify()
         self.use_caps()
         self.protocol.nick = self.client.nick
         welcome.greet(self)

@@ -66,7 +66,7 @@ def test_nicks_are_one_namespace_and_a_roomless_irc_client_is_reachable(chatd, r
     alice.wait_for(":" + bob.nick + "!" + bob.nick + "@chatd PRIVMSG alice :hello roomless")
     dave = b.irc("dave")
     dave.send_line("WHOIS alice")
-    dave.wait_for(":chatd 311 dave alice alice chatd * :alice")
+    dave.wait_for(":chatd 311 dave alice alice chatd * :alice the tester")
     dave.wait_for(":chatd 312 dave alice node1 :chatd")
 
 
@@ -180,3 +180,18 @@ def test_account_tag_names_another_nodes_logged_in_speaker(chatd, redis_server):
     carol.send_line("/join dev")
     carol.send_line("a guest")
     assert alice.wait_for(lambda text: "a guest" in text) == ":carol!carol@chatd PRIVMSG #dev :a guest"
+
+
+def test_whois_shows_another_nodes_irc_client_as_its_user_gave_it(chatd, redis_server):
+    """An IRC client's user name and real name travel in its member record: WHOIS and WHO
+    of it from another node show what its USER said, and a line client's show its nick."""
+    a, b = irc_nodes(chatd, redis_server)
+    a.irc("alice")  # USER alice 0 * :alice the tester
+    named(a, "dave")
+    bob = b.irc("bob")
+    bob.send_line("WHOIS alice")
+    assert bob.numeric("311") == ":chatd 311 bob alice alice chatd * :alice the tester"
+    bob.send_line("WHO alice")
+    assert bob.numeric("352").endswith(" * alice chatd chatd alice H :0 alice the tester")
+    bob.send_line("WHOIS dave")
+    assert bob.numeric("311") == ":chatd 311 bob dave dave chatd * :dave"

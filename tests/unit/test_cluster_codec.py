@@ -273,3 +273,23 @@ def test_a_chat_lines_account_crosses_nodes_checked_and_left_out_for_a_guest():
     for bad in ("bad name", "", 7):
         with pytest.raises(Rejected):
             validator.event(["Said", "bob", "hi", "c0ffee9", "", bad])
+
+
+def test_a_member_record_carries_an_irc_clients_names_checked():
+    """An IRC client's user name and real name (WHOIS on another node) make a record of
+    nine fields; a line client's keeps its shorter form; bad names are refused."""
+    from chatd.cluster.leases import member_record
+
+    validator = Validator(1024)
+    record = member_record("alice", None, "127.0.0.1:1", 1.5, (), None, None,
+                           ("alice", "Alice Liddell"))
+    assert len(json.loads(record)) == 9
+    member = validator.member(record)
+    assert (member.username, member.realname, member.away) == ("alice", "Alice Liddell", None)
+    assert len(json.loads(member_record("bob", "dev", "127.0.0.1:2", 1.5, ("dev",)))) == 4
+    assert validator.member(member_record("bob", "dev", "p", 1.5, ("dev",), None, "brb")).realname == ""
+    for bad in (("a b", "x"), ("a" * 25, "x"), ("a", 7), (None, "x")):
+        with pytest.raises(Rejected):
+            validator.member(json.dumps(["alice", None, "p", 1.5, [], None, None, *bad]))
+    with pytest.raises(Rejected):  # eight fields: neither form
+        validator.member(json.dumps(["alice", None, "p", 1.5, [], None, None, "alice"]))
