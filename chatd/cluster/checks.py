@@ -114,6 +114,14 @@ def _user_name(value) -> str:
     return value
 
 
+def _real_name(value) -> str:
+    """An IRC real name: text as a client could send it, at most MAX_REAL_NAME characters."""
+    value = clean(value, MAX_REAL_NAME * 4)
+    if len(value) > MAX_REAL_NAME:
+        raise Rejected(f"a real name of {len(value)} characters")
+    return value
+
+
 def _msgid(value) -> str:
     """A line's msgid (core/tagging.py), or "" from a node too old to send one."""
     if value != "" and not is_msgid(value):
@@ -249,7 +257,7 @@ class Validator:
         return Member(name(nick), optional_name(room), peer, number(connected_at),
                       names(rooms, MAX_ROOMS), optional_name(account),
                       None if away is None else self._user_text(away),
-                      _user_name(username), clean(realname, MAX_REAL_NAME * 4))
+                      _user_name(username), _real_name(realname))
 
     def history(self, value: str) -> tuple[float, str, object]:
         """A history list value ``TS ROOM EVENT`` -> (ts, room, Said or Acted)."""

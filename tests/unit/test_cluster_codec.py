@@ -288,7 +288,7 @@ def test_a_member_record_carries_an_irc_clients_names_checked():
     assert (member.username, member.realname, member.away) == ("alice", "Alice Liddell", None)
     assert len(json.loads(member_record("bob", "dev", "127.0.0.1:2", 1.5, ("dev",)))) == 4
     assert validator.member(member_record("bob", "dev", "p", 1.5, ("dev",), None, "brb")).realname == ""
-    for bad in (("a b", "x"), ("a" * 25, "x"), ("a", 7), (None, "x")):
+    for bad in (("a b", "x"), ("a" * 25, "x"), ("a", 7), (None, "x"), ("a", "x" * 101)):
         with pytest.raises(Rejected):
             validator.member(json.dumps(["alice", None, "p", 1.5, [], None, None, *bad]))
     with pytest.raises(Rejected):  # eight fields: neither form
