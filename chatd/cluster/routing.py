@@ -33,10 +33,11 @@ from concurrent.futures import TimeoutError as NoAnswer
 import structlog
 
 from chatd.cluster import wire
-from chatd.cluster.checks import COMMANDS, GATHERS, ban_record, node_name, rows
+from chatd.cluster.checks import node_name
 from chatd.cluster.codec import Rejected, shown, text
 from chatd.cluster.keys import ANSWERS, BANS, LEASE, MEMBERS, NICKS, NODES
 from chatd.cluster.link import ClusterStartError, scrub
+from chatd.cluster.orders import COMMANDS, GATHERS, ban_record, rows
 from chatd.core.bus import ASKER_UID, ClusterUnavailable
 from chatd.text import fold, is_valid_name
 

@@ -11,8 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chatd.cluster import secret, wire
-from chatd.cluster.checks import Validator, rows
+from chatd.cluster.checks import Validator
 from chatd.cluster.codec import CLOCK_SKEW, Rejected, Replays, Seal
+from chatd.cluster.orders import rows
 from chatd.core import events as ev
 
 SEAL = Seal(b"k" * 32)
