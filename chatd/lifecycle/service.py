@@ -1,9 +1,10 @@
 """The running service: the one place that builds and wires everything, and its event loop.
 
-Startup is two steps so that ``--daemon`` can detach in between (startup.py): :meth:`Service.bind`
-does everything that can fail for a reason the operator must fix (bans file, admin socket,
-TCP address) and starts no thread; :meth:`Service.launch` starts the threads and announces
-readiness (the ``listening`` event, systemd's READY=1, the daemon's readiness pipe).
+Startup is two steps so that ``--daemon`` can detach in between (startup.py):
+:meth:`Service.bind` (listening.py) does everything that can fail for a reason the operator
+must fix (bans file, admin socket, TCP address) and starts no thread; :meth:`Service.launch`
+starts the threads and announces readiness (the ``listening`` event, systemd's READY=1, the
+daemon's readiness pipe).
 
 Threads: the main thread runs :meth:`Service.serve`, one ``handle_<name>`` per event that
 signals and admin threads queue (requests.py), so a signal and a command always run the same
@@ -18,10 +19,7 @@ validated Config value (assigning an attribute is atomic), never mutating the ol
 
 from __future__ import annotations
 
-import grp
-import itertools
 import os
-import socket
 import threading
 import time
 
@@ -29,7 +27,7 @@ import structlog
 
 from chatd import __version__
 from chatd import log as logsetup
-from chatd.admin.commands import AdminCommands, AdminContext
+from chatd.admin.commands import AdminContext
 from chatd.admin.server import AdminServer
 from chatd.core.bus import LocalBus
 from chatd.core.closing import SHUTDOWN
@@ -40,9 +38,10 @@ from chatd.core.hub import Hub
 from chatd.core.settings import LiveSettings
 from chatd.lifecycle import binding, fdstore, parts, startup, upgrade
 from chatd.lifecycle import reload as reloading
-from chatd.lifecycle.fdstore import FdStore, StoreTakeover
+from chatd.lifecycle.fdstore import FdStore
 from chatd.lifecycle.frozen import UpgradeContext, UpgradeFailed
 from chatd.lifecycle.housekeeping import Housekeeper, HousekeepingContext
+from chatd.lifecycle.listening import Binding
 from chatd.lifecycle.quiesce import Quiet
 from chatd.lifecycle.requests import EventQueue, ReloadRequest, UpgradeRequest
 from chatd.lifecycle.startup import (
@@ -52,7 +51,7 @@ from chatd.lifecycle.startup import (
     tune_process,
 )
 from chatd.lifecycle.state import Sources
-from chatd.lifecycle.systemd import Notifier, passed_fds, unit_name
+from chatd.lifecycle.systemd import Notifier, unit_name
 from chatd.lifecycle.takeover import Inherited, start_clients
 from chatd.net.listener import Listener
 from chatd.store.bans import BanList
@@ -66,7 +65,7 @@ HOUSEKEEPING_SECONDS = 0.5
 SHUTDOWN_SECONDS = 1.5
 
 
-class Service:
+class Service(Binding):
     def __init__(self, config, takeover=None) -> None:
         """``takeover``: where this process takes over from (takeover.py names the kinds)."""
         self.config = config
@@ -107,86 +106,6 @@ class Service:
         self._events = EventQueue()  # signals' events, admin threads' requests
         self._reload_lock = threading.Lock()
         self._bound = config  # the listeners follow this config until a restart
-
-    # -- binding ------------------------------------------------------------------------------
-
-    def bind(self) -> None:
-        """Load bans, check the history and accounts files and bind (or take over) the
-        sockets; no thread yet. Raises StartupError."""
-        parts.load_state(self.bans, self.history_store, self.accounts)
-        gid = grp.getgrnam(self.config.admin_group).gr_gid if self.config.admin_group else None
-        self._activation, stored = fdstore.split(passed_fds())
-        if stored and self.takeover is None:  # a restart under systemd: what the store kept
-            self.takeover = StoreTakeover(stored, self._activation)
-        if self.takeover is not None:
-            self._bind_taken_over(gid)
-            return
-        self._bind_admin(gid)
-        try:
-            self.listener = self._listener(*binding.listening_socket(self._activation,
-                                                                     self.config))
-            self._bind_optional(None)
-        except StartupError:
-            self._let_go()
-            raise
-
-    def _bind_taken_over(self, gid) -> None:
-        """The sockets of the process we take over from, or that systemd's fd store kept,
-        instead of new ones (takeover.py)."""
-        inherited = self.inherited = Inherited(self.takeover)
-        self.started_at = inherited.started_at
-        self.client_ids = itertools.count(inherited.next_client_id())
-        admin = inherited.admin()
-        if admin is None:  # the fd store keeps no admin socket: its directory is gone
-            self._bind_admin(gid)
-        else:
-            self.admin = AdminServer(*admin, AdminCommands(self._admin_context()), gid)
-        self.listener = self._listener(*inherited.listener())
-        self._bind_optional(inherited)
-
-    def _bind_optional(self, inherited: Inherited | None) -> None:
-        """The TLS listener, the IRC listeners and the metrics endpoint, if configured: handed
-        over, else new."""
-        config = self.config
-        tls_sock, metrics_sock, irc_sock, irc_tls_sock = (
-            (inherited.socket("tls_listener", bool(config.tls_cert)),
-             inherited.socket("metrics", bool(config.metrics_port)),
-             inherited.socket("irc_listener", bool(config.irc_port)),
-             inherited.socket("irc_tls_listener", bool(config.irc_tls_port)))
-            if inherited is not None else (None, None, None, None))
-        context = binding.tls_context(config) if config.tls_cert else None
-        if config.tls_cert:
-            self.tls_listener = self._listener(tls_sock or binding.tls_socket(config),
-                                               tls_context=context)
-        irc = self.protocols["irc"]
-        if config.irc_port:
-            self.irc_listener = self._listener(
-                irc_sock or binding.irc_socket(config.host, config.irc_port, ""), protocol=irc)
-        if config.irc_tls_port:
-            self.irc_tls_listener = self._listener(
-                irc_tls_sock or binding.irc_socket(config.host, config.irc_tls_port, " TLS"),
-                tls_context=context, protocol=irc)
-        if self.tls_listener is not None and self.accounts is not None:
-            self.accounts.tls_port = self.tls_listener.address[1]  # what refusals name
-        if config.metrics_port:
-            self.metrics = parts.metrics_server(metrics_sock or binding.metrics_socket(config),
-                                               self.hub, self.admin, self.bus, self.bans,
-                                               config=lambda: self.config,
-                                               started_at=lambda: self.started_at,
-                                               accounts=self.accounts)
-
-    def _listener(self, sock: socket.socket, passed: bool = False, tls_context=None,
-                  protocol=None) -> Listener:
-        """``protocol``: what a connection speaks (Listener); the line protocol by default."""
-        extra = {"protocol": protocol} if protocol is not None else {}
-        return Listener(sock, self.hub, self.flusher, self.bans, self.settings, self.client_ids,
-                        tls_context, passed=passed, **extra)
-
-    def _bind_admin(self, gid) -> None:
-        admin_sock, admin_path, inode = binding.admin_socket(self.config, gid)
-        commands = AdminCommands(self._admin_context())
-        self.bus.on_command(commands.carry_out)  # what another node's admin asks of ours
-        self.admin = AdminServer(admin_sock, admin_path, inode, commands, gid)
 
     # -- the narrow views ---------------------------------------------------------------------
 
