@@ -10,7 +10,6 @@ speaker, never the reader. What one client is told names the client (``:server 3
 
 from __future__ import annotations
 
-from chatd.core import events as ev
 from chatd.irc import render
 from chatd.irc.reader import IrcReader
 
@@ -21,9 +20,6 @@ def irc_server_name(name: str) -> str:
     """``server_name`` as an IRC source: no spaces (a server name is one word there)."""
     return "-".join(name.split()) or "chatd"
 
-
-#: What a client is told only if it asked for ``message-tags`` (a TAGMSG: tags, no text).
-_TAGS_ONLY = frozenset((ev.PrivateTagged,))
 
 #: The capabilities that change how a room line looks: one IrcRooms for each combination.
 ROOM_CAPS = ("server-time", "account-tag", "message-tags")
@@ -114,7 +110,7 @@ class IrcProtocol:
 
     def line(self, event) -> bytes:
         text = self.text(event)
-        if not text or (event.__class__ in _TAGS_ONLY and "message-tags" not in self.caps):
+        if not text or (event.__class__ in render.TAGS_ONLY and "message-tags" not in self.caps):
             return b""
         tag = self._tags(event)
         return b"".join([tag + render.wire(part) for part in text.split("\r\n")])

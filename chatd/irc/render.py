@@ -78,8 +78,9 @@ def _room_lines(channel: str, server: str) -> dict:
     }
 
 
-#: Room lines only a client that asked for ``message-tags`` is shown (a TAGMSG is tags only).
-TAGS_ONLY = frozenset((ev.Tagged,))
+#: What only a client that asked for ``message-tags`` is shown (a TAGMSG is tags only), in a
+#: room and in private (protocol.py).
+TAGS_ONLY = frozenset((ev.Tagged, ev.PrivateTagged))
 
 
 def room_renderer(room: str, server: str, tagging: bool = False):
@@ -89,7 +90,7 @@ def room_renderer(room: str, server: str, tagging: bool = False):
     table = _room_lines(channel, server)
     if not tagging:
         for cls in TAGS_ONLY:
-            del table[cls]
+            table.pop(cls, None)
 
     def render(event) -> bytes:
         format_ = table.get(event.__class__)
@@ -173,12 +174,10 @@ def told(server: str, me: str, event) -> str:
 #: Who a line comes from, for IRC's ``account-tag`` (event class -> its speaker's nick): the
 #: user a client shows it from. Operators' lines and the server's carry no account.
 SPEAKERS = {
-    ev.Said: lambda e: e.nick, ev.Acted: lambda e: e.nick, ev.Noticed: lambda e: e.nick,
     ev.Joined: lambda e: e.nick, ev.Left: lambda e: e.nick, ev.TopicSet: lambda e: e.nick,
     ev.Renamed: lambda e: e.new,  # its new nick is the one logged in by the time it renders
-    ev.PrivateMessage: lambda e: e.sender, ev.InvitedTo: lambda e: e.nick,
-    ev.Tagged: lambda e: e.nick, ev.PrivateTagged: lambda e: e.sender,
-}
+    ev.InvitedTo: lambda e: e.nick,
+}  # (chat lines, IDENTIFIED below, carry their speaker's account themselves)
 #: Events with a ``msgid``, client-only tags (core/tagging.py), for ``message-tags``, and
 #: their speaker's account, for ``account-tag``.
 IDENTIFIED = frozenset((ev.Said, ev.Acted, ev.Noticed, ev.PrivateMessage, ev.Tagged,
