@@ -12,7 +12,9 @@ and in a room nobody registered, the client that made it, while it stays (``crea
 client id, which is not stored).
 
 ``record``/``from_record`` are the stored form (a JSON object); a record read back is input
-like a client line, and anything wrong in it makes it count as no record.
+like a client line, and anything wrong in it makes it count as no record. ``outside`` in it
+says ``-n`` outright: a record from before ``-n`` was honoured has none and reads as ``+n``,
+which is what such a room did.
 """
 
 from __future__ import annotations
@@ -23,9 +25,12 @@ from dataclasses import dataclass
 from chatd.text import fold, is_valid_name
 
 #: The modes of SPEC §13: invite-only, keyed, moderated, topic set by operators only; and
-#: IRC's member limit (``l``, with ``limit``), no-external-messages (always so in chatd:
-#: kept as set) and secret (left out of IRC's LIST for non-members).
+#: IRC's member limit (``l``, with ``limit``), no messages from outside (``n``: every room
+#: starts with it; without it an IRC client that is not a member may send the room a line)
+#: and secret (left out of IRC's LIST for non-members).
 MODES = "iklmnst"
+#: What a room starts with, and what a room nobody changed has (the blank state).
+DEFAULT_MODES = "n"
 #: Bounds of one room's lists (docs/protocol.md §3): names in each of ops, voiced, bans and
 #: invites, and the lengths of a topic and a key.
 MAX_NAMES = 256
@@ -39,7 +44,7 @@ class RoomState:
     founder: str | None = None  # the account that registered the room (folded), or None
     topic: str = ""
     topic_by: str = ""
-    modes: str = ""  # a sorted subset of MODES ("k" only with a key, "l" with a limit)
+    modes: str = DEFAULT_MODES  # a sorted subset of MODES ("k" only with a key, "l" a limit)
     key: str = ""
     ops: frozenset = frozenset()
     voiced: frozenset = frozenset()
@@ -55,6 +60,7 @@ class RoomState:
     @property
     def moderated(self) -> bool:
         return "m" in self.modes
+
 
     def change(self, **fields) -> RoomState:
         return dataclasses.replace(self, **fields)
@@ -75,6 +81,14 @@ class RoomState:
         """In a moderated room only operators and voiced members speak."""
         return (not self.moderated or self.is_op(client_id, nick, account)
                 or self.is_voiced(nick, account))
+
+    def takes_line_from(self, client_id: int, nick: str, account: str | None) -> bool:
+        """Whether a client that is not a member may send the room a line (IRC's PRIVMSG to
+        a channel it is not on): only without ``+n``, never one the room bans, and in a
+        moderated room only an operator or a voiced one."""
+        return ("n" not in self.modes
+                and not _named(self.bans, nick, fold(account) if account else None)
+                and self.may_speak(client_id, nick, account))
 
     def refusal(self, name: str, nick: str, account: str | None, key: str,
                 members: int = 0) -> str | None:
@@ -99,7 +113,8 @@ class RoomState:
         return {"founder": self.founder, "topic": self.topic, "topic_by": self.topic_by,
                 "modes": self.modes, "key": self.key, "ops": sorted(self.ops),
                 "voiced": sorted(self.voiced), "bans": sorted(self.bans),
-                "invites": sorted(self.invites), "limit": self.limit}
+                "invites": sorted(self.invites), "limit": self.limit,
+                "outside": "n" not in self.modes}
 
     @classmethod
     def from_record(cls, value) -> RoomState | None:
@@ -109,11 +124,15 @@ class RoomState:
         founder, modes, key = value.get("founder"), value.get("modes", ""), value.get("key", "")
         topic, topic_by = value.get("topic", ""), value.get("topic_by", "")
         limit = value.get("limit", 0)  # (a record from before +l has none)
+        outside = value.get("outside")  # (one from before -n was honoured has none: +n)
+        if outside is None and modes.__class__ is str:
+            modes += "n" if "n" not in modes else ""
         if not (founder is None or _is_name(founder)) or not _text(topic, MAX_TOPIC) \
                 or not (topic_by == "" or _is_name(topic_by)) or not _text(key, MAX_KEY) \
                 or modes.__class__ is not str or set(modes) - set(MODES) \
                 or ("k" in modes) != bool(key) or limit.__class__ is not int \
-                or not 0 <= limit <= MAX_LIMIT or ("l" in modes) != bool(limit):
+                or not 0 <= limit <= MAX_LIMIT or ("l" in modes) != bool(limit) \
+                or (outside is not None and outside is not ("n" not in modes)):
             return None
         names = [_names(value.get(field, [])) for field in ("ops", "voiced", "bans", "invites")]
         if None in names:

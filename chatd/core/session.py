@@ -90,13 +90,13 @@ class Session:
 
     def may_say(self) -> bool:
         """:meth:`may_speak`, and in a moderated room (+m) only its operators and voiced
-        members speak (roomstate.py); a room without modes costs one test."""
+        members speak (roomstate.py); a room that is not moderated costs one test."""
         if not self.may_speak():
             return False
         client = self.client
         room = client.room
         state = room.state
-        if state.modes and not state.may_speak(client.id, client.nick, client.account):
+        if "m" in state.modes and not state.may_speak(client.id, client.nick, client.account):
             self.error(f"{room.name} is moderated: only its operators and voiced members speak")
             return False
         return True
@@ -105,9 +105,13 @@ class Session:
         self._end = reason
 
     def log_message(self, text: str, **fields) -> None:
+        """A chat line in the log (``log_messages``), in the client's room unless ``fields``
+        name one (an IRC client's channel; an IRC client may be in none)."""
         if self.settings.config.log_messages:
-            self.log.info("message", nick=self.client.nick, room=self.client.room.name, text=text,
-                          **fields)
+            room = self.client.room
+            if "room" not in fields and room is not None:
+                fields["room"] = room.name
+            self.log.info("message", nick=self.client.nick, text=text, **fields)
 
     # -- the thread ---------------------------------------------------------------------------
 

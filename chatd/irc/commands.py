@@ -55,13 +55,11 @@ def do_privmsg(reader, params: tuple, tags: str, notice: bool = False) -> None:
         return
     for target in targets(params[0]):
         if target.startswith("#"):
-            room = _room_to_speak_in(reader, target, quiet=notice)
-            if room is not None:
-                event = (Acted if acted else Noticed if notice else Said)(
-                    reader.client.nick, text, new_msgid(), tags, reader.client.account)
-                reader.hub.say(reader.client, event, room,
-                               echo="echo-message" in reader.protocol.caps)
-                reader.session.log_message(text, room=room.name)
+            event = (Acted if acted else Noticed if notice else Said)(
+                reader.client.nick, text, new_msgid(), tags, reader.client.account)
+            said = _say_to_channel(reader, target, event, quiet=notice)
+            if said is not None:
+                reader.session.log_message(text, room=said)
         else:
             sent = _to_nick(reader, target, PrivateMessage(reader.client.nick, text, new_msgid(),
                                                            tags, reader.client.account),
@@ -79,32 +77,43 @@ def do_tagmsg(reader, params: tuple, tags: str) -> None:
     clients that asked for ``message-tags``; others are sent nothing (core/tagging.py)."""
     for target in targets(params[0]):
         if target.startswith("#"):
-            room = _room_to_speak_in(reader, target, quiet=False)
-            if room is not None:
-                tagged = Tagged(reader.client.nick, new_msgid(), tags, reader.client.account)
-                reader.hub.say(reader.client, tagged, room,
-                               echo="echo-message" in reader.protocol.caps, counted=False)
+            _say_to_channel(reader, target, Tagged(reader.client.nick, new_msgid(), tags,
+                                                   reader.client.account),
+                            quiet=False, counted=False)
         else:
             _to_nick(reader, target, PrivateTagged(reader.client.nick, new_msgid(), tags,
                                                    reader.client.account),
                      "TAGMSG", None, quiet=False)
 
 
-def _room_to_speak_in(reader, target: str, quiet: bool):
-    """The room ``target`` (``#dev``) names if this client may speak there, or None, with
-    the numeric that says why unless ``quiet`` (a NOTICE is never answered)."""
+def _say_to_channel(reader, target: str, event, quiet: bool,
+                    counted: bool = True) -> str | None:
+    """``event`` (a chat line) to the channel ``target`` (``#dev``): the client's room, or
+    one that takes lines from outside (``-n``: core/stewardship.say_from_outside). Returns
+    the room's name, or None after the numeric that says why unless ``quiet`` (a NOTICE is
+    never answered). ``echo-message`` echoes it either way."""
     client, name = reader.client, room_name(target)
     room = member_room(reader, name) if name else None
-    if room is None:
+    echo = "echo-message" in reader.protocol.caps
+    if room is not None:
+        if client.muted or ("m" in room.state.modes and not room.state.may_speak(
+                client.id, client.nick, client.account)):
+            if not quiet:
+                reader.reply("404", "#" + room.name, "Cannot send to channel (+m)")
+            return None
+        reader.hub.say(client, event, room, echo=echo, counted=counted)
+        return room.name
+    said = None if name is None or client.muted \
+        else reader.hub.say_from_outside(client, name, event, counted)
+    if said is None:
         if not quiet:
             reader.reply("404" if name else "403", target[:30], "Cannot send to channel")
         return None
-    if client.muted or (room.state.modes and not room.state.may_speak(
-            client.id, client.nick, client.account)):
-        if not quiet:
-            reader.reply("404", "#" + room.name, "Cannot send to channel (+m)")
-        return None
-    return room
+    if echo:  # (the room's members got it as a room line; the sender is not one of them)
+        data = client.outbox.speaks.renderer(said)(event)
+        if data:
+            reader.hub.send_data(client, data, 1)
+    return said
 
 
 def _to_nick(reader, nick: str, event, command: str, text: str | None,

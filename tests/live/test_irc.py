@@ -315,7 +315,7 @@ def test_ownership_from_irc_topic_invite_ban_and_refusals(chatd):
     alice.send_line("MODE #club +t")
     alice.expect(":alice!alice@chatd MODE #club +t")
     alice.send_line("MODE #club")
-    alice.expect(":chatd 324 alice #club +it")
+    alice.expect(":chatd 324 alice #club +int")
     alice.numeric("329")
     bob = server.irc("bob")
     bob.send_line("JOIN #club")
@@ -516,8 +516,8 @@ def test_live_lines_carry_server_time_and_a_channel_notice_stays_a_notice(chatd)
 def test_secret_and_no_external_modes(chatd):
     server = irc_server(chatd)
     alice = irc_joined(server, "alice", "#hidden")
-    alice.send_line("MODE #hidden +sn")
-    alice.expect(":alice!alice@chatd MODE #hidden +sn")  # one MODE line, as it was asked
+    alice.send_line("MODE #hidden +sn")  # +n: every room has it from the start
+    alice.expect(":alice!alice@chatd MODE #hidden +s")
     alice.send_line("MODE #hidden +tl-i 5")  # -i refused (not set), the rest made together
     alice.expect(":alice!alice@chatd MODE #hidden +tl 5")
     alice.expect(":chatd NOTICE alice :*** error: mode i is not set on hidden")
@@ -536,13 +536,71 @@ def test_secret_and_no_external_modes(chatd):
     bob.expect(":chatd 404 bob #hidden :Cannot send to channel")
 
 
+def test_minus_n_lets_a_non_member_send_to_the_room(chatd):
+    """Every room starts ``+n``; after ``MODE -n`` an IRC client that is not a member may
+    send it a line (PRIVMSG, an action, NOTICE, TAGMSG): its members see it, on both
+    protocols, and ``echo-message`` echoes it. A ban or ``+m`` still keeps it out."""
+    server = irc_server(chatd)
+    alice = irc_joined(server, "alice", "#open", caps=["message-tags"])
+    carol = joined(server, "carol", "open")
+    alice.expect(":carol!carol@chatd JOIN #open")
+    bob = server.irc("bob", caps=["echo-message", "message-tags"])
+    bob.send_line("PRIVMSG #open :knock knock")
+    bob.expect(":chatd 404 bob #open :Cannot send to channel")
+    alice.send_line("MODE #open -n")
+    alice.expect(":alice!alice@chatd MODE #open -n")
+    carol.wait_for("*** alice set mode -n on open")
+    bob.send_line("PRIVMSG #OPEN :from outside")
+    relayed = r"@msgid=\w+ :bob!bob@chatd PRIVMSG #open :from outside"
+    assert re.fullmatch(relayed, bob.read_line())  # the echo: bob is not a member
+    assert re.fullmatch(relayed, alice.read_line())
+    carol.expect("<bob> from outside")
+    bob.send_line("PRIVMSG #open :\x01ACTION waves in\x01")
+    carol.expect("* bob waves in")
+    bob.send_line("NOTICE #open :a notice")
+    alice.wait_for(lambda line: line.endswith(":bob!bob@chatd NOTICE #open :a notice"))
+    bob.send_line("@+typing=active TAGMSG #open")
+    alice.wait_for(lambda line: "+typing=active" in line
+                   and line.endswith(" :bob!bob@chatd TAGMSG #open"))
+    alice.send_line("MODE #open +b bob")
+    alice.wait_for(":alice!alice@chatd MODE #open +b bob!*@*")
+    bob.send_line("PRIVMSG #open :banned now")
+    bob.wait_for(":chatd 404 bob #open :Cannot send to channel")
+    alice.send_line("MODE #open -b bob")
+    alice.wait_for(":alice!alice@chatd MODE #open -b bob!*@*")
+    alice.send_line("MODE #open +m")
+    alice.wait_for(":alice!alice@chatd MODE #open +m")
+    bob.send_line("PRIVMSG #open :moderated now")
+    bob.wait_for(":chatd 404 bob #open :Cannot send to channel")
+    bob.send_line("PRIVMSG #nowhere :hello?")
+    bob.expect(":chatd 404 bob #nowhere :Cannot send to channel")
+    alice.send_line("PRIVMSG #open :last")  # nothing of bob's refused lines came before it
+    carol.wait_for("<alice> last")
+    assert not any("now" in line for line in alice.received + carol.received
+                   if "bob!" in line or "<bob>" in line)
+
+
+def test_an_irc_client_s_lines_are_logged_with_log_messages(chatd):
+    """``log_messages``: an IRC client's channel line is logged with its channel (it may be
+    in no room: the line protocol's current room does not apply)."""
+    server = irc_server(chatd, logging={"log_messages": True})
+    alice = irc_joined(server, "alice", "#dev")
+    alice.send_line("PRIVMSG #dev :logged")
+    server.wait_event("message", nick="alice", room="dev", text="logged")
+    alice.send_line("PART #dev")
+    alice.wait_for(":alice!alice@chatd PART #dev")
+    joined(server, "bob", "dev")
+    alice.send_line("PRIVMSG bob :private, roomless")
+    server.wait_event("message", nick="alice", to="bob", text="private, roomless")
+
+
 def test_a_member_limit_holds_for_line_and_irc_joiners(chatd):
     server = irc_server(chatd)
     alice = irc_joined(server, "alice", "#small")
     alice.send_line("MODE #small +l 2")
     alice.expect(":alice!alice@chatd MODE #small +l 2")
     alice.send_line("MODE #small")
-    alice.expect(":chatd 324 alice #small +l 2")
+    alice.expect(":chatd 324 alice #small +ln 2")
     alice.numeric("329")
     joined(server, "bob", "small")
     alice.expect(":bob!bob@chatd JOIN #small")

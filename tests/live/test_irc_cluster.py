@@ -195,3 +195,29 @@ def test_whois_shows_another_nodes_irc_client_as_its_user_gave_it(chatd, redis_s
     assert bob.numeric("352").endswith(" * alice chatd chatd alice H :0 alice the tester")
     bob.send_line("WHOIS dave")
     assert bob.numeric("311") == ":chatd 311 bob dave dave chatd * :dave"
+
+
+def test_minus_n_takes_a_line_from_a_node_where_the_room_has_no_member(chatd, redis_server):
+    """A room's ``-n`` holds on every node: carol, on a node where the room has no member,
+    is refused while it is ``+n`` and reaches its members on the other node once it is
+    not; history keeps her line."""
+    a, b = irc_nodes(chatd, redis_server)
+    alice = a.irc("alice")
+    alice.send_line("JOIN #open")
+    alice.numeric("366")
+    bob = named(a, "bob")
+    bob.send_line("/join open")
+    alice.wait_for(":bob!bob@chatd JOIN #open")
+    carol = b.irc("carol")
+    carol.send_line("PRIVMSG #open :knock knock")
+    carol.expect(":chatd 404 carol #open :Cannot send to channel")
+    alice.send_line("MODE #open -n")
+    bob.wait_for("*** alice set mode -n on open")
+    alice.send_line("PRIVMSG carol :go")  # after the room's new state, down one stream
+    carol.wait_for(":alice!alice@chatd PRIVMSG carol :go")
+    carol.send_line("PRIVMSG #open :hello from node2")
+    alice.wait_for(":carol!carol@chatd PRIVMSG #open :hello from node2")
+    bob.wait_for("<carol> hello from node2")
+    bob.send_line("/history 5")
+    bob.wait_for(lambda line: line.endswith("<carol> hello from node2"))
+    assert not any("knock" in line for line in alice.received + bob.received)

@@ -27,12 +27,14 @@ def test_a_list_is_bounded():
 
 
 def test_modes_and_the_key_never_in_the_line():
-    state, line = rc.mode("dev", RoomState(), "alice", "+k", "sesame")
+    state, line = rc.mode("dev", RoomState(modes=""), "alice", "+k", "sesame")
     assert (state.modes, state.key, line) == ("k", "sesame", ev.ModeSet("alice", "dev", "+k"))
     state, _ = rc.mode("dev", state, "alice", "+i")
     assert state.modes == "ik"
     state, line = rc.mode("dev", state, "alice", "-k")
     assert (state.modes, state.key, line.change) == ("i", "", "-k")
+    assert rc.mode("dev", RoomState(), "alice", "+n") == "mode +n is set on dev already"
+    assert rc.mode("dev", RoomState(), "alice", "-n")[0].modes == ""
     assert rc.mode("dev", state, "alice", "+i") == "mode +i is set on dev already"
     assert rc.mode("dev", state, "alice", "-m") == "mode m is not set on dev"
 
@@ -48,7 +50,7 @@ def test_several_modes_are_one_change_and_one_line():
     it all (roomchanges.modes); what cannot is refused, one text each."""
     state, line, refused = rc.modes("dev", RoomState(), "alice", [("+t", ""), ("+l", "5"),
                                                                   ("-i", "")])
-    assert state.modes == "lt" and state.limit == 5
+    assert state.modes == "lnt" and state.limit == 5  # (n: every room starts with it)
     assert line == ev.ModeSet("alice", "dev", "+tl 5")
     assert refused == ["mode i is not set on dev"]
     assert rc.modes("dev", state, "alice", [("-i", "")])[1] is None

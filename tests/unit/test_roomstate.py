@@ -42,6 +42,29 @@ def test_moderated_rooms_hear_operators_and_voices():
     assert RoomState().may_speak(3, "other", None)
 
 
+def test_a_room_takes_lines_from_outside_only_without_plus_n():
+    """IRC's ``-n``: every room starts ``+n``; without it a non-member may send it a line,
+    unless the room bans it, or is moderated and it is neither an operator nor voiced."""
+    assert RoomState().modes == "n"
+    assert not RoomState().takes_line_from(1, "eve", None)
+    assert RoomState(modes="").takes_line_from(1, "eve", None)
+    assert not RoomState(modes="", bans=frozenset({"eve"})).takes_line_from(1, "Eve", None)
+    assert not RoomState(modes="", bans=frozenset({"acct"})).takes_line_from(1, "x", "ACCT")
+    moderated = RoomState(modes="m", voiced=frozenset({"v"}))
+    assert moderated.takes_line_from(1, "v", None)
+    assert not moderated.takes_line_from(1, "eve", None)
+
+
+def test_a_record_from_before_minus_n_was_honoured_is_plus_n():
+    """A stored room from before keeps out lines from outside, as it did then: its record
+    has no ``outside``, and ``n`` was shown as set but changed nothing."""
+    assert RoomState.from_record({"modes": "t"}).modes == "nt"
+    assert RoomState.from_record({"modes": "nt"}).modes == "nt"
+    opened = RoomState(modes="t")
+    assert opened.record()["outside"] is True
+    assert RoomState.from_record(opened.record()) == opened
+
+
 def test_the_stored_form_round_trips():
     state = RoomState(founder="alice", topic="hi", topic_by="bob", modes="ikt", key="k1",
                       ops=frozenset({"bob"}), voiced=frozenset({"v"}), bans=frozenset({"e"}),
@@ -58,7 +81,8 @@ def test_the_stored_form_round_trips():
     {"key": "x"}, {"topic": "x" * 600}, {"topic": "bell\x07"}, {"ops": "bob"},
     {"ops": ["ok", "no way"]}, {"bans": [1]}, {"ops": ["a"] * 300}, {"modes": 3},
     {"modes": "l"}, {"limit": 5}, {"modes": "l", "limit": -1}, {"modes": "l", "limit": "5"},
-    {"modes": "l", "limit": 10**9},
+    {"modes": "l", "limit": 10**9}, {"modes": "n", "outside": True},
+    {"modes": "t", "outside": False}, {"modes": "", "outside": 1},
 ])
 def test_a_bad_stored_record_is_none(record):
     assert RoomState.from_record(record) is None
