@@ -197,7 +197,7 @@ class Leases:
             self.revoke(row[0], row[1])
         self.announce_stream()  # (a node that started meanwhile does not read ours yet)
         if self._was_reaped and kept:
-            lines = [room_line("r", room, wire.dumps(ev.Joined(row.nick, room)))
+            lines = [room_line("r", room, wire.dumps(ev.Joined(row.nick, room, row.account)))
                      for row in kept for room in row.rooms]
             link.redis.xadd(STREAM, link.entry("[" + ",".join(lines) + "]"),
                             maxlen=STREAM_LENGTH, approximate=True)

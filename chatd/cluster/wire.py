@@ -40,13 +40,14 @@ _STRING = json.encoder.encode_basestring
 
 
 #: Events whose last fields are left out while they hold their defaults (class -> the
-#: defaults of its fields, None for a field always sent): core/once.py's ``before``, and a
-#: chat line's client-only tags and account (tagging.py), which are nearly always absent,
-#: and which a node from before them would refuse as a field too many.
+#: defaults of its fields, None for a field always sent): core/once.py's ``before``, a chat
+#: line's client-only tags (tagging.py), and the speaker's account a line carries, which
+#: are often absent, and which a node from before them would refuse as a field too many.
 _TRIMMED = {cls: tuple(None if f.default is dataclasses.MISSING or f.name == "msgid"
                        else (f.default,) for f in dataclasses.fields(cls))
             for cls in (ev.Quit, ev.Kicked, ev.Renamed, ev.Said, ev.Acted, ev.Noticed,
-                        ev.PrivateMessage, ev.Tagged, ev.PrivateTagged)}
+                        ev.PrivateMessage, ev.Tagged, ev.PrivateTagged, ev.Joined, ev.Left,
+                        ev.TopicSet, ev.InvitedTo)}
 
 
 def dumps(event) -> str:

@@ -68,6 +68,7 @@ class Tagged:
 class Joined:
     nick: str
     room: str
+    account: str | None = None  # the joiner's account (IRC's account-tag), None: a guest
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,7 @@ class Left:
     nick: str
     room: str
     reason: str | None = None
+    account: str | None = None  # (as Joined's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +106,7 @@ class Renamed:
     old: str
     new: str
     before: str | None = None  # core/once.py
+    account: str | None = None  # (as Joined's: the account it is logged in to as ``new``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +286,7 @@ class TopicSet:
     nick: str
     room: str
     topic: str
+    account: str | None = None  # (as Joined's; None for an operator's, ``[admin]``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,6 +384,7 @@ class InvitedTo:
 
     nick: str
     room: str
+    account: str | None = None  # (as Joined's)
 
 
 @dataclass(frozen=True, slots=True)

@@ -142,7 +142,7 @@ class Hub(Census, Membership, Identity, Presence, Stewardship):
         other nodes' members hear of every departure, shutdown included. ``before``: the
         rooms it was said in first (once.py)."""
         if reason is None:
-            self._bus.publish(room.name, Left(client.nick, room.name, None))
+            self._bus.publish(room.name, Left(client.nick, room.name, None, client.account))
             return
         farewell = reason.farewell(client.nick, room.name, before)
         if farewell is not None:
@@ -193,7 +193,8 @@ class Hub(Census, Membership, Identity, Presence, Stewardship):
                 self._nicks[fold(new)] = client
                 client.nick = new
                 self.send_to(client, NickChanged(new))
-                self._post_about(client, lambda before: Renamed(old, new, before))
+                self._post_about(client, lambda before: Renamed(old, new, before,
+                                                                client.account))
                 self._bus.member(client)
         if other_key:
             self._bus.release(new if taken or revoked else old, client)
@@ -218,9 +219,10 @@ class Hub(Census, Membership, Identity, Presence, Stewardship):
             self.send_to(client, NickRevoked(old, new))
             rooms = client.rooms
             for room, before in zip(rooms, once.befores([room.name for room in rooms])):
-                renamed = Renamed(old, new, before)
+                renamed = Renamed(old, new, before, client.account)
                 room.post(once.author(room, client.outbox, renamed, self._rooms), renamed)
-                self._bus.publish(room.name, Joined(new, room.name) if reaped else renamed)
+                self._bus.publish(room.name, Joined(new, room.name, client.account) if reaped
+                                  else renamed)
             self._bus.member(client)
         return True
 

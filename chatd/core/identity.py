@@ -159,14 +159,6 @@ class Identity:
         with self._lock:
             return self._accounts.get(fold(name))
 
-    def account_of(self, nick: str) -> str | None:
-        """The account this node's client ``nick`` is logged in to, or None (IRC's
-        account-tag, asked while a line renders, maybe under a room's lock): one read of the
-        nick table without the hub lock, which a dict read does not need; another node's
-        clients are not known here."""
-        client = self._nicks.get(fold(nick))
-        return client.account if client is not None else None
-
     # -- hub lock held --------------------------------------------------------------------------
 
     def _take(self, client, name: str, spare: str | None, notice, greeting) -> tuple:
@@ -217,7 +209,7 @@ class Identity:
         self._nicks[fold(new)] = client
         client.nick = new
         self.send_to(client, notice)
-        self._post_about(client, lambda before: Renamed(old, new, before))
+        self._post_about(client, lambda before: Renamed(old, new, before, client.account))
         self._bus.member(client)
 
     def _unreserve(self, spare: str | None) -> None:

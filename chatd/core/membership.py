@@ -81,7 +81,7 @@ class Membership:
             if room is None or room not in client.rooms:
                 return f"you are not in {name}"
             self._leave(client, room)
-            self._post(room, None, Left(client.nick, room.name, reason))
+            self._post(room, None, Left(client.nick, room.name, reason, client.account))
         return None
 
     def rejoin(self, client, positions: list) -> None:
@@ -125,7 +125,7 @@ class Membership:
         queued first); ``since`` as in Room.attach."""
         if old is not None:
             self._leave(client, old)
-            self._post(old, None, Left(client.nick, old.name))
+            self._post(old, None, Left(client.nick, old.name, None, client.account))
         self._enter(client, new, self._entered(client, new), since)
 
     def _admitted(self, client, name: str, key: str) -> tuple:
@@ -270,7 +270,7 @@ class Membership:
         seen_from = room.enter(client, first, since)
         if room is client.room:
             client.seen_from = seen_from
-        self._post(room, client.outbox, Joined(client.nick, room.name))
+        self._post(room, client.outbox, Joined(client.nick, room.name, client.account))
         if client.away is not None:  # after the JOIN, here and on the other nodes
             self._tell_away(client.nick, client.away, (room,), client)
             self._bus.away(client.nick, client.away, room.name)

@@ -20,8 +20,9 @@ GRANTED = frozenset(LISTS.values())
 MODE_USAGE = "usage: /mode [+i|-i|+k KEY|-k|+l N|-l|+m|-m|+n|-n|+s|-s|+t|-t]"
 
 
-def topic(room: str, state: RoomState, actor: str, text: str):
-    return state.change(topic=text, topic_by=actor), TopicSet(actor, room, text)
+def topic(room: str, state: RoomState, actor: str, text: str, account: str | None = None):
+    """``account``: the actor's, for IRC's account-tag (None: a guest's or an operator's)."""
+    return state.change(topic=text, topic_by=actor), TopicSet(actor, room, text, account)
 
 
 def grant(room: str, state: RoomState, actor: str, what: str, entry: str, shown: str,

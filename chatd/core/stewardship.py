@@ -74,7 +74,7 @@ class Stewardship:
         if len(topic) > MAX_TOPIC:
             return f"topic too long (max {MAX_TOPIC} characters)"
         return self._by_member(client, name, lambda room, s: roomchanges.topic(
-            room, s, client.nick, topic), ops_only=lambda s: "t" in s.modes)
+            room, s, client.nick, topic, client.account), ops_only=lambda s: "t" in s.modes)
 
     def grant(self, client, name: str, what: str, nick: str, on: bool) -> str | None:
         """``/op``, ``/deop`` (``what`` "ops"), ``/voice``, ``/devoice`` ("voiced"). A deop
@@ -132,7 +132,7 @@ class Stewardship:
                 return f"no such nick {nick}"
             if target is not None and fold(room) in {fold(r.name) for r in target.rooms}:
                 return f"{target.nick} is in {room} already"
-            told = InvitedTo(client.nick, room)
+            told = InvitedTo(client.nick, room, client.account)
             if target is not None:
                 self.send_to(target, told)
             else:

@@ -36,18 +36,18 @@ class IrcRooms:
     __slots__ = ("settings", "timed", "accounts", "tagging")
     name = "irc"
 
-    def __init__(self, settings, timed: bool = False, accounts=None,
+    def __init__(self, settings, timed: bool = False, accounts: bool = False,
                  tagging: bool = False) -> None:
         self.settings = settings  # server_name as it is when a room starts speaking IRC
         self.timed = timed
-        self.accounts = accounts  # nick -> account or None (account-tag), or None: untagged
+        self.accounts = accounts  # account-tag
         self.tagging = tagging
 
     def renderer(self, room: str):
         timed, accounts, tagging = self.timed, self.accounts, self.tagging
         plain = render.room_renderer(room, irc_server_name(self.settings.config.server_name),
                                      tagging)
-        if not timed and accounts is None and not tagging:
+        if not timed and not accounts and not tagging:
             return plain
 
         def tagged(event) -> bytes:
@@ -60,11 +60,10 @@ class IrcRooms:
         return "<irc rooms>"
 
 
-def room_renderers(settings, accounts) -> dict:
+def room_renderers(settings) -> dict:
     """An :class:`IrcRooms` for each combination of :data:`ROOM_CAPS` (a tuple of booleans in
-    that order): ``accounts`` (nick -> its account or None) for those with account-tag."""
-    return {(timed, tagged, tagging): IrcRooms(settings, timed, accounts if tagged else None,
-                                               tagging)
+    that order)."""
+    return {(timed, tagged, tagging): IrcRooms(settings, timed, tagged, tagging)
             for timed in (False, True) for tagged in (False, True) for tagging in (False, True)}
 
 
@@ -77,7 +76,7 @@ class IrcProtocol:
     capabilities the client enabled) by its session thread; both are read by any thread that
     renders for it."""
 
-    __slots__ = ("speaks", "nick", "caps", "server", "_renderers", "_accounts")
+    __slots__ = ("speaks", "nick", "caps", "server", "_renderers")
     name = "irc"
     names_itself = True  # NICK and USER first (registration.py)
     roomless = True  # in no room until it JOINs
@@ -87,7 +86,6 @@ class IrcProtocol:
         """``renderers``: :func:`room_renderers`'s, shared by every IRC connection."""
         self._renderers = renderers
         self.speaks = rooms = renderers[(False, False, False)]
-        self._accounts = renderers[(False, True, False)].accounts
         self.nick = ""
         self.caps: frozenset = frozenset()
         self.server = irc_server_name(rooms.settings.config.server_name)
@@ -124,8 +122,7 @@ class IrcProtocol:
         caps = self.caps
         if not caps:
             return b""
-        return render.tags(event, "server-time" in caps,
-                           self._accounts if "account-tag" in caps else None,
+        return render.tags(event, "server-time" in caps, "account-tag" in caps,
                            "message-tags" in caps)
 
     def lines(self, events) -> bytes:

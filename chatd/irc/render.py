@@ -171,36 +171,25 @@ def told(server: str, me: str, event) -> str:
     return format_(server, me or "*", event)
 
 
-#: Who a line comes from, for IRC's ``account-tag`` (event class -> its speaker's nick): the
-#: user a client shows it from. Operators' lines and the server's carry no account.
-SPEAKERS = {
-    ev.Joined: lambda e: e.nick, ev.Left: lambda e: e.nick, ev.TopicSet: lambda e: e.nick,
-    ev.Renamed: lambda e: e.new,  # its new nick is the one logged in by the time it renders
-    ev.InvitedTo: lambda e: e.nick,
-}  # (chat lines, IDENTIFIED below, carry their speaker's account themselves)
-#: Events with a ``msgid``, client-only tags (core/tagging.py), for ``message-tags``, and
-#: their speaker's account, for ``account-tag``.
+#: Events with a ``msgid`` and client-only tags (core/tagging.py), for ``message-tags``.
 IDENTIFIED = frozenset((ev.Said, ev.Acted, ev.Noticed, ev.PrivateMessage, ev.Tagged,
                         ev.PrivateTagged))
+#: Events that carry their speaker's account, for ``account-tag``: made where the speaker
+#: is, so they name it on every node. Operators' lines and the server's carry none.
+ACCOUNTED = IDENTIFIED | {ev.Joined, ev.Left, ev.TopicSet, ev.Renamed, ev.InvitedTo}
 
 
-def tags(event, timed: bool, accounts, tagging: bool = False) -> bytes:
+def tags(event, timed: bool, accounts: bool, tagging: bool = False) -> bytes:
     """The tags a line of ``event`` starts with (``@time=…;account=…;msgid=…;+a=b ``), or
-    b"" for none: ``timed``: ``server-time``; ``accounts``: nick -> its account or None, for
-    ``account-tag`` (None: not asked for); ``tagging``: ``message-tags``, the line's msgid
+    b"" for none: ``timed``: ``server-time``; ``accounts``: ``account-tag``, the speaker's
+    account the line carries (:data:`ACCOUNTED`); ``tagging``: ``message-tags``, the line's msgid
     and its sender's client-only tags. Account names are names (text.py), msgids letters and
     digits, client tags escaped already (tagging.py): nothing here needs escaping."""
     found = []
     if timed:
         found.append("time=" + stamp(time.time()))
-    if accounts is not None:
-        if event.__class__ in IDENTIFIED:  # a chat line names its speaker's, from any node
-            account = event.account
-        else:  # the rest, this node's clients' only
-            speaker = SPEAKERS.get(event.__class__)
-            account = accounts(speaker(event)) if speaker is not None else None
-        if account:
-            found.append("account=" + account)
+    if accounts and event.__class__ in ACCOUNTED and event.account:
+        found.append("account=" + event.account)
     if tagging and event.__class__ in IDENTIFIED:
         if event.msgid:
             found.append("msgid=" + event.msgid)

@@ -124,15 +124,14 @@ def metrics_server(sock: socket.socket, hub, admin, bus, bans, config, started_a
                                  interval=lambda: config().metrics_interval)
 
 
-def protocols(settings, accounts) -> dict:
+def protocols(settings) -> dict:
     """What makes a connection's protocol object, by the protocol's name (core/protocol.py):
     the line protocol's one object, and IRC's (docs/protocol.md §14), one per connection, all
     with the same room renderers, so that a room renders a line once for its IRC members
-    (once per combination of capabilities that changes how a line looks). ``accounts``:
-    nick -> its account (Hub.account_of). An upgrade rebuilds handed-over clients by name
-    with these."""
+    (once per combination of capabilities that changes how a line looks). An upgrade
+    rebuilds handed-over clients by name with these."""
     from chatd.irc.protocol import IrcProtocol, room_renderers
     from chatd.line.protocol import LINE
 
-    renderers = room_renderers(settings, accounts)
+    renderers = room_renderers(settings)
     return {LINE.name: lambda: LINE, "irc": lambda: IrcProtocol(renderers)}

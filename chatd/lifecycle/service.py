@@ -92,7 +92,7 @@ class Service(Binding):
         self.settings = LiveSettings(config, self.gate, self.fd_store,  # sessions' view
                                      self.accounts)
         # name -> what makes a connection's protocol object
-        self.protocols = parts.protocols(self.settings, self.hub.account_of)
+        self.protocols = parts.protocols(self.settings)
         self.inherited: Inherited | None = None  # what bind() took over (takeover.py)
         self._activation: list[int] = []  # socket activation's descriptors (bind())
         self.housekeeper: Housekeeper | None = None

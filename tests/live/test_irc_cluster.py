@@ -157,10 +157,10 @@ def test_message_tags_cross_nodes_with_one_msgid(chatd, redis_server):
 
 
 def test_account_tag_names_another_nodes_logged_in_speaker(chatd, redis_server):
-    """A chat line carries its speaker's account across nodes: alice (account-tag, node 1)
-    reads bob's lines (logged in, node 2) with ``account=bob``, in the room and in private,
-    and a guest's with none."""
-    from test_accounts import register
+    """A line carries its speaker's account across nodes: alice (account-tag, node 1) reads
+    bob's lines (logged in, node 2) with ``account=bob``: his join, messages in the room and
+    in private, topic, rename, invitation and part; and a guest's with none."""
+    from test_accounts import PASSWORD, register
 
     a, b = irc_nodes(chatd, redis_server)
     alice = a.irc("alice", caps=("account-tag",))
@@ -169,7 +169,11 @@ def test_account_tag_names_another_nodes_logged_in_speaker(chatd, redis_server):
     bob = named(b, "bob")
     register(bob, "bob")
     bob.send_line("/join dev")
-    alice.wait_for(lambda line: line.endswith(":bob!bob@chatd JOIN #dev"))
+    assert alice.wait_for(lambda line: line.endswith(":bob!bob@chatd JOIN #dev")) == \
+        "@account=bob :bob!bob@chatd JOIN #dev"
+    bob.send_line("/topic by an account")
+    assert alice.wait_for(lambda line: " TOPIC " in line) == \
+        "@account=bob :bob!bob@chatd TOPIC #dev :by an account"
     bob.send_line("logged in over there")
     line = alice.wait_for(lambda text: text.endswith(" PRIVMSG #dev :logged in over there"))
     assert line == "@account=bob :bob!bob@chatd PRIVMSG #dev :logged in over there"
@@ -178,8 +182,18 @@ def test_account_tag_names_another_nodes_logged_in_speaker(chatd, redis_server):
         "@account=bob :bob!bob@chatd PRIVMSG alice :psst"
     carol = named(b, "carol")
     carol.send_line("/join dev")
+    assert alice.wait_for(lambda text: " JOIN " in text) == ":carol!carol@chatd JOIN #dev"
     carol.send_line("a guest")
     assert alice.wait_for(lambda text: "a guest" in text) == ":carol!carol@chatd PRIVMSG #dev :a guest"
+    bob.send_line("/join lobby")
+    assert alice.wait_for(lambda text: " PART " in text).startswith(
+        "@account=bob :bob!bob@chatd PART #dev")
+    erin = named(b, "erin")  # an account; then a guest in the room logs in to it
+    register(erin, "erin")
+    erin.send_line("/quit")
+    carol.send_line(f"/login erin {PASSWORD}")
+    assert alice.wait_for(lambda text: " NICK " in text) == \
+        "@account=erin :carol!carol@chatd NICK :erin"
 
 
 def test_whois_shows_another_nodes_irc_client_as_its_user_gave_it(chatd, redis_server):

@@ -4,6 +4,7 @@ The live attacks are in test_cluster_trust.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -158,7 +159,8 @@ def test_any_json_value_is_an_event_or_rejected(value):
 #: Events whose last field is left out when it holds this: core/once.py's ``before`` and
 #: core/tagging.py's client-only tags.
 LEFT_OUT = {"Quit": None, "Kicked": None, "Renamed": None, "Said": "", "Acted": "", "Noticed": "",
-            "PrivateMessage": ""}  # (with four fields given: their account, None, is left out too)
+            "PrivateMessage": "",  # (with four fields given: their account, None, is left out too)
+            "Joined": None, "InvitedTo": None}  # (their speaker's account)
 
 
 @given(st.sampled_from(sorted(wire.SHARED)), st.lists(st.text() | st.none(), min_size=4,
@@ -274,6 +276,26 @@ def test_a_chat_lines_account_crosses_nodes_checked_and_left_out_for_a_guest():
     for bad in ("bad name", "", 7):
         with pytest.raises(Rejected):
             validator.event(["Said", "bob", "hi", "c0ffee9", "", bad])
+
+
+@pytest.mark.parametrize("event, text", [
+    (ev.Joined("bob", "dev", "bob"), '["Joined","bob","dev","bob"]'),
+    (ev.Left("bob", "dev", None, "bob"), '["Left","bob","dev",null,"bob"]'),
+    (ev.Renamed("guest-1", "bob", None, "bob"), '["Renamed","guest-1","bob",null,"bob"]'),
+    (ev.TopicSet("bob", "dev", "plans", "bob"), '["TopicSet","bob","dev","plans","bob"]'),
+    (ev.InvitedTo("bob", "dev", "bob"), '["InvitedTo","bob","dev","bob"]'),
+])
+def test_joins_parts_renames_topics_and_invitations_carry_the_account_checked(event, text):
+    """The account of who joins, parts, renames, sets a topic or invites crosses nodes with
+    the line (account-tag there); a guest's line is the line it was before; read back, the
+    account is checked as a name."""
+    validator = Validator(1024)
+    assert wire.dumps(event) == text
+    assert validator.event(json.loads(text)) == event
+    guest = dataclasses.replace(event, account=None)
+    assert wire.dumps(guest) == text.rsplit(",", 1)[0].removesuffix(",null") + "]"
+    with pytest.raises(Rejected):
+        validator.event(json.loads(text.replace('"bob"]', '"no way"]')))
 
 
 def test_a_member_record_carries_an_irc_clients_names_checked():

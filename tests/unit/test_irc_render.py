@@ -44,7 +44,7 @@ def test_a_line_past_512_bytes_is_cut_on_a_character():
 
 def protocol(nick: str = "alice", caps=()) -> IrcProtocol:
     settings = SimpleNamespace(config=SimpleNamespace(server_name="my server"))
-    irc = IrcProtocol(room_renderers(settings, {"bob": "bobacct"}.get))
+    irc = IrcProtocol(room_renderers(settings))
     irc.nick, irc.caps = nick, frozenset(caps)
     return irc
 
@@ -80,9 +80,9 @@ def test_history_is_timed_for_server_time_clients_only():
 
 def test_account_tag_names_the_speakers_account_in_rooms_and_private_lines():
     """The room renderer for account-tag clients tags a logged-in speaker's lines (and those
-    alone); with server-time too, both tags in one; what one client is told likewise. A chat
-    line names its speaker's account itself (it may come from another node); other lines
-    are looked up by nick (this node's clients)."""
+    alone); with server-time too, both tags in one; what one client is told likewise. A line
+    names its speaker's account itself (it may come from another node): chat lines, joins,
+    parts, topics, renames and invitations."""
     irc = protocol(caps=("account-tag",))
     said = ev.Said("bob", "hi", "c0ffee", "", "bobacct")
     tagged = irc.rooms_for(irc.caps).renderer("dev")
@@ -93,10 +93,16 @@ def test_account_tag_names_the_speakers_account_in_rooms_and_private_lines():
     assert both.startswith(b"@time=") and b";account=bobacct :bob!bob@chatd PRIVMSG" in both
     assert irc.rooms_for(()) is irc.speaks and irc.speaks.renderer("dev")(said)[:1] == b":"
     assert tagged(ev.Said("bob", "looked up by nick? no")).startswith(b":bob!")
-    assert tagged(ev.Joined("bob", "dev")) == b"@account=bobacct :bob!bob@chatd JOIN #dev\r\n"
+    assert tagged(ev.Joined("bob", "dev", "bobacct")) == \
+        b"@account=bobacct :bob!bob@chatd JOIN #dev\r\n"
+    assert tagged(ev.Joined("bob", "dev")) == b":bob!bob@chatd JOIN #dev\r\n"
+    assert tagged(ev.Left("bob", "dev", "bye", "bobacct")).startswith(b"@account=bobacct :bob!")
+    assert tagged(ev.Renamed("bob", "bobby", None, "bobacct")) == \
+        b"@account=bobacct :bob!bob@chatd NICK :bobby\r\n"
+    assert tagged(ev.TopicSet("bob", "dev", "t", "bobacct")).startswith(b"@account=bobacct :bob!")
     assert irc.line(ev.PrivateMessage("bob", "psst", "", "", "bobacct")) == \
         b"@account=bobacct :bob!bob@chatd PRIVMSG alice :psst\r\n"
-    assert irc.line(ev.InvitedTo("bob", "dev")) == \
+    assert irc.line(ev.InvitedTo("bob", "dev", "bobacct")) == \
         b"@account=bobacct :bob!bob@chatd INVITE alice #dev\r\n"
 
 
