@@ -377,6 +377,9 @@ class RedisBus:
     def describe(self, nick: str):
         return self.routing.describe(nick)
 
+    def describe_many(self, nicks: list[str]) -> dict:
+        return self.routing.describe_many(nicks)
+
     def route(self, node: str, action: str, client_id: int, args: dict) -> bool | None:
         return self.routing.route(node, action, client_id, args)
 

@@ -245,6 +245,48 @@ class Routing:
         found = self._record(nick)
         return None if found is None else (found[0], found[2])
 
+    def describe_many(self, nicks: list[str]) -> dict:
+        """folded nick -> checks.Member, of those of ``nicks`` held by a client on another
+        node (IRC's ``WHO #room``): two round trips however many they are. A claim or record
+        that does not check out is left out (and logged). Raises ClusterUnavailable."""
+        link, keys = self.link, list({fold(nick) for nick in nicks if is_valid_name(nick)})
+        if not keys:
+            return {}
+        try:
+            owners = {key: self._checked(self._claim, key, claim)
+                      for key, claim in zip(keys, link.redis.hmget(NICKS, keys)) if claim}
+            owners = {key: owner for key, owner in owners.items() if owner is not None}
+            values = link.redis.hmget(MEMBERS, list(owners.values())) if owners else []
+        except Exception as exc:  # the redis client's errors (imported only in cluster mode)
+            raise ClusterUnavailable(str(exc)) from None
+        found = {}
+        for (key, owner), value in zip(owners.items(), values):
+            member = self._checked(self._member, owner, value)
+            if member is not None:
+                found[key] = member
+        return found
+
+    def _checked(self, read, name: str, value):
+        """``read(name, value)``, or None if ``value`` is None or does not check out."""
+        if value is None:
+            return None
+        try:
+            return read(name, value)
+        except Rejected as exc:
+            self.link.rejected("member", str(exc))
+            return None
+
+    def _claim(self, key: str, claim) -> str:
+        """The owner (``node|client id``) a nick claim names."""
+        return self.link.seal.open(f"{NICKS}/{key}", claim)
+
+    def _member(self, owner: str, value):
+        """The member record of ``owner``, or None if it is this node's."""
+        link = self.link
+        if link.validator.owner(owner)[0] == link.node:
+            return None
+        return link.validator.member(link.seal.open_hidden(f"{MEMBERS}/{owner}", value))
+
     def _record(self, target):
         """(node, client id, checks.Member) of a client on another node, or None."""
         link = self.link

@@ -118,6 +118,10 @@ class LocalBus:
         """(node, checks.Member) of ``nick`` on another node, or None (``/whois``)."""
         return None
 
+    def describe_many(self, nicks: list[str]) -> dict:
+        """folded nick -> checks.Member, of those of ``nicks`` on other nodes (``WHO #room``)."""
+        return {}
+
     def route(self, node: str, action: str, client_id: int, args: dict) -> bool | None:
         return False  # locate() found no other node, so nothing is ever routed
 

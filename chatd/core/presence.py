@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 
+from chatd.core.bus import ClusterUnavailable
 from chatd.core.events import AwayNoticed, IsAway, PrivateMessage, WhoIs
 from chatd.core.ignoring import hides_private
 from chatd.text import fold
@@ -69,6 +70,16 @@ class Presence:
         if away is not None and event.__class__ is PrivateMessage:
             return IsAway(target.nick, away)
         return None
+
+    def names_elsewhere(self, nicks: list[str]) -> dict:
+        """folded nick -> (user name, real name) of those of ``nicks`` that are another
+        node's IRC clients (``WHO #room``; ``""`` each for a line client), as their member
+        records say; {} when the cluster cannot be asked (they show as their nicks then)."""
+        try:
+            found = self._bus.describe_many(nicks)
+        except ClusterUnavailable:
+            return {}
+        return {key: (member.username, member.realname) for key, member in found.items()}
 
     def whois(self, nick: str) -> WhoIs | None:
         """``/whois NICK``: what this node knows of it, or its member record if it is on

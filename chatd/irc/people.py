@@ -70,12 +70,16 @@ MAX_WHO = 200
 def do_who(reader, params: tuple) -> None:
     """``WHO #room`` (its members on every node), ``WHO nick``, or ``WHO mask`` (this node's
     clients whose nick matches, at most :data:`MAX_WHO`). User and real names are known of
-    this node's IRC clients, and of another node's for ``WHO nick`` (its member record)."""
+    this node's IRC clients, and of another node's from its member record: for ``WHO nick``,
+    and for ``WHO #room`` those of the first :data:`MAX_WHO` members (the rest show their
+    nicks: one WHO costs at most that many records read and opened)."""
     target = params[0] if params else "*"
     name = room_name(target)
     if name is not None:
         shown, members = reader.hub.members_of(name)
-        rows = [("#" + shown, *member, None) for member in members]
+        names = reader.hub.names_elsewhere([member[0] for member in members[:MAX_WHO]
+                                            if reader.hub.find(member[0]) is None])
+        rows = [("#" + shown, *member, names.get(fold(member[0]))) for member in members]
     elif "*" in target or "?" in target:
         pattern, mine = fold(target), set(reader.client.rooms)
         rows = [("*", c.nick, False, False, c.away, None) for c in sorted(
@@ -89,7 +93,7 @@ def do_who(reader, params: tuple) -> None:
                  (found.username or found.nick, found.realname or found.nick))] if found else []
     server, multi = reader.protocol.server, "multi-prefix" in reader.protocol.caps
     for channel, nick, op, voiced, away, names in rows:
-        user, real = names or _names_of(reader, nick)
+        user, real = (names[0] or nick, names[1] or nick) if names else _names_of(reader, nick)
         person = reader.hub.find(nick)
         prefix = ("@" if op else "") + ("+" if voiced else "")
         flags = ("G" if away is not None else "H") \

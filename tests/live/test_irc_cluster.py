@@ -197,11 +197,12 @@ def test_account_tag_names_another_nodes_logged_in_speaker(chatd, redis_server):
 
 
 def test_whois_shows_another_nodes_irc_client_as_its_user_gave_it(chatd, redis_server):
-    """An IRC client's user name and real name travel in its member record: WHOIS and WHO
-    of it from another node show what its USER said, and a line client's show its nick."""
+    """An IRC client's user name and real name travel in its member record: WHOIS, WHO and
+    WHO #room of it from another node show what its USER said, and a line client's show its
+    nick."""
     a, b = irc_nodes(chatd, redis_server)
-    a.irc("alice")  # USER alice 0 * :alice the tester
-    named(a, "dave")
+    alice = a.irc("alice")  # USER alice 0 * :alice the tester
+    dave = named(a, "dave")
     bob = b.irc("bob")
     bob.send_line("WHOIS alice")
     assert bob.numeric("311") == ":chatd 311 bob alice alice chatd * :alice the tester"
@@ -209,6 +210,18 @@ def test_whois_shows_another_nodes_irc_client_as_its_user_gave_it(chatd, redis_s
     assert bob.numeric("352").endswith(" * alice chatd chatd alice H :0 alice the tester")
     bob.send_line("WHOIS dave")
     assert bob.numeric("311") == ":chatd 311 bob dave dave chatd * :dave"
+    bob.send_line("JOIN #dev")
+    bob.numeric("366")
+    alice.send_line("JOIN #dev")
+    bob.wait_for(":alice!alice@chatd JOIN #dev")
+    dave.send_line("/join dev")
+    bob.wait_for(":dave!dave@chatd JOIN #dev")
+    bob.send_line("WHO #dev")
+    rows = sorted(bob.numeric("352") for _ in range(3))
+    assert [row.split(" ", 3)[3] for row in rows] == [
+        "#dev alice chatd chatd alice H :0 alice the tester",
+        "#dev bob chatd chatd bob H@ :0 bob the tester",
+        "#dev dave chatd chatd dave H :0 dave"], rows
 
 
 def test_minus_n_takes_a_line_from_a_node_where_the_room_has_no_member(chatd, redis_server):
