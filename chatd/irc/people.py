@@ -68,8 +68,9 @@ MAX_WHO = 200
 
 
 def do_who(reader, params: tuple) -> None:
-    """``WHO #room`` (its members on every node), ``WHO nick``, or ``WHO mask`` (this node's
-    clients whose nick matches, at most :data:`MAX_WHO`). User and real names are known of
+    """``WHO #room`` (its members on every node), ``WHO nick``, or ``WHO mask`` (the clients
+    whose nick matches, at most :data:`MAX_WHO`: this node's, and another node's that share a
+    room with the asker, :func:`_sharing_elsewhere`). User and real names are known of
     this node's IRC clients, and of another node's from its member record: for ``WHO nick``,
     and for ``WHO #room`` those of the first :data:`MAX_WHO` members (the rest show their
     nicks: one WHO costs at most that many records read and opened)."""
@@ -82,11 +83,12 @@ def do_who(reader, params: tuple) -> None:
         rows = [("#" + shown, *member, names.get(fold(member[0]))) for member in members]
     elif "*" in target or "?" in target:
         pattern, mine = fold(target), set(reader.client.rooms)
-        rows = [("*", c.nick, False, False, c.away, None) for c in sorted(
-            reader.hub.clients(), key=lambda c: fold(c.nick))
-            if c.nick and fnmatch.fnmatchcase(fold(c.nick), pattern)
-            and (c is reader.client or "i" not in c.user_modes or mine.intersection(c.rooms))
-            ][:MAX_WHO]  # (+i: seen by those who share a channel with it)
+        rows = [("*", c.nick, False, False, c.away, None) for c in reader.hub.clients()
+                if c.nick and fnmatch.fnmatchcase(fold(c.nick), pattern)
+                and (c is reader.client or "i" not in c.user_modes or mine.intersection(c.rooms))
+                ]  # (+i: seen by those who share a channel with it)
+        rows = sorted(rows + _sharing_elsewhere(reader, pattern, {fold(row[1]) for row in rows}),
+                      key=lambda row: fold(row[1]))[:MAX_WHO]
     else:
         found = _whois(reader, target)  # (on any node: its names from its member record)
         rows = [("*", found.nick, False, False, found.away,
@@ -101,6 +103,24 @@ def do_who(reader, params: tuple) -> None:
             + (prefix if multi else prefix[:1])
         reader.reply("352", channel, user, HOST, server, nick, flags, f"0 {real}")
     reader.reply("315", target[:30], "End of WHO list")
+
+
+def _sharing_elsewhere(reader, pattern: str, seen: set) -> list:
+    """``WHO MASK``'s rows for another node's clients: those whose nick matches ``pattern``
+    (folded) and who share a room with the asker, at most :data:`MAX_WHO`, with their names
+    from their member records. Their user modes are not known here, so each is taken as
+    ``+i`` (seen only by those who share a channel with it); ``seen``: this node's, shown
+    already."""
+    found: dict = {}
+    for room in list(reader.client.rooms):
+        for nick, _, _, away in reader.hub.members_of(room.name)[1]:
+            key = fold(nick)
+            if key not in seen and key not in found and len(found) < MAX_WHO \
+                    and fnmatch.fnmatchcase(key, pattern) and reader.hub.find(nick) is None:
+                found[key] = (nick, away)
+    names = reader.hub.names_elsewhere([nick for nick, _ in found.values()])
+    return [("*", nick, False, False, away, names.get(key, ("", "")))
+            for key, (nick, away) in found.items()]
 
 
 def _names_of(reader, nick: str) -> tuple[str, str]:

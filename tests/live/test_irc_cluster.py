@@ -248,3 +248,23 @@ def test_minus_n_takes_a_line_from_a_node_where_the_room_has_no_member(chatd, re
     bob.send_line("/history 5")
     bob.wait_for(lambda line: line.endswith("<carol> hello from node2"))
     assert not any("knock" in line for line in alice.received + bob.received)
+
+
+def test_who_mask_answers_with_another_nodes_clients_that_share_a_room(chatd, redis_server):
+    """WHO MASK also lists another node's clients, those that share a room with the asker
+    (their user modes are not known here: each is taken as ``+i``), with their USER's names;
+    one that shares none is not listed."""
+    a, b = irc_nodes(chatd, redis_server)
+    alice = a.irc("alice")
+    alice.send_line("JOIN #dev")
+    alice.numeric("366")
+    bob = b.irc("bob")
+    bob.send_line("JOIN #dev")
+    alice.wait_for(":bob!bob@chatd JOIN #dev")
+    b.irc("bobby")  # on node 2 too, in no room
+    named(a, "bobcat")  # a line client of this node: listed as before
+    alice.send_line("WHO bob*")
+    rows = [alice.numeric("352"), alice.numeric("352")]
+    assert [row.split(" ", 3)[3] for row in rows] == [
+        "* bob chatd chatd bob H :0 bob the tester", "* bobcat chatd chatd bobcat H :0 bobcat"]
+    assert alice.read_line() == ":chatd 315 alice bob* :End of WHO list"
