@@ -61,7 +61,6 @@ class RoomState:
     def moderated(self) -> bool:
         return "m" in self.modes
 
-
     def change(self, **fields) -> RoomState:
         return dataclasses.replace(self, **fields)
 
