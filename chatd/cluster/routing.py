@@ -296,13 +296,13 @@ class Routing:
                                                                     match=f"*|{int(target)}")]
             else:
                 claim = link.redis.hget(NICKS, fold(str(target)))
-                owners = [link.seal.open(f"{NICKS}/{fold(str(target))}", claim)] if claim else []
+                owners = [self._claim(fold(str(target)), claim)] if claim else []
             for owner in owners:
-                node, client_id = link.validator.owner(owner)
                 value = link.redis.hget(MEMBERS, owner)
-                if node != link.node and value is not None:
-                    return node, client_id, link.validator.member(
-                        link.seal.open_hidden(f"{MEMBERS}/{owner}", value))
+                member = self._member(owner, value) if value is not None else None
+                if member is not None:
+                    node, client_id = link.validator.owner(owner)
+                    return node, client_id, member
         except Rejected as exc:
             link.rejected("member", str(exc))
         except Exception as exc:  # the redis client's errors (imported only in cluster mode)

@@ -176,33 +176,6 @@ class Stewardship:
         account = client.account
         return self._by_member(client, name, lambda room, s: self._register(room, s, account))
 
-    def say_from_outside(self, client, name: str, event, counted: bool = True) -> str | None:
-        """IRC's ``-n``: ``client``, not a member of room ``name``, sends it the chat line
-        ``event``, to its members here and on every node. Returns the room's name as spelled,
-        or None if the line did not go: no such room anywhere, or it does not take lines from
-        outside (roomstate.takes_line_from; every room starts ``+n``). ``counted``: as
-        Hub.say's (IRC's TAGMSG is no message)."""
-        key, who = fold(name), (client.id, client.nick, client.account)
-        with self._lock:
-            room = self._rooms.get(key)
-            if room is not None:
-                if not room.state.takes_line_from(*who):
-                    return None
-                room.post(None, event, self._publish_line)
-                spelled = room.name
-        if room is None:  # members on other nodes only, if any; its state is kept here
-            remote = self._bus.remote_rooms().get(key)
-            if remote is None:
-                return None
-            with self._lock:
-                spelled, state = self._shared.get(key, (remote[0], RoomState()))
-            if not state.takes_line_from(*who):
-                return None
-            self._bus.publish(spelled, event)
-        if counted:
-            client.room_messages += 1  # (its session thread, as Hub.say)
-        return spelled
-
     # -- the operator's door (chatctl room) ---------------------------------------------------
 
     def room_state(self, name: str):

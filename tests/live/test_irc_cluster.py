@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from support.cluster import NODE_TIMEOUT, named
 from support.metrics import free_port
+from test_irc import irc_joined
 
 
 def irc_nodes(chatd, redis_server):
@@ -229,9 +230,7 @@ def test_minus_n_takes_a_line_from_a_node_where_the_room_has_no_member(chatd, re
     is refused while it is ``+n`` and reaches its members on the other node once it is
     not; history keeps her line."""
     a, b = irc_nodes(chatd, redis_server)
-    alice = a.irc("alice")
-    alice.send_line("JOIN #open")
-    alice.numeric("366")
+    alice = irc_joined(a, "alice", "#open")
     bob = named(a, "bob")
     bob.send_line("/join open")
     alice.wait_for(":bob!bob@chatd JOIN #open")
@@ -255,11 +254,8 @@ def test_who_mask_answers_with_another_nodes_clients_that_share_a_room(chatd, re
     (their user modes are not known here: each is taken as ``+i``), with their USER's names;
     one that shares none is not listed."""
     a, b = irc_nodes(chatd, redis_server)
-    alice = a.irc("alice")
-    alice.send_line("JOIN #dev")
-    alice.numeric("366")
-    bob = b.irc("bob")
-    bob.send_line("JOIN #dev")
+    alice = irc_joined(a, "alice")
+    irc_joined(b, "bob")
     alice.wait_for(":bob!bob@chatd JOIN #dev")
     b.irc("bobby")  # on node 2 too, in no room
     named(a, "bobcat")  # a line client of this node: listed as before
