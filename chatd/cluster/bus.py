@@ -20,7 +20,7 @@ import time
 
 import structlog
 
-from chatd.cluster import wire
+from chatd.cluster import departures, wire
 from chatd.cluster.checks import Validator, node_name
 from chatd.cluster.checks import name as checked_name
 from chatd.cluster.codec import Rejected, Seal, text
@@ -346,6 +346,17 @@ class RedisBus:
 
     def gone(self, client) -> None:
         self.publisher.write(("hdel", (MEMBERS, self.link.owner(client.id))))
+        if client.nick:
+            self.publisher.write(("whowas", departures.departure(
+                self.link.node, client.nick, (client.username, client.realname), time.time())))
+
+    def whowas(self, nick: str) -> list[tuple[str, str, str, float]]:
+        if not self.link.up:  # (not a socket timeout's wait for the answer)
+            raise ClusterUnavailable("the link to Redis is down")
+        try:
+            return departures.read(self.link, nick)
+        except Exception as exc:  # the redis client's errors (imported only in cluster mode)
+            raise ClusterUnavailable(str(exc)) from None
 
     def remote_members(self, room: str) -> list[str]:
         return self.roster.members(room)

@@ -106,7 +106,7 @@ MAX_USER_NAME = 24
 MAX_REAL_NAME = 100
 
 
-def _user_name(value) -> str:
+def user_name(value) -> str:
     """An IRC user name: printable, no spaces (irc/reader.py _identify)."""
     if value.__class__ is not str or len(value) > MAX_USER_NAME \
             or not (value.isprintable() and " " not in value):
@@ -114,7 +114,7 @@ def _user_name(value) -> str:
     return value
 
 
-def _real_name(value) -> str:
+def real_name(value) -> str:
     """An IRC real name: text as a client could send it, at most MAX_REAL_NAME characters."""
     value = clean(value, MAX_REAL_NAME * 4)
     if len(value) > MAX_REAL_NAME:
@@ -259,7 +259,7 @@ class Validator:
         return Member(name(nick), optional_name(room), peer, number(connected_at),
                       names(rooms, MAX_ROOMS), optional_name(account),
                       None if away is None else self._user_text(away),
-                      _user_name(username), _real_name(realname))
+                      user_name(username), real_name(realname))
 
     def history(self, value: str) -> tuple[float, str, object]:
         """A history list value ``TS ROOM EVENT`` -> (ts, room, Said or Acted)."""

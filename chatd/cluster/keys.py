@@ -17,6 +17,8 @@ ACCOUNT, ACCOUNT_ROOMS, ACCOUNTS = PREFIX + "account:", PREFIX + "account-rooms:
 ACCOUNT_IGNORES = PREFIX + "account-ignores:"
 #: Every room's state but the blank one (cluster/roomstates.py).
 ROOMS = PREFIX + "rooms"
+#: The cluster's last departures, newest first (cluster/departures.py: IRC's WHOWAS).
+WHOWAS = PREFIX + "whowas"
 #: Where the rooms of a node's accounts stand, kept as it goes (cluster/standing.py).
 SEEN = PREFIX + "seen:"
 #: Entries kept in the stream: what a node that lost its link can still catch up on. At 1,000
@@ -33,7 +35,8 @@ def node_stream(node: str) -> str:
 #: The type each shared key must have (anything else was not written by a node: bus.py
 #: deletes it at start, with a warning).
 TYPES = {STREAM: "stream", MEMBERS: "hash", NICKS: "hash", BANS: "hash", NODES: "set",
-         GUESTS: "string", ID_BLOCKS: "string", ACCOUNTS: "set", ROOMS: "hash"}
+         GUESTS: "string", ID_BLOCKS: "string", ACCOUNTS: "set", ROOMS: "hash",
+         WHOWAS: "list"}
 
 #: Release a nick only if we still hold it (another node may have claimed it since).
 RELEASE = """

@@ -20,7 +20,8 @@ import structlog
 
 from chatd.cluster import wire
 from chatd.cluster.codec import WRITE_ENTRY_BYTES
-from chatd.cluster.keys import HISTORY, MEMBERS, STREAM_LENGTH, node_stream
+from chatd.cluster.departures import MAX_DEPARTURES, element
+from chatd.cluster.keys import HISTORY, MEMBERS, STREAM_LENGTH, WHOWAS, node_stream
 from chatd.cluster.lane import Lane, bulk, head, pack, transaction
 from chatd.cluster.link import scrub
 
@@ -53,7 +54,7 @@ class Publisher:
         self.history_lines = history_lines
         self._lock = threading.Lock()
         # ("line", (JSON text, (room key, history record, its time) or None)), ("member", (owner,
-        # record)), or (pipeline method, args)
+        # record)), ("whowas", departures.departure(...)), or (pipeline method, args)
         self._outgoing: list = []
         self._first_at = 0.0
         self._wake = threading.Event()
@@ -174,6 +175,7 @@ class Publisher:
         stream = self._stream
         lines, stamps, by_room = [], [], {}
         commands, keys = [], []  # keys: the key of each command, in order
+        departed = False
         # (per batch, on this thread: at a paced load a batch is a line or two, so what a
         # batch costs whatever its size is most of a line's cost here; issue 28)
         for method, args in batch:
@@ -194,9 +196,16 @@ class Publisher:
                 commands.append(_command(b"HSET", MEMBERS, owner,
                                          seal.seal_hidden(f"{MEMBERS}/{owner}", record)))
                 keys.append(MEMBERS)
+            elif method == "whowas":  # (departures.py: sealed here too)
+                commands.append(_command(b"LPUSH", WHOWAS, element(seal, *args)))
+                keys.append(WHOWAS)
+                departed = True
             else:  # ("hset" | "hdel" | "delete", (key, ...))
                 commands.append(_command(WRITES[method], *args))
                 keys.append(args[0])
+        if departed:  # one trim a batch, however many left
+            commands.append(_command(b"LTRIM", WHOWAS, 0, MAX_DEPARTURES - 1))
+            keys.append(WHOWAS)
         if by_room:  # LTRIM's last two arguments
             trim = bulk(b"%d" % -self.history_lines) + bulk(b"-1")
         for room_key, records in by_room.items():  # one RPUSH per room per batch, in order

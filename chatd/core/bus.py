@@ -122,6 +122,11 @@ class LocalBus:
         """folded nick -> checks.Member, of those of ``nicks`` on other nodes (``WHO #room``)."""
         return {}
 
+    def whowas(self, nick: str) -> list[tuple[str, str, str, float]]:
+        """Other nodes' clients that held ``nick`` and left, newest first: (nick, user name,
+        real name, when) as WHOWAS shows them (cluster/departures.py)."""
+        return []
+
     def route(self, node: str, action: str, client_id: int, args: dict) -> bool | None:
         return False  # locate() found no other node, so nothing is ever routed
 

@@ -11,6 +11,7 @@ import itertools
 import time
 from typing import NamedTuple
 
+from chatd.core.bus import ClusterUnavailable
 from chatd.text import fold
 
 _COUNTERS = ("lines_in", "lines_out", "bytes_in", "bytes_out")
@@ -78,12 +79,19 @@ class Census:
             self._disconnects[reason.kind] = self._disconnects.get(reason.kind, 0) + 1
 
     def whowas(self, nick: str, count: int = 0) -> list[tuple[str, str, str, float]]:
-        """Who held ``nick`` on this node before, newest first: (nick, user name, real name,
-        when it left), at most ``count`` (0: all kept). :data:`MAX_GONE` departures are
-        kept, the oldest forgotten first."""
+        """Who held ``nick`` before, newest first: (nick, user name, real name, when it left),
+        at most ``count`` (0: all kept). This node keeps its last :data:`MAX_GONE`
+        departures, the oldest forgotten first; the cluster its own (the bus: Redis is asked
+        outside the hub lock, and while it cannot be, this node's are the answer)."""
         key = fold(nick)
         with self._lock:
             found = [entry for entry in self._gone if fold(entry[0]) == key]
+        try:
+            elsewhere = self._bus.whowas(nick)
+        except ClusterUnavailable:
+            elsewhere = []
+        if elsewhere:
+            found = sorted(found + elsewhere, key=lambda entry: entry[3], reverse=True)
         return found[:count] if count > 0 else found
 
     def users(self) -> tuple[int, int]:

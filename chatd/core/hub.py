@@ -130,12 +130,14 @@ class Hub(Census, Membership, Identity, Presence, Stewardship):
         if client.account and self._accounts.get(fold(client.account)) is client:
             del self._accounts[fold(client.account)]
         self._count_departure(client, reason)
+        # before its farewells: another node that shows its quit finds its member record
+        # gone and its departure in WHOWAS (the publisher sends in the order queued)
+        self._bus.gone(client)
         positions, rooms = [], client.rooms
         for room, before in zip(rooms, once.befores([room.name for room in rooms])):
             positions.append((room.name, self._leave(client, room)))
             self._farewell(client, room, reason, before)
         client.positions = positions  # what its account remembers (identity.py)
-        self._bus.gone(client)
         return True
 
     def _farewell(self, client, room, reason, before: str | None) -> None:

@@ -175,7 +175,7 @@ def _prefixed(reader, room: str, nick: str) -> str:
 
 
 def do_whowas(reader, params: tuple) -> None:
-    """Who held a nick on this node before (core/census.py keeps the last departures)."""
+    """Who held a nick before, on any node (core/census.py, cluster/departures.py)."""
     nick = params[0]
     count = params[1] if len(params) > 1 else ""
     entries = reader.hub.whowas(nick, int(count) if NUMBER.fullmatch(count) else 0)

@@ -9,9 +9,9 @@ from support.metrics import free_port
 from test_irc import irc_joined
 
 
-def irc_nodes(chatd, redis_server):
-    """Two nodes on one Redis, each with an IRC listener of its own."""
-    redis = redis_server()
+def irc_nodes(chatd, redis_server, redis=None):
+    """Two nodes on one Redis (``redis``, or a new one), each with an IRC listener of its own."""
+    redis = redis or redis_server()
     nodes = [chatd(cluster={"redis_url": redis.url, "node_name": f"node{i + 1}",
                             "node_timeout": NODE_TIMEOUT}, irc={"irc_port": free_port()})
              for i in range(2)]
@@ -264,3 +264,43 @@ def test_who_mask_answers_with_another_nodes_clients_that_share_a_room(chatd, re
     assert [row.split(" ", 3)[3] for row in rows] == [
         "* bob chatd chatd bob H :0 bob the tester", "* bobcat chatd chatd bobcat H :0 bobcat"]
     assert alice.read_line() == ":chatd 315 alice bob* :End of WHO list"
+
+
+
+def test_whowas_answers_with_another_nodes_departures(chatd, redis_server):
+    """A client that left another node is in WHOWAS as its USER gave its names (a line
+    client's are its nick), newest first beside this node's own departures; an element
+    written to Redis by someone without the secret is left out, and logged."""
+    redis = redis_server()
+    a, b = irc_nodes(chatd, redis_server, redis)
+    carol = irc_joined(b, "carol")
+    bob = irc_joined(a, "bob")
+    carol.wait_for(":bob!bob@chatd JOIN #dev")
+    dave = named(a, "dave")
+    dave.send_line("/join dev")
+    carol.wait_for(":dave!dave@chatd JOIN #dev")
+    bob.send_line("QUIT :bye")
+    carol.wait_for(":bob!bob@chatd QUIT :quit: bye")
+    dave.send_line("/quit")
+    carol.wait_for(lambda line: line.startswith(":dave!dave@chatd QUIT"))
+    carol.send_line("WHOWAS bob")
+    assert carol.numeric("314") == ":chatd 314 carol bob bob chatd * :bob the tester"
+    carol.wait_for(":chatd 369 carol bob :End of WHOWAS")
+    carol.send_line("WHOWAS dave")
+    assert carol.numeric("314") == ":chatd 314 carol dave dave chatd * :dave"
+    carol.wait_for(":chatd 369 carol dave :End of WHOWAS")
+
+    redis.client().lpush("chatd:whowas", "bob " + "0" * 32 + "forged")
+    later = b.irc("bob", realname="bob again")  # on carol's node this time
+    later.send_line("QUIT")
+    later.expect_closed()
+    carol.send_line("WHOWAS bob")
+    assert [carol.numeric("314"), carol.numeric("314")] == [
+        ":chatd 314 carol bob bob chatd * :bob again",
+        ":chatd 314 carol bob bob chatd * :bob the tester"]
+    carol.wait_for(":chatd 369 carol bob :End of WHOWAS")
+    b.wait_event("cluster_entry_rejected", what="whowas")
+    carol.send_line("WHOWAS bob 1")
+    assert carol.numeric("314") == ":chatd 314 carol bob bob chatd * :bob again"
+    assert carol.read_line(5.0).startswith(":chatd 312 carol bob chatd :")
+    carol.expect(":chatd 369 carol bob :End of WHOWAS")

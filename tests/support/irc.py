@@ -14,16 +14,17 @@ class IrcClient(ChatClient):
     """:class:`ChatClient`'s line reading, IRC's registration and barrier."""
 
     def register(self, port: int, nick: str, caps=(), password: str | None = None,
-                 timeout: float = 5.0) -> IrcClient:
-        """Connect, negotiate ``caps`` (CAP LS 302, REQ, END), send PASS/NICK/USER and read
-        up to the end of the MOTD (376 or 422)."""
+                 timeout: float = 5.0, realname: str | None = None) -> IrcClient:
+        """Connect, negotiate ``caps`` (CAP LS 302, REQ, END), send PASS/NICK/USER (the real
+        name ``NICK the tester`` unless given) and read up to the end of the MOTD (376 or
+        422)."""
         self.connect(port, greet=False, timeout=timeout)
         if caps:
             self.send_line("CAP LS 302")
         if password is not None:
             self.send_line(f"PASS {password}")
         self.send_line(f"NICK {nick}")
-        self.send_line(f"USER {nick} 0 * :{nick} the tester")
+        self.send_line(f"USER {nick} 0 * :{realname or nick + ' the tester'}")
         if caps:
             self.send_line(f"CAP REQ :{' '.join(caps)}")
             self.wait_for(lambda line: " CAP " in line and " ACK " in line, timeout)
