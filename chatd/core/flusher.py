@@ -49,9 +49,9 @@ LINGER_SECONDS = 2.0
 #: The least time from one take of the work queue to the next. A take after a quiet spell
 #: runs at once; under steady traffic what comes within the hold leaves in one send per
 #: recipient, not one send per line (issue 28: a send is most of what a delivery costs).
-#: 0.5 ms: against 1 ms, the paced fan-out's p99 1.5 ms against 2.2 (ngircd's 2.1) for
-#: half again the CPU; no hold at all costs more sends than the tail gains (bench/README.md,
-#: issue 27).
+#: 0.5 ms: the paced fan-out's p99 on the IRC port 1.56 ms (median), against 1.96 at 0.75 ms,
+#: 2.22 at 1 ms and ngircd's 2.05, for half again the CPU of 1 ms; no hold at all costs more
+#: sends than the tail gains (bench/README.md, issue 27).
 HOLD_SECONDS = 0.0005
 #: The hold of a cluster node. There a line from another node has already waited for its
 #: publisher's linger (1 ms) and a Redis round trip, and the node's CPU is shared with the
