@@ -348,7 +348,8 @@ class RedisBus:
         self.publisher.write(("hdel", (MEMBERS, self.link.owner(client.id))))
         if client.nick:
             self.publisher.write(("whowas", departures.departure(
-                self.link.node, client.nick, (client.username, client.realname), time.time())))
+                self.link.node, self.link.started_at, client.nick,
+                (client.username, client.realname), time.time())))
 
     def whowas(self, nick: str) -> list[tuple[str, str, str, float]]:
         if not self.link.up:  # (not a socket timeout's wait for the answer)

@@ -6,14 +6,17 @@ MAX_DEPARTURES, so Redis holds the cluster's last departures, newest first, boun
 many nodes write. Each element is ``FOLDED-NICK SEALED``: the folded nick in clear (nick
 claims show it already) lets a WHOWAS open only the elements of the nick asked about; the rest
 is sealed and encrypted (codec.Seal.seal_hidden) for the key and that nick, so an element
-whose clear nick was changed does not open. The payload is ``[NODE, NICK, USER NAME, REAL
-NAME, WHEN]``. Someone with Redis write access can still copy or drop elements (a repeated
-or missing answer), never make up one.
+whose clear nick was changed does not open. The payload is ``[NODE, RUN, NICK, USER NAME,
+REAL NAME, WHEN]``: RUN is the writing run's start time (link.started_at), or 0 for the
+clients of a lost node, which the node that reaps it files (leases.py). Someone with Redis
+write access can still copy or drop elements (a repeated or missing answer), never make up
+one.
 
 Reading (:func:`read`, on the asking client's session thread): one LRANGE of at most
 MAX_DEPARTURES elements; every element that does not check out is left out and logged as
-rejected. This node's own departures are left out too: the hub remembers those itself
-(core/census.py), also while Redis is away.
+rejected. This run's own departures are left out too: the hub remembers those itself
+(core/census.py), also while Redis is away; an earlier run's under the same node name are
+not.
 """
 
 from __future__ import annotations
@@ -29,10 +32,11 @@ from chatd.text import fold
 MAX_DEPARTURES = 1000
 
 
-def departure(node: str, nick: str, names: tuple[str, str], at: float) -> tuple[str, str]:
-    """(folded nick, payload) of a client of ``node`` that left at ``at``: for the
-    publisher, which seals the payload (:func:`element`) on its own thread."""
-    return fold(nick), json.dumps([node, nick, names[0], names[1], round(at, 3)])
+def departure(node: str, run: float, nick: str, names: tuple[str, str],
+              at: float) -> tuple[str, str]:
+    """(folded nick, payload) of a client of ``node``'s run ``run`` that left at ``at``:
+    for the publisher, which seals the payload (:func:`element`) on its own thread."""
+    return fold(nick), json.dumps([node, run, nick, names[0], names[1], round(at, 3)])
 
 
 def element(seal, key: str, payload: str) -> str:
@@ -55,14 +59,15 @@ def read(link, nick: str) -> list[tuple[str, str, str, float]]:
         except (Rejected, ValueError, TypeError) as exc:
             link.rejected("whowas", str(exc) or "not a departure")
             continue
-        node, held, user, real, when = entry
+        node, run, held, user, real, when = entry
         if fold(held) != key:
             link.rejected("whowas", "the nick is not the one it is filed under")
-        elif node != link.node:
+        elif node != link.node or run != link.started_at:
             found.append((held, user or held, real or held, when))
     return found
 
 
-def _checked(entry) -> tuple[str, str, str, str, float]:
-    node, held, user, real, when = entry
-    return node_name(node), name(held), user_name(user), real_name(real), number(when)
+def _checked(entry) -> tuple[str, float, str, str, str, float]:
+    node, run, held, user, real, when = entry
+    return (node_name(node), number(run), name(held), user_name(user), real_name(real),
+            number(when))

@@ -21,7 +21,7 @@ import time
 
 import structlog
 
-from chatd.cluster import wire
+from chatd.cluster import departures, wire
 from chatd.cluster.checks import node_name
 from chatd.cluster.codec import Rejected, text
 from chatd.cluster.keys import (
@@ -33,6 +33,7 @@ from chatd.cluster.keys import (
     REAPING,
     STREAM,
     STREAM_LENGTH,
+    WHOWAS,
     node_stream,
 )
 from chatd.core import events as ev
@@ -155,8 +156,9 @@ class Leases:
         return previous is not None
 
     def reap(self, node: str) -> int:
-        """Announce ``node``'s members as lost and forget them, atomically (keys.REAP)."""
-        link, lines, triples = self.link, [], []
+        """Announce ``node``'s members as lost and forget them, atomically (keys.REAP); then
+        file them as departures (run 0: nobody's census has them) for WHOWAS."""
+        link, lines, triples, gone = self.link, [], [], []
         prefix = f"{node}|".encode()
         for key, value in link.redis.hgetall(MEMBERS).items():
             if not key.startswith(prefix):
@@ -170,13 +172,21 @@ class Leases:
                 continue
             nick = member.nick
             triples += [field, fold(nick), link.seal.seal(f"{NICKS}/{fold(nick)}", field)]
+            gone.append(departures.element(link.seal, *departures.departure(
+                node, 0, nick, (member.username, member.realname), time.time())))
             lines += [room_line("r", room, wire.dumps(ev.Quit(nick, room, "node lost", before)))
                       for room, before in zip(member.rooms, once.befores(member.rooms))]
         entry = link.seal.entry(link.node, link.sequence.next(), "[" + ",".join(lines) + "]",
                                 lost=node) if lines else None
         fields = [entry["h"], entry["c"]] if entry else ["", ""]
-        return int(link.scripts["reap"](keys=[MEMBERS, NICKS, STREAM, NODES],
-                                        args=[node, STREAM_LENGTH, *fields, *triples]))
+        reaped = int(link.scripts["reap"](keys=[MEMBERS, NICKS, STREAM, NODES],
+                                          args=[node, STREAM_LENGTH, *fields, *triples]))
+        if gone:
+            with link.redis.pipeline(transaction=True) as pipe:
+                pipe.lpush(WHOWAS, *gone)
+                pipe.ltrim(WHOWAS, 0, departures.MAX_DEPARTURES - 1)
+                pipe.execute()
+        return reaped
 
     # -- coming back (publisher thread) --------------------------------------------------
 

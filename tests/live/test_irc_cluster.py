@@ -4,6 +4,8 @@ redis-server."""
 
 from __future__ import annotations
 
+import signal
+
 from support.cluster import NODE_TIMEOUT, named
 from support.metrics import free_port
 from test_irc import irc_joined
@@ -304,3 +306,18 @@ def test_whowas_answers_with_another_nodes_departures(chatd, redis_server):
     assert carol.numeric("314") == ":chatd 314 carol bob bob chatd * :bob again"
     assert carol.read_line(5.0).startswith(":chatd 312 carol bob chatd :")
     carol.expect(":chatd 369 carol bob :End of WHOWAS")
+
+
+def test_whowas_names_the_clients_of_a_node_that_was_lost(chatd, redis_server):
+    """A node killed with its clients: the node that reaps it files them as departures, so
+    WHOWAS answers for them on the nodes left, with their USER's names."""
+    a, b = irc_nodes(chatd, redis_server)
+    carol = irc_joined(a, "carol")
+    irc_joined(b, "bob")
+    carol.wait_for(":bob!bob@chatd JOIN #dev")
+    b.terminate(sig=signal.SIGKILL)
+    carol.wait_for(lambda line: line.startswith(":bob!bob@chatd QUIT"),
+                   timeout=10 * NODE_TIMEOUT + 5)
+    carol.send_line("WHOWAS bob")
+    assert carol.numeric("314") == ":chatd 314 carol bob bob chatd * :bob the tester"
+    carol.wait_for(":chatd 369 carol bob :End of WHOWAS")
