@@ -45,8 +45,9 @@ def element(seal, key: str, payload: str) -> str:
 
 
 def read(link, nick: str) -> list[tuple[str, str, str, float]]:
-    """Other nodes' departures of ``nick``, newest first: (nick, user name, real name, when),
-    with the nick standing in for the names of a line client, as WHOWAS shows them."""
+    """The departures of ``nick`` filed in Redis, newest first, but this run's own: (nick,
+    user name, real name, when), the nick standing in for a line client's names, as WHOWAS
+    shows them."""
     key = fold(nick)
     prefix = key.encode() + b" "
     found = []

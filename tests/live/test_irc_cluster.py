@@ -268,7 +268,6 @@ def test_who_mask_answers_with_another_nodes_clients_that_share_a_room(chatd, re
     assert alice.read_line() == ":chatd 315 alice bob* :End of WHO list"
 
 
-
 def test_whowas_answers_with_another_nodes_departures(chatd, redis_server):
     """A client that left another node is in WHOWAS as its USER gave its names (a line
     client's are its nick), newest first beside this node's own departures; an element
