@@ -3,9 +3,9 @@
 This module composes the parts and answers the hub's questions; each part has one job:
 codec.py (the trust boundary: seals and checks whatever crosses Redis), publisher.py (what
 this node tells the others), reader.py (what they tell it), leases.py (who is alive), routing.py
-(admin actions across nodes), roster.py (the others' members as last heard), counters.py
-(guest numbers, client-id blocks, nick releases). docs/cluster.md
-describes the keys and the design.
+(admin actions across nodes), roster.py (the others' members as last heard), departures.py
+(WHOWAS's shared list), counters.py (guest numbers, client-id blocks, nick releases).
+docs/cluster.md describes the keys and the design.
 
 Threads: the publisher and the reader, started by :meth:`RedisBus.start`; claims and guest
 numbers are asked for on the calling session thread (outside the hub lock); admin threads ask
@@ -39,14 +39,14 @@ from chatd.cluster.keys import (
 )
 from chatd.cluster.leases import Leases, member_record, room_line
 from chatd.cluster.link import ClusterStartError, Link, scrub
-from chatd.cluster.publisher import Publisher
+from chatd.cluster.publisher import Publisher, history_entries
 from chatd.cluster.reader import MAX_STREAMS, Reader, position
 from chatd.cluster.roomstates import RoomStates
 from chatd.cluster.roster import Roster
 from chatd.cluster.routing import Routing
 from chatd.cluster.standing import Standing
 from chatd.core.bus import ClusterUnavailable
-from chatd.core.tail import KINDS, Entry
+from chatd.core.tail import KINDS
 from chatd.text import fold
 
 log = structlog.get_logger("chatd.cluster")
@@ -212,7 +212,7 @@ class RedisBus:
         except Exception as exc:  # the redis client's errors, WRONGTYPE included
             log.warning("history_read_failed", room=room_key, error=scrub(str(exc), link.url))
             return [], None
-        entries = [e for value in values for e in self._history_entries(room_key, value)]
+        entries = [e for value in values for e in history_entries(link, room_key, value)]
         at = {stream: position(last[0][0]) if last else (0, 0)
               for stream, last in zip(streams, lasts)}
         # Lines up to `at` that the reader has not handed on yet would reach the joiner live
@@ -221,27 +221,6 @@ class RedisBus:
         if not self.reader.caught_up(at, CATCH_UP_SECONDS):  # (lines may come twice)
             log.warning("history_catch_up_slow", room=room_key, seconds=CATCH_UP_SECONDS)
         return entries[-count:], at
-
-    def _history_entries(self, room_key: str, value) -> list:
-        """One history list element (``@NODE``, the node whose lines they are, then its
-        lines, joined by LF, one tag) as Entries; what fails its check is skipped with a
-        warning (the whole element if its tag does)."""
-        try:
-            records = self.link.seal.open(HISTORY + room_key, value).split("\n")
-            origin = node_name(records.pop(0)[1:]) if records[0].startswith("@") else ""
-        except Rejected as exc:
-            self.link.rejected("history", str(exc), room=room_key)
-            return []
-        entries = []
-        for record in records:
-            try:
-                ts, shown, event = self.link.validator.history(record)
-            except Rejected as exc:
-                self.link.rejected("history", str(exc), room=room_key)
-                continue
-            entries.append(Entry(ts, shown, KINDS[event.__class__], event.nick, event.text,
-                                 origin))
-        return entries
 
     def _away(self, writer: str, item: list) -> None:
         """``["away", NICK, TEXT or null]``, or ``[..., ROOM]``: it joined ROOM while away
@@ -347,17 +326,10 @@ class RedisBus:
     def gone(self, client) -> None:
         self.publisher.write(("hdel", (MEMBERS, self.link.owner(client.id))))
         if client.nick:
-            self.publisher.write(("whowas", departures.departure(
-                self.link.node, self.link.started_at, client.nick,
-                (client.username, client.realname), time.time())))
+            self.publisher.write(("whowas", departures.of(self.link, client)))
 
     def whowas(self, nick: str) -> list[tuple[str, str, str, float]]:
-        if not self.link.up:  # (not a socket timeout's wait for the answer)
-            raise ClusterUnavailable("the link to Redis is down")
-        try:
-            return departures.read(self.link, nick)
-        except Exception as exc:  # the redis client's errors (imported only in cluster mode)
-            raise ClusterUnavailable(str(exc)) from None
+        return departures.read(self.link, nick)
 
     def remote_members(self, room: str) -> list[str]:
         return self.roster.members(room)

@@ -22,14 +22,22 @@ not.
 from __future__ import annotations
 
 import json
+import time
 
 from chatd.cluster.checks import name, node_name, number, real_name, user_name
 from chatd.cluster.codec import Rejected
 from chatd.cluster.keys import WHOWAS
+from chatd.core.bus import ClusterUnavailable
 from chatd.text import fold
 
 #: Departures the cluster remembers (docs/protocol.md §3): about 250 bytes each in Redis.
 MAX_DEPARTURES = 1000
+
+
+def of(link, client) -> tuple[str, str]:
+    """The departure of ``client``, this run's, leaving now (bus.gone)."""
+    return departure(link.node, link.started_at, client.nick,
+                     (client.username, client.realname), time.time())
 
 
 def departure(node: str, run: float, nick: str, names: tuple[str, str],
@@ -47,11 +55,18 @@ def element(seal, key: str, payload: str) -> str:
 def read(link, nick: str) -> list[tuple[str, str, str, float]]:
     """The departures of ``nick`` filed in Redis, newest first, but this run's own: (nick,
     user name, real name, when), the nick standing in for a line client's names, as WHOWAS
-    shows them."""
+    shows them. Raises ClusterUnavailable when Redis cannot be asked (at once if the link
+    is known to be down: no socket timeout's wait)."""
+    if not link.up:
+        raise ClusterUnavailable("the link to Redis is down")
+    try:
+        values = link.redis.lrange(WHOWAS, 0, MAX_DEPARTURES - 1)
+    except Exception as exc:  # the redis client's errors (imported only in cluster mode)
+        raise ClusterUnavailable(str(exc)) from None
     key = fold(nick)
     prefix = key.encode() + b" "
     found = []
-    for value in link.redis.lrange(WHOWAS, 0, MAX_DEPARTURES - 1):
+    for value in values:
         if not value.startswith(prefix):
             continue
         try:

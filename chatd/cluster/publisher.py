@@ -8,6 +8,8 @@ this one does not), the member records and the history lines of the same batch. 
 everything is kept, in order, and tried again every RETRY_SECONDS (docs/cluster.md: an
 outage loses no line). The thread also renews this node's lease (leases.py) when it is due.
 
+A history element is read back by :func:`history_entries`, beside the code that writes it.
+
 ``_lock`` guards ``_outgoing`` and ``_first_at``; it is taken after the hub lock, never before.
 """
 
@@ -19,11 +21,13 @@ import time
 import structlog
 
 from chatd.cluster import wire
-from chatd.cluster.codec import WRITE_ENTRY_BYTES
+from chatd.cluster.checks import node_name
+from chatd.cluster.codec import WRITE_ENTRY_BYTES, Rejected
 from chatd.cluster.departures import MAX_DEPARTURES, element
 from chatd.cluster.keys import HISTORY, MEMBERS, STREAM_LENGTH, WHOWAS, node_stream
 from chatd.cluster.lane import Lane, bulk, head, pack, transaction
 from chatd.cluster.link import scrub
+from chatd.core.tail import KINDS, Entry
 
 log = structlog.get_logger("chatd.cluster")
 
@@ -254,6 +258,27 @@ class Publisher:
         for key, error in failed:
             if key == self._stream:
                 raise error
+
+
+def history_entries(link, room_key: str, value) -> list:
+    """One history list element as :meth:`Publisher._pack` writes it (``@NODE``, the node
+    whose lines they are, then its lines, joined by LF, one tag) read back as Entries: what
+    fails its check is skipped with a warning (the whole element if its tag does)."""
+    try:
+        records = link.seal.open(HISTORY + room_key, value).split("\n")
+        origin = node_name(records.pop(0)[1:]) if records[0].startswith("@") else ""
+    except Rejected as exc:
+        link.rejected("history", str(exc), room=room_key)
+        return []
+    entries = []
+    for record in records:
+        try:
+            ts, shown, event = link.validator.history(record)
+        except Rejected as exc:
+            link.rejected("history", str(exc), room=room_key)
+            continue
+        entries.append(Entry(ts, shown, KINDS[event.__class__], event.nick, event.text, origin))
+    return entries
 
 
 def _command(*args) -> bytes:
